@@ -1,0 +1,63 @@
+package core
+
+import "sync"
+
+// Collector gathers the records produced while serving one request, so that they can be stamped
+// with the request's metadata and written together when it ends. It is safe for concurrent use:
+// handlers may start goroutines that write through the ORM with the request's context.
+type Collector struct {
+	mu      sync.Mutex
+	records []*Record
+	done    bool
+	late    func(*Record)
+}
+
+// NewCollector returns an empty collector.
+func NewCollector() *Collector { return &Collector{} }
+
+// Add appends records. After Finish, records are handed to the function Finish was given instead,
+// so that work which outlives its request is still recorded.
+func (c *Collector) Add(recs ...*Record) {
+	c.mu.Lock()
+	if !c.done {
+		c.records = append(c.records, recs...)
+		c.mu.Unlock()
+		return
+	}
+	late := c.late
+	c.mu.Unlock()
+	if late != nil {
+		for _, r := range recs {
+			late(r)
+		}
+	}
+}
+
+// Len returns the number of records held.
+func (c *Collector) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.records)
+}
+
+// Records returns a copy of the slice of records held, in the order they were added.
+func (c *Collector) Records() []*Record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*Record(nil), c.records...)
+}
+
+// Finish returns the records held and closes the collector: records added later go to late
+// (which may be nil to discard them). Finish may be called once; later calls return nil.
+func (c *Collector) Finish(late func(*Record)) []*Record {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done {
+		return nil
+	}
+	c.done = true
+	c.late = late
+	out := c.records
+	c.records = nil
+	return out
+}

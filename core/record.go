@@ -1,0 +1,248 @@
+package core
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// RecordVersion is the version of the record format written to the version column.
+const RecordVersion = 1
+
+// Kind says what produced a record.
+type Kind string
+
+// The kinds of audit records.
+const (
+	KindHTTP   Kind = "http"   // one HTTP request
+	KindInsert Kind = "insert" // a database row was created
+	KindUpdate Kind = "update" // a database row was changed
+	KindDelete Kind = "delete" // a database row was deleted (also soft deletes)
+	KindCustom Kind = "custom" // anything else: manual records, raw SQL, summaries
+)
+
+// Valid reports whether k is one of the defined kinds.
+func (k Kind) Valid() bool {
+	switch k {
+	case KindHTTP, KindInsert, KindUpdate, KindDelete, KindCustom:
+		return true
+	}
+	return false
+}
+
+// Severity grades a record.
+type Severity string
+
+// The severities, from least to most severe. The zero value means SeverityInfo.
+const (
+	SeverityInfo     Severity = "info"
+	SeverityWarning  Severity = "warning"
+	SeverityError    Severity = "error"
+	SeverityCritical Severity = "critical"
+)
+
+// Valid reports whether s is one of the defined severities.
+func (s Severity) Valid() bool {
+	switch s {
+	case SeverityInfo, SeverityWarning, SeverityError, SeverityCritical:
+		return true
+	}
+	return false
+}
+
+// ActorType classifies who acted.
+type ActorType string
+
+// The actor types. The zero value is resolved when a record is accepted: ActorAnonymous when the
+// actor has no ID, ActorTenantUser otherwise.
+const (
+	ActorPlatformAdmin ActorType = "platform_admin"
+	ActorTenantUser    ActorType = "tenant_user"
+	ActorService       ActorType = "service"
+	ActorSystem        ActorType = "system"
+	ActorAnonymous     ActorType = "anonymous"
+)
+
+// Valid reports whether t is one of the defined actor types.
+func (t ActorType) Valid() bool {
+	switch t {
+	case ActorPlatformAdmin, ActorTenantUser, ActorService, ActorSystem, ActorAnonymous:
+		return true
+	}
+	return false
+}
+
+// ErrUnknownActorType is returned when an actor type is neither a defined type nor a configured alias.
+var ErrUnknownActorType = errors.New("unknown actor type")
+
+// ParseActorType resolves s to an actor type. Matching ignores case and surrounding spaces.
+// A defined type name wins; otherwise s is looked up in aliases (whose keys are matched the same
+// way). Anything else is an error wrapping ErrUnknownActorType: an unrecognised type is never
+// guessed, because guessing could grant a caller a more privileged type than it has. Callers that
+// must still record the event (the HTTP middleware does) record the actor as ActorAnonymous with a
+// warning.
+func ParseActorType(s string, aliases map[string]ActorType) (ActorType, error) {
+	k := strings.ToLower(strings.TrimSpace(s))
+	if t := ActorType(k); t.Valid() {
+		return t, nil
+	}
+	for a, t := range aliases {
+		if strings.EqualFold(strings.TrimSpace(a), k) {
+			if !t.Valid() {
+				return "", fmt.Errorf("%w: alias %q maps to %q, which is not an actor type", ErrUnknownActorType, a, t)
+			}
+			return t, nil
+		}
+	}
+	return "", fmt.Errorf("%w: %q (want one of platform_admin, tenant_user, service, system, anonymous, or a configured alias)", ErrUnknownActorType, s)
+}
+
+// Actor is who acted.
+type Actor struct {
+	ID    string    `json:"id,omitempty"`
+	Type  ActorType `json:"type,omitempty"`
+	Email string    `json:"email,omitempty"`
+	// Auth says how the actor was established: "jwt:HS256", "jwks:RS256", "context", "unverified", "none".
+	Auth string `json:"auth,omitempty"`
+}
+
+// IsZero reports whether no actor is known.
+func (a Actor) IsZero() bool { return a == Actor{} }
+
+// Tenant is the tenant a record belongs to.
+type Tenant struct {
+	ID   string `json:"id,omitempty"`
+	Slug string `json:"slug,omitempty"`
+}
+
+// IsZero reports whether no tenant is known.
+func (t Tenant) IsZero() bool { return t == Tenant{} }
+
+// Change is one changed field in a diff.
+type Change struct {
+	From any `json:"from"`
+	To   any `json:"to"`
+}
+
+// Body is a captured request or response body. Bodies are redacted and converted to JSON when the
+// record is written: a complete JSON body is stored as that JSON, form bodies as an object of their
+// fields, anything else as a wrapper object holding the redacted text.
+type Body struct {
+	ContentType string
+	Data        []byte // at most the configured capture size
+	Truncated   bool   // Data is a prefix of the body
+	Size        int64  // the whole body's size in bytes, -1 when unknown
+}
+
+// Record is one audit event: one row of audit_logs.
+//
+// A record handed to a Writer (or added to a Collector) belongs to it from then on: the caller
+// must not modify it or the maps it refers to. Redaction makes copies; it never changes the
+// caller's data.
+type Record struct {
+	ID           uuid.UUID // UUIDv7; generated when zero
+	OccurredAt   time.Time // set to now when zero
+	Kind         Kind
+	Action       string // defaulted from Kind and ResourceType when empty
+	Severity     Severity
+	Tenant       Tenant
+	Actor        Actor
+	ResourceType string
+	ResourceID   string
+	Before       map[string]any
+	After        map[string]any
+	Diff         map[string]Change
+	RequestID    string
+	Method       string
+	Route        string // route template, e.g. /users/:id
+	Path         string
+	Query        map[string][]string
+	Status       int
+	Duration     time.Duration // stored in microseconds
+	IP           netip.Addr
+	UserAgent    string
+	RequestBody  *Body
+	ResponseBody *Body
+	Metadata     map[string]any
+}
+
+// ErrInvalidRecord is wrapped by the errors Validate returns.
+var ErrInvalidRecord = errors.New("invalid audit record")
+
+// Validate checks the fields a database would reject and the enumerations. It does not change r.
+func (r *Record) Validate() error {
+	if r == nil {
+		return fmt.Errorf("%w: nil record", ErrInvalidRecord)
+	}
+	if !r.Kind.Valid() {
+		return fmt.Errorf("%w: kind %q (want http, insert, update, delete or custom)", ErrInvalidRecord, r.Kind)
+	}
+	if r.Severity != "" && !r.Severity.Valid() {
+		return fmt.Errorf("%w: severity %q (want info, warning, error or critical)", ErrInvalidRecord, r.Severity)
+	}
+	if r.Actor.Type != "" && !r.Actor.Type.Valid() {
+		return fmt.Errorf("%w: actor type %q", ErrInvalidRecord, r.Actor.Type)
+	}
+	if r.Status < 0 || r.Status > 999 {
+		return fmt.Errorf("%w: status %d out of range", ErrInvalidRecord, r.Status)
+	}
+	if r.Duration < 0 {
+		return fmt.Errorf("%w: negative duration %s", ErrInvalidRecord, r.Duration)
+	}
+	return nil
+}
+
+// DefaultAction is the action recorded when a record has none: "http.request" for HTTP records,
+// "<resource>.<kind>" for row changes, "custom" otherwise.
+func DefaultAction(kind Kind, resourceType string) string {
+	switch kind {
+	case KindHTTP:
+		return "http.request"
+	case KindInsert, KindUpdate, KindDelete:
+		if resourceType == "" {
+			return string(kind)
+		}
+		return resourceType + "." + string(kind)
+	}
+	return string(KindCustom)
+}
+
+// normalize fills the defaults of an accepted record.
+func (r *Record) normalize(now time.Time) {
+	if r.ID == uuid.Nil {
+		r.ID = newID()
+	}
+	if r.OccurredAt.IsZero() {
+		r.OccurredAt = now
+	}
+	if r.Action == "" {
+		r.Action = DefaultAction(r.Kind, r.ResourceType)
+	}
+	if r.Severity == "" {
+		r.Severity = SeverityInfo
+	}
+	if r.Actor.Type == "" {
+		if r.Actor.ID == "" {
+			r.Actor.Type = ActorAnonymous
+		} else {
+			r.Actor.Type = ActorTenantUser
+		}
+	}
+}
+
+// newID returns a UUIDv7. uuid.NewV7 only fails when the system random source does; a random
+// UUIDv4 keeps the record rather than losing it.
+func newID() uuid.UUID {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return uuid.New()
+	}
+	return id
+}
+
+// NewID returns a new record id (a time-ordered UUIDv7).
+func NewID() uuid.UUID { return newID() }

@@ -1,0 +1,170 @@
+// Package pgtest gives tests a real PostgreSQL: each caller gets its own freshly migrated schema,
+// dropped when the test ends, so test packages run in parallel and repeatedly without interfering.
+package pgtest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/auditkit/auditkit/schema"
+)
+
+// EnvURL names the variable that overrides the test database.
+const EnvURL = "AUDITKIT_TEST_DATABASE_URL"
+
+// DefaultURL is the test database used when EnvURL is unset.
+const DefaultURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+
+// Hint tells a developer how to get a database when none answers.
+const Hint = "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start " +
+	"(or point " + EnvURL + " at a reachable PostgreSQL)"
+
+// URL returns the base test database URL.
+func URL() string {
+	if u := os.Getenv(EnvURL); u != "" {
+		return u
+	}
+	return DefaultURL
+}
+
+// DB is one isolated schema in the test database.
+type DB struct {
+	Schema string        // the schema's name
+	URL    string        // the database URL with search_path set to Schema
+	Pool   *pgxpool.Pool // a pool on URL, closed at cleanup
+}
+
+// New creates a schema for tb, applies the audit_logs migrations to it and drops it when tb ends.
+// It fails the test (never skips) when PostgreSQL cannot be reached.
+func New(tb testing.TB) *DB {
+	tb.Helper()
+	db, err := Create(context.Background(), prefixFor(tb.Name()), true)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := db.Drop(context.Background()); err != nil {
+			tb.Errorf("pgtest: %v", err)
+		}
+	})
+	return db
+}
+
+// NewEmpty is New without migrations: an empty schema.
+func NewEmpty(tb testing.TB) *DB {
+	tb.Helper()
+	db, err := Create(context.Background(), prefixFor(tb.Name()), false)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := db.Drop(context.Background()); err != nil {
+			tb.Errorf("pgtest: %v", err)
+		}
+	})
+	return db
+}
+
+func prefixFor(name string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(name) {
+		if (r >= 'a' && r <= 'z') || (r >= '0' && r <= '9') {
+			b.WriteRune(r)
+		}
+		if b.Len() >= 24 {
+			break
+		}
+	}
+	return "t_" + b.String()
+}
+
+// Create makes a uniquely named schema starting with prefix and, when migrate is set, applies the
+// migrations. Callers outside tests (benchmark loaders) drop it themselves.
+func Create(ctx context.Context, prefix string, migrate bool) (*DB, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	name := prefix + "_" + hex.EncodeToString(suffix)
+	base := URL()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		return nil, fmt.Errorf("pgtest: PostgreSQL is not reachable at %s: %v; %s", redactURL(base), err, Hint)
+	}
+	defer admin.Close(context.WithoutCancel(ctx))
+	if _, err := admin.Exec(ctx, `CREATE SCHEMA `+pgx.Identifier{name}.Sanitize()); err != nil {
+		return nil, fmt.Errorf("pgtest: create schema %s: %w", name, err)
+	}
+	u, err := WithSearchPath(base, name)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.New(ctx, u)
+	if err != nil {
+		return nil, fmt.Errorf("pgtest: %w", err)
+	}
+	db := &DB{Schema: name, URL: u, Pool: pool}
+	if migrate {
+		if _, err := schema.Migrate(ctx, pool, schema.WithSchema(name)); err != nil {
+			_ = db.Drop(ctx)
+			return nil, fmt.Errorf("pgtest: migrate %s: %w", name, err)
+		}
+	}
+	return db, nil
+}
+
+// Drop closes the pool and drops the schema with everything in it.
+func (db *DB) Drop(ctx context.Context) error {
+	db.Pool.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, URL())
+	if err != nil {
+		return fmt.Errorf("drop schema %s: %w", db.Schema, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{db.Schema}.Sanitize()+` CASCADE`); err != nil {
+		return fmt.Errorf("drop schema %s: %w", db.Schema, err)
+	}
+	return nil
+}
+
+// WithSearchPath returns databaseURL with the search_path runtime parameter set to schema.
+func WithSearchPath(databaseURL, schema string) (string, error) {
+	u, err := url.Parse(databaseURL)
+	if err != nil || u.Scheme == "" {
+		return "", fmt.Errorf("pgtest: %s must be a postgres:// URL", EnvURL)
+	}
+	q := u.Query()
+	q.Set("search_path", schema)
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// Count returns the number of rows in the schema's audit_logs table.
+func (db *DB) Count(tb testing.TB) int {
+	tb.Helper()
+	var n int
+	if err := db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM audit_logs`).Scan(&n); err != nil {
+		tb.Fatalf("pgtest: count audit_logs: %v", err)
+	}
+	return n
+}

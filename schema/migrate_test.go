@@ -1,0 +1,193 @@
+package schema_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/auditkit/auditkit/internal/pgtest"
+	"github.com/auditkit/auditkit/schema"
+)
+
+func TestMigrationsAreOrderedAndNamed(t *testing.T) {
+	ms, err := schema.Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) == 0 {
+		t.Fatal("no embedded migrations")
+	}
+	for i, m := range ms {
+		if m.Version != i+1 {
+			t.Errorf("migration %s has version %d, want %d (versions must be contiguous)", m.Name, m.Version, i+1)
+		}
+		if m.Checksum == "" || m.SQL == "" {
+			t.Errorf("migration %s is empty", m.Name)
+		}
+	}
+}
+
+func tableExists(t *testing.T, pool *pgxpool.Pool, schemaName, table string) bool {
+	t.Helper()
+	var ok bool
+	err := pool.QueryRow(context.Background(),
+		`SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2)`,
+		schemaName, table).Scan(&ok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ok
+}
+
+func TestMigrateFreshThenRepeated(t *testing.T) {
+	db := pgtest.NewEmpty(t)
+	ctx := context.Background()
+	all, _ := schema.Migrations()
+
+	res, err := schema.Migrate(ctx, db.Pool, schema.WithSchema(db.Schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Applied) != len(all) || res.Current != all[len(all)-1].Version {
+		t.Fatalf("fresh migrate applied %v (current %d), want all %d", res.Applied, res.Current, len(all))
+	}
+	if !tableExists(t, db.Pool, db.Schema, "audit_logs") {
+		t.Fatal("audit_logs missing after migrate")
+	}
+	var indexes int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND tablename = 'audit_logs'`,
+		db.Schema).Scan(&indexes); err != nil {
+		t.Fatal(err)
+	}
+	if indexes < 5 {
+		t.Errorf("audit_logs has %d indexes, want the primary key and 4 read indexes", indexes)
+	}
+
+	res, err = schema.Migrate(ctx, db.Pool, schema.WithSchema(db.Schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Applied) != 0 || res.Current != all[len(all)-1].Version {
+		t.Fatalf("repeated migrate applied %v, want nothing", res.Applied)
+	}
+	var rows int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{db.Schema, schema.VersionTable}.Sanitize()).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	if rows != len(all) {
+		t.Fatalf("version table has %d rows, want %d", rows, len(all))
+	}
+}
+
+func TestMigrateConcurrentIntoMissingSchema(t *testing.T) {
+	holder := pgtest.NewEmpty(t) // only for its pool and cleanup
+	ctx := context.Background()
+	target := holder.Schema + "_c"
+	t.Cleanup(func() {
+		_, _ = holder.Pool.Exec(context.Background(), `DROP SCHEMA IF EXISTS `+pgx.Identifier{target}.Sanitize()+` CASCADE`)
+	})
+	const n = 6
+	var wg sync.WaitGroup
+	results := make([]schema.Result, n)
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Separate connections, as separate processes would have.
+			conn, err := pgx.Connect(ctx, pgtest.URL())
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer conn.Close(ctx)
+			results[i], errs[i] = schema.Migrate(ctx, conn, schema.WithSchema(target))
+		}()
+	}
+	wg.Wait()
+	applied := 0
+	for i := range n {
+		if errs[i] != nil {
+			t.Fatalf("migrator %d: %v", i, errs[i])
+		}
+		applied += len(results[i].Applied)
+	}
+	all, _ := schema.Migrations()
+	if applied != len(all) {
+		t.Fatalf("%d concurrent migrators applied %d migrations in total, want exactly %d", n, applied, len(all))
+	}
+	if !tableExists(t, holder.Pool, target, "audit_logs") {
+		t.Fatal("audit_logs missing")
+	}
+}
+
+func TestMigrateRefusesEditedMigration(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	if _, err := db.Pool.Exec(ctx, `UPDATE `+pgx.Identifier{db.Schema, schema.VersionTable}.Sanitize()+
+		` SET checksum = 'edited' WHERE version = 1`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := schema.Migrate(ctx, db.Pool, schema.WithSchema(db.Schema))
+	if !errors.Is(err, schema.ErrChecksumMismatch) {
+		t.Fatalf("got %v, want ErrChecksumMismatch", err)
+	}
+}
+
+func TestMigrateDBAndCreateTables(t *testing.T) {
+	db := pgtest.NewEmpty(t)
+	ctx := context.Background()
+	sqlDB, err := sql.Open("pgx", pgtest.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sqlDB.Close()
+	res, err := schema.MigrateDB(ctx, sqlDB, schema.WithSchema(db.Schema))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Applied) == 0 || !tableExists(t, db.Pool, db.Schema, "audit_logs") {
+		t.Fatalf("MigrateDB applied %v", res.Applied)
+	}
+	// CreateTables on the same schema is a no-op, not an error.
+	if err := schema.CreateTables(ctx, pgtest.URL(), schema.WithSchema(db.Schema)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestInvalidSchemaName(t *testing.T) {
+	for _, name := range []string{"1abc", "a-b", "a;drop", "x\"y", string(make([]byte, 64))} {
+		if _, err := schema.Migrate(context.Background(), nil, schema.WithSchema(name)); err == nil {
+			t.Errorf("schema name %q accepted", name)
+		}
+	}
+}
+
+func ExampleMigrate() {
+	ctx := context.Background()
+	db, err := pgtest.Create(ctx, "example", false)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer db.Drop(ctx)
+
+	res, err := schema.Migrate(ctx, db.Pool, schema.WithSchema(db.Schema))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("applied:", res.Applied)
+	res, _ = schema.Migrate(ctx, db.Pool, schema.WithSchema(db.Schema))
+	fmt.Println("applied again:", res.Applied)
+	// Output:
+	// applied: [1]
+	// applied again: []
+}

@@ -1,12 +1,410 @@
 package core
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+)
 
-// ErrNoWriter is returned by Dispatch when records have neither a collector nor a writer to go to.
-var ErrNoWriter = errors.New("auditkit: no writer configured")
+// Errors returned by the Writer.
+var (
+	// ErrQueueFull is returned by Enqueue when the queue is at capacity. The record was not
+	// accepted; the drop is counted in Stats.Dropped and reported through the logger.
+	ErrQueueFull = errors.New("auditkit: writer queue is full, record dropped")
+	// ErrClosed is returned by Enqueue and Flush after Close.
+	ErrClosed = errors.New("auditkit: writer is closed")
+	// ErrNoWriter is returned by Dispatch when records have neither a collector nor a writer to go to.
+	ErrNoWriter = errors.New("auditkit: no writer configured")
+)
 
-// Writer is the async batch writer.
-type Writer struct{}
+// Sink stores batches of records. The Writer calls Write from a single goroutine.
+//
+// Write must be all or nothing for the records it is given, and it may be called again with the
+// same records after a failure whose outcome is unknown (a connection lost during commit): a Sink
+// must never store a record twice (Record.ID is unique). An error that says some records can never
+// be stored is reported as a *RejectedError; every other error is treated as transient and the
+// batch is retried with backoff.
+type Sink interface {
+	Write(ctx context.Context, recs []*Record) error
+}
 
-// Enqueue accepts a record for writing.
-func (w *Writer) Enqueue(r *Record) error { return nil }
+// RejectedError reports that a sink refused records permanently (the database rejected their
+// content). Index is the position of the offending record in the batch, or -1 when unknown; the
+// Writer then isolates it by splitting the batch.
+type RejectedError struct {
+	Index int
+	Err   error
+}
+
+func (e *RejectedError) Error() string {
+	if e.Index >= 0 {
+		return fmt.Sprintf("record %d rejected: %v", e.Index, e.Err)
+	}
+	return fmt.Sprintf("batch rejected: %v", e.Err)
+}
+
+func (e *RejectedError) Unwrap() error { return e.Err }
+
+// WriterOptions configure a Writer. The zero value is usable.
+type WriterOptions struct {
+	// BatchSize is the most records written at once. Default 500.
+	BatchSize int
+	// FlushInterval is how long the first record of a batch waits for the batch to fill. Default 1s.
+	FlushInterval time.Duration
+	// QueueSize bounds the records accepted but not yet being written. Default 10,000. With the
+	// batch in flight, the Writer holds at most QueueSize+BatchSize records in memory, however long
+	// the sink is down.
+	QueueSize int
+	// AttemptTimeout bounds one write attempt. Default 30s.
+	AttemptTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the wait between attempts after a transient error; the wait
+	// doubles from MinBackoff up to MaxBackoff, with jitter. Defaults 100ms and 10s.
+	MinBackoff, MaxBackoff time.Duration
+	// Redactor is applied to every record before it reaches the sink. Default NewRedactor(nil, nil).
+	Redactor *Redactor
+	// Logger receives drops, retries and rejected records. Default slog.Default().
+	Logger *slog.Logger
+	// OnReject, when set, is called (from the writer's goroutine) with each record the sink rejected
+	// permanently, after redaction, so that it can be kept elsewhere.
+	OnReject func(*Record, error)
+	// OnClose, when set, is called by Close after the last batch was written, with Close's context.
+	// Open uses it to close the connection pool the writer owns.
+	OnClose func(context.Context) error
+}
+
+func (o WriterOptions) withDefaults() WriterOptions {
+	if o.BatchSize <= 0 {
+		o.BatchSize = 500
+	}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = time.Second
+	}
+	if o.QueueSize <= 0 {
+		o.QueueSize = 10000
+	}
+	if o.AttemptTimeout <= 0 {
+		o.AttemptTimeout = 30 * time.Second
+	}
+	if o.MinBackoff <= 0 {
+		o.MinBackoff = 100 * time.Millisecond
+	}
+	if o.MaxBackoff < o.MinBackoff {
+		o.MaxBackoff = max(10*time.Second, o.MinBackoff)
+	}
+	if o.Redactor == nil {
+		o.Redactor = NewRedactor(nil, nil)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// Stats are the Writer's counters since it was created.
+type Stats struct {
+	Enqueued   uint64 // records accepted by Enqueue
+	Written    uint64 // records the sink stored
+	Retried    uint64 // write attempts repeated after a transient error
+	Dropped    uint64 // records refused because the queue was full, or abandoned when Close timed out
+	Failed     uint64 // records the sink rejected permanently
+	Invalid    uint64 // records refused by Enqueue because they failed validation
+	Batches    uint64 // successful sink writes
+	QueueDepth int    // records accepted and not yet written or failed
+}
+
+// Writer is the asynchronous batch writer. Enqueue hands a record over without waiting; a
+// background goroutine batches records by size and by time and writes them through a Sink,
+// retrying transient errors with capped exponential backoff, isolating records the sink rejects,
+// and never storing a record twice when the sink honours the Sink contract.
+//
+// Overflow policy: the queue is bounded; when it is full Enqueue refuses the record with
+// ErrQueueFull at once (the request path never waits on the database), counts it in
+// Stats.Dropped and reports drops through the logger (at most once per second, with counts).
+type Writer struct {
+	opts  WriterOptions
+	sink  Sink
+	queue chan *Record
+
+	mu     sync.RWMutex // guards closed against Enqueue racing with Close
+	closed bool
+
+	flushReq  chan chan struct{}
+	closing   chan struct{}
+	closeOnce sync.Once
+	done      chan struct{}
+	ctx       context.Context // cancelled when Close gives up waiting
+	abort     context.CancelFunc
+
+	enqueued, written, retried, dropped, failed, invalid, batches atomic.Uint64
+	inFlight                                                      atomic.Int64
+	lastDropLog                                                   atomic.Int64
+	lastDropCount                                                 atomic.Uint64
+}
+
+// NewWriter starts a Writer that writes to sink. Close it to drain and stop it.
+func NewWriter(sink Sink, opts WriterOptions) *Writer {
+	opts = opts.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &Writer{
+		opts:     opts,
+		sink:     sink,
+		queue:    make(chan *Record, opts.QueueSize),
+		flushReq: make(chan chan struct{}),
+		closing:  make(chan struct{}),
+		done:     make(chan struct{}),
+		ctx:      ctx,
+		abort:    cancel,
+	}
+	go w.run()
+	return w
+}
+
+// Enqueue validates r, fills its defaults (id, time, action, severity, actor type) and queues it.
+// It never blocks. The Writer owns r from then on: do not modify it.
+func (w *Writer) Enqueue(r *Record) error {
+	if err := r.Validate(); err != nil {
+		w.invalid.Add(1)
+		return err
+	}
+	r.normalize(time.Now())
+	w.mu.RLock()
+	if w.closed {
+		w.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case w.queue <- r:
+		w.mu.RUnlock()
+		w.enqueued.Add(1)
+		return nil
+	default:
+		w.mu.RUnlock()
+		w.dropped.Add(1)
+		w.reportDrop()
+		return ErrQueueFull
+	}
+}
+
+func (w *Writer) reportDrop() {
+	now := time.Now().UnixNano()
+	last := w.lastDropLog.Load()
+	if now-last < int64(time.Second) || !w.lastDropLog.CompareAndSwap(last, now) {
+		return
+	}
+	total := w.dropped.Load()
+	since := total - w.lastDropCount.Swap(total)
+	w.opts.Logger.Error("auditkit: audit queue full, records dropped",
+		"dropped_since_last_report", since, "dropped_total", total, "queue_size", w.opts.QueueSize)
+}
+
+// Flush writes every record accepted before the call and returns when they are stored (or failed
+// permanently), or when ctx is done.
+func (w *Writer) Flush(ctx context.Context) error {
+	req := make(chan struct{})
+	select {
+	case w.flushReq <- req:
+	case <-w.done:
+		return ErrClosed
+	case <-ctx.Done():
+		return fmt.Errorf("auditkit: flush: %w", ctx.Err())
+	}
+	select {
+	case <-req:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("auditkit: flush: %w (%d records still pending)", ctx.Err(), w.depth())
+	}
+}
+
+// Close stops accepting records, writes everything accepted, and stops the background goroutine.
+// When ctx ends first, the write in progress is abandoned, the records not yet written are counted
+// as dropped and reported, and Close returns an error saying how many.
+func (w *Writer) Close(ctx context.Context) error {
+	w.closeOnce.Do(func() {
+		w.mu.Lock()
+		w.closed = true
+		w.mu.Unlock()
+		close(w.closing)
+	})
+	var err error
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		pending := w.depth()
+		w.abort()
+		select {
+		case <-w.done:
+		case <-time.After(time.Second): // a sink that ignores its context; the goroutine ends when it returns
+		}
+		err = fmt.Errorf("auditkit: close: %w: %d audit records were not written", ctx.Err(), pending)
+	}
+	w.abort()
+	if w.opts.OnClose != nil {
+		if cerr := w.opts.OnClose(ctx); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}
+	return err
+}
+
+// Stats returns the current counters.
+func (w *Writer) Stats() Stats {
+	return Stats{
+		Enqueued:   w.enqueued.Load(),
+		Written:    w.written.Load(),
+		Retried:    w.retried.Load(),
+		Dropped:    w.dropped.Load(),
+		Failed:     w.failed.Load(),
+		Invalid:    w.invalid.Load(),
+		Batches:    w.batches.Load(),
+		QueueDepth: w.depth(),
+	}
+}
+
+func (w *Writer) depth() int { return len(w.queue) + int(w.inFlight.Load()) }
+
+func (w *Writer) run() {
+	defer close(w.done)
+	batch := make([]*Record, 0, w.opts.BatchSize)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	writeBatch := func() {
+		timer.Stop()
+		if len(batch) > 0 {
+			w.write(batch)
+			batch = make([]*Record, 0, w.opts.BatchSize)
+		}
+	}
+	// drain takes what is queued now, so that a flush covers every record accepted before it.
+	drain := func() {
+		for n := len(w.queue); n > 0; n-- {
+			batch = append(batch, <-w.queue)
+			w.inFlight.Add(1)
+			if len(batch) >= w.opts.BatchSize {
+				writeBatch()
+			}
+		}
+		writeBatch()
+	}
+	for {
+		select {
+		case r := <-w.queue:
+			batch = append(batch, r)
+			w.inFlight.Add(1)
+			if len(batch) == 1 {
+				timer.Reset(w.opts.FlushInterval)
+			}
+			if len(batch) >= w.opts.BatchSize {
+				writeBatch()
+			}
+		case <-timer.C:
+			writeBatch()
+		case req := <-w.flushReq:
+			drain()
+			close(req)
+		case <-w.closing:
+			drain()
+			// Enqueue cannot add more once closed is set, but a record may have landed between the
+			// length check and now.
+			drain()
+			return
+		}
+	}
+}
+
+// write redacts a batch once and delivers it; it returns when every record is stored, failed, or
+// abandoned because Close gave up.
+func (w *Writer) write(batch []*Record) {
+	recs := make([]*Record, len(batch))
+	for i, r := range batch {
+		recs[i] = w.opts.Redactor.Record(r)
+	}
+	w.deliver(recs)
+	w.inFlight.Add(-int64(len(batch)))
+}
+
+func (w *Writer) deliver(recs []*Record) {
+	backoff := w.opts.MinBackoff
+	for attempt := 0; ; attempt++ {
+		if w.ctx.Err() != nil {
+			w.lose(recs, w.ctx.Err())
+			return
+		}
+		ctx, cancel := context.WithTimeout(w.ctx, w.opts.AttemptTimeout)
+		err := w.sink.Write(ctx, recs)
+		cancel()
+		if err == nil {
+			w.written.Add(uint64(len(recs)))
+			w.batches.Add(1)
+			if attempt > 0 {
+				w.opts.Logger.Info("auditkit: audit write recovered", "records", len(recs), "attempts", attempt+1)
+			}
+			return
+		}
+		var rej *RejectedError
+		if errors.As(err, &rej) {
+			w.isolate(recs, rej)
+			return
+		}
+		if w.ctx.Err() != nil {
+			w.lose(recs, err)
+			return
+		}
+		w.retried.Add(1)
+		if attempt == 0 || attempt%10 == 0 {
+			w.opts.Logger.Warn("auditkit: audit write failed, retrying", "records", len(recs),
+				"attempt", attempt+1, "backoff", backoff, "error", err)
+		}
+		// Full jitter keeps writers of several processes from retrying in lockstep.
+		wait := backoff/2 + rand.N(backoff/2+1)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-w.ctx.Done():
+			t.Stop()
+		}
+		backoff = min(backoff*2, w.opts.MaxBackoff)
+	}
+}
+
+// isolate handles a permanent rejection: the named record fails and the rest is written; without
+// a position the batch is split in halves until the offending records stand alone.
+func (w *Writer) isolate(recs []*Record, rej *RejectedError) {
+	if rej.Index >= 0 && rej.Index < len(recs) {
+		w.reject(recs[rej.Index], rej.Err)
+		rest := make([]*Record, 0, len(recs)-1)
+		rest = append(rest, recs[:rej.Index]...)
+		rest = append(rest, recs[rej.Index+1:]...)
+		if len(rest) > 0 {
+			w.deliver(rest)
+		}
+		return
+	}
+	if len(recs) == 1 {
+		w.reject(recs[0], rej.Err)
+		return
+	}
+	mid := len(recs) / 2
+	w.deliver(recs[:mid])
+	w.deliver(recs[mid:])
+}
+
+func (w *Writer) reject(r *Record, err error) {
+	w.failed.Add(1)
+	w.opts.Logger.Error("auditkit: audit record rejected by the database", "id", r.ID.String(),
+		"action", r.Action, "kind", string(r.Kind), "error", err)
+	if w.opts.OnReject != nil {
+		w.opts.OnReject(r, err)
+	}
+}
+
+func (w *Writer) lose(recs []*Record, err error) {
+	w.dropped.Add(uint64(len(recs)))
+	w.opts.Logger.Error("auditkit: writer closed before audit records were written",
+		"records", len(recs), "error", err)
+}

@@ -1,0 +1,18 @@
+// Package core is the shared heart of auditkit: the audit record model, identity in contexts, the
+// request-scoped Collector, redaction, configuration, and the asynchronous batch Writer that
+// stores records in the audit_logs table with PostgreSQL COPY.
+//
+// A background job or CLI writes manual records in two lines:
+//
+//	w, err := core.Open(ctx, cfg) // cfg from core.ConfigFromEnv()
+//	defer w.Close(ctx)
+//	core.Log(core.WithActor(ctx, core.Actor{ID: "billing", Type: core.ActorSystem}), w,
+//		core.Entry{Action: "invoice.sent", ResourceType: "invoices", ResourceID: id})
+//
+// The ORM integrations (gormaudit, entaudit) and the HTTP middleware (ginaudit) build records and
+// hand them to Dispatch, which adds them to the request's Collector when the context carries one
+// and enqueues them on the Writer otherwise.
+//
+// Records are redacted once, by the Writer (or TxWriter) just before they leave the process, so
+// the request path pays only for Enqueue: validation, an id, and a non-blocking channel send.
+package core

@@ -1,0 +1,216 @@
+package core_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/internal/pgtest"
+)
+
+func TestLogTakesIdentityFromContext(t *testing.T) {
+	db := pgtest.New(t)
+	w := core.NewWriter(core.NewPostgresSink(db.Pool, core.PostgresSinkOptions{Schema: db.Schema}), core.WriterOptions{})
+	defer closeWriter(t, w)
+
+	ctx := core.WithActor(context.Background(), core.Actor{ID: "nightly-billing", Type: core.ActorSystem})
+	ctx = core.WithTenant(ctx, core.Tenant{ID: "t-1", Slug: "acme"})
+	ctx = core.WithRequestID(ctx, "job-77")
+	id, err := core.Log(ctx, w, core.Entry{
+		Action: "invoice.sent", ResourceType: "invoices", ResourceID: "inv-9",
+		Severity: core.SeverityInfo, Metadata: map[string]any{"amount": 12.5, "card_number": "4111"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var kind, actorID, actorType, tenant, reqID, meta string
+	if err := db.Pool.QueryRow(ctx, `SELECT kind, actor_id, actor_type, tenant_id, request_id, metadata::text FROM audit_logs WHERE id = $1`, id).
+		Scan(&kind, &actorID, &actorType, &tenant, &reqID, &meta); err != nil {
+		t.Fatal(err)
+	}
+	if kind != "custom" || actorID != "nightly-billing" || actorType != "system" || tenant != "t-1" || reqID != "job-77" {
+		t.Fatalf("row = %s %s %s %s %s", kind, actorID, actorType, tenant, reqID)
+	}
+	if want := `{"amount": 12.5, "card_number": "[REDACTED]"}`; meta != want {
+		t.Fatalf("metadata = %s, want %s", meta, want)
+	}
+
+	// An explicit actor wins over the context's.
+	id2, err := core.Log(ctx, w, core.Entry{Action: "x", Actor: core.Actor{ID: "admin", Type: core.ActorPlatformAdmin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = w.Flush(ctx)
+	var who string
+	_ = db.Pool.QueryRow(ctx, `SELECT actor_id FROM audit_logs WHERE id = $1`, id2).Scan(&who)
+	if who != "admin" {
+		t.Fatalf("actor = %q, want the entry's own", who)
+	}
+
+	if _, err := core.Log(ctx, w, core.Entry{}); !errors.Is(err, core.ErrNoAction) {
+		t.Fatalf("Log without action = %v", err)
+	}
+	if _, err := core.Log(ctx, w, core.Entry{Action: "x", Severity: "meh"}); !errors.Is(err, core.ErrInvalidRecord) {
+		t.Fatalf("Log with bad severity = %v", err)
+	}
+	if _, err := core.Log(context.Background(), nil, core.Entry{Action: "x"}); !errors.Is(err, core.ErrNoWriter) {
+		t.Fatalf("Log without writer = %v", err)
+	}
+}
+
+func TestLogJoinsTheRequestCollector(t *testing.T) {
+	col := core.NewCollector()
+	ctx := core.NewContext(context.Background(), col)
+	if _, err := core.Log(ctx, nil, core.Entry{Action: "export.started"}); err != nil {
+		t.Fatal(err)
+	}
+	recs := col.Records()
+	if len(recs) != 1 || recs[0].Action != "export.started" {
+		t.Fatalf("collector holds %v", recs)
+	}
+}
+
+func TestLogTxCommitsAndRollsBackWithTheCaller(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	tw := core.NewTxWriter(db.Schema, nil)
+
+	t.Run("pgx", func(t *testing.T) {
+		var kept, dropped uuid.UUID
+		err := pgx.BeginFunc(ctx, db.Pool, func(tx pgx.Tx) error {
+			var err error
+			kept, err = core.LogTx(ctx, core.PgxExecer(tx), tw, core.Entry{Action: "pgx.commit", Metadata: map[string]any{"token": "t0p"}})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx, err := db.Pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dropped, err = core.LogTx(ctx, core.PgxExecer(tx), tw, core.Entry{Action: "pgx.rollback"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = tx.Rollback(ctx)
+		assertExists(t, db, kept, true)
+		assertExists(t, db, dropped, false)
+		var meta string
+		_ = db.Pool.QueryRow(ctx, `SELECT metadata::text FROM audit_logs WHERE id = $1`, kept).Scan(&meta)
+		if meta != `{"token": "[REDACTED]"}` {
+			t.Fatalf("metadata = %s", meta)
+		}
+	})
+
+	t.Run("database/sql", func(t *testing.T) {
+		sqlDB, err := sql.Open("pgx", db.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sqlDB.Close()
+		tx, err := sqlDB.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs := []*core.Record{sampleRecord(1), sampleRecord(2)}
+		recs[0].Kind = core.KindHTTP
+		recs[0].Status = 201
+		recs[0].Duration = 3 * time.Millisecond
+		if err := tw.Write(ctx, tx, recs...); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		assertExists(t, db, recs[0].ID, true)
+		assertExists(t, db, recs[1].ID, true)
+		var status int
+		var dur int64
+		_ = db.Pool.QueryRow(ctx, `SELECT status, duration_us FROM audit_logs WHERE id = $1`, recs[0].ID).Scan(&status, &dur)
+		if status != 201 || dur != 3000 {
+			t.Fatalf("status %d duration %d", status, dur)
+		}
+	})
+}
+
+func assertExists(t *testing.T, db *pgtest.DB, id uuid.UUID, want bool) {
+	t.Helper()
+	var ok bool
+	if err := db.Pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM audit_logs WHERE id = $1)`, id).Scan(&ok); err != nil {
+		t.Fatal(err)
+	}
+	if ok != want {
+		t.Fatalf("record %s exists = %v, want %v", id, ok, want)
+	}
+}
+
+func TestCollectorConcurrentAddAndLateRecords(t *testing.T) {
+	col := core.NewCollector()
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			col.Add(sampleRecord(i))
+		}()
+	}
+	wg.Wait()
+	if col.Len() != 50 {
+		t.Fatalf("collector holds %d, want 50", col.Len())
+	}
+	var late []*core.Record
+	got := col.Finish(func(r *core.Record) { late = append(late, r) })
+	if len(got) != 50 || col.Len() != 0 {
+		t.Fatalf("Finish returned %d", len(got))
+	}
+	col.Add(sampleRecord(99))
+	if len(late) != 1 || col.Finish(nil) != nil {
+		t.Fatalf("late records = %d", len(late))
+	}
+}
+
+func TestDispatchWithoutCollectorStampsIdentity(t *testing.T) {
+	sink := newFakeSink()
+	w := core.NewWriter(sink, core.WriterOptions{})
+	defer closeWriter(t, w)
+	ctx := core.WithActor(context.Background(), core.Actor{ID: "u9"})
+	ctx = core.WithTenant(ctx, core.Tenant{ID: "t9"})
+	r := sampleRecord(1)
+	r.Actor, r.Tenant = core.Actor{}, core.Tenant{}
+	if err := core.Dispatch(ctx, w, r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Actor.ID != "u9" || r.Actor.Type != core.ActorTenantUser || r.Tenant.ID != "t9" {
+		t.Fatalf("record not stamped: %+v %+v", r.Actor, r.Tenant)
+	}
+}
+
+func TestParseActorType(t *testing.T) {
+	aliases := map[string]core.ActorType{"ops_admin": core.ActorPlatformAdmin, "Bot": core.ActorService, "bad": "root"}
+	for in, want := range map[string]core.ActorType{
+		"platform_admin": core.ActorPlatformAdmin, " Tenant_User ": core.ActorTenantUser,
+		"OPS_ADMIN": core.ActorPlatformAdmin, "bot": core.ActorService, "system": core.ActorSystem,
+	} {
+		got, err := core.ParseActorType(in, aliases)
+		if err != nil || got != want {
+			t.Errorf("ParseActorType(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "root", "superuser", "bad"} {
+		if _, err := core.ParseActorType(in, aliases); !errors.Is(err, core.ErrUnknownActorType) {
+			t.Errorf("ParseActorType(%q) = %v, want ErrUnknownActorType", in, err)
+		}
+	}
+}

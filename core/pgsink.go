@@ -1,0 +1,127 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// PostgresSink writes records into audit_logs with COPY. It satisfies the Sink contract: a batch
+// whose earlier attempt may have committed is written again with duplicates skipped, and records
+// PostgreSQL refuses are reported as *RejectedError with their position when the server names it.
+type PostgresSink struct {
+	pool   *pgxpool.Pool
+	schema string
+	table  pgx.Identifier
+	stage  string // INSERT … SELECT from the staging table, skipping ids already stored
+}
+
+// PostgresSinkOptions configure a PostgresSink.
+type PostgresSinkOptions struct {
+	// Schema holds audit_logs. Empty means "public".
+	Schema string
+}
+
+// NewPostgresSink returns a sink writing through pool. The caller keeps ownership of the pool.
+func NewPostgresSink(pool *pgxpool.Pool, opts PostgresSinkOptions) *PostgresSink {
+	schema := opts.Schema
+	if schema == "" {
+		schema = "public"
+	}
+	table := pgx.Identifier{schema, "audit_logs"}
+	return &PostgresSink{
+		pool:   pool,
+		schema: schema,
+		table:  table,
+		stage:  `INSERT INTO ` + table.Sanitize() + ` SELECT * FROM pg_temp.auditkit_stage ON CONFLICT DO NOTHING`,
+	}
+}
+
+// Write stores recs in one COPY. See the Sink contract.
+func (s *PostgresSink) Write(ctx context.Context, recs []*Record) error {
+	rows, err := encodeRows(recs)
+	if err != nil {
+		return err
+	}
+	_, err = s.pool.CopyFrom(ctx, s.table, Columns, pgx.CopyFromRows(rows))
+	if err == nil {
+		return nil
+	}
+	if isUniqueViolation(err) {
+		// An earlier attempt of this batch (or a record enqueued twice) is already stored.
+		err = s.writeSkippingDuplicates(ctx, rows)
+		if err == nil {
+			return nil
+		}
+	}
+	return classify(err)
+}
+
+// writeSkippingDuplicates copies into a session-local staging table and moves the rows over with
+// ON CONFLICT DO NOTHING, in one transaction. It costs a second pass, so it runs only after a
+// unique violation showed that some ids are already stored.
+func (s *PostgresSink) writeSkippingDuplicates(ctx context.Context, rows [][]any) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS auditkit_stage (LIKE `+s.table.Sanitize()+
+			` INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`); err != nil {
+			return err
+		}
+		// A previous transaction on this connection may have left rows if it failed before commit.
+		if _, err := tx.Exec(ctx, `TRUNCATE pg_temp.auditkit_stage`); err != nil {
+			return err
+		}
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"pg_temp", "auditkit_stage"}, Columns, pgx.CopyFromRows(rows)); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, s.stage)
+		return err
+	})
+}
+
+func encodeRows(recs []*Record) ([][]any, error) {
+	rows := make([][]any, len(recs))
+	for i, r := range recs {
+		v, err := rowValues(r)
+		if err != nil {
+			return nil, &RejectedError{Index: i, Err: err}
+		}
+		rows[i] = v
+	}
+	return rows, nil
+}
+
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
+}
+
+var copyLine = regexp.MustCompile(`COPY [^,]+, line (\d+)`)
+
+// classify turns errors that say the data itself is unacceptable into *RejectedError; everything
+// else (connection loss, shutdown, a missing table while migrations run, timeouts) stays transient.
+func classify(err error) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	switch {
+	case pgErr.Code[:2] == "22", // data exception: bad encoding, invalid JSON, out of range
+		pgErr.Code == "23502", pgErr.Code == "23514", // not null, check
+		pgErr.Code == "54000", // program limit exceeded (a value too large)
+		pgErr.Code == "42804": // datatype mismatch
+		idx := -1
+		if m := copyLine.FindStringSubmatch(pgErr.Where); m != nil {
+			if n, convErr := strconv.Atoi(m[1]); convErr == nil {
+				idx = n - 1
+			}
+		}
+		return &RejectedError{Index: idx, Err: fmt.Errorf("%s (SQLSTATE %s): %w", pgErr.Message, pgErr.Code, err)}
+	}
+	return err
+}

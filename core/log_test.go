@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"context"
+	"encoding/binary"
 	"database/sql"
 	"errors"
 	"sync"
@@ -212,5 +213,38 @@ func TestParseActorType(t *testing.T) {
 		if _, err := core.ParseActorType(in, aliases); !errors.Is(err, core.ErrUnknownActorType) {
 			t.Errorf("ParseActorType(%q) = %v, want ErrUnknownActorType", in, err)
 		}
+	}
+}
+
+func TestNewIDIsVersion7AndOrdered(t *testing.T) {
+	seen := map[uuid.UUID]bool{}
+	prev := core.NewID()
+	for range 100000 {
+		id := core.NewID()
+		if id.Version() != 7 || id.Variant() != uuid.RFC4122 {
+			t.Fatalf("%s: version %d variant %v", id, id.Version(), id.Variant())
+		}
+		if seen[id] {
+			t.Fatalf("duplicate id %s", id)
+		}
+		seen[id] = true
+		// Ids made one after the other follow the clock at sub-millisecond precision.
+		if binary.BigEndian.Uint64(id[0:8]) < binary.BigEndian.Uint64(prev[0:8]) {
+			t.Fatalf("id %s sorts before the earlier %s", id, prev)
+		}
+		prev = id
+	}
+}
+
+func TestEnqueueDoesNotAllocate(t *testing.T) {
+	w := core.NewWriter(newFakeSink(), core.WriterOptions{QueueSize: 5000, BatchSize: 5000, FlushInterval: time.Hour})
+	defer closeWriter(t, w)
+	recs := make([]*core.Record, 1100)
+	for i := range recs {
+		recs[i] = sampleRecord(i)
+	}
+	i := 0
+	if n := testing.AllocsPerRun(1000, func() { _ = w.Enqueue(recs[i]); i++ }); n != 0 {
+		t.Fatalf("Enqueue allocates %.1f times per call, want 0", n)
 	}
 }

@@ -50,8 +50,12 @@ func rowValues(r *Record) ([]any, error) {
 		status = int32(r.Status)
 		duration = r.Duration.Microseconds()
 	}
+	action := r.Action
+	if action == "" {
+		action = DefaultAction(r.Kind, r.ResourceType)
+	}
 	return []any{
-		r.ID, r.OccurredAt, string(r.Kind), r.Action, string(r.Severity),
+		r.ID, r.OccurredAt, string(r.Kind), action, string(r.Severity),
 		text(r.Tenant.ID), text(r.Tenant.Slug),
 		text(r.Actor.ID), string(r.Actor.Type), text(r.Actor.Email), text(r.Actor.Auth),
 		text(r.ResourceType), text(r.ResourceID),

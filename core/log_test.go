@@ -2,8 +2,8 @@ package core_test
 
 import (
 	"context"
-	"encoding/binary"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"sync"
 	"testing"

@@ -60,6 +60,10 @@ type WriterOptions struct {
 	// batch in flight, the Writer holds at most QueueSize+BatchSize records in memory, however long
 	// the sink is down.
 	QueueSize int
+	// Workers is how many batches are written at once, each through its own sink call (and so,
+	// with the PostgreSQL sink, its own connection). Default 2: one batch is redacted and encoded
+	// while another is being stored.
+	Workers int
 	// AttemptTimeout bounds one write attempt. Default 30s.
 	AttemptTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait between attempts after a transient error; the wait
@@ -86,6 +90,9 @@ func (o WriterOptions) withDefaults() WriterOptions {
 	}
 	if o.QueueSize <= 0 {
 		o.QueueSize = 10000
+	}
+	if o.Workers <= 0 {
+		o.Workers = 2
 	}
 	if o.AttemptTimeout <= 0 {
 		o.AttemptTimeout = 30 * time.Second
@@ -134,16 +141,18 @@ type Writer struct {
 	closed bool
 
 	flushReq  chan chan struct{}
+	batches   chan []*Record // from the collecting goroutine to the workers
+	pending   sync.WaitGroup // batches handed to workers and not yet finished
 	closing   chan struct{}
 	closeOnce sync.Once
 	done      chan struct{}
 	ctx       context.Context // cancelled when Close gives up waiting
 	abort     context.CancelFunc
 
-	enqueued, written, retried, dropped, failed, invalid, batches atomic.Uint64
-	inFlight                                                      atomic.Int64
-	lastDropLog                                                   atomic.Int64
-	lastDropCount                                                 atomic.Uint64
+	enqueued, written, retried, dropped, failed, invalid, stored atomic.Uint64
+	inFlight                                                     atomic.Int64
+	lastDropLog                                                  atomic.Int64
+	lastDropCount                                                atomic.Uint64
 }
 
 // NewWriter starts a Writer that writes to sink. Close it to drain and stop it.
@@ -155,6 +164,7 @@ func NewWriter(sink Sink, opts WriterOptions) *Writer {
 		sink:     sink,
 		queue:    make(chan *Record, opts.QueueSize),
 		flushReq: make(chan chan struct{}),
+		batches:  make(chan []*Record),
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),
 		ctx:      ctx,
@@ -261,22 +271,40 @@ func (w *Writer) Stats() Stats {
 		Dropped:    w.dropped.Load(),
 		Failed:     w.failed.Load(),
 		Invalid:    w.invalid.Load(),
-		Batches:    w.batches.Load(),
+		Batches:    w.stored.Load(),
 		QueueDepth: w.depth(),
 	}
 }
 
 func (w *Writer) depth() int { return len(w.queue) + int(w.inFlight.Load()) }
 
+// run collects records into batches and hands them to the workers.
 func (w *Writer) run() {
-	defer close(w.done)
+	var workers sync.WaitGroup
+	for range w.opts.Workers {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for b := range w.batches {
+				w.write(b)
+				w.pending.Done()
+			}
+		}()
+	}
+	defer func() {
+		close(w.batches)
+		workers.Wait()
+		close(w.done)
+	}()
+
 	batch := make([]*Record, 0, w.opts.BatchSize)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	writeBatch := func() {
 		timer.Stop()
 		if len(batch) > 0 {
-			w.write(batch)
+			w.pending.Add(1)
+			w.batches <- batch
 			batch = make([]*Record, 0, w.opts.BatchSize)
 		}
 	}
@@ -306,11 +334,11 @@ func (w *Writer) run() {
 			writeBatch()
 		case req := <-w.flushReq:
 			drain()
+			w.pending.Wait()
 			close(req)
 		case <-w.closing:
-			drain()
-			// Enqueue cannot add more once closed is set, but a record may have landed between the
-			// length check and now.
+			// Close set closed under the write lock, so every Enqueue that succeeded has finished
+			// its send: one drain takes them all.
 			drain()
 			return
 		}
@@ -340,7 +368,7 @@ func (w *Writer) deliver(recs []*Record) {
 		cancel()
 		if err == nil {
 			w.written.Add(uint64(len(recs)))
-			w.batches.Add(1)
+			w.stored.Add(1)
 			if attempt > 0 {
 				w.opts.Logger.Info("auditkit: audit write recovered", "records", len(recs), "attempts", attempt+1)
 			}

@@ -31,18 +31,18 @@ var (
 	// ErrInvalidToken is wrapped by every verification failure.
 	ErrInvalidToken = errors.New("invalid token")
 
-	ErrMalformed        = errors.New("malformed token")                   // not a JWS compact token
-	ErrAlgorithm        = errors.New("signing algorithm not allowed")     // "none", an unknown alg, or one outside the allow-list (algorithm confusion)
-	ErrSignature        = errors.New("signature is invalid")              // wrong key or forged signature
-	ErrUnknownKey       = errors.New("no verification key for the token") // unknown kid, JWKS unreachable, or the wait for a refresh ran out
-	ErrExpired          = errors.New("token is expired")                  // exp passed, beyond the leeway
-	ErrNotYetValid      = errors.New("token is not valid yet")            // nbf or iat in the future, beyond the leeway
-	ErrIssuer           = errors.New("token has the wrong issuer")        // iss differs from JWTConfig.Issuer
-	ErrAudience         = errors.New("token has the wrong audience")      // no aud value in JWTConfig.Audience
-	ErrClaims           = errors.New("token claims are invalid")          // a required registered claim is missing (exp, aud, iss) or has the wrong type
-	ErrMissingSubject   = errors.New("token has no subject")              // the actor id claim (default sub) is missing or empty
-	ErrUnknownActorType = errors.New("token has an unknown actor type")   // also wraps core.ErrUnknownActorType
-	ErrInvalidTenant    = errors.New("invalid tenant")                    // a tenant value fails CheckTenant
+	ErrMalformed        = errors.New("malformed JWT")                   // not a JWS compact token
+	ErrAlgorithm        = errors.New("signing algorithm not allowed")   // "none", an unknown alg, or one outside the allow-list (algorithm confusion)
+	ErrSignature        = errors.New("signature is invalid")            // wrong key or forged signature
+	ErrUnknownKey       = errors.New("no verification key for the JWT") // unknown kid, JWKS unreachable, or the wait for a refresh ran out
+	ErrExpired          = errors.New("token is expired")                // exp passed, beyond the leeway
+	ErrNotYetValid      = errors.New("token is not valid yet")          // nbf or iat in the future, beyond the leeway
+	ErrIssuer           = errors.New("token has the wrong issuer")      // iss differs from JWTConfig.Issuer
+	ErrAudience         = errors.New("token has the wrong audience")    // no aud value in JWTConfig.Audience
+	ErrClaims           = errors.New("token claims are invalid")        // a required registered claim is missing (exp, aud, iss) or has the wrong type
+	ErrMissingSubject   = errors.New("token has no subject")            // the actor id claim (default sub) is missing or empty
+	ErrUnknownActorType = errors.New("token has an unknown actor type") // also wraps core.ErrUnknownActorType
+	ErrInvalidTenant    = errors.New("invalid tenant")                  // a tenant value fails CheckTenant
 	// ErrNoKey is returned by NewVerifier for a configuration without a key source.
 	ErrNoKey = errors.New("no JWT key configured (set a secret, a public key or a JWKS URL)")
 )

@@ -188,6 +188,6 @@ func ExampleMigrate() {
 	res, _ = schema.Migrate(ctx, db.Pool, schema.WithSchema(db.Schema))
 	fmt.Println("applied again:", res.Applied)
 	// Output:
-	// applied: [1]
+	// applied: [1 2]
 	// applied again: []
 }

@@ -1,0 +1,615 @@
+package gormaudit
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
+	"gorm.io/gorm/utils"
+
+	"github.com/auditkit/auditkit/core"
+)
+
+// How one statement is captured.
+//
+// Before the statement (inside GORM's or the application's transaction), rows that will change
+// are read with SELECT ... ORDER BY <primary key> FOR [NO KEY] UPDATE on the statement's own
+// connection: updates and soft deletes by their complete filter (the application's conditions,
+// the primary keys GORM adds itself, the soft-delete scope), upserts by their conflict keys.
+// The lock makes the images exact under concurrency: no other writer can change these rows
+// until the transaction ends. The statement is then pinned to the locked keys (an extra
+// "AND <primary key> IN (...)"), so that a row inserted by another session after the read (a
+// phantom) is not changed without a before image.
+//
+// After images come from the statement itself where GORM lets the plugin do so invisibly: when
+// GORM executes an UPDATE, DELETE or INSERT without reading results, the plugin runs it with
+// "RETURNING <columns>" appended and hands GORM the row count it would have had. A hard DELETE
+// needs no read before it at all: what it returns is the before image. When GORM reads
+// RETURNING itself (an INSERT with database defaults such as a serial id, or a caller's own
+// Returning clause), the rows are read again by primary key, still inside the transaction.
+//
+// When the statement runs outside any transaction (SkipDefaultTransaction and no
+// db.Transaction), the plugin begins one around the statement whenever it reads images or
+// writes in InTransaction mode, and commits it right after the statement: the lock, the write
+// and the images are then one atomic unit, at the price of the BEGIN and COMMIT the
+// application had opted out of. A hard delete and an insert whose images come from RETURNING
+// need no transaction and get none.
+
+type op uint8
+
+const (
+	opCreate op = iota
+	opUpdate
+	opDelete
+)
+
+// pinMaxParams bounds the size of the pin (primary key values): beyond it the statement runs
+// unpinned, and rows it changes that were not locked before are recorded without a before
+// image, flagged "before_unknown".
+const pinMaxParams = 20000
+
+// stmtState is the capture of one statement, from the before to the after callback. It lives in
+// stmtConn, which stands in for the statement's connection pool between the two callbacks.
+type stmtState struct {
+	p     *Plugin
+	m     *model
+	op    op
+	table string
+	kind  core.Kind
+	soft  bool // a soft delete
+	max   int  // rows itemised
+
+	upsert, doNothing bool
+	target            []*schema.Field // conflict target of an upsert
+	targetKeys        []any           // its values in the inserted rows
+
+	orig gorm.ConnPool    // the statement's pool before the plugin touched it
+	conn gorm.ConnPool    // where the statement and the plugin's queries run: orig or own
+	own  gorm.TxCommitter // a transaction the plugin began for this statement
+
+	where  []clause.Expression // the statement's filter, without the pin
+	before []row
+	locked map[string]int // key -> index in before
+	reread bool           // after images are read again after the statement
+
+	prefix    string // the statement to intercept: "UPDATE", "DELETE" or "INSERT"
+	returning string // " RETURNING <columns>"
+	nextra    int
+	ran       bool
+	out       []row // the rows the intercepted statement returned
+	budget    int   // rows still to itemise among rows that were not locked
+}
+
+// stmtConn is the statement's connection while it is captured. It runs the one statement it
+// expects with RETURNING and passes everything else through.
+type stmtConn struct {
+	gorm.ConnPool
+	st *stmtState
+}
+
+type rowCount int64
+
+func (n rowCount) LastInsertId() (int64, error) {
+	return 0, errors.New("gormaudit: LastInsertId is not supported by PostgreSQL")
+}
+func (n rowCount) RowsAffected() (int64, error) { return int64(n), nil }
+
+func (c *stmtConn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st := c.st
+	if st.returning == "" || st.ran || !hasPrefixFold(query, st.prefix) {
+		return c.ConnPool.ExecContext(ctx, query, args...)
+	}
+	st.ran = true
+	rows, err := c.ConnPool.QueryContext(ctx, query+st.returning, args...)
+	if err != nil {
+		return nil, err
+	}
+	st.out, err = scanRows(rows, st.m, st.nextra, st.itemiseAfter)
+	if err != nil {
+		return nil, fmt.Errorf("gormaudit: reading the rows %s changed: %w", st.table, err)
+	}
+	return rowCount(len(st.out)), nil
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	s = strings.TrimLeft(s, " \t\r\n(")
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+// itemiseAfter decides which rows read after the statement get an image: those whose before
+// image was itemised, and, up to the cap, rows with no before image.
+func (st *stmtState) itemiseAfter(i int, key string) bool {
+	if st.locked != nil {
+		if j, ok := st.locked[key]; ok {
+			return st.before[j].vals != nil
+		}
+	}
+	if st.budget > 0 {
+		st.budget--
+		return true
+	}
+	return false
+}
+
+func (p *Plugin) before(o op) func(*gorm.DB) {
+	return func(db *gorm.DB) {
+		stmt := db.Statement
+		if db.Error != nil || db.DryRun {
+			return
+		}
+		if stmt.Schema == nil {
+			if stmt.Table != "" {
+				p.warnOnce("nomodel:"+stmt.Table, "gormaudit: writes to a table without a model are not recorded; use Model(&T{})",
+					"table", stmt.Table)
+			}
+			return
+		}
+		if p.s.excludeTables[stmt.Table] {
+			return
+		}
+		m := p.model(stmt.Schema)
+		if m.err != nil {
+			db.AddError(m.err)
+			return
+		}
+		if m.disabled {
+			return
+		}
+		if m.noKey {
+			p.warnOnce("nokey:"+stmt.Table, "gormaudit: a model without a primary key is not recorded", "table", stmt.Table)
+			return
+		}
+		st := &stmtState{p: p, m: m, op: o, table: stmt.Table, max: p.s.maxRows, orig: stmt.ConnPool, conn: stmt.ConnPool}
+		var (
+			capture bool
+			err     error
+		)
+		switch o {
+		case opCreate:
+			capture, err = p.planCreate(db, st)
+		case opUpdate:
+			capture, err = p.planUpdate(db, st)
+		case opDelete:
+			capture, err = p.planDelete(db, st)
+		}
+		if err != nil {
+			st.rollback()
+			db.Statement.ConnPool = st.orig
+			db.AddError(err)
+			return
+		}
+		if !capture {
+			return
+		}
+		db.Statement.ConnPool = &stmtConn{ConnPool: st.conn, st: st}
+	}
+}
+
+func (p *Plugin) after(db *gorm.DB) {
+	sc, ok := db.Statement.ConnPool.(*stmtConn)
+	if !ok || sc.st.p != p {
+		return
+	}
+	st := sc.st
+	db.Statement.ConnPool = st.conn
+	defer func() { db.Statement.ConnPool = st.orig }()
+	if db.Error != nil {
+		st.rollback()
+		return
+	}
+	recs, err := p.collect(db, st)
+	if err == nil {
+		own := st.own
+		st.own = nil
+		if err = p.hand(db.Statement.Context, st.conn, own, recs); err != nil && own != nil {
+			_ = own.Rollback()
+		}
+	}
+	if err != nil {
+		st.rollback()
+		db.AddError(err)
+	}
+}
+
+// begin starts a transaction for the statement unless it already runs in one.
+func (st *stmtState) begin(db *gorm.DB) error {
+	if st.own != nil {
+		return nil
+	}
+	if _, inTx := st.orig.(gorm.TxCommitter); inTx {
+		return nil
+	}
+	ctx := db.Statement.Context
+	var tx gorm.ConnPool
+	switch b := st.orig.(type) {
+	case gorm.ConnPoolBeginner:
+		t, err := b.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("gormaudit: beginning a transaction for the change of %s: %w", st.table, err)
+		}
+		tx = t
+	case gorm.TxBeginner:
+		t, err := b.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("gormaudit: beginning a transaction for the change of %s: %w", st.table, err)
+		}
+		tx = t
+	default:
+		return nil
+	}
+	c, ok := tx.(gorm.TxCommitter)
+	if !ok {
+		return nil
+	}
+	st.own, st.conn = c, tx
+	return nil
+}
+
+func (st *stmtState) rollback() {
+	if st.own != nil {
+		_ = st.own.Rollback()
+		st.own = nil
+	}
+}
+
+// filter returns the conditions of an update or delete: the caller's, plus the primary keys
+// GORM adds inside gorm:update / gorm:delete. ok is false when GORM will refuse the statement
+// (no condition and no AllowGlobalUpdate): nothing is read then, which would lock the table.
+func filter(db *gorm.DB, o op) (exprs []clause.Expression, ok bool) {
+	stmt := db.Statement
+	if c, found := stmt.Clauses["WHERE"]; found {
+		if w, isWhere := c.Expression.(clause.Where); isWhere {
+			exprs = append(exprs, w.Exprs...)
+		}
+	}
+	s := stmt.Schema
+	ctx := stmt.Context
+	switch o {
+	case opUpdate:
+		// callbacks.ConvertToAssignments, which runs only without a ready SET clause.
+		if _, hasSet := stmt.Clauses["SET"]; hasSet {
+			break
+		}
+		rv := stmt.ReflectValue
+		switch rv.Kind() {
+		case reflect.Slice, reflect.Array:
+			if rv.Len() == 0 {
+				break
+			}
+			var zero bool
+			for i := 0; i < rv.Len(); i++ {
+				for _, f := range s.PrimaryFields {
+					if _, zero = f.ValueOf(ctx, rv.Index(i)); !zero {
+						break
+					}
+				}
+			}
+			if !zero {
+				_, vals := schema.GetIdentityFieldValuesMap(ctx, rv, s.PrimaryFields)
+				col, values := schema.ToQueryValues("", s.PrimaryFieldDBNames, vals)
+				exprs = append(exprs, clause.IN{Column: col, Values: values})
+			}
+		case reflect.Struct:
+			for _, f := range s.PrimaryFields {
+				if v, zero := f.ValueOf(ctx, rv); !zero {
+					exprs = append(exprs, clause.Eq{Column: f.DBName, Value: v})
+				}
+			}
+		}
+	case opDelete:
+		// callbacks.Delete and SoftDeleteDeleteClause.
+		_, vals := schema.GetIdentityFieldValuesMap(ctx, stmt.ReflectValue, s.PrimaryFields)
+		if col, values := schema.ToQueryValues(stmt.Table, s.PrimaryFieldDBNames, vals); len(values) > 0 {
+			exprs = append(exprs, clause.IN{Column: col, Values: values})
+		}
+		if stmt.ReflectValue.CanAddr() && stmt.Dest != stmt.Model && stmt.Model != nil {
+			_, vals = schema.GetIdentityFieldValuesMap(ctx, reflect.ValueOf(stmt.Model), s.PrimaryFields)
+			if col, values := schema.ToQueryValues(stmt.Table, s.PrimaryFieldDBNames, vals); len(values) > 0 {
+				exprs = append(exprs, clause.IN{Column: col, Values: values})
+			}
+		}
+	}
+	return exprs, len(exprs) > 0 || db.AllowGlobalUpdate
+}
+
+func hasReturning(stmt *gorm.Statement) bool {
+	_, ok := stmt.Clauses["RETURNING"]
+	return ok
+}
+
+func (p *Plugin) planUpdate(db *gorm.DB, st *stmtState) (bool, error) {
+	where, ok := filter(db, opUpdate)
+	if !ok {
+		return false, nil
+	}
+	st.where, st.kind = where, core.KindUpdate
+	if err := st.begin(db); err != nil {
+		return false, err
+	}
+	if err := p.lockBefore(db, st, where, !db.Statement.Unscoped, "NO KEY UPDATE"); err != nil {
+		return false, err
+	}
+	st.pin(db)
+	st.intercept(db, "UPDATE")
+	return true, nil
+}
+
+func (p *Plugin) planDelete(db *gorm.DB, st *stmtState) (bool, error) {
+	where, ok := filter(db, opDelete)
+	if !ok {
+		return false, nil
+	}
+	stmt := db.Statement
+	st.where, st.kind = where, core.KindDelete
+	st.soft = !stmt.Unscoped && len(stmt.Schema.DeleteClauses) > 0
+	if !st.soft && !hasReturning(stmt) {
+		// What DELETE ... RETURNING returns is the before image, read atomically with the delete.
+		if p.s.InTransaction {
+			if err := st.begin(db); err != nil {
+				return false, err
+			}
+		}
+		st.budget = st.max
+		st.intercept(db, "DELETE")
+		return true, nil
+	}
+	if err := st.begin(db); err != nil {
+		return false, err
+	}
+	if err := p.lockBefore(db, st, where, !stmt.Unscoped, "NO KEY UPDATE"); err != nil {
+		return false, err
+	}
+	st.pin(db)
+	if st.soft {
+		st.intercept(db, "UPDATE")
+	}
+	return true, nil
+}
+
+func (p *Plugin) planCreate(db *gorm.DB, st *stmtState) (bool, error) {
+	stmt := db.Statement
+	st.kind = core.KindInsert
+	st.budget = st.max
+	if c, ok := stmt.Clauses["ON CONFLICT"]; ok {
+		if oc, ok := c.Expression.(clause.OnConflict); ok && (oc.DoNothing || oc.UpdateAll || len(oc.DoUpdates) > 0) {
+			st.upsert = true
+			st.doNothing = oc.DoNothing && !oc.UpdateAll && len(oc.DoUpdates) == 0
+			st.target = stmt.Schema.PrimaryFields
+			if len(oc.Columns) > 0 {
+				st.target = make([]*schema.Field, 0, len(oc.Columns))
+				for _, col := range oc.Columns {
+					f := stmt.Schema.LookUpField(col.Name)
+					if f == nil {
+						st.target = stmt.Schema.PrimaryFields
+						break
+					}
+					st.target = append(st.target, f)
+				}
+			}
+		}
+	}
+	if st.upsert {
+		st.targetKeys = keysOf(stmt, st.target)
+		if err := st.begin(db); err != nil {
+			return false, err
+		}
+		if len(st.targetKeys) > 0 {
+			if err := p.lockBefore(db, st, []clause.Expression{keysIn(stmt.Table, st.target, st.targetKeys)}, false, "UPDATE"); err != nil {
+				return false, err
+			}
+		}
+	}
+	if gormReadsReturning(db) {
+		// GORM scans RETURNING into the caller's values itself: read the rows again afterwards.
+		st.reread = true
+		if err := st.begin(db); err != nil {
+			return false, err
+		}
+		return true, nil
+	}
+	if p.s.InTransaction {
+		if err := st.begin(db); err != nil {
+			return false, err
+		}
+	}
+	st.intercept(db, "INSERT")
+	if st.upsert {
+		st.returning += ", " + quotedCol(db, st.table, "xmax") + " = 0"
+		st.nextra = 1
+	}
+	return true, nil
+}
+
+// gormReadsReturning reports whether gorm:create will send a RETURNING clause and scan it.
+func gormReadsReturning(db *gorm.DB) bool {
+	stmt := db.Statement
+	if hasReturning(stmt) {
+		return true
+	}
+	if !utils.Contains(db.Callback().Create().Clauses, "RETURNING") {
+		return false
+	}
+	for _, f := range stmt.Schema.FieldsWithDefaultDBValue {
+		if f.Readable {
+			return true
+		}
+	}
+	return false
+}
+
+func quotedCol(db *gorm.DB, table, name string) string {
+	var b strings.Builder
+	db.Statement.QuoteTo(&b, clause.Column{Table: table, Name: name})
+	return b.String()
+}
+
+// intercept asks stmtConn to run the statement with RETURNING, unless the caller's statement
+// reads RETURNING itself.
+func (st *stmtState) intercept(db *gorm.DB, prefix string) {
+	if hasReturning(db.Statement) {
+		st.reread = st.op != opDelete || st.soft
+		return
+	}
+	st.prefix = prefix
+	st.returning = " RETURNING " + st.m.list(db.Statement, st.table)
+}
+
+// lockBefore reads and locks the rows the statement will change: the before images.
+func (p *Plugin) lockBefore(db *gorm.DB, st *stmtState, where []clause.Expression, scoped bool, strength string) error {
+	rows, err := p.read(db, st, where, scoped, strength, "")
+	if err != nil {
+		return fmt.Errorf("gormaudit: reading the rows of %s before the change: %w", st.table, err)
+	}
+	before, err := scanRows(rows, st.m, 0, func(i int, _ string) bool { return i < st.max })
+	if err != nil {
+		return fmt.Errorf("gormaudit: reading the rows of %s before the change: %w", st.table, err)
+	}
+	st.before = before
+	st.locked = make(map[string]int, len(before))
+	for i, r := range before {
+		st.locked[r.key] = i
+	}
+	st.budget = max(st.max-len(before), 0)
+	return nil
+}
+
+// read runs SELECT <model columns> <extra> FROM <table> WHERE <where> [soft-delete scope]
+// ORDER BY <primary key> [FOR <strength>] on the statement's connection.
+func (p *Plugin) read(db *gorm.DB, st *stmtState, where []clause.Expression, scoped bool, strength, extra string) (*sql.Rows, error) {
+	stmt := db.Statement
+	q := &gorm.Statement{
+		DB:        db,
+		ConnPool:  st.conn,
+		Context:   stmt.Context,
+		Table:     stmt.Table,
+		TableExpr: stmt.TableExpr,
+		Schema:    stmt.Schema,
+		Clauses:   map[string]clause.Clause{},
+	}
+	q.AddClause(clause.From{})
+	if len(where) > 0 {
+		q.AddClause(clause.Where{Exprs: where})
+	}
+	if scoped {
+		for _, c := range stmt.Schema.QueryClauses {
+			q.AddClause(c)
+		}
+	}
+	q.AddClause(st.m.orderByPK(st.table))
+	if strength != "" {
+		q.AddClause(clause.Locking{Strength: strength})
+	}
+	q.SQL.Grow(256)
+	q.SQL.WriteString("SELECT ")
+	q.SQL.WriteString(st.m.list(stmt, st.table))
+	q.SQL.WriteString(extra)
+	q.SQL.WriteByte(' ')
+	q.Build("FROM", "WHERE", "ORDER BY", "FOR")
+	if q.Error != nil {
+		return nil, q.Error
+	}
+	return st.conn.QueryContext(stmt.Context, q.SQL.String(), q.Vars...)
+}
+
+// pin restricts the statement to the locked rows.
+func (st *stmtState) pin(db *gorm.DB) {
+	if len(st.before)*st.m.npk > pinMaxParams {
+		return
+	}
+	keys := make([]any, len(st.before))
+	for i, r := range st.before {
+		if st.m.npk == 1 {
+			keys[i] = r.pk[0]
+		} else {
+			keys[i] = r.pk
+		}
+	}
+	db.Statement.AddClause(clause.Where{Exprs: []clause.Expression{st.m.pkIn(st.table, keys)}})
+}
+
+// keysOf returns the values of fields in the rows the statement inserts (a struct, a slice of
+// structs or pointers, a map or a slice of maps), skipping rows where all are zero; one value
+// per row for one field, a []any per row for several.
+func keysOf(stmt *gorm.Statement, fields []*schema.Field) []any {
+	var out []any
+	add := func(vals []any, zero bool) {
+		if zero {
+			return
+		}
+		if len(vals) == 1 {
+			out = append(out, vals[0])
+		} else {
+			out = append(out, vals)
+		}
+	}
+	fromStruct := func(rv reflect.Value) {
+		vals := make([]any, len(fields))
+		allZero := true
+		for i, f := range fields {
+			v, zero := f.ValueOf(stmt.Context, rv)
+			vals[i] = v
+			allZero = allZero && zero
+		}
+		add(vals, allZero)
+	}
+	fromMap := func(m map[string]any) {
+		vals := make([]any, len(fields))
+		allZero := true
+		for i, f := range fields {
+			v, ok := m[f.DBName]
+			if !ok {
+				v, ok = m[f.Name]
+			}
+			vals[i] = v
+			allZero = allZero && (!ok || v == nil || reflect.ValueOf(v).IsZero())
+		}
+		add(vals, allZero)
+	}
+	switch d := stmt.Dest.(type) {
+	case map[string]any:
+		fromMap(d)
+		return out
+	case *map[string]any:
+		fromMap(*d)
+		return out
+	case []map[string]any:
+		for _, m := range d {
+			fromMap(m)
+		}
+		return out
+	case *[]map[string]any:
+		for _, m := range *d {
+			fromMap(m)
+		}
+		return out
+	}
+	rv := reflect.Indirect(stmt.ReflectValue)
+	switch rv.Kind() {
+	case reflect.Struct:
+		fromStruct(rv)
+	case reflect.Slice, reflect.Array:
+		for i := 0; i < rv.Len(); i++ {
+			if e := reflect.Indirect(rv.Index(i)); e.Kind() == reflect.Struct {
+				fromStruct(e)
+			}
+		}
+	}
+	return out
+}
+
+func keysIn(table string, fields []*schema.Field, keys []any) clause.Expression {
+	if len(fields) == 1 {
+		return clause.IN{Column: clause.Column{Table: table, Name: fields[0].DBName}, Values: keys}
+	}
+	cols := make([]clause.Column, len(fields))
+	for i, f := range fields {
+		cols[i] = clause.Column{Table: table, Name: f.DBName}
+	}
+	return clause.IN{Column: cols, Values: keys}
+}

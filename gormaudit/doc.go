@@ -1,0 +1,78 @@
+// Package gormaudit records every change GORM makes to PostgreSQL as audit records: one record
+// per changed database row, with the row's before and after images read from the database under
+// a row lock, and a diff of the changed columns. Records of a transaction are delivered only
+// after it commits.
+//
+// Two lines after gorm.Open:
+//
+//	w, _ := core.Open(ctx, cfg)
+//	gormaudit.Register(db, gormaudit.Options{Writer: w}) // or db.Use(gormaudit.New(opts))
+//
+// Writes made with a context carrying a request collector (core.NewContext, set by the HTTP
+// middleware) join that request; other writes take actor, tenant and request id from the
+// context (core.WithActor, core.WithTenant, core.WithRequestID) and go to the Writer.
+//
+// # What is recorded
+//
+// Create (one row, a slice, CreateInBatches), Save, Updates with a struct or a map, Update,
+// UpdateColumn(s), with Select and Omit, gorm.Expr values, bulk updates and deletes by
+// condition, Delete by primary key, soft deletes (kind delete, metadata soft_delete), restoring a
+// soft-deleted row (kind update, metadata restored), Unscoped hard deletes, upserts with
+// clause.OnConflict (an insert for rows it inserted, an update with the before image for rows it
+// updated), and the rows GORM saves through associations. Records carry the table as
+// resource_type and the primary key as resource_id (a composite key as a JSON object with sorted
+// keys). Each has kind insert, update or delete and the action "<table>.<kind>".
+//
+// Raw SQL (db.Exec, db.Raw) is not parsed, so no images are possible; with
+// Options.CaptureRawSQL, data-changing raw statements are recorded as kind custom with the
+// statement text and masked arguments. Writes through db.Table(...) without a model, and models
+// without a primary key, are not recorded (a warning is logged once per table).
+//
+// Struct tags: `audit:"-"` leaves a column out of the images and diffs; `audit:"redact"` stores
+// it as core.Redacted, while the diff still shows that it changed. A tag on an embedded struct
+// applies to all its columns. Models opt out with ExcludeModels, ExcludeTables or by
+// implementing Disabler. An update that changes nothing (apart from Options.IgnoreFields) is not
+// recorded unless Options.RecordNoOpUpdates is set.
+//
+// # Images
+//
+// Images map column names to values normalised for JSON: times in UTC as RFC 3339 text, dates
+// as "2006-01-02", json and jsonb columns (and serializer:json fields) as the decoded document,
+// bytea as standard base64, numeric as a JSON number, uuid and other types in PostgreSQL's text
+// form. Because they are read back from the database, they hold what was stored: the result of
+// a gorm.Expr, defaults and trigger effects, the serialised form of a driver.Valuer or
+// serializer field, the columns of embedded structs.
+//
+// Before an update, a soft delete or an upsert, the affected rows are read with SELECT ... FOR
+// [NO KEY] UPDATE (ordered by primary key) on the statement's own transaction, and the statement
+// is pinned to the locked keys so that rows inserted concurrently are not changed unrecorded.
+// After images come from the statement itself through RETURNING where GORM does not read
+// RETURNING (updates, deletes, inserts without database defaults), and otherwise from a SELECT
+// by primary key inside the transaction. A hard delete reads nothing before: the rows DELETE
+// ... RETURNING yields are its before images. A statement affecting more rows than
+// Options.MaxRowsPerStatement records that many rows in full and one summary record (kind
+// custom, action "<table>.bulk_<kind>") with the filter, the affected count and the ids of the
+// rest.
+//
+// When GORM runs a statement outside any transaction (SkipDefaultTransaction), the plugin
+// begins one around each statement that needs a before image or a read after the statement, so
+// that the lock, the change and the images stay one atomic unit.
+//
+// # Transactions
+//
+// GORM has no commit hook. Register therefore wraps the connection pool (db.ConnPool, and the
+// pool inside PrepareStmt mode's prepared-statement pool): every transaction GORM begins -
+// db.Transaction, db.Begin, the implicit per-statement one - is the plugin's, and its Commit
+// and Rollback deliver or drop the records made in it. A rollback, a panic in db.Transaction, a
+// failing COMMIT, and a ROLLBACK TO SAVEPOINT (a failing nested db.Transaction) drop what they
+// undo; delivery keeps statement order. Register must run right after gorm.Open, before
+// sessions are derived from the *gorm.DB. gorm.Open(postgres.New(postgres.Config{Conn: sqlDB}))
+// works the same way: the pool is wrapped after Open whichever way GORM got it. Transactions
+// begun elsewhere (db.Connection, or a session derived before Register) are not seen; their
+// records are delivered at once, with a warning logged once.
+//
+// With Options.InTransaction the records are instead inserted into audit_logs through the
+// application's transaction just before it commits, so that they exist if and only if the
+// change committed; a failing insert fails the commit. In this mode records do not join the
+// request collector: they take their identity from the context.
+package gormaudit

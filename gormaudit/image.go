@@ -1,0 +1,284 @@
+package gormaudit
+
+import (
+	"bytes"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"math"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/auditkit/auditkit/core"
+)
+
+// Images are read from the database, never from the application's structs: a struct may be
+// stale, may hold an expression instead of the stored value, and misses defaults and trigger
+// effects. The values are the column values normalised for JSON:
+//
+//   - timestamps and timestamptz as RFC 3339 text in UTC with up to nanosecond digits (PostgreSQL
+//     keeps microseconds), date as "2006-01-02";
+//   - json and jsonb as the decoded document (numbers kept exact), and so are text or bytea
+//     columns written by a serializer:json field;
+//   - bytea as standard base64 (the way encoding/json writes []byte);
+//   - numeric as a JSON number (NaN and infinities as text);
+//   - integers, floats and booleans as themselves; everything else (uuid, text, enums, arrays,
+//     intervals, ...) as PostgreSQL's text form.
+//
+// Because the stored value is read back, fields with a driver.Valuer or a serializer appear as
+// what they stored, and embedded structs appear flattened into their columns, as GORM maps them.
+
+// row is one database row read for an image.
+type row struct {
+	key   string         // the resource id: the primary key as text
+	pk    []any          // the primary key values as the driver returned them
+	vals  map[string]any // the image; nil when the row is not itemised
+	fresh bool           // extra column 1: xmax = 0 (inserted, not updated, by the statement)
+	ours  bool           // extra column 2: the row version was written by this transaction
+}
+
+type colKind uint8
+
+const (
+	kindPlain colKind = iota
+	kindJSON
+	kindBytea
+	kindDate
+	kindNumeric
+	kindText
+)
+
+// scanRows reads rows whose first len(m.cols) columns are the model's columns, followed by
+// nextra boolean columns (see row.fresh and row.ours). itemise decides, by position and key,
+// whether a row gets an image or only its key. It closes rows.
+func scanRows(rows *sql.Rows, m *model, nextra int, itemise func(i int, key string) bool) ([]row, error) {
+	defer rows.Close()
+	types, err := rows.ColumnTypes()
+	if err != nil {
+		return nil, err
+	}
+	n := len(m.cols)
+	kinds := make([]colKind, n)
+	for i := range n {
+		kinds[i] = kindOf(types[i].DatabaseTypeName(), m.cols[i].jsonSer)
+	}
+	vals := make([]any, n+nextra)
+	ptrs := make([]any, n+nextra)
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	var out []row
+	for rows.Next() {
+		clear(vals)
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		r := row{pk: make([]any, m.npk)}
+		copy(r.pk, vals[:m.npk])
+		r.key = keyText(m, vals[:m.npk], kinds)
+		if nextra > 0 {
+			r.fresh, _ = vals[n].(bool)
+		}
+		if nextra > 1 {
+			r.ours, _ = vals[n+1].(bool)
+		}
+		if itemise == nil || itemise(len(out), r.key) {
+			r.vals = make(map[string]any, n)
+			for i, c := range m.cols {
+				if !c.omit {
+					r.vals[c.name] = normalise(vals[i], kinds[i])
+				}
+			}
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+func kindOf(dbType string, jsonSer bool) colKind {
+	switch dbType {
+	case "JSON", "JSONB":
+		return kindJSON
+	case "DATE":
+		return kindDate
+	case "NUMERIC":
+		return kindNumeric
+	}
+	if jsonSer {
+		return kindText
+	}
+	if dbType == "BYTEA" {
+		return kindBytea
+	}
+	return kindPlain
+}
+
+func normalise(v any, k colKind) any {
+	switch x := v.(type) {
+	case nil, int64, bool:
+		return v
+	case time.Time:
+		if k == kindDate {
+			return x.Format(time.DateOnly)
+		}
+		return x.UTC().Format(time.RFC3339Nano)
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return strconv.FormatFloat(x, 'g', -1, 64)
+		}
+		return x
+	case []byte:
+		switch k {
+		case kindJSON, kindText:
+			if d, ok := decodeJSON(x); ok {
+				return d
+			}
+			if k == kindJSON || !isBinary(x) {
+				return string(x)
+			}
+		}
+		if k == kindPlain && !isBinary(x) { // xml and other text the driver hands over as bytes
+			return string(x)
+		}
+		return base64.StdEncoding.EncodeToString(x)
+	case string:
+		switch k {
+		case kindNumeric:
+			if _, err := strconv.ParseFloat(x, 64); err == nil && !strings.ContainsAny(x, "nN") {
+				return json.Number(x)
+			}
+		case kindText, kindJSON:
+			if d, ok := decodeJSON([]byte(x)); ok {
+				return d
+			}
+		}
+		return x
+	}
+	return v
+}
+
+// isBinary is true for bytes that are not valid UTF-8 text.
+func isBinary(b []byte) bool {
+	return !bytes.Equal(bytes.ToValidUTF8(b, nil), b) || bytes.IndexByte(b, 0) >= 0
+}
+
+func decodeJSON(b []byte) (any, bool) {
+	if !json.Valid(b) {
+		return nil, false
+	}
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	var v any
+	if err := d.Decode(&v); err != nil {
+		return nil, false
+	}
+	return v, true
+}
+
+// keyText renders a primary key as the resource id: the value's text for a single column, a
+// JSON object of the columns (keys sorted, so the text is stable) for a composite key.
+func keyText(m *model, pk []any, kinds []colKind) string {
+	if len(pk) == 1 {
+		return scalarText(normalise(pk[0], kinds[0]))
+	}
+	obj := make(map[string]any, len(pk))
+	for i, v := range pk {
+		obj[m.cols[i].name] = normalise(v, kinds[i])
+	}
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
+func scalarText(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case json.Number:
+		return string(x)
+	case bool:
+		return strconv.FormatBool(x)
+	case float64:
+		return strconv.FormatFloat(x, 'g', -1, 64)
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return ""
+	}
+	return string(b)
+}
+
+// diff returns the changed columns between two images (either may be nil), skipping omitted
+// and ignored columns; redacted columns show that they changed with both sides masked.
+func diff(m *model, before, after map[string]any) map[string]core.Change {
+	var d map[string]core.Change
+	for _, c := range m.cols {
+		if c.omit || c.ignore {
+			continue
+		}
+		b, a := before[c.name], after[c.name]
+		if equal(b, a) {
+			continue
+		}
+		if c.redact {
+			b, a = mask(b), mask(a)
+		}
+		if d == nil {
+			d = make(map[string]core.Change)
+		}
+		d[c.name] = core.Change{From: b, To: a}
+	}
+	return d
+}
+
+// maskImage replaces the values of redacted columns; it runs after diff, which needs them.
+func maskImage(m *model, img map[string]any) {
+	if img == nil {
+		return
+	}
+	for _, c := range m.cols {
+		if c.redact {
+			if v, ok := img[c.name]; ok {
+				img[c.name] = mask(v)
+			}
+		}
+	}
+}
+
+func mask(v any) any {
+	if v == nil {
+		return nil
+	}
+	return core.Redacted
+}
+
+func equal(a, b any) bool {
+	switch x := a.(type) {
+	case nil:
+		return b == nil
+	case string:
+		y, ok := b.(string)
+		return ok && x == y
+	case int64:
+		y, ok := b.(int64)
+		return ok && x == y
+	case bool:
+		y, ok := b.(bool)
+		return ok && x == y
+	case float64:
+		y, ok := b.(float64)
+		return ok && x == y
+	case json.Number:
+		y, ok := b.(json.Number)
+		return ok && x == y
+	}
+	return reflect.DeepEqual(a, b)
+}

@@ -1,0 +1,165 @@
+package gormaudit
+
+import (
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+	"gorm.io/gorm/schema"
+
+	"github.com/auditkit/auditkit/core"
+)
+
+// model is what the plugin knows about one GORM schema, computed once.
+type model struct {
+	err      error
+	disabled bool
+	noKey    bool     // the model has no primary key: its rows cannot be identified
+	cols     []column // primary key columns first, then the other recorded columns
+	npk      int      // number of primary key columns
+	softCol  string   // the soft-delete column (gorm.DeletedAt), if any
+	lists    sync.Map // table name -> quoted, table-qualified column list
+}
+
+// column is one column read into the images.
+type column struct {
+	name    string // database name, the key in images and diffs
+	omit    bool   // audit:"-": read only because it is part of the primary key
+	redact  bool   // audit:"redact"
+	ignore  bool   // Options.IgnoreFields: not diffed
+	jsonSer bool   // a serializer:json field: its stored text is shown as JSON
+}
+
+func (p *Plugin) model(s *schema.Schema) *model {
+	if v, ok := p.models.Load(s); ok {
+		return v.(*model)
+	}
+	v, _ := p.models.LoadOrStore(s, p.buildModel(s))
+	return v.(*model)
+}
+
+func (p *Plugin) buildModel(s *schema.Schema) *model {
+	m := &model{}
+	if p.s.excludeTypes[s.ModelType] {
+		m.disabled = true
+		return m
+	}
+	if d, ok := reflect.New(s.ModelType).Interface().(Disabler); ok && d.AuditDisabled() {
+		m.disabled = true
+		return m
+	}
+	if len(s.PrimaryFields) == 0 {
+		m.noKey = true
+		return m
+	}
+	for _, c := range s.QueryClauses {
+		if sd, ok := c.(gorm.SoftDeleteQueryClause); ok && sd.Field != nil {
+			m.softCol = sd.Field.DBName
+		}
+	}
+	add := func(f *schema.Field, pk bool) error {
+		pol, err := fieldPolicy(s.ModelType, f)
+		if err != nil {
+			return fmt.Errorf("gormaudit: model %s, field %s: %w", s.Name, f.Name, err)
+		}
+		if pol.Omit && !pk {
+			return nil
+		}
+		m.cols = append(m.cols, column{
+			name:    f.DBName,
+			omit:    pol.Omit,
+			redact:  pol.Redact,
+			ignore:  p.s.ignore[f.DBName] || p.s.ignore[f.Name] || p.s.ignore[f.BindName()],
+			jsonSer: f.Serializer != nil && strings.EqualFold(f.TagSettings["SERIALIZER"], "json"),
+		})
+		return nil
+	}
+	for _, f := range s.PrimaryFields {
+		if err := add(f, true); err != nil {
+			m.err = err
+			return m
+		}
+	}
+	m.npk = len(m.cols)
+	for _, name := range s.DBNames {
+		f := s.FieldsByDBName[name]
+		if f == nil || f.PrimaryKey {
+			continue
+		}
+		if err := add(f, false); err != nil {
+			m.err = err
+			return m
+		}
+	}
+	return m
+}
+
+// fieldPolicy combines the audit tags on the path from the model to the field, so that a tag on
+// an embedded struct applies to every column it contributes.
+func fieldPolicy(t reflect.Type, f *schema.Field) (core.FieldPolicy, error) {
+	var pol core.FieldPolicy
+	for _, name := range f.BindNames {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct {
+			break
+		}
+		sf, ok := t.FieldByName(name)
+		if !ok {
+			break
+		}
+		fp, err := core.ParseTag(sf.Tag.Get(core.TagName))
+		if err != nil {
+			return pol, err
+		}
+		pol.Omit = pol.Omit || fp.Omit
+		pol.Redact = pol.Redact || fp.Redact
+		t = sf.Type
+	}
+	return pol, nil
+}
+
+// list returns the model's columns qualified by table and quoted for stmt's dialect.
+func (m *model) list(stmt *gorm.Statement, table string) string {
+	if v, ok := m.lists.Load(table); ok {
+		return v.(string)
+	}
+	var b strings.Builder
+	for i, c := range m.cols {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		stmt.QuoteTo(&b, clause.Column{Table: table, Name: c.name})
+	}
+	v, _ := m.lists.LoadOrStore(table, b.String())
+	return v.(string)
+}
+
+// pkColumn returns the primary key as GORM's IN clause wants it: one column, or a list.
+func (m *model) pkColumn(table string) any {
+	if m.npk == 1 {
+		return clause.Column{Table: table, Name: m.cols[0].name}
+	}
+	cols := make([]clause.Column, m.npk)
+	for i := range cols {
+		cols[i] = clause.Column{Table: table, Name: m.cols[i].name}
+	}
+	return cols
+}
+
+// pkIn is the condition "primary key in keys", keys as returned by keyValue.
+func (m *model) pkIn(table string, keys []any) clause.Expression {
+	return clause.IN{Column: m.pkColumn(table), Values: keys}
+}
+
+func (m *model) orderByPK(table string) clause.OrderBy {
+	ob := clause.OrderBy{Columns: make([]clause.OrderByColumn, m.npk)}
+	for i := range ob.Columns {
+		ob.Columns[i] = clause.OrderByColumn{Column: clause.Column{Table: table, Name: m.cols[i].name}}
+	}
+	return ob
+}

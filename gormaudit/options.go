@@ -1,0 +1,139 @@
+package gormaudit
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"strings"
+
+	"github.com/auditkit/auditkit/core"
+)
+
+// DefaultMaxRowsPerStatement is the number of rows one statement records individually when
+// Options.MaxRowsPerStatement is zero.
+const DefaultMaxRowsPerStatement = 1000
+
+// ErrInvalidOptions is wrapped by the errors Register and Initialize return for bad Options.
+var ErrInvalidOptions = errors.New("gormaudit: invalid options")
+
+// Options configure the plugin. The zero value is usable: records join the request's collector
+// when the context carries one and are otherwise dropped with an error in the log, so set Writer
+// (or InTransaction) in any program that writes outside HTTP requests.
+type Options struct {
+	// Writer receives the records of committed changes whose context carries no request
+	// collector (core.Dispatch decides). Nil means such records are dropped and logged.
+	// Unused when InTransaction is set.
+	Writer *core.Writer
+
+	// Redactor masks secrets in what the plugin writes itself: the audit rows of InTransaction
+	// mode, raw SQL text (CaptureRawSQL) and the filter of bulk summaries. Nil means
+	// core.NewRedactor(nil, nil). Records handed to Writer are redacted by the Writer.
+	Redactor *core.Redactor
+
+	// InTransaction writes the audit rows with an INSERT through the application's own
+	// transaction, just before it commits, instead of handing them to Writer: an audit row then
+	// exists if and only if the change committed, and a failing audit INSERT fails the COMMIT
+	// (the change is rolled back). audit_logs must be in the same database. It costs one INSERT
+	// per transaction that changed audited rows.
+	InTransaction bool
+
+	// Schema is the PostgreSQL schema holding audit_logs in InTransaction mode. Empty means
+	// "public".
+	Schema string
+
+	// MaxRowsPerStatement bounds the rows one statement records individually (with images and
+	// diff). The rows past the bound are recorded by one summary record (kind custom, action
+	// "<table>.bulk_<kind>") carrying the statement's filter, the affected count and the ids of
+	// the rows not itemised. Zero means DefaultMaxRowsPerStatement; negative is an error.
+	MaxRowsPerStatement int
+
+	// IgnoreFields names columns (database names) or Go field names, such as "updated_at", that
+	// are left out of diffs and do not count when deciding whether an update changed anything.
+	// They stay in the before and after images.
+	IgnoreFields []string
+
+	// ExcludeTables names tables whose changes are not recorded.
+	ExcludeTables []string
+
+	// ExcludeModels lists models (values or pointers, e.g. &Session{}) whose changes are not
+	// recorded. A model can also opt out by implementing Disabler.
+	ExcludeModels []any
+
+	// RecordNoOpUpdates records updates that change no column (ignoring IgnoreFields). By
+	// default such an update writes no audit row.
+	RecordNoOpUpdates bool
+
+	// CaptureRawSQL records data-changing raw statements (db.Exec, and db.Raw with
+	// Scan/Row/Rows/Find) that start with INSERT, UPDATE, DELETE, MERGE, TRUNCATE or a WITH
+	// that contains one of them, as records of kind custom with action "sql.exec": the
+	// statement text (free-text redacted), its bound values masked, and the affected row count.
+	// No images or diff are possible for them. Off by default.
+	CaptureRawSQL bool
+
+	// Logger receives delivery failures and warnings about writes that cannot be captured.
+	// Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Disabler is implemented by models whose changes are not recorded. The plugin calls
+// AuditDisabled once per model type, on a zero value, and caches the answer: it switches a
+// table's auditing off as a whole, never per row.
+type Disabler interface {
+	AuditDisabled() bool
+}
+
+// settings are the validated Options in the form the callbacks use.
+type settings struct {
+	Options
+	maxRows       int
+	ignore        map[string]bool
+	excludeTables map[string]bool
+	excludeTypes  map[reflect.Type]bool
+	log           *slog.Logger
+	txw           *core.TxWriter
+}
+
+func (o Options) settings() (*settings, error) {
+	s := &settings{Options: o, maxRows: o.MaxRowsPerStatement}
+	switch {
+	case o.MaxRowsPerStatement < 0:
+		return nil, fmt.Errorf("%w: MaxRowsPerStatement is %d, want 0 (default %d) or more",
+			ErrInvalidOptions, o.MaxRowsPerStatement, DefaultMaxRowsPerStatement)
+	case o.MaxRowsPerStatement == 0:
+		s.maxRows = DefaultMaxRowsPerStatement
+	}
+	s.ignore = map[string]bool{}
+	for _, f := range o.IgnoreFields {
+		if f = strings.TrimSpace(f); f == "" {
+			return nil, fmt.Errorf("%w: IgnoreFields holds an empty name", ErrInvalidOptions)
+		}
+		s.ignore[f] = true
+	}
+	s.excludeTables = map[string]bool{}
+	for _, t := range o.ExcludeTables {
+		if t = strings.TrimSpace(t); t == "" {
+			return nil, fmt.Errorf("%w: ExcludeTables holds an empty name", ErrInvalidOptions)
+		}
+		s.excludeTables[t] = true
+	}
+	s.excludeTypes = map[reflect.Type]bool{}
+	for i, m := range o.ExcludeModels {
+		t := reflect.TypeOf(m)
+		for t != nil && t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if t == nil || t.Kind() != reflect.Struct {
+			return nil, fmt.Errorf("%w: ExcludeModels[%d] is %T, want a struct or a pointer to one", ErrInvalidOptions, i, m)
+		}
+		s.excludeTypes[t] = true
+	}
+	s.log = o.Logger
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if o.InTransaction {
+		s.txw = core.NewTxWriter(o.Schema, o.Redactor)
+	}
+	return s, nil
+}

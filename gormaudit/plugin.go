@@ -1,0 +1,164 @@
+package gormaudit
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+
+	"gorm.io/gorm"
+
+	"github.com/auditkit/auditkit/core"
+)
+
+// Plugin records GORM's changes. Create it with New or Register; it is safe for concurrent use
+// by every goroutine sharing the *gorm.DB it was registered on.
+type Plugin struct {
+	opts   Options
+	s      *settings
+	models sync.Map // *schema.Schema -> *model
+	warned sync.Map // warning key -> struct{}
+
+	foreignTx atomic.Bool
+}
+
+// New returns the plugin for db.Use. Options are validated when GORM initialises the plugin.
+func New(opts Options) *Plugin { return &Plugin{opts: opts} }
+
+// Register installs the plugin on db: db.Use(New(opts)). Call it right after gorm.Open, before
+// sessions or transactions are derived from db: it wraps db's connection pool so that it sees
+// commits and rollbacks, and handles derived before it keep the unwrapped pool.
+func Register(db *gorm.DB, opts Options) (*Plugin, error) {
+	p := New(opts)
+	if err := db.Use(p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Name implements gorm.Plugin.
+func (p *Plugin) Name() string { return "gormaudit" }
+
+// Initialize implements gorm.Plugin: it validates the options, makes the connection pool
+// commit-aware and registers the callbacks.
+func (p *Plugin) Initialize(db *gorm.DB) error {
+	s, err := p.opts.settings()
+	if err != nil {
+		return err
+	}
+	p.s = s
+	if err := p.wrapPool(db); err != nil {
+		return err
+	}
+	cb := db.Callback()
+	// The before callbacks sit right before the statement, inside GORM's transaction; the after
+	// callbacks right after it, before associations and model hooks run further statements,
+	// so that each record describes exactly its own statement and records follow statement
+	// order. (After("gorm:create") would be appended after GORM's commit.)
+	err = errors.Join(
+		cb.Create().Before("gorm:create").Register("gormaudit:before_create", p.before(opCreate)),
+		cb.Create().Before("gorm:save_after_associations").Register("gormaudit:after_create", p.after),
+		cb.Update().Before("gorm:update").Register("gormaudit:before_update", p.before(opUpdate)),
+		cb.Update().Before("gorm:save_after_associations").Register("gormaudit:after_update", p.after),
+		cb.Delete().Before("gorm:delete").Register("gormaudit:before_delete", p.before(opDelete)),
+		cb.Delete().Before("gorm:after_delete").Register("gormaudit:after_delete", p.after),
+		cb.Raw().After("gorm:raw").Register("gormaudit:raw", p.afterRaw),
+	)
+	if s.CaptureRawSQL {
+		err = errors.Join(err,
+			cb.Row().After("gorm:row").Register("gormaudit:row", p.afterRaw),
+			cb.Query().After("gorm:query").Register("gormaudit:query", p.afterRaw))
+	}
+	return err
+}
+
+// deliver hands the records of committed changes on: to the request's collector when their
+// context carries one, to the Writer otherwise, keeping their order.
+func (p *Plugin) deliver(recs []pendingRecord) {
+	for i := 0; i < len(recs); {
+		j := i + 1
+		for j < len(recs) && recs[j].ctx == recs[i].ctx {
+			j++
+		}
+		batch := make([]*core.Record, 0, j-i)
+		for _, r := range recs[i:j] {
+			batch = append(batch, r.rec)
+		}
+		p.dispatch(recs[i].ctx, batch)
+		i = j
+	}
+}
+
+func (p *Plugin) dispatch(ctx context.Context, recs []*core.Record) {
+	if err := core.Dispatch(ctx, p.s.Writer, recs...); err != nil {
+		p.s.log.Error("gormaudit: audit records of a committed change were not delivered",
+			"records", len(recs), "error", err)
+	}
+}
+
+// inTxBatch bounds the records of one INSERT: 29 parameters each, below PostgreSQL's 65,535.
+const inTxBatch = 2000
+
+// writeInTx inserts records through ex (the application's transaction), with identity from
+// each record's context.
+func (p *Plugin) writeInTx(ctx context.Context, ex core.Execer, recs []pendingRecord) error {
+	out := make([]*core.Record, len(recs))
+	for i, r := range recs {
+		core.StampFromContext(r.ctx, r.rec)
+		out[i] = r.rec
+	}
+	for len(out) > 0 {
+		n := min(len(out), inTxBatch)
+		if err := p.s.txw.Write(ctx, ex, out[:n]...); err != nil {
+			return err
+		}
+		out = out[n:]
+	}
+	return nil
+}
+
+// hand takes the records of one statement that ran on conn: they wait in a commit-aware
+// transaction, are written into it in InTransaction mode, or are delivered at once when the
+// statement committed on its own. A transaction the plugin began for the statement (own) is
+// committed here.
+func (p *Plugin) hand(ctx context.Context, conn gorm.ConnPool, own gorm.TxCommitter, recs []*core.Record) error {
+	if t := txnOf(conn); t != nil {
+		t.add(ctx, recs)
+		if own != nil {
+			return own.Commit()
+		}
+		return nil
+	}
+	pend := make([]pendingRecord, len(recs))
+	for i, r := range recs {
+		pend[i] = pendingRecord{ctx: ctx, rec: r}
+	}
+	_, inTx := conn.(gorm.TxCommitter)
+	if p.s.InTransaction && len(recs) > 0 {
+		if err := p.writeInTx(ctx, conn, pend); err != nil {
+			return err
+		}
+		if own != nil {
+			return own.Commit()
+		}
+		return nil
+	}
+	if own != nil {
+		if err := own.Commit(); err != nil {
+			return err
+		}
+	} else if inTx && len(recs) > 0 && p.foreignTx.CompareAndSwap(false, true) {
+		p.s.log.Warn("gormaudit: a transaction was begun outside the plugin's connection pool " +
+			"(a session derived before Register, or db.Connection); its records are delivered " +
+			"before it commits, even if it rolls back")
+	}
+	p.deliver(pend)
+	return nil
+}
+
+// warnOnce logs msg once per key.
+func (p *Plugin) warnOnce(key, msg string, args ...any) {
+	if _, loaded := p.warned.LoadOrStore(key, struct{}{}); !loaded {
+		p.s.log.Warn(msg, args...)
+	}
+}

@@ -1,0 +1,311 @@
+package gormaudit
+
+import (
+	"database/sql"
+	"database/sql/driver"
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/auditkit/auditkit/core"
+)
+
+// oursExpr is true for a row version written by the current transaction (or one of its
+// subtransactions): its xmin is a transaction still in progress, and the only in-progress
+// writes a transaction can see are its own. xmin is 32 bits; the epoch is taken from the
+// current transaction id (one epoch back when xmin is above the current id's low bits).
+const oursExpr = `pg_xact_status(((((pg_current_xact_id()::text::bigint >> 32) - ` +
+	`(CASE WHEN %[1]s::text::bigint > (pg_current_xact_id()::text::bigint & 4294967295) THEN 1 ELSE 0 END)) << 32) | ` +
+	`%[1]s::text::bigint)::text::xid8) = 'in progress'`
+
+// collect builds the records of a statement that succeeded.
+func (p *Plugin) collect(db *gorm.DB, st *stmtState) ([]*core.Record, error) {
+	var after []row
+	switch {
+	case st.ran:
+		after = st.out
+	case st.reread:
+		var err error
+		if after, err = p.reread(db, st); err != nil {
+			return nil, fmt.Errorf("gormaudit: reading the rows of %s after the change: %w", st.table, err)
+		}
+	case st.returning != "":
+		return nil, nil // GORM sent nothing, e.g. an update without assignments
+	}
+	b := &builder{p: p, st: st, now: time.Now()}
+	switch {
+	case st.op == opDelete && !st.soft:
+		gone := after
+		if !st.ran {
+			gone = st.before
+		}
+		for _, r := range gone {
+			b.affected++
+			if r.vals == nil {
+				b.notItemised = append(b.notItemised, r.key)
+				continue
+			}
+			b.add(core.KindDelete, r.key, r.vals, nil, nil)
+		}
+	case st.op == opCreate && !st.upsert:
+		for _, r := range after {
+			b.insert(r)
+		}
+	default:
+		b.changes(after)
+	}
+	return b.finish(db), nil
+}
+
+// reread reads the rows of a statement again, inside its transaction, when GORM consumed the
+// statement's RETURNING itself.
+func (p *Plugin) reread(db *gorm.DB, st *stmtState) ([]row, error) {
+	if st.op != opCreate {
+		if len(st.before) == 0 {
+			return nil, nil
+		}
+		var out []row
+		per := max(pinMaxParams/st.m.npk, 1)
+		for i := 0; i < len(st.before); i += per {
+			part := st.before[i:min(i+per, len(st.before))]
+			keys := make([]any, len(part))
+			for j, r := range part {
+				if st.m.npk == 1 {
+					keys[j] = r.pk[0]
+				} else {
+					keys[j] = r.pk
+				}
+			}
+			rows, err := p.read(db, st, []clause.Expression{st.m.pkIn(st.table, keys)}, false, "", "")
+			if err != nil {
+				return nil, err
+			}
+			got, err := scanRows(rows, st.m, 0, st.itemiseAfter)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, got...)
+		}
+		return out, nil
+	}
+	stmt := db.Statement
+	var conds []clause.Expression
+	if keys := keysOf(stmt, stmt.Schema.PrimaryFields); len(keys) > 0 {
+		conds = append(conds, keysIn(st.table, stmt.Schema.PrimaryFields, keys))
+	}
+	if len(st.targetKeys) > 0 {
+		conds = append(conds, keysIn(st.table, st.target, st.targetKeys))
+	}
+	if len(conds) == 0 {
+		return nil, nil
+	}
+	where := conds[0]
+	if len(conds) > 1 {
+		where = clause.Or(conds...)
+	}
+	extra, nextra := "", 0
+	if st.upsert {
+		xmin := quotedCol(db, st.table, "xmin")
+		extra = ", " + quotedCol(db, st.table, "xmax") + " = 0, " + fmt.Sprintf(oursExpr, xmin)
+		nextra = 2
+	}
+	rows, err := p.read(db, st, []clause.Expression{where}, false, "", extra)
+	if err != nil {
+		return nil, err
+	}
+	return scanRows(rows, st.m, nextra, st.itemiseAfter)
+}
+
+// builder turns rows into the records of one statement.
+type builder struct {
+	p           *Plugin
+	st          *stmtState
+	now         time.Time
+	recs        []*core.Record
+	affected    int
+	notItemised []string
+}
+
+func (b *builder) insert(r row) {
+	b.affected++
+	if r.vals == nil {
+		b.notItemised = append(b.notItemised, r.key)
+		return
+	}
+	b.add(core.KindInsert, r.key, nil, r.vals, nil)
+}
+
+// changes pairs the locked before images with the rows after the statement (updates, soft
+// deletes, upserts).
+func (b *builder) changes(after []row) {
+	st := b.st
+	kind := st.kind
+	if kind == core.KindInsert {
+		kind = core.KindUpdate
+	}
+	var meta map[string]any
+	if st.soft {
+		meta = map[string]any{"soft_delete": true}
+	}
+	index := make(map[string]int, len(after))
+	for i, r := range after {
+		index[r.key] = i
+	}
+	paired := make([]bool, len(after))
+	for _, bf := range st.before {
+		i, ok := index[bf.key]
+		if !ok {
+			if len(st.before) != 1 || len(after) != 1 || st.upsert {
+				continue // locked but left alone: an upsert's DO NOTHING, or a DO UPDATE ... WHERE
+			}
+			i = 0 // one row whose primary key the update changed
+		}
+		paired[i] = true
+		a := after[i]
+		if st.doNothing || (st.reread && st.upsert && !a.ours) {
+			continue
+		}
+		b.affected++
+		if bf.vals == nil || a.vals == nil {
+			b.notItemised = append(b.notItemised, a.key)
+			continue
+		}
+		m := meta
+		if a.key != bf.key {
+			m = map[string]any{"previous_id": bf.key}
+		}
+		b.add(kind, a.key, bf.vals, a.vals, m)
+	}
+	for i, a := range after {
+		if paired[i] {
+			continue
+		}
+		if st.upsert {
+			if st.reread && !a.ours {
+				continue // another transaction's row, which this statement did not change
+			}
+			if a.fresh {
+				b.insert(a)
+				continue
+			}
+		}
+		// Changed without a before image: a row that appeared after the read (a statement too
+		// large to pin), or an upsert's conflict with a row inserted concurrently.
+		b.affected++
+		if a.vals == nil {
+			b.notItemised = append(b.notItemised, a.key)
+			continue
+		}
+		m := map[string]any{"before_unknown": true}
+		if st.soft {
+			m["soft_delete"] = true
+		}
+		b.add(kind, a.key, nil, a.vals, m)
+		b.recs[len(b.recs)-1].Severity = core.SeverityWarning
+	}
+}
+
+func (b *builder) add(kind core.Kind, key string, before, after map[string]any, meta map[string]any) {
+	st := b.st
+	m := st.m
+	d := diff(m, before, after)
+	if kind == core.KindUpdate && len(d) == 0 && !b.p.s.RecordNoOpUpdates && before != nil {
+		return
+	}
+	if kind == core.KindUpdate && m.softCol != "" && before != nil && before[m.softCol] != nil && after[m.softCol] == nil {
+		meta = map[string]any{"restored": true}
+	}
+	maskImage(m, before)
+	maskImage(m, after)
+	b.recs = append(b.recs, &core.Record{
+		ID:           core.NewID(),
+		OccurredAt:   b.now,
+		Kind:         kind,
+		ResourceType: st.table,
+		ResourceID:   key,
+		Before:       before,
+		After:        after,
+		Diff:         d,
+		Metadata:     meta,
+	})
+}
+
+// finish appends the summary of the rows past the cap.
+func (b *builder) finish(db *gorm.DB) []*core.Record {
+	if len(b.notItemised) == 0 {
+		return b.recs
+	}
+	st := b.st
+	meta := map[string]any{
+		"statement":    string(st.kind),
+		"affected":     b.affected,
+		"itemised":     b.affected - len(b.notItemised),
+		"not_itemised": b.notItemised,
+	}
+	if st.op != opCreate {
+		f, args := b.p.renderFilter(db, st)
+		meta["filter"] = f
+		if len(args) > 0 {
+			meta["filter_args"] = args
+		}
+	}
+	return append(b.recs, &core.Record{
+		ID:           core.NewID(),
+		OccurredAt:   b.now,
+		Kind:         core.KindCustom,
+		Action:       st.table + ".bulk_" + string(st.kind),
+		ResourceType: st.table,
+		Metadata:     meta,
+	})
+}
+
+// renderFilter returns a statement's conditions as SQL with placeholders, and the bound
+// values, all masked when the condition mentions a sensitive column (see core.Redactor).
+func (p *Plugin) renderFilter(db *gorm.DB, st *stmtState) (string, []any) {
+	stmt := db.Statement
+	q := &gorm.Statement{DB: db, Table: stmt.Table, TableExpr: stmt.TableExpr, Schema: stmt.Schema,
+		Context: stmt.Context, Clauses: map[string]clause.Clause{}}
+	if len(st.where) > 0 {
+		q.AddClause(clause.Where{Exprs: st.where})
+	}
+	if !stmt.Unscoped {
+		for _, c := range stmt.Schema.QueryClauses {
+			q.AddClause(c)
+		}
+	}
+	q.Build("WHERE")
+	f := strings.TrimPrefix(q.SQL.String(), "WHERE ")
+	args := make([]any, len(q.Vars))
+	sensitive := p.s.Redactor.Sensitive(f)
+	for i, v := range q.Vars {
+		if sensitive {
+			args[i] = mask(v)
+		} else {
+			args[i] = argValue(v)
+		}
+	}
+	return p.s.Redactor.Text(f), args
+}
+
+// argValue makes a bound value fit for a JSON document.
+func argValue(v any) any {
+	if dv, ok := v.(driver.Valuer); ok {
+		var err error
+		if v, err = dv.Value(); err != nil {
+			return fmt.Sprintf("[%T]", dv)
+		}
+	}
+	switch x := v.(type) {
+	case time.Time:
+		return x.UTC().Format(time.RFC3339Nano)
+	case []byte:
+		return base64.StdEncoding.EncodeToString(x)
+	case sql.NamedArg:
+		return argValue(x.Value)
+	}
+	return v
+}

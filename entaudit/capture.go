@@ -1,0 +1,595 @@
+package entaudit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"entgo.io/ent"
+	"entgo.io/ent/dialect"
+	"entgo.io/ent/dialect/sql"
+
+	"github.com/auditkit/auditkit/core"
+)
+
+// capture records one mutation: it reads and locks what the mutation is about to change, runs
+// it, reads the result and builds the records.
+type capture struct {
+	h     *hook
+	t     *typeInfo
+	m     ent.Mutation
+	op    ent.Op
+	drv   dialect.Driver
+	state *txState // where the records wait for the commit; nil for a create outside a transaction
+
+	at      time.Time
+	edges   map[string]*edgeChange // edges the mutation changes
+	before  *rowSet                // the mutated rows, locked
+	filter  *sql.Predicate         // the bulk statement's filter, for its summary record
+	targets []*targetCapture       // rows of other tables whose foreign key changes
+	joins   map[string]map[string][]string
+}
+
+// edgeChange is what a mutation does to one edge.
+type edgeChange struct {
+	added, removed       []string
+	addedRaw, removedRaw []any
+	cleared              bool
+}
+
+// targetCapture follows the rows of another table that hold a foreign key to the mutated rows.
+type targetCapture struct {
+	e      *edgeInfo
+	before *rowSet
+	after  *rowSet
+	linked map[string][]string // mutated row id -> ids of the rows that referred to it before
+}
+
+type wherePer interface {
+	WhereP(...func(*sql.Selector))
+}
+
+var pg = sql.Dialect(dialect.Postgres)
+
+func (c *capture) run(ctx context.Context, next ent.Mutator) (ent.Value, []*core.Record, error) {
+	c.collectEdges()
+	re := &reentry{m: c.m}
+	ctx = context.WithValue(ctx, reentryKey{}, re)
+	switch {
+	case c.op.Is(ent.OpCreate):
+		return c.create(ctx, next)
+	case c.op.Is(ent.OpUpdate | ent.OpUpdateOne):
+		return c.update(ctx, next, re)
+	case c.op.Is(ent.OpDelete | ent.OpDeleteOne):
+		return c.delete(ctx, next, re)
+	}
+	v, err := next.Mutate(ctx, c.m)
+	return v, nil, err
+}
+
+func (c *capture) collectEdges() {
+	get := func(name string) *edgeChange {
+		if c.edges == nil {
+			c.edges = map[string]*edgeChange{}
+		}
+		ec := c.edges[name]
+		if ec == nil {
+			ec = &edgeChange{}
+			c.edges[name] = ec
+		}
+		return ec
+	}
+	for _, name := range c.m.AddedEdges() {
+		ec := get(name)
+		for _, id := range c.m.AddedIDs(name) {
+			ec.added = append(ec.added, idString(id))
+			ec.addedRaw = append(ec.addedRaw, id)
+		}
+	}
+	for _, name := range c.m.RemovedEdges() {
+		ec := get(name)
+		for _, id := range c.m.RemovedIDs(name) {
+			ec.removed = append(ec.removed, idString(id))
+			ec.removedRaw = append(ec.removedRaw, id)
+		}
+	}
+	for _, name := range c.m.ClearedEdges() {
+		get(name).cleared = true
+	}
+}
+
+func (c *capture) create(ctx context.Context, next ent.Mutator) (ent.Value, []*core.Record, error) {
+	if err := c.lockTargets(ctx, false); err != nil {
+		return nil, nil, err
+	}
+	c.at = time.Now()
+	v, err := next.Mutate(ctx, c.m)
+	if err != nil {
+		return v, nil, err
+	}
+	id, ok := c.h.schema.ID(c.m)
+	if !ok {
+		return v, nil, fmt.Errorf("entaudit: the %s create returned no id", c.t.Name)
+	}
+	q := `SELECT *, xmax::text FROM ` + quote(c.t.Table) + ` WHERE ` + quote(c.t.IDColumn) + ` = $1`
+	after, err := c.h.query(ctx, c.drv, c.t, q, []any{id}, 1, true)
+	if err != nil {
+		return v, nil, err
+	}
+	if len(after.images) == 0 {
+		return v, nil, fmt.Errorf("entaudit: the created %s %v is not in %s", c.t.Name, id, c.t.Table)
+	}
+	if err := c.readTargets(ctx); err != nil {
+		return v, nil, err
+	}
+	rid := after.ids[0]
+	var rec *core.Record
+	// A plain INSERT leaves xmax at 0; an INSERT ... ON CONFLICT DO UPDATE that updated a row
+	// leaves the updating transaction there. The before image of that row is gone.
+	if c.h.schema.Upsert(c.m) && after.xmax[0] != "0" {
+		rec = c.record(core.KindUpdate, c.t, rid, nil, after.images[0])
+		rec.Diff = nil
+		rec.Metadata = withMeta(rec.Metadata, "upsert", "updated an existing row; its before image is unknown")
+	} else {
+		rec = c.record(core.KindInsert, c.t, rid, nil, after.images[0])
+		rec.Diff = nil
+	}
+	rec.Metadata = c.edgeMeta(rec.Metadata, rid)
+	return v, append([]*core.Record{rec}, c.targetRecords()...), nil
+}
+
+func (c *capture) update(ctx context.Context, next ent.Mutator, re *reentry) (ent.Value, []*core.Record, error) {
+	if err := c.lockRows(ctx); err != nil {
+		return nil, nil, err
+	}
+	if err := c.lockTargets(ctx, false); err != nil {
+		return nil, nil, err
+	}
+	if err := c.lockJoins(ctx, false); err != nil {
+		return nil, nil, err
+	}
+	c.at = time.Now()
+	v, err := next.Mutate(ctx, c.m)
+	if err != nil {
+		return v, nil, err
+	}
+	after, err := c.readByIDs(ctx, c.t, c.before.itemised(), c.before)
+	if err != nil {
+		return v, nil, err
+	}
+	if err := c.readTargets(ctx); err != nil {
+		return v, nil, err
+	}
+	var recs []*core.Record
+	for _, id := range c.before.itemised() {
+		b, a := c.before.image(id), after.image(id)
+		if a == nil {
+			recs = append(recs, c.record(core.KindDelete, c.t, id, b, nil))
+			continue
+		}
+		rec := c.record(core.KindUpdate, c.t, id, b, a)
+		rec.Metadata = c.edgeMeta(rec.Metadata, id)
+		if len(rec.Diff) == 0 && rec.Metadata == nil && !c.h.opts.KeepUnchanged {
+			continue
+		}
+		recs = append(recs, rec)
+	}
+	if s := c.summary(core.KindUpdate, c.t, c.before, affected(v, len(c.before.ids)), ""); s != nil {
+		recs = append(recs, s)
+	}
+	return v, append(recs, c.targetRecords()...), nil
+}
+
+func (c *capture) delete(ctx context.Context, next ent.Mutator, re *reentry) (ent.Value, []*core.Record, error) {
+	if err := c.lockRows(ctx); err != nil {
+		return nil, nil, err
+	}
+	if err := c.lockTargets(ctx, true); err != nil {
+		return nil, nil, err
+	}
+	if err := c.lockJoins(ctx, true); err != nil {
+		return nil, nil, err
+	}
+	c.at = time.Now()
+	v, err := next.Mutate(ctx, c.m)
+	if err != nil {
+		return v, nil, err
+	}
+	n, counted := v.(int)
+	var after *rowSet
+	// Every locked row is gone when the count matches; otherwise find out which rows are left
+	// (a hook narrowed the delete, or turned it into a soft delete).
+	if re.reentered || !counted || n != len(c.before.ids) {
+		if after, err = c.readByIDs(ctx, c.t, c.before.itemised(), c.before); err != nil {
+			return v, nil, err
+		}
+	}
+	if err := c.readTargets(ctx); err != nil {
+		return v, nil, err
+	}
+	var recs []*core.Record
+	for _, id := range c.before.itemised() {
+		b, a := c.before.image(id), after.image(id)
+		var rec *core.Record
+		switch {
+		case a == nil:
+			rec = c.record(core.KindDelete, c.t, id, b, nil)
+			rec.Diff = nil
+		case re.reentered:
+			rec = c.record(core.KindDelete, c.t, id, b, a)
+			rec.Metadata = withMeta(rec.Metadata, "soft_delete", true)
+		default:
+			continue // not deleted
+		}
+		rec.Metadata = c.edgeMeta(rec.Metadata, id)
+		recs = append(recs, rec)
+	}
+	if s := c.summary(core.KindDelete, c.t, c.before, affected(v, len(c.before.ids)), ""); s != nil {
+		recs = append(recs, s)
+	}
+	return v, append(recs, c.targetRecords()...), nil
+}
+
+func affected(v ent.Value, fallback int) int {
+	if n, ok := v.(int); ok {
+		return n
+	}
+	return fallback
+}
+
+// lockRows reads and locks the rows an update or delete is about to change, and pins a bulk
+// statement to exactly those rows: a row that starts to match the filter after the lock was taken
+// (a phantom) is left alone, as if the statement had run at the moment of the lock.
+func (c *capture) lockRows(ctx context.Context) error {
+	one := c.op.Is(ent.OpUpdateOne | ent.OpDeleteOne)
+	sel := pg.Select("*").From(pg.Table(c.t.Table))
+	if one {
+		id, ok := c.h.schema.ID(c.m)
+		if !ok {
+			return fmt.Errorf("entaudit: the %s %s has no id", c.t.Name, c.op)
+		}
+		sel.Where(sql.EQ(sel.C(c.t.IDColumn), id))
+	}
+	for _, p := range c.h.schema.Predicates(c.m) {
+		p(sel)
+	}
+	if !one {
+		c.filter = sel.P()
+	}
+	sel.OrderBy(sel.C(c.t.IDColumn)).ForUpdate()
+	q, args := sel.Query()
+	rs, err := c.h.query(ctx, c.drv, c.t, q, args, c.h.opts.MaxRows, false)
+	if err != nil {
+		return err
+	}
+	c.before = rs
+	if !one {
+		w, ok := c.m.(wherePer)
+		if !ok {
+			return fmt.Errorf("%w: %T has no WhereP", ErrSchema, c.m)
+		}
+		col := c.t.IDColumn
+		w.WhereP(func(s *sql.Selector) {
+			s.Where(inIDs(s.C(col), rs.ids, rs.rawIDs, rs.idType))
+		})
+	}
+	return nil
+}
+
+// readByIDs reads the current images of ids of table t (locked already, so no lock is taken).
+// like tells the type of the id column.
+func (c *capture) readByIDs(ctx context.Context, t *typeInfo, ids []string, like *rowSet) (*rowSet, error) {
+	if len(ids) == 0 {
+		return &rowSet{byID: map[string]int{}}, nil
+	}
+	raw := like.rawIDs[:len(ids)]
+	sel := pg.Select("*").From(pg.Table(t.Table))
+	sel.Where(inIDs(sel.C(t.IDColumn), ids, raw, like.idType)).OrderBy(sel.C(t.IDColumn))
+	q, args := sel.Query()
+	return c.h.query(ctx, c.drv, t, q, args, len(ids), false)
+}
+
+// lockTargets reads and locks the rows of other tables whose foreign key to the mutated rows
+// the mutation changes: the rows it links or unlinks, those it unlinks by clearing the edge, and,
+// for a delete, every row that refers to a deleted one (ON DELETE SET NULL or CASCADE changes
+// them without any hook seeing it).
+func (c *capture) lockTargets(ctx context.Context, deleting bool) error {
+	for _, e := range c.t.edges {
+		if e.Storage != StoredInTargetTable || e.target == nil {
+			continue
+		}
+		ch := c.edges[e.Name]
+		byFK := deleting || ch != nil && ch.cleared
+		if !byFK && ch == nil {
+			continue
+		}
+		tt := e.target
+		sel := pg.Select("*").From(pg.Table(tt.Table))
+		var ps []*sql.Predicate
+		if ch != nil && len(ch.addedRaw)+len(ch.removedRaw) > 0 {
+			ps = append(ps, sql.In(sel.C(tt.IDColumn), append(slices.Clone(ch.addedRaw), ch.removedRaw...)...))
+		}
+		if byFK && c.before != nil {
+			ps = append(ps, inIDs(sel.C(e.Column), c.before.ids, c.before.rawIDs, c.before.idType))
+		}
+		if len(ps) == 0 {
+			continue
+		}
+		sel.Where(sql.Or(ps...)).OrderBy(sel.C(tt.IDColumn)).ForUpdate()
+		q, args := sel.Query()
+		rs, err := c.h.query(ctx, c.drv, tt, q, args, c.h.opts.MaxRows, false)
+		if err != nil {
+			return err
+		}
+		tc := &targetCapture{e: e, before: rs, linked: map[string][]string{}}
+		for _, img := range rs.images {
+			if fk := img[e.Column]; fk != nil {
+				owner := idString(fk)
+				tc.linked[owner] = append(tc.linked[owner], idString(img[tt.IDColumn]))
+			}
+		}
+		c.targets = append(c.targets, tc)
+	}
+	return nil
+}
+
+// readTargets reads the rows locked by lockTargets after the write.
+func (c *capture) readTargets(ctx context.Context) error {
+	for _, tc := range c.targets {
+		rs, err := c.readByIDs(ctx, tc.e.target, tc.before.itemised(), tc.before)
+		if err != nil {
+			return err
+		}
+		tc.after = rs
+	}
+	return nil
+}
+
+// lockJoins reads (and locks) the join-table links of the mutated rows that the mutation removes
+// without naming them: a cleared many-to-many edge, or every link of a deleted row.
+func (c *capture) lockJoins(ctx context.Context, deleting bool) error {
+	for _, e := range c.t.edges {
+		if e.Storage != StoredInJoinTable {
+			continue
+		}
+		if ch := c.edges[e.Name]; !deleting && (ch == nil || !ch.cleared) {
+			continue
+		}
+		if len(c.before.ids) == 0 {
+			continue
+		}
+		sel := pg.Select(e.Column, e.TargetColumn).From(pg.Table(e.Table))
+		sel.Where(inIDs(sel.C(e.Column), c.before.ids, c.before.rawIDs, c.before.idType)).
+			OrderBy(sel.C(e.Column), sel.C(e.TargetColumn)).ForUpdate()
+		q, args := sel.Query()
+		var rows sql.Rows
+		if err := c.drv.Query(ctx, q, args, &rows); err != nil {
+			return fmt.Errorf("entaudit: reading %s: %w", e.Table, err)
+		}
+		links := map[string][]string{}
+		for rows.Next() {
+			var owner, target any
+			if err := rows.Scan(&owner, &target); err != nil {
+				rows.Close()
+				return fmt.Errorf("entaudit: reading %s: %w", e.Table, err)
+			}
+			links[idString(owner)] = append(links[idString(owner)], idString(target))
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return fmt.Errorf("entaudit: reading %s: %w", e.Table, err)
+		}
+		if c.joins == nil {
+			c.joins = map[string]map[string][]string{}
+		}
+		c.joins[e.Name] = links
+	}
+	return nil
+}
+
+// targetRecords turns the rows of other tables changed through an edge into records.
+func (c *capture) targetRecords() []*core.Record {
+	var recs []*core.Record
+	for _, tc := range c.targets {
+		tt := tc.e.target
+		if tt.Skip {
+			continue
+		}
+		via := c.t.Table + "." + tc.e.Name
+		for _, id := range tc.before.itemised() {
+			b, a := tc.before.image(id), tc.after.image(id)
+			var rec *core.Record
+			if a == nil {
+				rec = c.record(core.KindDelete, tt, id, b, nil)
+				rec.Diff = nil
+			} else {
+				rec = c.record(core.KindUpdate, tt, id, b, a)
+				if len(rec.Diff) == 0 {
+					continue
+				}
+			}
+			rec.Metadata = withMeta(rec.Metadata, "via", via)
+			recs = append(recs, rec)
+		}
+		if s := c.summary(core.KindUpdate, tt, tc.before, len(tc.before.ids), via); s != nil {
+			recs = append(recs, s)
+		}
+	}
+	return recs
+}
+
+// record builds the record of one row: images with omitted columns already removed, the diff of
+// an update, redacted columns masked.
+func (c *capture) record(kind core.Kind, t *typeInfo, id string, before, after map[string]any) *core.Record {
+	r := &core.Record{
+		OccurredAt:   c.at,
+		Kind:         kind,
+		ResourceType: t.Table,
+		ResourceID:   id,
+		Before:       before,
+		After:        after,
+	}
+	if before != nil && after != nil {
+		r.Diff = c.diff(before, after)
+	}
+	for col := range t.redact {
+		if v, ok := before[col]; ok && v != nil {
+			before[col] = core.Redacted
+		}
+		if v, ok := after[col]; ok && v != nil {
+			after[col] = core.Redacted
+		}
+		if ch, ok := r.Diff[col]; ok {
+			r.Diff[col] = core.Change{From: mask(ch.From), To: mask(ch.To)}
+		}
+	}
+	return r
+}
+
+func mask(v any) any {
+	if v == nil {
+		return nil
+	}
+	return core.Redacted
+}
+
+// diff returns the columns whose values differ, ignoring Options.IgnoreColumns.
+func (c *capture) diff(before, after map[string]any) map[string]core.Change {
+	var d map[string]core.Change
+	for k, a := range after {
+		if c.h.ignore[k] {
+			continue
+		}
+		if b, ok := before[k]; !ok || !equal(b, a) {
+			if d == nil {
+				d = map[string]core.Change{}
+			}
+			d[k] = core.Change{From: before[k], To: a}
+		}
+	}
+	for k, b := range before {
+		if _, ok := after[k]; !ok && !c.h.ignore[k] {
+			if d == nil {
+				d = map[string]core.Change{}
+			}
+			d[k] = core.Change{From: b, To: nil}
+		}
+	}
+	return d
+}
+
+// edgeMeta adds to meta the edges the mutation changed for the row id: ids linked, ids unlinked
+// (named, or found linked before a clear or a delete), and whether the edge was cleared.
+func (c *capture) edgeMeta(meta map[string]any, id string) map[string]any {
+	edges := map[string]any{}
+	for name, ch := range c.edges {
+		e := map[string]any{}
+		if len(ch.added) > 0 {
+			e["added"] = ch.added
+		}
+		removed := ch.removed
+		if ch.cleared {
+			e["cleared"] = true
+			removed = c.linkedBefore(name, id, removed)
+		}
+		if len(removed) > 0 {
+			e["removed"] = removed
+		}
+		edges[name] = e
+	}
+	if c.op.Is(ent.OpDelete | ent.OpDeleteOne) {
+		for name, e := range c.t.edges {
+			if e.Storage == StoredInOwnTable {
+				continue
+			}
+			if removed := c.linkedBefore(name, id, nil); len(removed) > 0 {
+				edges[name] = map[string]any{"removed": removed}
+			}
+		}
+	}
+	if len(edges) == 0 {
+		return meta
+	}
+	return withMeta(meta, "edges", edges)
+}
+
+// linkedBefore adds to ids the rows that the edge name linked to row id before the mutation.
+func (c *capture) linkedBefore(name, id string, ids []string) []string {
+	var found []string
+	if links, ok := c.joins[name]; ok {
+		found = links[id]
+	}
+	for _, tc := range c.targets {
+		if tc.e.Name == name {
+			found = append(found, tc.linked[id]...)
+		}
+	}
+	out := slices.Clone(ids)
+	for _, f := range found {
+		if !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// summary returns the record of the rows of a bulk statement that were not itemised, or nil when
+// every row was.
+func (c *capture) summary(kind core.Kind, t *typeInfo, rs *rowSet, affected int, via string) *core.Record {
+	if rs == nil || len(rs.ids) <= len(rs.images) {
+		return nil
+	}
+	meta := map[string]any{
+		"bulk":             true,
+		"affected":         affected,
+		"itemised":         len(rs.images),
+		"not_itemised_ids": rs.ids[len(rs.images):],
+	}
+	if via != "" {
+		meta["via"] = via
+	} else if c.filter != nil {
+		q, args := c.filter.Query()
+		meta["filter"] = q
+		if len(args) > 0 {
+			if c.mentionsHidden(t, q) {
+				for i := range args {
+					args[i] = core.Redacted
+				}
+			}
+			meta["filter_args"] = args
+		}
+	}
+	action := t.Table + ".bulk_" + string(kind)
+	return &core.Record{OccurredAt: c.at, Kind: kind, Action: action, ResourceType: t.Table, Metadata: meta}
+}
+
+// mentionsHidden reports whether a filter refers to a redacted or omitted column, whose values
+// must not leak through the filter's arguments.
+func (c *capture) mentionsHidden(t *typeInfo, q string) bool {
+	for col := range t.redact {
+		if strings.Contains(q, `"`+col+`"`) {
+			return true
+		}
+	}
+	for col := range t.omit {
+		if strings.Contains(q, `"`+col+`"`) {
+			return true
+		}
+	}
+	return false
+}
+
+func withMeta(meta map[string]any, k string, v any) map[string]any {
+	if meta == nil {
+		meta = map[string]any{}
+	}
+	meta[k] = v
+	return meta
+}
+
+// quote quotes a PostgreSQL identifier.
+func quote(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}

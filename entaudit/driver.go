@@ -1,0 +1,164 @@
+package entaudit
+
+import (
+	"context"
+	stdsql "database/sql"
+	"errors"
+	"sync/atomic"
+
+	"entgo.io/ent/dialect"
+)
+
+// Driver wraps an ent driver so that the hook can give updates and deletes made outside an
+// ent.Tx a transaction of their own: the hook begins it, reads and locks the before images in it,
+// runs the write in it and commits. Without the transaction a before image could be changed by
+// another writer between the read and the write. Create the client with it:
+//
+//	client := ent.NewClient(ent.Driver(entaudit.Driver(drv)))
+//
+// Everything else passes through unchanged: queries, ent transactions, migrations. Wrap the
+// driver last (outermost), after tracing or logging wrappers; ent's own Debug wrapper may go
+// around it.
+func Driver(drv dialect.Driver) dialect.Driver {
+	return &driver{Driver: drv}
+}
+
+// driver routes the statements of a context that carries one of its own transactions (autoTx)
+// into that transaction.
+type driver struct {
+	dialect.Driver
+}
+
+// ErrTxUnsupported is returned by the ExecContext, QueryContext and BeginTx methods of a wrapped
+// driver whose underlying driver lacks them.
+var ErrTxUnsupported = errors.New("entaudit: the wrapped driver does not support this method")
+
+type autoTxKey struct{}
+
+// autoTx is a transaction the hook opened for a write made outside an ent.Tx.
+type autoTx struct {
+	drv   *driver
+	tx    dialect.Tx
+	state txState
+	done  atomic.Bool
+}
+
+// active returns the transaction of ctx that belongs to d and is still open.
+func (d *driver) active(ctx context.Context) *autoTx {
+	a, _ := ctx.Value(autoTxKey{}).(*autoTx)
+	if a == nil || a.drv != d || a.done.Load() {
+		return nil
+	}
+	return a
+}
+
+// begin opens a transaction and returns it with a context that routes statements into it.
+func (d *driver) begin(ctx context.Context) (*autoTx, context.Context, error) {
+	tx, err := d.Driver.Tx(ctx)
+	if err != nil {
+		return nil, ctx, err
+	}
+	a := &autoTx{drv: d, tx: tx}
+	return a, context.WithValue(ctx, autoTxKey{}, a), nil
+}
+
+func (a *autoTx) commit() error {
+	a.done.Store(true)
+	return a.tx.Commit()
+}
+
+func (a *autoTx) rollback() error {
+	a.done.Store(true)
+	return a.tx.Rollback()
+}
+
+// Exec implements dialect.ExecQuerier.
+func (d *driver) Exec(ctx context.Context, query string, args, v any) error {
+	if a := d.active(ctx); a != nil {
+		return a.tx.Exec(ctx, query, args, v)
+	}
+	return d.Driver.Exec(ctx, query, args, v)
+}
+
+// Query implements dialect.ExecQuerier.
+func (d *driver) Query(ctx context.Context, query string, args, v any) error {
+	if a := d.active(ctx); a != nil {
+		return a.tx.Query(ctx, query, args, v)
+	}
+	return d.Driver.Query(ctx, query, args, v)
+}
+
+// Tx implements dialect.Driver. Inside one of the hook's transactions it returns that transaction
+// with Commit and Rollback that do nothing, so that ent's internal transactions (an UpdateOne
+// opens one) join it.
+func (d *driver) Tx(ctx context.Context) (dialect.Tx, error) {
+	if a := d.active(ctx); a != nil {
+		return nopTx{a.tx}, nil
+	}
+	return d.Driver.Tx(ctx)
+}
+
+// BeginTx starts a transaction with options, as ent's generated BeginTx expects of SQL drivers.
+func (d *driver) BeginTx(ctx context.Context, opts *stdsql.TxOptions) (dialect.Tx, error) {
+	if a := d.active(ctx); a != nil {
+		return nopTx{a.tx}, nil
+	}
+	if b, ok := d.Driver.(interface {
+		BeginTx(context.Context, *stdsql.TxOptions) (dialect.Tx, error)
+	}); ok {
+		return b.BeginTx(ctx, opts)
+	}
+	if opts == nil {
+		return d.Driver.Tx(ctx)
+	}
+	return nil, ErrTxUnsupported
+}
+
+// ExecContext serves ent's sql/execquery feature.
+func (d *driver) ExecContext(ctx context.Context, query string, args ...any) (stdsql.Result, error) {
+	var target any = d.Driver
+	if a := d.active(ctx); a != nil {
+		target = a.tx
+	}
+	if e, ok := target.(interface {
+		ExecContext(context.Context, string, ...any) (stdsql.Result, error)
+	}); ok {
+		return e.ExecContext(ctx, query, args...)
+	}
+	return nil, ErrTxUnsupported
+}
+
+// QueryContext serves ent's sql/execquery feature.
+func (d *driver) QueryContext(ctx context.Context, query string, args ...any) (*stdsql.Rows, error) {
+	var target any = d.Driver
+	if a := d.active(ctx); a != nil {
+		target = a.tx
+	}
+	if q, ok := target.(interface {
+		QueryContext(context.Context, string, ...any) (*stdsql.Rows, error)
+	}); ok {
+		return q.QueryContext(ctx, query, args...)
+	}
+	return nil, ErrTxUnsupported
+}
+
+// nopTx is a transaction whose Commit and Rollback are left to its owner.
+type nopTx struct{ dialect.Tx }
+
+func (nopTx) Commit() error   { return nil }
+func (nopTx) Rollback() error { return nil }
+
+// unwrap returns the entaudit driver under drv, looking through ent's Debug wrapper.
+func unwrap(drv dialect.Driver) *driver {
+	for drv != nil {
+		switch d := drv.(type) {
+		case *driver:
+			return d
+		case *dialect.DebugDriver:
+			drv = d.Driver
+		default:
+			return nil
+		}
+	}
+	return nil
+}

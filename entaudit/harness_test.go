@@ -1,0 +1,171 @@
+package entaudit_test
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"entgo.io/ent/dialect"
+	entsql "entgo.io/ent/dialect/sql"
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/entaudit"
+	"github.com/auditkit/auditkit/entaudit/internal/entest"
+	"github.com/auditkit/auditkit/internal/pgtest"
+)
+
+// env is one test's database: a fresh schema with audit_logs and the test tables, an audited
+// client on it and a Writer into its audit_logs.
+type env struct {
+	db     *pgtest.DB
+	sql    *sql.DB
+	client *entest.Client
+	w      *core.Writer
+	opts   entaudit.Options
+}
+
+type envOption func(*envConfig)
+
+type envConfig struct {
+	opts   entaudit.Options
+	noWrap bool // leave the driver unwrapped
+	noHook bool // no audit hook at all
+}
+
+func withOptions(f func(*entaudit.Options)) envOption {
+	return func(c *envConfig) { f(&c.opts) }
+}
+
+func unwrapped() envOption { return func(c *envConfig) { c.noWrap = true } }
+
+func withoutHook() envOption { return func(c *envConfig) { c.noHook = true } }
+
+func newEnv(tb testing.TB, options ...envOption) *env {
+	tb.Helper()
+	var cfg envConfig
+	for _, o := range options {
+		o(&cfg)
+	}
+	ctx := context.Background()
+	db := pgtest.New(tb)
+	sqlDB, err := sql.Open("pgx", db.URL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sqlDB.SetMaxOpenConns(20)
+	tb.Cleanup(func() { sqlDB.Close() })
+	var drv dialect.Driver = entsql.OpenDB(dialect.Postgres, sqlDB)
+	if !cfg.noWrap {
+		drv = entaudit.Driver(drv)
+	}
+	client := entest.NewClient(entest.Driver(drv))
+	if err := client.Schema.Create(ctx); err != nil {
+		tb.Fatalf("creating the test tables: %v", err)
+	}
+	w := core.NewWriter(core.NewPostgresSink(db.Pool, core.PostgresSinkOptions{Schema: db.Schema}),
+		core.WriterOptions{FlushInterval: 5 * time.Millisecond})
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := w.Close(ctx); err != nil {
+			tb.Errorf("closing the writer: %v", err)
+		}
+	})
+	opts := cfg.opts
+	if opts.Writer == nil && !opts.InTransaction {
+		opts.Writer = w
+	}
+	if opts.TxWriter == nil {
+		opts.TxWriter = core.NewTxWriter(db.Schema, nil)
+	}
+	if !cfg.noHook {
+		client.Use(entaudit.Hook(entest.AuditSchema, opts))
+	}
+	return &env{db: db, sql: sqlDB, client: client, w: w, opts: opts}
+}
+
+// auditRow is one row of audit_logs, decoded.
+type auditRow struct {
+	Kind, Action, ResourceType, ResourceID string
+	ActorID, TenantID, RequestID           string
+	Before, After, Metadata                map[string]any
+	Diff                                   map[string]map[string]any
+	OccurredAt                             time.Time
+}
+
+func (r auditRow) String() string {
+	return fmt.Sprintf("%s %s %s/%s before=%v after=%v diff=%v meta=%v", r.Kind, r.Action, r.ResourceType, r.ResourceID, r.Before, r.After, r.Diff, r.Metadata)
+}
+
+// audit flushes the writer and returns every audit row, oldest first.
+func (e *env) audit(tb testing.TB) []auditRow {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.w.Flush(ctx); err != nil {
+		tb.Fatalf("flushing the writer: %v", err)
+	}
+	rows, err := e.db.Pool.Query(ctx, `SELECT kind::text, action, coalesce(resource_type, ''), coalesce(resource_id, ''),
+		coalesce(actor_id, ''), coalesce(tenant_id, ''), coalesce(request_id, ''),
+		before, after, diff, metadata, occurred_at FROM audit_logs ORDER BY occurred_at, id`)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer rows.Close()
+	var out []auditRow
+	for rows.Next() {
+		var r auditRow
+		var before, after, diff, meta []byte
+		if err := rows.Scan(&r.Kind, &r.Action, &r.ResourceType, &r.ResourceID, &r.ActorID, &r.TenantID, &r.RequestID,
+			&before, &after, &diff, &meta, &r.OccurredAt); err != nil {
+			tb.Fatal(err)
+		}
+		decode(tb, before, &r.Before)
+		decode(tb, after, &r.After)
+		decode(tb, diff, &r.Diff)
+		decode(tb, meta, &r.Metadata)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		tb.Fatal(err)
+	}
+	return out
+}
+
+func decode(tb testing.TB, b []byte, v any) {
+	tb.Helper()
+	if b == nil {
+		return
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		tb.Fatalf("decoding %s: %v", b, err)
+	}
+}
+
+// exec runs a statement on the test schema outside ent and outside auditing.
+func (e *env) exec(tb testing.TB, q string, args ...any) {
+	tb.Helper()
+	if _, err := e.db.Pool.Exec(context.Background(), q, args...); err != nil {
+		tb.Fatalf("%s: %v", q, err)
+	}
+}
+
+// only returns the rows of one resource type.
+func only(rows []auditRow, resourceType string) []auditRow {
+	var out []auditRow
+	for _, r := range rows {
+		if r.ResourceType == resourceType {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func num(v any) float64 {
+	f, _ := v.(float64)
+	return f
+}

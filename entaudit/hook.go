@@ -1,0 +1,224 @@
+package entaudit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"entgo.io/ent"
+	"entgo.io/ent/dialect"
+
+	"github.com/auditkit/auditkit/core"
+)
+
+// Errors returned by audited mutations.
+var (
+	// ErrNoTransaction is returned for an update or delete made outside an ent.Tx on a client
+	// whose driver is not wrapped with Driver: its before image could not be locked, so it would
+	// not be trustworthy. Run the write in a transaction, or wrap the driver.
+	ErrNoTransaction = errors.New("entaudit: update or delete outside a transaction on a driver not wrapped with entaudit.Driver")
+	// ErrDialect is returned for mutations on a database other than PostgreSQL.
+	ErrDialect = errors.New("entaudit: only PostgreSQL is supported")
+	// ErrSchema is returned when the Schema given to Hook is nil or does not describe a mutation.
+	ErrSchema = errors.New("entaudit: the schema does not describe this mutation")
+)
+
+// Hook returns the ent hook that records every change of every audited type of s. Register it
+// once, on the whole client:
+//
+//	client.Use(entaudit.Hook(ent.AuditSchema, entaudit.Options{Writer: w}))
+//
+// For each create, update and delete it reads the affected rows from the database inside the
+// transaction that makes the change: before images locked with SELECT ... FOR UPDATE before the
+// write, after images once the write ran. It records one row per affected database row, and
+// delivers the records only when the transaction commits (see Options for where they go).
+//
+// Updates and deletes need a transaction: an ent.Tx, or the one the hook opens itself when the
+// client's driver is wrapped with Driver; otherwise they fail with ErrNoTransaction. A create
+// outside a transaction is recorded right after its INSERT, which committed on its own.
+//
+// An audit record that cannot be captured (the before image cannot be read, for example) fails
+// the mutation: a change is never made without its record.
+func Hook(s Schema, opts Options) ent.Hook {
+	h := newHook(s, opts)
+	return func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			return h.mutate(ctx, m, next)
+		})
+	}
+}
+
+// hook is the state shared by the hook's closures.
+type hook struct {
+	schema Schema
+	opts   Options
+	log    *slog.Logger
+	txw    *core.TxWriter
+	types  map[string]*typeInfo
+	ignore map[string]bool
+	txs    sync.Map // ent transaction driver -> *txState
+}
+
+// typeInfo is a Type with its lookups prepared.
+type typeInfo struct {
+	*Type
+	redact map[string]bool
+	omit   map[string]bool
+	edges  map[string]*edgeInfo
+}
+
+type edgeInfo struct {
+	Edge
+	target *typeInfo // nil when the target is not described
+}
+
+func newHook(s Schema, opts Options) *hook {
+	if opts.MaxRows <= 0 {
+		opts.MaxRows = DefaultMaxRows
+	}
+	h := &hook{schema: s, opts: opts, log: opts.Logger, txw: opts.TxWriter, types: map[string]*typeInfo{}}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	if h.txw == nil {
+		h.txw = core.NewTxWriter("", nil)
+	}
+	if len(opts.IgnoreColumns) > 0 {
+		h.ignore = map[string]bool{}
+		for _, c := range opts.IgnoreColumns {
+			h.ignore[c] = true
+		}
+	}
+	if s == nil {
+		return h
+	}
+	for _, t := range s.Types() {
+		ti := &typeInfo{Type: t, redact: set(t.Redact), omit: set(t.Omit), edges: map[string]*edgeInfo{}}
+		h.types[t.Name] = ti
+	}
+	for _, ti := range h.types {
+		for _, e := range ti.Edges {
+			ti.edges[e.Name] = &edgeInfo{Edge: e, target: h.types[e.Target]}
+		}
+	}
+	return h
+}
+
+func set(cols []string) map[string]bool {
+	m := make(map[string]bool, len(cols))
+	for _, c := range cols {
+		m[c] = true
+	}
+	return m
+}
+
+// reentry marks the context a mutation is executed with, so that the hook recognises the same
+// mutation coming back through the chain (a soft-delete hook that turns a delete into an update
+// and executes it again).
+type reentry struct {
+	m         ent.Mutation
+	reentered bool
+}
+
+type reentryKey struct{}
+
+func (h *hook) mutate(ctx context.Context, m ent.Mutation, next ent.Mutator) (ent.Value, error) {
+	t := h.types[m.Type()]
+	if t == nil {
+		if h.schema == nil {
+			return nil, ErrSchema
+		}
+		return next.Mutate(ctx, m)
+	}
+	if t.Skip {
+		return next.Mutate(ctx, m)
+	}
+	if r, ok := ctx.Value(reentryKey{}).(*reentry); ok && r.m == m {
+		r.reentered = true
+		return next.Mutate(ctx, m)
+	}
+	drv := h.schema.Driver(m)
+	if drv == nil {
+		return nil, fmt.Errorf("%w (%s)", ErrSchema, m.Type())
+	}
+	if drv.Dialect() != dialect.Postgres {
+		return nil, ErrDialect
+	}
+	op := m.Op()
+	c := &capture{h: h, t: t, m: m, op: op, drv: drv}
+	var own *autoTx
+	switch tx, inTx := h.schema.Tx(m); {
+	case inTx:
+		c.state = h.userTx(tx)
+	case unwrap(drv) != nil && unwrap(drv).active(ctx) != nil:
+		c.state = &unwrap(drv).active(ctx).state
+	case op.Is(ent.OpCreate):
+		// An INSERT needs no before image; it commits on its own and is recorded right after.
+	case unwrap(drv) != nil:
+		a, actx, err := unwrap(drv).begin(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("entaudit: beginning a transaction: %w", err)
+		}
+		own, ctx, c.state = a, actx, &a.state
+	default:
+		return nil, fmt.Errorf("%w (%s %s)", ErrNoTransaction, op, m.Type())
+	}
+	var seq uint64
+	if c.state != nil {
+		seq = c.state.next()
+	}
+	if own != nil {
+		defer func() {
+			if p := recover(); p != nil {
+				_ = own.rollback()
+				panic(p)
+			}
+		}()
+	}
+	v, recs, err := c.run(ctx, next)
+	if own != nil {
+		return h.finishOwn(ctx, own, seq, recs, v, err)
+	}
+	if err != nil {
+		return v, err
+	}
+	if len(recs) > 0 {
+		p := pending{seq: seq, ctx: ctx, recs: recs}
+		if c.state != nil {
+			c.state.add(p)
+		} else if h.opts.InTransaction {
+			if err := h.writeTx(ctx, drv, []pending{p}); err != nil {
+				return v, err
+			}
+		} else {
+			h.deliver([]pending{p})
+		}
+	}
+	return v, nil
+}
+
+// finishOwn completes a transaction the hook opened: it commits when the write succeeded
+// (writing the records in it with InTransaction) and rolls back otherwise.
+func (h *hook) finishOwn(ctx context.Context, a *autoTx, seq uint64, recs []*core.Record, v ent.Value, err error) (ent.Value, error) {
+	if err != nil {
+		return v, errors.Join(err, a.rollback())
+	}
+	if len(recs) > 0 {
+		a.state.add(pending{seq: seq, ctx: ctx, recs: recs})
+	}
+	p := a.state.take()
+	if h.opts.InTransaction && len(p) > 0 {
+		if err := h.writeTx(ctx, a.tx, p); err != nil {
+			return v, errors.Join(err, a.rollback())
+		}
+	}
+	if err := a.commit(); err != nil {
+		return v, fmt.Errorf("entaudit: committing: %w", err)
+	}
+	if !h.opts.InTransaction {
+		h.deliver(p)
+	}
+	return v, nil
+}

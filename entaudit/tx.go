@@ -1,0 +1,129 @@
+package entaudit
+
+import (
+	"context"
+	stdsql "database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"entgo.io/ent/dialect"
+
+	"github.com/auditkit/auditkit/core"
+)
+
+// txState holds the records of one transaction until it commits. Commit hooks of ent nest, so
+// records are kept in one list per transaction, ordered by the sequence number each mutation
+// takes when it starts (a CreateBulk runs its mutations nested: the first one finishes last).
+type txState struct {
+	mu   sync.Mutex
+	seq  uint64
+	pend []pending
+}
+
+// pending are the records of one mutation, with the context the mutation ran with (it carries
+// the request Collector or the identity).
+type pending struct {
+	seq  uint64
+	ctx  context.Context
+	recs []*core.Record
+}
+
+func (s *txState) next() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.seq++
+	return s.seq
+}
+
+func (s *txState) add(p pending) {
+	s.mu.Lock()
+	s.pend = append(s.pend, p)
+	s.mu.Unlock()
+}
+
+// take removes and returns the pending records in statement order.
+func (s *txState) take() []pending {
+	s.mu.Lock()
+	p := s.pend
+	s.pend = nil
+	s.mu.Unlock()
+	slices.SortFunc(p, func(a, b pending) int {
+		switch {
+		case a.seq < b.seq:
+			return -1
+		case a.seq > b.seq:
+			return 1
+		}
+		return 0
+	})
+	return p
+}
+
+// userTx returns the state of the ent transaction tx, registering the commit and rollback hooks
+// that deliver or drop its records the first time a mutation of tx is seen.
+func (h *hook) userTx(tx Tx) *txState {
+	key := tx.Driver()
+	if v, ok := h.txs.Load(key); ok {
+		return v.(*txState)
+	}
+	st := &txState{}
+	if v, loaded := h.txs.LoadOrStore(key, st); loaded {
+		return v.(*txState)
+	}
+	tx.OnCommit(func(ctx context.Context, commit, rollback func() error) error {
+		defer h.txs.Delete(key)
+		p := st.take()
+		if h.opts.InTransaction && len(p) > 0 {
+			if err := h.writeTx(ctx, key, p); err != nil {
+				return errors.Join(fmt.Errorf("entaudit: transaction rolled back: %w", err), rollback())
+			}
+			return commit()
+		}
+		if err := commit(); err != nil {
+			return err
+		}
+		h.deliver(p)
+		return nil
+	})
+	tx.OnRollback(func(ctx context.Context, rollback func() error) error {
+		h.txs.Delete(key)
+		st.take()
+		return rollback()
+	})
+	return st
+}
+
+// deliver hands committed records to the request Collector of their context, or to the Writer.
+func (h *hook) deliver(ps []pending) {
+	for _, p := range ps {
+		if err := core.Dispatch(p.ctx, h.opts.Writer, p.recs...); err != nil {
+			h.log.Error("entaudit: audit records of a committed change were not accepted",
+				"records", len(p.recs), "error", err)
+		}
+	}
+}
+
+// writeTx inserts records through drv, the transaction that made the changes.
+func (h *hook) writeTx(ctx context.Context, drv dialect.ExecQuerier, ps []pending) error {
+	var recs []*core.Record
+	for _, p := range ps {
+		for _, r := range p.recs {
+			core.StampFromContext(p.ctx, r)
+		}
+		recs = append(recs, p.recs...)
+	}
+	return h.txw.Write(ctx, execer{drv}, recs...)
+}
+
+// execer adapts an ent driver to core.Execer.
+type execer struct{ drv dialect.ExecQuerier }
+
+func (e execer) ExecContext(ctx context.Context, query string, args ...any) (stdsql.Result, error) {
+	var res stdsql.Result
+	if err := e.drv.Exec(ctx, query, args, &res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}

@@ -1,10 +1,13 @@
 package gormaudit_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,11 +23,12 @@ import (
 // env is one test's database: a fresh schema with audit_logs, GORM with the plugin, and a
 // Writer storing into that schema.
 type env struct {
-	t  testing.TB
-	pg *pgtest.DB
-	db *gorm.DB
-	w  *core.Writer
-	p  *gormaudit.Plugin
+	t    testing.TB
+	logs *syncBuffer
+	pg   *pgtest.DB
+	db   *gorm.DB
+	w    *core.Writer
+	p    *gormaudit.Plugin
 }
 
 type envConfig struct {
@@ -57,6 +61,10 @@ func newEnv(t testing.TB, cfg envConfig, models ...any) *env {
 	}
 	t.Cleanup(func() { _ = sqlDB.Close() })
 	opts := cfg.opts
+	logs := &syncBuffer{}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	}
 	if opts.Writer == nil && !opts.InTransaction {
 		opts.Writer = w
 	}
@@ -72,7 +80,25 @@ func newEnv(t testing.TB, cfg envConfig, models ...any) *env {
 			t.Fatal(err)
 		}
 	}
-	return &env{t: t, pg: pg, db: db, w: w, p: p}
+	return &env{t: t, logs: logs, pg: pg, db: db, w: w, p: p}
+}
+
+// syncBuffer collects log output from several goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // auditRow is one stored audit_logs row, JSON documents decoded.
@@ -118,7 +144,9 @@ func (e *env) audit(cond string, args ...any) []auditRow {
 			src string
 			dst any
 		}{{before, &r.Before}, {after, &r.After}, {diff, &r.Diff}, {meta, &r.Metadata}} {
-			if err := json.Unmarshal([]byte(d.src), d.dst); err != nil {
+			dec := json.NewDecoder(strings.NewReader(d.src))
+			dec.UseNumber()
+			if err := dec.Decode(d.dst); err != nil {
 				e.t.Fatalf("decoding %s: %v", d.src, err)
 			}
 		}

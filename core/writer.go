@@ -57,8 +57,8 @@ type WriterOptions struct {
 	// FlushInterval is how long the first record of a batch waits for the batch to fill. Default 1s.
 	FlushInterval time.Duration
 	// QueueSize bounds the records accepted but not yet being written. Default 10,000. With the
-	// batch in flight, the Writer holds at most QueueSize+BatchSize records in memory, however long
-	// the sink is down.
+	// batch being collected and one batch per worker in flight, the Writer holds at most
+	// QueueSize + (Workers+1)*BatchSize records in memory, however long the sink is down.
 	QueueSize int
 	// Workers is how many batches are written at once, each through its own sink call (and so,
 	// with the PostgreSQL sink, its own connection). Default 2: one batch is redacted and encoded

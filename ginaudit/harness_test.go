@@ -103,6 +103,7 @@ type row struct {
 	RequestBody, ResponseBody      map[string]any
 	RawRequestBody                 string
 	Metadata                       map[string]any
+	Diff                           map[string]map[string]any
 }
 
 // rows flushes the writer and returns every stored row, http rows first within a request.
@@ -127,7 +128,7 @@ func fetchRows(t testing.TB, w *core.Writer, db *pgtest.DB, where string, args .
 		coalesce(resource_type,''), coalesce(resource_id,''), coalesce(request_id,''), coalesce(method,''),
 		coalesce(route,''), coalesce(path,''), coalesce(query::text,'null'), coalesce(status,-1),
 		coalesce(duration_us,-1), coalesce(host(ip),''), coalesce(user_agent,''),
-		coalesce(request_body::text,''), coalesce(response_body::text,''), coalesce(metadata::text,'null')
+		coalesce(request_body::text,''), coalesce(response_body::text,''), coalesce(metadata::text,'null'), coalesce(diff::text,'null')
 		FROM audit_logs ` + where + ` ORDER BY occurred_at, (kind <> 'http'), id`
 	rs, err := db.Pool.Query(ctx, q, args...)
 	if err != nil {
@@ -137,15 +138,16 @@ func fetchRows(t testing.TB, w *core.Writer, db *pgtest.DB, where string, args .
 	var out []row
 	for rs.Next() {
 		var r row
-		var query, reqBody, respBody, meta string
+		var query, reqBody, respBody, meta, diff string
 		if err := rs.Scan(&r.Kind, &r.Action, &r.Severity, &r.TenantID, &r.TenantSlug, &r.ActorID,
 			&r.ActorType, &r.ActorEmail, &r.ActorAuth, &r.ResourceType, &r.ResourceID, &r.RequestID,
 			&r.Method, &r.Route, &r.Path, &query, &r.Status, &r.DurationUS, &r.IP, &r.UserAgent,
-			&reqBody, &respBody, &meta); err != nil {
+			&reqBody, &respBody, &meta, &diff); err != nil {
 			t.Fatalf("scan: %v", err)
 		}
 		mustJSON(t, query, &r.Query)
 		mustJSON(t, meta, &r.Metadata)
+		mustJSON(t, diff, &r.Diff)
 		r.RawRequestBody = reqBody
 		if reqBody != "" {
 			mustJSON(t, reqBody, &r.RequestBody)

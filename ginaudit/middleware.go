@@ -181,6 +181,7 @@ type reqState struct {
 	ip        netip.Addr
 
 	ctxTenant core.Tenant // the tenant put into the context, to notice an application's change
+	idHeader  [1]string   // the response header's value slice, without an allocation of its own
 	authErr   error
 	body      *bodyWriter
 	meta      map[string]any
@@ -234,7 +235,8 @@ func (m *middleware) handle(c *gin.Context) {
 	}
 	rec.UserAgent = req.UserAgent()
 	st.requestID = m.requestID(st, req)
-	c.Writer.Header()[m.idHeader] = []string{st.requestID}
+	st.idHeader[0] = st.requestID
+	c.Writer.Header()[m.idHeader] = st.idHeader[:]
 	st.ip = m.addr(st, c)
 
 	ctx := req.Context()

@@ -1,0 +1,284 @@
+package entaudit_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"testing"
+
+	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/entaudit"
+	"github.com/auditkit/auditkit/entaudit/internal/entest/user"
+)
+
+// Records of a transaction are delivered when it commits, in statement order (ent runs commit
+// hooks in reverse order of registration).
+func TestTxCommitOrder(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	tx, err := e.client.Tx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := tx.User.Create().SetName("a").SetEmail("a@x").SaveX(ctx)
+	tx.User.UpdateOne(u).SetAge(1).ExecX(ctx)
+	p := tx.Pet.Create().SetName("rex").SaveX(ctx)
+	tx.User.UpdateOne(u).SetAge(2).ExecX(ctx)
+	tx.Pet.DeleteOne(p).ExecX(ctx)
+	if rows := e.audit(t); len(rows) != 0 {
+		t.Fatalf("records before the commit: %v", rows)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	rows := e.audit(t)
+	want := []string{"users.insert", "users.update", "pets.insert", "users.update", "pets.delete"}
+	if len(rows) != len(want) {
+		t.Fatalf("rows = %v", rows)
+	}
+	for i, r := range rows {
+		if r.Action != want[i] {
+			t.Errorf("row %d = %s, want %s", i, r.Action, want[i])
+		}
+	}
+	if rows[3].Before["age"] != 1.0 || rows[3].After["age"] != 2.0 {
+		t.Errorf("second update = %v", rows[3])
+	}
+}
+
+func TestTxRollback(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	u := e.client.User.Create().SetName("a").SetEmail("a@x").SaveX(ctx)
+	tx, err := e.client.Tx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx.User.UpdateOne(u).SetAge(5).ExecX(ctx)
+	tx.User.Create().SetName("b").SetEmail("b@x").ExecX(ctx)
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	rows := e.audit(t)
+	if len(rows) != 1 || rows[0].Kind != "insert" || rows[0].ResourceID != strconv.Itoa(u.ID) {
+		t.Fatalf("rows = %v, want only the first insert", rows)
+	}
+}
+
+// A COMMIT that fails (here a deferred constraint) drops the transaction's records.
+func TestTxFailedCommit(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.exec(t, `ALTER TABLE pets ADD CONSTRAINT pets_name_key UNIQUE (name) DEFERRABLE INITIALLY DEFERRED`)
+	tx, err := e.client.Tx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx.Pet.Create().SetName("rex").ExecX(ctx)
+	tx.Pet.Create().SetName("rex").ExecX(ctx)
+	if err := tx.Commit(); err == nil {
+		t.Fatal("the commit succeeded despite the deferred constraint")
+	}
+	if rows := e.audit(t); len(rows) != 0 {
+		t.Fatalf("rows = %v, want none", rows)
+	}
+}
+
+// A write that fails inside the transaction the hook opened leaves neither the change nor a
+// record, and the hook's transaction is rolled back.
+func TestOwnTxFailedWrite(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	a := e.client.User.Create().SetName("a").SetEmail("a@x").SaveX(ctx)
+	e.client.User.Create().SetName("b").SetEmail("b@x").SaveX(ctx)
+	if err := e.client.User.UpdateOne(a).SetEmail("b@x").Exec(ctx); err == nil {
+		t.Fatal("the duplicate email was accepted")
+	}
+	if rows := e.audit(t); len(rows) != 2 {
+		t.Fatalf("rows = %v, want the two inserts", rows)
+	}
+	// The connection went back to the pool with no transaction open.
+	e.client.User.UpdateOne(a).SetAge(3).ExecX(ctx)
+	if rows := e.audit(t); len(rows) != 3 || rows[2].After["age"] != 3.0 {
+		t.Fatalf("rows = %v", rows)
+	}
+}
+
+// Without the driver wrapper, updates and deletes outside a transaction are refused: their
+// before image could not be locked. Creates and everything inside an ent.Tx work.
+func TestNoTransaction(t *testing.T) {
+	e := newEnv(t, unwrapped())
+	ctx := context.Background()
+	u := e.client.User.Create().SetName("a").SetEmail("a@x").SaveX(ctx)
+	if err := e.client.User.UpdateOne(u).SetAge(3).Exec(ctx); !errors.Is(err, entaudit.ErrNoTransaction) {
+		t.Fatalf("update outside a transaction: %v, want ErrNoTransaction", err)
+	}
+	if _, err := e.client.User.Delete().Exec(ctx); !errors.Is(err, entaudit.ErrNoTransaction) {
+		t.Fatalf("delete outside a transaction: %v, want ErrNoTransaction", err)
+	}
+	tx, err := e.client.Tx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx.User.UpdateOne(u).SetAge(3).ExecX(ctx)
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	rows := e.audit(t)
+	if len(rows) != 2 || rows[1].Kind != "update" {
+		t.Fatalf("rows = %v", rows)
+	}
+	if got := e.client.User.GetX(ctx, u.ID).Age; got != 3 {
+		t.Errorf("age = %d", got)
+	}
+}
+
+func TestInTransaction(t *testing.T) {
+	e := newEnv(t, withOptions(func(o *entaudit.Options) { o.InTransaction = true }))
+	ctx := core.WithActor(context.Background(), core.Actor{ID: "job-7", Type: core.ActorService})
+	// In an ent.Tx: the records are inserted just before the commit.
+	tx, err := e.client.Tx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := tx.User.Create().SetName("a").SetEmail("a@x").SaveX(ctx)
+	tx.User.UpdateOne(u).SetAge(4).ExecX(ctx)
+	if n := e.db.Count(t); n != 0 {
+		t.Fatalf("%d audit rows before the commit", n)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.db.Count(t); n != 2 {
+		t.Fatalf("%d audit rows after the commit, want 2", n)
+	}
+	// Rolled back: nothing.
+	tx, err = e.client.Tx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx.User.UpdateOne(u).SetAge(5).ExecX(ctx)
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	// Outside an ent.Tx: inside the hook's own transaction.
+	e.client.User.Update().Where(user.ID(u.ID)).SetAge(6).ExecX(ctx)
+	rows := e.audit(t)
+	if len(rows) != 3 {
+		t.Fatalf("rows = %v", rows)
+	}
+	for _, r := range rows {
+		if r.ActorID != "job-7" {
+			t.Errorf("actor = %q, want the context's", r.ActorID)
+		}
+	}
+	if rows[2].Before["age"] != 4.0 || rows[2].After["age"] != 6.0 {
+		t.Errorf("last row = %v", rows[2])
+	}
+}
+
+// When the audit INSERT fails, the application's transaction is rolled back and Commit says so.
+func TestInTransactionFailure(t *testing.T) {
+	e := newEnv(t, withOptions(func(o *entaudit.Options) {
+		o.InTransaction = true
+		o.TxWriter = core.NewTxWriter("no_such_schema", nil)
+	}))
+	ctx := context.Background()
+	tx, err := e.client.Tx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx.User.Create().SetName("a").SetEmail("a@x").ExecX(ctx)
+	if err := tx.Commit(); err == nil {
+		t.Fatal("commit succeeded without its audit records")
+	}
+	if n := e.client.User.Query().CountX(ctx); n != 0 {
+		t.Fatalf("%d users stored without audit records", n)
+	}
+}
+
+// With a request Collector in the context, committed records join the request; the Writer gets
+// nothing.
+func TestCollector(t *testing.T) {
+	e := newEnv(t)
+	col := core.NewCollector()
+	ctx := core.NewContext(context.Background(), col)
+	tx, err := e.client.Tx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := tx.User.Create().SetName("a").SetEmail("a@x").SaveX(ctx)
+	// A CreateBulk runs its mutations nested, the first finishing last; the records keep the
+	// statement order.
+	bulk := tx.Pet.CreateBulk(tx.Pet.Create().SetName("p1"), tx.Pet.Create().SetName("p2"), tx.Pet.Create().SetName("p3")).SaveX(ctx)
+	if col.Len() != 0 {
+		t.Fatalf("collector has %d records before the commit", col.Len())
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	e.client.User.UpdateOne(u).SetAge(9).ExecX(ctx)
+	recs := col.Records()
+	if len(recs) != 5 || recs[0].Kind != core.KindInsert || recs[4].Kind != core.KindUpdate || recs[4].ResourceID != strconv.Itoa(u.ID) {
+		t.Fatalf("collector = %v", recs)
+	}
+	for i, p := range bulk {
+		if r := recs[1+i]; r.ResourceType != "pets" || r.ResourceID != strconv.Itoa(p.ID) {
+			t.Errorf("record %d = %s/%s, want pets/%d", 1+i, r.ResourceType, r.ResourceID, p.ID)
+		}
+	}
+	if rows := e.audit(t); len(rows) != 0 {
+		t.Fatalf("the writer got %v", rows)
+	}
+}
+
+// Without a Collector, records go to the Writer with the identity of the context.
+func TestIdentityFromContext(t *testing.T) {
+	e := newEnv(t)
+	ctx := core.WithActor(context.Background(), core.Actor{ID: "u-1", Email: "ops@example.com"})
+	ctx = core.WithTenant(ctx, core.Tenant{ID: "t-1"})
+	ctx = core.WithRequestID(ctx, "req-1")
+	e.client.User.Create().SetName("a").SetEmail("a@x").ExecX(ctx)
+	rows := e.audit(t)
+	if len(rows) != 1 || rows[0].ActorID != "u-1" || rows[0].TenantID != "t-1" || rows[0].RequestID != "req-1" {
+		t.Fatalf("rows = %v", rows)
+	}
+}
+
+func TestSkippedSchema(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	s := e.client.Setting.Create().SetKey("k").SetValue("v").SaveX(ctx)
+	e.client.Setting.UpdateOne(s).SetValue("w").ExecX(ctx)
+	e.client.Setting.DeleteOne(s).ExecX(ctx)
+	if rows := e.audit(t); len(rows) != 0 {
+		t.Fatalf("rows = %v", rows)
+	}
+}
+
+// An upsert is an INSERT to ent's hooks. When it updated an existing row, the record says so.
+func TestUpsert(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	first := e.client.User.Create().SetName("a").SetEmail("a@x").SetAge(1).SaveX(ctx)
+	id, err := e.client.User.Create().SetName("a2").SetEmail("a@x").SetAge(2).
+		OnConflictColumns(user.FieldEmail).UpdateNewValues().ID(ctx)
+	if err != nil || id != first.ID {
+		t.Fatalf("upsert: %d, %v", id, err)
+	}
+	id2, err := e.client.User.Create().SetName("b").SetEmail("b@x").
+		OnConflictColumns(user.FieldEmail).UpdateNewValues().ID(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := e.audit(t)
+	if len(rows) != 3 {
+		t.Fatalf("rows = %v", rows)
+	}
+	if r := rows[1]; r.Kind != "update" || r.ResourceID != strconv.Itoa(id) || r.After["name"] != "a2" || r.Metadata["upsert"] == nil {
+		t.Errorf("upsert that updated = %v", r)
+	}
+	if r := rows[2]; r.Kind != "insert" || r.ResourceID != strconv.Itoa(id2) || r.Metadata != nil {
+		t.Errorf("upsert that inserted = %v", r)
+	}
+}

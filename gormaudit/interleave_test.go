@@ -1,0 +1,104 @@
+package gormaudit_test
+
+import (
+	"context"
+	"testing"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// between registers fn to run right before GORM's own statement callback of proc, i.e. after
+// the plugin read and locked the rows; fn runs once. It simulates another session acting at the
+// worst moment.
+func between(t *testing.T, e *env, proc, name string, fn func()) {
+	t.Helper()
+	done := false
+	hook := func(db *gorm.DB) {
+		if !done {
+			done = true
+			fn()
+		}
+	}
+	cb := e.db.Callback()
+	var err error
+	switch proc {
+	case "create":
+		err = cb.Create().Before("gorm:create").Register(name, hook)
+	case "update":
+		err = cb.Update().Before("gorm:update").Register(name, hook)
+	}
+	must(t, err)
+}
+
+func TestPhantomIsNotChangedUnrecorded(t *testing.T) {
+	e := newEnv(t, envConfig{}, &Item{})
+	must(t, e.db.Create(&Item{SKU: "a", Qty: 1}).Error)
+	n := e.count()
+	between(t, e, "update", "test:phantom", func() {
+		// Another session inserts a row matching the update's filter and commits.
+		if _, err := e.pg.Pool.Exec(context.Background(), `INSERT INTO items (sku, qty) VALUES ('phantom', 1)`); err != nil {
+			t.Error(err)
+		}
+	})
+	res := e.db.Model(&Item{}).Where("qty = ?", 1).Update("qty", 2)
+	must(t, res.Error)
+	if res.RowsAffected != 1 {
+		t.Fatalf("RowsAffected = %d, want 1 (the locked row only)", res.RowsAffected)
+	}
+	rows := e.audit("")[n:]
+	if len(rows) != 1 || str(rows[0].After["sku"]) != "a" {
+		t.Fatalf("rows: %s", dump(rows))
+	}
+	var phantom Item
+	must(t, e.db.Where("sku = ?", "phantom").First(&phantom).Error)
+	if phantom.Qty != 1 {
+		t.Fatalf("the phantom was changed without a record: %+v", phantom)
+	}
+}
+
+func TestUpsertMeetsConcurrentInsert(t *testing.T) {
+	e := newEnv(t, envConfig{}, &Item{})
+	insertB := func() {
+		if _, err := e.pg.Pool.Exec(context.Background(), `INSERT INTO items (sku, qty) VALUES ('b', 100)`); err != nil {
+			t.Error(err)
+		}
+	}
+	between(t, e, "create", "test:race", insertB)
+
+	// DO NOTHING meets the row another session inserted after the plugin's read: the
+	// statement inserted nothing for it and nothing is recorded for it.
+	must(t, e.db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "sku"}}, DoNothing: true}).
+		Create(&[]Item{{SKU: "a", Qty: 1}, {SKU: "b", Qty: 2}}).Error)
+	rows := e.audit("")
+	if len(rows) != 1 || rows[0].Kind != "insert" || str(rows[0].After["sku"]) != "a" {
+		t.Fatalf("DO NOTHING: %s", dump(rows))
+	}
+
+	// DO UPDATE meets it: the statement updated a row it could not lock beforehand; recorded
+	// as an update without a before image, flagged.
+	must(t, e.db.Exec(`DELETE FROM items WHERE sku = 'b'`).Error)
+	must(t, e.db.Callback().Create().Remove("test:race"))
+	between(t, e, "create", "test:race2", insertB)
+	n := e.count()
+	must(t, e.db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "sku"}}, DoUpdates: clause.AssignmentColumns([]string{"qty"})}).
+		Create(&[]Item{{SKU: "b", Qty: 3}, {SKU: "c", Qty: 4}}).Error)
+	rows = e.audit("")[n:]
+	if len(rows) != 2 {
+		t.Fatalf("DO UPDATE: %s", dump(rows))
+	}
+	for _, r := range rows {
+		switch str(r.After["sku"]) {
+		case "b":
+			if r.Kind != "update" || r.Before != nil || r.Metadata["before_unknown"] != true || r.Severity != "warning" || str(r.After["qty"]) != "3" {
+				t.Fatalf("b: %+v", r)
+			}
+		case "c":
+			if r.Kind != "insert" {
+				t.Fatalf("c: %+v", r)
+			}
+		default:
+			t.Fatalf("unexpected %+v", r)
+		}
+	}
+}

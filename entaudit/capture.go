@@ -132,10 +132,10 @@ func (c *capture) create(ctx context.Context, next ent.Mutator) (ent.Value, []*c
 	if c.h.schema.Upsert(c.m) && after.xmax[0] != "0" {
 		rec = c.record(core.KindUpdate, c.t, rid, nil, after.images[0])
 		rec.Diff = nil
-		rec.Metadata = withMeta(rec.Metadata, "upsert", "updated an existing row; its before image is unknown")
+		rec.Severity = core.SeverityWarning
+		rec.Metadata = map[string]any{"upsert": true, "before_unknown": true}
 	} else {
 		rec = c.record(core.KindInsert, c.t, rid, nil, after.images[0])
-		rec.Diff = nil
 	}
 	rec.Metadata = c.edgeMeta(rec.Metadata, rid)
 	return v, append([]*core.Record{rec}, c.targetRecords()...), nil
@@ -172,7 +172,7 @@ func (c *capture) update(ctx context.Context, next ent.Mutator, re *reentry) (en
 		}
 		rec := c.record(core.KindUpdate, c.t, id, b, a)
 		rec.Metadata = c.edgeMeta(rec.Metadata, id)
-		if len(rec.Diff) == 0 && rec.Metadata == nil && !c.h.opts.KeepUnchanged {
+		if len(rec.Diff) == 0 && rec.Metadata == nil && !c.h.opts.RecordNoOpUpdates {
 			continue
 		}
 		recs = append(recs, rec)
@@ -217,7 +217,6 @@ func (c *capture) delete(ctx context.Context, next ent.Mutator, re *reentry) (en
 		switch {
 		case a == nil:
 			rec = c.record(core.KindDelete, c.t, id, b, nil)
-			rec.Diff = nil
 		case re.reentered:
 			rec = c.record(core.KindDelete, c.t, id, b, a)
 			rec.Metadata = withMeta(rec.Metadata, "soft_delete", true)
@@ -261,7 +260,7 @@ func (c *capture) lockRows(ctx context.Context) error {
 	}
 	sel.OrderBy(sel.C(c.t.IDColumn)).ForUpdate()
 	q, args := sel.Query()
-	rs, err := c.h.query(ctx, c.drv, c.t, q, args, c.h.opts.MaxRows, false)
+	rs, err := c.h.query(ctx, c.drv, c.t, q, args, c.h.maxRows, false)
 	if err != nil {
 		return err
 	}
@@ -320,7 +319,7 @@ func (c *capture) lockTargets(ctx context.Context, deleting bool) error {
 		}
 		sel.Where(sql.Or(ps...)).OrderBy(sel.C(tt.IDColumn)).ForUpdate()
 		q, args := sel.Query()
-		rs, err := c.h.query(ctx, c.drv, tt, q, args, c.h.opts.MaxRows, false)
+		rs, err := c.h.query(ctx, c.drv, tt, q, args, c.h.maxRows, false)
 		if err != nil {
 			return err
 		}
@@ -403,7 +402,6 @@ func (c *capture) targetRecords() []*core.Record {
 			var rec *core.Record
 			if a == nil {
 				rec = c.record(core.KindDelete, tt, id, b, nil)
-				rec.Diff = nil
 			} else {
 				rec = c.record(core.KindUpdate, tt, id, b, a)
 				if len(rec.Diff) == 0 {
@@ -431,9 +429,7 @@ func (c *capture) record(kind core.Kind, t *typeInfo, id string, before, after m
 		Before:       before,
 		After:        after,
 	}
-	if before != nil && after != nil {
-		r.Diff = c.diff(before, after)
-	}
+	r.Diff = c.diff(before, after)
 	for col := range t.redact {
 		if v, ok := before[col]; ok && v != nil {
 			before[col] = core.Redacted
@@ -455,26 +451,25 @@ func mask(v any) any {
 	return core.Redacted
 }
 
-// diff returns the columns whose values differ, ignoring Options.IgnoreColumns.
+// diff returns the columns whose values differ, ignoring Options.IgnoreFields. A missing image
+// (an insert's before, a delete's after) counts as all columns NULL.
 func (c *capture) diff(before, after map[string]any) map[string]core.Change {
 	var d map[string]core.Change
+	add := func(k string, b, a any) {
+		if c.h.ignore[k] || equal(b, a) {
+			return
+		}
+		if d == nil {
+			d = map[string]core.Change{}
+		}
+		d[k] = core.Change{From: b, To: a}
+	}
 	for k, a := range after {
-		if c.h.ignore[k] {
-			continue
-		}
-		if b, ok := before[k]; !ok || !equal(b, a) {
-			if d == nil {
-				d = map[string]core.Change{}
-			}
-			d[k] = core.Change{From: before[k], To: a}
-		}
+		add(k, before[k], a)
 	}
 	for k, b := range before {
-		if _, ok := after[k]; !ok && !c.h.ignore[k] {
-			if d == nil {
-				d = map[string]core.Change{}
-			}
-			d[k] = core.Change{From: b, To: nil}
+		if _, ok := after[k]; !ok {
+			add(k, b, nil)
 		}
 	}
 	return d
@@ -536,16 +531,17 @@ func (c *capture) linkedBefore(name, id string, ids []string) []string {
 }
 
 // summary returns the record of the rows of a bulk statement that were not itemised, or nil when
-// every row was.
+// every row was. via names the edge for rows of another table changed through one.
 func (c *capture) summary(kind core.Kind, t *typeInfo, rs *rowSet, affected int, via string) *core.Record {
 	if rs == nil || len(rs.ids) <= len(rs.images) {
 		return nil
 	}
+	rest := rs.ids[len(rs.images):]
 	meta := map[string]any{
-		"bulk":             true,
-		"affected":         affected,
-		"itemised":         len(rs.images),
-		"not_itemised_ids": rs.ids[len(rs.images):],
+		"statement":    string(kind),
+		"affected":     affected,
+		"itemised":     affected - len(rest),
+		"not_itemised": rest,
 	}
 	if via != "" {
 		meta["via"] = via
@@ -561,24 +557,34 @@ func (c *capture) summary(kind core.Kind, t *typeInfo, rs *rowSet, affected int,
 			meta["filter_args"] = args
 		}
 	}
-	action := t.Table + ".bulk_" + string(kind)
-	return &core.Record{OccurredAt: c.at, Kind: kind, Action: action, ResourceType: t.Table, Metadata: meta}
+	return &core.Record{
+		OccurredAt:   c.at,
+		Kind:         core.KindCustom,
+		Action:       t.Table + ".bulk_" + string(kind),
+		ResourceType: t.Table,
+		Metadata:     meta,
+	}
 }
 
-// mentionsHidden reports whether a filter refers to a redacted or omitted column, whose values
-// must not leak through the filter's arguments.
+// mentionsHidden reports whether a filter refers to a column whose values must not leak through
+// the filter's arguments: a redacted or omitted column, or one the Redactor deems sensitive.
 func (c *capture) mentionsHidden(t *typeInfo, q string) bool {
-	for col := range t.redact {
-		if strings.Contains(q, `"`+col+`"`) {
+	for rest := q; ; {
+		i := strings.IndexByte(rest, '"')
+		if i < 0 {
+			return false
+		}
+		rest = rest[i+1:]
+		j := strings.IndexByte(rest, '"')
+		if j < 0 {
+			return false
+		}
+		col := rest[:j]
+		rest = rest[j+1:]
+		if t.redact[col] || t.omit[col] || c.h.redactor.Sensitive(col) {
 			return true
 		}
 	}
-	for col := range t.omit {
-		if strings.Contains(q, `"`+col+`"`) {
-			return true
-		}
-	}
-	return false
 }
 
 func withMeta(meta map[string]any, k string, v any) map[string]any {

@@ -2,6 +2,7 @@ package entaudit_test
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,8 +32,17 @@ func TestCreate(t *testing.T) {
 	if r.Kind != "insert" || r.Action != "users.insert" || r.ResourceType != "users" || r.ResourceID != strconv.Itoa(u.ID) {
 		t.Errorf("row = %v", r)
 	}
-	if r.Before != nil || r.Diff != nil {
-		t.Errorf("an insert has no before image or diff: %v", r)
+	if r.Before != nil {
+		t.Errorf("an insert has no before image: %v", r)
+	}
+	if d := r.Diff["name"]; d == nil || d["from"] != nil || d["to"] != "alice" {
+		t.Errorf("diff[name] = %v, want from null to alice", d)
+	}
+	if d := r.Diff["password_hash"]; d == nil || d["to"] != core.Redacted {
+		t.Errorf("diff[password_hash] = %v, want the change with its values masked", d)
+	}
+	if _, ok := r.Diff["nickname"]; ok {
+		t.Errorf("the NULL nickname is in the diff: %v", r.Diff)
 	}
 	want := map[string]any{"name": "alice", "email": "a@example.com", "age": 30.0, "id": float64(u.ID),
 		"password_hash": core.Redacted, "recovery_code": core.Redacted}
@@ -191,7 +201,7 @@ func TestUpdateBulk(t *testing.T) {
 }
 
 func TestUpdateBulkCap(t *testing.T) {
-	e := newEnv(t, withOptions(func(o *entaudit.Options) { o.MaxRows = 2 }))
+	e := newEnv(t, withOptions(func(o *entaudit.Options) { o.MaxRowsPerStatement = 2 }))
 	ctx := context.Background()
 	var ids []int
 	for i := range 5 {
@@ -211,13 +221,13 @@ func TestUpdateBulkCap(t *testing.T) {
 		}
 	}
 	s := rows[2]
-	if s.Kind != "update" || s.Action != "users.bulk_update" || s.ResourceID != "" {
+	if s.Kind != "custom" || s.Action != "users.bulk_update" || s.ResourceID != "" {
 		t.Errorf("summary = %v", s)
 	}
-	if s.Metadata["affected"] != 5.0 || s.Metadata["itemised"] != 2.0 {
+	if s.Metadata["statement"] != "update" || s.Metadata["affected"] != 5.0 || s.Metadata["itemised"] != 2.0 {
 		t.Errorf("summary metadata = %v", s.Metadata)
 	}
-	rest, _ := s.Metadata["not_itemised_ids"].([]any)
+	rest, _ := s.Metadata["not_itemised"].([]any)
 	if len(rest) != 3 || rest[0] != strconv.Itoa(ids[2]) || rest[2] != strconv.Itoa(ids[4]) {
 		t.Errorf("not itemised = %v, want %v", rest, ids[2:])
 	}
@@ -269,13 +279,13 @@ func TestDeleteOne(t *testing.T) {
 	}
 	r := rows[1]
 	if r.Kind != "delete" || r.ResourceID != strconv.Itoa(u.ID) || r.Before["name"] != "alice" ||
-		r.Before["password_hash"] != core.Redacted || r.After != nil || r.Diff != nil {
+		r.Before["password_hash"] != core.Redacted || r.After != nil || r.Diff["name"]["to"] != nil {
 		t.Errorf("row = %v", r)
 	}
 }
 
 func TestDeleteBulk(t *testing.T) {
-	e := newEnv(t, withOptions(func(o *entaudit.Options) { o.MaxRows = 2 }))
+	e := newEnv(t, withOptions(func(o *entaudit.Options) { o.MaxRowsPerStatement = 2 }))
 	ctx := context.Background()
 	for i := range 4 {
 		e.client.User.Create().SetName("u" + strconv.Itoa(i)).SetEmail(strconv.Itoa(i) + "@x").SetAge(i).SaveX(ctx)
@@ -291,7 +301,49 @@ func TestDeleteBulk(t *testing.T) {
 	if rows[0].Kind != "delete" || rows[0].Before["name"] != "u1" || rows[1].Before["name"] != "u2" {
 		t.Errorf("itemised = %v", rows[:2])
 	}
-	if s := rows[2]; s.Action != "users.bulk_delete" || s.Metadata["affected"] != 3.0 || len(s.Metadata["not_itemised_ids"].([]any)) != 1 {
+	if s := rows[2]; s.Action != "users.bulk_delete" || s.Metadata["affected"] != 3.0 || len(s.Metadata["not_itemised"].([]any)) != 1 {
 		t.Errorf("summary = %v", s)
+	}
+}
+
+// The arguments of a summary's filter are masked when the filter mentions a secret column.
+func TestSummaryFilterMasked(t *testing.T) {
+	e := newEnv(t, withOptions(func(o *entaudit.Options) { o.MaxRowsPerStatement = 1 }))
+	ctx := context.Background()
+	for i := range 3 {
+		e.client.User.Create().SetName("u" + strconv.Itoa(i)).SetEmail(strconv.Itoa(i) + "@x").SetPasswordHash("hunter2").SaveX(ctx)
+	}
+	e.client.User.Update().Where(user.PasswordHash("hunter2")).SetAge(5).ExecX(ctx)
+	rows := e.audit(t)
+	s := rows[len(rows)-1]
+	args, _ := s.Metadata["filter_args"].([]any)
+	if s.Action != "users.bulk_update" || len(args) != 1 || args[0] != core.Redacted {
+		t.Fatalf("summary = %v", s)
+	}
+}
+
+func TestOptions(t *testing.T) {
+	e := newEnv(t, withoutHook())
+	ctx := context.Background()
+	bad := entaudit.Hook(entest.AuditSchema, entaudit.Options{MaxRowsPerStatement: -1})
+	e.client.User.Use(bad)
+	if err := e.client.User.Create().SetName("a").SetEmail("a@x").Exec(ctx); !errors.Is(err, entaudit.ErrInvalidOptions) {
+		t.Fatalf("create with invalid options: %v, want ErrInvalidOptions", err)
+	}
+
+	e = newEnv(t, withOptions(func(o *entaudit.Options) {
+		o.ExcludeTables = []string{"pets"}
+		o.IgnoreFields = []string{"name"}
+	}))
+	e.client.Pet.Create().SetName("rex").ExecX(ctx)
+	u := e.client.User.Create().SetName("a").SetEmail("a@x").SaveX(ctx)
+	e.client.User.UpdateOne(u).SetName("b").ExecX(ctx) // only an ignored field: no record
+	e.client.User.UpdateOne(u).SetName("c").SetAge(3).ExecX(ctx)
+	rows := e.audit(t)
+	if len(rows) != 2 || rows[0].Kind != "insert" || rows[1].Kind != "update" {
+		t.Fatalf("rows = %v", rows)
+	}
+	if _, ok := rows[1].Diff["name"]; ok || rows[1].After["name"] != "c" {
+		t.Errorf("ignored field: diff %v, after %v", rows[1].Diff, rows[1].After)
 	}
 }

@@ -79,8 +79,8 @@ func newEnv(tb testing.TB, options ...envOption) *env {
 	if opts.Writer == nil && !opts.InTransaction {
 		opts.Writer = w
 	}
-	if opts.TxWriter == nil {
-		opts.TxWriter = core.NewTxWriter(db.Schema, nil)
+	if opts.Schema == "" {
+		opts.Schema = db.Schema
 	}
 	if !cfg.noHook {
 		client.Use(entaudit.Hook(entest.AuditSchema, opts))

@@ -52,18 +52,23 @@ func Hook(s Schema, opts Options) ent.Hook {
 
 // hook is the state shared by the hook's closures.
 type hook struct {
-	schema Schema
-	opts   Options
-	log    *slog.Logger
-	txw    *core.TxWriter
-	types  map[string]*typeInfo
-	ignore map[string]bool
-	txs    sync.Map // ent transaction driver -> *txState
+	schema   Schema
+	opts     Options
+	err      error // invalid options: every audited mutation fails with it
+	maxRows  int
+	log      *slog.Logger
+	redactor *core.Redactor
+	txw      *core.TxWriter
+	types    map[string]*typeInfo
+	ignore   map[string]bool
+	exclude  map[string]bool
+	txs      sync.Map // ent transaction driver -> *txState
 }
 
 // typeInfo is a Type with its lookups prepared.
 type typeInfo struct {
 	*Type
+	Skip   bool // Type.Skip, or the table is in Options.ExcludeTables
 	redact map[string]bool
 	omit   map[string]bool
 	edges  map[string]*edgeInfo
@@ -75,27 +80,13 @@ type edgeInfo struct {
 }
 
 func newHook(s Schema, opts Options) *hook {
-	if opts.MaxRows <= 0 {
-		opts.MaxRows = DefaultMaxRows
-	}
-	h := &hook{schema: s, opts: opts, log: opts.Logger, txw: opts.TxWriter, types: map[string]*typeInfo{}}
-	if h.log == nil {
-		h.log = slog.Default()
-	}
-	if h.txw == nil {
-		h.txw = core.NewTxWriter("", nil)
-	}
-	if len(opts.IgnoreColumns) > 0 {
-		h.ignore = map[string]bool{}
-		for _, c := range opts.IgnoreColumns {
-			h.ignore[c] = true
-		}
-	}
+	h := &hook{schema: s, types: map[string]*typeInfo{}}
+	h.err = h.configure(opts)
 	if s == nil {
 		return h
 	}
 	for _, t := range s.Types() {
-		ti := &typeInfo{Type: t, redact: set(t.Redact), omit: set(t.Omit), edges: map[string]*edgeInfo{}}
+		ti := &typeInfo{Type: t, Skip: t.Skip || h.exclude[t.Table], redact: set(t.Redact), omit: set(t.Omit), edges: map[string]*edgeInfo{}}
 		h.types[t.Name] = ti
 	}
 	for _, ti := range h.types {
@@ -134,6 +125,9 @@ func (h *hook) mutate(ctx context.Context, m ent.Mutation, next ent.Mutator) (en
 	}
 	if t.Skip {
 		return next.Mutate(ctx, m)
+	}
+	if h.err != nil {
+		return nil, h.err
 	}
 	if r, ok := ctx.Value(reentryKey{}).(*reentry); ok && r.m == m {
 		r.reentered = true

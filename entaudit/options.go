@@ -1,43 +1,108 @@
 package entaudit
 
 import (
+	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 
 	"github.com/auditkit/auditkit/core"
 )
 
-// DefaultMaxRows is the number of rows a bulk update or delete records one by one when
-// Options.MaxRows is zero.
-const DefaultMaxRows = 1000
+// DefaultMaxRowsPerStatement is the number of rows one statement records individually when
+// Options.MaxRowsPerStatement is zero.
+const DefaultMaxRowsPerStatement = 1000
 
-// Options configure Hook. The zero value is usable inside HTTP requests whose context carries a
-// core.Collector; everywhere else records need a Writer (or InTransaction).
+// ErrInvalidOptions is wrapped by the error every audited mutation returns when Hook was given
+// bad Options.
+var ErrInvalidOptions = errors.New("entaudit: invalid options")
+
+// Options configure Hook. The zero value is usable: records join the request's Collector when
+// the context carries one and are otherwise dropped with an error in the log, so set Writer (or
+// InTransaction) in any program that writes outside HTTP requests.
 type Options struct {
-	// Writer receives the records of changes made with a context that carries no request
-	// Collector, once the change is committed (core.Dispatch). With a Collector in the context the
-	// records join the request instead, and the HTTP middleware writes them. Nil with neither a
-	// Collector nor InTransaction means records are lost, and each loss is logged.
+	// Writer receives the records of committed changes whose context carries no request
+	// Collector (core.Dispatch decides). Nil means such records are dropped and logged. Unused
+	// when InTransaction is set.
 	Writer *core.Writer
-	// InTransaction writes the records with TxWriter inside the transaction that made the change,
-	// just before it commits, so that they exist if and only if the change committed. It costs one
-	// INSERT per transaction; a failed INSERT rolls the transaction back and Commit returns the
-	// error. Records written this way take actor, tenant and request id from the context
-	// (core.WithActor ...) and do not join a request Collector.
+
+	// Redactor masks secrets in what the hook writes itself: the audit rows of InTransaction mode
+	// and the filter arguments of bulk summaries. Nil means core.NewRedactor(nil, nil). Records
+	// handed to Writer are redacted by the Writer.
+	Redactor *core.Redactor
+
+	// InTransaction writes the audit rows with an INSERT through the transaction that made the
+	// change, just before it commits, instead of handing them to Writer: an audit row then exists
+	// if and only if the change committed, and a failing audit INSERT fails the commit (the change
+	// is rolled back). audit_logs must be in the same database. It costs one INSERT per
+	// transaction that changed audited rows. Records written this way take actor, tenant and
+	// request id from the context (core.WithActor ...), not from a request Collector. A create
+	// made outside a transaction has none to join: its audit row is inserted right after it.
 	InTransaction bool
-	// TxWriter writes the records when InTransaction is set. Nil means core.NewTxWriter("", nil):
-	// audit_logs in the public schema, default redaction.
-	TxWriter *core.TxWriter
-	// MaxRows caps the rows that one bulk update or delete records one by one. Past the cap the
-	// statement gets one summary record with its filter, the number of affected rows and the ids
-	// that were not itemised. Zero or less means DefaultMaxRows.
-	MaxRows int
-	// KeepUnchanged records updates that changed no column and no edge. By default they are
-	// dropped.
-	KeepUnchanged bool
-	// IgnoreColumns are columns (such as updated_at) that are left out of diffs: they stay in the
-	// images, but an update that changes only them is unchanged.
-	IgnoreColumns []string
-	// Logger receives records that could not be delivered after their change committed. Nil
-	// means slog.Default().
+
+	// Schema is the PostgreSQL schema holding audit_logs in InTransaction mode. Empty means
+	// "public".
+	Schema string
+
+	// MaxRowsPerStatement bounds the rows one statement records individually (with images and
+	// diff). The rows past the bound are recorded by one summary record (kind custom, action
+	// "<table>.bulk_<kind>") carrying the statement's filter, the affected count and the ids of
+	// the rows not itemised. Zero means DefaultMaxRowsPerStatement; negative is an error.
+	MaxRowsPerStatement int
+
+	// IgnoreFields names columns, such as "updated_at", that are left out of diffs and do not
+	// count when deciding whether an update changed anything. They stay in the images.
+	IgnoreFields []string
+
+	// ExcludeTables names tables whose changes are not recorded, in addition to the schemas
+	// annotated with entaudit.Skip.
+	ExcludeTables []string
+
+	// RecordNoOpUpdates records updates that change no column (ignoring IgnoreFields) and no
+	// edge. By default such an update writes no audit row.
+	RecordNoOpUpdates bool
+
+	// Logger receives records of committed changes that could not be delivered. Nil means
+	// slog.Default().
 	Logger *slog.Logger
+}
+
+// validate checks o and fills the hook's settings from it.
+func (h *hook) configure(o Options) error {
+	h.opts = o
+	switch {
+	case o.MaxRowsPerStatement < 0:
+		return fmt.Errorf("%w: MaxRowsPerStatement is %d, want 0 (default %d) or more",
+			ErrInvalidOptions, o.MaxRowsPerStatement, DefaultMaxRowsPerStatement)
+	case o.MaxRowsPerStatement == 0:
+		h.maxRows = DefaultMaxRowsPerStatement
+	default:
+		h.maxRows = o.MaxRowsPerStatement
+	}
+	h.ignore = map[string]bool{}
+	for _, f := range o.IgnoreFields {
+		if f = strings.TrimSpace(f); f == "" {
+			return fmt.Errorf("%w: IgnoreFields holds an empty name", ErrInvalidOptions)
+		}
+		h.ignore[f] = true
+	}
+	h.exclude = map[string]bool{}
+	for _, t := range o.ExcludeTables {
+		if t = strings.TrimSpace(t); t == "" {
+			return fmt.Errorf("%w: ExcludeTables holds an empty name", ErrInvalidOptions)
+		}
+		h.exclude[t] = true
+	}
+	h.log = o.Logger
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	h.redactor = o.Redactor
+	if h.redactor == nil {
+		h.redactor = core.NewRedactor(nil, nil)
+	}
+	if o.InTransaction {
+		h.txw = core.NewTxWriter(o.Schema, h.redactor)
+	}
+	return nil
 }

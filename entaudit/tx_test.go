@@ -181,7 +181,7 @@ func TestInTransaction(t *testing.T) {
 func TestInTransactionFailure(t *testing.T) {
 	e := newEnv(t, withOptions(func(o *entaudit.Options) {
 		o.InTransaction = true
-		o.TxWriter = core.NewTxWriter("no_such_schema", nil)
+		o.Schema = "no_such_schema"
 	}))
 	ctx := context.Background()
 	tx, err := e.client.Tx(ctx)
@@ -275,7 +275,8 @@ func TestUpsert(t *testing.T) {
 	if len(rows) != 3 {
 		t.Fatalf("rows = %v", rows)
 	}
-	if r := rows[1]; r.Kind != "update" || r.ResourceID != strconv.Itoa(id) || r.After["name"] != "a2" || r.Metadata["upsert"] == nil {
+	if r := rows[1]; r.Kind != "update" || r.ResourceID != strconv.Itoa(id) || r.After["name"] != "a2" ||
+		r.Metadata["upsert"] != true || r.Metadata["before_unknown"] != true || r.Before != nil {
 		t.Errorf("upsert that updated = %v", r)
 	}
 	if r := rows[2]; r.Kind != "insert" || r.ResourceID != strconv.Itoa(id2) || r.Metadata != nil {

@@ -1,0 +1,15 @@
+// Package store is the read side of auditkit: tenant-scoped queries over the audit_logs table with
+// filters, full-text search and signed keyset cursors, lookup by id, streaming CSV and NDJSON
+// export, statistics, synchronous ingest with idempotency keys, retention cleanup, the tenants
+// registry, and live streams of new records fed by PostgreSQL LISTEN/NOTIFY.
+//
+// Every query takes a Scope: one tenant, or all tenants (platform administrators). A tenant scope
+// never sees rows of another tenant nor rows without a tenant. Access control (who may use which
+// scope) is the caller's job; ginaudit.MountAPI does it for HTTP.
+//
+//	st, err := store.New(pool, store.Options{Schema: "public", CursorKey: key})
+//	defer st.Close()
+//	page, err := st.List(ctx, store.TenantScope("t-42"), store.Query{Filter: f, Limit: 50})
+//
+// The tables come from the schema package's migrations (0001 and 0002).
+package store

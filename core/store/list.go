@@ -1,0 +1,188 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Order is the sort order of a query.
+type Order string
+
+// The orders. The zero value means NewestFirst.
+const (
+	NewestFirst Order = "newest" // occurred_at descending, then id descending
+	OldestFirst Order = "oldest" // occurred_at ascending, then id ascending
+)
+
+// Query parameters besides the filter.
+const (
+	ParamSort   = "sort"
+	ParamLimit  = "limit"
+	ParamCursor = "cursor"
+)
+
+// Query is one page request.
+type Query struct {
+	Filter Filter
+	Order  Order  // zero means NewestFirst
+	Limit  int    // zero means Options.DefaultPageSize; at most Options.MaxPageSize
+	Cursor string // from Page.NextCursor of the same query; empty for the first page
+}
+
+// Page is one page of records.
+type Page struct {
+	Records []*Record
+	// NextCursor continues the query after the last record; empty when there is nothing more.
+	NextCursor string
+}
+
+// ParseOrder reads the sort parameter: "newest" (the default when empty) or "oldest".
+func ParseOrder(s string) (Order, error) {
+	switch Order(s) {
+	case "", NewestFirst:
+		return NewestFirst, nil
+	case OldestFirst:
+		return OldestFirst, nil
+	}
+	return "", paramErr(ParamSort, "%q is not newest or oldest", s)
+}
+
+// ParseQuery reads a Query from query parameters: the filter (ParseFilter), sort, limit and
+// cursor. The cursor is checked when the query runs, against the scope it runs in.
+func (s *Store) ParseQuery(v url.Values) (Query, error) {
+	f, err := ParseFilter(v)
+	if err != nil {
+		return Query{}, err
+	}
+	q := Query{Filter: f}
+	one := func(p string) (string, error) {
+		vals := v[p]
+		switch {
+		case len(vals) == 0:
+			return "", nil
+		case len(vals) > 1:
+			return "", paramErr(p, "is given %d times; give it once", len(vals))
+		case vals[0] == "":
+			return "", paramErr(p, "is empty; leave it out for the default")
+		}
+		return vals[0], checkText(p, vals[0], maxTextLen)
+	}
+	sort, err := one(ParamSort)
+	if err != nil {
+		return Query{}, err
+	}
+	if q.Order, err = ParseOrder(sort); err != nil {
+		return Query{}, err
+	}
+	limit, err := one(ParamLimit)
+	if err != nil {
+		return Query{}, err
+	}
+	if limit != "" {
+		n, err := strconv.Atoi(limit)
+		if err != nil || n < 1 || n > s.opts.MaxPageSize {
+			return Query{}, paramErr(ParamLimit, "%q is not a page size between 1 and %d", limit, s.opts.MaxPageSize)
+		}
+		q.Limit = n
+	}
+	if q.Cursor, err = one(ParamCursor); err != nil {
+		return Query{}, err
+	}
+	return q, nil
+}
+
+// List returns one page of the records in scope that match q.Filter, in q.Order, after
+// q.Cursor. Pages are keyset pages on (occurred_at, id): records inserted while a client pages
+// through never cause a record to repeat or to be skipped; new records with a later time appear
+// only on a new first page.
+func (s *Store) List(ctx context.Context, sc Scope, q Query) (Page, error) {
+	if err := sc.Validate(); err != nil {
+		return Page{}, err
+	}
+	if err := q.Filter.Validate(); err != nil {
+		return Page{}, err
+	}
+	q.Filter.normalize()
+	order, err := ParseOrder(string(q.Order))
+	if err != nil {
+		return Page{}, err
+	}
+	limit := q.Limit
+	switch {
+	case limit == 0:
+		limit = s.opts.DefaultPageSize
+	case limit < 0 || limit > s.opts.MaxPageSize:
+		return Page{}, paramErr(ParamLimit, "%d is not a page size between 1 and %d", limit, s.opts.MaxPageSize)
+	}
+	binding := cursorBinding(sc, order, q.Filter)
+	var after *position
+	if q.Cursor != "" {
+		p, err := s.decodeCursor(q.Cursor, binding)
+		if err != nil {
+			return Page{}, err
+		}
+		after = &p
+	}
+
+	var b sqlBuilder
+	b.w("SELECT ", selectColumns, " FROM ", s.logs)
+	s.where(&b, sc, q.Filter)
+	dir := "DESC"
+	cmp := "<"
+	if order == OldestFirst {
+		dir, cmp = "ASC", ">"
+	}
+	if after != nil {
+		b.w(" AND (occurred_at, id) ", cmp, " (", b.arg(after.at), ", ", b.arg(after.id), ")")
+	}
+	b.w(" ORDER BY occurred_at ", dir, ", id ", dir, " LIMIT ", b.arg(limit+1))
+
+	rows, err := s.pool.Query(ctx, b.sb.String(), b.args...)
+	if err != nil {
+		return Page{}, fmt.Errorf("store: list: %w", err)
+	}
+	defer rows.Close()
+	page := Page{Records: make([]*Record, 0, min(limit, 64))}
+	for rows.Next() {
+		r, err := scanRecord(rows)
+		if err != nil {
+			return Page{}, fmt.Errorf("store: list: %w", err)
+		}
+		page.Records = append(page.Records, r)
+	}
+	if err := rows.Err(); err != nil {
+		return Page{}, fmt.Errorf("store: list: %w", err)
+	}
+	if len(page.Records) > limit {
+		page.Records = page.Records[:limit]
+		last := page.Records[limit-1]
+		page.NextCursor = s.encodeCursor(position{at: last.OccurredAt, id: last.ID}, binding)
+	}
+	return page, nil
+}
+
+// Get returns the record with the given id if it is in scope, and ErrNotFound otherwise (also
+// when it exists in another tenant: the answer does not tell the two apart).
+func (s *Store) Get(ctx context.Context, sc Scope, id uuid.UUID) (*Record, error) {
+	if err := sc.Validate(); err != nil {
+		return nil, err
+	}
+	var b sqlBuilder
+	b.w("SELECT ", selectColumns, " FROM ", s.logs)
+	s.where(&b, sc, Filter{})
+	b.w(" AND id = ", b.arg(id), " LIMIT 1")
+	r, err := scanRecord(s.pool.QueryRow(ctx, b.sb.String(), b.args...))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: get: %w", err)
+	}
+	return r, nil
+}

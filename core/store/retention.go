@@ -1,0 +1,186 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Cleanup deletes the records of one tenant that occurred before olderThan and returns how many
+// it deleted. It deletes in batches of Options.CleanupBatchSize rows, each its own short
+// statement, so it never holds many row locks or one long transaction; when ctx ends it stops
+// between batches and returns the count so far with ctx's error. A tenant under legal hold is
+// ErrLegalHold (checked before and within every batch).
+func (s *Store) Cleanup(ctx context.Context, tenantID string, olderThan time.Time) (int64, error) {
+	if err := ValidateTenantID("tenant_id", tenantID); err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrInvalidScope, err)
+	}
+	if olderThan.IsZero() {
+		return 0, paramErr("older_than", "is required")
+	}
+	var hold bool
+	err := s.pool.QueryRow(ctx, `SELECT legal_hold FROM `+s.tenants+` WHERE id = $1`, tenantID).Scan(&hold)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return 0, fmt.Errorf("store: cleanup: %w", err)
+	}
+	if hold {
+		return 0, ErrLegalHold
+	}
+	stmt := `WITH victims AS (
+		SELECT id, occurred_at FROM ` + s.logs + `
+		WHERE tenant_id = $1 AND occurred_at < $2
+		  AND NOT EXISTS (SELECT 1 FROM ` + s.tenants + ` t WHERE t.id = $1 AND t.legal_hold)
+		LIMIT $3)
+	DELETE FROM ` + s.logs + ` d USING victims v WHERE d.id = v.id AND d.occurred_at = v.occurred_at`
+	return s.deleteBatches(ctx, stmt, tenantID, olderThan)
+}
+
+// deleteBatches runs a batched DELETE whose last parameter is the batch size until a batch
+// deletes less than a full batch.
+func (s *Store) deleteBatches(ctx context.Context, stmt string, args ...any) (int64, error) {
+	batch := s.opts.CleanupBatchSize
+	args = append(args, batch)
+	var total int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		tag, err := s.pool.Exec(ctx, stmt, args...)
+		if err != nil {
+			return total, fmt.Errorf("store: cleanup after %d rows: %w", total, err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < int64(batch) {
+			return total, nil
+		}
+	}
+}
+
+// RetentionPolicy is the background retention: records older than MaxAge are deleted, except
+// for tenants with their own retention_days (which apply instead) and tenants under legal hold
+// (whose records are kept).
+type RetentionPolicy struct {
+	// MaxAge is the default retention, for rows without a tenant and tenants without an override.
+	// Zero applies only the per-tenant overrides.
+	MaxAge time.Duration
+	// Interval is the time between passes of StartRetention. Zero means one hour.
+	Interval time.Duration
+	// OnCleanup, when set, is called after each cleanup that deleted rows, so that the deletion
+	// itself can be audited.
+	OnCleanup func(RetentionReport)
+}
+
+// RetentionReport describes one cleanup of a retention pass.
+type RetentionReport struct {
+	// TenantID is the tenant whose override applied; empty for the default policy.
+	TenantID string
+	Cutoff   time.Time // records that occurred before it were deleted
+	Deleted  int64
+}
+
+// ApplyRetention runs one retention pass and reports the cleanups that deleted rows. It also
+// forgets idempotency keys older than Options.IdempotencyWindow.
+func (s *Store) ApplyRetention(ctx context.Context, p RetentionPolicy) ([]RetentionReport, error) {
+	if p.MaxAge < 0 {
+		return nil, errors.New("store: RetentionPolicy.MaxAge is negative")
+	}
+	now := time.Now().UTC()
+	var reports []RetentionReport
+	report := func(r RetentionReport) {
+		if r.Deleted == 0 {
+			return
+		}
+		reports = append(reports, r)
+		if p.OnCleanup != nil {
+			p.OnCleanup(r)
+		}
+	}
+
+	rows, err := s.pool.Query(ctx, `SELECT id, retention_days FROM `+s.tenants+
+		` WHERE retention_days IS NOT NULL AND NOT legal_hold ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("store: retention: %w", err)
+	}
+	type override struct {
+		id   string
+		days int
+	}
+	var overrides []override
+	for rows.Next() {
+		var o override
+		if err := rows.Scan(&o.id, &o.days); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("store: retention: %w", err)
+		}
+		overrides = append(overrides, o)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: retention: %w", err)
+	}
+	for _, o := range overrides {
+		cutoff := now.AddDate(0, 0, -o.days)
+		n, err := s.Cleanup(ctx, o.id, cutoff)
+		report(RetentionReport{TenantID: o.id, Cutoff: cutoff, Deleted: n})
+		if err != nil && !errors.Is(err, ErrLegalHold) {
+			return reports, err
+		}
+	}
+
+	if p.MaxAge > 0 {
+		cutoff := now.Add(-p.MaxAge)
+		stmt := `WITH victims AS (
+			SELECT a.id, a.occurred_at FROM ` + s.logs + ` a
+			WHERE a.occurred_at < $1
+			  AND NOT EXISTS (SELECT 1 FROM ` + s.tenants + ` t
+			                  WHERE t.id = a.tenant_id AND (t.legal_hold OR t.retention_days IS NOT NULL))
+			LIMIT $2)
+		DELETE FROM ` + s.logs + ` d USING victims v WHERE d.id = v.id AND d.occurred_at = v.occurred_at`
+		n, err := s.deleteBatches(ctx, stmt, cutoff)
+		report(RetentionReport{Cutoff: cutoff, Deleted: n})
+		if err != nil {
+			return reports, err
+		}
+	}
+
+	window := strconv.FormatInt(s.opts.IdempotencyWindow.Microseconds(), 10) + " microseconds"
+	if _, err := s.pool.Exec(ctx, `DELETE FROM `+s.idem+` WHERE created_at < now() - $1::interval`, window); err != nil {
+		return reports, fmt.Errorf("store: retention: idempotency keys: %w", err)
+	}
+	return reports, nil
+}
+
+// StartRetention runs ApplyRetention now and then every p.Interval until Close. Failures are
+// logged and retried at the next interval.
+func (s *Store) StartRetention(p RetentionPolicy) error {
+	if p.MaxAge < 0 {
+		return errors.New("store: RetentionPolicy.MaxAge is negative")
+	}
+	if p.Interval <= 0 {
+		p.Interval = time.Hour
+	}
+	if s.closed() {
+		return ErrClosed
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(p.Interval)
+		defer t.Stop()
+		for {
+			if _, err := s.ApplyRetention(s.life, p); err != nil && s.life.Err() == nil {
+				s.log.Error("auditkit: retention pass failed", "error", err)
+			}
+			select {
+			case <-t.C:
+			case <-s.life.Done():
+				return
+			}
+		}
+	}()
+	return nil
+}

@@ -85,8 +85,8 @@ func TestListPageSizeAndRecordContent(t *testing.T) {
 	e := newEnv(t, store.Options{DefaultPageSize: 5, MaxPageSize: 20})
 	r := &core.Record{
 		Kind: core.KindUpdate, Action: "invoice.update", Severity: core.SeverityWarning,
-		Tenant: core.Tenant{ID: "acme", Slug: "acme-inc"},
-		Actor:  core.Actor{ID: "u-1", Type: core.ActorService, Email: "svc@example.com", Auth: "jwt:HS256"},
+		Tenant:       core.Tenant{ID: "acme", Slug: "acme-inc"},
+		Actor:        core.Actor{ID: "u-1", Type: core.ActorService, Email: "svc@example.com", Auth: "jwt:HS256"},
 		ResourceType: "invoices", ResourceID: "42",
 		Before: map[string]any{"total": 10}, After: map[string]any{"total": 12},
 		Diff:      map[string]core.Change{"total": {From: 10, To: 12}},

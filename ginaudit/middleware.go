@@ -320,8 +320,8 @@ func (m *middleware) resolveIdentity(st *reqState, c *gin.Context, ctx context.C
 	}
 	if err == nil {
 		st.actor = st.checkActor(id.Actor)
-		if id.Issuer != "" {
-			st.setMeta(MetaJWTIssuer, id.Issuer)
+		if id.Issuer != "" && (m.verifier == nil || m.verifier.cfg.Issuer == "") {
+			st.setMeta(MetaJWTIssuer, id.Issuer) // with JWTConfig.Issuer set it is always that
 		}
 		if id.TokenID != "" {
 			st.setMeta(MetaJWTID, id.TokenID)

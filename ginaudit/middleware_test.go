@@ -84,7 +84,8 @@ func TestRecordsRequest(t *testing.T) {
 	if got := r.Query["password"]; len(got) != 1 || got[0] != core.Redacted {
 		t.Errorf("query password = %v, want redacted", got)
 	}
-	if r.Metadata["jwt_iss"] != "https://idp.test" || r.Metadata["jwt_jti"] != "jti-u-1" {
+	// iss is fixed by the configuration, so only jti is worth storing.
+	if _, hasIss := r.Metadata["jwt_iss"]; hasIss || r.Metadata["jwt_jti"] != "jti-u-1" {
 		t.Errorf("metadata = %v", r.Metadata)
 	}
 	if r.RequestBody != nil || r.ResponseBody != nil {
@@ -641,13 +642,14 @@ func TestJWKSMiddleware(t *testing.T) {
 	h := newHarness(t, ginaudit.Options{Verifier: v}, func(r *gin.Engine, _ *core.Writer) {
 		r.GET("/x", func(c *gin.Context) { c.Status(200) })
 	})
-	good := sign(t, jwt.SigningMethodRS256, rsaKey(), with(claims("u-1"), "aud", "api"), "rsa-1")
+	good := sign(t, jwt.SigningMethodRS256, rsaKey(), with(claims("u-1"), "aud", "api", "iss", "https://idp-a.test"), "rsa-1")
 	forged := sign(t, jwt.SigningMethodRS256, rsaKey2(), with(claims("admin"), "aud", "api"), "rsa-1")
 	h.do("GET", "/x", nil, "Authorization", bearer(good))
 	h.do("GET", "/x", nil, "Authorization", bearer(forged))
 	rows := h.rows()
 	if len(rows) != 2 || rows[0].ActorAuth != "jwks:RS256" || rows[0].ActorID != "u-1" ||
-		rows[1].ActorID != "" || rows[1].Metadata["auth_failure"] != "signature" || rows[0].Metadata["jwt_kid"] != "rsa-1" {
+		rows[1].ActorID != "" || rows[1].Metadata["auth_failure"] != "signature" || rows[0].Metadata["jwt_kid"] != "rsa-1" ||
+		rows[0].Metadata["jwt_iss"] != "https://idp-a.test" {
 		t.Fatalf("rows %+v", rows)
 	}
 }

@@ -30,19 +30,34 @@ var (
 	ErrNoToken = errors.New("no bearer token")
 	// ErrInvalidToken is wrapped by every verification failure.
 	ErrInvalidToken = errors.New("invalid token")
-
-	ErrMalformed        = errors.New("malformed JWT")                   // not a JWS compact token
-	ErrAlgorithm        = errors.New("signing algorithm not allowed")   // "none", an unknown alg, or one outside the allow-list (algorithm confusion)
-	ErrSignature        = errors.New("signature is invalid")            // wrong key or forged signature
-	ErrUnknownKey       = errors.New("no verification key for the JWT") // unknown kid, JWKS unreachable, or the wait for a refresh ran out
-	ErrExpired          = errors.New("token is expired")                // exp passed, beyond the leeway
-	ErrNotYetValid      = errors.New("token is not valid yet")          // nbf or iat in the future, beyond the leeway
-	ErrIssuer           = errors.New("token has the wrong issuer")      // iss differs from JWTConfig.Issuer
-	ErrAudience         = errors.New("token has the wrong audience")    // no aud value in JWTConfig.Audience
-	ErrClaims           = errors.New("token claims are invalid")        // a required registered claim is missing (exp, aud, iss) or has the wrong type
-	ErrMissingSubject   = errors.New("token has no subject")            // the actor id claim (default sub) is missing or empty
-	ErrUnknownActorType = errors.New("token has an unknown actor type") // also wraps core.ErrUnknownActorType
-	ErrInvalidTenant    = errors.New("invalid tenant")                  // a tenant value fails CheckTenant
+	// ErrMalformed: the token is not a JWS in compact form, or is too large.
+	ErrMalformed = errors.New("malformed JWT")
+	// ErrAlgorithm: the header names "none", an unknown algorithm, or one outside the allow-list
+	// (which is how algorithm-confusion attempts fail).
+	ErrAlgorithm = errors.New("signing algorithm not allowed")
+	// ErrSignature: the signature does not verify with the configured key (forged or tampered).
+	ErrSignature = errors.New("signature is invalid")
+	// ErrUnknownKey: no key fits the token: an unknown kid, a kid whose key has another
+	// algorithm, an unreachable JWKS, or an extra fetch that was not allowed yet.
+	ErrUnknownKey = errors.New("no verification key for the JWT")
+	// ErrExpired: exp has passed, beyond the leeway.
+	ErrExpired = errors.New("token is expired")
+	// ErrNotYetValid: nbf or iat lies in the future, beyond the leeway.
+	ErrNotYetValid = errors.New("token is not valid yet")
+	// ErrIssuer: iss differs from JWTConfig.Issuer.
+	ErrIssuer = errors.New("token has the wrong issuer")
+	// ErrAudience: no aud value is in JWTConfig.Audience.
+	ErrAudience = errors.New("token has the wrong audience")
+	// ErrClaims: a required registered claim (exp; aud and iss when configured) is missing, or a
+	// claim has the wrong type.
+	ErrClaims = errors.New("token claims are invalid")
+	// ErrMissingSubject: the actor id claim (default sub) is missing or empty.
+	ErrMissingSubject = errors.New("token has no subject")
+	// ErrUnknownActorType: the actor type claim is neither a defined type nor an alias. The error
+	// also wraps core.ErrUnknownActorType.
+	ErrUnknownActorType = errors.New("token has an unknown actor type")
+	// ErrInvalidTenant: a tenant value fails CheckTenant.
+	ErrInvalidTenant = errors.New("invalid tenant")
 	// ErrNoKey is returned by NewVerifier for a configuration without a key source.
 	ErrNoKey = errors.New("no JWT key configured (set a secret, a public key or a JWKS URL)")
 )

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"gorm.io/gorm"
@@ -75,6 +76,7 @@ type stmtState struct {
 
 	where  []clause.Expression // the statement's filter, without the pin
 	before []row
+	pkType string         // database type of the (first) primary key column
 	locked map[string]int // key -> index in before
 	reread bool           // after images are read again after the statement
 
@@ -110,7 +112,7 @@ func (c *stmtConn) ExecContext(ctx context.Context, query string, args ...any) (
 	if err != nil {
 		return nil, err
 	}
-	st.out, err = scanRows(rows, st.m, st.nextra, st.itemiseAfter)
+	st.out, _, err = scanRows(rows, st.m, st.nextra, st.itemiseAfter)
 	if err != nil {
 		return nil, fmt.Errorf("gormaudit: reading the rows %s changed: %w", st.table, err)
 	}
@@ -466,11 +468,11 @@ func (p *Plugin) lockBefore(db *gorm.DB, st *stmtState, where []clause.Expressio
 	if err != nil {
 		return fmt.Errorf("gormaudit: reading the rows of %s before the change: %w", st.table, err)
 	}
-	before, err := scanRows(rows, st.m, 0, func(i int, _ string) bool { return i < st.max })
+	before, pkType, err := scanRows(rows, st.m, 0, func(i int, _ string) bool { return i < st.max })
 	if err != nil {
 		return fmt.Errorf("gormaudit: reading the rows of %s before the change: %w", st.table, err)
 	}
-	st.before = before
+	st.before, st.pkType = before, pkType
 	st.locked = make(map[string]int, len(before))
 	for i, r := range before {
 		st.locked[r.key] = i
@@ -517,8 +519,16 @@ func (p *Plugin) read(db *gorm.DB, st *stmtState, where []clause.Expression, sco
 	return st.conn.QueryContext(stmt.Context, q.SQL.String(), q.Vars...)
 }
 
-// pin restricts the statement to the locked rows.
+// pin restricts the statement to the locked rows: "<primary key> IN (...)", or for many rows
+// of a single-column key "<key> = ANY(<one array parameter>)", which PostgreSQL plans and binds
+// much faster than thousands of parameters.
 func (st *stmtState) pin(db *gorm.DB) {
+	if st.m.npk == 1 && len(st.before) > 16 {
+		if e, ok := anyOf(st.table, st.m.cols[0].name, st.pkType, st.before); ok {
+			db.Statement.AddClause(clause.Where{Exprs: []clause.Expression{e}})
+			return
+		}
+	}
 	if len(st.before)*st.m.npk > pinMaxParams {
 		return
 	}
@@ -531,6 +541,55 @@ func (st *stmtState) pin(db *gorm.DB) {
 		}
 	}
 	db.Statement.AddClause(clause.Where{Exprs: []clause.Expression{st.m.pkIn(st.table, keys)}})
+}
+
+// anyOf returns "<column> = ANY(?::<type>[])" with the keys as one array literal, for keys the
+// driver returned as integers or as text (PostgreSQL's own text form, so that it casts back
+// exactly); with a type name it cannot use, it compares the column's text form instead.
+func anyOf(table, column, pgType string, rows []row) (clause.Expression, bool) {
+	var b strings.Builder
+	b.WriteByte('{')
+	for i, r := range rows {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		switch v := r.pk[0].(type) {
+		case int64:
+			b.WriteString(strconv.FormatInt(v, 10))
+		case string:
+			b.WriteByte('"')
+			for j := 0; j < len(v); j++ {
+				if v[j] == '"' || v[j] == '\\' {
+					b.WriteByte('\\')
+				}
+				b.WriteByte(v[j])
+			}
+			b.WriteByte('"')
+		default:
+			return nil, false
+		}
+	}
+	b.WriteByte('}')
+	col := clause.Column{Table: table, Name: column}
+	if typeName(pgType) {
+		return clause.Expr{SQL: "? = ANY(?::" + strings.ToLower(pgType) + "[])", Vars: []any{col, b.String()}}, true
+	}
+	return clause.Expr{SQL: "?::text = ANY(?::text[])", Vars: []any{col, b.String()}}, true
+}
+
+// typeName reports whether s can be spliced into SQL as a type name: a plain identifier, not
+// the bare OID the driver reports for types it does not know.
+func typeName(s string) bool {
+	if s == "" || s[0] >= '0' && s[0] <= '9' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
 }
 
 // keysOf returns the values of fields in the rows the statement inserts (a struct, a slice of

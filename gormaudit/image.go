@@ -52,13 +52,15 @@ const (
 
 // scanRows reads rows whose first len(m.cols) columns are the model's columns, followed by
 // nextra boolean columns (see row.fresh and row.ours). itemise decides, by position and key,
-// whether a row gets an image or only its key. It closes rows.
-func scanRows(rows *sql.Rows, m *model, nextra int, itemise func(i int, key string) bool) ([]row, error) {
+// whether a row gets an image or only its key. It closes rows. pkType is the database type of
+// the first primary key column, as the driver names it.
+func scanRows(rows *sql.Rows, m *model, nextra int, itemise func(i int, key string) bool) (out []row, pkType string, err error) {
 	defer rows.Close()
 	types, err := rows.ColumnTypes()
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
+	pkType = types[0].DatabaseTypeName()
 	n := len(m.cols)
 	kinds := make([]colKind, n)
 	for i := range n {
@@ -69,11 +71,10 @@ func scanRows(rows *sql.Rows, m *model, nextra int, itemise func(i int, key stri
 	for i := range vals {
 		ptrs[i] = &vals[i]
 	}
-	var out []row
 	for rows.Next() {
 		clear(vals)
 		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		r := row{pk: make([]any, m.npk)}
 		copy(r.pk, vals[:m.npk])
@@ -94,7 +95,7 @@ func scanRows(rows *sql.Rows, m *model, nextra int, itemise func(i int, key stri
 		}
 		out = append(out, r)
 	}
-	return out, rows.Err()
+	return out, pkType, rows.Err()
 }
 
 func kindOf(dbType string, jsonSer bool) colKind {

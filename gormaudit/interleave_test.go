@@ -2,7 +2,10 @@ package gormaudit_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
+
+	"github.com/google/uuid"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -100,5 +103,53 @@ func TestUpsertMeetsConcurrentInsert(t *testing.T) {
 		default:
 			t.Fatalf("unexpected %+v", r)
 		}
+	}
+}
+
+// TestLargePins pins statements over more rows than fit a short IN list, for every kind of key.
+func TestLargePins(t *testing.T) {
+	e := newEnv(t, envConfig{}, &Item{}, &Device{}, &Setting{}, &Membership{})
+	const n = 40
+	keys := []string{`plain`, `with "quotes"`, `back\slash`, `comma,brace}{`, `NULL`, ` spaced `, `ünï`}
+	for i := range n {
+		must(t, e.db.Create(&Item{SKU: fmt.Sprint("s", i), Qty: 1}).Error)
+		must(t, e.db.Create(&Device{ID: uuid.New(), Label: "x"}).Error)
+		must(t, e.db.Create(&Setting{Key: fmt.Sprint(keys[i%len(keys)], i), Value: "x"}).Error)
+		must(t, e.db.Create(&Membership{TeamID: "t", UserID: int64(i), Role: "x"}).Error)
+	}
+	between(t, e, "update", "test:phantom", func() {
+		if _, err := e.pg.Pool.Exec(context.Background(), `INSERT INTO items (sku, qty) VALUES ('phantom', 1)`); err != nil {
+			t.Error(err)
+		}
+	})
+	for _, s := range []struct {
+		model any
+		table string
+	}{{&Item{}, "items"}, {&Device{}, "devices"}, {&Setting{}, "settings"}, {&Membership{}, "memberships"}} {
+		before := e.count()
+		col := "qty"
+		var val any = 2
+		if s.table != "items" {
+			col, val = map[string]string{"devices": "label", "settings": "value", "memberships": "role"}[s.table], "y"
+		}
+		res := e.db.Model(s.model).Where("1 = 1").Update(col, val)
+		must(t, res.Error)
+		if res.RowsAffected != n {
+			t.Fatalf("%s: %d rows affected, want %d", s.table, res.RowsAffected, n)
+		}
+		rows := e.audit("")[before:]
+		if len(rows) != n {
+			t.Fatalf("%s: %d records, want %d", s.table, len(rows), n)
+		}
+		for _, r := range rows {
+			if r.Kind != "update" || str(r.After[col]) != fmt.Sprint(val) || r.Before[col] == nil {
+				t.Fatalf("%s: %+v", s.table, r)
+			}
+		}
+	}
+	var phantom Item
+	must(t, e.db.Where("sku = ?", "phantom").First(&phantom).Error)
+	if phantom.Qty != 1 {
+		t.Fatalf("the phantom was changed: %+v", phantom)
 	}
 }

@@ -84,7 +84,7 @@ func (p *Plugin) reread(db *gorm.DB, st *stmtState) ([]row, error) {
 			if err != nil {
 				return nil, err
 			}
-			got, err := scanRows(rows, st.m, 0, st.itemiseAfter)
+			got, _, err := scanRows(rows, st.m, 0, st.itemiseAfter)
 			if err != nil {
 				return nil, err
 			}
@@ -117,7 +117,8 @@ func (p *Plugin) reread(db *gorm.DB, st *stmtState) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	return scanRows(rows, st.m, nextra, st.itemiseAfter)
+	out, _, err := scanRows(rows, st.m, nextra, st.itemiseAfter)
+	return out, err
 }
 
 // builder turns rows into the records of one statement.

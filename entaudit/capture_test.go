@@ -347,3 +347,39 @@ func TestOptions(t *testing.T) {
 		t.Errorf("ignored field: diff %v, after %v", rows[1].Diff, rows[1].After)
 	}
 }
+
+// A soft-delete hook (ent's documented pattern) turns a delete into an update and executes the
+// same mutation again through the client. The audit hook records one delete, marked as soft,
+// with the row as it was and as it is now.
+func TestSoftDelete(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.client.User.Use(func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			um, ok := m.(*entest.UserMutation)
+			if !ok || !m.Op().Is(ent.OpDelete|ent.OpDeleteOne) {
+				return next.Mutate(ctx, m)
+			}
+			um.SetOp(ent.OpUpdate)
+			um.SetNickname("deleted")
+			return um.Client().Mutate(ctx, um)
+		})
+	})
+	a := e.client.User.Create().SetName("a").SetEmail("a@x").SaveX(ctx)
+	e.client.User.Create().SetName("b").SetEmail("b@x").ExecX(ctx)
+	if n, err := e.client.User.Delete().Where(user.ID(a.ID)).Exec(ctx); err != nil || n != 1 {
+		t.Fatalf("delete: %d, %v", n, err)
+	}
+	rows := e.audit(t)
+	if len(rows) != 3 {
+		t.Fatalf("rows = %v, want two inserts and one soft delete", rows)
+	}
+	r := rows[2]
+	if r.Kind != "delete" || r.ResourceID != strconv.Itoa(a.ID) || r.Metadata["soft_delete"] != true ||
+		r.Before["nickname"] != nil || r.After["nickname"] != "deleted" || r.Diff["nickname"]["to"] != "deleted" {
+		t.Errorf("row = %v", r)
+	}
+	if n := e.client.User.Query().CountX(ctx); n != 2 {
+		t.Errorf("%d users left, want both (soft deleted)", n)
+	}
+}

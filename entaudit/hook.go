@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"entgo.io/ent"
 	"entgo.io/ent/dialect"
@@ -72,6 +73,8 @@ type typeInfo struct {
 	redact map[string]bool
 	omit   map[string]bool
 	edges  map[string]*edgeInfo
+	// layouts caches how SELECT * (and SELECT *, xmax) on the table are read.
+	layouts [2]atomic.Pointer[layout]
 }
 
 type edgeInfo struct {

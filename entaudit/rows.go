@@ -70,43 +70,77 @@ const (
 	colText  // a textual type some drivers return as bytes
 )
 
+// layout is how the columns of one query shape on one table are read. It is computed from the
+// driver's column types once and reused while the columns stay the same.
+type layout struct {
+	cols   []string
+	kinds  []uint8
+	idIdx  int
+	idType string
+}
+
+func (l *layout) matches(cols []string) bool {
+	if l == nil || len(l.cols) != len(cols) {
+		return false
+	}
+	for i, c := range cols {
+		if l.cols[i] != c {
+			return false
+		}
+	}
+	return true
+}
+
+func newLayout(rows *sql.Rows, cols []string, n int, t *typeInfo) (*layout, error) {
+	types, err := rows.ColumnTypes()
+	if err != nil {
+		return nil, err
+	}
+	l := &layout{cols: cols, kinds: make([]uint8, len(cols)), idIdx: -1}
+	for i := 0; i < n; i++ {
+		c := cols[i]
+		dt := strings.ToUpper(types[i].DatabaseTypeName())
+		switch {
+		case c == t.IDColumn && l.idIdx < 0:
+			l.idIdx = i
+			l.idType = arrayType(dt)
+			l.kinds[i] = colText
+		case t.omit[c]:
+			l.kinds[i] = colOmit
+		case dt == "JSON" || dt == "JSONB":
+			l.kinds[i] = colJSON
+		case dt == "BYTEA":
+			l.kinds[i] = colBytes
+		default:
+			l.kinds[i] = colText
+		}
+	}
+	if l.idIdx < 0 {
+		return nil, fmt.Errorf("no column %q in the result", t.IDColumn)
+	}
+	return l, nil
+}
+
 func scanRows(rows *sql.Rows, t *typeInfo, limit int, xmax bool) (*rowSet, error) {
 	cols, err := rows.Columns()
 	if err != nil {
 		return nil, err
 	}
-	types, err := rows.ColumnTypes()
-	if err != nil {
-		return nil, err
-	}
 	n := len(cols)
+	cache := &t.layouts[0]
 	if xmax {
 		n--
+		cache = &t.layouts[1]
 	}
-	rs := &rowSet{byID: map[string]int{}}
-	idIdx := -1
-	kinds := make([]uint8, len(cols))
-	for i := 0; i < n; i++ {
-		c := cols[i]
-		dt := strings.ToUpper(types[i].DatabaseTypeName())
-		switch {
-		case c == t.IDColumn && idIdx < 0:
-			idIdx = i
-			rs.idType = arrayType(dt)
-			kinds[i] = colText
-		case t.omit[c]:
-			kinds[i] = colOmit
-		case dt == "JSON" || dt == "JSONB":
-			kinds[i] = colJSON
-		case dt == "BYTEA":
-			kinds[i] = colBytes
-		default:
-			kinds[i] = colText
+	l := cache.Load()
+	if !l.matches(cols) {
+		if l, err = newLayout(rows, cols, n, t); err != nil {
+			return nil, err
 		}
+		cache.Store(l)
 	}
-	if idIdx < 0 {
-		return nil, fmt.Errorf("no column %q in the result", t.IDColumn)
-	}
+	kinds, idIdx := l.kinds, l.idIdx
+	rs := &rowSet{idType: l.idType, byID: map[string]int{}}
 	vals := make([]any, len(cols))
 	full := make([]any, len(cols))
 	for i := range vals {

@@ -55,22 +55,22 @@ func (extension) Hooks() []gen.Hook {
 	}}
 }
 
-// Type is what the template needs to know about one ent type.
-type Type struct {
+// typeData is what the template needs to know about one ent type.
+type typeData struct {
 	Skip   bool
 	Redact []string
 	Omit   []string
-	Edges  []Edge
+	Edges  []edgeData
 }
 
-// Edge is what the template needs to know about one edge.
-type Edge struct {
+// edgeData is what the template needs to know about one edge.
+type edgeData struct {
 	Name, Target, Storage, Table, Column, TargetColumn string
 }
 
 // typeInfo reads the entaudit annotations of t and classifies its edges.
-func typeInfo(t *gen.Type) (Type, error) {
-	var info Type
+func typeInfo(t *gen.Type) (typeData, error) {
+	var info typeData
 	a, err := annotation(t.Annotations)
 	if err != nil {
 		return info, fmt.Errorf("entauditgen: schema %s: %w", t.Name, err)
@@ -95,7 +95,7 @@ func typeInfo(t *gen.Type) (Type, error) {
 		}
 	}
 	for _, e := range t.Edges {
-		ed := Edge{Name: e.Name, Target: e.Type.Name, Table: e.Rel.Table}
+		ed := edgeData{Name: e.Name, Target: e.Type.Name, Table: e.Rel.Table}
 		switch {
 		case e.M2M():
 			if len(e.Rel.Columns) != 2 {

@@ -1,0 +1,174 @@
+package entaudit_test
+
+import (
+	"context"
+	"database/sql"
+	"io"
+	"log/slog"
+	"strconv"
+	"testing"
+	"time"
+
+	"entgo.io/ent/dialect"
+	entsql "entgo.io/ent/dialect/sql"
+
+	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/entaudit"
+	"github.com/auditkit/auditkit/entaudit/internal/entest"
+	"github.com/auditkit/auditkit/entaudit/internal/entest/user"
+	"github.com/auditkit/auditkit/internal/pgtest"
+)
+
+// benchEnv holds three clients on one database: one without auditing (audit=off), and two with
+// the hook and the driver wrapper. One hands its records to a Writer whose sink discards them
+// (audit=capture: the cost of capturing alone); the other to a Writer that stores them with COPY
+// in the same database (audit=stored: everything the application's database pays for).
+type benchEnv struct {
+	db      *pgtest.DB
+	bare    *entest.Client
+	capture *entest.Client
+	audited *entest.Client
+	w, nop  *core.Writer
+}
+
+type discardSink struct{}
+
+func (discardSink) Write(context.Context, []*core.Record) error { return nil }
+
+func newBenchEnv(b *testing.B) *benchEnv {
+	b.Helper()
+	db := pgtest.New(b)
+	open := func() dialect.Driver {
+		sqlDB, err := sql.Open("pgx", db.URL)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { sqlDB.Close() })
+		return entsql.OpenDB(dialect.Postgres, sqlDB)
+	}
+	bare := entest.NewClient(entest.Driver(open()))
+	if err := bare.Schema.Create(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	newWriter := func(sink core.Sink) *core.Writer {
+		w := core.NewWriter(sink, core.WriterOptions{QueueSize: 500000, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		b.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			w.Close(ctx)
+		})
+		return w
+	}
+	w := newWriter(core.NewPostgresSink(db.Pool, core.PostgresSinkOptions{Schema: db.Schema}))
+	nop := newWriter(discardSink{})
+	audited := entest.NewClient(entest.Driver(entaudit.Driver(open())))
+	audited.Use(entaudit.Hook(entest.AuditSchema, entaudit.Options{Writer: w}))
+	capture := entest.NewClient(entest.Driver(entaudit.Driver(open())))
+	capture.Use(entaudit.Hook(entest.AuditSchema, entaudit.Options{Writer: nop}))
+	return &benchEnv{db: db, bare: bare, capture: capture, audited: audited, w: w, nop: nop}
+}
+
+// run measures f with each client in turn, in the same run. The writers are drained after each
+// part, outside the timer, so that one part's backlog does not slow the next.
+func (e *benchEnv) run(b *testing.B, f func(b *testing.B, c *entest.Client)) {
+	for _, v := range []struct {
+		name string
+		c    *entest.Client
+	}{{"audit=off", e.bare}, {"audit=capture", e.capture}, {"audit=stored", e.audited}} {
+		b.Run(v.name, func(b *testing.B) {
+			b.ReportAllocs()
+			f(b, v.c)
+			b.StopTimer()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			for _, w := range []*core.Writer{e.w, e.nop} {
+				if err := w.Flush(ctx); err != nil {
+					b.Fatal(err)
+				}
+				if st := w.Stats(); st.Dropped > 0 {
+					b.Fatalf("the writer dropped %d records", st.Dropped)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCreate: one INSERT outside a transaction. Audited, it is followed by one SELECT of
+// the after image.
+func BenchmarkCreate(b *testing.B) {
+	e := newBenchEnv(b)
+	ctx := context.Background()
+	n := 0
+	e.run(b, func(b *testing.B, c *entest.Client) {
+		for b.Loop() {
+			n++
+			s := strconv.Itoa(n)
+			if err := c.User.Create().SetName("user " + s).SetEmail(s + "@example.com").SetAge(30).Exec(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkUpdateOne: UpdateOneID outside a transaction. ent runs it in a transaction of its own
+// (UPDATE, then SELECT of the node); audited, the transaction is the hook's and also holds the
+// locked SELECT of the before image and the SELECT of the after image.
+func BenchmarkUpdateOne(b *testing.B) {
+	e := newBenchEnv(b)
+	ctx := context.Background()
+	u := e.bare.User.Create().SetName("u").SetEmail("u@example.com").SaveX(ctx)
+	n := 0
+	e.run(b, func(b *testing.B, c *entest.Client) {
+		for b.Loop() {
+			n++
+			if err := c.User.UpdateOneID(u.ID).SetAge(n % 100).SetName("u" + strconv.Itoa(n)).Exec(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkUpdateOneTx: the same update inside an ent.Tx, committed.
+func BenchmarkUpdateOneTx(b *testing.B) {
+	e := newBenchEnv(b)
+	ctx := context.Background()
+	u := e.bare.User.Create().SetName("u").SetEmail("u@example.com").SaveX(ctx)
+	n := 0
+	e.run(b, func(b *testing.B, c *entest.Client) {
+		for b.Loop() {
+			n++
+			tx, err := c.Tx(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := tx.User.UpdateOneID(u.ID).SetAge(n % 100).SetName("u" + strconv.Itoa(n)).Exec(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkUpdateBulk1000: one UPDATE of 1,000 rows matched by a filter. Audited: the locked
+// SELECT of the 1,000 before images, the UPDATE pinned to their ids, the SELECT of the after
+// images, and 1,000 records.
+func BenchmarkUpdateBulk1000(b *testing.B) {
+	e := newBenchEnv(b)
+	ctx := context.Background()
+	builders := make([]*entest.UserCreate, 1000)
+	for i := range builders {
+		s := strconv.Itoa(i)
+		builders[i] = e.bare.User.Create().SetName("bulk").SetEmail(s + "@example.com").SetAge(i)
+	}
+	e.bare.User.CreateBulk(builders...).ExecX(ctx)
+	e.run(b, func(b *testing.B, c *entest.Client) {
+		for b.Loop() {
+			n, err := c.User.Update().Where(user.Name("bulk")).AddAge(1).Save(ctx)
+			if err != nil || n != 1000 {
+				b.Fatalf("updated %d rows: %v", n, err)
+			}
+		}
+	})
+}

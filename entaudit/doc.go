@@ -1,0 +1,89 @@
+// Package entaudit records every change made through an ent client in audit_logs: one record per
+// created, updated or deleted database row, with before and after images read from the database
+// and the diff of the changed fields, delivered only when the change commits.
+//
+// # Use
+//
+// Add the extension to the code generation (entc.go), and register the hook once, for every
+// schema, on a client whose driver is wrapped with Driver:
+//
+//	entc.Generate("./schema", &gen.Config{}, entc.Extensions(entauditgen.Extension()))
+//
+//	client := ent.NewClient(ent.Driver(entaudit.Driver(drv)))
+//	client.Use(entaudit.Hook(ent.AuditSchema, entaudit.Options{Writer: w}))
+//
+// The extension generates ent.AuditSchema from the schemas: tables, id columns, the fields to
+// redact or leave out, the edges and where they are stored, and access to the parts of the
+// generated mutations that ent.Mutation does not expose (the driver, the predicates, the id, the
+// transaction). It is generated rather than found by reflection because annotations and
+// Sensitive() exist only at generation time, and because the hook then needs neither reflection
+// nor any particular ent feature flag at run time.
+//
+// # Schemas and fields
+//
+// Every schema is audited unless it is annotated with Skip (or its table is listed in
+// Options.ExcludeTables). Fields declared Sensitive() are redacted: images show "[REDACTED]", a
+// diff shows that the field changed but not its values. The field annotation Redact does the
+// same for other fields, Omit leaves a field out entirely. Annotations may sit in a mixin.
+// Schemas without a single-column id (edge schemas with a composite id) are not audited.
+//
+// # What is recorded
+//
+//   - Create and CreateBulk: an insert record with the after image read back from the database
+//     (defaults, triggers and database-generated ids included).
+//   - UpdateOne (by id or by entity) and Update: for every affected row, the before image read
+//     with SELECT ... FOR UPDATE through the mutation's own driver, in its transaction, before
+//     the write (never ent's OldField, which returns the in-memory entity of UpdateOne(entity)),
+//     the after image read after the write (so AddX and ClearX show the stored result), and the
+//     diff. A bulk Update is pinned to the ids it locked, so a row that starts to match its filter
+//     concurrently is left alone instead of changing without a record.
+//   - DeleteOne and Delete: the before image of every deleted row, read and locked the same way.
+//   - Bulk statements record at most Options.MaxRowsPerStatement rows one by one; the rest are
+//     listed in one summary record (kind custom, action "<table>.bulk_update"), with the filter.
+//   - Edges: the record of the mutated row lists the edges it changed (ids added and removed,
+//     cleared edges with the ids they unlinked). A foreign key in the row's own table is part of
+//     its images. A foreign key in another table (O2M, O2O) changes rows of that table: each gets
+//     its own update record, marked with the edge in metadata "via".
+//   - Deletes and the database's ON DELETE actions: the rows of other tables that refer to a
+//     deleted row are locked before the delete and read after it, so SET NULL gives an update
+//     record and CASCADE a delete record; the join-table links a deleted row loses are listed in
+//     its record.
+//   - Soft deletes: a hook that turns a delete into an update and executes the same mutation
+//     again (ent's documented pattern) gives one delete record marked soft_delete, with the after
+//     image.
+//   - Upserts: ent's hooks see OnConflict creates as creates, and the before image of the row an
+//     upsert updated is gone once the INSERT ran. The hook recognises such a row (the generated
+//     code tells it the create had a conflict clause; PostgreSQL's xmax tells it the row was
+//     updated) and records an update with metadata upsert and before_unknown, severity warning.
+//
+// # Transactions
+//
+// Inside an ent.Tx the records wait for the commit (ent's Tx.OnCommit) and are delivered in
+// statement order; a rollback or a failed commit drops them. Outside an ent.Tx, an update or
+// delete runs in a transaction the hook opens through the Driver wrapper (its reads and the
+// write in one transaction, so that the lock means something); without the wrapper it fails with
+// ErrNoTransaction instead of recording a before image that another writer may have changed. A
+// create outside a transaction commits on its own and is recorded right after it: its after
+// image is read immediately after the INSERT.
+//
+// Records go where core.Dispatch sends them: to the request's Collector when the context
+// carries one (the HTTP middleware writes them with the request), otherwise to Options.Writer
+// with the identity of the context. With Options.InTransaction they are inserted into audit_logs
+// inside the transaction instead, just before it commits.
+//
+// # Limits
+//
+//   - Raw SQL (the sql/execquery feature's ExecContext) and changes made by database triggers to
+//     other tables are not seen by ent's hooks.
+//   - Many-to-many links added from the other side are recorded on the side that made the change
+//     only; the join table has no records of its own.
+//   - The before image of a row an upsert updated is unknown (see above).
+//   - A hook that runs inside this one and narrows an update (a schema hook adding a tenant
+//     filter) leaves rows locked but unchanged; they are dropped as no-op updates unless
+//     Options.RecordNoOpUpdates is set. Register runtime hooks that narrow mutations before this
+//     one: client.Use runs the hooks it was given first on the outside.
+//   - A create outside a transaction that links existing rows through an edge reads their
+//     before images without a lasting lock: run such creates in an ent.Tx for exact images under
+//     concurrency.
+//   - Only PostgreSQL is supported.
+package entaudit

@@ -519,6 +519,34 @@ func (p *Plugin) read(db *gorm.DB, st *stmtState, where []clause.Expression, sco
 	return st.conn.QueryContext(stmt.Context, q.SQL.String(), q.Vars...)
 }
 
+// readKeys reads rows by primary key (keys as returned by keysOf or row.pk), unlocked. For a
+// single-column key the query text comes from a per-table cache instead of a GORM statement.
+func (p *Plugin) readKeys(db *gorm.DB, st *stmtState, keys []any) (*sql.Rows, error) {
+	stmt := db.Statement
+	if st.m.npk != 1 || (stmt.TableExpr != nil && len(stmt.TableExpr.Vars) > 0) {
+		return p.read(db, st, []clause.Expression{st.m.pkIn(st.table, keys)}, false, "", "")
+	}
+	head, order := st.m.keyQuery(stmt, st.table)
+	var b strings.Builder
+	b.Grow(len(head) + len(order) + 6*len(keys) + 8)
+	b.WriteString(head)
+	if len(keys) == 1 {
+		b.WriteString(" = $1")
+	} else {
+		b.WriteString(" IN (")
+		for i := range keys {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(i + 1))
+		}
+		b.WriteByte(')')
+	}
+	b.WriteString(order)
+	return st.conn.QueryContext(stmt.Context, b.String(), keys...)
+}
+
 // pin restricts the statement to the locked rows: "<primary key> IN (...)", or for many rows
 // of a single-column key "<key> = ANY(<one array parameter>)", which PostgreSQL plans and binds
 // much faster than thousands of parameters.

@@ -21,7 +21,7 @@ type model struct {
 	cols     []column // primary key columns first, then the other recorded columns
 	npk      int      // number of primary key columns
 	softCol  string   // the soft-delete column (gorm.DeletedAt), if any
-	lists    sync.Map // table name -> quoted, table-qualified column list
+	lists    sync.Map // per table: the quoted column list (string), key queries (*[2]string)
 }
 
 // column is one column read into the images.
@@ -137,6 +137,38 @@ func (m *model) list(stmt *gorm.Statement, table string) string {
 	}
 	v, _ := m.lists.LoadOrStore(table, b.String())
 	return v.(string)
+}
+
+// keyQuery returns "SELECT <columns> FROM <table> WHERE <key>" and " ORDER BY <key>" for a
+// single-column key, cached per table.
+func (m *model) keyQuery(stmt *gorm.Statement, table string) (head, order string) {
+	ck := "k|" + table
+	if stmt.TableExpr != nil {
+		ck += "|" + stmt.TableExpr.SQL
+	}
+	if v, ok := m.lists.Load(ck); ok {
+		q := v.(*[2]string)
+		return q[0], q[1]
+	}
+	var b strings.Builder
+	b.WriteString("SELECT ")
+	b.WriteString(m.list(stmt, table))
+	b.WriteString(" FROM ")
+	if stmt.TableExpr != nil {
+		b.WriteString(stmt.TableExpr.SQL)
+	} else {
+		stmt.QuoteTo(&b, table)
+	}
+	b.WriteString(" WHERE ")
+	key := clause.Column{Table: table, Name: m.cols[0].name}
+	stmt.QuoteTo(&b, key)
+	var o strings.Builder
+	o.WriteString(" ORDER BY ")
+	stmt.QuoteTo(&o, key)
+	q := &[2]string{b.String(), o.String()}
+	v, _ := m.lists.LoadOrStore(ck, q)
+	q = v.(*[2]string)
+	return q[0], q[1]
 }
 
 // pkColumn returns the primary key as GORM's IN clause wants it: one column, or a list.

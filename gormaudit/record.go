@@ -80,7 +80,7 @@ func (p *Plugin) reread(db *gorm.DB, st *stmtState) ([]row, error) {
 					keys[j] = r.pk
 				}
 			}
-			rows, err := p.read(db, st, []clause.Expression{st.m.pkIn(st.table, keys)}, false, "", "")
+			rows, err := p.readKeys(db, st, keys)
 			if err != nil {
 				return nil, err
 			}
@@ -93,6 +93,18 @@ func (p *Plugin) reread(db *gorm.DB, st *stmtState) ([]row, error) {
 		return out, nil
 	}
 	stmt := db.Statement
+	if !st.upsert {
+		keys := keysOf(stmt, stmt.Schema.PrimaryFields)
+		if len(keys) == 0 {
+			return nil, nil
+		}
+		rows, err := p.readKeys(db, st, keys)
+		if err != nil {
+			return nil, err
+		}
+		out, _, err := scanRows(rows, st.m, 0, st.itemiseAfter)
+		return out, err
+	}
 	var conds []clause.Expression
 	if keys := keysOf(stmt, stmt.Schema.PrimaryFields); len(keys) > 0 {
 		conds = append(conds, keysIn(st.table, stmt.Schema.PrimaryFields, keys))

@@ -298,3 +298,17 @@ var (
 	_ = fmt.Sprint
 	_ = clause.Returning{}
 )
+
+func TestSchemaQualifiedTable(t *testing.T) {
+	e := newEnv(t, envConfig{}, &Item{})
+	tbl := e.pg.Schema + ".items"
+	it := Item{SKU: "q", Qty: 1}
+	must(t, e.db.Table(tbl).Create(&it).Error)
+	must(t, e.db.Table(tbl).Model(&it).Update("qty", 2).Error)
+	must(t, e.db.Table(tbl).Delete(&it).Error)
+	rows := e.audit("")
+	if len(rows) != 3 || rows[0].Kind != "insert" || rows[1].Kind != "update" || rows[2].Kind != "delete" ||
+		rows[1].ResourceType != "items" || str(rows[1].Before["qty"]) != "1" || str(rows[1].After["qty"]) != "2" {
+		t.Fatalf("rows: %s", dump(rows))
+	}
+}

@@ -168,3 +168,44 @@ func TestSaveCreatesWhenKeyIsZeroOrMissing(t *testing.T) {
 }
 
 var _ = gorm.ErrRecordNotFound
+
+// Student and Course are joined many-to-many.
+type Student struct {
+	ID      uint `gorm:"primaryKey"`
+	Name    string
+	Courses []Course `gorm:"many2many:student_courses"`
+}
+
+// Course is a student's course.
+type Course struct {
+	ID    uint `gorm:"primaryKey"`
+	Title string
+}
+
+func TestManyToManyJoinRows(t *testing.T) {
+	e := newEnv(t, envConfig{}, &Student{}, &Course{})
+	s := Student{Name: "Ada", Courses: []Course{{Title: "Logic"}, {Title: "Engines"}}}
+	must(t, e.db.Create(&s).Error)
+	rows := e.audit("")
+	var got []string
+	for _, r := range rows {
+		got = append(got, r.Kind+" "+r.ResourceType+" "+r.ResourceID)
+	}
+	want := []string{
+		fmt.Sprintf("insert students %d", s.ID),
+		fmt.Sprintf("insert courses %d", s.Courses[0].ID),
+		fmt.Sprintf("insert courses %d", s.Courses[1].ID),
+		fmt.Sprintf(`insert student_courses {"course_id":%d,"student_id":%d}`, s.Courses[0].ID, s.ID),
+		fmt.Sprintf(`insert student_courses {"course_id":%d,"student_id":%d}`, s.Courses[1].ID, s.ID),
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("recorded\n  %v\nwant\n  %v", got, want)
+	}
+	// Removing an association deletes a join row.
+	n := e.count()
+	must(t, e.db.Model(&s).Association("Courses").Delete(&s.Courses[0]))
+	rows = e.audit("")[n:]
+	if len(rows) != 1 || rows[0].Kind != "delete" || rows[0].ResourceType != "student_courses" {
+		t.Fatalf("after removing an association: %s", dump(rows))
+	}
+}

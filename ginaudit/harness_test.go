@@ -174,6 +174,21 @@ func mustJSON(t testing.TB, s string, v any) {
 	}
 }
 
+// waitRows flushes and reads the rows matching where until there are at least n, for records
+// whose request ends after the client has seen the end of the response (a hijacked connection
+// closed by the handler).
+func waitRows(t testing.TB, w *core.Writer, db *pgtest.DB, n int, where string, args ...any) []row {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rows := fetchRows(t, w, db, where, args...)
+		if len(rows) >= n || time.Now().After(deadline) {
+			return rows
+		}
+		time.Sleep(5 * time.Millisecond) // poll until the request has finished
+	}
+}
+
 // only returns the single row, failing otherwise.
 func only(t testing.TB, rows []row) row {
 	t.Helper()

@@ -1,0 +1,258 @@
+package ginaudit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/gin-gonic/gin"
+
+	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/core/store"
+)
+
+// WebSocket close codes of the stream, besides the standard ones.
+const (
+	// StreamCloseLagged closes a stream whose client fell too far behind; catch up with GET /logs.
+	StreamCloseLagged websocket.StatusCode = 4000
+	// StreamCloseTokenExpired closes a stream when the token it was opened with expires.
+	StreamCloseTokenExpired websocket.StatusCode = 4001
+)
+
+// stream serves GET /logs/stream: Server-Sent Events, or a WebSocket when the request asks for
+// an upgrade. Each new record that matches the filters is sent once, as the JSON of GET /logs.
+func (a *apiServer) stream(c *gin.Context) {
+	p := apiPrincipalOf(c)
+	v, ok := a.params(c, store.FilterParams, apiTenantParam)
+	if !ok {
+		return
+	}
+	sc, ok := a.scope(c, p, v)
+	if !ok {
+		return
+	}
+	f, err := store.ParseFilter(v)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	ws := apiWantsWebSocket(c.Request)
+	if !ws && !apiAcceptsEventStream(c.Request) {
+		apiFail(c, http.StatusNotAcceptable, "not_acceptable", "the stream is text/event-stream (Accept: text/event-stream) or a WebSocket (Upgrade: websocket)")
+		return
+	}
+	key := p.limitKey()
+	if !a.streams.acquire(key, a.opts.MaxStreams) {
+		c.Header("Retry-After", "10")
+		apiFail(c, http.StatusTooManyRequests, "too_many_streams", "this tenant has the most live streams open at once already; close one first")
+		return
+	}
+	defer a.streams.release(key)
+
+	// A stream lives no longer than the token that opened it.
+	ctx, cancel := context.WithCancel(c.Request.Context())
+	if !p.id.ExpiresAt.IsZero() {
+		ctx, cancel = context.WithDeadline(c.Request.Context(), p.id.ExpiresAt)
+	}
+	defer cancel()
+	sub, err := a.st.Subscribe(ctx, sc, f)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	defer sub.Close()
+	transport := "sse"
+	if ws {
+		transport = "websocket"
+	}
+	a.audit(c, p, core.Entry{Action: "auditlog.stream", Tenant: core.Tenant{ID: sc.TenantID}, Metadata: map[string]any{
+		"scope": scopeMeta(sc), "filters": f.Map(), "transport": transport,
+	}})
+	if ws {
+		a.streamWebSocket(c, ctx, sub)
+	} else {
+		a.streamEvents(c, ctx, sub)
+	}
+}
+
+func apiWantsWebSocket(r *http.Request) bool {
+	for _, v := range r.Header.Values("Upgrade") {
+		if strings.EqualFold(strings.TrimSpace(v), "websocket") {
+			return true
+		}
+	}
+	return false
+}
+
+func apiAcceptsEventStream(r *http.Request) bool {
+	accept := r.Header.Values("Accept")
+	if len(accept) == 0 {
+		return true
+	}
+	for _, h := range accept {
+		for part := range strings.SplitSeq(h, ",") {
+			mt, _, _ := strings.Cut(strings.TrimSpace(part), ";")
+			switch strings.ToLower(strings.TrimSpace(mt)) {
+			case "text/event-stream", "text/*", "*/*":
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// apiStreamEnd says why a subscription ended, as a code and a message for the client.
+func apiStreamEnd(ctx context.Context, sub *store.Subscription) (code, message string) {
+	err := sub.Err()
+	switch {
+	case errors.Is(err, store.ErrLagged):
+		return "lagged", "the stream fell too far behind and was closed; read what you missed with GET /logs from the time of the last record, then reconnect"
+	case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
+		return "token_expired", "the token that opened the stream expired; reconnect with a fresh token"
+	case errors.Is(err, store.ErrClosed):
+		return "shutting_down", "the service is shutting down; reconnect"
+	}
+	return "closed", "the stream was closed"
+}
+
+// streamEvents writes Server-Sent Events: "event: log" with the record's id and JSON, a comment
+// as keep-alive, and a final "event: error" saying why the stream ended.
+func (a *apiServer) streamEvents(c *gin.Context, ctx context.Context, sub *store.Subscription) {
+	h := c.Writer.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no")
+	c.Status(http.StatusOK)
+	w := c.Writer
+	if _, err := w.WriteString(": stream open\n\n"); err != nil {
+		return
+	}
+	w.Flush()
+	tick := time.NewTicker(a.opts.StreamHeartbeat)
+	defer tick.Stop()
+	end := func() {
+		code, msg := apiStreamEnd(ctx, sub)
+		body, _ := json.Marshal(apiError{Code: code, Message: msg})
+		_, _ = w.WriteString("event: error\ndata: " + string(body) + "\n\n")
+		w.Flush()
+	}
+	buf := make([]byte, 0, 4096)
+	for {
+		select {
+		case r, ok := <-sub.C:
+			if !ok {
+				end()
+				return
+			}
+			buf = apiAppendEvent(buf[:0], r)
+			// Send what is already waiting with one write and one flush.
+			closed := false
+		drain:
+			for len(buf) < 256<<10 {
+				select {
+				case r, ok := <-sub.C:
+					if !ok {
+						closed = true
+						break drain
+					}
+					buf = apiAppendEvent(buf, r)
+				default:
+					break drain
+				}
+			}
+			if _, err := w.Write(buf); err != nil {
+				return
+			}
+			w.Flush()
+			if closed {
+				end()
+				return
+			}
+		case <-tick.C:
+			if _, err := w.WriteString(": keep-alive\n\n"); err != nil {
+				return
+			}
+			w.Flush()
+		case <-ctx.Done():
+			end()
+			return
+		}
+	}
+}
+
+// apiAppendEvent appends one "log" event holding the record's JSON.
+func apiAppendEvent(buf []byte, r *store.Record) []byte {
+	body, err := json.Marshal(r)
+	if err != nil { // a Record always encodes; keep the stream well-formed regardless
+		return buf
+	}
+	buf = append(buf, "id: "...)
+	buf = append(buf, r.ID.String()...)
+	buf = append(buf, "\nevent: log\ndata: "...)
+	buf = append(buf, body...)
+	return append(buf, '\n', '\n')
+}
+
+// streamWebSocket sends each record as a text message holding its JSON; the connection is closed
+// with StreamCloseLagged, StreamCloseTokenExpired or 1001 (going away) and a reason.
+func (a *apiServer) streamWebSocket(c *gin.Context, ctx context.Context, sub *store.Subscription) {
+	conn, err := websocket.Accept(c.Writer, c.Request, &websocket.AcceptOptions{OriginPatterns: a.opts.WebSocketOrigins})
+	if err != nil {
+		return // Accept has answered the request
+	}
+	defer conn.CloseNow()
+	// Client messages are not part of the protocol: reading them closes the connection, which
+	// also keeps control frames (pings, close) flowing.
+	ctx = conn.CloseRead(ctx)
+	tick := time.NewTicker(a.opts.StreamHeartbeat)
+	defer tick.Stop()
+	closeWith := func() {
+		code, msg := apiStreamEnd(ctx, sub)
+		status := websocket.StatusNormalClosure
+		switch code {
+		case "lagged":
+			status = StreamCloseLagged
+		case "token_expired":
+			status = StreamCloseTokenExpired
+		case "shutting_down":
+			status = websocket.StatusGoingAway
+		}
+		if len(msg) > 120 { // a close reason fits in a control frame (123 bytes)
+			msg = code
+		}
+		_ = conn.Close(status, msg)
+	}
+	for {
+		select {
+		case r, ok := <-sub.C:
+			if !ok {
+				closeWith()
+				return
+			}
+			body, err := json.Marshal(r)
+			if err != nil {
+				return
+			}
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = conn.Write(wctx, websocket.MessageText, body)
+			cancel()
+			if err != nil {
+				return
+			}
+		case <-tick.C:
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err := conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return
+			}
+		case <-ctx.Done():
+			closeWith()
+			return
+		}
+	}
+}

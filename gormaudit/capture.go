@@ -25,8 +25,8 @@ import (
 // the primary keys GORM adds itself, the soft-delete scope), upserts by their conflict keys.
 // The lock makes the images exact under concurrency: no other writer can change these rows
 // until the transaction ends. The statement is then pinned to the locked keys (an extra
-// "AND <primary key> IN (...)"), so that a row inserted by another session after the read (a
-// phantom) is not changed without a before image.
+// "AND <primary key> IN (...)", or "= ANY(<array>)" for many keys), so that a row inserted by
+// another session after the read (a phantom) is not changed without a before image.
 //
 // After images come from the statement itself where GORM lets the plugin do so invisibly: when
 // GORM executes an UPDATE, DELETE or INSERT without reading results, the plugin runs it with
@@ -50,9 +50,10 @@ const (
 	opDelete
 )
 
-// pinMaxParams bounds the size of the pin (primary key values): beyond it the statement runs
-// unpinned, and rows it changes that were not locked before are recorded without a before
-// image, flagged "before_unknown".
+// pinMaxParams bounds the parameters of a pin written as an IN list (composite keys, and keys
+// of types that cannot go into one array parameter): beyond it the statement runs unpinned, and
+// rows it changes that were not locked before are recorded without a before image, flagged
+// "before_unknown". It also bounds the keys of one read by primary key.
 const pinMaxParams = 20000
 
 // stmtState is the capture of one statement, from the before to the after callback. It lives in

@@ -71,12 +71,17 @@ func scanRows(rows *sql.Rows, m *model, nextra int, itemise func(i int, key stri
 	for i := range vals {
 		ptrs[i] = &vals[i]
 	}
+	var pks []any // backing store of the rows' keys, allocated in chunks
 	for rows.Next() {
 		clear(vals)
 		if err := rows.Scan(ptrs...); err != nil {
 			return nil, "", err
 		}
-		r := row{pk: make([]any, m.npk)}
+		if len(pks) < m.npk {
+			pks = make([]any, 64*m.npk)
+		}
+		r := row{pk: pks[:m.npk:m.npk]}
+		pks = pks[m.npk:]
 		copy(r.pk, vals[:m.npk])
 		r.key = keyText(m, vals[:m.npk], kinds)
 		if nextra > 0 {
@@ -129,7 +134,7 @@ func normalise(v any, k colKind) any {
 		if math.IsNaN(x) || math.IsInf(x, 0) {
 			return strconv.FormatFloat(x, 'g', -1, 64)
 		}
-		return x
+		return v
 	case []byte:
 		switch k {
 		case kindJSON, kindText:
@@ -155,7 +160,7 @@ func normalise(v any, k colKind) any {
 				return d
 			}
 		}
-		return x
+		return v // not x: boxing x again would allocate
 	}
 	return v
 }

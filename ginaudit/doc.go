@@ -1,20 +1,40 @@
 // Package ginaudit records every Gin request as an audit record and links it to the database
-// changes the request made: one "http" row per request (method, route template, path, query,
-// status, duration, client IP, user agent, request id, errors, actor, tenant), plus the rows the
-// ORM integrations (gormaudit, entaudit) add through the request's context, all sharing the
+// changes the request made: one "http" record per request (method, route template, path, query,
+// status, duration, client IP, user agent, request id, errors, actor, tenant), plus the records
+// the ORM integrations (gormaudit, entaudit) add through the request's context, all sharing the
 // request id, actor, tenant and IP.
 //
 // The two-line use, with cfg from core.ConfigFromEnv:
 //
 //	w, _ := core.Open(ctx, cfg)
-//	r.Use(ginaudit.Middleware(ginaudit.Options{Writer: w, Config: cfg}))
+//	r.Use(gin.Recovery(), ginaudit.Middleware(ginaudit.Options{Writer: w, Config: cfg}))
 //
 // Handlers pass c.Request.Context() to the ORM (db.WithContext(c.Request.Context())), so that
-// their changes join the request's record.
+// their changes join the request's record. Passing c itself only works with
+// gin.Engine.ContextWithFallback set.
+//
+// # Identity
 //
 // The actor comes from a verified JWT (Verifier: HMAC secret, RSA/ECDSA/Ed25519 public key, or a
-// JWKS URL), from an application-supplied function, or from the application's own middleware
-// (ActorKey). A token that fails verification never becomes an actor: the request is recorded as
-// anonymous, with severity warning and the reason in the metadata, and it proceeds — the
-// middleware audits, it does not authenticate.
+// JWKS URL with key rotation), from Options.Identify, or from the application's own middleware
+// (core.WithActor before the audit middleware, c.Set(ActorKey, ...) anywhere). A token that fails
+// verification never becomes an actor: the request is recorded as anonymous, with severity
+// warning and the reason in the metadata, and it proceeds — the middleware audits, it does not
+// authenticate; the application decides what an anonymous caller may do. The Verifier can be
+// used on its own for that.
+//
+// # Client address
+//
+// Gin trusts every proxy by default, so c.ClientIP() returns whatever a client puts in
+// X-Forwarded-For. The middleware records the socket's peer unless it is one of
+// core.Config.TrustedProxies; TrustProxies applies the same list to the engine so that the
+// application sees the same address.
+//
+// # Bodies
+//
+// With core.Config.CaptureRequestBody and CaptureResponseBody, the first MaxBodySizeBytes of
+// JSON, form, XML and text bodies are kept (a longer body is marked truncated) and redacted by
+// the Writer when the record is stored. Handlers still read, and clients still receive, every
+// byte. Multipart uploads and binary bodies are recorded by content type and size only; streamed
+// responses (Flush, Server-Sent Events) and hijacked connections (WebSocket) are not kept.
 package ginaudit

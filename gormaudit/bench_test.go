@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
-	"time"
 	"testing"
+	"time"
 
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -169,7 +169,6 @@ func BenchmarkBulkUpdate1000(b *testing.B) {
 		})
 	}
 }
-
 
 // Paired benchmarks run one operation on every variant per iteration, alternating their order,
 // and report each variant's mean time and its ratio to bare GORM: on a shared, noisy machine the

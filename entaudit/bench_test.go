@@ -5,7 +5,10 @@ import (
 	"database/sql"
 	"io"
 	"log/slog"
+	"os"
 	"strconv"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,27 +27,46 @@ import (
 // (audit=capture: the cost of capturing alone); the other to a Writer that stores them with COPY
 // in the same database (audit=stored: everything the application's database pays for).
 type benchEnv struct {
-	db      *pgtest.DB
-	bare    *entest.Client
-	capture *entest.Client
-	audited *entest.Client
-	w, nop  *core.Writer
+	roundTrips atomic.Int64
+	db         *pgtest.DB
+	bare       *entest.Client
+	capture    *entest.Client
+	audited    *entest.Client
+	w, nop     *core.Writer
+}
+
+// processCPU returns the CPU time (user and system) the process has used, in nanoseconds: the
+// client's cost of an operation, which the noise of a shared database server does not blur.
+func processCPU() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 type discardSink struct{}
 
 func (discardSink) Write(context.Context, []*core.Record) error { return nil }
 
+// Set ENTAUDIT_BENCH_COMMIT=async to run the benchmarked clients with synchronous_commit off:
+// commits then do not wait for the WAL flush, which on a shared machine is the noisiest part of
+// a write, and what remains is the cost of the round trips and of the client.
 func newBenchEnv(b *testing.B) *benchEnv {
 	b.Helper()
 	db := pgtest.New(b)
+	url := db.URL
+	if os.Getenv("ENTAUDIT_BENCH_COMMIT") == "async" {
+		url += "&options=-c%20synchronous_commit%3Doff"
+	}
+	e := &benchEnv{db: db}
 	open := func() dialect.Driver {
-		sqlDB, err := sql.Open("pgx", db.URL)
+		sqlDB, err := sql.Open("pgx", url)
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { sqlDB.Close() })
-		return entsql.OpenDB(dialect.Postgres, sqlDB)
+		return &countingDriver{Driver: entsql.OpenDB(dialect.Postgres, sqlDB), n: &e.roundTrips}
 	}
 	bare := entest.NewClient(entest.Driver(open()))
 	if err := bare.Schema.Create(context.Background()); err != nil {
@@ -65,7 +87,59 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	audited.Use(entaudit.Hook(entest.AuditSchema, entaudit.Options{Writer: w}))
 	capture := entest.NewClient(entest.Driver(entaudit.Driver(open())))
 	capture.Use(entaudit.Hook(entest.AuditSchema, entaudit.Options{Writer: nop}))
-	return &benchEnv{db: db, bare: bare, capture: capture, audited: audited, w: w, nop: nop}
+	e.bare, e.capture, e.audited, e.w, e.nop = bare, capture, audited, w, nop
+	return e
+}
+
+// countingDriver counts the statements sent to the database, BEGIN, COMMIT and ROLLBACK
+// included: the round trips of an operation, a figure the machine's noise does not change.
+type countingDriver struct {
+	dialect.Driver
+	n *atomic.Int64
+}
+
+func (d *countingDriver) Exec(ctx context.Context, q string, args, v any) error {
+	d.n.Add(1)
+	return d.Driver.Exec(ctx, q, args, v)
+}
+
+func (d *countingDriver) Query(ctx context.Context, q string, args, v any) error {
+	d.n.Add(1)
+	return d.Driver.Query(ctx, q, args, v)
+}
+
+func (d *countingDriver) Tx(ctx context.Context) (dialect.Tx, error) {
+	d.n.Add(1)
+	tx, err := d.Driver.Tx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &countingTx{Tx: tx, n: d.n}, nil
+}
+
+type countingTx struct {
+	dialect.Tx
+	n *atomic.Int64
+}
+
+func (t *countingTx) Exec(ctx context.Context, q string, args, v any) error {
+	t.n.Add(1)
+	return t.Tx.Exec(ctx, q, args, v)
+}
+
+func (t *countingTx) Query(ctx context.Context, q string, args, v any) error {
+	t.n.Add(1)
+	return t.Tx.Query(ctx, q, args, v)
+}
+
+func (t *countingTx) Commit() error {
+	t.n.Add(1)
+	return t.Tx.Commit()
+}
+
+func (t *countingTx) Rollback() error {
+	t.n.Add(1)
+	return t.Tx.Rollback()
 }
 
 // run measures f with each client in turn, in the same run. The writers are drained after each
@@ -77,8 +151,11 @@ func (e *benchEnv) run(b *testing.B, f func(b *testing.B, c *entest.Client)) {
 	}{{"audit=off", e.bare}, {"audit=capture", e.capture}, {"audit=stored", e.audited}} {
 		b.Run(v.name, func(b *testing.B) {
 			b.ReportAllocs()
+			cpu, trips := processCPU(), e.roundTrips.Load()
 			f(b, v.c)
 			b.StopTimer()
+			b.ReportMetric(float64(processCPU()-cpu)/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64(e.roundTrips.Load()-trips)/float64(b.N), "roundtrips/op")
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			for _, w := range []*core.Writer{e.w, e.nop} {

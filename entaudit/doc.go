@@ -66,6 +66,9 @@
 // create outside a transaction commits on its own and is recorded right after it: its after
 // image is read immediately after the INSERT.
 //
+// A transaction's records are held until it ends with Commit or Rollback; one that is
+// abandoned without either (ent requires one of them) keeps its records in memory.
+//
 // Records go where core.Dispatch sends them: to the request's Collector when the context
 // carries one (the HTTP middleware writes them with the request), otherwise to Options.Writer
 // with the identity of the context. With Options.InTransaction they are inserted into audit_logs
@@ -85,5 +88,7 @@
 //   - A create outside a transaction that links existing rows through an edge reads their
 //     before images without a lasting lock: run such creates in an ent.Tx for exact images under
 //     concurrency.
+//   - Tables are read by their unqualified names, through the connection's search_path; the
+//     sql/schemaconfig feature (tables in several PostgreSQL schemas) is not supported.
 //   - Only PostgreSQL is supported.
 package entaudit

@@ -20,9 +20,12 @@ import (
 // How one statement is captured.
 //
 // Before the statement (inside GORM's or the application's transaction), rows that will change
-// are read with SELECT ... ORDER BY <primary key> FOR [NO KEY] UPDATE on the statement's own
-// connection: updates and soft deletes by their complete filter (the application's conditions,
-// the primary keys GORM adds itself, the soft-delete scope), upserts by their conflict keys.
+// are read and locked with SELECT ... ORDER BY <primary key> FOR <lock> on the statement's own
+// connection, taking the lock the statement itself would take (NO KEY UPDATE for updates and
+// DO UPDATE upserts, UPDATE for deletes, KEY SHARE for DO NOTHING), in key order so that two bulk
+// statements do not deadlock on each other: updates and soft deletes by their complete filter
+// (the application's conditions, the primary keys GORM adds itself, the soft-delete scope),
+// upserts by their conflict keys.
 // The lock makes the images exact under concurrency: no other writer can change these rows
 // until the transaction ends. The statement is then pinned to the locked keys (an extra
 // "AND <primary key> IN (...)", or "= ANY(<array>)" for many keys), so that a row inserted by
@@ -365,7 +368,11 @@ func (p *Plugin) planDelete(db *gorm.DB, st *stmtState) (bool, error) {
 	if err := st.begin(db); err != nil {
 		return false, err
 	}
-	if err := p.lockBefore(db, st, where, !stmt.Unscoped, "NO KEY UPDATE"); err != nil {
+	strength := "UPDATE" // what DELETE takes
+	if st.soft {
+		strength = "NO KEY UPDATE" // what an UPDATE of non-key columns takes
+	}
+	if err := p.lockBefore(db, st, where, !stmt.Unscoped, strength); err != nil {
 		return false, err
 	}
 	st.pin(db)
@@ -403,7 +410,13 @@ func (p *Plugin) planCreate(db *gorm.DB, st *stmtState) (bool, error) {
 			return false, err
 		}
 		if len(st.targetKeys) > 0 {
-			if err := p.lockBefore(db, st, []clause.Expression{keysIn(stmt.Table, st.target, st.targetKeys)}, false, "UPDATE"); err != nil {
+			// DO UPDATE changes the rows: lock them as the update will. DO NOTHING leaves them
+			// alone: it is enough that they cannot be deleted before the insert.
+			strength := "NO KEY UPDATE"
+			if st.doNothing {
+				strength = "KEY SHARE"
+			}
+			if err := p.lockBefore(db, st, []clause.Expression{keysIn(stmt.Table, st.target, st.targetKeys)}, false, strength); err != nil {
 				return false, err
 			}
 		}
@@ -422,7 +435,7 @@ func (p *Plugin) planCreate(db *gorm.DB, st *stmtState) (bool, error) {
 		}
 	}
 	st.intercept(db, "INSERT")
-	if st.upsert {
+	if st.upsert && st.returning != "" {
 		st.returning += ", " + quotedCol(db, st.table, "xmax") + " = 0"
 		st.nextra = 1
 	}

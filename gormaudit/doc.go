@@ -44,7 +44,8 @@
 // serializer field, the columns of embedded structs.
 //
 // Before an update, a soft delete or an upsert, the affected rows are read with SELECT ... FOR
-// [NO KEY] UPDATE (ordered by primary key) on the statement's own transaction, and the statement
+// NO KEY UPDATE (the lock the update itself takes; ordered by primary key) on the statement's
+// own transaction, and the statement
 // is pinned to the locked keys so that rows inserted concurrently are not changed unrecorded.
 // After images come from the statement itself through RETURNING where GORM does not read
 // RETURNING (updates, deletes, inserts without database defaults), and otherwise from a SELECT

@@ -32,8 +32,9 @@ type env struct {
 }
 
 type envConfig struct {
-	opts gormaudit.Options
-	gorm gorm.Config
+	opts    gormaudit.Options
+	gorm    gorm.Config
+	prepare func(*gorm.DB) // runs between gorm.Open and Register
 }
 
 func newEnv(t testing.TB, cfg envConfig, models ...any) *env {
@@ -60,6 +61,9 @@ func newEnv(t testing.TB, cfg envConfig, models ...any) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sqlDB.Close() })
+	if cfg.prepare != nil {
+		cfg.prepare(db)
+	}
 	opts := cfg.opts
 	logs := &syncBuffer{}
 	if opts.Logger == nil {

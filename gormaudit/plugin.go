@@ -54,14 +54,18 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	// The before callbacks sit right before the statement, inside GORM's transaction; the after
 	// callbacks right after it, before associations and model hooks run further statements,
 	// so that each record describes exactly its own statement and records follow statement
-	// order. (After("gorm:create") would be appended after GORM's commit.)
+	// order. (After("gorm:create") would be appended after GORM's commit.) Where an
+	// application removed the callback that follows the statement, the next one serves.
+	create, update, del := cb.Create(), cb.Update(), cb.Delete()
 	err = errors.Join(
-		cb.Create().Before("gorm:create").Register("gormaudit:before_create", p.before(opCreate)),
-		cb.Create().Before("gorm:save_after_associations").Register("gormaudit:after_create", p.after),
-		cb.Update().Before("gorm:update").Register("gormaudit:before_update", p.before(opUpdate)),
-		cb.Update().Before("gorm:save_after_associations").Register("gormaudit:after_update", p.after),
-		cb.Delete().Before("gorm:delete").Register("gormaudit:before_delete", p.before(opDelete)),
-		cb.Delete().Before("gorm:after_delete").Register("gormaudit:after_delete", p.after),
+		create.Before("gorm:create").Register("gormaudit:before_create", p.before(opCreate)),
+		create.Before(next(create, "gorm:save_after_associations", "gorm:after_create")).
+			Register("gormaudit:after_create", p.after),
+		update.Before("gorm:update").Register("gormaudit:before_update", p.before(opUpdate)),
+		update.Before(next(update, "gorm:save_after_associations", "gorm:after_update")).
+			Register("gormaudit:after_update", p.after),
+		del.Before("gorm:delete").Register("gormaudit:before_delete", p.before(opDelete)),
+		del.Before(next(del, "gorm:after_delete")).Register("gormaudit:after_delete", p.after),
 		cb.Raw().After("gorm:raw").Register("gormaudit:raw", p.afterRaw),
 	)
 	if s.CaptureRawSQL {
@@ -70,6 +74,17 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 			cb.Query().After("gorm:query").Register("gormaudit:query", p.afterRaw))
 	}
 	return err
+}
+
+// next returns the first of names registered on the processor, falling back to GORM's commit
+// callback, which ends every default chain.
+func next(proc interface{ Get(string) func(*gorm.DB) }, names ...string) string {
+	for _, n := range names {
+		if proc.Get(n) != nil {
+			return n
+		}
+	}
+	return "gorm:commit_or_rollback_transaction"
 }
 
 // deliver hands the records of committed changes on: to the request's collector when their

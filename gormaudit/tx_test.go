@@ -310,3 +310,19 @@ func TestForeignTransactionWarns(t *testing.T) {
 }
 
 var _ = context.Background
+
+func TestWithoutAssociationCallbacks(t *testing.T) {
+	// Some applications remove GORM's association saving; the after callbacks then sit before
+	// the model hooks, still inside the transaction.
+	e := newEnv(t, envConfig{prepare: func(db *gorm.DB) {
+		must(t, db.Callback().Create().Remove("gorm:save_after_associations"))
+		must(t, db.Callback().Update().Remove("gorm:save_after_associations"))
+	}}, &Item{})
+	it := Item{SKU: "a", Qty: 1}
+	must(t, e.db.Create(&it).Error)
+	must(t, e.db.Model(&it).Update("qty", 2).Error)
+	rows := e.audit("")
+	if len(rows) != 2 || rows[0].Kind != "insert" || rows[1].Kind != "update" || str(rows[1].Before["qty"]) != "1" {
+		t.Fatalf("rows: %s", dump(rows))
+	}
+}

@@ -44,9 +44,11 @@
 // serializer field, the columns of embedded structs.
 //
 // Before an update, a soft delete or an upsert, the affected rows are read with SELECT ... FOR
-// NO KEY UPDATE (the lock the update itself takes; ordered by primary key) on the statement's
-// own transaction, and the statement
-// is pinned to the locked keys so that rows inserted concurrently are not changed unrecorded.
+// <the lock the statement itself takes, e.g. NO KEY UPDATE for an update>, ordered by primary
+// key, on the statement's own transaction, and the statement is pinned to the locked keys so
+// that rows inserted concurrently are not changed unrecorded. An upsert tells the rows it
+// inserted from the rows it updated by their system columns (xmax, and xmin checked with
+// pg_xact_status), which needs PostgreSQL 13 or later.
 // After images come from the statement itself through RETURNING where GORM does not read
 // RETURNING (updates, deletes, inserts without database defaults), and otherwise from a SELECT
 // by primary key inside the transaction. A hard delete reads nothing before: the rows DELETE

@@ -307,3 +307,25 @@ func TestBulkSummaryMasksSensitiveFilter(t *testing.T) {
 }
 
 var _ = context.Background
+
+func TestGenericsAPI(t *testing.T) {
+	e := newEnv(t, envConfig{}, &Item{})
+	ctx := identity()
+	it := Item{SKU: "g", Qty: 1}
+	must(t, gorm.G[Item](e.db).Create(ctx, &it))
+	if _, err := gorm.G[Item](e.db).Where("id = ?", it.ID).Update(ctx, "qty", 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gorm.G[Item](e.db).Where("id = ?", it.ID).Set(clause.Assignment{Column: clause.Column{Name: "qty"}, Value: 3}).Update(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gorm.G[Item](e.db).Where("id = ?", it.ID).Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rows := e.audit("")
+	if len(rows) != 4 || rows[0].Kind != "insert" || rows[3].Kind != "delete" || rows[0].ActorID != "alice" {
+		t.Fatalf("rows: %s", dump(rows))
+	}
+	wantDiff(t, rows[1].Diff, map[string][2]any{"qty": {1, 2}})
+	wantDiff(t, rows[2].Diff, map[string][2]any{"qty": {2, 3}})
+}

@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -112,13 +113,12 @@ type rowsResult int64
 func (r rowsResult) LastInsertId() (int64, error) { return 0, errors.New("not supported") }
 func (r rowsResult) RowsAffected() (int64, error) { return int64(r), nil }
 
-// TxWriter writes records synchronously with INSERT, through the caller's connection or
-// transaction: the records commit or roll back with the caller's change. It is the slow, atomic
+// TxWriter writes records synchronously with one INSERT, through the caller's connection or
+// transaction: the records commit or roll back with the caller's change. It is the slower, atomic
 // alternative to Writer, for records that must exist if and only if a change committed.
 type TxWriter struct {
 	redactor *Redactor
-	prefix   string // INSERT INTO … (cols) VALUES
-	casts    []string
+	insert   string
 }
 
 // NewTxWriter returns a TxWriter for audit_logs in schema ("" means public), redacting with r
@@ -130,20 +130,15 @@ func NewTxWriter(schema string, r *Redactor) *TxWriter {
 	if r == nil {
 		r = NewRedactor(nil, nil)
 	}
-	q := pgx.Identifier{schema}.Sanitize()
-	// Parameters travel as text with explicit casts, so any driver (pgx stdlib, lib/pq, ent's
-	// drivers) can bind them.
-	casts := []string{"uuid", "timestamptz", q + ".audit_kind", "text", q + ".audit_severity",
-		"text", "text",
-		"text", q + ".audit_actor_type", "text", "text",
-		"text", "text",
-		"jsonb", "jsonb", "jsonb",
-		"text", "text", "text", "text", "jsonb", "integer", "bigint",
-		"inet", "text", "jsonb", "jsonb", "jsonb", "smallint"}
+	table := pgx.Identifier{schema, "audit_logs"}.Sanitize()
+	cols := strings.Join(Columns, ", ")
+	// The whole batch travels as one jsonb parameter that PostgreSQL turns into rows of the
+	// table's own type: one statement and one parameter whatever the batch size, and any driver
+	// (pgx, pgx stdlib, lib/pq, ent's drivers) can bind a string.
 	return &TxWriter{
 		redactor: r,
-		prefix:   `INSERT INTO ` + q + `.audit_logs (` + strings.Join(Columns, ", ") + `) VALUES `,
-		casts:    casts,
+		insert: `INSERT INTO ` + table + ` (` + cols + `) SELECT ` + cols +
+			` FROM jsonb_populate_recordset(NULL::` + table + `, $1::jsonb)`,
 	}
 }
 
@@ -153,9 +148,8 @@ func (t *TxWriter) Write(ctx context.Context, db Execer, recs ...*Record) error 
 		return nil
 	}
 	now := time.Now()
-	var sb strings.Builder
-	sb.WriteString(t.prefix)
-	args := make([]any, 0, len(recs)*len(Columns))
+	buf := make([]byte, 0, 1024*len(recs))
+	buf = append(buf, '[')
 	for i, r := range recs {
 		if err := r.Validate(); err != nil {
 			return err
@@ -166,53 +160,68 @@ func (t *TxWriter) Write(ctx context.Context, db Execer, recs ...*Record) error 
 			return fmt.Errorf("auditkit: %w", err)
 		}
 		if i > 0 {
-			sb.WriteString(", ")
+			buf = append(buf, ',')
 		}
-		sb.WriteByte('(')
-		for j, v := range vals {
-			if j > 0 {
-				sb.WriteString(", ")
-			}
-			args = append(args, textArg(v))
-			sb.WriteByte('$')
-			sb.WriteString(strconv.Itoa(len(args)))
-			sb.WriteString("::")
-			sb.WriteString(t.casts[j])
-		}
-		sb.WriteByte(')')
+		buf = appendRowJSON(buf, vals)
 	}
-	if _, err := db.ExecContext(ctx, sb.String(), args...); err != nil {
+	buf = append(buf, ']')
+	if _, err := db.ExecContext(ctx, t.insert, string(buf)); err != nil {
 		return fmt.Errorf("auditkit: inserting %d audit records: %w", len(recs), err)
 	}
 	return nil
 }
 
-// textArg renders a COPY value as the text form PostgreSQL parses for its cast.
-func textArg(v any) any {
-	switch x := v.(type) {
-	case nil:
-		return nil
-	case string:
-		return x
-	case []byte:
-		if x == nil {
-			return nil
+// appendRowJSON appends one row as a JSON object keyed by column, in the text forms PostgreSQL
+// parses for each column type; jsonb columns are embedded as JSON values.
+func appendRowJSON(buf []byte, vals []any) []byte {
+	buf = append(buf, '{')
+	first := true
+	for j, v := range vals {
+		if v == nil {
+			continue
 		}
-		return string(x)
-	case uuid.UUID:
-		return x.String()
-	case time.Time:
-		return x.UTC().Format(time.RFC3339Nano)
-	case int16:
-		return strconv.Itoa(int(x))
-	case int32:
-		return strconv.Itoa(int(x))
-	case int64:
-		return strconv.FormatInt(x, 10)
-	case fmt.Stringer:
-		return x.String()
+		if b, ok := v.([]byte); ok && b == nil {
+			continue
+		}
+		if !first {
+			buf = append(buf, ',')
+		}
+		first = false
+		buf = append(buf, '"')
+		buf = append(buf, Columns[j]...)
+		buf = append(buf, '"', ':')
+		switch x := v.(type) {
+		case []byte: // already a JSON document
+			buf = append(buf, x...)
+		case string:
+			buf = appendJSONString(buf, x)
+		case uuid.UUID:
+			buf = append(buf, '"')
+			buf = append(buf, x.String()...)
+			buf = append(buf, '"')
+		case time.Time:
+			buf = append(buf, '"')
+			buf = x.UTC().AppendFormat(buf, time.RFC3339Nano)
+			buf = append(buf, '"')
+		case int16:
+			buf = strconv.AppendInt(buf, int64(x), 10)
+		case int32:
+			buf = strconv.AppendInt(buf, int64(x), 10)
+		case int64:
+			buf = strconv.AppendInt(buf, x, 10)
+		case fmt.Stringer:
+			buf = appendJSONString(buf, x.String())
+		default:
+			buf = appendJSONString(buf, fmt.Sprint(v))
+		}
 	}
-	return fmt.Sprint(v)
+	return append(buf, '}')
+}
+
+// appendJSONString appends s as a JSON string. s has been sanitised (valid UTF-8, no NUL).
+func appendJSONString(buf []byte, s string) []byte {
+	b, _ := json.Marshal(s) // a string always encodes
+	return append(buf, b...)
 }
 
 // LogTx writes a manual audit record synchronously through db (typically the caller's

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -246,5 +247,75 @@ func TestEnqueueDoesNotAllocate(t *testing.T) {
 	i := 0
 	if n := testing.AllocsPerRun(1000, func() { _ = w.Enqueue(recs[i]); i++ }); n != 0 {
 		t.Fatalf("Enqueue allocates %.1f times per call, want 0", n)
+	}
+}
+
+// TestTxWriterStoresWhatTheWriterStores writes the same records through the async Writer (COPY)
+// and through TxWriter (one INSERT from a jsonb parameter) and compares every column.
+func TestTxWriterStoresWhatTheWriterStores(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	w := core.NewWriter(core.NewPostgresSink(db.Pool, core.PostgresSinkOptions{Schema: db.Schema}), core.WriterOptions{})
+	defer closeWriter(t, w)
+	tw := core.NewTxWriter(db.Schema, nil)
+
+	mk := func(action string) []*core.Record {
+		var out []*core.Record
+		for i := range 300 {
+			r := sampleRecord(i)
+			r.Action = action
+			r.OccurredAt = time.Date(2026, 1, 2, 3, 4, 5, 678901000, time.UTC).Add(time.Duration(i) * time.Second)
+			if i%3 == 0 {
+				r.Kind, r.Method, r.Route, r.Path, r.Status = core.KindHTTP, "GET", "/x/:id", "/x/1", 200
+				r.Duration = 1234 * time.Microsecond
+				r.IP = netip.MustParseAddr("2001:db8::7")
+				r.Query = map[string][]string{"q": {"a<b>&c", "ü"}, "api_key": {"k"}}
+				r.UserAgent = "agent \"quoted\" \\ back"
+				r.RequestBody = &core.Body{ContentType: "application/json", Data: []byte(`{"n":1.50,"s":"\u00e9"}`), Size: 20}
+			}
+			if i%5 == 0 {
+				r.Metadata = map[string]any{"nested": map[string]any{"deep": []any{1, "two", nil, true}}, "big": 12345678901234567}
+			}
+			out = append(out, r)
+		}
+		return out
+	}
+	viaCopy, viaInsert := mk("copy"), mk("insert")
+	for _, r := range viaCopy {
+		if err := w.Enqueue(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := db.Pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tw.Write(ctx, core.PgxExecer(tx), viaInsert...); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var diffs int
+	err = db.Pool.QueryRow(ctx, `
+		WITH c AS (SELECT row_number() OVER (ORDER BY occurred_at) n, * FROM audit_logs WHERE action = 'copy'),
+		     i AS (SELECT row_number() OVER (ORDER BY occurred_at) n, * FROM audit_logs WHERE action = 'insert')
+		SELECT count(*) FROM c JOIN i USING (n)
+		WHERE (c.occurred_at, c.kind, c.severity, c.tenant_id, c.tenant_slug, c.actor_id, c.actor_type, c.actor_email,
+		       c.actor_auth, c.resource_type, c.resource_id, c.before, c.after, c.diff, c.request_id, c.method, c.route,
+		       c.path, c.query, c.status, c.duration_us, c.ip, c.user_agent, c.request_body, c.response_body, c.metadata, c.version)
+		IS DISTINCT FROM
+		      (i.occurred_at, i.kind, i.severity, i.tenant_id, i.tenant_slug, i.actor_id, i.actor_type, i.actor_email,
+		       i.actor_auth, i.resource_type, i.resource_id, i.before, i.after, i.diff, i.request_id, i.method, i.route,
+		       i.path, i.query, i.status, i.duration_us, i.ip, i.user_agent, i.request_body, i.response_body, i.metadata, i.version)`).
+		Scan(&diffs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := db.Count(t); n != 600 || diffs != 0 {
+		t.Fatalf("%d rows stored, %d pairs differ; want 600 rows and identical pairs", n, diffs)
 	}
 }

@@ -197,3 +197,30 @@ func BenchmarkMemoryWhileDatabaseDown(b *testing.B) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// BenchmarkTxWriterBatch is the synchronous path the ORM integrations' InTransaction option uses:
+// one op writes 1,000 records with one INSERT inside a transaction.
+func BenchmarkTxWriterBatch(b *testing.B) {
+	db := pgtest.New(b)
+	ctx := context.Background()
+	tw := core.NewTxWriter(db.Schema, nil)
+	b.ReportAllocs()
+	for range b.N {
+		b.StopTimer()
+		recs := make([]*core.Record, 1000)
+		for i := range recs {
+			recs[i] = benchRecord(i)
+		}
+		b.StartTimer()
+		tx, err := db.Pool.Begin(ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := tw.Write(ctx, core.PgxExecer(tx), recs...); err != nil {
+			b.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -38,9 +38,19 @@ type apiEnv struct {
 
 func apiNewEnv(t *testing.T, mutate func(*ginaudit.APIOptions)) *apiEnv {
 	t.Helper()
+	return apiNewEnvWith(t, nil, mutate)
+}
+
+// apiNewEnvWith is apiNewEnv with changes to the store's options too.
+func apiNewEnvWith(t *testing.T, storeOpts func(*store.Options), mutate func(*ginaudit.APIOptions)) *apiEnv {
+	t.Helper()
 	gin.SetMode(gin.ReleaseMode)
 	db := pgtest.New(t)
-	st, err := store.New(db.Pool, store.Options{Schema: db.Schema, MaxPageSize: 200, CleanupBatchSize: 10})
+	so := store.Options{Schema: db.Schema, MaxPageSize: 200, CleanupBatchSize: 10}
+	if storeOpts != nil {
+		storeOpts(&so)
+	}
+	st, err := store.New(db.Pool, so)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,6 +161,27 @@ func (e *apiEnv) do(method, path, token string, body []byte, headers ...string) 
 	return apiResp{status: res.StatusCode, header: res.Header, body: b}
 }
 
+// doStream is do for a request that may start an endless stream: a 200 response is returned
+// without its body, and the stream is closed.
+func (e *apiEnv) doStream(path, token string) apiResp {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.base+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Accept", "text/event-stream")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode == http.StatusOK {
+		return apiResp{status: res.StatusCode, header: res.Header}
+	}
+	b, _ := io.ReadAll(res.Body)
+	return apiResp{status: res.StatusCode, header: res.Header, body: b}
+}
+
 // write stores records through the writer and waits for them.
 func (e *apiEnv) write(recs ...*core.Record) {
 	e.t.Helper()
@@ -234,6 +265,8 @@ func (e *apiEnv) openSSE(token string, q url.Values) *apiSSE {
 					s.events <- ev
 				}
 				ev = apiEvent{}
+			case strings.HasPrefix(line, ":"):
+				s.events <- apiEvent{name: ":", data: strings.TrimSpace(line[1:])}
 			case strings.HasPrefix(line, "event: "):
 				ev.name = strings.TrimPrefix(line, "event: ")
 			case strings.HasPrefix(line, "id: "):
@@ -249,8 +282,21 @@ func (e *apiEnv) openSSE(token string, q url.Values) *apiSSE {
 
 func (s *apiSSE) close() { s.cancel() }
 
-// next returns the next event, failing after a deadline.
+// next returns the next event that is not a comment and not a record of the API's own use
+// (opening a stream is itself recorded, and arrives on the stream), failing after a deadline.
 func (s *apiSSE) next(t testing.TB) apiEvent {
+	t.Helper()
+	for {
+		ev := s.nextAny(t)
+		if ev.name == ":" || ev.name == "log" && strings.Contains(ev.data, `"action":"auditlog.`) {
+			continue
+		}
+		return ev
+	}
+}
+
+// nextAny returns the next event or comment (name ":").
+func (s *apiSSE) nextAny(t testing.TB) apiEvent {
 	t.Helper()
 	select {
 	case ev, ok := <-s.events:

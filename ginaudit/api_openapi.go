@@ -15,6 +15,9 @@ var OpenAPI []byte
 
 // openAPI serves GET /openapi.yaml.
 func (a *apiServer) openAPI(c *gin.Context) {
+	if _, ok := a.params(c); !ok {
+		return
+	}
 	c.Header("Cache-Control", "public, max-age=300")
 	c.Data(http.StatusOK, "application/yaml", OpenAPI)
 }

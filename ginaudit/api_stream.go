@@ -53,12 +53,7 @@ func (a *apiServer) stream(c *gin.Context) {
 	}
 	defer a.streams.release(key)
 
-	// A stream lives no longer than the token that opened it.
-	ctx, cancel := context.WithCancel(c.Request.Context())
-	if !p.id.ExpiresAt.IsZero() {
-		ctx, cancel = context.WithDeadline(c.Request.Context(), p.id.ExpiresAt)
-	}
-	defer cancel()
+	ctx := c.Request.Context()
 	sub, err := a.st.Subscribe(ctx, sc, f)
 	if err != nil {
 		a.fail(c, err)
@@ -72,10 +67,17 @@ func (a *apiServer) stream(c *gin.Context) {
 	a.audit(c, p, core.Entry{Action: "auditlog.stream", Tenant: core.Tenant{ID: sc.TenantID}, Metadata: map[string]any{
 		"scope": scopeMeta(sc), "filters": f.Map(), "transport": transport,
 	}})
+	// A stream lives no longer than the token that opened it.
+	var expiry <-chan time.Time
+	if !p.id.ExpiresAt.IsZero() {
+		t := time.NewTimer(time.Until(p.id.ExpiresAt))
+		defer t.Stop()
+		expiry = t.C
+	}
 	if ws {
-		a.streamWebSocket(c, ctx, sub)
+		a.streamWebSocket(c, sub, expiry)
 	} else {
-		a.streamEvents(c, ctx, sub)
+		a.streamEvents(c, sub, expiry)
 	}
 }
 
@@ -105,14 +107,14 @@ func apiAcceptsEventStream(r *http.Request) bool {
 	return false
 }
 
-// apiStreamEnd says why a subscription ended, as a code and a message for the client.
-func apiStreamEnd(ctx context.Context, sub *store.Subscription) (code, message string) {
+// apiStreamEnd says why a stream ended, as a code and a message for the client.
+func apiStreamEnd(expired bool, sub *store.Subscription) (code, message string) {
 	err := sub.Err()
 	switch {
+	case expired:
+		return "token_expired", "the token that opened the stream expired; reconnect with a fresh token"
 	case errors.Is(err, store.ErrLagged):
 		return "lagged", "the stream fell too far behind and was closed; read what you missed with GET /logs from the time of the last record, then reconnect"
-	case errors.Is(ctx.Err(), context.DeadlineExceeded), errors.Is(err, context.DeadlineExceeded):
-		return "token_expired", "the token that opened the stream expired; reconnect with a fresh token"
 	case errors.Is(err, store.ErrClosed):
 		return "shutting_down", "the service is shutting down; reconnect"
 	}
@@ -121,7 +123,7 @@ func apiStreamEnd(ctx context.Context, sub *store.Subscription) (code, message s
 
 // streamEvents writes Server-Sent Events: "event: log" with the record's id and JSON, a comment
 // as keep-alive, and a final "event: error" saying why the stream ended.
-func (a *apiServer) streamEvents(c *gin.Context, ctx context.Context, sub *store.Subscription) {
+func (a *apiServer) streamEvents(c *gin.Context, sub *store.Subscription, expiry <-chan time.Time) {
 	h := c.Writer.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -134,8 +136,8 @@ func (a *apiServer) streamEvents(c *gin.Context, ctx context.Context, sub *store
 	w.Flush()
 	tick := time.NewTicker(a.opts.StreamHeartbeat)
 	defer tick.Stop()
-	end := func() {
-		code, msg := apiStreamEnd(ctx, sub)
+	end := func(expired bool) {
+		code, msg := apiStreamEnd(expired, sub)
 		body, _ := json.Marshal(apiError{Code: code, Message: msg})
 		_, _ = w.WriteString("event: error\ndata: " + string(body) + "\n\n")
 		w.Flush()
@@ -145,7 +147,7 @@ func (a *apiServer) streamEvents(c *gin.Context, ctx context.Context, sub *store
 		select {
 		case r, ok := <-sub.C:
 			if !ok {
-				end()
+				end(false)
 				return
 			}
 			buf = apiAppendEvent(buf[:0], r)
@@ -169,7 +171,7 @@ func (a *apiServer) streamEvents(c *gin.Context, ctx context.Context, sub *store
 			}
 			w.Flush()
 			if closed {
-				end()
+				end(false)
 				return
 			}
 		case <-tick.C:
@@ -177,8 +179,10 @@ func (a *apiServer) streamEvents(c *gin.Context, ctx context.Context, sub *store
 				return
 			}
 			w.Flush()
-		case <-ctx.Done():
-			end()
+		case <-expiry:
+			end(true)
+			return
+		case <-c.Request.Context().Done():
 			return
 		}
 	}
@@ -199,19 +203,19 @@ func apiAppendEvent(buf []byte, r *store.Record) []byte {
 
 // streamWebSocket sends each record as a text message holding its JSON; the connection is closed
 // with StreamCloseLagged, StreamCloseTokenExpired or 1001 (going away) and a reason.
-func (a *apiServer) streamWebSocket(c *gin.Context, ctx context.Context, sub *store.Subscription) {
+func (a *apiServer) streamWebSocket(c *gin.Context, sub *store.Subscription, expiry <-chan time.Time) {
 	conn, err := websocket.Accept(c.Writer, c.Request, &websocket.AcceptOptions{OriginPatterns: a.opts.WebSocketOrigins})
 	if err != nil {
 		return // Accept has answered the request
 	}
 	defer conn.CloseNow()
 	// Client messages are not part of the protocol: reading them closes the connection, which
-	// also keeps control frames (pings, close) flowing.
-	ctx = conn.CloseRead(ctx)
+	// also keeps control frames (pings, close) flowing. The context ends when the connection does.
+	ctx := conn.CloseRead(context.WithoutCancel(c.Request.Context()))
 	tick := time.NewTicker(a.opts.StreamHeartbeat)
 	defer tick.Stop()
-	closeWith := func() {
-		code, msg := apiStreamEnd(ctx, sub)
+	closeWith := func(expired bool) {
+		code, msg := apiStreamEnd(expired, sub)
 		status := websocket.StatusNormalClosure
 		switch code {
 		case "lagged":
@@ -230,7 +234,7 @@ func (a *apiServer) streamWebSocket(c *gin.Context, ctx context.Context, sub *st
 		select {
 		case r, ok := <-sub.C:
 			if !ok {
-				closeWith()
+				closeWith(false)
 				return
 			}
 			body, err := json.Marshal(r)
@@ -250,8 +254,10 @@ func (a *apiServer) streamWebSocket(c *gin.Context, ctx context.Context, sub *st
 			if err != nil {
 				return
 			}
+		case <-expiry:
+			closeWith(true)
+			return
 		case <-ctx.Done():
-			closeWith()
 			return
 		}
 	}

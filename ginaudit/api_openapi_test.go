@@ -28,7 +28,7 @@ type apiSpec struct {
 }
 
 type apiSpecOperation struct {
-	Parameters []apiSpecParam  `yaml:"parameters"`
+	Parameters []apiSpecParam `yaml:"parameters"`
 	Responses  map[string]any `yaml:"responses"`
 }
 

@@ -106,7 +106,8 @@ func (c *capture) create(ctx context.Context, next ent.Mutator) (ent.Value, []*c
 		return nil, nil, err
 	}
 	c.at = time.Now()
-	v, err := next.Mutate(ctx, c.m)
+	r := &returning{t: c.t, limit: c.h.maxRows}
+	v, err := next.Mutate(withReturning(ctx, r), c.m)
 	if err != nil {
 		return v, nil, err
 	}
@@ -114,10 +115,12 @@ func (c *capture) create(ctx context.Context, next ent.Mutator) (ent.Value, []*c
 	if !ok {
 		return v, nil, fmt.Errorf("entaudit: the %s create returned no id", c.t.Name)
 	}
-	q := `SELECT *, xmax::text FROM ` + quote(c.t.Table) + ` WHERE ` + quote(c.t.IDColumn) + ` = $1`
-	after, err := c.h.query(ctx, c.drv, c.t, q, []any{id}, 1, true)
-	if err != nil {
-		return v, nil, err
+	after := r.rs.only(idString(id))
+	if after == nil { // the INSERT's own rows were not seen: read the row
+		q := `SELECT *, xmax::text FROM ` + quote(c.t.Table) + ` WHERE ` + quote(c.t.IDColumn) + ` = $1`
+		if after, err = c.h.query(ctx, c.drv, c.t, q, []any{id}, 1, true); err != nil {
+			return v, nil, err
+		}
 	}
 	if len(after.images) == 0 {
 		return v, nil, fmt.Errorf("entaudit: the created %s %v is not in %s", c.t.Name, id, c.t.Table)
@@ -152,13 +155,21 @@ func (c *capture) update(ctx context.Context, next ent.Mutator, re *reentry) (en
 		return nil, nil, err
 	}
 	c.at = time.Now()
-	v, err := next.Mutate(ctx, c.m)
+	wctx := ctx
+	var r *returning
+	if n := len(c.before.ids); n > 0 && n <= c.h.maxRows {
+		r = &returning{t: c.t, update: true, limit: n}
+		wctx = withReturning(ctx, r)
+	}
+	v, err := next.Mutate(wctx, c.m)
 	if err != nil {
 		return v, nil, err
 	}
-	after, err := c.readByIDs(ctx, c.t, c.before.itemised(), c.before)
-	if err != nil {
-		return v, nil, err
+	after := r.result(c.before)
+	if after == nil { // the UPDATE's own rows were not seen (or not all of them): read them
+		if after, err = c.readByIDs(ctx, c.t, c.before.itemised(), c.before); err != nil {
+			return v, nil, err
+		}
 	}
 	if err := c.readTargets(ctx); err != nil {
 		return v, nil, err

@@ -383,3 +383,20 @@ func TestSoftDelete(t *testing.T) {
 		t.Errorf("%d users left, want both (soft deleted)", n)
 	}
 }
+
+// After images are what the database stored, including what its triggers changed.
+func TestDatabaseSideValues(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.exec(t, `CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN NEW.name := upper(NEW.name); RETURN NEW; END $$`)
+	e.exec(t, `CREATE TRIGGER shout BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE FUNCTION shout()`)
+	u := e.client.User.Create().SetName("alice").SetEmail("a@x").SaveX(ctx)
+	e.client.User.UpdateOne(u).SetName("bob").ExecX(ctx)
+	e.client.User.Update().Where(user.ID(u.ID)).SetName("carol").ExecX(ctx)
+	rows := e.audit(t)
+	if len(rows) != 3 || rows[0].After["name"] != "ALICE" || rows[1].After["name"] != "BOB" || rows[2].After["name"] != "CAROL" ||
+		rows[2].Before["name"] != "BOB" {
+		t.Fatalf("rows = %v", rows)
+	}
+}

@@ -29,12 +29,12 @@
 //
 // # What is recorded
 //
-//   - Create and CreateBulk: an insert record with the after image read back from the database
+//   - Create and CreateBulk: an insert record with the after image as the database stored it
 //     (defaults, triggers and database-generated ids included).
 //   - UpdateOne (by id or by entity) and Update: for every affected row, the before image read
 //     with SELECT ... FOR UPDATE through the mutation's own driver, in its transaction, before
 //     the write (never ent's OldField, which returns the in-memory entity of UpdateOne(entity)),
-//     the after image read after the write (so AddX and ClearX show the stored result), and the
+//     the after image as the write stored it (so AddX and ClearX show the stored result), and the
 //     diff. A bulk Update is pinned to the ids it locked, so a row that starts to match its filter
 //     concurrently is left alone instead of changing without a record.
 //   - DeleteOne and Delete: the before image of every deleted row, read and locked the same way.
@@ -63,11 +63,15 @@
 // delete runs in a transaction the hook opens through the Driver wrapper (its reads and the
 // write in one transaction, so that the lock means something); without the wrapper it fails with
 // ErrNoTransaction instead of recording a before image that another writer may have changed. A
-// create outside a transaction commits on its own and is recorded right after it: its after
-// image is read immediately after the INSERT.
+// create outside a transaction commits on its own and is recorded right after it.
 //
 // A transaction's records are held until it ends with Commit or Rollback; one that is
 // abandoned without either (ent requires one of them) keeps its records in memory.
+//
+// After images come from the statement itself when the driver is wrapped: Driver extends the
+// mutation's own INSERT or UPDATE with a RETURNING clause, so a create costs no round trip
+// beyond ent's own, and an update one (the locked read). Otherwise, and for statements that do
+// not look like ent's, the rows are read again right after the write.
 //
 // Records go where core.Dispatch sends them: to the request's Collector when the context
 // carries one (the HTTP middleware writes them with the request), otherwise to Options.Writer
@@ -86,8 +90,11 @@
 //     Options.RecordNoOpUpdates is set. Register runtime hooks that narrow mutations before this
 //     one: client.Use runs the hooks it was given first on the outside.
 //   - A create outside a transaction that links existing rows through an edge reads their
-//     before images without a lasting lock: run such creates in an ent.Tx for exact images under
-//     concurrency.
+//     before images without a lasting lock, and so does the after image of every mutation but
+//     the last of a CreateBulk outside a transaction (or of any create without the Driver
+//     wrapper): run such creates in an ent.Tx for exact images under concurrency.
+//   - After images returned by the statement do not show changes that AFTER triggers make to
+//     the same row later in the statement (BEFORE triggers are included).
 //   - Tables are read by their unqualified names, through the connection's search_path; the
 //     sql/schemaconfig feature (tables in several PostgreSQL schemas) is not supported.
 //   - Only PostgreSQL is supported.

@@ -16,9 +16,11 @@ import (
 //
 //	client := ent.NewClient(ent.Driver(entaudit.Driver(drv)))
 //
-// Everything else passes through unchanged: queries, ent transactions, migrations. Wrap the
-// driver last (outermost), after tracing or logging wrappers; ent's own Debug wrapper may go
-// around it.
+// The wrapper also extends the audited mutation's own INSERT or UPDATE with a RETURNING clause,
+// so that the hook gets the after image from the statement instead of another round trip; what
+// ent sees of the statement's result is unchanged. Everything else passes through unchanged:
+// queries, ent transactions, migrations. Wrap the driver last (outermost), after tracing or
+// logging wrappers; ent's own Debug wrapper may go around it.
 func Driver(drv dialect.Driver) dialect.Driver {
 	return &driver{Driver: drv}
 }
@@ -75,17 +77,17 @@ func (a *autoTx) rollback() error {
 // Exec implements dialect.ExecQuerier.
 func (d *driver) Exec(ctx context.Context, query string, args, v any) error {
 	if a := d.active(ctx); a != nil {
-		return a.tx.Exec(ctx, query, args, v)
+		return intercept(ctx, a.tx, query, args, v, true)
 	}
-	return d.Driver.Exec(ctx, query, args, v)
+	return intercept(ctx, d.Driver, query, args, v, true)
 }
 
 // Query implements dialect.ExecQuerier.
 func (d *driver) Query(ctx context.Context, query string, args, v any) error {
 	if a := d.active(ctx); a != nil {
-		return a.tx.Query(ctx, query, args, v)
+		return intercept(ctx, a.tx, query, args, v, false)
 	}
-	return d.Driver.Query(ctx, query, args, v)
+	return intercept(ctx, d.Driver, query, args, v, false)
 }
 
 // Tx implements dialect.Driver. Inside one of the hook's transactions it returns that transaction
@@ -93,25 +95,35 @@ func (d *driver) Query(ctx context.Context, query string, args, v any) error {
 // opens one) join it.
 func (d *driver) Tx(ctx context.Context) (dialect.Tx, error) {
 	if a := d.active(ctx); a != nil {
-		return nopTx{a.tx}, nil
+		return nopTx{wrappedTx{a.tx}}, nil
 	}
-	return d.Driver.Tx(ctx)
+	tx, err := d.Driver.Tx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return wrappedTx{tx}, nil
 }
 
 // BeginTx starts a transaction with options, as ent's generated BeginTx expects of SQL drivers.
 func (d *driver) BeginTx(ctx context.Context, opts *stdsql.TxOptions) (dialect.Tx, error) {
 	if a := d.active(ctx); a != nil {
-		return nopTx{a.tx}, nil
+		return nopTx{wrappedTx{a.tx}}, nil
 	}
+	var tx dialect.Tx
+	var err error
 	if b, ok := d.Driver.(interface {
 		BeginTx(context.Context, *stdsql.TxOptions) (dialect.Tx, error)
 	}); ok {
-		return b.BeginTx(ctx, opts)
+		tx, err = b.BeginTx(ctx, opts)
+	} else if opts == nil {
+		tx, err = d.Driver.Tx(ctx)
+	} else {
+		err = ErrTxUnsupported
 	}
-	if opts == nil {
-		return d.Driver.Tx(ctx)
+	if err != nil {
+		return nil, err
 	}
-	return nil, ErrTxUnsupported
+	return wrappedTx{tx}, nil
 }
 
 // ExecContext serves ent's sql/execquery feature.
@@ -142,8 +154,41 @@ func (d *driver) QueryContext(ctx context.Context, query string, args ...any) (*
 	return nil, ErrTxUnsupported
 }
 
-// nopTx is a transaction whose Commit and Rollback are left to its owner.
-type nopTx struct{ dialect.Tx }
+// wrappedTx is a transaction of the wrapped driver: its statements are looked at like the
+// driver's (see intercept).
+type wrappedTx struct{ dialect.Tx }
+
+func (t wrappedTx) Exec(ctx context.Context, query string, args, v any) error {
+	return intercept(ctx, t.Tx, query, args, v, true)
+}
+
+func (t wrappedTx) Query(ctx context.Context, query string, args, v any) error {
+	return intercept(ctx, t.Tx, query, args, v, false)
+}
+
+// ExecContext serves ent's sql/execquery feature inside transactions.
+func (t wrappedTx) ExecContext(ctx context.Context, query string, args ...any) (stdsql.Result, error) {
+	if e, ok := t.Tx.(interface {
+		ExecContext(context.Context, string, ...any) (stdsql.Result, error)
+	}); ok {
+		return e.ExecContext(ctx, query, args...)
+	}
+	return nil, ErrTxUnsupported
+}
+
+// QueryContext serves ent's sql/execquery feature inside transactions.
+func (t wrappedTx) QueryContext(ctx context.Context, query string, args ...any) (*stdsql.Rows, error) {
+	if q, ok := t.Tx.(interface {
+		QueryContext(context.Context, string, ...any) (*stdsql.Rows, error)
+	}); ok {
+		return q.QueryContext(ctx, query, args...)
+	}
+	return nil, ErrTxUnsupported
+}
+
+// nopTx is one of the hook's transactions lent to ent: its Commit and Rollback are left to the
+// hook.
+type nopTx struct{ wrappedTx }
 
 func (nopTx) Commit() error   { return nil }
 func (nopTx) Rollback() error { return nil }

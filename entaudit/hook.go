@@ -73,8 +73,8 @@ type typeInfo struct {
 	redact map[string]bool
 	omit   map[string]bool
 	edges  map[string]*edgeInfo
-	// layouts caches how SELECT * (and SELECT *, xmax) on the table are read.
-	layouts [2]atomic.Pointer[layout]
+	// layouts caches how the result shapes the hook reads from the table are read.
+	layouts [numShapes]atomic.Pointer[layout]
 }
 
 type edgeInfo struct {
@@ -146,15 +146,16 @@ func (h *hook) mutate(ctx context.Context, m ent.Mutation, next ent.Mutator) (en
 	op := m.Op()
 	c := &capture{h: h, t: t, m: m, op: op, drv: drv}
 	var own *autoTx
+	w := unwrap(drv)
 	switch tx, inTx := h.schema.Tx(m); {
 	case inTx:
 		c.state = h.userTx(tx)
-	case unwrap(drv) != nil && unwrap(drv).active(ctx) != nil:
-		c.state = &unwrap(drv).active(ctx).state
+	case w != nil && w.active(ctx) != nil:
+		c.state = &w.active(ctx).state // a mutation made while one of the hook's transactions runs
 	case op.Is(ent.OpCreate):
 		// An INSERT needs no before image; it commits on its own and is recorded right after.
-	case unwrap(drv) != nil:
-		a, actx, err := unwrap(drv).begin(ctx)
+	case w != nil:
+		a, actx, err := w.begin(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("entaudit: beginning a transaction: %w", err)
 		}
@@ -167,17 +168,17 @@ func (h *hook) mutate(ctx context.Context, m ent.Mutation, next ent.Mutator) (en
 		seq = c.state.next()
 	}
 	if own != nil {
+		finished := false
 		defer func() {
-			if p := recover(); p != nil {
+			if !finished { // the write panicked: release the transaction, let the panic go on
 				_ = own.rollback()
-				panic(p)
 			}
 		}()
-	}
-	v, recs, err := c.run(ctx, next)
-	if own != nil {
+		v, recs, err := c.run(ctx, next)
+		finished = true
 		return h.finishOwn(ctx, own, seq, recs, v, err)
 	}
+	v, recs, err := c.run(ctx, next)
 	if err != nil {
 		return v, err
 	}

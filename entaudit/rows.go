@@ -91,101 +91,144 @@ func (l *layout) matches(cols []string) bool {
 	return true
 }
 
-func newLayout(rows *sql.Rows, cols []string, n int, t *typeInfo) (*layout, error) {
-	types, err := rows.ColumnTypes()
-	if err != nil {
-		return nil, err
-	}
-	l := &layout{cols: cols, kinds: make([]uint8, len(cols)), idIdx: -1}
-	for i := 0; i < n; i++ {
-		c := cols[i]
-		dt := strings.ToUpper(types[i].DatabaseTypeName())
-		switch {
-		case c == t.IDColumn && l.idIdx < 0:
-			l.idIdx = i
-			l.idType = arrayType(dt)
-			l.kinds[i] = colText
-		case t.omit[c]:
-			l.kinds[i] = colOmit
-		case dt == "JSON" || dt == "JSONB":
-			l.kinds[i] = colJSON
-		case dt == "BYTEA":
-			l.kinds[i] = colBytes
-		default:
-			l.kinds[i] = colText
-		}
-	}
-	if l.idIdx < 0 {
-		return nil, fmt.Errorf("no column %q in the result", t.IDColumn)
-	}
-	return l, nil
+// The shapes of result the hook reads, each with its cached layout.
+const (
+	shapeSelect   = iota // SELECT * (and UPDATE ... RETURNING *)
+	shapeXmax            // SELECT *, xmax (and INSERT ... RETURNING *, xmax)
+	shapeLeadXmax        // INSERT ... RETURNING "id", *, xmax: the first column is ent's
+	numShapes
+)
+
+// scanner reads the rows of one table into a rowSet: images (without omitted columns) for the
+// first limit rows, the ids of all of them.
+type scanner struct {
+	rs         *rowSet
+	l          *layout
+	lead, end  int // the table's columns are cols[lead:end]; xmax follows when asked
+	xmax       bool
+	limit      int
+	vals       []any
+	full, skip []any
 }
 
-func scanRows(rows *sql.Rows, t *typeInfo, limit int, xmax bool) (*rowSet, error) {
+func newScanner(rows sql.ColumnScanner, t *typeInfo, limit int, shape int) (*scanner, error) {
 	cols, err := rows.Columns()
 	if err != nil {
 		return nil, err
 	}
-	n := len(cols)
-	cache := &t.layouts[0]
-	if xmax {
-		n--
-		cache = &t.layouts[1]
+	s := &scanner{limit: limit, end: len(cols)}
+	switch shape {
+	case shapeXmax:
+		s.xmax, s.end = true, len(cols)-1
+	case shapeLeadXmax:
+		s.lead, s.xmax, s.end = 1, true, len(cols)-1
 	}
+	if s.end <= s.lead {
+		return nil, fmt.Errorf("unexpected columns %v", cols)
+	}
+	cache := &t.layouts[shape]
 	l := cache.Load()
 	if !l.matches(cols) {
-		if l, err = newLayout(rows, cols, n, t); err != nil {
+		types, err := rows.ColumnTypes()
+		if err != nil {
 			return nil, err
+		}
+		l = &layout{cols: cols, kinds: make([]uint8, len(cols)), idIdx: -1}
+		for i := s.lead; i < s.end; i++ {
+			c := cols[i]
+			dt := strings.ToUpper(types[i].DatabaseTypeName())
+			switch {
+			case c == t.IDColumn && l.idIdx < 0:
+				l.idIdx = i
+				l.idType = arrayType(dt)
+				l.kinds[i] = colText
+			case t.omit[c]:
+				l.kinds[i] = colOmit
+			case dt == "JSON" || dt == "JSONB":
+				l.kinds[i] = colJSON
+			case dt == "BYTEA":
+				l.kinds[i] = colBytes
+			default:
+				l.kinds[i] = colText
+			}
+		}
+		if l.idIdx < 0 {
+			return nil, fmt.Errorf("no column %q in the result", t.IDColumn)
 		}
 		cache.Store(l)
 	}
-	kinds, idIdx := l.kinds, l.idIdx
-	rs := &rowSet{idType: l.idType, byID: map[string]int{}}
-	vals := make([]any, len(cols))
-	full := make([]any, len(cols))
-	for i := range vals {
-		full[i] = &vals[i]
+	s.l = l
+	s.rs = &rowSet{idType: l.idType, byID: map[string]int{}}
+	s.vals = make([]any, len(cols))
+	s.full = make([]any, len(cols))
+	for i := range s.vals {
+		s.full[i] = &s.vals[i]
 	}
-	// Rows past the limit only give their id: the other columns go into reused buffers.
-	var skip []any
-	for rows.Next() {
-		dest := full
-		if len(rs.images) >= limit {
-			if skip == nil {
-				skip = make([]any, len(cols))
-				for i := range skip {
-					if i == idIdx {
-						skip[i] = &vals[i]
-					} else {
-						skip[i] = new(stdsql.RawBytes)
-					}
+	return s, nil
+}
+
+// scan reads the current row; lead receives the columns before the table's own.
+func (s *scanner) scan(rows sql.ColumnScanner, lead ...any) error {
+	dest := s.full
+	past := len(s.rs.images) >= s.limit
+	if past {
+		// Rows past the limit only give their id: the other columns go into reused buffers.
+		if s.skip == nil {
+			s.skip = make([]any, len(s.vals))
+			for i := range s.skip {
+				if i == s.l.idIdx || i < s.lead {
+					s.skip[i] = &s.vals[i]
+				} else {
+					s.skip[i] = new(stdsql.RawBytes)
 				}
 			}
-			dest = skip
 		}
-		if err := rows.Scan(dest...); err != nil {
+		dest = s.skip
+	}
+	copy(dest, lead)
+	err := rows.Scan(dest...)
+	for i := range lead {
+		dest[i] = &s.vals[i] // the buffers are reused for the next row
+	}
+	if err != nil {
+		return err
+	}
+	rs := s.rs
+	id := idString(s.vals[s.l.idIdx])
+	rs.ids = append(rs.ids, id)
+	rs.rawIDs = append(rs.rawIDs, rawID(s.vals[s.l.idIdx]))
+	if s.xmax {
+		rs.xmax = append(rs.xmax, textOf(s.vals[s.end]))
+	}
+	if past {
+		return nil
+	}
+	img := make(map[string]any, s.end-s.lead)
+	for i := s.lead; i < s.end; i++ {
+		if s.l.kinds[i] != colOmit {
+			img[s.l.cols[i]] = normalize(s.vals[i], s.l.kinds[i])
+		}
+	}
+	rs.byID[id] = len(rs.images)
+	rs.images = append(rs.images, img)
+	return nil
+}
+
+func scanRows(rows *sql.Rows, t *typeInfo, limit int, xmax bool) (*rowSet, error) {
+	shape := shapeSelect
+	if xmax {
+		shape = shapeXmax
+	}
+	s, err := newScanner(rows, t, limit, shape)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		if err := s.scan(rows); err != nil {
 			return nil, err
 		}
-		id := idString(vals[idIdx])
-		rs.ids = append(rs.ids, id)
-		rs.rawIDs = append(rs.rawIDs, rawID(vals[idIdx]))
-		if xmax {
-			rs.xmax = append(rs.xmax, textOf(vals[n]))
-		}
-		if len(rs.images) >= limit {
-			continue
-		}
-		img := make(map[string]any, n)
-		for i := 0; i < n; i++ {
-			if kinds[i] == colOmit {
-				continue
-			}
-			img[cols[i]] = normalize(vals[i], kinds[i])
-		}
-		rs.byID[id] = len(rs.images)
-		rs.images = append(rs.images, img)
 	}
-	return rs, rows.Err()
+	return s.rs, rows.Err()
 }
 
 // normalize turns a scanned value into what the record stores.

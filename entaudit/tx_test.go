@@ -5,9 +5,13 @@ import (
 	"errors"
 	"strconv"
 	"testing"
+	"time"
+
+	"entgo.io/ent"
 
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/entaudit"
+	"github.com/auditkit/auditkit/entaudit/internal/entest"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/user"
 )
 
@@ -281,5 +285,38 @@ func TestUpsert(t *testing.T) {
 	}
 	if r := rows[2]; r.Kind != "insert" || r.ResourceID != strconv.Itoa(id2) || r.Metadata != nil {
 		t.Errorf("upsert that inserted = %v", r)
+	}
+}
+
+// A write that panics inside the transaction the hook opened releases it: with a pool of one
+// connection, the next write would otherwise wait forever.
+func TestOwnTxPanic(t *testing.T) {
+	e := newEnv(t)
+	e.sql.SetMaxOpenConns(1)
+	ctx := context.Background()
+	u := e.client.User.Create().SetName("a").SetEmail("a@x").SaveX(ctx)
+	e.client.User.Use(func(next ent.Mutator) ent.Mutator {
+		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+			if name, _ := m.(*entest.UserMutation).Name(); name == "boom" {
+				panic("boom")
+			}
+			return next.Mutate(ctx, m)
+		})
+	})
+	func() {
+		defer func() {
+			if p := recover(); p != "boom" {
+				t.Errorf("recovered %v, want the write's panic", p)
+			}
+		}()
+		e.client.User.UpdateOne(u).SetName("boom").ExecX(ctx)
+	}()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := e.client.User.UpdateOne(u).SetName("calm").Exec(ctx); err != nil {
+		t.Fatalf("the next write: %v", err)
+	}
+	if rows := e.audit(t); len(rows) != 2 || rows[1].After["name"] != "calm" {
+		t.Fatalf("rows = %v", rows)
 	}
 }

@@ -1,6 +1,7 @@
 package ginaudit
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -404,14 +405,23 @@ func requireAdmin(c *gin.Context, p *apiPrincipal) bool {
 	return true
 }
 
-// audit records the API's own use through core.Log.
-func (a *apiServer) audit(c *gin.Context, p *apiPrincipal, e core.Entry) {
+// audit records the API's own use through core.Log. Behind Middleware the record joins the
+// request's records (and is written when the request ends, with its request id and address);
+// immediate records, for requests that last (streams), are written at once.
+func (a *apiServer) audit(c *gin.Context, p *apiPrincipal, e core.Entry, immediate ...bool) {
 	e.Kind = core.KindCustom
 	e.Actor = p.id.Actor
 	if e.ResourceType == "" {
 		e.ResourceType = "audit_logs"
 	}
-	if _, err := core.Log(c.Request.Context(), a.opts.Writer, e); err != nil {
+	ctx := c.Request.Context()
+	if len(immediate) > 0 && immediate[0] {
+		if e.RequestID == "" {
+			e.RequestID, _ = core.RequestIDFromContext(ctx)
+		}
+		ctx = context.Background()
+	}
+	if _, err := core.Log(ctx, a.opts.Writer, e); err != nil {
 		a.log.Error("ginaudit: recording the audit-log API's own use failed", "action", e.Action, "error", err)
 	}
 }

@@ -66,7 +66,7 @@ func (a *apiServer) stream(c *gin.Context) {
 	}
 	a.audit(c, p, core.Entry{Action: "auditlog.stream", Tenant: core.Tenant{ID: sc.TenantID}, Metadata: map[string]any{
 		"scope": scopeMeta(sc), "filters": f.Map(), "transport": transport,
-	}})
+	}}, true)
 	// A stream lives no longer than the token that opened it.
 	var expiry <-chan time.Time
 	if !p.id.ExpiresAt.IsZero() {

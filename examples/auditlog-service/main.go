@@ -1,0 +1,190 @@
+// Command auditlog-service runs the auditkit audit-log API (ginaudit.MountAPI) as a standalone,
+// multi-tenant service: search, export, statistics, live streams, ingest for other services,
+// retention and the tenants registry, over the audit_logs table that applications fill through
+// auditkit's writers.
+//
+// It is configured by environment variables. core's AUDIT_* variables give the database
+// (AUDIT_DATABASE_URL, required), the schema (AUDIT_DB_SCHEMA), token verification
+// (AUDIT_JWT_SECRET, AUDIT_JWT_PUBLIC_KEY or AUDIT_JWT_JWKS_URL, required; AUDIT_JWT_ISSUER,
+// AUDIT_JWT_AUDIENCE, AUDIT_JWT_CLAIM_MAP, ...), redaction and the writer. The service's own
+// settings use the AUDITLOG_ prefix:
+//
+//	AUDITLOG_LISTEN_ADDR         listen address (default :8080)
+//	AUDITLOG_BASE_PATH           where the API is mounted (default /api/v1)
+//	AUDITLOG_CURSOR_KEY          page-cursor signing key, at least 32 bytes; share it between replicas
+//	                             (default: random per process, so cursors end with a restart)
+//	AUDITLOG_RATE_LIMIT          requests per second per tenant (default 20; "off" disables)
+//	AUDITLOG_RATE_BURST          token-bucket size (default twice the rate)
+//	AUDITLOG_MAX_PAGE_SIZE       largest page of GET /logs (default 1000)
+//	AUDITLOG_MAX_BULK_RECORDS    records per POST /logs/bulk (default 1000)
+//	AUDITLOG_MAX_BODY_BYTES      request body limit (default 10485760)
+//	AUDITLOG_IDEMPOTENCY_WINDOW  how long Idempotency-Keys are remembered (default 24h)
+//	AUDITLOG_RETENTION           default retention of the background policy (2160h, 90d); unset applies
+//	                             only tenants' own retention_days; "off" stops the background job
+//	AUDITLOG_RETENTION_INTERVAL  time between retention passes (default 1h)
+//	AUDITLOG_MIN_CLEANUP_AGE     DELETE /logs/cleanup never deletes younger records (default 24h)
+//	AUDITLOG_MAX_STREAMS         live streams open at once per tenant (default 10)
+//	AUDITLOG_WEBSOCKET_ORIGINS   other origins (host patterns) allowed to open WebSocket streams
+//	AUDITLOG_AUDIT_REQUESTS      record every API request as an http record (default true)
+//	AUDITLOG_SHUTDOWN_TIMEOUT    how long a shutdown waits for requests and the writer (default 30s)
+//
+// On start it applies the schema migrations, then serves until SIGINT or SIGTERM. GET /health
+// answers 200 while the database does.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/core/store"
+	"github.com/auditkit/auditkit/ginaudit"
+	"github.com/auditkit/auditkit/schema"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	if err := run(ctx, os.Environ(), logger, nil); err != nil {
+		logger.Error("auditlog-service stopped", "error", err)
+		os.Exit(1)
+	}
+}
+
+// run serves until ctx ends. ready, when set, is called with the listening address.
+func run(ctx context.Context, environ []string, logger *slog.Logger, ready func(addr string)) error {
+	cfg, err := loadConfig(environ, logger)
+	if err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	pool, err := pgxpool.New(ctx, cfg.Audit.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	defer pool.Close()
+	mctx, cancel := context.WithTimeout(ctx, time.Minute)
+	res, err := schema.Migrate(mctx, pool, schema.WithSchema(cfg.Audit.Schema))
+	cancel()
+	if err != nil {
+		return fmt.Errorf("migrating schema %s: %w", cfg.Audit.Schema, err)
+	}
+	logger.Info("auditlog-service: schema ready", "schema", res.Schema, "applied", res.Applied, "version", res.Current)
+
+	st, err := store.New(pool, store.Options{
+		Schema: cfg.Audit.Schema, CursorKey: cfg.CursorKey, MaxPageSize: cfg.MaxPageSize,
+		IdempotencyWindow: cfg.IdempotencyWindow, Redactor: cfg.Audit.Redactor(), Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if cfg.CursorKey == nil {
+		logger.Warn("auditlog-service: " + envCursorKey + " is not set; page cursors are signed with a random key and stop working when this process restarts or on another replica")
+	}
+
+	w := core.NewWriter(core.NewPostgresSink(pool, core.PostgresSinkOptions{Schema: cfg.Audit.Schema}), core.WriterOptions{
+		BatchSize: cfg.Audit.BatchSize, FlushInterval: cfg.Audit.FlushInterval, QueueSize: cfg.Audit.QueueSize,
+		Redactor: cfg.Audit.Redactor(), Logger: logger,
+	})
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		if err := w.Close(cctx); err != nil {
+			logger.Error("auditlog-service: closing the audit writer", "error", err)
+		}
+	}()
+
+	verifier, err := ginaudit.NewVerifier(ctx, cfg.Audit.JWT, cfg.Audit.ActorTypeAliases, ginaudit.WithLogger(logger))
+	if err != nil {
+		return fmt.Errorf("JWT verification: %w", err)
+	}
+	defer verifier.Close()
+
+	if !cfg.RetentionOff {
+		err := st.StartRetention(store.RetentionPolicy{
+			MaxAge: cfg.Retention, Interval: cfg.RetentionInterval,
+			OnCleanup: func(r store.RetentionReport) {
+				_, _ = core.Log(context.Background(), w, core.Entry{
+					Action: "auditlog.retention", Severity: core.SeverityWarning, ResourceType: "audit_logs",
+					Actor:  core.Actor{ID: "auditlog-service", Type: core.ActorSystem, Auth: "none"},
+					Tenant: core.Tenant{ID: r.TenantID},
+					Metadata: map[string]any{"older_than": r.Cutoff.Format(time.RFC3339Nano), "deleted": r.Deleted,
+						"policy": map[bool]string{true: "tenant", false: "default"}[r.TenantID != ""]},
+				})
+			},
+		})
+		if err != nil {
+			return err
+		}
+	}
+
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.Use(gin.Recovery())
+	r.HandleMethodNotAllowed = true
+	r.NoRoute(func(c *gin.Context) {
+		c.JSON(http.StatusNotFound, gin.H{"error": gin.H{"code": "not_found", "message": "no such route; see " + cfg.BasePath + "/openapi.yaml"}})
+	})
+	r.NoMethod(func(c *gin.Context) {
+		c.JSON(http.StatusMethodNotAllowed, gin.H{"error": gin.H{"code": "method_not_allowed", "message": "this route does not accept " + c.Request.Method}})
+	})
+	r.GET("/health", func(c *gin.Context) {
+		hctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+		defer cancel()
+		if err := pool.Ping(hctx); err != nil {
+			c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unavailable"})
+			return
+		}
+		c.JSON(http.StatusOK, gin.H{"status": "ok"})
+	})
+	api := r.Group(cfg.BasePath)
+	if cfg.AuditRequests {
+		api.Use(ginaudit.Middleware(ginaudit.Options{Writer: w, Config: cfg.Audit, Verifier: verifier, Logger: logger}))
+	}
+	err = ginaudit.MountAPI(api, st, ginaudit.APIOptions{
+		Verifier: verifier, Writer: w, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
+		MaxBulkRecords: cfg.MaxBulkRecords, MaxBodyBytes: cfg.MaxBodyBytes, MinCleanupAge: cfg.MinCleanupAge,
+		MaxStreams: cfg.MaxStreams, WebSocketOrigins: cfg.WebSocketOrigins, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	logger.Info("auditlog-service: listening", "addr", ln.Addr().String(), "base_path", cfg.BasePath)
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("auditlog-service: shutting down")
+	// Live streams never end by themselves: close them first so that Shutdown can finish.
+	st.Close()
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}

@@ -79,8 +79,8 @@ func writeCostBatch(n int) []*core.Record {
 	for i := range out {
 		r := &core.Record{
 			OccurredAt: time.Now(), Kind: core.KindUpdate, Action: "invoices.update", Severity: core.SeverityInfo,
-			Tenant: core.Tenant{ID: fmt.Sprintf("tenant-%d", rand.IntN(100))},
-			Actor:  core.Actor{ID: fmt.Sprintf("u-%d", rand.IntN(500)), Type: core.ActorTenantUser, Email: "user@example.com", Auth: "jwt:HS256"},
+			Tenant:       core.Tenant{ID: fmt.Sprintf("tenant-%d", rand.IntN(100))},
+			Actor:        core.Actor{ID: fmt.Sprintf("u-%d", rand.IntN(500)), Type: core.ActorTenantUser, Email: "user@example.com", Auth: "jwt:HS256"},
 			ResourceType: "invoices", ResourceID: fmt.Sprint(rand.IntN(100000)), RequestID: "req-0123456789",
 			Before: map[string]any{"amount": 100, "status": "draft", "customer": "acme corporation", "notes": strings.Repeat("lorem ipsum ", 20)},
 			After:  map[string]any{"amount": 120, "status": "sent", "customer": "acme corporation", "notes": strings.Repeat("lorem ipsum ", 20)},

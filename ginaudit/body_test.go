@@ -331,6 +331,7 @@ func TestHijackedConnection(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 			_, _ = fmt.Fprintf(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 			got, _ := io.ReadAll(conn)
 			if !strings.HasPrefix(string(got), "HTTP/1.1 101") || !strings.HasSuffix(string(got), "hello") {

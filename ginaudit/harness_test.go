@@ -62,6 +62,7 @@ func newHarnessWith(t *testing.T, build func(w *core.Writer) *gin.Engine) *harne
 	r := build(w)
 	srv := httptest.NewServer(r)
 	t.Cleanup(srv.Close)
+	srv.Client().Timeout = 30 * time.Second // a hung request fails its test instead of the binary
 	return &harness{t: t, db: db, w: w, engine: r, srv: srv}
 }
 

@@ -153,7 +153,7 @@ func TestServeAndPrintedCurlCommands(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%v in %s", err, line)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

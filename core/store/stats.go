@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Bucket is the width of a time bucket in Stats.
@@ -111,6 +113,42 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
+// statsWorkMem is the work_mem of a stats query.
+const statsWorkMem = "64MB"
+
+// scan reads the rows of the stats query into st and the bucket counts (by Unix microseconds).
+func (st *Stats) scan(rows pgx.Rows, counts map[int64]int64) error {
+	for rows.Next() {
+		var g int
+		var value string
+		var bt *time.Time
+		var n int64
+		if err := rows.Scan(&g, &value, &bt, &n); err != nil {
+			return err
+		}
+		c := Count{Value: value, Count: n}
+		switch g {
+		case gsAction:
+			st.ByAction = append(st.ByAction, c)
+		case gsKind:
+			st.ByKind = append(st.ByKind, c)
+		case gsSeverity:
+			st.BySeverity = append(st.BySeverity, c)
+		case gsActor:
+			st.ByActor = append(st.ByActor, c)
+		case gsResource:
+			st.ByResourceType = append(st.ByResourceType, c)
+		case gsBucket:
+			if bt != nil {
+				counts[bt.UTC().UnixMicro()] = n
+			}
+		case gsTotal:
+			st.Total = n
+		}
+	}
+	return rows.Err()
+}
+
 // Grouping-set bit masks: GROUPING(action, kind, severity, actor_id, resource_type, b) has a bit
 // set for each argument the row is not grouped by, the first argument being the highest bit.
 const (
@@ -169,12 +207,13 @@ func (s *Store) Stats(ctx context.Context, sc Scope, q StatsQuery) (Stats, error
 	}
 
 	var b sqlBuilder
-	bucketArg := b.arg(string(bucket))
+	// date_bin works on absolute time, so UTC buckets cost no time-zone conversion per row.
+	bucketArg := b.arg("1 " + string(bucket))
 	b.w(`WITH s AS (
 	SELECT GROUPING(action, kind, severity, actor_id, resource_type, b) AS g,
 	       action, kind, severity, actor_id, resource_type, b, count(*) AS n
 	FROM (SELECT action, kind::text AS kind, severity::text AS severity, actor_id, resource_type,
-	             date_trunc(`, bucketArg, `, occurred_at, 'UTC') AS b
+	             date_bin(`, bucketArg, `::interval, occurred_at, '2000-01-01 00:00:00+00'::timestamptz) AS b
 	      FROM `, s.logs)
 	s.where(&b, sc, f)
 	b.w(`) x
@@ -185,42 +224,22 @@ SELECT g, coalesce(action, kind, severity, actor_id, resource_type, ''), b, n FR
 	FROM s) t
 WHERE rn <= `, b.arg(top), ` OR g = `, strconv.Itoa(gsBucket))
 
-	rows, err := s.pool.Query(ctx, b.sb.String(), b.args...)
-	if err != nil {
-		return Stats{}, fmt.Errorf("store: stats: %w", err)
-	}
-	defer rows.Close()
 	st := Stats{From: f.From, To: f.To, Bucket: bucket}
 	counts := map[int64]int64{}
-	for rows.Next() {
-		var g int
-		var value string
-		var bt *time.Time
-		var n int64
-		if err := rows.Scan(&g, &value, &bt, &n); err != nil {
-			return Stats{}, fmt.Errorf("store: stats: %w", err)
+	// The grouping sets hash every dimension in one pass; with the default work_mem (4MB) the
+	// planner sorts on disk instead.
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '`+statsWorkMem+`'`); err != nil {
+			return err
 		}
-		c := Count{Value: value, Count: n}
-		switch g {
-		case gsAction:
-			st.ByAction = append(st.ByAction, c)
-		case gsKind:
-			st.ByKind = append(st.ByKind, c)
-		case gsSeverity:
-			st.BySeverity = append(st.BySeverity, c)
-		case gsActor:
-			st.ByActor = append(st.ByActor, c)
-		case gsResource:
-			st.ByResourceType = append(st.ByResourceType, c)
-		case gsBucket:
-			if bt != nil {
-				counts[bt.UTC().UnixMicro()] = n
-			}
-		case gsTotal:
-			st.Total = n
+		rows, err := tx.Query(ctx, b.sb.String(), b.args...)
+		if err != nil {
+			return err
 		}
-	}
-	if err := rows.Err(); err != nil {
+		defer rows.Close()
+		return st.scan(rows, counts)
+	})
+	if err != nil {
 		return Stats{}, fmt.Errorf("store: stats: %w", err)
 	}
 	for _, l := range []*[]Count{&st.ByAction, &st.ByKind, &st.BySeverity, &st.ByActor, &st.ByResourceType} {

@@ -249,3 +249,71 @@ func BenchmarkUpdateBulk1000(b *testing.B) {
 		}
 	})
 }
+
+// paired runs one operation per iteration with the bare client and with the hook (its records
+// handed to a request Collector, as inside an HTTP request: capture alone, nothing stored), in
+// alternating order, so that both see the same load on a shared machine. It reports the mean of
+// each and their ratio.
+func (e *benchEnv) paired(b *testing.B, op func(c *entest.Client, ctx context.Context)) {
+	b.ReportAllocs()
+	var d [2]time.Duration
+	clients := [2]*entest.Client{e.bare, e.capture}
+	i := 0
+	for b.Loop() {
+		i++
+		for k := range 2 {
+			j := (k + i) % 2
+			ctx := context.Background()
+			if j == 1 {
+				ctx = core.NewContext(ctx, core.NewCollector())
+			}
+			start := time.Now()
+			op(clients[j], ctx)
+			d[j] += time.Since(start)
+		}
+	}
+	n := float64(b.N)
+	b.ReportMetric(float64(d[0].Microseconds())/n, "off-µs/op")
+	b.ReportMetric(float64(d[1].Microseconds())/n, "capture-µs/op")
+	b.ReportMetric(float64(d[1])/float64(d[0]), "capture/off")
+}
+
+func BenchmarkPairedCreate(b *testing.B) {
+	e := newBenchEnv(b)
+	n := 0
+	e.paired(b, func(c *entest.Client, ctx context.Context) {
+		n++
+		s := strconv.Itoa(n)
+		if err := c.User.Create().SetName("user " + s).SetEmail(s + "@example.com").SetAge(30).Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
+func BenchmarkPairedUpdateOne(b *testing.B) {
+	e := newBenchEnv(b)
+	ctx := context.Background()
+	u := e.bare.User.Create().SetName("u").SetEmail("u@example.com").SaveX(ctx)
+	n := 0
+	e.paired(b, func(c *entest.Client, ctx context.Context) {
+		n++
+		if err := c.User.UpdateOneID(u.ID).SetAge(n % 100).SetName("u" + strconv.Itoa(n)).Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+	})
+}
+
+func BenchmarkPairedUpdateBulk1000(b *testing.B) {
+	e := newBenchEnv(b)
+	ctx := context.Background()
+	builders := make([]*entest.UserCreate, 1000)
+	for i := range builders {
+		builders[i] = e.bare.User.Create().SetName("bulk").SetEmail(strconv.Itoa(i) + "@example.com").SetAge(i)
+	}
+	e.bare.User.CreateBulk(builders...).ExecX(ctx)
+	e.paired(b, func(c *entest.Client, ctx context.Context) {
+		if n, err := c.User.Update().Where(user.Name("bulk")).AddAge(1).Save(ctx); err != nil || n != 1000 {
+			b.Fatalf("updated %d rows: %v", n, err)
+		}
+	})
+}

@@ -489,7 +489,13 @@ func (c *capture) diff(before, after map[string]any) map[string]core.Change {
 // edgeMeta adds to meta the edges the mutation changed for the row id: ids linked, ids unlinked
 // (named, or found linked before a clear or a delete), and whether the edge was cleared.
 func (c *capture) edgeMeta(meta map[string]any, id string) map[string]any {
-	edges := map[string]any{}
+	var edges map[string]any
+	set := func(name string, e map[string]any) {
+		if edges == nil {
+			edges = map[string]any{}
+		}
+		edges[name] = e
+	}
 	for name, ch := range c.edges {
 		e := map[string]any{}
 		if len(ch.added) > 0 {
@@ -503,7 +509,7 @@ func (c *capture) edgeMeta(meta map[string]any, id string) map[string]any {
 		if len(removed) > 0 {
 			e["removed"] = removed
 		}
-		edges[name] = e
+		set(name, e)
 	}
 	if c.op.Is(ent.OpDelete | ent.OpDeleteOne) {
 		for name, e := range c.t.edges {
@@ -511,11 +517,11 @@ func (c *capture) edgeMeta(meta map[string]any, id string) map[string]any {
 				continue
 			}
 			if removed := c.linkedBefore(name, id, nil); len(removed) > 0 {
-				edges[name] = map[string]any{"removed": removed}
+				set(name, map[string]any{"removed": removed})
 			}
 		}
 	}
-	if len(edges) == 0 {
+	if edges == nil {
 		return meta
 	}
 	return withMeta(meta, "edges", edges)

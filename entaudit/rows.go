@@ -231,26 +231,30 @@ func scanRows(rows *sql.Rows, t *typeInfo, limit int, xmax bool) (*rowSet, error
 	return s.rs, rows.Err()
 }
 
-// normalize turns a scanned value into what the record stores.
+// normalize turns a scanned value into what the record stores. Values that need no change are
+// returned as they are, without boxing them again.
 func normalize(v any, kind uint8) any {
 	switch x := v.(type) {
 	case nil:
 		return nil
 	case time.Time:
+		if x.Location() == time.UTC {
+			return v
+		}
 		return x.UTC()
 	case []byte:
 		switch kind {
 		case colJSON:
 			return decodeJSON(x)
 		case colBytes:
-			return x
+			return v
 		}
 		return string(x)
 	case string:
 		if kind == colJSON {
 			return decodeJSON([]byte(x))
 		}
-		return x
+		return v
 	case [16]byte:
 		return uuid.UUID(x).String()
 	}

@@ -115,6 +115,8 @@ func apiStreamEnd(expired bool, sub *store.Subscription) (code, message string) 
 		return "token_expired", "the token that opened the stream expired; reconnect with a fresh token"
 	case errors.Is(err, store.ErrLagged):
 		return "lagged", "the stream fell too far behind and was closed; read what you missed with GET /logs from the time of the last record, then reconnect"
+	case errors.Is(err, store.ErrInterrupted):
+		return "interrupted", "the stream could not read new records and was closed; read what you missed with GET /logs, then reconnect"
 	case errors.Is(err, store.ErrClosed):
 		return "shutting_down", "the service is shutting down; reconnect"
 	}
@@ -224,6 +226,8 @@ func (a *apiServer) streamWebSocket(c *gin.Context, sub *store.Subscription, exp
 			status = StreamCloseTokenExpired
 		case "shutting_down":
 			status = websocket.StatusGoingAway
+		case "interrupted":
+			status = websocket.StatusInternalError
 		}
 		if len(msg) > 120 { // a close reason fits in a control frame (123 bytes)
 			msg = code

@@ -29,6 +29,10 @@ import (
 // behind. Records it missed can be read with List over the time since its last record.
 var ErrLagged = errors.New("store: the stream consumer fell behind and was disconnected; reconnect and catch up with a query")
 
+// ErrInterrupted ends the subscriptions whose new records could not be read (the database failed
+// a query), so that their consumers know to catch up with List rather than miss records silently.
+var ErrInterrupted = errors.New("store: the stream could not read new records and was ended; reconnect and catch up with a query")
+
 const (
 	notifyChannel     = "auditkit_logs"
 	listenerTTL       = 60 * time.Second
@@ -318,10 +322,12 @@ func (h *hub) heartbeat() {
 			return
 		case <-t.C:
 		}
+		// Count under regMu: a subscriber counts itself before it registers, so a registration
+		// cannot slip between this count and the DELETE below.
+		h.regMu.Lock()
 		h.mu.Lock()
 		n := h.nsubs
 		h.mu.Unlock()
-		h.regMu.Lock()
 		ctx, cancel := context.WithTimeout(h.ctx, 10*time.Second)
 		switch {
 		case n > 0:
@@ -496,7 +502,12 @@ func (h *hub) process() {
 					if h.ctx.Err() != nil {
 						return
 					}
-					h.s.log.Warn("auditkit: live stream query failed", "error", err)
+					h.s.log.Warn("auditkit: live stream query failed; its subscribers are disconnected", "error", err)
+					h.mu.Lock()
+					for sub := range g.subs {
+						h.endLocked(sub, ErrInterrupted)
+					}
+					h.mu.Unlock()
 				}
 			}
 		}

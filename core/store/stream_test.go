@@ -272,3 +272,41 @@ func TestStreamEnds(t *testing.T) {
 		t.Fatalf("subscribe after Close: %v", err)
 	}
 }
+
+// A subscription whose records cannot be read is ended with ErrInterrupted instead of missing
+// records silently.
+func TestStreamInterruptedByAFailingQuery(t *testing.T) {
+	e := newEnv(t, store.Options{})
+	sub, err := e.st.Subscribe(context.Background(), store.TenantScope("acme"), store.Filter{Search: "word"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	healthy, err := e.st.Subscribe(context.Background(), store.TenantScope("acme"), store.Filter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer healthy.Close()
+	// Without the search function every query of the first subscription fails; writes go on.
+	if _, err := e.db.Pool.Exec(context.Background(), `DROP FUNCTION audit_search_document CASCADE`); err != nil {
+		t.Fatal(err)
+	}
+	r := &core.Record{Kind: core.KindCustom, Action: "a", Tenant: core.Tenant{ID: "acme"}, Metadata: map[string]any{"k": "word"}}
+	e.write(t, r)
+	if got := receive(t, healthy, 1); got[0].ID != r.ID {
+		t.Fatalf("healthy subscription got %+v", got[0])
+	}
+	timeout := time.After(20 * time.Second)
+	for {
+		select {
+		case _, ok := <-sub.C:
+			if !ok {
+				if !errors.Is(sub.Err(), store.ErrInterrupted) {
+					t.Fatalf("ended with %v", sub.Err())
+				}
+				return
+			}
+		case <-timeout:
+			t.Fatal("the failing subscription was not ended")
+		}
+	}
+}

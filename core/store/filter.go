@@ -90,8 +90,12 @@ type ParamError struct {
 	Problem string
 }
 
+// Error names the parameter and the problem.
 func (e *ParamError) Error() string { return e.Param + ": " + e.Problem }
+
+// Unwrap lets errors.Is(err, ErrInvalidFilter) match.
 func (e *ParamError) Unwrap() error { return ErrInvalidFilter }
+
 func paramErr(p, format string, args ...any) *ParamError {
 	return &ParamError{Param: p, Problem: fmt.Sprintf(format, args...)}
 }

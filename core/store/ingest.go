@@ -71,6 +71,7 @@ type InvalidRecordsError struct {
 	Items []ItemError
 }
 
+// Error describes the one invalid record, or counts them.
 func (e *InvalidRecordsError) Error() string {
 	if len(e.Items) == 1 {
 		it := e.Items[0]

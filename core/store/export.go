@@ -134,7 +134,7 @@ func (s *Store) Export(ctx context.Context, sc Scope, f Filter, opts ExportOptio
 	default:
 		b.w(" ORDER BY tenant_id DESC NULLS FIRST, occurred_at ASC, id ASC")
 	}
-	args := append([]any{exportFormats}, b.args...)
+	args := append([]any{customPlan, exportFormats}, b.args...)
 	rows, err := s.pool.Query(ctx, b.sb.String(), args...)
 	if err != nil {
 		return 0, fmt.Errorf("store: export: %w", err)

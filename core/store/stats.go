@@ -232,7 +232,7 @@ WHERE rn <= `, b.arg(top), ` OR g = `, strconv.Itoa(gsBucket))
 		if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '`+statsWorkMem+`'`); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, b.sb.String(), b.args...)
+		rows, err := tx.Query(ctx, b.sb.String(), append([]any{customPlan}, b.args...)...)
 		if err != nil {
 			return err
 		}

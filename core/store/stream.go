@@ -568,7 +568,7 @@ func (h *hub) serveRanges(g *group, ranges []srange) error {
 			b.w(" AND (occurred_at, id) > (", b.arg(after.at), ", ", b.arg(after.id), ")")
 		}
 		b.w(" ORDER BY occurred_at, id LIMIT ", b.arg(streamPage))
-		rows, err := h.s.pool.Query(h.ctx, b.sb.String(), b.args...)
+		rows, err := h.s.pool.Query(h.ctx, b.sb.String(), append([]any{customPlan}, b.args...)...)
 		if err != nil {
 			return err
 		}

@@ -110,25 +110,53 @@ func bench(ctx context.Context, dbURL, name string, o benchOptions) error {
 	from7 := to.AddDate(0, 0, -7)
 	window := "from=" + url.QueryEscape(from7.Format(time.RFC3339)) + "&to=" + url.QueryEscape(to.Format(time.RFC3339))
 
+	// Resource filters use (tenant, type, id) triples that exist.
+	type triple struct {
+		tenant   int
+		res, rid string
+	}
+	var samples []triple
+	srows, err := pool.Query(ctx, `SELECT tenant_id, resource_type, resource_id FROM `+table+
+		` TABLESAMPLE SYSTEM (1) WHERE resource_type IS NOT NULL AND occurred_at >= $1 LIMIT 1000`, from7)
+	if err != nil {
+		return err
+	}
+	for srows.Next() {
+		var tid string
+		var tr triple
+		if err := srows.Scan(&tid, &tr.res, &tr.rid); err != nil {
+			return err
+		}
+		if _, err := fmt.Sscanf(tid, "tenant-%d", &tr.tenant); err == nil {
+			samples = append(samples, tr)
+		}
+	}
+	srows.Close()
+	if len(samples) == 0 {
+		return fmt.Errorf("no resource samples in the last 7 days")
+	}
+
 	type filter struct {
 		name string
-		q    func(t int) string
+		q    func() (int, string)
+	}
+	anyTenant := func(q func(t int) string) func() (int, string) {
+		return func() (int, string) { t, _ := tenant(); return t, q(t) }
 	}
 	filters := []filter{
-		{"actor_id", func(t int) string { return "actor_id=" + actorID(t, rng.IntN(actorsPerTenant-3)) }},
-		{"action", func(int) string { return "action=" + resourceTypes[rng.IntN(len(resourceTypes))] + ".update" }},
-		{"action_prefix", func(int) string { return "action_prefix=" + resourceTypes[rng.IntN(len(resourceTypes))] + "." }},
-		{"resource", func(int) string {
-			return "resource_type=" + resourceTypes[rng.IntN(len(resourceTypes))] + "&resource_id=" + strconv.Itoa(rng.IntN(5000))
+		{"actor_id", anyTenant(func(t int) string { return "actor_id=" + actorID(t, rng.IntN(actorsPerTenant-3)) })},
+		{"action", anyTenant(func(int) string { return "action=" + resourceTypes[rng.IntN(len(resourceTypes))] + ".update" })},
+		{"action_prefix", anyTenant(func(int) string { return "action_prefix=" + resourceTypes[rng.IntN(len(resourceTypes))] + "." })},
+		{"resource", func() (int, string) {
+			tr := samples[rng.IntN(len(samples))]
+			return tr.tenant, "resource_type=" + tr.res + "&resource_id=" + tr.rid
 		}},
-		{"kind", func(int) string { return "kind=delete" }},
-		{"severity", func(int) string { return "severity=error,critical" }},
-		{"status_min", func(int) string { return "status_min=500" }},
-		{"ip", func(t int) string { return "ip=" + url.QueryEscape(fmt.Sprintf("10.%d.0.0/24", t)) }},
-		{"q_common", func(int) string { return "q=" + features[rng.IntN(len(features))] }},
-		{"q_rare", func(int) string {
-			return "q=" + url.QueryEscape(fmt.Sprintf("%s %d", resourceTypes[rng.IntN(len(resourceTypes))], rng.IntN(5000)))
-		}},
+		{"kind", anyTenant(func(int) string { return "kind=delete" })},
+		{"severity", anyTenant(func(int) string { return "severity=error,critical" })},
+		{"status_min", anyTenant(func(int) string { return "status_min=500" })},
+		{"ip", anyTenant(func(t int) string { return "ip=" + url.QueryEscape(fmt.Sprintf("10.%d.0.0/24", t)) })},
+		{"q_common", anyTenant(func(int) string { return "q=" + features[rng.IntN(len(features))] })},
+		{"q_rare", anyTenant(func(int) string { return "q=" + strconv.Itoa(rng.IntN(5000)) })},
 	}
 	fmt.Printf("## Filtered pages: tenant + 7-day range + one filter, limit 50, %d requests per filter (after 10 to warm up)\n\n", o.pages)
 	fmt.Println("| filter | p50 | p95 | p99 | max | records per page (mean) |")
@@ -138,8 +166,9 @@ func bench(ctx context.Context, dbURL, name string, o benchOptions) error {
 		var lat []time.Duration
 		var got int
 		for i := range o.pages + 10 {
-			t, tid := tenant()
-			path := "/logs?" + window + "&limit=50&" + f.q(t)
+			t, q := f.q()
+			tid := tenantID(t)
+			path := "/logs?" + window + "&limit=50&" + q
 			var body bytes.Buffer
 			d, status, _, err := b.get(path, b.token(actorID(t, 0), core.ActorTenantUser, tid), &body)
 			if err != nil || status != 200 {

@@ -31,7 +31,7 @@ func TestExportMatchesList(t *testing.T) {
 	ctx := context.Background()
 
 	for _, sc := range []store.Scope{store.TenantScope("acme"), store.AllTenantsScope()} {
-		for _, order := range []store.Order{store.NewestFirst, store.OldestFirst} {
+		for _, order := range []store.Order{store.NewestFirst, store.OldestFirst, ""} {
 			f := store.Filter{}
 			var all []*store.Record
 			q := store.Query{Filter: f, Order: order, Limit: 1000}

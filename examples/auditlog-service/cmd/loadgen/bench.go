@@ -27,8 +27,8 @@ import (
 )
 
 type benchOptions struct {
-	pages      int
-	skipExport bool
+	pages                            int
+	skipPages, skipStats, skipExport bool
 }
 
 type benchEnv struct {
@@ -117,7 +117,7 @@ func bench(ctx context.Context, dbURL, name string, o benchOptions) error {
 	}
 	var samples []triple
 	srows, err := pool.Query(ctx, `SELECT tenant_id, resource_type, resource_id FROM `+table+
-		` TABLESAMPLE SYSTEM (1) WHERE resource_type IS NOT NULL AND occurred_at >= $1 LIMIT 1000`, from7)
+		` TABLESAMPLE SYSTEM (1) WHERE resource_id IS NOT NULL AND resource_type <> 'audit_logs' AND occurred_at >= $1 LIMIT 1000`, from7)
 	if err != nil {
 		return err
 	}
@@ -158,9 +158,13 @@ func bench(ctx context.Context, dbURL, name string, o benchOptions) error {
 		{"q_common", anyTenant(func(int) string { return "q=" + features[rng.IntN(len(features))] })},
 		{"q_rare", anyTenant(func(int) string { return "q=" + strconv.Itoa(rng.IntN(5000)) })},
 	}
-	fmt.Printf("## Filtered pages: tenant + 7-day range + one filter, limit 50, %d requests per filter (after 10 to warm up)\n\n", o.pages)
-	fmt.Println("| filter | p50 | p95 | p99 | max | records per page (mean) |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|")
+	if o.skipPages {
+		filters = nil
+	} else {
+		fmt.Printf("## Filtered pages: tenant + 7-day range + one filter, limit 50, %d requests per filter (after 10 to warm up)\n\n", o.pages)
+		fmt.Println("| filter | p50 | p95 | p99 | max | records per page (mean) |")
+		fmt.Println("|---|---:|---:|---:|---:|---:|")
+	}
 	var all []time.Duration
 	for _, f := range filters {
 		var lat []time.Duration
@@ -183,9 +187,23 @@ func bench(ctx context.Context, dbURL, name string, o benchOptions) error {
 		p := percentiles(lat)
 		fmt.Printf("| %s | %s | %s | %s | %s | %.1f |\n", f.name, ms(p[50]), ms(p[95]), ms(p[99]), ms(p[100]), float64(got)/float64(len(lat)))
 	}
-	p := percentiles(all)
-	fmt.Printf("| **all filters** | %s | **%s** | %s | %s | |\n\n", ms(p[50]), ms(p[95]), ms(p[99]), ms(p[100]))
+	if !o.skipPages {
+		p := percentiles(all)
+		fmt.Printf("| **all filters** | %s | **%s** | %s | %s | |\n\n", ms(p[50]), ms(p[95]), ms(p[99]), ms(p[100]))
+	}
+	if !o.skipStats {
+		if err := benchStats(b, rng, tenants, rows, to); err != nil {
+			return err
+		}
+	}
+	if o.skipExport {
+		return nil
+	}
+	return benchExport(b)
+}
 
+func benchStats(b *benchEnv, rng *rand.Rand, tenants int, rows int64, to time.Time) error {
+	tenant := func() (int, string) { t := rng.IntN(tenants); return t, tenantID(t) }
 	fmt.Println("## Stats over 30 days (GET /logs/stats)")
 	fmt.Println()
 	fmt.Println("| scope | bucket | requests | p50 | p95 | max |")
@@ -215,17 +233,19 @@ func bench(ctx context.Context, dbURL, name string, o benchOptions) error {
 		}
 		lat = append(lat, d)
 	}
-	p = percentiles(lat)
+	p := percentiles(lat)
 	fmt.Printf("| all tenants (%d rows) | day | %d | %s | %s | %s |\n\n", rows, len(lat), ms(p[50]), ms(p[95]), ms(p[100]))
+	return nil
+}
 
-	if o.skipExport {
-		return nil
-	}
+func benchExport(b *benchEnv) error {
+	admin := b.token("root", core.ActorPlatformAdmin, "")
 	fmt.Println("## Export of every row (platform admin, GET /logs/export, body read and discarded by the client)")
 	fmt.Println()
-	fmt.Println("| format | rows | bytes | seconds | rows/s | MB/s | peak Go heap in use | peak RSS | GCs |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-	for _, format := range []string{"ndjson", "csv"} {
+	fmt.Println("| format | order | rows | bytes | seconds | rows/s | MB/s | peak Go heap in use | peak RSS | GCs |")
+	fmt.Println("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, run := range []struct{ format, sort string }{{"ndjson", ""}, {"csv", ""}, {"ndjson", "newest"}} {
+		format := run.format
 		runtime.GC()
 		var before runtime.MemStats
 		runtime.ReadMemStats(&before)
@@ -250,7 +270,13 @@ func bench(ctx context.Context, dbURL, name string, o benchOptions) error {
 			}
 		}()
 		lc := &lineCounter{}
-		d, status, n, err := b.get("/logs/export?format="+format, admin, lc)
+		path := "/logs/export?format=" + format
+		order := "storage"
+		if run.sort != "" {
+			path += "&sort=" + run.sort
+			order = "by tenant, newest first"
+		}
+		d, status, n, err := b.get(path, admin, lc)
 		close(stop)
 		wg.Wait()
 		if err != nil || status != 200 {
@@ -262,7 +288,7 @@ func bench(ctx context.Context, dbURL, name string, o benchOptions) error {
 		if format == "csv" {
 			records-- // header
 		}
-		fmt.Printf("| %s | %d | %d | %.2f | %.0f | %.0f | %.1f MiB | %.1f MiB | %d |\n", format, records, n, d.Seconds(),
+		fmt.Printf("| %s | %s | %d | %d | %.2f | %.0f | %.0f | %.1f MiB | %.1f MiB | %d |\n", format, order, records, n, d.Seconds(),
 			float64(records)/d.Seconds(), float64(n)/d.Seconds()/1e6, float64(peakHeap)/(1<<20), float64(peakRSS)/(1<<20), after.NumGC-before.NumGC)
 	}
 	return nil

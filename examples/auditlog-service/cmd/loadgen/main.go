@@ -46,6 +46,8 @@ func main() {
 	days := fs.Int("days", 30, "load: days of history, ending now")
 	seed := fs.Uint64("seed", 1, "load: random seed")
 	pages := fs.Int("pages", 200, "bench: filtered page requests per filter")
+	skipPages := fs.Bool("skip-pages", false, "bench: leave out the filtered pages")
+	skipStats := fs.Bool("skip-stats", false, "bench: leave out the stats")
 	skipExport := fs.Bool("skip-export", false, "bench: leave out the export")
 	_ = fs.Parse(os.Args[2:])
 	if *schemaName == "" {
@@ -62,7 +64,7 @@ func main() {
 	case "load":
 		err = load(ctx, *dbURL, *schemaName, loadOptions{rows: *rows, tenants: *tenants, days: *days, seed: *seed})
 	case "bench":
-		err = bench(ctx, *dbURL, *schemaName, benchOptions{pages: *pages, skipExport: *skipExport})
+		err = bench(ctx, *dbURL, *schemaName, benchOptions{pages: *pages, skipPages: *skipPages, skipStats: *skipStats, skipExport: *skipExport})
 	case "drop":
 		err = drop(ctx, *dbURL, *schemaName)
 	default:

@@ -56,7 +56,7 @@ func open(ctx context.Context, s settings) (*app, error) {
 	defer cancel()
 	conn, err := pgx.Connect(pingCtx, s.DatabaseURL)
 	if err != nil {
-		return nil, fmt.Errorf("PostgreSQL is not reachable at %s (%s); start it, or point -db or AUDIT_DATABASE_URL at one", redactURL(s.DatabaseURL), lastLine(err))
+		return nil, fmt.Errorf("PostgreSQL is not reachable at %s (%s); start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start (or point -db or AUDIT_DATABASE_URL at one)", redactURL(s.DatabaseURL), lastLine(err))
 	}
 	_, err = schema.Migrate(ctx, conn, schema.WithSchema(s.Schema)) // audit_logs
 	conn.Close(context.WithoutCancel(ctx))

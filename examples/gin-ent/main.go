@@ -7,13 +7,16 @@
 //	go run ./examples/gin-ent          # serve, and print curl commands with signed tokens
 //	go run ./examples/gin-ent -demo    # play a short scenario and print the audit trail
 //
-// Flags and environment: -db or AUDIT_DATABASE_URL (default the local postgres database),
-// -schema (default gin_ent_example), -addr (default 127.0.0.1:8080), AUDIT_JWT_SECRET (default
-// a development secret that this program also uses to sign the tokens it prints).
+// Flags and environment: -db or AUDIT_DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
+// -schema (default gin_ent_example), -addr (default 127.0.0.1:8080), AUDIT_JWT_SECRET (the HS256
+// secret; by default a fresh random one per run, with which the program signs the tokens it
+// prints: they work until it stops).
 package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -25,14 +28,15 @@ import (
 
 // defaultDatabaseURL is the local PostgreSQL the example uses when neither -db nor
 // AUDIT_DATABASE_URL is given.
-const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-
-// devSecret signs and verifies the example's tokens unless AUDIT_JWT_SECRET is set. It is
-// public: never use it outside local development.
-const devSecret = "gin-ent-example-development-secret-0123456789"
+const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 
 func main() {
-	s := settings{DatabaseURL: envOr("AUDIT_DATABASE_URL", defaultDatabaseURL), Secret: envOr("AUDIT_JWT_SECRET", devSecret)}
+	s := settings{DatabaseURL: envOr("AUDIT_DATABASE_URL", defaultDatabaseURL), Secret: os.Getenv("AUDIT_JWT_SECRET")}
+	if s.Secret == "" {
+		b := make([]byte, 32)
+		_, _ = rand.Read(b)
+		s.Secret = hex.EncodeToString(b)
+	}
 	addr := flag.String("addr", "127.0.0.1:8080", "address to serve on")
 	demo := flag.Bool("demo", false, "play a scripted scenario, print the audit trail and exit")
 	flag.StringVar(&s.DatabaseURL, "db", s.DatabaseURL, "PostgreSQL URL")

@@ -12,6 +12,9 @@ import (
 	"github.com/auditkit/auditkit/internal/pgtest"
 )
 
+// testSecret signs and verifies the tokens of the tests.
+const testSecret = "gin-ent-example-test-secret-0123456789abcdef"
+
 // record is a row of audit_logs as the test reads it.
 type record struct {
 	Kind, Action, Severity, ActorID, TenantID, ResourceType, ResourceID, RequestID, Route string
@@ -30,7 +33,7 @@ func TestEndToEnd(t *testing.T) {
 	db := pgtest.NewEmpty(t) // a fresh schema; the example migrates it itself
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	a, err := open(ctx, settings{DatabaseURL: pgtest.URL(), Schema: db.Schema, Secret: devSecret})
+	a, err := open(ctx, settings{DatabaseURL: pgtest.URL(), Schema: db.Schema, Secret: testSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +44,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	defer srv.stop()
 
-	resps, err := scenario(ctx, srv.url, devSecret)
+	resps, err := scenario(ctx, srv.url, testSecret)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +135,7 @@ func TestEndToEnd(t *testing.T) {
 func TestDemo(t *testing.T) {
 	db := pgtest.NewEmpty(t)
 	var out strings.Builder
-	if err := run(context.Background(), &out, settings{DatabaseURL: pgtest.URL(), Schema: db.Schema, Secret: devSecret}, "", true); err != nil {
+	if err := run(context.Background(), &out, settings{DatabaseURL: pgtest.URL(), Schema: db.Schema, Secret: testSecret}, "", true); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"customers.insert", "customers.update", "orders.insert", "customers.delete", "POST /transfers", "409", "(anonymous)", "401 warning"} {
@@ -144,7 +147,7 @@ func TestDemo(t *testing.T) {
 
 // Without PostgreSQL the example says so in one line.
 func TestDatabaseUnreachable(t *testing.T) {
-	err := run(context.Background(), &strings.Builder{}, settings{DatabaseURL: "postgres://postgres@127.0.0.1:1/postgres?connect_timeout=2", Schema: "gin_ent_example", Secret: devSecret}, "", true)
+	err := run(context.Background(), &strings.Builder{}, settings{DatabaseURL: "postgres://postgres@127.0.0.1:1/postgres?connect_timeout=2", Schema: "gin_ent_example", Secret: testSecret}, "", true)
 	if err == nil || !strings.Contains(err.Error(), "not reachable") || strings.Contains(err.Error(), "\n") {
 		t.Fatalf("error = %v, want one line saying PostgreSQL is not reachable", err)
 	}

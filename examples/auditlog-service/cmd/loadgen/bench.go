@@ -116,22 +116,28 @@ func bench(ctx context.Context, dbURL, name string, o benchOptions) error {
 		res, rid string
 	}
 	var samples []triple
-	srows, err := pool.Query(ctx, `SELECT tenant_id, resource_type, resource_id FROM `+table+
-		` TABLESAMPLE SYSTEM (1) WHERE resource_id IS NOT NULL AND resource_type <> 'audit_logs' AND occurred_at >= $1 LIMIT 1000`, from7)
-	if err != nil {
-		return err
-	}
-	for srows.Next() {
-		var tid string
-		var tr triple
-		if err := srows.Scan(&tid, &tr.res, &tr.rid); err != nil {
+	// A 1% sample of the pages is plenty for a large table; a small one may yield no page at all.
+	for _, sample := range []string{" TABLESAMPLE SYSTEM (1)", ""} {
+		srows, err := pool.Query(ctx, `SELECT tenant_id, resource_type, resource_id FROM `+table+sample+
+			` WHERE resource_id IS NOT NULL AND resource_type <> 'audit_logs' AND occurred_at >= $1 LIMIT 1000`, from7)
+		if err != nil {
 			return err
 		}
-		if _, err := fmt.Sscanf(tid, "tenant-%d", &tr.tenant); err == nil {
-			samples = append(samples, tr)
+		for srows.Next() {
+			var tid string
+			var tr triple
+			if err := srows.Scan(&tid, &tr.res, &tr.rid); err != nil {
+				return err
+			}
+			if _, err := fmt.Sscanf(tid, "tenant-%d", &tr.tenant); err == nil {
+				samples = append(samples, tr)
+			}
+		}
+		srows.Close()
+		if len(samples) > 0 {
+			break
 		}
 	}
-	srows.Close()
 	if len(samples) == 0 {
 		return fmt.Errorf("no resource samples in the last 7 days")
 	}

@@ -23,6 +23,13 @@ import (
 	"github.com/auditkit/auditkit/internal/pgtest"
 )
 
+// Test clients never wait forever: requests end within a minute; streams, which last, must at
+// least answer with their headers in time.
+var (
+	apiClient       = &http.Client{Timeout: time.Minute}
+	apiStreamClient = &http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 30 * time.Second}}
+)
+
 // apiSecret signs the API tests' tokens (HS256 needs 32 bytes).
 const apiSecret = "api-test-secret-0123456789abcdef-0123"
 
@@ -149,7 +156,7 @@ func (e *apiEnv) do(method, path, token string, body []byte, headers ...string) 
 			req.Header.Set(headers[i], headers[i+1])
 		}
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := apiClient.Do(req)
 	if err != nil {
 		e.t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -170,7 +177,7 @@ func (e *apiEnv) doStream(path, token string) apiResp {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.base+path, nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Accept", "text/event-stream")
-	res, err := http.DefaultClient.Do(req)
+	res, err := apiStreamClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -239,7 +246,7 @@ func (e *apiEnv) openSSE(token string, q url.Values) *apiSSE {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, e.base+"/logs/stream?"+q.Encode(), nil)
 	req.Header.Set("Authorization", "Bearer "+token)
 	req.Header.Set("Accept", "text/event-stream")
-	res, err := http.DefaultClient.Do(req)
+	res, err := apiStreamClient.Do(req)
 	if err != nil {
 		cancel()
 		e.t.Fatal(err)

@@ -271,7 +271,7 @@ func TestAPIExportStatsCleanup(t *testing.T) {
 	user := apiToken(t, "u", core.ActorTenantUser, "acme")
 	admin := apiToken(t, "root", core.ActorPlatformAdmin, "")
 
-	res, err := http.DefaultClient.Do(apiReq(t, e.base+"/logs/export?format=csv&severity=error,info", user))
+	res, err := apiClient.Do(apiReq(t, e.base+"/logs/export?format=csv&severity=error,info", user))
 	if err != nil {
 		t.Fatal(err)
 	}

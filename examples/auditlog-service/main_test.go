@@ -112,7 +112,7 @@ func TestServiceEndToEnd(t *testing.T) {
 
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		res, err := http.Get("http://" + addr + "/health")
+		res, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/health")
 		if err == nil {
 			res.Body.Close()
 			if res.StatusCode == 200 {
@@ -144,7 +144,7 @@ func TestServiceEndToEnd(t *testing.T) {
 		if body != "" {
 			req.Header.Set("Content-Type", "application/json")
 		}
-		res, err := http.DefaultClient.Do(req)
+		res, err := (&http.Client{Timeout: time.Minute}).Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,7 +163,7 @@ func TestServiceEndToEnd(t *testing.T) {
 	req, _ := http.NewRequestWithContext(sctx, "GET", base+"/logs/stream?action_prefix=invoice.", nil)
 	req.Header.Set("Authorization", "Bearer "+user)
 	req.Header.Set("Accept", "text/event-stream")
-	stream, err := http.DefaultClient.Do(req)
+	stream, err := (&http.Client{Transport: &http.Transport{ResponseHeaderTimeout: 30 * time.Second}}).Do(req)
 	if err != nil || stream.StatusCode != 200 {
 		t.Fatalf("stream: %v %v", err, stream)
 	}

@@ -56,9 +56,10 @@ type WriterOptions struct {
 	BatchSize int
 	// FlushInterval is how long the first record of a batch waits for the batch to fill. Default 1s.
 	FlushInterval time.Duration
-	// QueueSize bounds the records accepted but not yet being written. Default 10,000. With the
-	// batch being collected and one batch per worker in flight, the Writer holds at most
-	// QueueSize + (Workers+1)*BatchSize records in memory, however long the sink is down.
+	// QueueSize bounds the records accepted and waiting, including the batch being collected.
+	// Default 10,000; never less than BatchSize. With one batch per worker in flight and one
+	// waiting for a worker, the Writer holds at most QueueSize + (Workers+1)*BatchSize records in
+	// memory, however long the sink is down.
 	QueueSize int
 	// Workers is how many batches are written at once, each through its own sink call (and so,
 	// with the PostgreSQL sink, its own connection). Default 2: one batch is redacted and encoded
@@ -91,6 +92,8 @@ func (o WriterOptions) withDefaults() WriterOptions {
 	if o.QueueSize <= 0 {
 		o.QueueSize = 10000
 	}
+	// The batch being collected lives in the queue, so the queue must hold a whole batch.
+	o.QueueSize = max(o.QueueSize, o.BatchSize)
 	if o.Workers <= 0 {
 		o.Workers = 2
 	}
@@ -133,12 +136,14 @@ type Stats struct {
 // ErrQueueFull at once (the request path never waits on the database), counts it in
 // Stats.Dropped and reports drops through the logger (at most once per second, with counts).
 type Writer struct {
-	opts  WriterOptions
-	sink  Sink
-	queue chan *Record
-
-	mu     sync.RWMutex // guards closed against Enqueue racing with Close
+	opts WriterOptions
+	sink Sink
+	// The queue is a slice guarded by mu rather than a channel: the collecting goroutine is woken
+	// when a batch starts (to arm the interval timer) and when it is full, not for every record.
+	mu     sync.Mutex
+	queue  []*Record
 	closed bool
+	wake   chan struct{} // capacity 1
 
 	flushReq  chan chan struct{}
 	batches   chan []*Record // from the collecting goroutine to the workers
@@ -162,7 +167,8 @@ func NewWriter(sink Sink, opts WriterOptions) *Writer {
 	w := &Writer{
 		opts:     opts,
 		sink:     sink,
-		queue:    make(chan *Record, opts.QueueSize),
+		queue:    make([]*Record, 0, min(opts.QueueSize, 4*opts.BatchSize)),
+		wake:     make(chan struct{}, 1),
 		flushReq: make(chan chan struct{}),
 		batches:  make(chan []*Record),
 		closing:  make(chan struct{}),
@@ -182,22 +188,28 @@ func (w *Writer) Enqueue(r *Record) error {
 		return err
 	}
 	r.normalize(time.Now())
-	w.mu.RLock()
+	w.mu.Lock()
 	if w.closed {
-		w.mu.RUnlock()
+		w.mu.Unlock()
 		return ErrClosed
 	}
-	select {
-	case w.queue <- r:
-		w.mu.RUnlock()
-		w.enqueued.Add(1)
-		return nil
-	default:
-		w.mu.RUnlock()
+	n := len(w.queue)
+	if n >= w.opts.QueueSize {
+		w.mu.Unlock()
 		w.dropped.Add(1)
 		w.reportDrop()
 		return ErrQueueFull
 	}
+	w.queue = append(w.queue, r)
+	w.mu.Unlock()
+	w.enqueued.Add(1)
+	if n == 0 || (n+1)%w.opts.BatchSize == 0 {
+		select {
+		case w.wake <- struct{}{}:
+		default: // already signalled
+		}
+	}
+	return nil
 }
 
 func (w *Writer) reportDrop() {
@@ -276,7 +288,30 @@ func (w *Writer) Stats() Stats {
 	}
 }
 
-func (w *Writer) depth() int { return len(w.queue) + int(w.inFlight.Load()) }
+func (w *Writer) depth() int {
+	w.mu.Lock()
+	n := len(w.queue)
+	w.mu.Unlock()
+	return n + int(w.inFlight.Load())
+}
+
+// take removes one batch from the front of the queue: a full one, or with all set whatever is
+// there. Taking one batch at a time keeps at most one batch outside the queue while the workers
+// are busy, which is what bounds memory.
+func (w *Writer) take(all bool) []*Record {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := min(len(w.queue), w.opts.BatchSize)
+	if n == 0 || (n < w.opts.BatchSize && !all) {
+		return nil
+	}
+	batch := append(make([]*Record, 0, n), w.queue[:n]...)
+	rest := copy(w.queue, w.queue[n:])
+	clear(w.queue[rest:])
+	w.queue = w.queue[:rest]
+	w.inFlight.Add(int64(n))
+	return batch
+}
 
 // run collects records into batches and hands them to the workers.
 func (w *Writer) run() {
@@ -297,52 +332,43 @@ func (w *Writer) run() {
 		close(w.done)
 	}()
 
-	batch := make([]*Record, 0, w.opts.BatchSize)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	writeBatch := func() {
-		timer.Stop()
-		if len(batch) > 0 {
+	armed := false
+	send := func(all bool) {
+		for b := w.take(all); b != nil; b = w.take(all) {
 			w.pending.Add(1)
-			w.batches <- batch
-			batch = make([]*Record, 0, w.opts.BatchSize)
+			w.batches <- b
 		}
-	}
-	// drain takes what is queued now, so that a flush covers every record accepted before it.
-	drain := func() {
-		for n := len(w.queue); n > 0; n-- {
-			batch = append(batch, <-w.queue)
-			w.inFlight.Add(1)
-			if len(batch) >= w.opts.BatchSize {
-				writeBatch()
-			}
-		}
-		writeBatch()
 	}
 	for {
 		select {
-		case r := <-w.queue:
-			batch = append(batch, r)
-			w.inFlight.Add(1)
-			if len(batch) == 1 {
+		case <-w.wake:
+			send(false)
+			if !armed && w.depthQueued() > 0 {
 				timer.Reset(w.opts.FlushInterval)
-			}
-			if len(batch) >= w.opts.BatchSize {
-				writeBatch()
+				armed = true
 			}
 		case <-timer.C:
-			writeBatch()
+			armed = false
+			send(true)
 		case req := <-w.flushReq:
-			drain()
+			// Every Enqueue that returned before Flush was called has appended under mu.
+			send(true)
 			w.pending.Wait()
 			close(req)
 		case <-w.closing:
-			// Close set closed under the write lock, so every Enqueue that succeeded has finished
-			// its send: one drain takes them all.
-			drain()
+			// Close set closed under mu: nothing can be appended any more.
+			send(true)
 			return
 		}
 	}
+}
+
+func (w *Writer) depthQueued() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.queue)
 }
 
 // write redacts a batch once and delivers it; it returns when every record is stored, failed, or

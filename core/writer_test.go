@@ -460,7 +460,7 @@ func TestWriterOverflowIsCountedAndReported(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// At most the queue, the batch being collected and one batch per worker (QueueSize + 3*BatchSize).
+	// At most the queue, one batch per worker and one waiting for a worker (QueueSize + 3*BatchSize).
 	if accepted > 25 || refused == 0 {
 		t.Fatalf("accepted %d, refused %d: the queue bound did not hold", accepted, refused)
 	}

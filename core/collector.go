@@ -1,11 +1,15 @@
 package core
 
-import "sync"
+import (
+	"net/netip"
+	"sync"
+)
 
 // Collector gathers the records produced while serving one request, so that they can be stamped
 // with the request's metadata and written together when it ends. It is safe for concurrent use:
 // handlers may start goroutines that write through the ORM with the request's context.
 type Collector struct {
+	ip      netip.Addr // set before the collector is shared
 	mu      sync.Mutex
 	records []*Record
 	done    bool
@@ -32,6 +36,14 @@ func (c *Collector) Add(recs ...*Record) {
 		}
 	}
 }
+
+// SetClientIP records the client address of the request the collector belongs to, so that
+// records made outside it (written inside a transaction, for example) carry it too. Call it
+// before the collector is shared with other goroutines.
+func (c *Collector) SetClientIP(ip netip.Addr) { c.ip = ip }
+
+// ClientIP returns the address set with SetClientIP.
+func (c *Collector) ClientIP() netip.Addr { return c.ip }
 
 // Len returns the number of records held.
 func (c *Collector) Len() int {

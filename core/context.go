@@ -56,9 +56,14 @@ func FromContext(ctx context.Context) *Collector {
 	return c
 }
 
-// StampFromContext fills the identity fields of r that are empty (actor, tenant, request id) from
-// the context.
+// StampFromContext fills the identity fields of r that are empty (actor, tenant, request id, and
+// the client address of the request's collector) from the context.
 func StampFromContext(ctx context.Context, r *Record) {
+	if !r.IP.IsValid() {
+		if c := FromContext(ctx); c != nil {
+			r.IP = c.ip
+		}
+	}
 	if r.Actor.IsZero() {
 		if a, ok := ActorFromContext(ctx); ok {
 			r.Actor = a

@@ -319,3 +319,19 @@ func TestTxWriterStoresWhatTheWriterStores(t *testing.T) {
 		t.Fatalf("%d rows stored, %d pairs differ; want 600 rows and identical pairs", n, diffs)
 	}
 }
+
+func TestStampFromContextTakesTheRequestsAddress(t *testing.T) {
+	col := core.NewCollector()
+	col.SetClientIP(netip.MustParseAddr("198.51.100.4"))
+	ctx := core.WithActor(core.NewContext(context.Background(), col), core.Actor{ID: "u1"})
+	r := &core.Record{Kind: core.KindUpdate}
+	core.StampFromContext(ctx, r)
+	if r.IP.String() != "198.51.100.4" || r.Actor.ID != "u1" {
+		t.Fatalf("stamped %v %+v", r.IP, r.Actor)
+	}
+	own := &core.Record{Kind: core.KindUpdate, IP: netip.MustParseAddr("192.0.2.1")}
+	core.StampFromContext(ctx, own)
+	if own.IP.String() != "192.0.2.1" {
+		t.Fatalf("a record's own address was replaced: %v", own.IP)
+	}
+}

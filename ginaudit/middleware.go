@@ -241,6 +241,7 @@ func (m *middleware) handle(c *gin.Context) {
 
 	ctx := req.Context()
 	m.resolveIdentity(st, c, ctx)
+	st.col.SetClientIP(st.ip)
 	ctx = core.NewContext(ctx, &st.col)
 	ctx = core.WithRequestID(ctx, st.requestID)
 	if !st.actor.IsZero() {

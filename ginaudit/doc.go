@@ -37,4 +37,17 @@
 // the Writer when the record is stored. Handlers still read, and clients still receive, every
 // byte. Multipart uploads and binary bodies are recorded by content type and size only; streamed
 // responses (Flush, Server-Sent Events) and hijacked connections (WebSocket) are not kept.
+//
+// # Reading the log
+//
+// MountAPI mounts the tenant-scoped read API on a router group: search with filters and signed
+// keyset cursors, get by id, CSV and NDJSON export, stats, single and bulk ingest, retention
+// cleanup, live streams over Server-Sent Events and WebSocket, and tenant administration,
+// described by the OpenAPI document it serves at /openapi.yaml. Callers authenticate with the same
+// JWTs the middleware verifies; the queries run through core/store.
+//
+//	st, _ := store.New(pool, store.Options{CursorKey: key})
+//	_ = ginaudit.MountAPI(r.Group("/api/v1"), st, ginaudit.APIOptions{Verifier: v, Writer: w})
+//
+// examples/auditlog-service runs the same API as a standalone service.
 package ginaudit

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -22,9 +23,10 @@ type Entry struct {
 	Severity     Severity
 	ResourceType string
 	ResourceID   string
-	Actor        Actor  // when zero, taken from the context (WithActor)
-	Tenant       Tenant // when zero, taken from the context (WithTenant)
-	RequestID    string // when empty, taken from the context (WithRequestID)
+	Actor        Actor      // when zero, taken from the context (WithActor)
+	Tenant       Tenant     // when zero, taken from the context (WithTenant)
+	RequestID    string     // when empty, taken from the context (WithRequestID)
+	IP           netip.Addr // client address; when invalid, the context's request collector's
 	Before       map[string]any
 	After        map[string]any
 	Diff         map[string]Change
@@ -57,6 +59,7 @@ func (e Entry) Record(ctx context.Context) (*Record, error) {
 		After:        e.After,
 		Diff:         e.Diff,
 		RequestID:    e.RequestID,
+		IP:           e.IP,
 		Metadata:     e.Metadata,
 	}
 	StampFromContext(ctx, r)

@@ -335,3 +335,17 @@ func TestStampFromContextTakesTheRequestsAddress(t *testing.T) {
 		t.Fatalf("a record's own address was replaced: %v", own.IP)
 	}
 }
+
+func TestEntryCarriesItsAddressOrTheRequests(t *testing.T) {
+	col := core.NewCollector()
+	col.SetClientIP(netip.MustParseAddr("203.0.113.9"))
+	ctx := core.NewContext(context.Background(), col)
+	r, err := core.Entry{Action: "x"}.Record(ctx)
+	if err != nil || r.IP.String() != "203.0.113.9" {
+		t.Fatalf("record %v, %v: want the request's address", r, err)
+	}
+	r, err = core.Entry{Action: "x", IP: netip.MustParseAddr("192.0.2.8")}.Record(ctx)
+	if err != nil || r.IP.String() != "192.0.2.8" {
+		t.Fatalf("record %v, %v: want the entry's own address", r, err)
+	}
+}

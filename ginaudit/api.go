@@ -419,6 +419,9 @@ func (a *apiServer) audit(c *gin.Context, p *apiPrincipal, e core.Entry, immedia
 		if e.RequestID == "" {
 			e.RequestID, _ = core.RequestIDFromContext(ctx)
 		}
+		if col := core.FromContext(ctx); col != nil {
+			e.IP = col.ClientIP()
+		}
 		ctx = context.Background()
 	}
 	if _, err := core.Log(ctx, a.opts.Writer, e); err != nil {

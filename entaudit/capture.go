@@ -449,41 +449,16 @@ func (c *capture) record(kind core.Kind, t *typeInfo, id string, before, after m
 			after[col] = core.Redacted
 		}
 		if ch, ok := r.Diff[col]; ok {
-			r.Diff[col] = core.Change{From: mask(ch.From), To: mask(ch.To)}
+			r.Diff[col] = core.MaskChange(ch)
 		}
 	}
 	return r
 }
 
-func mask(v any) any {
-	if v == nil {
-		return nil
-	}
-	return core.Redacted
-}
-
 // diff returns the columns whose values differ, ignoring Options.IgnoreFields. A missing image
 // (an insert's before, a delete's after) counts as all columns NULL.
 func (c *capture) diff(before, after map[string]any) map[string]core.Change {
-	var d map[string]core.Change
-	add := func(k string, b, a any) {
-		if c.h.ignore[k] || equal(b, a) {
-			return
-		}
-		if d == nil {
-			d = map[string]core.Change{}
-		}
-		d[k] = core.Change{From: b, To: a}
-	}
-	for k, a := range after {
-		add(k, before[k], a)
-	}
-	for k, b := range before {
-		if _, ok := after[k]; !ok {
-			add(k, b, nil)
-		}
-	}
-	return d
+	return core.Diff(before, after, func(k string) bool { return c.h.ignore[k] })
 }
 
 // edgeMeta adds to meta the edges the mutation changed for the row id: ids linked, ids unlinked
@@ -553,34 +528,17 @@ func (c *capture) summary(kind core.Kind, t *typeInfo, rs *rowSet, affected int,
 	if rs == nil || len(rs.ids) <= len(rs.images) {
 		return nil
 	}
-	rest := rs.ids[len(rs.images):]
-	meta := map[string]any{
-		"statement":    string(kind),
-		"affected":     affected,
-		"itemised":     affected - len(rest),
-		"not_itemised": rest,
-	}
-	if via != "" {
-		meta["via"] = via
-	} else if c.filter != nil {
+	sum := core.BulkSummary{Table: t.Table, Kind: kind, Affected: affected, NotItemised: rs.ids[len(rs.images):], Via: via}
+	if via == "" && c.filter != nil {
 		q, args := c.filter.Query()
-		meta["filter"] = q
-		if len(args) > 0 {
-			if c.mentionsHidden(t, q) {
-				for i := range args {
-					args[i] = core.Redacted
-				}
+		if c.mentionsHidden(t, q) {
+			for i := range args {
+				args[i] = core.Redacted
 			}
-			meta["filter_args"] = args
 		}
+		sum.Filter, sum.FilterArgs = q, args
 	}
-	return &core.Record{
-		OccurredAt:   c.at,
-		Kind:         core.KindCustom,
-		Action:       t.Table + ".bulk_" + string(kind),
-		ResourceType: t.Table,
-		Metadata:     meta,
-	}
+	return sum.Record(c.at)
 }
 
 // mentionsHidden reports whether a filter refers to a column whose values must not leak through

@@ -1,12 +1,10 @@
 package entaudit
 
 import (
-	"bytes"
 	"context"
 	stdsql "database/sql"
 	"encoding/json"
 	"fmt"
-	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -361,31 +359,4 @@ func inIDs(column string, ids []string, raw []any, typ string) *sql.Predicate {
 		})
 	}
 	return sql.In(column, raw...)
-}
-
-// equal reports whether two normalised values are the same.
-func equal(a, b any) bool {
-	switch x := a.(type) {
-	case nil:
-		return b == nil
-	case string:
-		y, ok := b.(string)
-		return ok && x == y
-	case int64:
-		y, ok := b.(int64)
-		return ok && x == y
-	case bool:
-		y, ok := b.(bool)
-		return ok && x == y
-	case float64:
-		y, ok := b.(float64)
-		return ok && x == y
-	case time.Time:
-		y, ok := b.(time.Time)
-		return ok && x.Equal(y)
-	case []byte:
-		y, ok := b.([]byte)
-		return ok && bytes.Equal(x, y)
-	}
-	return reflect.DeepEqual(a, b)
 }

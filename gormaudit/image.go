@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"math"
-	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -231,11 +230,11 @@ func diff(m *model, before, after map[string]any) map[string]core.Change {
 			continue
 		}
 		b, a := before[c.name], after[c.name]
-		if equal(b, a) {
+		if core.Equal(b, a) {
 			continue
 		}
 		if c.redact {
-			b, a = mask(b), mask(a)
+			b, a = core.Mask(b), core.Mask(a)
 		}
 		if d == nil {
 			d = make(map[string]core.Change)
@@ -253,38 +252,8 @@ func maskImage(m *model, img map[string]any) {
 	for _, c := range m.cols {
 		if c.redact {
 			if v, ok := img[c.name]; ok {
-				img[c.name] = mask(v)
+				img[c.name] = core.Mask(v)
 			}
 		}
 	}
-}
-
-func mask(v any) any {
-	if v == nil {
-		return nil
-	}
-	return core.Redacted
-}
-
-func equal(a, b any) bool {
-	switch x := a.(type) {
-	case nil:
-		return b == nil
-	case string:
-		y, ok := b.(string)
-		return ok && x == y
-	case int64:
-		y, ok := b.(int64)
-		return ok && x == y
-	case bool:
-		y, ok := b.(bool)
-		return ok && x == y
-	case float64:
-		y, ok := b.(float64)
-		return ok && x == y
-	case json.Number:
-		y, ok := b.(json.Number)
-		return ok && x == y
-	}
-	return reflect.DeepEqual(a, b)
 }

@@ -26,7 +26,7 @@ func (p *Plugin) afterRaw(db *gorm.DB) {
 	}
 	args := make([]any, len(stmt.Vars))
 	for i, v := range stmt.Vars {
-		args[i] = mask(v)
+		args[i] = core.Mask(v)
 	}
 	meta := map[string]any{"sql": p.s.Redactor.Text(q), "args": args}
 	if db.RowsAffected >= 0 {

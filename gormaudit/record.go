@@ -253,27 +253,13 @@ func (b *builder) finish(db *gorm.DB) []*core.Record {
 		return b.recs
 	}
 	st := b.st
-	meta := map[string]any{
-		"statement":    string(st.kind),
-		"affected":     b.affected,
-		"itemised":     b.affected - len(b.notItemised),
-		"not_itemised": b.notItemised,
-	}
+	sum := core.BulkSummary{Table: st.table, Kind: st.kind, Affected: b.affected, NotItemised: b.notItemised}
 	if st.op != opCreate {
-		f, args := b.p.renderFilter(db, st)
-		meta["filter"] = f
-		if len(args) > 0 {
-			meta["filter_args"] = args
-		}
+		sum.Filter, sum.FilterArgs = b.p.renderFilter(db, st)
 	}
-	return append(b.recs, &core.Record{
-		ID:           core.NewID(),
-		OccurredAt:   b.now,
-		Kind:         core.KindCustom,
-		Action:       st.table + ".bulk_" + string(st.kind),
-		ResourceType: st.table,
-		Metadata:     meta,
-	})
+	rec := sum.Record(b.now)
+	rec.ID = core.NewID()
+	return append(b.recs, rec)
 }
 
 // renderFilter returns a statement's conditions as SQL with placeholders, and the bound
@@ -296,7 +282,7 @@ func (p *Plugin) renderFilter(db *gorm.DB, st *stmtState) (string, []any) {
 	sensitive := p.s.Redactor.Sensitive(f)
 	for i, v := range q.Vars {
 		if sensitive {
-			args[i] = mask(v)
+			args[i] = core.Mask(v)
 		} else {
 			args[i] = argValue(v)
 		}

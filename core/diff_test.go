@@ -1,0 +1,62 @@
+package core_test
+
+import (
+	"encoding/json"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/auditkit/auditkit/core"
+)
+
+func TestDiff(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	before := map[string]any{
+		"name": "a", "n": int64(1), "same": true, "when": at, "raw": []byte{1, 2},
+		"doc": map[string]any{"k": []any{"x"}}, "gone": "x", "updated_at": "t1", "amount": json.Number("12.50"),
+	}
+	after := map[string]any{
+		"name": "b", "n": int64(1), "same": true, "when": at.In(time.FixedZone("x", 3600)), "raw": []byte{1, 2},
+		"doc": map[string]any{"k": []any{"y"}}, "new": nil, "added": 5.5, "updated_at": "t2", "amount": json.Number("12.5"),
+	}
+	got := core.Diff(before, after, func(f string) bool { return f == "updated_at" })
+	want := map[string]core.Change{
+		"name":   {From: "a", To: "b"},
+		"doc":    {From: map[string]any{"k": []any{"x"}}, To: map[string]any{"k": []any{"y"}}},
+		"gone":   {From: "x", To: nil},
+		"added":  {From: nil, To: 5.5},
+		"amount": {From: json.Number("12.50"), To: json.Number("12.5")}, // the stored scale changed
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Diff = %#v\nwant %#v", got, want)
+	}
+	if d := core.Diff(before, before, nil); d != nil {
+		t.Fatalf("Diff of equal images = %v, want nil", d)
+	}
+	if d := core.Diff(nil, map[string]any{"a": 1}, nil); !reflect.DeepEqual(d, map[string]core.Change{"a": {From: nil, To: 1}}) {
+		t.Fatalf("Diff of an insert = %v", d)
+	}
+}
+
+func TestMaskChange(t *testing.T) {
+	if c := core.MaskChange(core.Change{From: nil, To: "s3cret"}); c.From != nil || c.To != core.Redacted {
+		t.Fatalf("MaskChange = %+v", c)
+	}
+}
+
+func TestBulkSummary(t *testing.T) {
+	at := time.Now()
+	if r := (core.BulkSummary{Table: "users", Kind: core.KindUpdate, Affected: 3}).Record(at); r != nil {
+		t.Fatalf("summary without rows past the cap = %+v, want nil", r)
+	}
+	r := core.BulkSummary{Table: "users", Kind: core.KindDelete, Affected: 5, NotItemised: []string{"4", "5"},
+		Filter: `"age" > $1`, FilterArgs: []any{40}}.Record(at)
+	if r.Kind != core.KindCustom || r.Action != "users.bulk_delete" || r.ResourceType != "users" || !r.OccurredAt.Equal(at) {
+		t.Fatalf("summary record = %+v", r)
+	}
+	want := map[string]any{"statement": "delete", "affected": 5, "itemised": 3, "not_itemised": []string{"4", "5"},
+		"filter": `"age" > $1`, "filter_args": []any{40}}
+	if !reflect.DeepEqual(r.Metadata, want) {
+		t.Fatalf("metadata = %#v", r.Metadata)
+	}
+}

@@ -103,6 +103,8 @@ type Verifier struct {
 	jwks    keyfunc.Keyfunc
 	cancel  context.CancelFunc
 	logger  *slog.Logger
+	now     func() time.Time // the clock of token checks and of the cache
+	cache   *tokenCache
 }
 
 // VerifierOption adjusts how NewVerifier builds a Verifier.
@@ -114,6 +116,8 @@ type verifierOptions struct {
 	unknownKIDEvery time.Duration
 	fetchTimeout    time.Duration
 	logger          *slog.Logger
+	cacheTTL        time.Duration
+	cacheSize       int
 }
 
 // WithHTTPClient sets the client that fetches the JWKS. Default http.DefaultClient.
@@ -159,7 +163,8 @@ func NewVerifier(ctx context.Context, cfg core.JWTConfig, aliases map[string]cor
 	}
 	full = full.WithDefaults()
 	cfg = full.JWT
-	o := verifierOptions{refresh: time.Hour, unknownKIDEvery: 5 * time.Minute, fetchTimeout: 10 * time.Second}
+	o := verifierOptions{refresh: time.Hour, unknownKIDEvery: 5 * time.Minute, fetchTimeout: 10 * time.Second,
+		cacheTTL: DefaultTokenCacheTTL, cacheSize: DefaultTokenCacheSize}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -172,8 +177,11 @@ func NewVerifier(ctx context.Context, cfg core.JWTConfig, aliases map[string]cor
 		allowed: slices.Clone(cfg.Algorithms),
 		prefix:  "jwt:",
 		logger:  o.logger,
+		now:     time.Now,
 	}
+	v.cache = newTokenCache(o.cacheTTL, o.cacheSize, func() time.Time { return v.now() })
 	popts := []jwt.ParserOption{
+		jwt.WithTimeFunc(func() time.Time { return v.now() }),
 		jwt.WithValidMethods(v.allowed),
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
@@ -264,6 +272,9 @@ func (v *Verifier) Verify(ctx context.Context, rawToken string) (Identity, error
 	if len(rawToken) > maxTokenBytes {
 		return Identity{}, tokenError(ErrMalformed, fmt.Errorf("token is longer than %d bytes", maxTokenBytes))
 	}
+	if id, ok := v.cache.get(rawToken); ok && v.stillPublished(ctx, id) {
+		return id, nil
+	}
 	claims := jwt.MapClaims{}
 	var tok *jwt.Token
 	var err error
@@ -275,7 +286,25 @@ func (v *Verifier) Verify(ctx context.Context, rawToken string) (Identity, error
 	if err != nil || tok == nil || (!tok.Valid && !v.cfg.UnsafeSkipVerification) {
 		return Identity{}, v.classify(tok, err)
 	}
-	return v.identity(tok, claims)
+	id, err := v.identity(tok, claims)
+	if err != nil {
+		return Identity{}, err
+	}
+	if v.jwks == nil || id.KeyID != "" { // see stillPublished
+		v.cache.put(rawToken, id, v.cfg.Leeway)
+	}
+	return id, nil
+}
+
+// stillPublished reports whether the key that verified a remembered token is still in the JWKS,
+// so that a key the identity provider withdrew stops validating cached tokens as soon as the key
+// set is refreshed. Tokens from a JWKS without a kid are not cached at all.
+func (v *Verifier) stillPublished(ctx context.Context, id Identity) bool {
+	if v.jwks == nil {
+		return true
+	}
+	_, err := v.jwks.Storage().KeyRead(ctx, id.KeyID)
+	return err == nil
 }
 
 // parseUnverified decodes a token without checking its signature, for UnsafeSkipVerification; the

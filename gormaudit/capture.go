@@ -390,18 +390,11 @@ func (p *Plugin) planCreate(db *gorm.DB, st *stmtState) (bool, error) {
 		if oc, ok := c.Expression.(clause.OnConflict); ok && (oc.DoNothing || oc.UpdateAll || len(oc.DoUpdates) > 0) {
 			st.upsert = true
 			st.doNothing = oc.DoNothing && !oc.UpdateAll && len(oc.DoUpdates) == 0
-			st.target = stmt.Schema.PrimaryFields
-			if len(oc.Columns) > 0 {
-				st.target = make([]*schema.Field, 0, len(oc.Columns))
-				for _, col := range oc.Columns {
-					f := stmt.Schema.LookUpField(col.Name)
-					if f == nil {
-						st.target = stmt.Schema.PrimaryFields
-						break
-					}
-					st.target = append(st.target, f)
-				}
+			target, err := p.conflictTarget(db, st, oc)
+			if err != nil {
+				return false, err
 			}
+			st.target = target
 		}
 	}
 	if st.upsert {
@@ -440,6 +433,117 @@ func (p *Plugin) planCreate(db *gorm.DB, st *stmtState) (bool, error) {
 		st.nextra = 1
 	}
 	return true, nil
+}
+
+// conflictTarget returns the fields of an upsert's conflict target: its columns, or those of
+// the constraint it names (read from the catalog once per table and constraint). A target that
+// is not a list of model fields (an expression, a constraint that cannot be found) falls back
+// to the primary key, which is the arbiter only when it conflicts: rows the upsert updates
+// through another arbiter are then recorded without a before image, flagged before_unknown,
+// and a warning is logged once.
+func (p *Plugin) conflictTarget(db *gorm.DB, st *stmtState, oc clause.OnConflict) ([]*schema.Field, error) {
+	s := db.Statement.Schema
+	var names []string
+	what := ""
+	switch {
+	case oc.OnConstraint != "":
+		cols, err := p.constraintColumns(db, st, oc.OnConstraint)
+		if err != nil {
+			return nil, err
+		}
+		names, what = cols, "constraint "+oc.OnConstraint
+		if len(cols) == 0 {
+			what += " (not found)"
+		}
+	case len(oc.Columns) > 0:
+		for _, c := range oc.Columns {
+			if c.Raw {
+				names = nil
+				break
+			}
+			names = append(names, c.Name)
+			what += c.Name + " "
+		}
+		if len(names) < len(oc.Columns) {
+			what = "an expression"
+		}
+	default:
+		return s.PrimaryFields, nil
+	}
+	target := make([]*schema.Field, 0, len(names))
+	for _, n := range names {
+		f := s.LookUpField(n)
+		if f == nil || f.DBName == "" {
+			target = nil
+			break
+		}
+		target = append(target, f)
+	}
+	if len(target) > 0 {
+		return target, nil
+	}
+	if !st.doNothing {
+		p.warnOnce("target:"+st.table+"|"+what, "gormaudit: the conflict target of an upsert is not a list of the "+
+			"model's columns; rows it updates are recorded without a before image",
+			"table", st.table, "target", strings.TrimSpace(what))
+	}
+	return s.PrimaryFields, nil
+}
+
+// constraintQuery lists the columns of a constraint of a table, the table resolved as
+// PostgreSQL resolves it for the statement (by the search_path when unqualified).
+const constraintQuery = `SELECT a.attname FROM pg_constraint c
+CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord)
+JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum
+WHERE c.conrelid = to_regclass(CASE WHEN $1 = '' THEN quote_ident($2) ELSE quote_ident($1) || '.' || quote_ident($2) END)
+AND c.conname = $3
+ORDER BY k.ord`
+
+// constraintColumns returns the columns of the named constraint of the statement's table, or
+// none when there is no such constraint. Found constraints are cached per table and name.
+func (p *Plugin) constraintColumns(db *gorm.DB, st *stmtState, name string) ([]string, error) {
+	schemaName, table := tableRef(db.Statement)
+	key := schemaName + "\x00" + table + "\x00" + name
+	if v, ok := p.constraints.Load(key); ok {
+		return v.([]string), nil
+	}
+	rows, err := st.conn.QueryContext(db.Statement.Context, constraintQuery, schemaName, table, name)
+	if err != nil {
+		return nil, fmt.Errorf("gormaudit: reading the columns of constraint %s of %s: %w", name, table, err)
+	}
+	defer rows.Close()
+	var cols []string
+	for rows.Next() {
+		var c string
+		if err := rows.Scan(&c); err != nil {
+			return nil, fmt.Errorf("gormaudit: reading the columns of constraint %s of %s: %w", name, table, err)
+		}
+		cols = append(cols, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("gormaudit: reading the columns of constraint %s of %s: %w", name, table, err)
+	}
+	if len(cols) > 0 {
+		p.constraints.Store(key, cols)
+	}
+	return cols, nil
+}
+
+// tableRef returns the schema (empty when the statement does not name one) and the name of the
+// statement's table, from its table expression when it has one ("myschema.items", quoted or
+// not, possibly followed by an alias).
+func tableRef(stmt *gorm.Statement) (schemaName, table string) {
+	name := stmt.Table
+	if stmt.TableExpr != nil && len(stmt.TableExpr.Vars) == 0 {
+		if f := strings.Fields(stmt.TableExpr.SQL); len(f) > 0 {
+			name = f[0]
+		}
+	}
+	name = strings.NewReplacer(`"`, "", "`", "").Replace(name)
+	if i := strings.LastIndexByte(name, '.'); i >= 0 {
+		return name[:i], name[i+1:]
+	}
+	return "", name
 }
 
 // gormReadsReturning reports whether gorm:create will send a RETURNING clause and scan it.

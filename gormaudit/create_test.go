@@ -2,6 +2,7 @@ package gormaudit_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"gorm.io/gorm"
@@ -207,5 +208,64 @@ func TestManyToManyJoinRows(t *testing.T) {
 	rows = e.audit("")[n:]
 	if len(rows) != 1 || rows[0].Kind != "delete" || rows[0].ResourceType != "student_courses" {
 		t.Fatalf("after removing an association: %s", dump(rows))
+	}
+}
+
+// TestUpsertOnConstraint names the arbiter by constraint: the plugin resolves its columns from
+// the catalog, so the row the upsert updated keeps its before image.
+func TestUpsertOnConstraint(t *testing.T) {
+	e := newEnv(t, envConfig{}, &Item{})
+	must(t, e.db.Exec(`ALTER TABLE items ADD CONSTRAINT items_sku_key UNIQUE (sku)`).Error)
+	must(t, e.db.Create(&Item{SKU: "old", Qty: 1}).Error)
+	n := e.count()
+
+	must(t, e.db.Clauses(clause.OnConflict{
+		OnConstraint: "items_sku_key",
+		DoUpdates:    clause.AssignmentColumns([]string{"qty"}),
+	}).Create(&[]Item{{SKU: "old", Qty: 5}, {SKU: "new", Qty: 7}}).Error)
+
+	rows := e.audit("")[n:]
+	if len(rows) != 2 {
+		t.Fatalf("%d audit rows, want 2: %s", len(rows), dump(rows))
+	}
+	byKind := map[string]auditRow{}
+	for _, r := range rows {
+		byKind[r.Kind] = r
+	}
+	up, in := byKind["update"], byKind["insert"]
+	if up.Metadata["before_unknown"] != nil || str(up.Before["qty"]) != "1" || str(up.Before["sku"]) != "old" ||
+		str(up.After["qty"]) != "5" || up.Severity == "warning" {
+		t.Fatalf("update = %+v", up)
+	}
+	wantDiff(t, up.Diff, map[string][2]any{"qty": {1, 5}})
+	if in.Before != nil || str(in.After["sku"]) != "new" || str(in.After["qty"]) != "7" {
+		t.Fatalf("insert = %+v", in)
+	}
+	// The same through a schema-qualified table name.
+	n = e.count()
+	must(t, e.db.Table(e.pg.Schema+".items").Clauses(clause.OnConflict{
+		OnConstraint: "items_sku_key",
+		DoUpdates:    clause.AssignmentColumns([]string{"qty"}),
+	}).Create(&Item{SKU: "old", Qty: 6}).Error)
+	if rows := e.audit("")[n:]; len(rows) != 1 || rows[0].Kind != "update" || str(rows[0].Before["qty"]) != "5" {
+		t.Fatalf("qualified table: %s", dump(rows))
+	}
+	if strings.Contains(e.logs.String(), "conflict target") {
+		t.Fatalf("warning for a constraint that exists: %s", e.logs.String())
+	}
+
+	// A target the plugin cannot resolve is still captured, flagged, with a warning logged.
+	must(t, e.db.Exec(`CREATE UNIQUE INDEX items_lower_sku ON items (lower(sku))`).Error)
+	n = e.count()
+	must(t, e.db.Clauses(clause.OnConflict{
+		Columns:   []clause.Column{{Name: "lower(sku)", Raw: true}},
+		DoUpdates: clause.AssignmentColumns([]string{"qty"}),
+	}).Create(&Item{SKU: "OLD", Qty: 9}).Error)
+	rows = e.audit("")[n:]
+	if len(rows) != 1 || rows[0].Kind != "update" || rows[0].Metadata["before_unknown"] != true {
+		t.Fatalf("unresolved target: %s", dump(rows))
+	}
+	if !strings.Contains(e.logs.String(), "conflict target") {
+		t.Fatalf("no warning about the unresolved target; log: %s", e.logs.String())
 	}
 }

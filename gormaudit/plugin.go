@@ -19,6 +19,8 @@ type Plugin struct {
 	models sync.Map // *schema.Schema -> *model
 	warned sync.Map // warning key -> struct{}
 
+	constraints sync.Map // schema, table and constraint name -> its columns ([]string)
+
 	foreignTx atomic.Bool
 }
 

@@ -444,7 +444,9 @@ func (m *middleware) finish(c *gin.Context, st *reqState, panicked bool, p any) 
 	rec.Tenant = st.tenant
 	rec.IP = st.ip
 	switch {
-	case rec.Status >= 500:
+	case panicked || rec.Status >= 500:
+		// A handler that wrote its status and then panicked still failed: the client got a
+		// response that may be cut short, and the status alone would hide that.
 		rec.Severity = core.SeverityError
 	case rec.Status == http.StatusUnauthorized || rec.Status == http.StatusForbidden || st.authErr != nil:
 		rec.Severity = core.SeverityWarning

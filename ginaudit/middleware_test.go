@@ -275,6 +275,29 @@ func TestPanicIsRecordedAndPropagates(t *testing.T) {
 	}
 }
 
+func TestPanicAfterWritingIsAnError(t *testing.T) {
+	h := newHarness(t, ginaudit.Options{Config: core.Config{LogAnonymous: true}}, func(r *gin.Engine, _ *core.Writer) {
+		r.GET("/half", func(c *gin.Context) {
+			c.String(200, "partial")
+			c.Writer.Flush() // the status line and the first bytes are on the wire
+			panic("after the status")
+		})
+	})
+	resp, err := h.srv.Client().Get(h.srv.URL + "/half")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.ReadAll(resp.Body) // the connection is cut after "partial"
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("client got %d, want the 200 written before the panic", resp.StatusCode)
+	}
+	r := only(t, waitRows(t, h.w, h.db, 1, ""))
+	if r.Status != 200 || r.Severity != "error" || r.Metadata["panic"] != "after the status" {
+		t.Fatalf("row status %d severity %q metadata %v; want 200, error and the panic", r.Status, r.Severity, r.Metadata)
+	}
+}
+
 func TestExcludedPathsAndSkippedMethods(t *testing.T) {
 	cfg := core.Config{LogAnonymous: true, ExcludePaths: append([]string{"/internal/*"}, core.DefaultExcludePaths...), SkipMethods: []string{"OPTIONS", "HEAD"}}
 	h := newHarness(t, ginaudit.Options{Config: cfg}, func(r *gin.Engine, _ *core.Writer) {

@@ -77,8 +77,11 @@ type WriterOptions struct {
 	// OnReject, when set, is called (from the writer's goroutine) with each record the sink rejected
 	// permanently, after redaction, so that it can be kept elsewhere.
 	OnReject func(*Record, error)
-	// OnClose, when set, is called by Close after the last batch was written, with Close's context.
-	// Open uses it to close the connection pool the writer owns.
+	// OnClose, when set, is called once, by the first Close to finish, with that Close's context:
+	// after the last batch was written, or at once when Close gave up, in which case the context
+	// has already ended and a write may still be running (OnClose must then return promptly and
+	// may finish its work in the background). Open uses it to close the connection pool the
+	// writer owns.
 	OnClose func(context.Context) error
 }
 
@@ -120,7 +123,7 @@ type Stats struct {
 	Enqueued   uint64 // records accepted by Enqueue
 	Written    uint64 // records the sink stored
 	Retried    uint64 // write attempts repeated after a transient error
-	Dropped    uint64 // records refused because the queue was full, or abandoned when Close timed out
+	Dropped    uint64 // records refused because the queue was full, or abandoned when Close gave up (see Close)
 	Failed     uint64 // records the sink rejected permanently
 	Invalid    uint64 // records refused by Enqueue because they failed validation
 	Batches    uint64 // successful sink writes
@@ -140,22 +143,24 @@ type Writer struct {
 	sink Sink
 	// The queue is a slice guarded by mu rather than a channel: the collecting goroutine is woken
 	// when a batch starts (to arm the interval timer) and when it is full, not for every record.
-	mu     sync.Mutex
-	queue  []*Record
-	closed bool
-	wake   chan struct{} // capacity 1
+	mu        sync.Mutex
+	queue     []*Record
+	inFlight  int           // records taken from the queue whose outcome is not yet counted
+	closed    bool          // Enqueue refuses records
+	abandoned bool          // Close gave up: every record not yet counted was counted as dropped
+	wake      chan struct{} // capacity 1
 
-	flushReq  chan chan struct{}
-	batches   chan []*Record // from the collecting goroutine to the workers
-	pending   sync.WaitGroup // batches handed to workers and not yet finished
-	closing   chan struct{}
-	closeOnce sync.Once
-	done      chan struct{}
-	ctx       context.Context // cancelled when Close gives up waiting
-	abort     context.CancelFunc
+	flushReq    chan chan struct{}
+	batches     chan []*Record // from the collecting goroutine to the workers
+	pending     sync.WaitGroup // batches handed to workers and not yet finished
+	closing     chan struct{}
+	closeOnce   sync.Once
+	onCloseOnce sync.Once
+	done        chan struct{}
+	ctx         context.Context // cancelled when Close gives up waiting
+	abort       context.CancelFunc
 
 	enqueued, written, retried, dropped, failed, invalid, stored atomic.Uint64
-	inFlight                                                     atomic.Int64
 	lastDropLog                                                  atomic.Int64
 	lastDropCount                                                atomic.Uint64
 }
@@ -227,6 +232,12 @@ func (w *Writer) reportDrop() {
 // Flush writes every record accepted before the call and returns when they are stored (or failed
 // permanently), or when ctx is done.
 func (w *Writer) Flush(ctx context.Context) error {
+	w.mu.Lock()
+	closed := w.closed
+	w.mu.Unlock()
+	if closed {
+		return ErrClosed
+	}
 	req := make(chan struct{})
 	select {
 	case w.flushReq <- req:
@@ -244,8 +255,15 @@ func (w *Writer) Flush(ctx context.Context) error {
 }
 
 // Close stops accepting records, writes everything accepted, and stops the background goroutine.
-// When ctx ends first, the write in progress is abandoned, the records not yet written are counted
-// as dropped and reported, and Close returns an error saying how many.
+//
+// When ctx ends first, Close gives up at once: the records not yet written (queued, or in a write
+// that is abandoned by cancelling its context) are counted in Stats.Dropped and reported through
+// the logger, and Close returns an error saying how many. A sink that ignores its context keeps the
+// background goroutine until it returns; the goroutine then ends without counting those records
+// again, even if the sink stored them.
+//
+// Close may be called more than once; a later call waits for the goroutine as the first did, and
+// OnClose runs only once.
 func (w *Writer) Close(ctx context.Context) error {
 	w.closeOnce.Do(func() {
 		w.mu.Lock()
@@ -257,21 +275,58 @@ func (w *Writer) Close(ctx context.Context) error {
 	select {
 	case <-w.done:
 	case <-ctx.Done():
-		pending := w.depth()
-		w.abort()
 		select {
-		case <-w.done:
-		case <-time.After(time.Second): // a sink that ignores its context; the goroutine ends when it returns
+		case <-w.done: // finished as ctx ended: nothing was given up
+		default:
+			n := w.abandon()
+			err = fmt.Errorf("auditkit: close: %w: %d audit records were not written", ctx.Err(), n)
 		}
-		err = fmt.Errorf("auditkit: close: %w: %d audit records were not written", ctx.Err(), pending)
 	}
 	w.abort()
-	if w.opts.OnClose != nil {
-		if cerr := w.opts.OnClose(ctx); cerr != nil {
-			err = errors.Join(err, cerr)
+	w.onCloseOnce.Do(func() {
+		if w.opts.OnClose != nil {
+			if cerr := w.opts.OnClose(ctx); cerr != nil {
+				err = errors.Join(err, cerr)
+			}
 		}
-	}
+	})
 	return err
+}
+
+// abandon counts every record whose outcome is not yet counted as dropped and cancels the writes
+// in progress. Outcomes that arrive later are ignored, so that no record is counted twice. It
+// returns how many records it counted (none when an earlier Close already gave up).
+func (w *Writer) abandon() int {
+	w.mu.Lock()
+	if w.abandoned {
+		w.mu.Unlock()
+		return 0
+	}
+	w.abandoned = true
+	n := len(w.queue) + w.inFlight
+	clear(w.queue)
+	w.queue = w.queue[:0]
+	w.inFlight = 0
+	w.dropped.Add(uint64(n))
+	w.mu.Unlock()
+	w.abort()
+	if n > 0 {
+		w.opts.Logger.Error("auditkit: writer closed before audit records were written", "records", n)
+	}
+	return n
+}
+
+// settle counts the outcome of n records taken from the queue in c. It reports false, and counts
+// nothing, when Close has already counted them as dropped.
+func (w *Writer) settle(n int, c *atomic.Uint64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.abandoned {
+		return false
+	}
+	w.inFlight -= n
+	c.Add(uint64(n))
+	return true
 }
 
 // Stats returns the current counters.
@@ -290,9 +345,8 @@ func (w *Writer) Stats() Stats {
 
 func (w *Writer) depth() int {
 	w.mu.Lock()
-	n := len(w.queue)
-	w.mu.Unlock()
-	return n + int(w.inFlight.Load())
+	defer w.mu.Unlock()
+	return len(w.queue) + w.inFlight
 }
 
 // take removes one batch from the front of the queue: a full one, or with all set whatever is
@@ -302,14 +356,14 @@ func (w *Writer) take(all bool) []*Record {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	n := min(len(w.queue), w.opts.BatchSize)
-	if n == 0 || (n < w.opts.BatchSize && !all) {
+	if n == 0 || (n < w.opts.BatchSize && !all) || w.abandoned {
 		return nil
 	}
 	batch := append(make([]*Record, 0, n), w.queue[:n]...)
 	rest := copy(w.queue, w.queue[n:])
 	clear(w.queue[rest:])
 	w.queue = w.queue[:rest]
-	w.inFlight.Add(int64(n))
+	w.inFlight += n
 	return batch
 }
 
@@ -379,21 +433,22 @@ func (w *Writer) write(batch []*Record) {
 		recs[i] = w.opts.Redactor.Record(r)
 	}
 	w.deliver(recs)
-	w.inFlight.Add(-int64(len(batch)))
 }
 
 func (w *Writer) deliver(recs []*Record) {
 	backoff := w.opts.MinBackoff
 	for attempt := 0; ; attempt++ {
 		if w.ctx.Err() != nil {
-			w.lose(recs, w.ctx.Err())
+			w.settle(len(recs), &w.dropped) // counted already by Close, which cancelled w.ctx
 			return
 		}
 		ctx, cancel := context.WithTimeout(w.ctx, w.opts.AttemptTimeout)
 		err := w.sink.Write(ctx, recs)
 		cancel()
 		if err == nil {
-			w.written.Add(uint64(len(recs)))
+			if !w.settle(len(recs), &w.written) {
+				return
+			}
 			w.stored.Add(1)
 			if attempt > 0 {
 				w.opts.Logger.Info("auditkit: audit write recovered", "records", len(recs), "attempts", attempt+1)
@@ -406,7 +461,7 @@ func (w *Writer) deliver(recs []*Record) {
 			return
 		}
 		if w.ctx.Err() != nil {
-			w.lose(recs, err)
+			w.settle(len(recs), &w.dropped)
 			return
 		}
 		w.retried.Add(1)
@@ -449,16 +504,12 @@ func (w *Writer) isolate(recs []*Record, rej *RejectedError) {
 }
 
 func (w *Writer) reject(r *Record, err error) {
-	w.failed.Add(1)
+	if !w.settle(1, &w.failed) {
+		return
+	}
 	w.opts.Logger.Error("auditkit: audit record rejected by the database", "id", r.ID.String(),
 		"action", r.Action, "kind", string(r.Kind), "error", err)
 	if w.opts.OnReject != nil {
 		w.opts.OnReject(r, err)
 	}
-}
-
-func (w *Writer) lose(recs []*Record, err error) {
-	w.dropped.Add(uint64(len(recs)))
-	w.opts.Logger.Error("auditkit: writer closed before audit records were written",
-		"records", len(recs), "error", err)
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/uuid"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 )
@@ -268,4 +269,122 @@ func TestUpsertOnConstraint(t *testing.T) {
 	if !strings.Contains(e.logs.String(), "conflict target") {
 		t.Fatalf("no warning about the unresolved target; log: %s", e.logs.String())
 	}
+}
+
+// TestUpsertApplicationKeys covers upserts of models whose keys the application chooses: no
+// database default, so the after images and the insert/update distinction come from the
+// INSERT's own RETURNING (with xmax = 0), not from a read afterwards.
+func TestUpsertApplicationKeys(t *testing.T) {
+	e := newEnv(t, envConfig{}, &Device{}, &Setting{}, &Membership{})
+	ctx := identity()
+	d1 := Device{ID: uuid.New(), Label: "phone"}
+	must(t, e.db.Create(&d1).Error)
+	must(t, e.db.Create(&Setting{Key: "theme", Value: "dark"}).Error)
+	must(t, e.db.Create(&Membership{TeamID: "t1", UserID: 1, Role: "member"}).Error)
+
+	// kinds checks the records made since n: one per resource id, of the given kind.
+	since := func(n int) map[string]auditRow {
+		t.Helper()
+		got := map[string]auditRow{}
+		for _, r := range e.audit("")[n:] {
+			if _, dup := got[r.ResourceID]; dup {
+				t.Fatalf("two records for %s", r.ResourceID)
+			}
+			got[r.ResourceID] = r
+		}
+		return got
+	}
+
+	t.Run("DoUpdates", func(t *testing.T) {
+		n := e.count()
+		d2 := Device{ID: uuid.New(), Label: "laptop"}
+		must(t, e.db.WithContext(ctx).Clauses(clause.OnConflict{
+			Columns:   []clause.Column{{Name: "id"}},
+			DoUpdates: clause.AssignmentColumns([]string{"label"}),
+		}).Create(&[]Device{{ID: d1.ID, Label: "tablet"}, d2}).Error)
+		got := since(n)
+		up, in := got[d1.ID.String()], got[d2.ID.String()]
+		if len(got) != 2 || up.Kind != "update" || str(up.Before["label"]) != "phone" || str(up.After["label"]) != "tablet" ||
+			up.Metadata != nil || up.ActorID != "alice" {
+			t.Fatalf("devices: %s", dump(e.audit("")[n:]))
+		}
+		wantDiff(t, up.Diff, map[string][2]any{"label": {"phone", "tablet"}})
+		if in.Kind != "insert" || in.Before != nil || str(in.After["id"]) != d2.ID.String() || str(in.After["label"]) != "laptop" {
+			t.Fatalf("insert = %+v", in)
+		}
+		wantDiff(t, in.Diff, map[string][2]any{"id": {nil, d2.ID.String()}, "label": {nil, "laptop"}})
+
+		// A composite key as the conflict target.
+		n = e.count()
+		must(t, e.db.Clauses(clause.OnConflict{
+			Columns:   []clause.Column{{Name: "team_id"}, {Name: "user_id"}},
+			DoUpdates: clause.AssignmentColumns([]string{"role"}),
+		}).Create(&[]Membership{{TeamID: "t1", UserID: 1, Role: "admin"}, {TeamID: "t1", UserID: 2, Role: "guest"}}).Error)
+		got = since(n)
+		up, in = got[`{"team_id":"t1","user_id":1}`], got[`{"team_id":"t1","user_id":2}`]
+		if len(got) != 2 || up.Kind != "update" || str(up.Before["role"]) != "member" || str(up.After["role"]) != "admin" {
+			t.Fatalf("memberships: %s", dump(e.audit("")[n:]))
+		}
+		wantDiff(t, up.Diff, map[string][2]any{"role": {"member", "admin"}})
+		if in.Kind != "insert" || in.Before != nil || str(in.After["role"]) != "guest" || str(in.After["user_id"]) != "2" {
+			t.Fatalf("insert = %+v", in)
+		}
+	})
+
+	t.Run("DoNothing", func(t *testing.T) {
+		n := e.count()
+		must(t, e.db.Clauses(clause.OnConflict{DoNothing: true}).
+			Create(&[]Setting{{Key: "theme", Value: "light"}, {Key: "lang", Value: "en"}}).Error)
+		got := since(n)
+		if len(got) != 1 || got["lang"].Kind != "insert" || got["lang"].Before != nil || str(got["lang"].After["value"]) != "en" {
+			t.Fatalf("settings: %s", dump(e.audit("")[n:]))
+		}
+		var s Setting
+		must(t, e.db.First(&s, "key = ?", "theme").Error)
+		if s.Value != "dark" {
+			t.Fatalf("theme = %q, want the row untouched", s.Value)
+		}
+
+		n = e.count()
+		must(t, e.db.Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "team_id"}, {Name: "user_id"}}, DoNothing: true}).
+			Create(&[]Membership{{TeamID: "t1", UserID: 1, Role: "owner"}, {TeamID: "t2", UserID: 1, Role: "member"}}).Error)
+		got = since(n)
+		if r := got[`{"team_id":"t2","user_id":1}`]; len(got) != 1 || r.Kind != "insert" || str(r.After["role"]) != "member" {
+			t.Fatalf("memberships: %s", dump(e.audit("")[n:]))
+		}
+	})
+
+	t.Run("SaveSlice", func(t *testing.T) {
+		n := e.count()
+		d3 := Device{ID: uuid.New(), Label: "watch"}
+		must(t, e.db.Save(&[]Device{{ID: d1.ID, Label: "desktop"}, d3}).Error)
+		got := since(n)
+		up, in := got[d1.ID.String()], got[d3.ID.String()]
+		if len(got) != 2 || up.Kind != "update" || str(up.Before["label"]) != "tablet" || str(up.After["label"]) != "desktop" {
+			t.Fatalf("devices: %s", dump(e.audit("")[n:]))
+		}
+		wantDiff(t, up.Diff, map[string][2]any{"label": {"tablet", "desktop"}})
+		if in.Kind != "insert" || in.Before != nil || str(in.After["label"]) != "watch" {
+			t.Fatalf("insert = %+v", in)
+		}
+
+		n = e.count()
+		must(t, e.db.Save(&[]Setting{{Key: "theme", Value: "light"}, {Key: "tz", Value: "UTC"}}).Error)
+		got = since(n)
+		if len(got) != 2 || got["theme"].Kind != "update" || str(got["theme"].Before["value"]) != "dark" ||
+			str(got["theme"].After["value"]) != "light" || got["tz"].Kind != "insert" || str(got["tz"].After["value"]) != "UTC" {
+			t.Fatalf("settings: %s", dump(e.audit("")[n:]))
+		}
+		wantDiff(t, got["theme"].Diff, map[string][2]any{"value": {"dark", "light"}})
+
+		n = e.count()
+		must(t, e.db.Save(&[]Membership{{TeamID: "t1", UserID: 2, Role: "member"}, {TeamID: "t3", UserID: 7, Role: "owner"}}).Error)
+		got = since(n)
+		up, in = got[`{"team_id":"t1","user_id":2}`], got[`{"team_id":"t3","user_id":7}`]
+		if len(got) != 2 || up.Kind != "update" || str(up.Before["role"]) != "guest" || str(up.After["role"]) != "member" ||
+			in.Kind != "insert" || str(in.After["role"]) != "owner" {
+			t.Fatalf("memberships: %s", dump(e.audit("")[n:]))
+		}
+		wantDiff(t, up.Diff, map[string][2]any{"role": {"guest", "member"}})
+	})
 }

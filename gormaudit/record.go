@@ -5,6 +5,7 @@ import (
 	"database/sql/driver"
 	"encoding/base64"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -230,7 +231,12 @@ func (b *builder) add(kind core.Kind, key string, before, after map[string]any, 
 		return
 	}
 	if kind == core.KindUpdate && m.softCol != "" && before != nil && before[m.softCol] != nil && after[m.softCol] == nil {
-		meta = map[string]any{"restored": true}
+		// Merged into a copy: meta may be shared by the statement's other records, and what it
+		// says (a changed primary key, for one) still holds for a restored row.
+		m := make(map[string]any, len(meta)+1)
+		maps.Copy(m, meta)
+		m["restored"] = true
+		meta = m
 	}
 	maskImage(m, before)
 	maskImage(m, after)

@@ -169,6 +169,19 @@ func TestDeletePaths(t *testing.T) {
 		t.Fatalf("restore: %s", dump(rest))
 	}
 
+	// A restore that also changes the primary key keeps both facts.
+	must(t, e.db.Delete(&c).Error)
+	n = e.count()
+	oldID := c.ID
+	must(t, e.db.Unscoped().Model(&Customer{}).Where("id = ?", oldID).
+		Updates(map[string]any{"id": oldID + 100, "deleted_at": nil}).Error)
+	rest = e.audit("")[n:]
+	if len(rest) != 1 || rest[0].Kind != "update" || rest[0].Metadata["restored"] != true ||
+		rest[0].Metadata["previous_id"] != fmt.Sprint(oldID) || rest[0].ResourceID != fmt.Sprint(oldID+100) {
+		t.Fatalf("restore with a new key: %s", dump(rest))
+	}
+	c.ID = oldID + 100
+
 	// Unscoped Delete by primary key: hard, the before image comes from RETURNING.
 	n = e.count()
 	must(t, e.db.Unscoped().Delete(&Customer{}, c.ID).Error)

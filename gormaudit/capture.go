@@ -156,7 +156,7 @@ func (p *Plugin) before(o op) func(*gorm.DB) {
 			}
 			return
 		}
-		if p.s.excludeTables[stmt.Table] {
+		if p.excluded(stmt) {
 			return
 		}
 		m := p.model(stmt.Schema)
@@ -221,6 +221,20 @@ func (p *Plugin) after(db *gorm.DB) {
 		st.rollback()
 		db.AddError(err)
 	}
+}
+
+// excluded reports whether Options.ExcludeTables lists the statement's table, by its name alone
+// or qualified by the schema the statement names.
+func (p *Plugin) excluded(stmt *gorm.Statement) bool {
+	ex := p.s.excludeTables
+	if len(ex) == 0 {
+		return false
+	}
+	if ex[stmt.Table] {
+		return true
+	}
+	schemaName, table := tableRef(stmt)
+	return ex[table] || schemaName != "" && ex[schemaName+"."+table]
 }
 
 // begin starts a transaction for the statement unless it already runs in one.

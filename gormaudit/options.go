@@ -53,7 +53,10 @@ type Options struct {
 	// They stay in the before and after images.
 	IgnoreFields []string
 
-	// ExcludeTables names tables whose changes are not recorded.
+	// ExcludeTables names tables whose changes are not recorded. A plain name ("items") matches
+	// the table in any schema (db.Table("archive.items") too); a qualified name
+	// ("archive.items") matches statements that name that schema, through db.Table or a
+	// model's TableName.
 	ExcludeTables []string
 
 	// ExcludeModels lists models (values or pointers, e.g. &Session{}) whose changes are not

@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
+	"gorm.io/gorm/logger"
 
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/gormaudit"
@@ -309,6 +311,34 @@ func TestSchemaQualifiedTable(t *testing.T) {
 	rows := e.audit("")
 	if len(rows) != 3 || rows[0].Kind != "insert" || rows[1].Kind != "update" || rows[2].Kind != "delete" ||
 		rows[1].ResourceType != "items" || str(rows[1].Before["qty"]) != "1" || str(rows[1].After["qty"]) != "2" {
+		t.Fatalf("rows: %s", dump(rows))
+	}
+}
+
+// ExcludeTables matches a table by its plain name whether or not the statement qualifies it,
+// and by its qualified name when the statement names the schema.
+func TestExcludeTablesQualified(t *testing.T) {
+	e := newEnv(t, envConfig{}, &Item{}, &Setting{}, &Counter{})
+	schema := e.pg.Schema
+	q := gormaudit.Options{Writer: e.w, ExcludeTables: []string{"items", schema + ".settings", "elsewhere.counters"}}
+	db, err := gorm.Open(postgres.Open(e.pg.URL), &gorm.Config{Logger: logger.Discard})
+	must(t, err)
+	if sqlDB, err := db.DB(); err == nil {
+		t.Cleanup(func() { _ = sqlDB.Close() })
+	}
+	_, err = gormaudit.Register(db, q)
+	must(t, err)
+
+	must(t, db.Table(schema+".items").Create(&Item{SKU: "a", Qty: 1}).Error)
+	must(t, db.Create(&Item{SKU: "b", Qty: 1}).Error)
+	must(t, db.Table(schema+".settings").Create(&Setting{Key: "k", Value: "v"}).Error)
+	must(t, db.Table(schema+".settings").Model(&Setting{Key: "k"}).Update("value", "w").Error)
+	if rows := e.audit(""); len(rows) != 0 {
+		t.Fatalf("excluded tables recorded: %s", dump(rows))
+	}
+	// A qualified entry does not exclude the same name in another schema.
+	must(t, db.Create(&Counter{Name: "c"}).Error)
+	if rows := e.audit(""); len(rows) != 1 || rows[0].ResourceType != "counters" {
 		t.Fatalf("rows: %s", dump(rows))
 	}
 }

@@ -16,7 +16,8 @@ var (
 	// ErrQueueFull is returned by Enqueue when the queue is at capacity. The record was not
 	// accepted; the drop is counted in Stats.Dropped and reported through the logger.
 	ErrQueueFull = errors.New("auditkit: writer queue is full, record dropped")
-	// ErrClosed is returned by Enqueue and Flush after Close.
+	// ErrClosed is returned by Enqueue and Flush after Close. A record Enqueue refuses with it is
+	// lost like one refused for a full queue: it is counted in Stats.Dropped and reported.
 	ErrClosed = errors.New("auditkit: writer is closed")
 	// ErrNoWriter is returned by Dispatch when records have neither a collector nor a writer to go to.
 	ErrNoWriter = errors.New("auditkit: no writer configured")
@@ -72,7 +73,7 @@ type WriterOptions struct {
 	MinBackoff, MaxBackoff time.Duration
 	// Redactor is applied to every record before it reaches the sink. Default NewRedactor(nil, nil).
 	Redactor *Redactor
-	// Logger receives drops, retries and rejected records. Default slog.Default().
+	// Logger receives drops, invalid records, retries and rejected records. Default slog.Default().
 	Logger *slog.Logger
 	// OnReject, when set, is called (from the writer's goroutine) with each record the sink rejected
 	// permanently, after redaction, so that it can be kept elsewhere.
@@ -119,15 +120,21 @@ func (o WriterOptions) withDefaults() WriterOptions {
 }
 
 // Stats are the Writer's counters since it was created.
+//
+// Every valid record offered to Enqueue ends up counted once in Enqueued or in Dropped, and every
+// record counted in Enqueued ends up in Written, Failed or Dropped, or is still in QueueDepth.
 type Stats struct {
-	Enqueued   uint64 // records accepted by Enqueue
-	Written    uint64 // records the sink stored
-	Retried    uint64 // write attempts repeated after a transient error
-	Dropped    uint64 // records refused because the queue was full, or abandoned when Close gave up (see Close)
+	Enqueued uint64 // records accepted by Enqueue
+	Written  uint64 // records the sink stored
+	Retried  uint64 // write attempts repeated after a transient error
+	// Dropped counts the audit records lost: refused by Enqueue because the queue was full
+	// (ErrQueueFull) or the Writer was closed (ErrClosed), and accepted records abandoned when
+	// Close gave up (see Close).
+	Dropped    uint64
 	Failed     uint64 // records the sink rejected permanently
 	Invalid    uint64 // records refused by Enqueue because they failed validation
 	Batches    uint64 // successful sink writes
-	QueueDepth int    // records accepted and not yet written or failed
+	QueueDepth int    // records accepted and not yet written, failed or dropped
 }
 
 // Writer is the asynchronous batch writer. Enqueue hands a record over without waiting; a
@@ -136,8 +143,10 @@ type Stats struct {
 // and never storing a record twice when the sink honours the Sink contract.
 //
 // Overflow policy: the queue is bounded; when it is full Enqueue refuses the record with
-// ErrQueueFull at once (the request path never waits on the database), counts it in
-// Stats.Dropped and reports drops through the logger (at most once per second, with counts).
+// ErrQueueFull at once (the request path never waits on the database) and counts it in
+// Stats.Dropped. Records refused (full queue, closed Writer, failed validation) are reported
+// through the logger with counts, at most once per second: a refusal inside that second is
+// reported when it ends, and Close reports what is left, so every refusal is reported.
 type Writer struct {
 	opts WriterOptions
 	sink Sink
@@ -161,8 +170,17 @@ type Writer struct {
 	abort       context.CancelFunc
 
 	enqueued, written, retried, dropped, failed, invalid, stored atomic.Uint64
-	lastDropLog                                                  atomic.Int64
-	lastDropCount                                                atomic.Uint64
+
+	// Refusals by Enqueue, reported by report. The collecting goroutine cannot do the deferred
+	// reporting: while the queue overflows it is usually waiting for a worker.
+	full, late  atomic.Uint64         // refused with ErrQueueFull, with ErrClosed
+	lastInvalid atomic.Pointer[error] // the latest validation error, as an example
+	reportDue   atomic.Bool           // a deferred report is scheduled
+	reportMu    sync.Mutex            // guards the fields below
+	reported    struct{ full, late, invalid uint64 }
+	lastReport  time.Time
+	reportTimer *time.Timer
+	reportGen   int // tells a deferred report whose timer Close stopped from a current one
 }
 
 // NewWriter starts a Writer that writes to sink. Close it to drain and stop it.
@@ -189,20 +207,26 @@ func NewWriter(sink Sink, opts WriterOptions) *Writer {
 // It never blocks. The Writer owns r from then on: do not modify it.
 func (w *Writer) Enqueue(r *Record) error {
 	if err := r.Validate(); err != nil {
+		w.lastInvalid.Store(&err)
 		w.invalid.Add(1)
+		w.refused()
 		return err
 	}
 	r.normalize(time.Now())
 	w.mu.Lock()
 	if w.closed {
 		w.mu.Unlock()
+		w.late.Add(1)
+		w.dropped.Add(1)
+		w.refused()
 		return ErrClosed
 	}
 	n := len(w.queue)
 	if n >= w.opts.QueueSize {
 		w.mu.Unlock()
+		w.full.Add(1)
 		w.dropped.Add(1)
-		w.reportDrop()
+		w.refused()
 		return ErrQueueFull
 	}
 	w.queue = append(w.queue, r)
@@ -217,16 +241,74 @@ func (w *Writer) Enqueue(r *Record) error {
 	return nil
 }
 
-func (w *Writer) reportDrop() {
-	now := time.Now().UnixNano()
-	last := w.lastDropLog.Load()
-	if now-last < int64(time.Second) || !w.lastDropLog.CompareAndSwap(last, now) {
+// refused reports refusals by Enqueue: at once when nothing was reported in the last second,
+// otherwise when that second ends.
+func (w *Writer) refused() {
+	if w.reportDue.Load() {
+		return // the scheduled report will include this one
+	}
+	w.reportMu.Lock()
+	defer w.reportMu.Unlock()
+	if w.reportTimer != nil {
 		return
 	}
-	total := w.dropped.Load()
-	since := total - w.lastDropCount.Swap(total)
-	w.opts.Logger.Error("auditkit: audit queue full, records dropped",
-		"dropped_since_last_report", since, "dropped_total", total, "queue_size", w.opts.QueueSize)
+	if wait := time.Until(w.lastReport.Add(time.Second)); wait > 0 {
+		gen := w.reportGen
+		w.reportDue.Store(true)
+		w.reportTimer = time.AfterFunc(wait, func() {
+			w.reportMu.Lock()
+			defer w.reportMu.Unlock()
+			if gen != w.reportGen {
+				return // Close stopped this timer and reported
+			}
+			w.reportTimer = nil
+			w.reportDue.Store(false)
+			w.report()
+		})
+		return
+	}
+	w.report()
+}
+
+// reportNow reports every refusal not yet reported, whenever the last report was; a scheduled
+// report is cancelled.
+func (w *Writer) reportNow() {
+	w.reportMu.Lock()
+	defer w.reportMu.Unlock()
+	if w.reportTimer != nil {
+		w.reportTimer.Stop()
+		w.reportTimer = nil
+		w.reportGen++
+		w.reportDue.Store(false)
+	}
+	w.report()
+}
+
+// report logs the refusals since the last report, one line per reason. reportMu must be held.
+func (w *Writer) report() {
+	logged := false
+	if total := w.full.Load(); total > w.reported.full {
+		w.opts.Logger.Error("auditkit: audit queue full, records dropped",
+			"dropped_since_last_report", total-w.reported.full, "dropped_total", total, "queue_size", w.opts.QueueSize)
+		w.reported.full, logged = total, true
+	}
+	if total := w.late.Load(); total > w.reported.late {
+		w.opts.Logger.Error("auditkit: audit records offered after the writer was closed, dropped",
+			"dropped_since_last_report", total-w.reported.late, "dropped_total", total)
+		w.reported.late, logged = total, true
+	}
+	if total := w.invalid.Load(); total > w.reported.invalid {
+		var example error
+		if p := w.lastInvalid.Load(); p != nil {
+			example = *p
+		}
+		w.opts.Logger.Error("auditkit: invalid audit records refused",
+			"refused_since_last_report", total-w.reported.invalid, "refused_total", total, "latest_error", example)
+		w.reported.invalid, logged = total, true
+	}
+	if logged {
+		w.lastReport = time.Now()
+	}
 }
 
 // Flush writes every record accepted before the call and returns when they are stored (or failed
@@ -283,6 +365,7 @@ func (w *Writer) Close(ctx context.Context) error {
 		}
 	}
 	w.abort()
+	w.reportNow()
 	w.onCloseOnce.Do(func() {
 		if w.opts.OnClose != nil {
 			if cerr := w.opts.OnClose(ctx); cerr != nil {

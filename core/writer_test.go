@@ -717,3 +717,102 @@ func TestWriterCloseGivesUpPromptlyAndRunsOnCloseOnce(t *testing.T) {
 		t.Fatalf("OnClose called %d times, want once", n)
 	}
 }
+
+// captureHandler keeps every log record, for tests that check what was reported and with which counts.
+type captureHandler struct {
+	mu   sync.Mutex
+	recs []slog.Record
+}
+
+func (h *captureHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *captureHandler) WithAttrs([]slog.Attr) slog.Handler      { return h }
+func (h *captureHandler) WithGroup(string) slog.Handler           { return h }
+
+func (h *captureHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.recs = append(h.recs, r.Clone())
+	return nil
+}
+
+// sum adds up attribute attr over the records whose message contains msg, and counts those records.
+func (h *captureHandler) sum(msg, attr string) (total uint64, lines int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range h.recs {
+		if !strings.Contains(r.Message, msg) {
+			continue
+		}
+		lines++
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == attr {
+				total += a.Value.Uint64()
+			}
+			return true
+		})
+	}
+	return total, lines
+}
+
+func TestWriterReportsEveryRefusal(t *testing.T) {
+	sink := newFakeSink()
+	sink.release = make(chan struct{})
+	h := &captureHandler{}
+	w := core.NewWriter(sink, core.WriterOptions{BatchSize: 5, QueueSize: 10, Workers: 1,
+		FlushInterval: time.Millisecond, Logger: slog.New(h)})
+	offer := func(n int) (refused int) {
+		for i := range n {
+			switch err := w.Enqueue(sampleRecord(i)); {
+			case errors.Is(err, core.ErrQueueFull):
+				refused++
+			case err != nil:
+				t.Fatal(err)
+			}
+		}
+		return refused
+	}
+
+	// The first drop is reported at once, those in the following second when it ends.
+	full := offer(100)
+	for range 3 {
+		if err := w.Enqueue(&core.Record{Kind: "upsert"}); !errors.Is(err, core.ErrInvalidRecord) {
+			t.Fatalf("Enqueue of an invalid record = %v", err)
+		}
+	}
+	if full < 2 {
+		t.Fatalf("only %d records refused; the queue bound did not hold", full)
+	}
+	eventually(t, 5*time.Second, "every drop to be reported", func() bool {
+		n, _ := h.sum("queue full", "dropped_since_last_report")
+		return n == uint64(full)
+	})
+	if _, lines := h.sum("queue full", "dropped_since_last_report"); lines != 2 {
+		t.Errorf("%d queue-full reports for one burst, want 2 (at once, then when the second ends)", lines)
+	}
+	eventually(t, 5*time.Second, "the invalid records to be reported", func() bool {
+		n, _ := h.sum("invalid audit records", "refused_since_last_report")
+		return n == 3
+	})
+
+	// Drops inside the window are reported by Close.
+	full += offer(7)
+	close(sink.release)
+	closeWriter(t, w)
+	if n, _ := h.sum("queue full", "dropped_since_last_report"); n != uint64(full) {
+		t.Fatalf("reported %d queue-full drops by the end of Close, want %d", n, full)
+	}
+
+	// Records offered after Close are counted and reported too.
+	for i := range 4 {
+		if err := w.Enqueue(sampleRecord(i)); !errors.Is(err, core.ErrClosed) {
+			t.Fatalf("Enqueue after Close = %v, want ErrClosed", err)
+		}
+	}
+	eventually(t, 5*time.Second, "the records offered after Close to be reported", func() bool {
+		n, _ := h.sum("after the writer was closed", "dropped_since_last_report")
+		return n == 4
+	})
+	if s := w.Stats(); s.Dropped != uint64(full)+4 || s.Invalid != 3 || s.Written != s.Enqueued {
+		t.Fatalf("stats = %+v, want %d dropped (%d for a full queue, 4 after Close), 3 invalid", s, full+4, full)
+	}
+}

@@ -44,8 +44,9 @@ type Options struct {
 
 	// MaxRowsPerStatement bounds the rows one statement records individually (with images and
 	// diff). The rows past the bound are recorded by one summary record (kind custom, action
-	// "<table>.bulk_<kind>") carrying the statement's filter, the affected count and the ids of
-	// the rows not itemised. Zero means DefaultMaxRowsPerStatement; negative is an error.
+	// "<table>.bulk_<kind>", or "<table>.bulk_upsert" with the counts inserted and updated for
+	// an upsert) carrying the statement's filter, the affected count and the ids of the rows not
+	// itemised. Zero means DefaultMaxRowsPerStatement; negative is an error.
 	MaxRowsPerStatement int
 
 	// IgnoreFields names columns (database names) or Go field names, such as "updated_at", that

@@ -142,10 +142,13 @@ type builder struct {
 	recs        []*core.Record
 	affected    int
 	notItemised []string
+
+	inserted, updated int // rows of an upsert that it inserted and updated, for its summary
 }
 
 func (b *builder) insert(r row) {
 	b.affected++
+	b.inserted++
 	if r.vals == nil {
 		b.notItemised = append(b.notItemised, r.key)
 		return
@@ -184,6 +187,7 @@ func (b *builder) changes(after []row) {
 			continue
 		}
 		b.affected++
+		b.updated++
 		if bf.vals == nil || a.vals == nil {
 			b.notItemised = append(b.notItemised, a.key)
 			continue
@@ -210,6 +214,7 @@ func (b *builder) changes(after []row) {
 		// Changed without a before image: a row that appeared after the read (a statement too
 		// large to pin), or an upsert's conflict with a row inserted concurrently.
 		b.affected++
+		b.updated++
 		if a.vals == nil {
 			b.notItemised = append(b.notItemised, a.key)
 			continue
@@ -265,6 +270,13 @@ func (b *builder) finish(db *gorm.DB) []*core.Record {
 	}
 	rec := sum.Record(b.now)
 	rec.ID = core.NewID()
+	if st.upsert {
+		// An upsert both inserts and updates: the summary says how many of each.
+		rec.Action = st.table + ".bulk_upsert"
+		rec.Metadata["statement"] = "upsert"
+		rec.Metadata["inserted"] = b.inserted
+		rec.Metadata["updated"] = b.updated
+	}
 	return append(b.recs, rec)
 }
 

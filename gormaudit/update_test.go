@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/google/uuid"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 
@@ -302,6 +303,46 @@ func TestBulkCapWritesSummary(t *testing.T) {
 	}
 	if _, ok := rows[3].Metadata["filter"]; ok {
 		t.Fatalf("an insert summary has no filter: %v", rows[3].Metadata)
+	}
+}
+
+// An upsert past the cap is summarised as an upsert, with the rows it inserted and updated.
+func TestBulkCapUpsertSummary(t *testing.T) {
+	e := newEnv(t, envConfig{opts: gormaudit.Options{MaxRowsPerStatement: 2}}, &Item{}, &Device{})
+	for i := range 3 {
+		must(t, e.db.Create(&Item{SKU: fmt.Sprint("s", i), Qty: i}).Error)
+	}
+	n := e.count()
+	upsert := clause.OnConflict{Columns: []clause.Column{{Name: "sku"}}, DoUpdates: clause.AssignmentColumns([]string{"qty"})}
+	must(t, e.db.Clauses(upsert).Create(&[]Item{{SKU: "s0", Qty: 10}, {SKU: "s1", Qty: 11}, {SKU: "s2", Qty: 12},
+		{SKU: "n0", Qty: 1}, {SKU: "n1", Qty: 2}}).Error)
+	rows := e.audit("")[n:]
+	if len(rows) != 3 || rows[0].Kind != "update" || rows[1].Kind != "update" {
+		t.Fatalf("rows: %s", dump(rows))
+	}
+	s := rows[2]
+	if s.Kind != "custom" || s.Action != "items.bulk_upsert" || s.Metadata["statement"] != "upsert" ||
+		str(s.Metadata["affected"]) != "5" || str(s.Metadata["itemised"]) != "2" ||
+		str(s.Metadata["inserted"]) != "2" || str(s.Metadata["updated"]) != "3" {
+		t.Fatalf("summary = %+v", s)
+	}
+
+	// The same through the INSERT's own RETURNING (keys chosen by the application).
+	ids := make([]uuid.UUID, 3)
+	for i := range ids {
+		ids[i] = uuid.New()
+	}
+	must(t, e.db.Create(&Device{ID: ids[0], Label: "a"}).Error)
+	n = e.count()
+	must(t, e.db.Save(&[]Device{{ID: ids[0], Label: "b"}, {ID: ids[1], Label: "c"}, {ID: ids[2], Label: "d"}}).Error)
+	rows = e.audit("")[n:]
+	if len(rows) != 3 {
+		t.Fatalf("rows: %s", dump(rows))
+	}
+	s = rows[2]
+	if s.Action != "devices.bulk_upsert" || str(s.Metadata["affected"]) != "3" ||
+		str(s.Metadata["inserted"]) != "2" || str(s.Metadata["updated"]) != "1" {
+		t.Fatalf("summary = %+v", s)
 	}
 }
 

@@ -145,7 +145,7 @@ func (c *capture) create(ctx context.Context, next ent.Mutator) (ent.Value, []*c
 }
 
 func (c *capture) update(ctx context.Context, next ent.Mutator, re *reentry) (ent.Value, []*core.Record, error) {
-	if err := c.lockRows(ctx); err != nil {
+	if err := c.lockRows(ctx, false); err != nil {
 		return nil, nil, err
 	}
 	if err := c.lockTargets(ctx, false); err != nil {
@@ -195,7 +195,7 @@ func (c *capture) update(ctx context.Context, next ent.Mutator, re *reentry) (en
 }
 
 func (c *capture) delete(ctx context.Context, next ent.Mutator, re *reentry) (ent.Value, []*core.Record, error) {
-	if err := c.lockRows(ctx); err != nil {
+	if err := c.lockRows(ctx, true); err != nil {
 		return nil, nil, err
 	}
 	if err := c.lockTargets(ctx, true); err != nil {
@@ -250,10 +250,21 @@ func affected(v ent.Value, fallback int) int {
 	return fallback
 }
 
+// lockStrength is the row lock that matches what the statement does to a row. An UPDATE that
+// leaves the key alone takes FOR NO KEY UPDATE, which lets other transactions insert rows that
+// refer to the locked one (their foreign key check takes FOR KEY SHARE); FOR UPDATE would block
+// them until the commit. A DELETE takes FOR UPDATE.
+func lockStrength(deleting bool) sql.LockStrength {
+	if deleting {
+		return sql.LockUpdate
+	}
+	return sql.LockNoKeyUpdate
+}
+
 // lockRows reads and locks the rows an update or delete is about to change, and pins a bulk
 // statement to exactly those rows: a row that starts to match the filter after the lock was taken
 // (a phantom) is left alone, as if the statement had run at the moment of the lock.
-func (c *capture) lockRows(ctx context.Context) error {
+func (c *capture) lockRows(ctx context.Context, deleting bool) error {
 	one := c.op.Is(ent.OpUpdateOne | ent.OpDeleteOne)
 	sel := pg.Select("*").From(pg.Table(c.t.Table))
 	if one {
@@ -269,7 +280,7 @@ func (c *capture) lockRows(ctx context.Context) error {
 	if !one {
 		c.filter = sel.P()
 	}
-	sel.OrderBy(sel.C(c.t.IDColumn)).ForUpdate()
+	sel.OrderBy(sel.C(c.t.IDColumn)).For(lockStrength(deleting))
 	q, args := sel.Query()
 	rs, err := c.h.query(ctx, c.drv, c.t, q, args, c.h.maxRows, false)
 	if err != nil {
@@ -328,7 +339,9 @@ func (c *capture) lockTargets(ctx context.Context, deleting bool) error {
 		if len(ps) == 0 {
 			continue
 		}
-		sel.Where(sql.Or(ps...)).OrderBy(sel.C(tt.IDColumn)).ForUpdate()
+		// A delete nulls the rows' foreign key (SET NULL) or deletes them (CASCADE); otherwise
+		// only the foreign key changes.
+		sel.Where(sql.Or(ps...)).OrderBy(sel.C(tt.IDColumn)).For(lockStrength(deleting))
 		q, args := sel.Query()
 		rs, err := c.h.query(ctx, c.drv, tt, q, args, c.h.maxRows, false)
 		if err != nil {
@@ -372,6 +385,7 @@ func (c *capture) lockJoins(ctx context.Context, deleting bool) error {
 			continue
 		}
 		sel := pg.Select(e.Column, e.TargetColumn).From(pg.Table(e.Table))
+		// The links are deleted, whether the mutation is an update or a delete.
 		sel.Where(inIDs(sel.C(e.Column), c.before.ids, c.before.rawIDs, c.before.idType)).
 			OrderBy(sel.C(e.Column), sel.C(e.TargetColumn)).ForUpdate()
 		q, args := sel.Query()

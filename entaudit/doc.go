@@ -32,12 +32,14 @@
 //   - Create and CreateBulk: an insert record with the after image as the database stored it
 //     (defaults, triggers and database-generated ids included).
 //   - UpdateOne (by id or by entity) and Update: for every affected row, the before image read
-//     with SELECT ... FOR UPDATE through the mutation's own driver, in its transaction, before
-//     the write (never ent's OldField, which returns the in-memory entity of UpdateOne(entity)),
-//     the after image as the write stored it (so AddX and ClearX show the stored result), and the
+//     with SELECT ... FOR NO KEY UPDATE (the lock the UPDATE itself takes, so inserts of rows
+//     that refer to it are not held up) through the mutation's own driver, in its transaction,
+//     before the write (never ent's OldField, which returns the in-memory entity of
+//     UpdateOne(entity)), the after image as the write stored it (so AddX and ClearX show the stored result), and the
 //     diff. A bulk Update is pinned to the ids it locked, so a row that starts to match its filter
 //     concurrently is left alone instead of changing without a record.
-//   - DeleteOne and Delete: the before image of every deleted row, read and locked the same way.
+//   - DeleteOne and Delete: the before image of every deleted row, read the same way and locked
+//     with SELECT ... FOR UPDATE.
 //   - Bulk statements record at most Options.MaxRowsPerStatement rows one by one; the rest are
 //     listed in one summary record (kind custom, action "<table>.bulk_update"), with the filter.
 //   - Edges: the record of the mutated row lists the edges it changed (ids added and removed,

@@ -207,7 +207,8 @@ func NewWriter(sink Sink, opts WriterOptions) *Writer {
 // It never blocks. The Writer owns r from then on: do not modify it.
 func (w *Writer) Enqueue(r *Record) error {
 	if err := r.Validate(); err != nil {
-		w.lastInvalid.Store(&err)
+		example := err // a copy, so that err itself does not escape on the valid path
+		w.lastInvalid.Store(&example)
 		w.invalid.Add(1)
 		w.refused()
 		return err

@@ -85,6 +85,7 @@ type stmtState struct {
 	reread bool           // after images are read again after the statement
 
 	prefix    string // the statement to intercept: "UPDATE", "DELETE" or "INSERT"
+	written   string // its table as GORM writes it; empty when it cannot be told in advance
 	returning string // " RETURNING <columns>"
 	nextra    int
 	ran       bool
@@ -108,7 +109,7 @@ func (n rowCount) RowsAffected() (int64, error) { return int64(n), nil }
 
 func (c *stmtConn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	st := c.st
-	if st.returning == "" || st.ran || !hasPrefixFold(query, st.prefix) {
+	if st.returning == "" || st.ran || !isStatement(query, st.prefix, st.written) {
 		return c.ConnPool.ExecContext(ctx, query, args...)
 	}
 	st.ran = true
@@ -123,9 +124,46 @@ func (c *stmtConn) ExecContext(ctx context.Context, query string, args ...any) (
 	return rowCount(len(st.out)), nil
 }
 
-func hasPrefixFold(s, prefix string) bool {
+// isStatement reports whether query is GORM's statement of the given kind on table: it starts
+// with "INSERT INTO <table>", "UPDATE <table>" or "DELETE FROM <table>". The table matters
+// because callbacks of other plugins, registered between the plugin's and GORM's, may write to
+// other tables through the same connection first. An empty table matches any.
+func isStatement(query, prefix, table string) bool {
+	s, ok := cutWordFold(query, prefix)
+	if ok {
+		switch prefix {
+		case "INSERT":
+			s, ok = cutWordFold(s, "INTO")
+		case "DELETE":
+			s, ok = cutWordFold(s, "FROM")
+		}
+	}
+	if !ok || table == "" {
+		return ok
+	}
+	s = strings.TrimLeft(s, " \t\r\n")
+	if len(s) < len(table) || !strings.EqualFold(s[:len(table)], table) {
+		return false
+	}
+	if len(s) == len(table) {
+		return true
+	}
+	c := s[len(table)]
+	return !(c == '_' || c == '.' || c == '$' || c == '"' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80)
+}
+
+// cutWordFold removes the keyword word (any case, after blanks and opening parentheses) from
+// the start of s; the keyword must end there.
+func cutWordFold(s, word string) (string, bool) {
 	s = strings.TrimLeft(s, " \t\r\n(")
-	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+	if len(s) < len(word) || !strings.EqualFold(s[:len(word)], word) {
+		return s, false
+	}
+	s = s[len(word):]
+	if s != "" && !strings.ContainsRune(" \t\r\n(", rune(s[0])) {
+		return s, false
+	}
+	return s, true
 }
 
 // itemiseAfter decides which rows read after the statement get an image: those whose before
@@ -591,7 +629,23 @@ func (st *stmtState) intercept(db *gorm.DB, prefix string) {
 		return
 	}
 	st.prefix = prefix
+	st.written = writtenTable(db.Statement)
 	st.returning = " RETURNING " + st.m.list(db.Statement, st.table)
+}
+
+// writtenTable returns the statement's table as GORM writes it into INSERT, UPDATE and DELETE:
+// its table expression, or its quoted name; empty for an expression with parameters, whose
+// placeholders are numbered only when the statement is built.
+func writtenTable(stmt *gorm.Statement) string {
+	if stmt.TableExpr != nil {
+		if len(stmt.TableExpr.Vars) > 0 {
+			return ""
+		}
+		return stmt.TableExpr.SQL
+	}
+	var b strings.Builder
+	stmt.QuoteTo(&b, stmt.Table)
+	return b.String()
 }
 
 // lockBefore reads and locks the rows the statement will change: the before images.

@@ -153,3 +153,48 @@ func TestLargePins(t *testing.T) {
 		t.Fatalf("the phantom was changed: %+v", phantom)
 	}
 }
+
+// TestOtherCallbackWritesFirst registers callbacks of another plugin between the audit's and
+// GORM's own statement callbacks, writing to another table through the statement's connection:
+// the plugin leaves their statements alone and still captures GORM's.
+func TestOtherCallbackWritesFirst(t *testing.T) {
+	e := newEnv(t, envConfig{}, &Item{})
+	must(t, e.db.Exec(`CREATE TABLE items_log (id bigserial PRIMARY KEY, note text)`).Error)
+	side := func(query string) func(*gorm.DB) {
+		return func(db *gorm.DB) {
+			if _, err := db.Statement.ConnPool.ExecContext(db.Statement.Context, query); err != nil {
+				db.AddError(err)
+			}
+		}
+	}
+	cb := e.db.Callback()
+	must(t, cb.Create().Before("gorm:create").Register("test:side_insert", side(`INSERT INTO items_log (note) VALUES ('create')`)))
+	must(t, cb.Update().Before("gorm:update").Register("test:side_update", side(`UPDATE "items_log" SET note = note || '+'`)))
+	must(t, cb.Delete().Before("gorm:delete").Register("test:side_delete", side(`DELETE FROM items_log WHERE note = 'none'`)))
+
+	it := Item{SKU: "a", Qty: 1}
+	must(t, e.db.Create(&it).Error)
+	must(t, e.db.Model(&it).Update("qty", 2).Error)
+	must(t, e.db.Delete(&it).Error)
+	d := Device{ID: uuid.New(), Label: "x"} // inserted through the INSERT's own RETURNING
+	must(t, e.db.AutoMigrate(&Device{}))
+	must(t, e.db.Create(&d).Error)
+
+	rows := e.audit("")
+	var got []string
+	for _, r := range rows {
+		got = append(got, r.Kind+" "+r.ResourceType)
+	}
+	if fmt.Sprint(got) != "[insert items update items delete items insert devices]" {
+		t.Fatalf("recorded %v: %s", got, dump(rows))
+	}
+	if str(rows[1].Before["qty"]) != "1" || str(rows[1].After["qty"]) != "2" || str(rows[2].Before["qty"]) != "2" ||
+		str(rows[3].After["label"]) != "x" {
+		t.Fatalf("images: %s", dump(rows))
+	}
+	var notes []string
+	must(t, e.db.Raw(`SELECT note FROM items_log ORDER BY id`).Scan(&notes).Error)
+	if fmt.Sprint(notes) != "[create+ create]" {
+		t.Fatalf("items_log = %v", notes)
+	}
+}

@@ -35,6 +35,11 @@ func (p *Plugin) collect(db *gorm.DB, st *stmtState) ([]*core.Record, error) {
 			return nil, fmt.Errorf("gormaudit: reading the rows of %s after the change: %w", st.table, err)
 		}
 	case st.returning != "":
+		if db.RowsAffected > 0 {
+			// Not GORM's statement as the plugin expected it (e.g. a callback rewrote it).
+			p.warnOnce("unseen:"+st.table, "gormaudit: a statement changed rows the plugin did not see; they are not recorded",
+				"table", st.table, "rows", db.RowsAffected)
+		}
 		return nil, nil // GORM sent nothing, e.g. an update without assignments
 	}
 	b := &builder{p: p, st: st, now: time.Now()}

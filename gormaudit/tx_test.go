@@ -7,7 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
 
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/gormaudit"
@@ -324,5 +326,51 @@ func TestWithoutAssociationCallbacks(t *testing.T) {
 	rows := e.audit("")
 	if len(rows) != 2 || rows[0].Kind != "insert" || rows[1].Kind != "update" || str(rows[1].Before["qty"]) != "1" {
 		t.Fatalf("rows: %s", dump(rows))
+	}
+}
+
+// TestPluginThroughUse installs the plugin the gorm.Plugin way, db.Use(gormaudit.New(opts)),
+// without Register: the same capture and the same commit-aware pool.
+func TestPluginThroughUse(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	db, err := gorm.Open(postgres.Open(e.pg.URL), &gorm.Config{Logger: logger.Discard})
+	must(t, err)
+	if sqlDB, err := db.DB(); err == nil {
+		t.Cleanup(func() { _ = sqlDB.Close() })
+	}
+	p := gormaudit.New(gormaudit.Options{Writer: e.w})
+	if p.Name() != "gormaudit" {
+		t.Fatalf("Name() = %q", p.Name())
+	}
+	must(t, db.Use(p))
+	if !errors.Is(db.Use(gormaudit.New(gormaudit.Options{})), gorm.ErrRegistered) {
+		t.Fatal("a second gormaudit plugin was accepted")
+	}
+	must(t, db.AutoMigrate(&Item{}))
+
+	it := Item{SKU: "a", Qty: 1}
+	must(t, db.WithContext(identity()).Create(&it).Error)
+	_ = db.Transaction(func(tx *gorm.DB) error {
+		if err := tx.Model(&it).Update("qty", 5).Error; err != nil {
+			return err
+		}
+		return errAbort
+	})
+	must(t, db.Transaction(func(tx *gorm.DB) error { return tx.Model(&it).Update("qty", 2).Error }))
+
+	rows := e.audit("")
+	if len(rows) != 2 || rows[0].Kind != "insert" || rows[0].ActorID != "alice" || rows[0].ResourceID != fmt.Sprint(it.ID) ||
+		rows[1].Kind != "update" || str(rows[1].Before["qty"]) != "1" || str(rows[1].After["qty"]) != "2" {
+		t.Fatalf("rows: %s", dump(rows))
+	}
+
+	// Invalid options surface from db.Use.
+	bad, err := gorm.Open(postgres.Open(e.pg.URL), &gorm.Config{Logger: logger.Discard})
+	must(t, err)
+	if sqlDB, err := bad.DB(); err == nil {
+		t.Cleanup(func() { _ = sqlDB.Close() })
+	}
+	if err := bad.Use(gormaudit.New(gormaudit.Options{MaxRowsPerStatement: -1})); !errors.Is(err, gormaudit.ErrInvalidOptions) {
+		t.Fatalf("db.Use with invalid options: %v", err)
 	}
 }

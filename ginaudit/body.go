@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 
 	"github.com/gin-gonic/gin"
 
@@ -41,33 +42,42 @@ func capturable(ct string) bool {
 	return false
 }
 
-// captureRequest reads at most limit+1 bytes of the request body for the record and gives the
-// handler a body that yields every byte, the read bytes first. A read error (a client gone, an
-// outer http.MaxBytesReader) is handed to the handler after the bytes read before it.
-func captureRequest(req *http.Request, limit int) *core.Body {
+// captureRequest records the request body for the audit record. A body of known length whose
+// client does not wait for "100 Continue" is read now, at most limit+1 bytes, and the handler gets
+// a body that yields every byte, the read bytes first; a read error (a client gone, an outer
+// http.MaxBytesReader) is handed to the handler after the bytes read before it.
+//
+// A body of unknown length (chunked, HTTP/2 without Content-Length) or one sent only after
+// "100 Continue" is not read ahead of the handler: reading it first would make the server answer
+// 100 Continue to a request the handler refuses unread, and would stall a full-duplex exchange in
+// which the client sends more only after the handler's answer. Such a body is captured as the
+// handler reads it (the returned teeBody; see teeBody.captured).
+//
+// A body with a Content-Encoding other than identity is not read: its bytes are compressed, so
+// it is recorded like a binary body, with the encoding in the content type (see encodedBody).
+func captureRequest(req *http.Request, limit int) (*core.Body, *teeBody) {
 	if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
-		return nil
+		return nil, nil
 	}
 	ct := req.Header.Get("Content-Type")
+	if enc := contentEncoding(req.Header); enc != "" {
+		return encodedBody(ct, enc, req.ContentLength), nil
+	}
 	if !capturable(ct) {
-		return &core.Body{ContentType: ct, Size: req.ContentLength}
+		return &core.Body{ContentType: ct, Size: req.ContentLength}, nil
 	}
 	orig := req.Body
-	var buf []byte
-	var err error
-	if req.ContentLength > 0 {
-		// One allocation of the right size; the extra byte detects a body longer than the limit.
-		buf = make([]byte, min(req.ContentLength, int64(limit))+1)
-		var n int
-		n, err = io.ReadFull(orig, buf)
-		buf = buf[:n]
-		if errors.Is(err, io.ErrUnexpectedEOF) && int64(n) == req.ContentLength {
-			err = nil // the whole body; the spare byte stayed empty
-		}
-	} else { // length unknown (chunked): grow as bytes arrive
-		var b bytes.Buffer
-		_, err = b.ReadFrom(io.LimitReader(orig, int64(limit)+1))
-		buf = b.Bytes()
+	if req.ContentLength < 0 || expectsContinue(req) {
+		t := &teeBody{rc: orig, limit: limit, ct: ct, length: req.ContentLength}
+		req.Body = t
+		return nil, t
+	}
+	// One allocation of the right size; the extra byte detects a body longer than the limit.
+	buf := make([]byte, min(req.ContentLength, int64(limit))+1)
+	n, err := io.ReadFull(orig, buf)
+	buf = buf[:n]
+	if errors.Is(err, io.ErrUnexpectedEOF) && int64(n) == req.ContentLength {
+		err = nil // the whole body; the spare byte stayed empty
 	}
 	if err == io.EOF {
 		err = nil
@@ -84,7 +94,103 @@ func captureRequest(req *http.Request, limit int) *core.Body {
 	} else if err != nil {
 		b.Truncated, b.Size = true, req.ContentLength
 	}
-	return b
+	return b, nil
+}
+
+func expectsContinue(req *http.Request) bool {
+	for _, v := range req.Header["Expect"] {
+		if strings.Contains(strings.ToLower(v), "100-continue") {
+			return true
+		}
+	}
+	return false
+}
+
+// contentEncoding returns the Content-Encoding of h, or "" when it is absent or identity.
+func contentEncoding(h http.Header) string {
+	var encs []string
+	for _, v := range h["Content-Encoding"] {
+		for _, e := range strings.Split(v, ",") {
+			if e = strings.ToLower(strings.TrimSpace(e)); e != "" && e != "identity" {
+				encs = append(encs, e)
+			}
+		}
+	}
+	return strings.Join(encs, ",")
+}
+
+// encodedBody is the record of a compressed (Content-Encoding) body: its size only, as for a
+// binary body. The content type says so and keeps the body's own type as parameters, for example
+// `application/octet-stream; content-encoding=gzip; content-type="application/json"`, because
+// the Writer stores the text of any JSON or text content type.
+func encodedBody(ct, enc string, size int64) *core.Body {
+	params := map[string]string{"content-encoding": enc}
+	if ct != "" {
+		params["content-type"] = ct
+	}
+	t := mime.FormatMediaType("application/octet-stream", params)
+	if t == "" { // a value FormatMediaType cannot quote
+		t = "application/octet-stream"
+	}
+	return &core.Body{ContentType: t, Size: size}
+}
+
+// teeBody is a request body that keeps the first limit bytes the handler reads, for bodies that
+// must not be read ahead of the handler.
+type teeBody struct {
+	rc     io.ReadCloser
+	limit  int
+	ct     string
+	length int64 // Content-Length, -1 when unknown
+
+	mu   sync.Mutex // a handler may read in another goroutine (full duplex) and panic meanwhile
+	buf  []byte
+	read int64 // bytes the handler has read
+	eof  bool
+	err  error // a read error other than io.EOF
+	done bool  // captured has run; later reads are not kept
+}
+
+func (t *teeBody) Read(p []byte) (int, error) {
+	n, err := t.rc.Read(p)
+	t.mu.Lock()
+	if !t.done {
+		if room := t.limit - len(t.buf); room > 0 && n > 0 {
+			if t.buf == nil {
+				t.buf = make([]byte, 0, min(t.limit, max(n, 512)))
+			}
+			t.buf = append(t.buf, p[:min(n, room)]...)
+		}
+		t.read += int64(n)
+		switch {
+		case err == io.EOF:
+			t.eof = true
+		case err != nil && t.err == nil:
+			t.err = err
+		}
+	}
+	t.mu.Unlock()
+	return n, err
+}
+
+func (t *teeBody) Close() error { return t.rc.Close() }
+
+// captured returns what the handler read. The body is complete when the handler reached its end
+// (EOF, or Content-Length bytes); otherwise partial is true, and the body is marked truncated when
+// more is known to follow (or nothing was read). Size is the body's size when known, else -1.
+func (t *teeBody) captured() (b *core.Body, partial bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.done = true
+	b = &core.Body{ContentType: t.ct, Data: t.buf, Size: t.length}
+	complete := t.err == nil && (t.eof || t.length >= 0 && t.read >= t.length)
+	if complete {
+		b.Size = t.read
+		b.Truncated = t.read > int64(t.limit)
+		return b, false
+	}
+	b.Truncated = t.err != nil || t.read == 0 || t.read > int64(t.limit) || t.length > t.read
+	return b, true
 }
 
 type stitchedBody struct {
@@ -112,9 +218,18 @@ type bodyWriter struct {
 	streamed  bool
 	hijacked  bool
 	ct        string
+	// outerEnc is the Content-Encoding already set when the middleware started: a compression
+	// middleware registered before this one sets it and compresses what passes through here
+	// later, so the bytes seen here are still plain. enc is a Content-Encoding set after that
+	// (by the handler or a compression middleware inside this one): the bytes are compressed.
+	outerEnc string
+	enc      string
 }
 
 func (w *bodyWriter) Write(p []byte) (int, error) {
+	if w.limit > 0 && !w.decided {
+		w.decide() // before the bytes go on: an outer writer may set headers as it writes
+	}
 	n, err := w.ResponseWriter.Write(p)
 	if w.limit > 0 {
 		w.capture(p[:n], "")
@@ -123,6 +238,9 @@ func (w *bodyWriter) Write(p []byte) (int, error) {
 }
 
 func (w *bodyWriter) WriteString(s string) (int, error) {
+	if w.limit > 0 && !w.decided {
+		w.decide()
+	}
 	n, err := w.ResponseWriter.WriteString(s)
 	if w.limit > 0 {
 		w.capture(nil, s[:n])
@@ -130,15 +248,23 @@ func (w *bodyWriter) WriteString(s string) (int, error) {
 	return n, err
 }
 
-func (w *bodyWriter) capture(p []byte, s string) {
-	if !w.decided {
-		w.decided = true
-		w.ct = w.Header().Get("Content-Type")
-		w.keep = capturable(w.ct)
-		if mt, _, _ := strings.Cut(w.ct, ";"); strings.EqualFold(strings.TrimSpace(mt), "text/event-stream") {
-			w.streamed = true
-		}
+// decide looks at the response headers once, at the first write: what is kept depends on the
+// content type and the encoding the handler chose.
+func (w *bodyWriter) decide() {
+	w.decided = true
+	h := w.Header()
+	w.ct = h.Get("Content-Type")
+	if enc := contentEncoding(h); enc != "" && enc != w.outerEnc {
+		w.enc = enc
+		return
 	}
+	w.keep = capturable(w.ct)
+	if mt, _, _ := strings.Cut(w.ct, ";"); strings.EqualFold(strings.TrimSpace(mt), "text/event-stream") {
+		w.streamed = true
+	}
+}
+
+func (w *bodyWriter) capture(p []byte, s string) {
 	if !w.keep || w.streamed {
 		return
 	}
@@ -183,8 +309,10 @@ func (w *bodyWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // captured returns the kept response body of size bytes.
 func (w *bodyWriter) captured(size int64) *core.Body {
 	if !w.decided {
-		w.ct = w.Header().Get("Content-Type")
-		w.keep = capturable(w.ct)
+		w.decide()
+	}
+	if w.enc != "" {
+		return encodedBody(w.ct, w.enc, size)
 	}
 	if !w.keep {
 		return &core.Body{ContentType: w.ct, Size: size}

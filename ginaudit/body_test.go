@@ -3,6 +3,7 @@ package ginaudit_test
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -71,7 +72,18 @@ func TestRequestBodyCapture(t *testing.T) {
 		r.POST("/form", func(c *gin.Context) { c.String(200, c.PostForm("user")) })
 		r.POST("/ignore", func(c *gin.Context) { c.Status(204) }) // never reads the body
 	})
-	long := `{"name":"` + strings.Repeat("x", 200) + `","password":"s3cret"}`
+	// The secret lies inside the cap: the kept prefix must be redacted, not merely cut short.
+	long := `{"password":"s3cret","name":"` + strings.Repeat("x", 200) + `"}`
+	truncatedAndRedacted := func(t *testing.T, r row) {
+		t.Helper()
+		text := fmt.Sprint(r.RequestBody["text"])
+		if r.RequestBody["truncated"] != true || r.RequestBody["size"] != float64(len(long)) ||
+			!strings.HasPrefix(text, `{"password":`) || !strings.Contains(text, core.Redacted) ||
+			!strings.HasSuffix(long[:64], text[strings.Index(text, core.Redacted)+len(core.Redacted):]) ||
+			strings.Contains(r.RawRequestBody, "s3cret") {
+			t.Errorf("request_body %v", r.RequestBody)
+		}
+	}
 	cases := []struct {
 		name, path, ct, body string
 		chunked              bool
@@ -91,20 +103,9 @@ func TestRequestBodyCapture(t *testing.T) {
 				}
 			}},
 		{"over the cap: truncated, handler reads everything", "/read", "application/json", long, false,
-			fmt.Sprintf("%d %s", len(long), digest([]byte(long))),
-			func(t *testing.T, r row) {
-				if r.RequestBody["truncated"] != true || r.RequestBody["size"] != float64(len(long)) ||
-					len(fmt.Sprint(r.RequestBody["text"])) != 64 || strings.Contains(r.RawRequestBody, "s3cret") {
-					t.Errorf("request_body %v", r.RequestBody)
-				}
-			}},
+			fmt.Sprintf("%d %s", len(long), digest([]byte(long))), truncatedAndRedacted},
 		{"chunked over the cap", "/read", "application/json", long, true,
-			fmt.Sprintf("%d %s", len(long), digest([]byte(long))),
-			func(t *testing.T, r row) {
-				if r.RequestBody["truncated"] != true || len(fmt.Sprint(r.RequestBody["text"])) != 64 {
-					t.Errorf("request_body %v", r.RequestBody)
-				}
-			}},
+			fmt.Sprintf("%d %s", len(long), digest([]byte(long))), truncatedAndRedacted},
 		{"chunked under the cap", "/bind", "application/json", `{"name":"Cy"}`, true, "Cy",
 			func(t *testing.T, r row) {
 				if r.RequestBody["name"] != "Cy" {
@@ -345,4 +346,256 @@ func TestHijackedConnection(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestExpectContinueIsNotForced(t *testing.T) {
+	h := newHarness(t, ginaudit.Options{Config: captureConfig(1024)}, func(r *gin.Engine, _ *core.Writer) {
+		r.POST("/login", func(c *gin.Context) { c.String(http.StatusUnauthorized, "who are you") }) // never reads
+		r.POST("/bind", func(c *gin.Context) {
+			var v struct{ Name string }
+			if err := c.ShouldBindJSON(&v); err != nil {
+				c.String(400, err.Error())
+				return
+			}
+			c.String(200, v.Name)
+		})
+	})
+
+	t.Run("refused unread: no 100 Continue", func(t *testing.T) {
+		conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		// The client waits for 100 Continue before sending its 20 bytes, so it sends none.
+		_, _ = fmt.Fprintf(conn, "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"+
+			"Content-Length: 20\r\nExpect: 100-continue\r\nX-Request-ID: expect-401\r\n\r\n")
+		status, err := bufio.NewReader(conn).ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the status line: %v", err)
+		}
+		if !strings.HasPrefix(status, "HTTP/1.1 401") {
+			t.Fatalf("first line %q, want the handler's 401 without 100 Continue", status)
+		}
+		r := only(t, waitRows(t, h.w, h.db, 1, "request_id = 'expect-401'"))
+		if r.Status != 401 || r.Metadata["request_body_partial"] != true ||
+			r.RequestBody["truncated"] != true || r.RequestBody["size"] != float64(20) || r.RequestBody["text"] != "" {
+			t.Fatalf("row status %d metadata %v request_body %v", r.Status, r.Metadata, r.RequestBody)
+		}
+	})
+
+	t.Run("read after 100 Continue", func(t *testing.T) {
+		tr := &http.Transport{ExpectContinueTimeout: 30 * time.Second} // sends the body only after 100 Continue
+		defer tr.CloseIdleConnections()
+		req, _ := http.NewRequest("POST", h.srv.URL+"/bind", strings.NewReader(`{"name":"Ada","password":"pw"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Expect", "100-continue")
+		req.Header.Set("X-Request-ID", "expect-200")
+		resp, err := (&http.Client{Transport: tr, Timeout: 30 * time.Second}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(got) != "Ada" {
+			t.Fatalf("response %d %q", resp.StatusCode, got)
+		}
+		r := only(t, fetchRows(t, h.w, h.db, "request_id = 'expect-200'"))
+		if r.RequestBody["name"] != "Ada" || r.RequestBody["password"] != core.Redacted || r.Metadata["request_body_partial"] != nil {
+			t.Fatalf("request_body %v metadata %v", r.RequestBody, r.Metadata)
+		}
+	})
+}
+
+func TestChunkedBodyIsCapturedAsTheHandlerReads(t *testing.T) {
+	h := newHarness(t, ginaudit.Options{Config: captureConfig(1024)}, func(r *gin.Engine, _ *core.Writer) {
+		r.POST("/read", readAll)
+		// Full duplex: the handler answers each line as it arrives, and the client sends the next
+		// line only after it has seen that answer.
+		r.POST("/duplex", func(c *gin.Context) {
+			if err := http.NewResponseController(c.Writer).EnableFullDuplex(); err != nil {
+				c.String(500, err.Error())
+				return
+			}
+			c.Header("Content-Type", "text/plain")
+			c.Status(200)
+			br := bufio.NewReader(c.Request.Body)
+			for {
+				line, err := br.ReadString('\n')
+				if line != "" {
+					_, _ = fmt.Fprintf(c.Writer, "ack %s", line)
+					c.Writer.Flush()
+				}
+				if err != nil {
+					return
+				}
+			}
+		})
+	})
+
+	t.Run("chunked JSON read to the end", func(t *testing.T) {
+		body := `{"name":"Cy","password":"pw","items":[1,2,3]}`
+		_, got := h.do("POST", "/read", io.MultiReader(strings.NewReader(body)), // unknown length: chunked
+			"Content-Type", "application/json", "X-Request-ID", "chunked-json")
+		if want := fmt.Sprintf("%d %s", len(body), digest([]byte(body))); got != want {
+			t.Fatalf("handler answered %q, want %q", got, want)
+		}
+		r := only(t, fetchRows(t, h.w, h.db, "request_id = 'chunked-json'"))
+		if r.RequestBody["name"] != "Cy" || r.RequestBody["password"] != core.Redacted || r.Metadata["request_body_partial"] != nil {
+			t.Fatalf("request_body %v metadata %v", r.RequestBody, r.Metadata)
+		}
+	})
+
+	t.Run("full duplex", func(t *testing.T) {
+		conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+		chunk := func(s string) string { return fmt.Sprintf("%x\r\n%s\r\n", len(s), s) }
+		_, _ = fmt.Fprintf(conn, "POST /duplex HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n"+
+			"Transfer-Encoding: chunked\r\nX-Request-ID: duplex\r\n\r\n%s", chunk(`{"n":1}`+"\n"))
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("no response to the first line (the body was read ahead of the handler?): %v", err)
+		}
+		rb := bufio.NewReader(resp.Body)
+		first, err := rb.ReadString('\n')
+		if err != nil || first != `ack {"n":1}`+"\n" {
+			t.Fatalf("first answer %q, %v", first, err)
+		}
+		_, _ = fmt.Fprintf(conn, "%s0\r\n\r\n", chunk(`{"n":2}`+"\n"))
+		rest, err := io.ReadAll(rb)
+		if err != nil || string(rest) != `ack {"n":2}`+"\n" {
+			t.Fatalf("second answer %q, %v", rest, err)
+		}
+		r := only(t, waitRows(t, h.w, h.db, 1, "request_id = 'duplex'"))
+		if r.RequestBody["text"] != `{"n":1}`+"\n"+`{"n":2}`+"\n" || r.RequestBody["truncated"] != false || r.RequestBody["size"] != float64(16) {
+			t.Fatalf("request_body %v", r.RequestBody)
+		}
+	})
+}
+
+func gzipped(t testing.TB, s string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	_, _ = zw.Write([]byte(s))
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// gzipWriter compresses what the handlers behind it write, like common Gin compression
+// middleware: Content-Encoding is set before the chain runs.
+type gzipWriter struct {
+	gin.ResponseWriter
+	zw *gzip.Writer
+}
+
+func (w *gzipWriter) Write(p []byte) (int, error) {
+	w.Header().Del("Content-Length") // the handler's length is that of the plain bytes
+	return w.zw.Write(p)
+}
+
+func (w *gzipWriter) WriteString(s string) (int, error) { return w.Write([]byte(s)) }
+
+func gzipMiddleware(c *gin.Context) {
+	c.Header("Content-Encoding", "gzip")
+	c.Header("Vary", "Accept-Encoding")
+	zw := gzip.NewWriter(c.Writer)
+	orig := c.Writer
+	c.Writer = &gzipWriter{ResponseWriter: orig, zw: zw}
+	c.Next()
+	_ = zw.Close()
+	c.Writer = orig
+}
+
+func TestContentEncodedBodiesAreNotStoredAsText(t *testing.T) {
+	const secretJSON = `{"id":7,"api_token":"t0k","note":"plain text of a compressed body"}`
+	h := newHarness(t, ginaudit.Options{Config: captureConfig(1024)}, func(r *gin.Engine, _ *core.Writer) {
+		r.POST("/upload", func(c *gin.Context) {
+			zr, err := gzip.NewReader(c.Request.Body)
+			if err != nil {
+				c.String(400, err.Error())
+				return
+			}
+			b, err := io.ReadAll(zr)
+			if err != nil {
+				c.String(400, err.Error())
+				return
+			}
+			c.String(200, "%d %s", len(b), digest(b))
+		})
+		r.GET("/precompressed", func(c *gin.Context) {
+			c.Header("Content-Encoding", "gzip")
+			c.Data(200, "application/json", gzipped(t, secretJSON))
+		})
+		// Compression registered inside the audit middleware: it sees compressed bytes.
+		r.GET("/inner-gzip", gzipMiddleware, func(c *gin.Context) { c.Data(200, "application/json", []byte(secretJSON)) })
+	})
+
+	t.Run("request", func(t *testing.T) {
+		z := gzipped(t, secretJSON)
+		_, got := h.do("POST", "/upload", bytes.NewReader(z), "Content-Type", "application/json",
+			"Content-Encoding", "gzip", "X-Request-ID", "gzip-request")
+		if want := fmt.Sprintf("%d %s", len(secretJSON), digest([]byte(secretJSON))); got != want {
+			t.Fatalf("handler answered %q, want %q", got, want)
+		}
+		r := only(t, fetchRows(t, h.w, h.db, "request_id = 'gzip-request'"))
+		ct := fmt.Sprint(r.RequestBody["content_type"])
+		if r.RequestBody["omitted"] != "binary" || r.RequestBody["size"] != float64(len(z)) ||
+			!strings.Contains(ct, "content-encoding=gzip") || !strings.Contains(ct, "application/json") || r.RequestBody["text"] != nil {
+			t.Fatalf("request_body %s", r.RawRequestBody)
+		}
+	})
+
+	for _, path := range []string{"/precompressed", "/inner-gzip"} {
+		t.Run("response "+path, func(t *testing.T) {
+			req, _ := http.NewRequest("GET", h.srv.URL+path, nil)
+			req.Header.Set("Accept-Encoding", "gzip") // set by hand: the client does not decompress
+			resp, err := h.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			zr, err := gzip.NewReader(bytes.NewReader(raw))
+			if err != nil {
+				t.Fatalf("client got %q: %v", raw, err)
+			}
+			if plain, _ := io.ReadAll(zr); string(plain) != secretJSON {
+				t.Fatalf("client decompressed %q", plain)
+			}
+			r := only(t, fetchRows(t, h.w, h.db, "path = $1", path))
+			ct := fmt.Sprint(r.ResponseBody["content_type"])
+			if r.ResponseBody["omitted"] != "binary" || r.ResponseBody["size"] != float64(len(raw)) ||
+				!strings.Contains(ct, "content-encoding=gzip") || !strings.Contains(ct, "application/json") {
+				t.Fatalf("response_body %v", r.ResponseBody)
+			}
+		})
+	}
+
+	// Compression registered outside (before) the audit middleware: the audit sees the plain
+	// response, so it is stored as JSON, redacted.
+	t.Run("response, compression outside", func(t *testing.T) {
+		h := newHarnessWith(t, func(w *core.Writer) *gin.Engine {
+			r := gin.New()
+			r.Use(gzipMiddleware, ginaudit.Middleware(ginaudit.Options{Writer: w, Config: captureConfig(1024), Logger: discardLogger()}))
+			r.GET("/json", func(c *gin.Context) { c.Data(200, "application/json", []byte(secretJSON)) })
+			return r
+		})
+		resp, got := h.do("GET", "/json", nil) // the client asks for gzip and decompresses
+		if got != secretJSON || !resp.Uncompressed {
+			t.Fatalf("client got %q (uncompressed by the transport: %v)", got, resp.Uncompressed)
+		}
+		r := only(t, h.rows())
+		if r.ResponseBody["id"] != float64(7) || r.ResponseBody["api_token"] != core.Redacted {
+			t.Fatalf("response_body %v", r.ResponseBody)
+		}
+	})
 }

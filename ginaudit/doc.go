@@ -38,6 +38,17 @@
 // byte. Multipart uploads and binary bodies are recorded by content type and size only; streamed
 // responses (Flush, Server-Sent Events) and hijacked connections (WebSocket) are not kept.
 //
+// A request body of unknown length (chunked) or sent after "100 Continue" is never read ahead of
+// the handler: it is kept as the handler reads it, so a request refused unread gets no
+// 100 Continue and a full-duplex exchange keeps flowing. When the handler stops before the end of
+// such a body, the record holds the part it read and its metadata says request_body_partial.
+//
+// A body with a Content-Encoding other than identity (gzip, br, ...) is compressed, so it is
+// recorded like a binary body: its size, with the encoding and the original content type as
+// parameters of the stored content type. Register response compression outside (before) the
+// audit middleware, r.Use(gzipMiddleware, ginaudit.Middleware(...)), so that the audit sees the
+// plain response; registered after it, the compressed response bodies are recorded as binary.
+//
 // # Reading the log
 //
 // MountAPI mounts the tenant-scoped read API on a router group: search with filters and signed

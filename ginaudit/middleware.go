@@ -82,6 +82,11 @@ const (
 	MetaRequestIDError = "request_id_error"  // the incoming request id was malformed and replaced
 	MetaHijacked       = "hijacked"          // the connection was hijacked (WebSocket); no status was written by Gin
 	MetaStreamed       = "response_streamed" // the response was streamed (flushed or SSE) and not captured
+
+	// MetaRequestBodyPartial (true) says that the handler stopped reading the request body before
+	// its end, and the record holds the part it read. Bodies of unknown length (chunked) and
+	// bodies sent after "100 Continue" are captured as the handler reads them, never ahead of it.
+	MetaRequestBodyPartial = "request_body_partial"
 )
 
 type middleware struct {
@@ -183,6 +188,7 @@ type reqState struct {
 	ctxTenant core.Tenant // the tenant put into the context, to notice an application's change
 	idHeader  [1]string   // the response header's value slice, without an allocation of its own
 	authErr   error
+	reqBody   *teeBody // a request body captured as the handler reads it
 	body      *bodyWriter
 	meta      map[string]any
 }
@@ -254,14 +260,14 @@ func (m *middleware) handle(c *gin.Context) {
 	c.Request = req.WithContext(ctx)
 
 	if m.captureReq {
-		rec.RequestBody = captureRequest(c.Request, m.limit)
+		rec.RequestBody, st.reqBody = captureRequest(c.Request, m.limit)
 	}
 	if m.captureResp || req.Header["Upgrade"] != nil {
 		limit := 0
 		if m.captureResp {
 			limit = m.limit
 		}
-		st.body = &bodyWriter{ResponseWriter: c.Writer, limit: limit}
+		st.body = &bodyWriter{ResponseWriter: c.Writer, limit: limit, outerEnc: contentEncoding(c.Writer.Header())}
 		c.Writer = st.body
 	}
 
@@ -407,6 +413,12 @@ func (m *middleware) finish(c *gin.Context, st *reqState, panicked bool, p any) 
 			st.setMeta(MetaStreamed, true)
 		case m.captureResp && c.Writer.Size() > 0:
 			rec.ResponseBody = b.captured(int64(c.Writer.Size()))
+		}
+	}
+	if st.reqBody != nil {
+		var partial bool
+		if rec.RequestBody, partial = st.reqBody.captured(); partial {
+			st.setMeta(MetaRequestBodyPartial, true)
 		}
 	}
 	if len(c.Errors) > 0 {

@@ -279,6 +279,9 @@ func (c *capture) lockRows(ctx context.Context, deleting bool) error {
 	}
 	if !one {
 		c.filter = sel.P()
+		// One row past the cap tells whether the rest has to be read. PostgreSQL applies the
+		// LIMIT after the lock, so rows that stop matching while it waits do not count.
+		sel.Limit(c.h.maxRows + 1)
 	}
 	sel.OrderBy(sel.C(c.t.IDColumn)).For(lockStrength(deleting))
 	q, args := sel.Query()
@@ -287,6 +290,11 @@ func (c *capture) lockRows(ctx context.Context, deleting bool) error {
 		return err
 	}
 	c.before = rs
+	if !one && len(rs.ids) > c.h.maxRows {
+		if err := c.lockRest(ctx, deleting); err != nil {
+			return err
+		}
+	}
 	if !one {
 		w, ok := c.m.(wherePer)
 		if !ok {
@@ -296,6 +304,38 @@ func (c *capture) lockRows(ctx context.Context, deleting bool) error {
 		w.WhereP(func(s *sql.Selector) {
 			s.Where(inIDs(s.C(col), rs.ids, rs.rawIDs, rs.idType))
 		})
+	}
+	return nil
+}
+
+// lockRest locks the rows of a bulk statement past the first MaxRowsPerStatement + 1 and adds
+// their ids to c.before. Only the ids are read: these rows are listed in the summary record,
+// without images.
+func (c *capture) lockRest(ctx context.Context, deleting bool) error {
+	rs := c.before
+	sel := pg.Select().From(pg.Table(c.t.Table))
+	sel.Select(sel.C(c.t.IDColumn))
+	for _, p := range c.h.schema.Predicates(c.m) {
+		p(sel)
+	}
+	sel.Where(sql.GT(sel.C(c.t.IDColumn), rs.rawIDs[len(rs.rawIDs)-1])).
+		OrderBy(sel.C(c.t.IDColumn)).For(lockStrength(deleting))
+	q, args := sel.Query()
+	var rows sql.Rows
+	if err := c.drv.Query(ctx, q, args, &rows); err != nil {
+		return fmt.Errorf("entaudit: reading %s: %w", c.t.Table, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id any
+		if err := rows.Scan(&id); err != nil {
+			return fmt.Errorf("entaudit: reading %s: %w", c.t.Table, err)
+		}
+		rs.ids = append(rs.ids, idString(id))
+		rs.rawIDs = append(rs.rawIDs, rawID(id))
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("entaudit: reading %s: %w", c.t.Table, err)
 	}
 	return nil
 }

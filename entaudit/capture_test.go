@@ -3,6 +3,7 @@ package entaudit_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -200,16 +201,26 @@ func TestUpdateBulk(t *testing.T) {
 	}
 }
 
+// Past the cap, rows are locked and listed by id: only the itemised rows (and the one that tells
+// the cap was passed) are read in full, before and after the write.
 func TestUpdateBulkCap(t *testing.T) {
-	e := newEnv(t, withOptions(func(o *entaudit.Options) { o.MaxRowsPerStatement = 2 }))
+	var reads readCounter
+	e := newEnv(t, withOptions(func(o *entaudit.Options) { o.MaxRowsPerStatement = 2 }), countingReads(&reads))
 	ctx := context.Background()
 	var ids []int
 	for i := range 5 {
 		ids = append(ids, e.client.User.Create().SetName("u"+strconv.Itoa(i)).SetEmail(strconv.Itoa(i)+"@x").SetAge(50).SaveX(ctx).ID)
 	}
+	reads.on.Store(true)
 	n, err := e.client.User.Update().Where(user.AgeGTE(40), user.NameHasPrefix("u")).SetAge(60).Save(ctx)
 	if err != nil || n != 5 {
 		t.Fatalf("update: %d, %v", n, err)
+	}
+	if got := reads.wide.Load(); got > 2+1+2 {
+		t.Errorf("%d full rows read, want at most 5 (3 locked, 2 after the write)", got)
+	}
+	if got := reads.narrow.Load(); got != 2 {
+		t.Errorf("%d ids read alone, want the 2 rows past the first 3", got)
 	}
 	rows := only(e.audit(t), "users")[5:]
 	if len(rows) != 3 {
@@ -233,6 +244,28 @@ func TestUpdateBulkCap(t *testing.T) {
 	}
 	if f, _ := s.Metadata["filter"].(string); !strings.Contains(f, `"age" >=`) || !strings.Contains(f, `"name" LIKE`) {
 		t.Errorf("filter = %q", f)
+	}
+}
+
+// The rows past the cap are found by comparing ids, which works for UUIDs as well.
+func TestDeleteBulkCapUUID(t *testing.T) {
+	e := newEnv(t, withOptions(func(o *entaudit.Options) { o.MaxRowsPerStatement = 1 }))
+	ctx := context.Background()
+	var ids []string
+	for i := range 4 {
+		ids = append(ids, e.client.Document.Create().SetTitle("d"+strconv.Itoa(i)).SaveX(ctx).ID.String())
+	}
+	slices.Sort(ids)
+	if n := e.client.Document.Delete().ExecX(ctx); n != 4 {
+		t.Fatalf("deleted %d", n)
+	}
+	rows := e.audit(t)[4:]
+	if len(rows) != 2 || rows[0].Kind != "delete" || rows[0].ResourceID != ids[0] {
+		t.Fatalf("rows = %v", rows)
+	}
+	rest, _ := rows[1].Metadata["not_itemised"].([]any)
+	if rows[1].Action != "documents.bulk_delete" || len(rest) != 3 || rest[0] != ids[1] || rest[2] != ids[3] {
+		t.Errorf("summary = %v, want the ids %v", rows[1], ids[1:])
 	}
 }
 

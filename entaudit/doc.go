@@ -35,13 +35,14 @@
 //     with SELECT ... FOR NO KEY UPDATE (the lock the UPDATE itself takes, so inserts of rows
 //     that refer to it are not held up) through the mutation's own driver, in its transaction,
 //     before the write (never ent's OldField, which returns the in-memory entity of
-//     UpdateOne(entity)), the after image as the write stored it (so AddX and ClearX show the stored result), and the
-//     diff. A bulk Update is pinned to the ids it locked, so a row that starts to match its filter
-//     concurrently is left alone instead of changing without a record.
+//     UpdateOne(entity)), the after image as the write stored it (so AddX and ClearX show the
+//     stored result), and the diff. A bulk Update is pinned to the ids it locked, so a row that
+//     starts to match its filter concurrently is left alone instead of changing without a record.
 //   - DeleteOne and Delete: the before image of every deleted row, read the same way and locked
 //     with SELECT ... FOR UPDATE.
 //   - Bulk statements record at most Options.MaxRowsPerStatement rows one by one; the rest are
-//     listed in one summary record (kind custom, action "<table>.bulk_update"), with the filter.
+//     locked too, but only their ids are read, and they are listed in one summary record (kind
+//     custom, action "<table>.bulk_update"), with the filter.
 //   - Edges: the record of the mutated row lists the edges it changed (ids added and removed,
 //     cleared edges with the ids they unlinked). A foreign key in the row's own table is part of
 //     its images. A foreign key in another table (O2M, O2O) changes rows of that table: each gets

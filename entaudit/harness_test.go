@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,6 +35,7 @@ type envConfig struct {
 	opts   entaudit.Options
 	noWrap bool // leave the driver unwrapped
 	noHook bool // no audit hook at all
+	reads  *readCounter
 }
 
 func withOptions(f func(*entaudit.Options)) envOption {
@@ -43,6 +45,9 @@ func withOptions(f func(*entaudit.Options)) envOption {
 func unwrapped() envOption { return func(c *envConfig) { c.noWrap = true } }
 
 func withoutHook() envOption { return func(c *envConfig) { c.noHook = true } }
+
+// countingReads counts the rows the client reads from the database into r.
+func countingReads(r *readCounter) envOption { return func(c *envConfig) { c.reads = r } }
 
 func newEnv(tb testing.TB, options ...envOption) *env {
 	tb.Helper()
@@ -59,6 +64,9 @@ func newEnv(tb testing.TB, options ...envOption) *env {
 	sqlDB.SetMaxOpenConns(20)
 	tb.Cleanup(func() { sqlDB.Close() })
 	var drv dialect.Driver = entsql.OpenDB(dialect.Postgres, sqlDB)
+	if cfg.reads != nil {
+		drv = readCountingDriver{drv, cfg.reads}
+	}
 	if !cfg.noWrap {
 		drv = entaudit.Driver(drv)
 	}
@@ -168,4 +176,60 @@ func only(rows []auditRow, resourceType string) []auditRow {
 func num(v any) float64 {
 	f, _ := v.(float64)
 	return f
+}
+
+// readCounter counts the rows read from the database once on is set: rows of one column (ids,
+// counts) and wider rows (images, entities) apart. It is off at first because ent's migration
+// needs the driver's own rows.
+type readCounter struct {
+	on           atomic.Bool
+	narrow, wide atomic.Int64
+}
+
+// readCountingDriver counts in r the rows of every query, in and outside transactions.
+type readCountingDriver struct {
+	dialect.Driver
+	r *readCounter
+}
+
+func (d readCountingDriver) Query(ctx context.Context, q string, args, v any) error {
+	return d.r.count(d.Driver.Query(ctx, q, args, v), v)
+}
+
+func (d readCountingDriver) Tx(ctx context.Context) (dialect.Tx, error) {
+	tx, err := d.Driver.Tx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return readCountingTx{tx, d.r}, nil
+}
+
+type readCountingTx struct {
+	dialect.Tx
+	r *readCounter
+}
+
+func (t readCountingTx) Query(ctx context.Context, q string, args, v any) error {
+	return t.r.count(t.Tx.Query(ctx, q, args, v), v)
+}
+
+func (r *readCounter) count(err error, v any) error {
+	if rows, ok := v.(*entsql.Rows); ok && err == nil && r.on.Load() {
+		rows.ColumnScanner = countingScanner{rows.ColumnScanner, r}
+	}
+	return err
+}
+
+type countingScanner struct {
+	entsql.ColumnScanner
+	r *readCounter
+}
+
+func (s countingScanner) Scan(dest ...any) error {
+	if len(dest) > 1 {
+		s.r.wide.Add(1)
+	} else {
+		s.r.narrow.Add(1)
+	}
+	return s.ColumnScanner.Scan(dest...)
 }

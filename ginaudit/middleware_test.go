@@ -180,6 +180,105 @@ func TestFailedVerificationIsRecordedAnonymous(t *testing.T) {
 	}
 }
 
+// TestTokenCasesOverHTTP sends tokens through a real server with the middleware: refused tokens
+// leave the request anonymous with a warning and its reason, accepted ones become the actor, and
+// every request proceeds to the handler either way.
+func TestTokenCasesOverHTTP(t *testing.T) {
+	now := time.Now()
+	hsCfg := hsConfig()
+	ok := with(claims("u-1"), "iss", "https://idp.test", "aud", "api", "tenant_id", "t-1")
+	jwks := newJWKSServer(t, jwkOf("rsa-1", "RS256", &rsaKey().PublicKey))
+	jwksVerifier := func(t *testing.T) *ginaudit.Verifier {
+		v, err := ginaudit.NewVerifier(context.Background(), core.JWTConfig{JWKSURL: jwks.URL}, nil,
+			ginaudit.WithJWKSRefresh(0, time.Hour), ginaudit.WithLogger(discardLogger()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(v.Close)
+		return v
+	}
+	renamed := core.Config{ActorTypeAliases: testAliases, JWT: core.JWTConfig{Secret: testSecret,
+		Claims: core.ClaimNames{ActorID: "uid", ActorType: "kind", Email: "mail", TenantID: "org"}}}
+	cases := []struct {
+		name     string
+		cfg      core.Config
+		verifier func(t *testing.T) *ginaudit.Verifier
+		token    string
+		// an accepted token: the recorded actor as id/type/email/auth and the tenant
+		actor, tenant string
+		failure       string // a refused token: auth_failure
+	}{
+		{name: "nbf in the future", cfg: hsCfg, token: hs256(t, with(ok, "nbf", now.Add(5*time.Minute).Unix())), failure: "not_yet_valid"},
+		{name: "iat in the future beyond the leeway", cfg: hsCfg, token: hs256(t, with(ok, "iat", now.Add(5*time.Minute).Unix())), failure: "not_yet_valid"},
+		{name: "missing exp", cfg: hsCfg, token: hs256(t, with(ok, "exp", nil)), failure: "claims"},
+		{name: "HS384 when only HS256 is allowed", cfg: hsCfg,
+			token: sign(t, jwt.SigningMethodHS384, []byte(testSecret+testSecret), with(ok, "actor_type", "platform_admin"), ""), failure: "algorithm"},
+		{name: "tampered payload", cfg: hsCfg, token: tamper(t, hs256(t, ok), with(ok, "sub", "admin", "actor_type", "platform_admin")), failure: "signature"},
+		{name: "JWKS with an unknown kid", verifier: jwksVerifier,
+			token: sign(t, jwt.SigningMethodRS256, rsaKey(), with(ok, "sub", "u-1"), "rsa-9"), failure: "unknown_key"},
+		{name: "ES256", cfg: core.Config{JWT: core.JWTConfig{PublicKeyPEM: pemOf(t, &ecKey().PublicKey)}},
+			token: sign(t, jwt.SigningMethodES256, ecKey(), with(ok, "email", "u-1@example.com"), ""),
+			actor: "u-1/tenant_user/u-1@example.com/jwt:ES256", tenant: "t-1"},
+		{name: "EdDSA", cfg: core.Config{JWT: core.JWTConfig{PublicKeyPEM: pemOf(t, edKey().Public())}},
+			token: sign(t, jwt.SigningMethodEdDSA, edKey(), with(ok, "actor_type", "service"), ""),
+			actor: "u-1/service//jwt:EdDSA", tenant: "t-1"},
+		{name: "JWKS with a known kid", verifier: jwksVerifier,
+			token: sign(t, jwt.SigningMethodRS256, rsaKey(), ok, "rsa-1"), actor: "u-1/tenant_user//jwks:RS256", tenant: "t-1"},
+		{name: "renamed claims", cfg: renamed,
+			token: hs256(t, with(claims("not-the-actor"), "uid", "u-77", "kind", "bot", "mail", "bot@example.com",
+				"email", "other@example.com", "actor_type", "platform_admin", "org", "t-9", "tenant_id", "t-1")),
+			actor: "u-77/service/bot@example.com/jwt:HS256", tenant: "t-9"},
+		{name: "renamed claims: the actor id claim is missing", cfg: renamed,
+			token: hs256(t, with(claims("sub-only"), "kind", "bot")), failure: "missing_subject"},
+		{name: "unsafe: signature not verified", cfg: core.Config{JWT: core.JWTConfig{UnsafeSkipVerification: true, Issuer: "gw"}},
+			token: sign(t, jwt.SigningMethodRS256, rsaKey2(), with(claims("u-5"), "iss", "gw", "tenant_id", "t-5"), ""),
+			actor: "u-5/tenant_user//unverified", tenant: "t-5"},
+		{name: "unsafe: claims still checked", cfg: core.Config{JWT: core.JWTConfig{UnsafeSkipVerification: true, Issuer: "gw"}},
+			token:   sign(t, jwt.SigningMethodRS256, rsaKey2(), with(claims("u-5"), "iss", "gw", "exp", now.Add(-time.Hour).Unix()), ""),
+			failure: "expired"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := ginaudit.Options{Config: tc.cfg}
+			if tc.verifier != nil {
+				opts.Verifier = tc.verifier(t)
+			}
+			var handlerActor string
+			h := newHarness(t, opts, func(r *gin.Engine, _ *core.Writer) {
+				r.POST("/orders", func(c *gin.Context) {
+					a, _ := core.ActorFromContext(c.Request.Context())
+					handlerActor = a.ID
+					c.String(http.StatusAccepted, "queued")
+				})
+			})
+			resp, body := h.do("POST", "/orders", nil, "Authorization", bearer(tc.token))
+			if resp.StatusCode != http.StatusAccepted || body != "queued" {
+				t.Fatalf("response %d %q: the request did not proceed to the handler", resp.StatusCode, body)
+			}
+			r := only(t, h.rows())
+			if r.Status != http.StatusAccepted {
+				t.Errorf("recorded status %d, want the handler's 202", r.Status)
+			}
+			got := fmt.Sprintf("%s/%s/%s/%s", r.ActorID, r.ActorType, r.ActorEmail, r.ActorAuth)
+			if tc.failure != "" {
+				if got != "/anonymous//none" || r.TenantID != "" || handlerActor != "" {
+					t.Errorf("refused token became actor %s tenant %q (handler saw %q)", got, r.TenantID, handlerActor)
+				}
+				if r.Severity != "warning" || r.Metadata["auth_failure"] != tc.failure || r.Metadata["auth_error"] == nil {
+					t.Errorf("severity %q metadata %v; want warning and failure %q with its reason", r.Severity, r.Metadata, tc.failure)
+				}
+				return
+			}
+			if got != tc.actor || r.TenantID != tc.tenant || r.Severity != "info" || r.Metadata["auth_failure"] != nil {
+				t.Errorf("actor %s tenant %q severity %q metadata %v; want %s tenant %q, info", got, r.TenantID, r.Severity, r.Metadata, tc.actor, tc.tenant)
+			}
+			if want, _, _ := strings.Cut(tc.actor, "/"); handlerActor != want {
+				t.Errorf("handler saw actor %q, want %q", handlerActor, want)
+			}
+		})
+	}
+}
+
 func TestAliasedActorType(t *testing.T) {
 	h := newHarness(t, ginaudit.Options{Config: hsConfig()}, func(r *gin.Engine, _ *core.Writer) {
 		r.GET("/x", func(c *gin.Context) { c.Status(204) })

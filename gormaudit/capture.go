@@ -283,30 +283,31 @@ func (st *stmtState) begin(db *gorm.DB) error {
 	if _, inTx := st.orig.(gorm.TxCommitter); inTx {
 		return nil
 	}
-	ctx := db.Statement.Context
-	var tx gorm.ConnPool
-	switch b := st.orig.(type) {
-	case gorm.ConnPoolBeginner:
-		t, err := b.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("gormaudit: beginning a transaction for the change of %s: %w", st.table, err)
-		}
-		tx = t
-	case gorm.TxBeginner:
-		t, err := b.BeginTx(ctx, nil)
-		if err != nil {
-			return fmt.Errorf("gormaudit: beginning a transaction for the change of %s: %w", st.table, err)
-		}
-		tx = t
-	default:
-		return nil
+	tx, c, err := beginOn(db.Statement.Context, st.orig)
+	if err != nil {
+		return fmt.Errorf("gormaudit: beginning a transaction for the change of %s: %w", st.table, err)
 	}
-	c, ok := tx.(gorm.TxCommitter)
-	if !ok {
-		return nil
+	if c != nil {
+		st.own, st.conn = c, tx
 	}
-	st.own, st.conn = c, tx
 	return nil
+}
+
+// beginOn begins a transaction on cp; c is nil when cp cannot begin one that can be committed.
+func beginOn(ctx context.Context, cp gorm.ConnPool) (tx gorm.ConnPool, c gorm.TxCommitter, err error) {
+	switch b := cp.(type) {
+	case gorm.ConnPoolBeginner:
+		tx, err = b.BeginTx(ctx, nil)
+	case gorm.TxBeginner:
+		tx, err = b.BeginTx(ctx, nil)
+	default:
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	c, _ = tx.(gorm.TxCommitter)
+	return tx, c, nil
 }
 
 func (st *stmtState) rollback() {

@@ -19,13 +19,22 @@
 // condition, Delete by primary key, soft deletes (kind delete, metadata soft_delete), restoring a
 // soft-deleted row (kind update, metadata restored), Unscoped hard deletes, upserts with
 // clause.OnConflict (an insert for rows it inserted, an update with the before image for rows it
-// updated), and the rows GORM saves through associations. Records carry the table as
+// updated), and the rows GORM saves through associations. An upsert's conflict target may be
+// columns or a constraint (OnConstraint, whose columns are read from pg_constraint once per
+// table and constraint); a target that is not a list of the model's columns (an expression
+// index) cannot be locked beforehand, so the rows such an upsert updates are recorded without a
+// before image, flagged before_unknown, and a warning is logged. Records carry the table as
 // resource_type and the primary key as resource_id (a composite key as a JSON object with sorted
 // keys). Each has kind insert, update or delete and the action "<table>.<kind>".
 //
 // Raw SQL (db.Exec, db.Raw) is not parsed, so no images are possible; with
 // Options.CaptureRawSQL, data-changing raw statements are recorded as kind custom with the
-// statement text and masked arguments. Writes through db.Table(...) without a model, and models
+// statement text and masked arguments. Outside a transaction the raw statement has committed
+// before its record exists; with Options.InTransaction the plugin therefore runs a
+// data-changing db.Exec outside a transaction in a transaction of its own, committed with the
+// record. db.Raw(...) with Row, Rows or Scan cannot be wrapped that way (its rows are read
+// after the callbacks): outside a transaction its record is written after the statement
+// autocommitted, so the if-and-only-if guarantee does not hold for it. Writes through db.Table(...) without a model, and models
 // without a primary key, are not recorded (a warning is logged once per table).
 //
 // Struct tags: `audit:"-"` leaves a column out of the images and diffs; `audit:"redact"` stores
@@ -77,5 +86,10 @@
 // With Options.InTransaction the records are instead inserted into audit_logs through the
 // application's transaction just before it commits, so that they exist if and only if the
 // change committed; a failing insert fails the commit. In this mode records do not join the
-// request collector: they take their identity from the context.
+// request collector, so the HTTP middleware does not stamp them: they carry what the context
+// holds when the statement runs (actor, tenant and request id, and the client address the
+// middleware put on the collector), not what it settles only when the request ends (an actor
+// or tenant the handler sets with ginaudit.ActorKey or ginaudit.TenantKey), and the middleware
+// does not count them as changes of the request (an anonymous request that only changed data
+// this way is not recorded unless Config.LogAnonymous is set).
 package gormaudit

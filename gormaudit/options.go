@@ -35,7 +35,8 @@ type Options struct {
 	// transaction, just before it commits, instead of handing them to Writer: an audit row then
 	// exists if and only if the change committed, and a failing audit INSERT fails the COMMIT
 	// (the change is rolled back). audit_logs must be in the same database. It costs one INSERT
-	// per transaction that changed audited rows.
+	// per transaction that changed audited rows. The records do not join the request collector,
+	// so the HTTP middleware does not stamp them (see the package documentation).
 	InTransaction bool
 
 	// Schema is the PostgreSQL schema holding audit_logs in InTransaction mode. Empty means
@@ -72,7 +73,9 @@ type Options struct {
 	// Scan/Row/Rows/Find) that start with INSERT, UPDATE, DELETE, MERGE, TRUNCATE or a WITH
 	// that contains one of them, as records of kind custom with action "sql.exec": the
 	// statement text (free-text redacted), its bound values masked, and the affected row count.
-	// No images or diff are possible for them. Off by default.
+	// No images or diff are possible for them. Off by default. With InTransaction, a
+	// data-changing db.Exec outside a transaction runs in one the plugin begins, so that it
+	// commits together with its record; db.Raw outside a transaction cannot be wrapped.
 	CaptureRawSQL bool
 
 	// Logger receives delivery failures and warnings about writes that cannot be captured.

@@ -70,6 +70,9 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		del.Before(next(del, "gorm:after_delete")).Register("gormaudit:after_delete", p.after),
 		cb.Raw().After("gorm:raw").Register("gormaudit:raw", p.afterRaw),
 	)
+	if s.CaptureRawSQL && s.InTransaction {
+		err = errors.Join(err, cb.Raw().Before("gorm:raw").Register("gormaudit:before_raw", p.beforeRaw))
+	}
 	if s.CaptureRawSQL {
 		err = errors.Join(err,
 			cb.Row().After("gorm:row").Register("gormaudit:row", p.afterRaw),

@@ -1,6 +1,7 @@
 package gormaudit
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
@@ -9,19 +10,62 @@ import (
 	"github.com/auditkit/auditkit/core"
 )
 
+// rawTx is the transaction the plugin begins around a data-changing db.Exec outside any
+// transaction when it captures raw SQL in InTransaction mode, so that the statement and its
+// record commit together, as they do inside the application's transactions.
+type rawTx struct {
+	gorm.ConnPool                  // the transaction
+	own           gorm.TxCommitter // the same, to commit or roll back
+	orig          gorm.ConnPool    // the statement's pool before
+	p             *Plugin
+}
+
+// beforeRaw begins the transaction of rawTx. Only db.Exec is wrapped: the rows of Raw(...).Rows
+// are read after the callbacks, and a commit there would close them.
+func (p *Plugin) beforeRaw(db *gorm.DB) {
+	stmt := db.Statement
+	if db.Error != nil || db.DryRun || !isWrite(stmt.SQL.String()) {
+		return
+	}
+	if _, inTx := stmt.ConnPool.(gorm.TxCommitter); inTx {
+		return
+	}
+	tx, c, err := beginOn(stmt.Context, stmt.ConnPool)
+	if err != nil {
+		db.AddError(fmt.Errorf("gormaudit: beginning a transaction for a raw statement: %w", err))
+		return
+	}
+	if c != nil {
+		stmt.ConnPool = &rawTx{ConnPool: tx, own: c, orig: stmt.ConnPool, p: p}
+	}
+}
+
 // afterRaw runs after raw statements (db.Exec; with CaptureRawSQL also db.Raw through Row,
 // Rows, Scan and Find). It keeps pending records in step with savepoints, and records
 // data-changing raw SQL when asked to.
 func (p *Plugin) afterRaw(db *gorm.DB) {
+	stmt := db.Statement
+	var own gorm.TxCommitter
+	conn := stmt.ConnPool
+	if rt, ok := conn.(*rawTx); ok && rt.p == p {
+		stmt.ConnPool, own, conn = rt.orig, rt.own, rt.ConnPool
+	}
 	if db.Error != nil || db.DryRun {
+		if own != nil {
+			_ = own.Rollback()
+		}
 		return
 	}
-	stmt := db.Statement
 	q := stmt.SQL.String()
-	if t := txnOf(stmt.ConnPool); t != nil && t.control(q) {
+	if t := txnOf(conn); t != nil && own == nil && t.control(q) {
 		return
 	}
 	if !p.s.CaptureRawSQL || !isWrite(q) {
+		if own != nil {
+			if err := own.Commit(); err != nil {
+				db.AddError(err)
+			}
+		}
 		return
 	}
 	args := make([]any, len(stmt.Vars))
@@ -39,7 +83,10 @@ func (p *Plugin) afterRaw(db *gorm.DB) {
 		Action:     "sql.exec",
 		Metadata:   meta,
 	}
-	if err := p.hand(stmt.Context, stmt.ConnPool, nil, []*core.Record{rec}); err != nil {
+	if err := p.hand(stmt.Context, conn, own, []*core.Record{rec}); err != nil {
+		if own != nil {
+			_ = own.Rollback() // no-op when the failed commit already ended it
+		}
 		db.AddError(err)
 	}
 }

@@ -374,3 +374,35 @@ func TestPluginThroughUse(t *testing.T) {
 		t.Fatalf("db.Use with invalid options: %v", err)
 	}
 }
+
+// TestInTransactionRawSQL: with InTransaction, a raw write outside any transaction runs in one
+// the plugin begins, so that the statement and its record commit together or not at all.
+func TestInTransactionRawSQL(t *testing.T) {
+	for name, cfg := range txConfigs() {
+		t.Run(name, func(t *testing.T) {
+			cfg.opts = gormaudit.Options{InTransaction: true, CaptureRawSQL: true}
+			e := newEnv(t, cfg, &Item{})
+			must(t, e.db.WithContext(identity()).Exec("INSERT INTO items (sku, qty) VALUES (?, ?)", "a", 1).Error)
+			if err := e.db.Exec("INSERT INTO items (id, sku) VALUES (1, 'dup'), (1, 'dup')").Error; err == nil {
+				t.Fatal("a failing statement succeeded")
+			}
+			must(t, e.db.Exec("SELECT set_config('app.x', 'y', false)").Error)
+			rows := e.audit("")
+			if len(rows) != 1 || rows[0].Action != "sql.exec" || rows[0].ActorID != "alice" || str(rows[0].Metadata["rows_affected"]) != "1" {
+				t.Fatalf("rows: %s", dump(rows))
+			}
+
+			// The audit insert fails: the raw statement is rolled back with it.
+			cfg.opts.Schema = "no_such_schema"
+			f := newEnv(t, cfg, &Item{})
+			if err := f.db.Exec("INSERT INTO items (sku, qty) VALUES (?, ?)", "b", 1).Error; err == nil || !strings.Contains(err.Error(), "audit") {
+				t.Fatalf("err = %v, want the audit insert's failure", err)
+			}
+			var n int64
+			must(t, f.db.Model(&Item{}).Count(&n).Error)
+			if n != 0 {
+				t.Fatalf("%d items stored without their audit row", n)
+			}
+		})
+	}
+}

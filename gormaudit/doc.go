@@ -63,8 +63,8 @@
 // by primary key inside the transaction. A hard delete reads nothing before: the rows DELETE
 // ... RETURNING yields are its before images. A statement affecting more rows than
 // Options.MaxRowsPerStatement records that many rows in full and one summary record (kind
-// custom, action "<table>.bulk_<kind>") with the filter, the affected count and the ids of the
-// rest.
+// custom, action "<table>.bulk_<kind>", or "<table>.bulk_upsert" with the counts of rows
+// inserted and updated) with the filter, the affected count and the ids of the rest.
 //
 // When GORM runs a statement outside any transaction (SkipDefaultTransaction), the plugin
 // begins one around each statement that needs a before image or a read after the statement, so

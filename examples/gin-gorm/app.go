@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
@@ -355,6 +358,8 @@ func signToken(secret, sub, email, tenantID, tenantSlug string, validFor time.Du
 }
 
 // ping connects once, briefly, to tell "PostgreSQL is not there" apart from every other problem.
+// Only a failure to reach the server (refused, timed out, unknown host) is errUnreachable; a
+// server that answered and refused (a missing database, a wrong password) says so with its fix.
 func ping(ctx context.Context, databaseURL string) error {
 	pc, err := pgx.ParseConfig(databaseURL)
 	if err != nil {
@@ -363,10 +368,55 @@ func ping(ctx context.Context, databaseURL string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	conn, err := pgx.ConnectConfig(ctx, pc)
-	if err != nil {
-		return fmt.Errorf("%w at %s:%d (%s)", errUnreachable, pc.Host, pc.Port, shortReason(err))
+	if err == nil {
+		return conn.Close(ctx)
 	}
-	return conn.Close(ctx)
+	where := fmt.Sprintf("%s:%d", pc.Host, pc.Port)
+	// The server's own answer comes first: with several addresses for one host (localhost), one
+	// may be refused while another answers.
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "3D000": // invalid_catalog_name
+			return fmt.Errorf("database %q does not exist on the PostgreSQL at %s; create it with: createdb -h %s -p %d -U %s %s (or name another database with -db)",
+				pc.Database, where, pc.Host, pc.Port, pc.User, pc.Database)
+		case "28P01", "28000": // invalid_password, invalid_authorization_specification
+			return fmt.Errorf("the PostgreSQL at %s refused user %q: %s; fix the user or password in -db (AUDIT_DATABASE_URL), or the server's pg_hba.conf",
+				where, pc.User, pgErr.Message)
+		}
+		return fmt.Errorf("the PostgreSQL at %s refused the connection: %s (SQLSTATE %s)", where, pgErr.Message, pgErr.Code)
+	}
+	if dialFailed(err) {
+		return fmt.Errorf("%w at %s (%s); %s", errUnreachable, where, shortReason(err), reachHint(pc.Host, err))
+	}
+	return fmt.Errorf("cannot connect to the PostgreSQL at %s: %s", where, shortReason(err))
+}
+
+// dialFailed reports whether err means that no server could be reached: refused, timed out, or a
+// host name that does not resolve.
+func dialFailed(err error) bool {
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
+	var netErr net.Error
+	return errors.As(err, &opErr) && opErr.Op == "dial" || errors.As(err, &dnsErr) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.As(err, &netErr) && netErr.Timeout()
+}
+
+// reachHint is the fix for an unreachable server: starting the local cluster, or checking the
+// address when it is not this machine's.
+func reachHint(host string, err error) string {
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(err, &dnsErr):
+		return "check the host name in -db (AUDIT_DATABASE_URL)"
+	case host == "localhost" || strings.HasPrefix(host, "/"):
+		return startHint
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return startHint
+	}
+	return "check that it is running and that -db (AUDIT_DATABASE_URL) names the right host and port"
 }
 
 // shortReason is the last part of a connection error ("connection refused").

@@ -64,7 +64,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	a, err := setup(ctx, config{DatabaseURL: *dbURL, Schema: *schemaName, Secret: secret})
 	if err != nil {
 		if errors.Is(err, errUnreachable) {
-			fmt.Fprintf(stderr, "%v; %s\n", err, startHint)
+			fmt.Fprintln(stderr, err) // it carries its fix
 		} else {
 			fmt.Fprintf(stderr, "gin-gorm example: %v\n", err)
 		}

@@ -208,6 +208,20 @@ func TestPostgresUnreachable(t *testing.T) {
 	}
 }
 
+func TestDatabaseMissing(t *testing.T) {
+	// The server answers but has no such database: the message names the cause and its fix, not
+	// an unreachable server.
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"-demo", "-db", "postgres://postgres@127.0.0.1:5432/auditkit_no_such_database?sslmode=disable"}, &out, &errOut)
+	msg := errOut.String()
+	if code != 1 || strings.Count(msg, "\n") != 1 ||
+		!strings.Contains(msg, `database "auditkit_no_such_database" does not exist`) ||
+		!strings.Contains(msg, "createdb -h 127.0.0.1 -p 5432 -U postgres auditkit_no_such_database") ||
+		strings.Contains(msg, "not reachable") || strings.Contains(msg, "pg_ctlcluster") {
+		t.Fatalf("exit %d, stderr %q", code, msg)
+	}
+}
+
 var curlWord = regexp.MustCompile(`'(?:[^']|'\\'')*'|\S+`)
 
 // parseCurl turns a printed "curl -s [-X M] 'url' -H 'h: v' ... [-d 'body']" into a request,

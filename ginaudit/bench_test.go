@@ -221,7 +221,7 @@ func BenchmarkDatabaseState(b *testing.B) {
 
 // BenchmarkRequestPath measures what a request itself pays: the writer only queues records
 // while the timer runs, and redacts and "stores" them (into a discarding sink) in pauses every
-// 1024 requests. The variants match BenchmarkMiddleware's.
+// 1024 requests. The variants match BenchmarkMiddleware's, plus HS256 with the token cache off.
 func BenchmarkRequestPath(b *testing.B) {
 	w := core.NewWriter(discardSink{}, core.WriterOptions{QueueSize: 4096, BatchSize: 100000, FlushInterval: time.Hour, Logger: discardLogger()})
 	defer func() {
@@ -242,23 +242,36 @@ func BenchmarkRequestPath(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	verifyOnly := gin.New()
-	verifyOnly.GET("/customers/:id", func(c *gin.Context) {
-		id, err := v.Verify(c.Request.Context(), c.GetHeader("Authorization")[7:])
-		if err != nil {
-			c.Status(401)
-			return
-		}
-		c.JSON(http.StatusOK, gin.H{"id": c.Param("id"), "name": id.Actor.ID})
-	})
+	// Without the token cache every request pays a full verification: the cost of the first
+	// request with a token, or of a client that never repeats one.
+	uncached, err := ginaudit.NewVerifier(context.Background(), hsConfig().JWT, nil, ginaudit.WithTokenCache(0, 0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	verifyOnly := func(v *ginaudit.Verifier) *gin.Engine {
+		r := gin.New()
+		r.GET("/customers/:id", func(c *gin.Context) {
+			id, err := v.Verify(c.Request.Context(), c.GetHeader("Authorization")[7:])
+			if err != nil {
+				c.Status(401)
+				return
+			}
+			c.JSON(http.StatusOK, gin.H{"id": c.Param("id"), "name": id.Actor.ID})
+		})
+		return r
+	}
 
 	b.Run("bare", func(b *testing.B) { runBench(b, benchEngine(nil), "GET", "", nil) })
 	b.Run("audit", func(b *testing.B) {
 		runBenchFlushing(b, benchEngine(&ginaudit.Options{Writer: w, Config: base}), "GET", "", nil, flush)
 	})
-	b.Run("bare+verify-HS256", func(b *testing.B) { runBench(b, verifyOnly, "GET", tok, nil) })
+	b.Run("bare+verify-HS256", func(b *testing.B) { runBench(b, verifyOnly(v), "GET", tok, nil) })
 	b.Run("audit+HS256", func(b *testing.B) {
 		runBenchFlushing(b, benchEngine(&ginaudit.Options{Writer: w, Config: hsConfig()}), "GET", tok, nil, flush)
+	})
+	b.Run("bare+verify-HS256-uncached", func(b *testing.B) { runBench(b, verifyOnly(uncached), "GET", tok, nil) })
+	b.Run("audit+HS256-uncached", func(b *testing.B) {
+		runBenchFlushing(b, benchEngine(&ginaudit.Options{Writer: w, Config: hsConfig(), Verifier: uncached}), "GET", tok, nil, flush)
 	})
 	b.Run("bare-POST", func(b *testing.B) { runBench(b, benchEngine(nil), "POST", "", body) })
 	b.Run("audit-POST+bodies", func(b *testing.B) {

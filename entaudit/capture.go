@@ -355,10 +355,11 @@ func (c *capture) readByIDs(ctx context.Context, t *typeInfo, ids []string, like
 
 // lockTargets reads and locks the rows of other tables whose foreign key to the mutated rows
 // the mutation changes: the rows it links or unlinks, those it unlinks by clearing the edge, and,
-// for a delete, every row that refers to a deleted one (ON DELETE SET NULL or CASCADE changes
-// them without any hook seeing it).
+// for a delete, every row that refers to a deleted one through a key that either side declares
+// (ON DELETE SET NULL or CASCADE changes them without any hook seeing it).
 func (c *capture) lockTargets(ctx context.Context, deleting bool) error {
-	for _, e := range c.t.edges {
+	for _, edge := range c.t.Edges {
+		e := c.t.edges[edge.Name]
 		if e.Storage != StoredInTargetTable || e.target == nil {
 			continue
 		}
@@ -367,35 +368,60 @@ func (c *capture) lockTargets(ctx context.Context, deleting bool) error {
 		if !byFK && ch == nil {
 			continue
 		}
-		tt := e.target
-		sel := pg.Select("*").From(pg.Table(tt.Table))
-		var ps []*sql.Predicate
-		if ch != nil && len(ch.addedRaw)+len(ch.removedRaw) > 0 {
-			ps = append(ps, sql.In(sel.C(tt.IDColumn), append(slices.Clone(ch.addedRaw), ch.removedRaw...)...))
-		}
-		if byFK && c.before != nil {
-			ps = append(ps, inIDs(sel.C(e.Column), c.before.ids, c.before.rawIDs, c.before.idType))
-		}
-		if len(ps) == 0 {
-			continue
-		}
-		// A delete nulls the rows' foreign key (SET NULL) or deletes them (CASCADE); otherwise
-		// only the foreign key changes.
-		sel.Where(sql.Or(ps...)).OrderBy(sel.C(tt.IDColumn)).For(lockStrength(deleting))
-		q, args := sel.Query()
-		rs, err := c.h.query(ctx, c.drv, tt, q, args, c.h.maxRows, false)
-		if err != nil {
+		if err := c.lockTarget(ctx, e, ch, byFK, deleting); err != nil {
 			return err
 		}
-		tc := &targetCapture{e: e, before: rs, linked: map[string][]string{}}
-		for _, img := range rs.images {
-			if fk := img[e.Column]; fk != nil {
-				owner := idString(fk)
-				tc.linked[owner] = append(tc.linked[owner], idString(img[tt.IDColumn]))
-			}
-		}
-		c.targets = append(c.targets, tc)
 	}
+	if !deleting {
+		return nil
+	}
+	for _, e := range c.t.referring {
+		if e.target.Skip {
+			continue // no record to make, nothing to lock for one
+		}
+		if err := c.lockTarget(ctx, e, nil, true, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// lockTarget locks the rows of e's target table named by ch and, with byFK, those whose foreign
+// key refers to one of the mutated rows.
+func (c *capture) lockTarget(ctx context.Context, e *edgeInfo, ch *edgeChange, byFK, deleting bool) error {
+	tt := e.target
+	sel := pg.Select("*").From(pg.Table(tt.Table))
+	var ps []*sql.Predicate
+	if ch != nil && len(ch.addedRaw)+len(ch.removedRaw) > 0 {
+		ps = append(ps, sql.In(sel.C(tt.IDColumn), append(slices.Clone(ch.addedRaw), ch.removedRaw...)...))
+	}
+	if byFK && c.before != nil && len(c.before.ids) > 0 {
+		ps = append(ps, inIDs(sel.C(e.Column), c.before.ids, c.before.rawIDs, c.before.idType))
+	}
+	if len(ps) == 0 {
+		return nil
+	}
+	sel.Where(sql.Or(ps...))
+	if tt == c.t && c.before != nil && len(c.before.ids) > 0 {
+		// A row of the same table that the mutation changes itself has its own record.
+		sel.Where(sql.Not(inIDs(sel.C(tt.IDColumn), c.before.ids, c.before.rawIDs, c.before.idType)))
+	}
+	// A delete nulls the rows' foreign key (SET NULL) or deletes them (CASCADE); otherwise only
+	// the foreign key changes.
+	sel.OrderBy(sel.C(tt.IDColumn)).For(lockStrength(deleting))
+	q, args := sel.Query()
+	rs, err := c.h.query(ctx, c.drv, tt, q, args, c.h.maxRows, false)
+	if err != nil {
+		return err
+	}
+	tc := &targetCapture{e: e, before: rs, linked: map[string][]string{}}
+	for _, img := range rs.images {
+		if fk := img[e.Column]; fk != nil {
+			owner := idString(fk)
+			tc.linked[owner] = append(tc.linked[owner], idString(img[tt.IDColumn]))
+		}
+	}
+	c.targets = append(c.targets, tc)
 	return nil
 }
 
@@ -461,7 +487,10 @@ func (c *capture) targetRecords() []*core.Record {
 		if tt.Skip {
 			continue
 		}
-		via := c.t.Table + "." + tc.e.Name
+		via := tc.e.via
+		if !tc.e.referring {
+			via = c.t.Table + "." + tc.e.Name
+		}
 		for _, id := range tc.before.itemised() {
 			b, a := tc.before.image(id), tc.after.image(id)
 			var rec *core.Record
@@ -563,7 +592,7 @@ func (c *capture) linkedBefore(name, id string, ids []string) []string {
 		found = links[id]
 	}
 	for _, tc := range c.targets {
-		if tc.e.Name == name {
+		if tc.e.Name == name && !tc.e.referring {
 			found = append(found, tc.linked[id]...)
 		}
 	}

@@ -47,10 +47,12 @@
 //     cleared edges with the ids they unlinked). A foreign key in the row's own table is part of
 //     its images. A foreign key in another table (O2M, O2O) changes rows of that table: each gets
 //     its own update record, marked with the edge in metadata "via".
-//   - Deletes and the database's ON DELETE actions: the rows of other tables that refer to a
-//     deleted row are locked before the delete and read after it, so SET NULL gives an update
-//     record and CASCADE a delete record; the join-table links a deleted row loses are listed in
-//     its record.
+//   - Deletes and the database's ON DELETE actions: the rows that refer to a deleted row through
+//     a foreign key that either schema declares (an edge of the deleted type, or an edge of the
+//     referring type only, such as a one-way M2O or a same-type O2O) are locked before the
+//     delete and read after it, so SET NULL gives an update record and CASCADE a delete record,
+//     each marked with the edge in metadata "via"; the join-table links a deleted row loses are
+//     listed in its record.
 //   - Soft deletes: a hook that turns a delete into an update and executes the same mutation
 //     again (ent's documented pattern) gives one delete record marked soft_delete, with the after
 //     image.
@@ -96,6 +98,8 @@
 //     before images without a lasting lock, and so does the after image of every mutation but
 //     the last of a CreateBulk outside a transaction (or of any create without the Driver
 //     wrapper): run such creates in an ent.Tx for exact images under concurrency.
+//   - ON DELETE actions are followed one level deep: rows that refer to a row deleted by
+//     CASCADE, in turn, change without a record.
 //   - After images returned by the statement do not show changes that AFTER triggers make to
 //     the same row later in the statement (BEFORE triggers are included).
 //   - Tables are read by their unqualified names, through the connection's search_path; the

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/entaudit/internal/entest/comment"
 )
 
 // ids returns the string ids of an edge entry in a record's metadata.
@@ -149,5 +150,81 @@ func TestDeleteCascades(t *testing.T) {
 	if len(cards) != 1 || cards[0].ResourceID != strconv.Itoa(c.ID) || cards[0].Diff["user_card"]["to"] != nil ||
 		cards[0].After["number"] != core.Redacted {
 		t.Errorf("card rows = %v", cards)
+	}
+}
+
+// Foreign keys declared only by the referring side are found as well: a one-way edge to the
+// deleted type (User has no edge to its comments) and a same-type one-to-one edge kept in the
+// row's own table. The rows PostgreSQL changes through them (ON DELETE SET NULL) get update
+// records naming the declaring edge.
+func TestDeleteNullsReferencesDeclaredByTheReferrer(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	u := e.client.User.Create().SetName("alice").SetEmail("a@x").SaveX(ctx)
+	a := e.client.Comment.Create().SetText("first").SetAuthor(u).SaveX(ctx)
+	b := e.client.Comment.Create().SetText("second").SetTwin(a).SaveX(ctx)
+	c := e.client.Comment.Create().SetText("third").SaveX(ctx)
+	d := e.client.Comment.Create().SetText("fourth").SetTwin(c).SaveX(ctx)
+
+	start := len(e.audit(t))
+	e.client.User.DeleteOne(u).ExecX(ctx)
+	rows := e.audit(t)[start:]
+	comments := only(rows, "comments")
+	if len(comments) != 1 {
+		t.Fatalf("rows = %v, want the user's delete and the comment it nulled", rows)
+	}
+	if r := comments[0]; r.Kind != "update" || r.ResourceID != strconv.Itoa(a.ID) || r.Metadata["via"] != "comments.author" ||
+		r.Diff["comment_author"]["from"] != float64(u.ID) || r.Diff["comment_author"]["to"] != nil {
+		t.Errorf("comment row = %v", r)
+	}
+
+	start += len(rows)
+	e.client.Comment.DeleteOne(a).ExecX(ctx)
+	rows = e.audit(t)[start:]
+	if len(rows) != 2 || rows[0].Kind != "delete" || rows[0].ResourceID != strconv.Itoa(a.ID) {
+		t.Fatalf("rows = %v, want the delete and its twin's update", rows)
+	}
+	if r := rows[1]; r.Kind != "update" || r.ResourceID != strconv.Itoa(b.ID) || r.Metadata["via"] != "comments.twin" ||
+		r.Diff["comment_twin"]["from"] != float64(a.ID) || r.Diff["comment_twin"]["to"] != nil {
+		t.Errorf("twin row = %v", r)
+	}
+
+	// Twins deleted together: each has its delete record, and no update of the other.
+	start += len(rows)
+	e.client.Comment.Delete().Where(comment.IDIn(c.ID, d.ID)).ExecX(ctx)
+	rows = e.audit(t)[start:]
+	if len(rows) != 2 || rows[0].Kind != "delete" || rows[1].Kind != "delete" {
+		t.Errorf("rows = %v, want two deletes", rows)
+	}
+}
+
+// With ON DELETE CASCADE, the rows PostgreSQL deletes with the user get delete records, whichever
+// side declares their foreign key.
+func TestDeleteCascadeRecorded(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.cascade(t, "pets", "user_pets", "users")
+	e.cascade(t, "comments", "comment_author", "users")
+	u := e.client.User.Create().SetName("alice").SetEmail("a@x").SaveX(ctx)
+	p := e.client.Pet.Create().SetName("rex").SetOwner(u).SaveX(ctx)
+	c := e.client.Comment.Create().SetText("hi").SetAuthor(u).SaveX(ctx)
+	start := len(e.audit(t))
+	e.client.User.DeleteOne(u).ExecX(ctx)
+	rows := e.audit(t)[start:]
+	if len(rows) != 3 {
+		t.Fatalf("rows = %v", rows)
+	}
+	for _, want := range []struct{ table, id, via string }{
+		{"pets", strconv.Itoa(p.ID), "users.pets"},
+		{"comments", strconv.Itoa(c.ID), "comments.author"},
+	} {
+		got := only(rows, want.table)
+		if len(got) != 1 || got[0].Kind != "delete" || got[0].ResourceID != want.id || got[0].Metadata["via"] != want.via ||
+			got[0].Before == nil || got[0].After != nil {
+			t.Errorf("%s rows = %v", want.table, got)
+		}
+	}
+	if n := e.client.Pet.Query().CountX(ctx) + e.client.Comment.Query().CountX(ctx); n != 0 {
+		t.Errorf("%d rows left, want the cascade to delete them", n)
 	}
 }

@@ -162,6 +162,21 @@ func (e *env) exec(tb testing.TB, q string, args ...any) {
 	}
 }
 
+// cascade makes the foreign key column of table that refers to ref delete the referring rows
+// with the referred one (ent creates it ON DELETE SET NULL).
+func (e *env) cascade(tb testing.TB, table, column, ref string) {
+	tb.Helper()
+	var name string
+	err := e.db.Pool.QueryRow(context.Background(), `SELECT c.conname FROM pg_constraint c
+		JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+		WHERE c.conrelid = $1::regclass AND c.contype = 'f' AND a.attname = $2`, table, column).Scan(&name)
+	if err != nil {
+		tb.Fatalf("finding the foreign key %s.%s: %v", table, column, err)
+	}
+	e.exec(tb, fmt.Sprintf(`ALTER TABLE %s DROP CONSTRAINT %q, ADD FOREIGN KEY (%s) REFERENCES %s (id) ON DELETE CASCADE`,
+		table, name, column, ref))
+}
+
 // only returns the rows of one resource type.
 func only(rows []auditRow, resourceType string) []auditRow {
 	var out []auditRow

@@ -73,6 +73,8 @@ type typeInfo struct {
 	redact map[string]bool
 	omit   map[string]bool
 	edges  map[string]*edgeInfo
+	// referring lists the foreign keys to the type that only the referring types declare.
+	referring []*edgeInfo
 	// layouts caches how the result shapes the hook reads from the table are read.
 	layouts [numShapes]atomic.Pointer[layout]
 }
@@ -80,6 +82,11 @@ type typeInfo struct {
 type edgeInfo struct {
 	Edge
 	target *typeInfo // nil when the target is not described
+	// referring is set for a foreign key that refers to the type but is declared only by the
+	// type holding it (incoming): Edge is seen from the referred type, target holds the key, and
+	// via names the declaring edge.
+	referring bool
+	via       string
 }
 
 func newHook(s Schema, opts Options) *hook {
@@ -97,7 +104,39 @@ func newHook(s Schema, opts Options) *hook {
 			ti.edges[e.Name] = &edgeInfo{Edge: e, target: h.types[e.Target]}
 		}
 	}
+	for _, t := range s.Types() {
+		h.addReferring(h.types[t.Name])
+	}
 	return h
+}
+
+// addReferring lists the foreign keys in the table of ti that refer to another type and that
+// the other type does not declare as an edge of its own (a one-way M2O, a same-type O2O) as
+// incoming keys of that type: deleting a row of it makes the database null or delete the
+// referring rows (ON DELETE SET NULL or CASCADE).
+func (h *hook) addReferring(ti *typeInfo) {
+	for _, e := range ti.Edges {
+		to := h.types[e.Target]
+		if e.Storage != StoredInOwnTable || to == nil || declares(to, e.Table, e.Column) {
+			continue
+		}
+		to.referring = append(to.referring, &edgeInfo{
+			Edge:      Edge{Name: e.Name, Target: ti.Name, Storage: StoredInTargetTable, Table: e.Table, Column: e.Column},
+			target:    ti,
+			referring: true,
+			via:       ti.Table + "." + e.Name,
+		})
+	}
+}
+
+// declares reports whether t has an edge stored as the foreign key column of table.
+func declares(t *typeInfo, table, column string) bool {
+	for _, e := range t.Edges {
+		if e.Storage == StoredInTargetTable && e.Table == table && e.Column == column {
+			return true
+		}
+	}
+	return false
 }
 
 func set(cols []string) map[string]bool {

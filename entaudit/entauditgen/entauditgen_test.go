@@ -26,7 +26,7 @@ const testPkg = "github.com/auditkit/auditkit/entaudit/internal/entest"
 func generate(t *testing.T, extra ...ent.Interface) (string, error) {
 	t.Helper()
 	var specs []*load.Schema
-	for _, s := range append([]ent.Interface{schema.Card{}, schema.Document{}, schema.Group{}, schema.Pet{}, schema.Setting{}, schema.User{}}, extra...) {
+	for _, s := range append([]ent.Interface{schema.Card{}, schema.Comment{}, schema.Document{}, schema.Group{}, schema.Pet{}, schema.Setting{}, schema.User{}}, extra...) {
 		b, err := load.MarshalSchema(s)
 		if err != nil {
 			t.Fatal(err)

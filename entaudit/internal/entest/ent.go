@@ -13,6 +13,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/card"
+	"github.com/auditkit/auditkit/entaudit/internal/entest/comment"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/document"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/group"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/pet"
@@ -79,6 +80,7 @@ func checkColumn(t, c string) error {
 	initCheck.Do(func() {
 		columnCheck = sql.NewColumnCheck(map[string]func(string) bool{
 			card.Table:     card.ValidColumn,
+			comment.Table:  comment.ValidColumn,
 			document.Table: document.ValidColumn,
 			group.Table:    group.ValidColumn,
 			pet.Table:      pet.ValidColumn,

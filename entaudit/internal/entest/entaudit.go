@@ -10,6 +10,7 @@ import (
 	entsql "entgo.io/ent/dialect/sql"
 	"github.com/auditkit/auditkit/entaudit"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/card"
+	"github.com/auditkit/auditkit/entaudit/internal/entest/comment"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/document"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/group"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/pet"
@@ -33,6 +34,15 @@ var entauditTypes = []*entaudit.Type{
 		Redact:   []string{"number"},
 		Edges: []entaudit.Edge{
 			{Name: "owner", Target: "User", Storage: entaudit.StoredInOwnTable, Table: "cards", Column: "user_card"},
+		},
+	},
+	{
+		Name:     "Comment",
+		Table:    comment.Table,
+		IDColumn: comment.FieldID,
+		Edges: []entaudit.Edge{
+			{Name: "author", Target: "User", Storage: entaudit.StoredInOwnTable, Table: "comments", Column: "comment_author"},
+			{Name: "twin", Target: "Comment", Storage: entaudit.StoredInOwnTable, Table: "comments", Column: "comment_twin"},
 		},
 	},
 	{
@@ -96,6 +106,12 @@ func (entauditSchema) Predicates(m ent.Mutation) []func(*entsql.Selector) {
 			ps[i] = p
 		}
 		return ps
+	case *CommentMutation:
+		ps := make([]func(*entsql.Selector), len(m.predicates))
+		for i, p := range m.predicates {
+			ps[i] = p
+		}
+		return ps
 	case *DocumentMutation:
 		ps := make([]func(*entsql.Selector), len(m.predicates))
 		for i, p := range m.predicates {
@@ -137,6 +153,10 @@ func (entauditSchema) ID(m ent.Mutation) (any, bool) {
 		if id, ok := m.ID(); ok {
 			return id, true
 		}
+	case *CommentMutation:
+		if id, ok := m.ID(); ok {
+			return id, true
+		}
 	case *DocumentMutation:
 		if id, ok := m.ID(); ok {
 			return id, true
@@ -165,6 +185,8 @@ func (entauditSchema) ID(m ent.Mutation) (any, bool) {
 func (entauditSchema) Upsert(m ent.Mutation) bool {
 	switch m := m.(type) {
 	case *CardMutation:
+		return m.entauditUpsert
+	case *CommentMutation:
 		return m.entauditUpsert
 	case *DocumentMutation:
 		return m.entauditUpsert

@@ -16,6 +16,8 @@ type Tx struct {
 	config
 	// Card is the client for interacting with the Card builders.
 	Card *CardClient
+	// Comment is the client for interacting with the Comment builders.
+	Comment *CommentClient
 	// Document is the client for interacting with the Document builders.
 	Document *DocumentClient
 	// Group is the client for interacting with the Group builders.
@@ -158,6 +160,7 @@ func (tx *Tx) Client() *Client {
 
 func (tx *Tx) init() {
 	tx.Card = NewCardClient(tx.config)
+	tx.Comment = NewCommentClient(tx.config)
 	tx.Document = NewDocumentClient(tx.config)
 	tx.Group = NewGroupClient(tx.config)
 	tx.Pet = NewPetClient(tx.config)

@@ -21,6 +21,18 @@ func (f CardFunc) Mutate(ctx context.Context, m entest.Mutation) (entest.Value, 
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *entest.CardMutation", m)
 }
 
+// The CommentFunc type is an adapter to allow the use of ordinary
+// function as Comment mutator.
+type CommentFunc func(context.Context, *entest.CommentMutation) (entest.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f CommentFunc) Mutate(ctx context.Context, m entest.Mutation) (entest.Value, error) {
+	if mv, ok := m.(*entest.CommentMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *entest.CommentMutation", m)
+}
+
 // The DocumentFunc type is an adapter to allow the use of ordinary
 // function as Document mutator.
 type DocumentFunc func(context.Context, *entest.DocumentMutation) (entest.Value, error)

@@ -9,6 +9,9 @@ import (
 // Card is the predicate function for card builders.
 type Card func(*sql.Selector)
 
+// Comment is the predicate function for comment builders.
+type Comment func(*sql.Selector)
+
 // Document is the predicate function for document builders.
 type Document func(*sql.Selector)
 

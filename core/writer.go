@@ -150,10 +150,10 @@ type Stats struct {
 type Writer struct {
 	opts WriterOptions
 	sink Sink
-	// The queue is a slice guarded by mu rather than a channel: the collecting goroutine is woken
+	// The queue is guarded by mu rather than being a channel: the collecting goroutine is woken
 	// when a batch starts (to arm the interval timer) and when it is full, not for every record.
 	mu        sync.Mutex
-	queue     []*Record
+	queue     *batchQueue
 	inFlight  int           // records taken from the queue whose outcome is not yet counted
 	closed    bool          // Enqueue refuses records
 	abandoned bool          // Close gave up: every record not yet counted was counted as dropped
@@ -190,7 +190,7 @@ func NewWriter(sink Sink, opts WriterOptions) *Writer {
 	w := &Writer{
 		opts:     opts,
 		sink:     sink,
-		queue:    make([]*Record, 0, min(opts.QueueSize, 4*opts.BatchSize)),
+		queue:    newBatchQueue(opts.BatchSize, opts.Workers+2),
 		wake:     make(chan struct{}, 1),
 		flushReq: make(chan chan struct{}),
 		batches:  make(chan []*Record),
@@ -222,7 +222,7 @@ func (w *Writer) Enqueue(r *Record) error {
 		w.refused()
 		return ErrClosed
 	}
-	n := len(w.queue)
+	n := w.queue.len
 	if n >= w.opts.QueueSize {
 		w.mu.Unlock()
 		w.full.Add(1)
@@ -230,10 +230,10 @@ func (w *Writer) Enqueue(r *Record) error {
 		w.refused()
 		return ErrQueueFull
 	}
-	w.queue = append(w.queue, r)
+	full := w.queue.push(r)
 	w.mu.Unlock()
 	w.enqueued.Add(1)
-	if n == 0 || (n+1)%w.opts.BatchSize == 0 {
+	if n == 0 || full {
 		select {
 		case w.wake <- struct{}{}:
 		default: // already signalled
@@ -387,9 +387,7 @@ func (w *Writer) abandon() int {
 		return 0
 	}
 	w.abandoned = true
-	n := len(w.queue) + w.inFlight
-	clear(w.queue)
-	w.queue = w.queue[:0]
+	n := w.queue.reset() + w.inFlight
 	w.inFlight = 0
 	w.dropped.Add(uint64(n))
 	w.mu.Unlock()
@@ -430,7 +428,7 @@ func (w *Writer) Stats() Stats {
 func (w *Writer) depth() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.queue) + w.inFlight
+	return w.queue.len + w.inFlight
 }
 
 // take removes one batch from the front of the queue: a full one, or with all set whatever is
@@ -439,15 +437,11 @@ func (w *Writer) depth() int {
 func (w *Writer) take(all bool) []*Record {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n := min(len(w.queue), w.opts.BatchSize)
-	if n == 0 || (n < w.opts.BatchSize && !all) || w.abandoned {
+	if w.abandoned {
 		return nil
 	}
-	batch := append(make([]*Record, 0, n), w.queue[:n]...)
-	rest := copy(w.queue, w.queue[n:])
-	clear(w.queue[rest:])
-	w.queue = w.queue[:rest]
-	w.inFlight += n
+	batch := w.queue.pop(all)
+	w.inFlight += len(batch)
 	return batch
 }
 
@@ -506,7 +500,7 @@ func (w *Writer) run() {
 func (w *Writer) depthQueued() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return len(w.queue)
+	return w.queue.len
 }
 
 // write redacts a batch once and delivers it; it returns when every record is stored, failed, or
@@ -516,6 +510,9 @@ func (w *Writer) write(batch []*Record) {
 	for i, r := range batch {
 		recs[i] = w.opts.Redactor.Record(r)
 	}
+	w.mu.Lock()
+	w.queue.recycle(batch)
+	w.mu.Unlock()
 	w.deliver(recs)
 }
 

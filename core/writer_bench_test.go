@@ -117,8 +117,8 @@ func BenchmarkWriteThroughput(b *testing.B) {
 	})
 }
 
-// BenchmarkEnqueue is the cost on the request path: validation, defaults (id, time) and a
-// non-blocking channel send. Records are built before the timer starts, and the batch is as large
+// BenchmarkEnqueue is the cost on the request path: validation, defaults (id, time) and an append
+// under the queue's mutex. Records are built before the timer starts, and the batch is as large
 // as the run, so that the writer's goroutine only collects records (no redaction, no allocation)
 // while Enqueue is measured.
 func BenchmarkEnqueue(b *testing.B) {

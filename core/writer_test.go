@@ -725,8 +725,8 @@ type captureHandler struct {
 }
 
 func (h *captureHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *captureHandler) WithAttrs([]slog.Attr) slog.Handler      { return h }
-func (h *captureHandler) WithGroup(string) slog.Handler           { return h }
+func (h *captureHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *captureHandler) WithGroup(string) slog.Handler            { return h }
 
 func (h *captureHandler) Handle(_ context.Context, r slog.Record) error {
 	h.mu.Lock()
@@ -814,5 +814,63 @@ func TestWriterReportsEveryRefusal(t *testing.T) {
 	})
 	if s := w.Stats(); s.Dropped != uint64(full)+4 || s.Invalid != 3 || s.Written != s.Enqueued {
 		t.Fatalf("stats = %+v, want %d dropped (%d for a full queue, 4 after Close), 3 invalid", s, full+4, full)
+	}
+}
+
+// orderSink records the batches it is given.
+type orderSink struct {
+	mu      sync.Mutex
+	batches [][]string
+}
+
+func (o *orderSink) Write(_ context.Context, recs []*core.Record) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	b := make([]string, len(recs))
+	for i, r := range recs {
+		b[i] = r.ResourceID
+	}
+	o.batches = append(o.batches, b)
+	return nil
+}
+
+// TestWriterKeepsOrderAcrossBatches: with one worker, records reach the sink in the order they
+// were accepted, in full batches except those a flush or Close cut short.
+func TestWriterKeepsOrderAcrossBatches(t *testing.T) {
+	sink := &orderSink{}
+	w := core.NewWriter(sink, core.WriterOptions{BatchSize: 4, QueueSize: 1000, Workers: 1, FlushInterval: time.Hour})
+	next := 0
+	offer := func(n int) {
+		for range n {
+			if err := w.Enqueue(sampleRecord(next)); err != nil {
+				t.Fatal(err)
+			}
+			next++
+		}
+	}
+	offer(10)
+	if err := w.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	offer(13)
+	if err := w.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	offer(3)
+	closeWriter(t, w)
+
+	var sizes []int
+	i := 0
+	for _, b := range sink.batches {
+		sizes = append(sizes, len(b))
+		for _, id := range b {
+			if id != fmt.Sprint(i) {
+				t.Fatalf("record %s reached the sink where %d was expected; batches %v", id, i, sink.batches)
+			}
+			i++
+		}
+	}
+	if i != next || fmt.Sprint(sizes) != "[4 4 2 4 4 4 1 3]" {
+		t.Fatalf("batch sizes %v for %d records, want [4 4 2 4 4 4 1 3] for %d", sizes, i, next)
 	}
 }

@@ -111,15 +111,28 @@ func TestWriterBatchesBySize(t *testing.T) {
 
 func TestWriterBatchesByTime(t *testing.T) {
 	db := pgtest.New(t)
+	const interval = 300 * time.Millisecond
 	w := core.NewWriter(core.NewPostgresSink(db.Pool, core.PostgresSinkOptions{Schema: db.Schema}),
-		core.WriterOptions{BatchSize: 1000, FlushInterval: 30 * time.Millisecond})
+		core.WriterOptions{BatchSize: 1000, FlushInterval: interval})
 	defer closeWriter(t, w)
+	start := time.Now()
 	for i := range 3 {
 		if err := w.Enqueue(sampleRecord(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
+	// A partial batch waits for the interval.
+	time.Sleep(50 * time.Millisecond)
+	if s := w.Stats(); s.Written != 0 || s.Batches != 0 {
+		t.Fatalf("stats after 50ms = %+v, want nothing written before the %s interval", s, interval)
+	}
 	eventually(t, 10*time.Second, "the interval to write a partial batch", func() bool { return w.Stats().Written == 3 })
+	if d := time.Since(start); d < interval-20*time.Millisecond {
+		t.Fatalf("the partial batch was written after %s, before the %s interval", d, interval)
+	}
+	if s := w.Stats(); s.Batches != 1 {
+		t.Fatalf("stats = %+v, want the 3 records in exactly 1 batch", s)
+	}
 	if n := db.Count(t); n != 3 {
 		t.Fatalf("audit_logs has %d rows, want 3", n)
 	}

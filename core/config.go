@@ -180,7 +180,9 @@ type JWTConfig struct {
 	// can mint identities. Environment: AUDIT_JWT_JWKS_URL.
 	JWKSURL string
 
-	// Issuer, when set, must equal the token's iss claim. Environment: AUDIT_JWT_ISSUER.
+	// Issuer, when set, must equal the token's iss claim. It is one issuer: a value with control
+	// characters, or a URL followed by more text after a space or another URL, is an error.
+	// Environment: AUDIT_JWT_ISSUER.
 	Issuer string
 
 	// Audience, when set, must contain one of the token's aud values. Nil means aud is not
@@ -341,7 +343,7 @@ func ConfigFromEnv() (Config, error) {
 // ConfigFromEnvironment reads the configuration from environ, a list of "KEY=value" entries as
 // returned by os.Environ. Each field of Config names its variable. Values are trimmed; a variable
 // that is empty counts as unset. Booleans accept true/false, 1/0, yes/no, on/off in any case; comma
-// lists ignore spaces and empty items. An explicit 0 for a number or duration is an error, not a
+// lists ignore spaces and empty items, but must name at least one item. An explicit 0 for a number or duration is an error, not a
 // request for the default.
 //
 // The result has the defaults filled in (WithDefaults) and is validated: every malformed value is
@@ -410,14 +412,14 @@ func ConfigFromEnvironment(environ []string, logger *slog.Logger) (Config, error
 
 	// Redaction and filtering.
 	if v, ok := get(fRedactFields); ok {
-		c.RedactFields = splitEnvList(v)
+		c.RedactFields = splitEnvList(p, fRedactFields, v)
 	}
 	if v, ok := get(fRedactAllow); ok {
-		c.RedactAllow = splitEnvList(v)
+		c.RedactAllow = splitEnvList(p, fRedactAllow, v)
 	}
 	if v, ok := get(fExcludePaths); ok {
 		c.ExcludePaths = slices.Clone(DefaultExcludePaths)
-		for _, e := range splitEnvList(v) {
+		for _, e := range splitEnvList(p, fExcludePaths, v) {
 			if !slices.Contains(c.ExcludePaths, e) {
 				c.ExcludePaths = append(c.ExcludePaths, e)
 			}
@@ -469,7 +471,7 @@ func ConfigFromEnvironment(environ []string, logger *slog.Logger) (Config, error
 		c.JWT.Issuer = v
 	}
 	if v, ok := get(fJWTAudience); ok {
-		c.JWT.Audience = splitEnvList(v)
+		c.JWT.Audience = splitEnvList(p, fJWTAudience, v)
 	}
 	if v, ok := get(fJWTClaims); ok {
 		seen := make(map[string]bool)
@@ -489,7 +491,7 @@ func ConfigFromEnvironment(environ []string, logger *slog.Logger) (Config, error
 		}
 	}
 	if v, ok := get(fJWTAlgorithms); ok {
-		for _, a := range splitEnvList(v) {
+		for _, a := range splitEnvList(p, fJWTAlgorithms, v) {
 			if canon, ok := canonicalJWTAlgorithm(a); ok {
 				a = canon
 			}
@@ -503,13 +505,13 @@ func ConfigFromEnvironment(environ []string, logger *slog.Logger) (Config, error
 
 	// HTTP.
 	if v, ok := get(fTrustedProxies); ok {
-		c.TrustedProxies = splitEnvList(v)
+		c.TrustedProxies = splitEnvList(p, fTrustedProxies, v)
 	}
 	if v, ok := get(fTenantHeader); ok {
 		c.TenantHeader = v
 	}
 	if v, ok := get(fSkipMethods); ok {
-		for _, m := range splitEnvList(v) {
+		for _, m := range splitEnvList(p, fSkipMethods, v) {
 			m = strings.ToUpper(m)
 			if !slices.Contains(c.SkipMethods, m) {
 				c.SkipMethods = append(c.SkipMethods, m)
@@ -731,6 +733,9 @@ func (j JWTConfig) validate(p *cfgProblems) {
 		}
 	}
 
+	if problem := issuerProblem(j.Issuer); problem != "" {
+		p.addf(fJWTIssuer, "%q %s", j.Issuer, problem)
+	}
 	for _, a := range j.Audience {
 		if strings.TrimSpace(a) == "" {
 			p.addf(fJWTAudience, "empty audience")
@@ -949,15 +954,38 @@ func (p *cfgProblems) addErr(f cfgField, cause error, format string, args ...any
 
 func (p *cfgProblems) err() error { return errors.Join(p.errs...) }
 
+// issuerProblem says what is wrong with an issuer, or "" when nothing is. The issuer must equal
+// the token's iss claim exactly, so a value no issuer would have (control characters, only white
+// space, several URLs where one is accepted) is a configuration mistake that would refuse every
+// token.
+func issuerProblem(iss string) string {
+	switch {
+	case iss == "":
+		return ""
+	case strings.IndexFunc(iss, unicode.IsControl) >= 0:
+		return "contains a control character"
+	case strings.TrimSpace(iss) == "":
+		return "is only white space"
+	case strings.Contains(iss, "://") && (strings.Count(iss, "://") > 1 || strings.ContainsRune(iss, ' ')):
+		return "is not a single URL; only one issuer can be configured, and it must equal the token's iss claim"
+	}
+	return ""
+}
+
 // Parsing environment values.
 
-// splitEnvList splits a comma list, trimming items and dropping empty ones.
-func splitEnvList(s string) []string {
+// splitEnvList splits a comma list, trimming items and dropping empty ones. A value that is set
+// but names no item (" , ") is reported: it would otherwise read as unset, which for some variables
+// (AUDIT_JWT_AUDIENCE) turns a check off.
+func splitEnvList(p *cfgProblems, f cfgField, s string) []string {
 	var out []string
 	for item := range strings.SplitSeq(s, ",") {
 		if item = strings.TrimSpace(item); item != "" {
 			out = append(out, item)
 		}
+	}
+	if out == nil && strings.TrimSpace(s) != "" {
+		p.addf(f, "%q lists no item; give at least one, or unset the variable", s)
 	}
 	return out
 }
@@ -965,7 +993,7 @@ func splitEnvList(s string) []string {
 // parseEnvPairs parses a comma list of key=value items; malformed items are reported and skipped.
 func parseEnvPairs(p *cfgProblems, f cfgField, s string) [][2]string {
 	var out [][2]string
-	for _, item := range splitEnvList(s) {
+	for _, item := range splitEnvList(p, f, s) {
 		k, v, ok := strings.Cut(item, "=")
 		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
 		switch {

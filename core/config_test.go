@@ -772,7 +772,7 @@ func TestConfigValidateGood(t *testing.T) {
 		{JWT: JWTConfig{PublicKeyPEM: k.rsa, Algorithms: []string{"PS256"}, Issuer: "i", Audience: []string{"a"}}},
 		{JWT: JWTConfig{Secret: secret48, Algorithms: []string{"HS384"}, Leeway: 5 * time.Minute}},
 		{JWT: JWTConfig{UnsafeSkipVerification: true, Algorithms: []string{"HS256", "RS256"}}},
-		{JWT: JWTConfig{Algorithms: []string{"RS256"}}}, // a key supplied to the middleware directly
+		{JWT: JWTConfig{Algorithms: []string{"RS256"}}},                         // a key supplied to the middleware directly
 		{JWT: JWTConfig{Algorithms: []string{"RS256"}, Issuer: "Example Corp"}}, // iss need not be a URL
 		{TrustedProxies: []string{"0.0.0.0/0", "::/0", "10.1.2.3/8"}},
 		{TenantHeader: "X-Tenant-ID", SkipMethods: []string{"OPTIONS", "HEAD", "PROPFIND"}},

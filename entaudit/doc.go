@@ -15,7 +15,7 @@
 // The extension generates ent.AuditSchema from the schemas: tables, id columns, the fields to
 // redact or leave out, the edges and where they are stored, and access to the parts of the
 // generated mutations that ent.Mutation does not expose (the driver, the predicates, the id, the
-// transaction). It is generated rather than found by reflection because annotations and
+// transaction, the place in a CreateBulk). It is generated rather than found by reflection because annotations and
 // Sensitive() exist only at generation time, and because the hook then needs neither reflection
 // nor any particular ent feature flag at run time.
 //
@@ -68,7 +68,8 @@
 // delete runs in a transaction the hook opens through the Driver wrapper (its reads and the
 // write in one transaction, so that the lock means something); without the wrapper it fails with
 // ErrNoTransaction instead of recording a before image that another writer may have changed. A
-// create outside a transaction commits on its own and is recorded right after it.
+// create outside a transaction commits on its own and is recorded right after it; the creates of
+// a CreateBulk are recorded together when the bulk has finished, in statement order.
 //
 // A transaction's records are held until it ends with Commit or Rollback; one that is
 // abandoned without either (ent requires one of them) keeps its records in memory.

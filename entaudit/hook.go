@@ -1,10 +1,12 @@
 package entaudit
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -38,7 +40,8 @@ var (
 //
 // Updates and deletes need a transaction: an ent.Tx, or the one the hook opens itself when the
 // client's driver is wrapped with Driver; otherwise they fail with ErrNoTransaction. A create
-// outside a transaction is recorded right after its INSERT, which committed on its own.
+// outside a transaction is recorded right after its INSERT, which committed on its own (a
+// CreateBulk once all its creates have finished).
 //
 // An audit record that cannot be captured (the before image cannot be read, for example) fails
 // the mutation: a change is never made without its record.
@@ -64,6 +67,7 @@ type hook struct {
 	ignore   map[string]bool
 	exclude  map[string]bool
 	txs      sync.Map // ent transaction driver -> *txState
+	batches  sync.Map // Batch.Key of a CreateBulk outside a transaction -> *batchState
 }
 
 // typeInfo is a Type with its lookups prepared.
@@ -202,10 +206,10 @@ func (h *hook) mutate(ctx context.Context, m ent.Mutation, next ent.Mutator) (en
 	default:
 		return nil, fmt.Errorf("%w (%s %s)", ErrNoTransaction, op, m.Type())
 	}
-	var seq uint64
-	if c.state != nil {
-		seq = c.state.next()
+	if c.state == nil {
+		return h.createAlone(ctx, c, next)
 	}
+	seq := c.state.next()
 	if own != nil {
 		finished := false
 		defer func() {
@@ -222,18 +226,74 @@ func (h *hook) mutate(ctx context.Context, m ent.Mutation, next ent.Mutator) (en
 		return v, err
 	}
 	if len(recs) > 0 {
-		p := pending{seq: seq, ctx: ctx, recs: recs}
-		if c.state != nil {
-			c.state.add(p)
-		} else if h.opts.InTransaction {
-			if err := h.writeTx(ctx, drv, []pending{p}); err != nil {
-				return v, err
-			}
-		} else {
-			h.deliver([]pending{p})
-		}
+		c.state.add(pending{seq: seq, ctx: ctx, recs: recs})
 	}
 	return v, nil
+}
+
+// createAlone runs a create made outside a transaction: its INSERT commits on its own, and its
+// records are delivered right after it. The creates of a CreateBulk wait for one another: ent
+// runs them nested, the last finishing first, and their records are delivered together, in
+// statement order, once the whole bulk has finished.
+func (h *hook) createAlone(ctx context.Context, c *capture, next ent.Mutator) (ent.Value, error) {
+	reported := false
+	defer func() {
+		if !reported { // the create panicked: the bulk must still be able to finish
+			h.batchDone(c.m, nil)
+		}
+	}()
+	v, recs, err := c.run(ctx, next)
+	var p *pending
+	if err == nil && len(recs) > 0 {
+		p = &pending{ctx: ctx, recs: recs}
+	}
+	ps, batched := h.batchDone(c.m, p)
+	reported = true
+	if !batched && p != nil {
+		ps = []pending{*p}
+	}
+	if len(ps) == 0 {
+		return v, err
+	}
+	if h.opts.InTransaction {
+		if werr := h.writeTx(ctx, c.drv, ps); werr != nil {
+			return v, errors.Join(err, werr)
+		}
+		return v, err
+	}
+	h.deliver(ps)
+	return v, err
+}
+
+// batchState gathers the records of the creates of one CreateBulk.
+type batchState struct {
+	mu   sync.Mutex
+	done int
+	pend []pending
+}
+
+// batchDone reports that the create m finished, with its records p (nil when it has none or
+// failed). For a create that is not part of a CreateBulk it returns false. Otherwise it keeps p
+// and, once every create of the bulk has reported, returns all their records in statement order.
+func (h *hook) batchDone(m ent.Mutation, p *pending) ([]pending, bool) {
+	b, ok := h.schema.Batch(m)
+	if !ok || b.Size < 2 {
+		return nil, false
+	}
+	v, _ := h.batches.LoadOrStore(b.Key, &batchState{})
+	st := v.(*batchState)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if p != nil {
+		p.seq = uint64(b.Index)
+		st.pend = append(st.pend, *p)
+	}
+	if st.done++; st.done < b.Size {
+		return nil, true
+	}
+	h.batches.Delete(b.Key)
+	slices.SortFunc(st.pend, func(a, b pending) int { return cmp.Compare(a.seq, b.seq) })
+	return st.pend, true
 }
 
 // finishOwn completes a transaction the hook opened: it commits when the write succeeded

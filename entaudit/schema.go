@@ -25,8 +25,24 @@ type Schema interface {
 	ID(m ent.Mutation) (any, bool)
 	// Upsert reports whether m, a create that ran, carried an ON CONFLICT clause.
 	Upsert(m ent.Mutation) bool
+	// Batch places m, a create that reached the database as part of a CreateBulk, in the bulk;
+	// it returns false for other mutations.
+	Batch(m ent.Mutation) (Batch, bool)
 	// Tx returns the ent transaction m runs in, or false when m runs outside of one.
 	Tx(m ent.Mutation) (Tx, bool)
+}
+
+// Batch places a create in the CreateBulk it is part of. ent runs the creates of a bulk nested
+// in one another, the first finishing last; Batch lets the hook deliver their records in
+// statement order.
+type Batch struct {
+	// Key identifies the CreateBulk: the same for all its creates, different for another bulk
+	// running at the same time. It is comparable.
+	Key any
+	// Index is the create's position in the CreateBulk, from 0.
+	Index int
+	// Size is the number of creates in the CreateBulk.
+	Size int
 }
 
 // Tx gives access to the completion hooks of an ent transaction (ent's Tx.OnCommit and

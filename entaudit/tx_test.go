@@ -3,6 +3,7 @@ package entaudit_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -234,6 +235,58 @@ func TestCollector(t *testing.T) {
 	if rows := e.audit(t); len(rows) != 0 {
 		t.Fatalf("the writer got %v", rows)
 	}
+}
+
+// ent runs the creates of a CreateBulk nested, the last finishing first. Outside a transaction
+// each INSERT commits on its own, and the records still arrive in statement order: in a request
+// Collector, and in audit_logs with InTransaction.
+func TestCreateBulkOrderOutsideTx(t *testing.T) {
+	t.Run("collector", func(t *testing.T) {
+		e := newEnv(t)
+		col := core.NewCollector()
+		ctx := core.NewContext(context.Background(), col)
+		pets := e.client.Pet.CreateBulk(e.client.Pet.Create().SetName("p1"), e.client.Pet.Create().SetName("p2"),
+			e.client.Pet.Create().SetName("p3")).SaveX(ctx)
+		recs := col.Records()
+		if len(recs) != len(pets) {
+			t.Fatalf("collector = %v", recs)
+		}
+		for i, p := range pets {
+			if r := recs[i]; r.ResourceType != "pets" || r.ResourceID != strconv.Itoa(p.ID) || r.After["name"] != p.Name {
+				t.Errorf("record %d = %s/%s %v, want pets/%d", i, r.ResourceType, r.ResourceID, r.After, p.ID)
+			}
+		}
+		// The next bulk starts afresh.
+		more := e.client.Pet.CreateBulk(e.client.Pet.Create().SetName("p4"), e.client.Pet.Create().SetName("p5")).SaveX(ctx)
+		if recs := col.Records(); len(recs) != 5 || recs[3].ResourceID != strconv.Itoa(more[0].ID) || recs[4].ResourceID != strconv.Itoa(more[1].ID) {
+			t.Errorf("collector = %v", recs)
+		}
+	})
+	t.Run("in transaction", func(t *testing.T) {
+		e := newEnv(t, withOptions(func(o *entaudit.Options) { o.InTransaction = true }))
+		ctx := context.Background()
+		docs := e.client.Document.CreateBulk(e.client.Document.Create().SetTitle("a"), e.client.Document.Create().SetTitle("b"),
+			e.client.Document.Create().SetTitle("c")).SaveX(ctx)
+		rows, err := e.db.Pool.Query(ctx, `SELECT resource_id FROM audit_logs ORDER BY id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, id)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		want := []string{docs[0].ID.String(), docs[1].ID.String(), docs[2].ID.String()}
+		if !slices.Equal(got, want) {
+			t.Errorf("audit rows = %v, want %v", got, want)
+		}
+	})
 }
 
 // Without a Collector, records go to the Writer with the identity of the context.

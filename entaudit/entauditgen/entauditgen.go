@@ -1,7 +1,7 @@
 // Package entauditgen is the ent code-generation extension of entaudit. It adds one file,
 // entaudit.go, to the generated ent package: AuditSchema, which tells entaudit.Hook how every
 // schema is stored (tables, id columns, redacted and omitted fields, edges) and gives it access to
-// the generated mutations (their driver, predicates, id and transaction).
+// the generated mutations (their driver, predicates, id, transaction and place in a CreateBulk).
 //
 // Add it to the code generation in entc.go:
 //

@@ -354,7 +354,8 @@ func (_c *CommentCreateBulk) Save(ctx context.Context) ([]*Comment, error) {
 					_, err = mutators[i+1].Mutate(root, _c.builders[i+1].mutation)
 				} else {
 					spec := &sqlgraph.BatchCreateSpec{Nodes: specs}
-					for _, b := range _c.builders {
+					for idx, b := range _c.builders {
+						b.mutation.entauditBatch, b.mutation.entauditIndex, b.mutation.entauditSize = _c, idx, len(_c.builders)
 						b.mutation.entauditUpsert = len(_c.conflict) > 0
 					}
 					spec.OnConflict = _c.conflict

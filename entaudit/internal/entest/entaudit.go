@@ -202,6 +202,41 @@ func (entauditSchema) Upsert(m ent.Mutation) bool {
 	return false
 }
 
+// Batch implements entaudit.Schema.
+func (entauditSchema) Batch(m ent.Mutation) (entaudit.Batch, bool) {
+	switch m := m.(type) {
+	case *CardMutation:
+		if m.entauditBatch != nil {
+			return entaudit.Batch{Key: m.entauditBatch, Index: m.entauditIndex, Size: m.entauditSize}, true
+		}
+	case *CommentMutation:
+		if m.entauditBatch != nil {
+			return entaudit.Batch{Key: m.entauditBatch, Index: m.entauditIndex, Size: m.entauditSize}, true
+		}
+	case *DocumentMutation:
+		if m.entauditBatch != nil {
+			return entaudit.Batch{Key: m.entauditBatch, Index: m.entauditIndex, Size: m.entauditSize}, true
+		}
+	case *GroupMutation:
+		if m.entauditBatch != nil {
+			return entaudit.Batch{Key: m.entauditBatch, Index: m.entauditIndex, Size: m.entauditSize}, true
+		}
+	case *PetMutation:
+		if m.entauditBatch != nil {
+			return entaudit.Batch{Key: m.entauditBatch, Index: m.entauditIndex, Size: m.entauditSize}, true
+		}
+	case *SettingMutation:
+		if m.entauditBatch != nil {
+			return entaudit.Batch{Key: m.entauditBatch, Index: m.entauditIndex, Size: m.entauditSize}, true
+		}
+	case *UserMutation:
+		if m.entauditBatch != nil {
+			return entaudit.Batch{Key: m.entauditBatch, Index: m.entauditIndex, Size: m.entauditSize}, true
+		}
+	}
+	return entaudit.Batch{}, false
+}
+
 // Tx implements entaudit.Schema.
 func (entauditSchema) Tx(m ent.Mutation) (entaudit.Tx, bool) {
 	c, ok := m.(interface{ entauditConfig() config })

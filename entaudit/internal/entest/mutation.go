@@ -43,17 +43,19 @@ const (
 // CardMutation represents an operation that mutates the Card nodes in the graph.
 type CardMutation struct {
 	config
-	op             Op
-	typ            string
-	id             *int
-	number         *string
-	clearedFields  map[string]struct{}
-	owner          *int
-	clearedowner   bool
-	done           bool
-	oldValue       func(context.Context) (*Card, error)
-	predicates     []predicate.Card
-	entauditUpsert bool
+	op                          Op
+	typ                         string
+	id                          *int
+	number                      *string
+	clearedFields               map[string]struct{}
+	owner                       *int
+	clearedowner                bool
+	done                        bool
+	oldValue                    func(context.Context) (*Card, error)
+	predicates                  []predicate.Card
+	entauditUpsert              bool
+	entauditBatch               any
+	entauditIndex, entauditSize int
 }
 
 var _ ent.Mutation = (*CardMutation)(nil)
@@ -437,19 +439,21 @@ func (m *CardMutation) ResetEdge(name string) error {
 // CommentMutation represents an operation that mutates the Comment nodes in the graph.
 type CommentMutation struct {
 	config
-	op             Op
-	typ            string
-	id             *int
-	text           *string
-	clearedFields  map[string]struct{}
-	author         *int
-	clearedauthor  bool
-	twin           *int
-	clearedtwin    bool
-	done           bool
-	oldValue       func(context.Context) (*Comment, error)
-	predicates     []predicate.Comment
-	entauditUpsert bool
+	op                          Op
+	typ                         string
+	id                          *int
+	text                        *string
+	clearedFields               map[string]struct{}
+	author                      *int
+	clearedauthor               bool
+	twin                        *int
+	clearedtwin                 bool
+	done                        bool
+	oldValue                    func(context.Context) (*Comment, error)
+	predicates                  []predicate.Comment
+	entauditUpsert              bool
+	entauditBatch               any
+	entauditIndex, entauditSize int
 }
 
 var _ ent.Mutation = (*CommentMutation)(nil)
@@ -890,17 +894,19 @@ func (m *CommentMutation) ResetEdge(name string) error {
 // DocumentMutation represents an operation that mutates the Document nodes in the graph.
 type DocumentMutation struct {
 	config
-	op             Op
-	typ            string
-	id             *uuid.UUID
-	title          *string
-	version        *int
-	addversion     *int
-	clearedFields  map[string]struct{}
-	done           bool
-	oldValue       func(context.Context) (*Document, error)
-	predicates     []predicate.Document
-	entauditUpsert bool
+	op                          Op
+	typ                         string
+	id                          *uuid.UUID
+	title                       *string
+	version                     *int
+	addversion                  *int
+	clearedFields               map[string]struct{}
+	done                        bool
+	oldValue                    func(context.Context) (*Document, error)
+	predicates                  []predicate.Document
+	entauditUpsert              bool
+	entauditBatch               any
+	entauditIndex, entauditSize int
 }
 
 var _ ent.Mutation = (*DocumentMutation)(nil)
@@ -1313,18 +1319,20 @@ func (m *DocumentMutation) ResetEdge(name string) error {
 // GroupMutation represents an operation that mutates the Group nodes in the graph.
 type GroupMutation struct {
 	config
-	op             Op
-	typ            string
-	id             *int
-	name           *string
-	clearedFields  map[string]struct{}
-	users          map[int]struct{}
-	removedusers   map[int]struct{}
-	clearedusers   bool
-	done           bool
-	oldValue       func(context.Context) (*Group, error)
-	predicates     []predicate.Group
-	entauditUpsert bool
+	op                          Op
+	typ                         string
+	id                          *int
+	name                        *string
+	clearedFields               map[string]struct{}
+	users                       map[int]struct{}
+	removedusers                map[int]struct{}
+	clearedusers                bool
+	done                        bool
+	oldValue                    func(context.Context) (*Group, error)
+	predicates                  []predicate.Group
+	entauditUpsert              bool
+	entauditBatch               any
+	entauditIndex, entauditSize int
 }
 
 var _ ent.Mutation = (*GroupMutation)(nil)
@@ -1733,17 +1741,19 @@ func (m *GroupMutation) ResetEdge(name string) error {
 // PetMutation represents an operation that mutates the Pet nodes in the graph.
 type PetMutation struct {
 	config
-	op             Op
-	typ            string
-	id             *int
-	name           *string
-	clearedFields  map[string]struct{}
-	owner          *int
-	clearedowner   bool
-	done           bool
-	oldValue       func(context.Context) (*Pet, error)
-	predicates     []predicate.Pet
-	entauditUpsert bool
+	op                          Op
+	typ                         string
+	id                          *int
+	name                        *string
+	clearedFields               map[string]struct{}
+	owner                       *int
+	clearedowner                bool
+	done                        bool
+	oldValue                    func(context.Context) (*Pet, error)
+	predicates                  []predicate.Pet
+	entauditUpsert              bool
+	entauditBatch               any
+	entauditIndex, entauditSize int
 }
 
 var _ ent.Mutation = (*PetMutation)(nil)
@@ -2127,16 +2137,18 @@ func (m *PetMutation) ResetEdge(name string) error {
 // SettingMutation represents an operation that mutates the Setting nodes in the graph.
 type SettingMutation struct {
 	config
-	op             Op
-	typ            string
-	id             *int
-	key            *string
-	value          *string
-	clearedFields  map[string]struct{}
-	done           bool
-	oldValue       func(context.Context) (*Setting, error)
-	predicates     []predicate.Setting
-	entauditUpsert bool
+	op                          Op
+	typ                         string
+	id                          *int
+	key                         *string
+	value                       *string
+	clearedFields               map[string]struct{}
+	done                        bool
+	oldValue                    func(context.Context) (*Setting, error)
+	predicates                  []predicate.Setting
+	entauditUpsert              bool
+	entauditBatch               any
+	entauditIndex, entauditSize int
 }
 
 var _ ent.Mutation = (*SettingMutation)(nil)
@@ -2508,32 +2520,34 @@ func (m *SettingMutation) ResetEdge(name string) error {
 // UserMutation represents an operation that mutates the User nodes in the graph.
 type UserMutation struct {
 	config
-	op             Op
-	typ            string
-	id             *int
-	name           *string
-	email          *string
-	age            *int
-	addage         *int
-	nickname       *string
-	password_hash  *string
-	recovery_code  *string
-	avatar         *[]byte
-	profile        *map[string]interface{}
-	created_at     *time.Time
-	clearedFields  map[string]struct{}
-	pets           map[int]struct{}
-	removedpets    map[int]struct{}
-	clearedpets    bool
-	groups         map[int]struct{}
-	removedgroups  map[int]struct{}
-	clearedgroups  bool
-	card           *int
-	clearedcard    bool
-	done           bool
-	oldValue       func(context.Context) (*User, error)
-	predicates     []predicate.User
-	entauditUpsert bool
+	op                          Op
+	typ                         string
+	id                          *int
+	name                        *string
+	email                       *string
+	age                         *int
+	addage                      *int
+	nickname                    *string
+	password_hash               *string
+	recovery_code               *string
+	avatar                      *[]byte
+	profile                     *map[string]interface{}
+	created_at                  *time.Time
+	clearedFields               map[string]struct{}
+	pets                        map[int]struct{}
+	removedpets                 map[int]struct{}
+	clearedpets                 bool
+	groups                      map[int]struct{}
+	removedgroups               map[int]struct{}
+	clearedgroups               bool
+	card                        *int
+	clearedcard                 bool
+	done                        bool
+	oldValue                    func(context.Context) (*User, error)
+	predicates                  []predicate.User
+	entauditUpsert              bool
+	entauditBatch               any
+	entauditIndex, entauditSize int
 }
 
 var _ ent.Mutation = (*UserMutation)(nil)

@@ -270,6 +270,9 @@ func (_c *CustomerCreateBulk) Save(ctx context.Context) ([]*Customer, error) {
 					_, err = mutators[i+1].Mutate(root, _c.builders[i+1].mutation)
 				} else {
 					spec := &sqlgraph.BatchCreateSpec{Nodes: specs}
+					for idx, b := range _c.builders {
+						b.mutation.entauditBatch, b.mutation.entauditIndex, b.mutation.entauditSize = _c, idx, len(_c.builders)
+					}
 					// Invoke the actual operation on the latest mutation in the chain.
 					if err = sqlgraph.BatchCreate(ctx, _c.driver, spec); err != nil {
 						if sqlgraph.IsConstraintError(err) {

@@ -97,6 +97,21 @@ func (entauditSchema) Upsert(m ent.Mutation) bool {
 	return false
 }
 
+// Batch implements entaudit.Schema.
+func (entauditSchema) Batch(m ent.Mutation) (entaudit.Batch, bool) {
+	switch m := m.(type) {
+	case *CustomerMutation:
+		if m.entauditBatch != nil {
+			return entaudit.Batch{Key: m.entauditBatch, Index: m.entauditIndex, Size: m.entauditSize}, true
+		}
+	case *OrderMutation:
+		if m.entauditBatch != nil {
+			return entaudit.Batch{Key: m.entauditBatch, Index: m.entauditIndex, Size: m.entauditSize}, true
+		}
+	}
+	return entaudit.Batch{}, false
+}
+
 // Tx implements entaudit.Schema.
 func (entauditSchema) Tx(m ent.Mutation) (entaudit.Tx, bool) {
 	c, ok := m.(interface{ entauditConfig() config })

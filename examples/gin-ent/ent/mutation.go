@@ -31,24 +31,26 @@ const (
 // CustomerMutation represents an operation that mutates the Customer nodes in the graph.
 type CustomerMutation struct {
 	config
-	op             Op
-	typ            string
-	id             *int
-	tenant_id      *string
-	name           *string
-	email          *string
-	tier           *customer.Tier
-	credit         *int
-	addcredit      *int
-	api_secret     *string
-	clearedFields  map[string]struct{}
-	orders         map[int]struct{}
-	removedorders  map[int]struct{}
-	clearedorders  bool
-	done           bool
-	oldValue       func(context.Context) (*Customer, error)
-	predicates     []predicate.Customer
-	entauditUpsert bool
+	op                          Op
+	typ                         string
+	id                          *int
+	tenant_id                   *string
+	name                        *string
+	email                       *string
+	tier                        *customer.Tier
+	credit                      *int
+	addcredit                   *int
+	api_secret                  *string
+	clearedFields               map[string]struct{}
+	orders                      map[int]struct{}
+	removedorders               map[int]struct{}
+	clearedorders               bool
+	done                        bool
+	oldValue                    func(context.Context) (*Customer, error)
+	predicates                  []predicate.Customer
+	entauditUpsert              bool
+	entauditBatch               any
+	entauditIndex, entauditSize int
 }
 
 var _ ent.Mutation = (*CustomerMutation)(nil)
@@ -779,19 +781,21 @@ func (m *CustomerMutation) ResetEdge(name string) error {
 // OrderMutation represents an operation that mutates the Order nodes in the graph.
 type OrderMutation struct {
 	config
-	op              Op
-	typ             string
-	id              *int
-	amount          *int
-	addamount       *int
-	status          *string
-	clearedFields   map[string]struct{}
-	customer        *int
-	clearedcustomer bool
-	done            bool
-	oldValue        func(context.Context) (*Order, error)
-	predicates      []predicate.Order
-	entauditUpsert  bool
+	op                          Op
+	typ                         string
+	id                          *int
+	amount                      *int
+	addamount                   *int
+	status                      *string
+	clearedFields               map[string]struct{}
+	customer                    *int
+	clearedcustomer             bool
+	done                        bool
+	oldValue                    func(context.Context) (*Order, error)
+	predicates                  []predicate.Order
+	entauditUpsert              bool
+	entauditBatch               any
+	entauditIndex, entauditSize int
 }
 
 var _ ent.Mutation = (*OrderMutation)(nil)

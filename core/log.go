@@ -18,20 +18,20 @@ import (
 
 // Entry is a manual audit record, for jobs, consumers and other code outside HTTP requests.
 type Entry struct {
-	Action       string // required, e.g. "invoice.sent" or "tenant.provisioned"
-	Kind         Kind   // default KindCustom
-	Severity     Severity
-	ResourceType string
-	ResourceID   string
-	Actor        Actor      // when zero, taken from the context (WithActor)
-	Tenant       Tenant     // when zero, taken from the context (WithTenant)
-	RequestID    string     // when empty, taken from the context (WithRequestID)
-	IP           netip.Addr // client address; when invalid, the context's request collector's
-	Before       map[string]any
-	After        map[string]any
-	Diff         map[string]Change
-	Metadata     map[string]any
-	OccurredAt   time.Time // default now
+	Action       string            // required, e.g. "invoice.sent" or "tenant.provisioned"
+	Kind         Kind              // default KindCustom
+	Severity     Severity          // default SeverityInfo
+	ResourceType string            // what was acted on: a table, an entity or a domain object
+	ResourceID   string            // its identifier
+	Actor        Actor             // when zero, taken from the context (WithActor)
+	Tenant       Tenant            // when zero, taken from the context (WithTenant)
+	RequestID    string            // when empty, taken from the context (WithRequestID)
+	IP           netip.Addr        // client address; when invalid, the context's request collector's
+	Before       map[string]any    // the object before the change, if any; redacted when written
+	After        map[string]any    // the object after the change, if any; redacted when written
+	Diff         map[string]Change // the changed fields, if any; redacted when written
+	Metadata     map[string]any    // free-form details; redacted when written
+	OccurredAt   time.Time         // default now
 }
 
 // ErrNoAction is returned by Log for an entry without an action.
@@ -87,6 +87,7 @@ func Log(ctx context.Context, w *Writer, e Entry) (uuid.UUID, error) {
 // Execer runs a statement: *sql.DB, *sql.Tx, *sql.Conn, a GORM ConnPool and ent's drivers with
 // the sql/execquery feature all satisfy it. Use PgxExecer for pgx.
 type Execer interface {
+	// ExecContext runs query with args, as database/sql does.
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 }
 

@@ -105,9 +105,13 @@ func ParseActorType(s string, aliases map[string]ActorType) (ActorType, error) {
 
 // Actor is who acted.
 type Actor struct {
-	ID    string    `json:"id,omitempty"`
-	Type  ActorType `json:"type,omitempty"`
-	Email string    `json:"email,omitempty"`
+	// ID identifies the actor in the application's own terms (a user id, a service name); empty
+	// when unknown.
+	ID string `json:"id,omitempty"`
+	// Type classifies the actor; empty is resolved when the record is accepted (see ActorType).
+	Type ActorType `json:"type,omitempty"`
+	// Email is stored for people reading the trail; it is not used to identify the actor.
+	Email string `json:"email,omitempty"`
 	// Auth says how the actor was established: "jwt:HS256", "jwks:RS256", "context", "unverified", "none".
 	Auth string `json:"auth,omitempty"`
 }
@@ -117,7 +121,9 @@ func (a Actor) IsZero() bool { return a == Actor{} }
 
 // Tenant is the tenant a record belongs to.
 type Tenant struct {
-	ID   string `json:"id,omitempty"`
+	// ID is the tenant's stable identifier; the read side scopes every query by it.
+	ID string `json:"id,omitempty"`
+	// Slug is the tenant's human-readable name, kept for display; it may change, ID may not.
 	Slug string `json:"slug,omitempty"`
 }
 
@@ -126,15 +132,17 @@ func (t Tenant) IsZero() bool { return t == Tenant{} }
 
 // Change is one changed field in a diff.
 type Change struct {
+	// From is the field's value before the change (nil when the field was absent or NULL).
 	From any `json:"from"`
-	To   any `json:"to"`
+	// To is the field's value after the change (nil when the field was removed or set to NULL).
+	To any `json:"to"`
 }
 
 // Body is a captured request or response body. Bodies are redacted and converted to JSON when the
 // record is written: a complete JSON body is stored as that JSON, form bodies as an object of their
 // fields, anything else as a wrapper object holding the redacted text.
 type Body struct {
-	ContentType string
+	ContentType string // the Content-Type header, which decides how Data is parsed
 	Data        []byte // at most the configured capture size
 	Truncated   bool   // Data is a prefix of the body
 	Size        int64  // the whole body's size in bytes, -1 when unknown
@@ -146,30 +154,30 @@ type Body struct {
 // must not modify it or the maps it refers to. Redaction makes copies; it never changes the
 // caller's data.
 type Record struct {
-	ID           uuid.UUID // UUIDv7; generated when zero
-	OccurredAt   time.Time // set to now when zero
-	Kind         Kind
-	Action       string // when empty, DefaultAction(Kind, ResourceType) is stored
-	Severity     Severity
-	Tenant       Tenant
-	Actor        Actor
-	ResourceType string
-	ResourceID   string
-	Before       map[string]any
-	After        map[string]any
-	Diff         map[string]Change
-	RequestID    string
-	Method       string
-	Route        string // route template, e.g. /users/:id
-	Path         string
-	Query        map[string][]string
-	Status       int
-	Duration     time.Duration // stored in microseconds
-	IP           netip.Addr
-	UserAgent    string
-	RequestBody  *Body
-	ResponseBody *Body
-	Metadata     map[string]any
+	ID           uuid.UUID           // UUIDv7; generated when zero
+	OccurredAt   time.Time           // set to now when zero
+	Kind         Kind                // what produced the record; required
+	Action       string              // when empty, DefaultAction(Kind, ResourceType) is stored
+	Severity     Severity            // empty means SeverityInfo
+	Tenant       Tenant              // the tenant the record belongs to; zero for records outside any tenant
+	Actor        Actor               // who acted; zero for an anonymous actor
+	ResourceType string              // what was acted on: a table or an entity
+	ResourceID   string              // its primary key (composite keys as a stable JSON text)
+	Before       map[string]any      // the row before the change; nil for an insert; redacted when written
+	After        map[string]any      // the row after the change; nil for a delete; redacted when written
+	Diff         map[string]Change   // the changed fields only; redacted when written
+	RequestID    string              // correlates the records of one request (X-Request-ID or generated)
+	Method       string              // HTTP method
+	Route        string              // route template, e.g. /users/:id
+	Path         string              // the request's path, without the query string
+	Query        map[string][]string // query parameters, redacted when written
+	Status       int                 // HTTP status code, 0..999; 0 when not an HTTP record
+	Duration     time.Duration       // stored in microseconds
+	IP           netip.Addr          // the client's address; the zero Addr stores NULL
+	UserAgent    string              // the User-Agent header
+	RequestBody  *Body               // captured request body, when capture is on; nil otherwise
+	ResponseBody *Body               // captured response body, when capture is on; nil otherwise
+	Metadata     map[string]any      // free-form details, redacted when written
 }
 
 // ErrInvalidRecord is wrapped by the errors Validate returns.

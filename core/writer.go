@@ -31,6 +31,7 @@ var (
 // be stored is reported as a *RejectedError; every other error is treated as transient and the
 // batch is retried with backoff.
 type Sink interface {
+	// Write stores recs, all or nothing, and returns when they are stored or ctx is done.
 	Write(ctx context.Context, recs []*Record) error
 }
 
@@ -38,10 +39,11 @@ type Sink interface {
 // content). Index is the position of the offending record in the batch, or -1 when unknown; the
 // Writer then isolates it by splitting the batch.
 type RejectedError struct {
-	Index int
-	Err   error
+	Index int   // the rejected record's position in the batch, or -1
+	Err   error // why: the database's error, or why the record could not be encoded
 }
 
+// Error says which record was rejected, when known, and why.
 func (e *RejectedError) Error() string {
 	if e.Index >= 0 {
 		return fmt.Sprintf("record %d rejected: %v", e.Index, e.Err)
@@ -49,6 +51,8 @@ func (e *RejectedError) Error() string {
 	return fmt.Sprintf("batch rejected: %v", e.Err)
 }
 
+// Unwrap returns the reason, so that errors.Is and errors.As see through the rejection (to a
+// *pgconn.PgError, with the PostgreSQL sink).
 func (e *RejectedError) Unwrap() error { return e.Err }
 
 // WriterOptions configure a Writer. The zero value is usable.

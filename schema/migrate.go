@@ -35,7 +35,7 @@ const VersionTable = "auditkit_migrations"
 type Migration struct {
 	Version  int    // from the file name prefix
 	Name     string // file name without the .sql suffix
-	SQL      string
+	SQL      string // the file's statements, with unqualified names (run with search_path set)
 	Checksum string // hex SHA-256 of SQL; a changed file is refused once applied
 }
 
@@ -118,13 +118,14 @@ func ValidateSchemaName(name string) error {
 
 // Result reports what Migrate did.
 type Result struct {
-	Schema  string
-	Applied []int // versions applied by this call, in order; empty when nothing was pending
-	Current int   // highest applied version after the call
+	Schema  string // the schema (namespace) migrated
+	Applied []int  // versions applied by this call, in order; empty when nothing was pending
+	Current int    // highest applied version after the call
 }
 
 // Beginner starts a pgx transaction: *pgxpool.Pool, *pgx.Conn and pgx.Tx all satisfy it.
 type Beginner interface {
+	// Begin starts the transaction the migrations run in.
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 

@@ -437,23 +437,28 @@ func (c *capture) readTargets(ctx context.Context) error {
 	return nil
 }
 
-// lockJoins reads (and locks) the join-table links of the mutated rows that the mutation removes
-// without naming them: a cleared many-to-many edge, or every link of a deleted row.
+// lockJoins reads (and locks) the join-table links of the mutated rows that the mutation
+// removes: those of a cleared many-to-many edge or of a deleted row (all of them), and those of
+// the ids it adds or removes by name, so that the record lists only links that changed (ent
+// ignores adding a link that exists, and removing one that does not).
 func (c *capture) lockJoins(ctx context.Context, deleting bool) error {
-	for _, e := range c.t.edges {
-		if e.Storage != StoredInJoinTable {
+	for _, edge := range c.t.Edges {
+		e := c.t.edges[edge.Name]
+		if e.Storage != StoredInJoinTable || len(c.before.ids) == 0 {
 			continue
 		}
-		if ch := c.edges[e.Name]; !deleting && (ch == nil || !ch.cleared) {
-			continue
-		}
-		if len(c.before.ids) == 0 {
+		ch := c.edges[e.Name]
+		all := deleting || ch != nil && ch.cleared
+		if !all && (ch == nil || len(ch.addedRaw)+len(ch.removedRaw) == 0) {
 			continue
 		}
 		sel := pg.Select(e.Column, e.TargetColumn).From(pg.Table(e.Table))
+		sel.Where(inIDs(sel.C(e.Column), c.before.ids, c.before.rawIDs, c.before.idType))
+		if !all {
+			sel.Where(sql.In(sel.C(e.TargetColumn), append(slices.Clone(ch.addedRaw), ch.removedRaw...)...))
+		}
 		// The links are deleted, whether the mutation is an update or a delete.
-		sel.Where(inIDs(sel.C(e.Column), c.before.ids, c.before.rawIDs, c.before.idType)).
-			OrderBy(sel.C(e.Column), sel.C(e.TargetColumn)).ForUpdate()
+		sel.OrderBy(sel.C(e.Column), sel.C(e.TargetColumn)).ForUpdate()
 		q, args := sel.Query()
 		var rows sql.Rows
 		if err := c.drv.Query(ctx, q, args, &rows); err != nil {
@@ -545,7 +550,9 @@ func (c *capture) diff(before, after map[string]any) map[string]core.Change {
 }
 
 // edgeMeta adds to meta the edges the mutation changed for the row id: ids linked, ids unlinked
-// (named, or found linked before a clear or a delete), and whether the edge was cleared.
+// (named, or found linked before a clear or a delete), and whether the edge was cleared. Links
+// named by the mutation that did not change (added but there already, removed but not there)
+// are left out.
 func (c *capture) edgeMeta(meta map[string]any, id string) map[string]any {
 	var edges map[string]any
 	set := func(name string, e map[string]any) {
@@ -555,26 +562,27 @@ func (c *capture) edgeMeta(meta map[string]any, id string) map[string]any {
 		edges[name] = e
 	}
 	for name, ch := range c.edges {
+		added, removed := c.edgeDelta(name, ch, id)
 		e := map[string]any{}
-		if len(ch.added) > 0 {
-			e["added"] = ch.added
+		if len(added) > 0 {
+			e["added"] = added
 		}
-		removed := ch.removed
 		if ch.cleared {
 			e["cleared"] = true
-			removed = c.linkedBefore(name, id, removed)
 		}
 		if len(removed) > 0 {
 			e["removed"] = removed
 		}
-		set(name, e)
+		if len(e) > 0 {
+			set(name, e)
+		}
 	}
 	if c.op.Is(ent.OpDelete | ent.OpDeleteOne) {
 		for name, e := range c.t.edges {
 			if e.Storage == StoredInOwnTable {
 				continue
 			}
-			if removed := c.linkedBefore(name, id, nil); len(removed) > 0 {
+			if removed := c.linkedBefore(name, id); len(removed) > 0 {
 				set(name, map[string]any{"removed": removed})
 			}
 		}
@@ -585,24 +593,74 @@ func (c *capture) edgeMeta(meta map[string]any, id string) map[string]any {
 	return withMeta(meta, "edges", edges)
 }
 
-// linkedBefore adds to ids the rows that the edge name linked to row id before the mutation.
-func (c *capture) linkedBefore(name, id string, ids []string) []string {
+// edgeDelta returns the ids that the mutation linked to row id through the edge name and those
+// it unlinked, as found before the write.
+func (c *capture) edgeDelta(name string, ch *edgeChange, id string) (added, removed []string) {
+	e := c.t.edges[name]
+	if e == nil || c.op.Is(ent.OpCreate) {
+		return ch.added, ch.removed // a new row had no links
+	}
+	switch e.Storage {
+	case StoredInJoinTable:
+		before := c.joins[name][id]
+		if ch.cleared {
+			removed = before
+		} else {
+			removed = keep(ch.removed, func(r string) bool { return slices.Contains(before, r) })
+		}
+		added = keep(ch.added, func(a string) bool { return !slices.Contains(before, a) || slices.Contains(removed, a) })
+		return added, removed
+	case StoredInTargetTable:
+		tc := c.target(name)
+		if tc == nil {
+			return ch.added, ch.removed
+		}
+		if ch.cleared {
+			return ch.added, tc.linked[id]
+		}
+		removed = keep(ch.removed, func(r string) bool {
+			if tc.before.image(r) == nil {
+				// Past the cap the row's key is not known: listed if the row exists.
+				return slices.Contains(tc.before.ids, r)
+			}
+			return slices.Contains(tc.linked[id], r)
+		})
+		return ch.added, removed
+	}
+	return ch.added, ch.removed
+}
+
+// target returns the capture of the rows behind the edge name of the mutated type.
+func (c *capture) target(name string) *targetCapture {
+	for _, tc := range c.targets {
+		if tc.e.Name == name && !tc.e.referring {
+			return tc
+		}
+	}
+	return nil
+}
+
+// keep returns the ids for which ok is true.
+func keep(ids []string, ok func(string) bool) []string {
+	var out []string
+	for _, id := range ids {
+		if ok(id) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// linkedBefore returns the rows that the edge name linked to row id before the mutation.
+func (c *capture) linkedBefore(name, id string) []string {
 	var found []string
 	if links, ok := c.joins[name]; ok {
 		found = links[id]
 	}
-	for _, tc := range c.targets {
-		if tc.e.Name == name && !tc.e.referring {
-			found = append(found, tc.linked[id]...)
-		}
+	if tc := c.target(name); tc != nil {
+		found = append(slices.Clone(found), tc.linked[id]...)
 	}
-	out := slices.Clone(ids)
-	for _, f := range found {
-		if !slices.Contains(out, f) {
-			out = append(out, f)
-		}
-	}
-	return out
+	return found
 }
 
 // summary returns the record of the rows of a bulk statement that were not itemised, or nil when

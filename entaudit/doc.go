@@ -44,7 +44,9 @@
 //     locked too, but only their ids are read, and they are listed in one summary record (kind
 //     custom, action "<table>.bulk_update"), with the filter.
 //   - Edges: the record of the mutated row lists the edges it changed (ids added and removed,
-//     cleared edges with the ids they unlinked). A foreign key in the row's own table is part of
+//     cleared edges with the ids they unlinked), as found in the database before the write: a
+//     link the mutation adds but that existed, or removes but that did not exist, is left out.
+//     A foreign key in the row's own table is part of
 //     its images. A foreign key in another table (O2M, O2O) changes rows of that table: each gets
 //     its own update record, marked with the edge in metadata "via".
 //   - Deletes and the database's ON DELETE actions: the rows that refer to a deleted row through

@@ -8,6 +8,7 @@ import (
 
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/comment"
+	"github.com/auditkit/auditkit/entaudit/internal/entest/user"
 )
 
 // ids returns the string ids of an edge entry in a record's metadata.
@@ -226,5 +227,59 @@ func TestDeleteCascadeRecorded(t *testing.T) {
 	}
 	if n := e.client.Pet.Query().CountX(ctx) + e.client.Comment.Query().CountX(ctx); n != 0 {
 		t.Errorf("%d rows left, want the cascade to delete them", n)
+	}
+}
+
+// ent ignores adding a link that exists and removing one that does not; the record lists only
+// the links that changed, row by row.
+func TestEdgeUnchangedLinksLeftOut(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	g1 := e.client.Group.Create().SetName("admins").SaveX(ctx)
+	g2 := e.client.Group.Create().SetName("ops").SaveX(ctx)
+	u := e.client.User.Create().SetName("alice").SetEmail("a@x").AddGroups(g1).SaveX(ctx)
+	v := e.client.User.Create().SetName("bob").SetEmail("b@x").SaveX(ctx)
+	p := e.client.Pet.Create().SetName("rex").SetOwner(v).SaveX(ctx)
+	start := len(e.audit(t))
+
+	// Nothing changes: no record.
+	e.client.User.UpdateOne(u).RemoveGroups(g2).AddGroups(g1).ExecX(ctx)
+	e.client.User.UpdateOne(u).RemovePets(p).ExecX(ctx)
+	if rows := e.audit(t)[start:]; len(rows) != 0 {
+		t.Fatalf("rows = %v, want none for links that did not change", rows)
+	}
+
+	// One of two named links existed, one of two added is new.
+	e.client.User.UpdateOne(u).RemoveGroups(g1, g2).ExecX(ctx)
+	e.client.User.UpdateOne(u).AddGroups(g1, g2).ExecX(ctx)
+	e.client.User.UpdateOne(u).RemoveGroups(g2).AddGroups(g1).SetAge(3).ExecX(ctx)
+	rows := only(e.audit(t)[start:], "users")
+	if len(rows) != 3 {
+		t.Fatalf("rows = %v", rows)
+	}
+	if got := edgeIDs(rows[0], "groups", "removed"); !slices.Equal(got, itoa(g1.ID)) {
+		t.Errorf("removed = %v, want only the link that existed", got)
+	}
+	if got := edgeIDs(rows[1], "groups", "added"); !slices.Equal(got, itoa(g1.ID, g2.ID)) {
+		t.Errorf("added = %v, want both", got)
+	}
+	if got, added := edgeIDs(rows[2], "groups", "removed"), edgeIDs(rows[2], "groups", "added"); !slices.Equal(got, itoa(g2.ID)) || added != nil {
+		t.Errorf("removed = %v, added = %v, want g2 removed and g1 (linked already) not added", got, added)
+	}
+
+	// A bulk update: each row lists what it lost.
+	start = len(e.audit(t))
+	e.client.User.Update().Where(user.IDIn(u.ID, v.ID)).RemoveGroups(g1).RemovePets(p).SetAge(9).ExecX(ctx)
+	rows = only(e.audit(t)[start:], "users")
+	if len(rows) != 2 {
+		t.Fatalf("rows = %v", rows)
+	}
+	byID := map[string]auditRow{rows[0].ResourceID: rows[0], rows[1].ResourceID: rows[1]}
+	ru, rv := byID[strconv.Itoa(u.ID)], byID[strconv.Itoa(v.ID)]
+	if !slices.Equal(edgeIDs(ru, "groups", "removed"), itoa(g1.ID)) || edgeIDs(ru, "pets", "removed") != nil {
+		t.Errorf("u = %v", ru)
+	}
+	if edgeIDs(rv, "groups", "removed") != nil || !slices.Equal(edgeIDs(rv, "pets", "removed"), itoa(p.ID)) {
+		t.Errorf("v = %v", rv)
 	}
 }

@@ -205,7 +205,7 @@ func appendRowJSON(buf []byte, vals []any) []byte {
 			buf = append(buf, '"')
 		case time.Time:
 			buf = append(buf, '"')
-			buf = x.UTC().AppendFormat(buf, time.RFC3339Nano)
+			buf = appendTimestamp(buf, x.UTC())
 			buf = append(buf, '"')
 		case int16:
 			buf = strconv.AppendInt(buf, int64(x), 10)
@@ -220,6 +220,17 @@ func appendRowJSON(buf []byte, vals []any) []byte {
 		}
 	}
 	return append(buf, '}')
+}
+
+// appendTimestamp appends t in a form PostgreSQL parses as timestamptz. Years before 1 AD are
+// written with BC, as PostgreSQL does: it has no year 0, and Go's year 0 is 1 BC.
+func appendTimestamp(buf []byte, t time.Time) []byte {
+	if t.Year() > 0 {
+		return t.AppendFormat(buf, time.RFC3339Nano)
+	}
+	buf = fmt.Appendf(buf, "%04d", 1-t.Year())
+	buf = t.AppendFormat(buf, "-01-02T15:04:05.999999999Z07:00")
+	return append(buf, " BC"...)
 }
 
 // appendJSONString appends s as a JSON string. s has been sanitised (valid UTF-8, no NUL).

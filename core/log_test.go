@@ -349,3 +349,43 @@ func TestEntryCarriesItsAddressOrTheRequests(t *testing.T) {
 		t.Fatalf("record %v, %v: want the entry's own address", r, err)
 	}
 }
+
+// TestBothPathsStoreTheWholeTimestampRange: every time Validate accepts is stored as itself, by
+// the Writer (binary COPY) and by TxWriter (text), including years BC.
+func TestBothPathsStoreTheWholeTimestampRange(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	w := core.NewWriter(core.NewPostgresSink(db.Pool, core.PostgresSinkOptions{Schema: db.Schema}), core.WriterOptions{})
+	defer closeWriter(t, w)
+	tw := core.NewTxWriter(db.Schema, nil)
+	for _, at := range []time.Time{
+		time.Date(-4713, 11, 24, 0, 0, 0, 0, time.UTC),             // 4714-11-24 BC, the first instant
+		time.Date(0, 2, 29, 12, 30, 0, 123456000, time.UTC),        // 1 BC, a leap year
+		time.Date(12000, 6, 1, 0, 0, 0, 0, time.UTC),               // five-digit year
+		time.Date(294276, 12, 31, 23, 59, 59, 999999000, time.UTC), // the last microsecond
+	} {
+		viaWriter, viaTx := sampleRecord(1), sampleRecord(2)
+		viaWriter.OccurredAt, viaTx.OccurredAt = at, at
+		if err := w.Enqueue(viaWriter); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := tw.Write(ctx, core.PgxExecer(db.Pool), viaTx); err != nil {
+			t.Fatalf("TxWriter at %s: %v", at, err)
+		}
+		for _, id := range []uuid.UUID{viaWriter.ID, viaTx.ID} {
+			var got time.Time
+			if err := db.Pool.QueryRow(ctx, `SELECT occurred_at FROM audit_logs WHERE id = $1`, id).Scan(&got); err != nil {
+				t.Fatalf("record at %s: %v", at, err)
+			}
+			if !got.Equal(at) {
+				t.Errorf("stored %s as %s", at, got.UTC())
+			}
+		}
+	}
+	if s := w.Stats(); s.Written != 4 || s.Failed != 0 {
+		t.Fatalf("writer stats = %+v", s)
+	}
+}

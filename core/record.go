@@ -203,8 +203,20 @@ func (r *Record) Validate() error {
 	if r.Duration < 0 {
 		return fmt.Errorf("%w: negative duration %s", ErrInvalidRecord, r.Duration)
 	}
+	if !r.OccurredAt.IsZero() && (r.OccurredAt.Before(minOccurredAt) || r.OccurredAt.After(maxOccurredAt)) {
+		return fmt.Errorf("%w: occurred_at %s is outside the range PostgreSQL can store (4713 BC to 294276 AD)",
+			ErrInvalidRecord, r.OccurredAt.UTC().Format(time.RFC3339Nano))
+	}
 	return nil
 }
+
+// The range of PostgreSQL's timestamptz, in Go's proleptic Gregorian calendar, where year 0 is 1
+// BC. Outside it pgx's encoding (microseconds since 2000) wraps around or the server refuses the
+// row, so such a time is refused when the record is accepted.
+var (
+	minOccurredAt = time.Date(-4713, time.November, 24, 0, 0, 0, 0, time.UTC)
+	maxOccurredAt = time.Date(294276, time.December, 31, 23, 59, 59, 999999999, time.UTC)
+)
 
 // DefaultAction is the action recorded when a record has none: "http.request" for HTTP records,
 // "<resource>.<kind>" for row changes, "custom" otherwise.

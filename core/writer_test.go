@@ -3,6 +3,7 @@ package core_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -352,8 +353,8 @@ func TestWriterIsolatesPoisonRecords(t *testing.T) {
 		case 3: // NUL bytes and invalid UTF-8: sanitised, then written
 			r.ResourceID = "id\x00with-nul"
 			r.After = map[string]any{"bio": "nul\x00inside", "bad": string([]byte{0xff, 0xfe}), "k\x00ey": 1}
-		case 11, 20: // a timestamp PostgreSQL cannot represent: rejected, isolated
-			r.OccurredAt = time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC)
+		case 11, 20: // a number jsonb cannot hold: refused by the server, isolated
+			r.Metadata = map[string]any{"amount": json.Number("1e1000000")}
 			poison = append(poison, r)
 		}
 		if err := w.Enqueue(r); err != nil {
@@ -377,6 +378,9 @@ func TestWriterIsolatesPoisonRecords(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), poison[0].ID.String()) {
 		t.Errorf("rejected record not logged by id")
+	}
+	if !strings.Contains(logs.String(), "SQLSTATE 22003") {
+		t.Errorf("the server's reason was not logged: %s", logs.String())
 	}
 	var rid, after string
 	if err := db.Pool.QueryRow(context.Background(), `SELECT resource_id, after::text FROM audit_logs WHERE resource_id LIKE 'id%'`).
@@ -522,12 +526,16 @@ func TestWriterRejectsInvalidRecords(t *testing.T) {
 		{Kind: core.KindCustom, Severity: "loud"},
 		{Kind: core.KindCustom, Actor: core.Actor{Type: "root"}},
 		{Kind: core.KindHTTP, Status: 1000},
+		// Beyond timestamptz's range: pgx's encoding would wrap the first one around to another date.
+		{Kind: core.KindCustom, OccurredAt: time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{Kind: core.KindCustom, OccurredAt: time.Date(294277, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{Kind: core.KindCustom, OccurredAt: time.Date(-4713, 11, 23, 23, 59, 59, 0, time.UTC)},
 	} {
 		if err := w.Enqueue(r); !errors.Is(err, core.ErrInvalidRecord) {
 			t.Errorf("Enqueue(%+v) = %v, want ErrInvalidRecord", r, err)
 		}
 	}
-	if s := w.Stats(); s.Invalid != 5 || s.Enqueued != 0 {
+	if s := w.Stats(); s.Invalid != 8 || s.Enqueued != 0 {
 		t.Fatalf("stats = %+v", s)
 	}
 }

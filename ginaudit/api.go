@@ -27,8 +27,17 @@ type APIOptions struct {
 	// Verifier authenticates every caller from an "Authorization: Bearer" JWT (the same tokens as
 	// the middleware). Platform administrators (actor type platform_admin) may name a tenant with
 	// the tenant_id parameter or work across tenants; every other caller is confined to the tenant
-	// of its token and refused without one. Anonymous callers are refused.
+	// of its token and refused without one. Anonymous callers are refused. MountAPI refuses a
+	// Verifier configured with JWTConfig.UnsafeSkipVerification unless
+	// UnsafeAllowUnverifiedTokens is set.
 	Verifier *Verifier
+
+	// UnsafeAllowUnverifiedTokens lets MountAPI accept a Verifier that does not check signatures
+	// (JWTConfig.UnsafeSkipVerification). Without signatures any client can present a token
+	// claiming actor type platform_admin and read, export and delete every tenant's log, so set it
+	// only when a gateway in front verifies every token and refuses requests without one.
+	// Default false.
+	UnsafeAllowUnverifiedTokens bool
 
 	// Writer receives the API's own audit records: who searched, read, exported, streamed or
 	// cleaned up which tenant's log with which filters, and every tenant change. When the API runs
@@ -62,6 +71,22 @@ type APIOptions struct {
 	// pages may open the WebSocket stream. Nil allows same-origin pages and non-browser clients.
 	WebSocketOrigins []string
 
+	// WriteTimeout bounds how long one write to a client may block: each chunk of an export and
+	// each Server-Sent Event (WebSocket writes have their own 10s bound). A client that stops
+	// reading for longer is cut off, which ends the export's database query and frees its
+	// connection, or frees the stream's slot. The deadline is reset before every chunk, so a large
+	// export read at any steady pace is never cut. Zero means 30s; a negative value disables it.
+	WriteTimeout time.Duration
+
+	// MaxExports is the most exports running at once per tenant (per actor without a tenant);
+	// one more gets 429 too_many_exports. Each running export holds a database connection until
+	// its last row is sent. Zero means 2.
+	MaxExports int
+	// MaxExportsTotal is the most exports running at once across all tenants; one more gets 503
+	// exports_busy. Zero means half the store's connection pool (at least 1), so that exports
+	// never take every connection from searches and writes.
+	MaxExportsTotal int
+
 	// Logger receives server-side failures (database errors behind a 500 response). Nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -74,6 +99,8 @@ const (
 	apiDefaultMinCleanup = 24 * time.Hour
 	apiDefaultMaxStreams = 10
 	apiDefaultHeartbeat  = 15 * time.Second
+	apiDefaultWriteLimit = 30 * time.Second
+	apiDefaultMaxExports = 2
 	apiParamTenant       = "tenant_id"
 	apiParamAccessToken  = "access_token"
 	apiParamOlderThan    = "older_than"
@@ -88,7 +115,11 @@ type apiServer struct {
 	log     *slog.Logger
 	limits  *apiLimiter
 	streams *apiStreamCount
+	exports *apiStreamCount // per tenant, and the global count under apiExportsAll
 }
+
+// apiExportsAll is the key of the global export count; tenant keys start with "t:" or "a:".
+const apiExportsAll = "*"
 
 // MountAPI registers the audit-log API on group: the routes listed in the embedded OpenAPI
 // description (GET /openapi.yaml, relative to the group), which is the reference for parameters,
@@ -105,12 +136,15 @@ func MountAPI(group *gin.RouterGroup, st *store.Store, opts APIOptions) error {
 		return errors.New("ginaudit: MountAPI needs a store")
 	case opts.Verifier == nil:
 		return errors.New("ginaudit: APIOptions.Verifier is required: the API authenticates every caller")
+	case opts.Verifier.cfg.UnsafeSkipVerification && !opts.UnsafeAllowUnverifiedTokens:
+		return errors.New("ginaudit: the Verifier does not check token signatures (UnsafeSkipVerification), so any client could claim to be a platform administrator; " +
+			"configure a key, or set APIOptions.UnsafeAllowUnverifiedTokens when a gateway verifies every token")
 	case opts.Writer == nil:
 		return errors.New("ginaudit: APIOptions.Writer is required: the API records its own use")
 	case opts.RateLimit > 0 && math.IsInf(opts.RateLimit, 0), math.IsNaN(opts.RateLimit):
 		return errors.New("ginaudit: APIOptions.RateLimit must be a finite number")
 	case opts.RateBurst < 0, opts.MaxBulkRecords < 0, opts.MaxBodyBytes < 0, opts.MinCleanupAge < 0,
-		opts.MaxStreams < 0, opts.StreamHeartbeat < 0:
+		opts.MaxStreams < 0, opts.StreamHeartbeat < 0, opts.MaxExports < 0, opts.MaxExportsTotal < 0:
 		return errors.New("ginaudit: APIOptions limits must not be negative")
 	}
 	if opts.RateLimit == 0 {
@@ -134,11 +168,21 @@ func MountAPI(group *gin.RouterGroup, st *store.Store, opts APIOptions) error {
 	if opts.StreamHeartbeat == 0 {
 		opts.StreamHeartbeat = apiDefaultHeartbeat
 	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = apiDefaultWriteLimit
+	}
+	if opts.MaxExports == 0 {
+		opts.MaxExports = apiDefaultMaxExports
+	}
+	if opts.MaxExportsTotal == 0 {
+		opts.MaxExportsTotal = max(1, st.MaxConns()/2)
+	}
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.Default()
 	}
-	a := &apiServer{st: st, opts: opts, log: logger, streams: &apiStreamCount{n: map[string]int{}}}
+	a := &apiServer{st: st, opts: opts, log: logger, streams: &apiStreamCount{n: map[string]int{}},
+		exports: &apiStreamCount{n: map[string]int{}}}
 	if opts.RateLimit > 0 {
 		a.limits = &apiLimiter{rate: rate.Limit(opts.RateLimit), burst: opts.RateBurst, m: map[string]*apiBucket{}}
 	}
@@ -374,6 +418,9 @@ func (a *apiServer) scope(c *gin.Context, p *apiPrincipal, v url.Values) (store.
 		if hasNamed {
 			return store.TenantScope(named), true
 		}
+		// Behind Middleware, the request's own http record (whose query holds the filters) would
+		// otherwise carry the tenant of the administrator's token.
+		c.Set(TenantKey, core.Tenant{})
 		return store.AllTenantsScope(), true
 	}
 	if hasNamed && named != p.id.Tenant.ID {
@@ -408,6 +455,11 @@ func requireAdmin(c *gin.Context, p *apiPrincipal) bool {
 // audit records the API's own use through core.Log. Behind Middleware the record joins the
 // request's records (and is written when the request ends, with its request id and address);
 // immediate records, for requests that last (streams), are written at once.
+//
+// A record without a tenant (a platform administrator's work across every tenant) is always
+// immediate: the request's context and collector would stamp it with the tenant of the
+// administrator's token, and that tenant's users would then read the administrator's
+// cross-tenant filters. Without a tenant, only platform administrators can read it.
 func (a *apiServer) audit(c *gin.Context, p *apiPrincipal, e core.Entry, immediate ...bool) {
 	e.Kind = core.KindCustom
 	e.Actor = p.id.Actor
@@ -415,7 +467,7 @@ func (a *apiServer) audit(c *gin.Context, p *apiPrincipal, e core.Entry, immedia
 		e.ResourceType = "audit_logs"
 	}
 	ctx := c.Request.Context()
-	if len(immediate) > 0 && immediate[0] {
+	if len(immediate) > 0 && immediate[0] || e.Tenant.IsZero() {
 		if e.RequestID == "" {
 			e.RequestID, _ = core.RequestIDFromContext(ctx)
 		}

@@ -113,8 +113,12 @@ func (a *apiServer) export(c *gin.Context) {
 	}
 	// Without sort, an export across tenants comes in storage order (one sequential scan).
 	var order store.Order
-	if s := v.Get(store.ParamSort); s != "" || len(v[store.ParamSort]) > 0 {
-		if order, err = store.ParseOrder(s); err != nil {
+	if vals, ok := v[store.ParamSort]; ok {
+		if vals[0] == "" { // as GET /logs: an empty value is a mistake, not the default
+			a.fail(c, &store.ParamError{Param: store.ParamSort, Problem: "is empty; leave it out for the default"})
+			return
+		}
+		if order, err = store.ParseOrder(vals[0]); err != nil {
 			a.fail(c, err)
 			return
 		}
@@ -122,6 +126,21 @@ func (a *apiServer) export(c *gin.Context) {
 	if order == "" && !sc.AllTenants {
 		order = store.NewestFirst
 	}
+	// Each export holds a database connection until its last row is sent: bound how many run.
+	key := p.limitKey()
+	if !a.exports.acquire(key, a.opts.MaxExports) {
+		c.Header("Retry-After", "10")
+		apiFail(c, http.StatusTooManyRequests, "too_many_exports",
+			fmt.Sprintf("this tenant has %d exports running already; wait for one to finish", a.opts.MaxExports))
+		return
+	}
+	defer a.exports.release(key)
+	if !a.exports.acquire(apiExportsAll, a.opts.MaxExportsTotal) {
+		c.Header("Retry-After", "10")
+		apiFail(c, http.StatusServiceUnavailable, "exports_busy", "the service is running as many exports as it allows; retry later")
+		return
+	}
+	defer a.exports.release(apiExportsAll)
 	h := c.Writer.Header()
 	name := "audit-logs-" + sc.TenantID
 	if sc.AllTenants {
@@ -138,7 +157,12 @@ func (a *apiServer) export(c *gin.Context) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Trailer", "X-Export-Records, X-Export-Status")
 	started := time.Now()
-	n, err := a.st.Export(c.Request.Context(), sc, f, store.ExportOptions{Format: format, Order: order}, c.Writer)
+	rc := http.NewResponseController(c.Writer)
+	out := io.Writer(c.Writer)
+	if a.opts.WriteTimeout > 0 {
+		out = &apiDeadlineWriter{w: c.Writer, rc: rc, d: a.opts.WriteTimeout}
+	}
+	n, err := a.st.Export(c.Request.Context(), sc, f, store.ExportOptions{Format: format, Order: order}, out)
 	sortMeta := string(order)
 	if sortMeta == "" {
 		sortMeta = "storage"
@@ -165,10 +189,29 @@ func (a *apiServer) export(c *gin.Context) {
 	if !errors.Is(err, store.ErrExportWrite) {
 		a.log.Error("ginaudit: export failed after it started", "records", n, "error", err)
 	}
-	if conn, _, herr := c.Writer.Hijack(); herr == nil {
-		_ = conn.Close()
+	// Gin refuses to hijack a connection once the body has started; a write deadline in the past
+	// makes the server fail the final chunk and close the connection instead.
+	if rc.SetWriteDeadline(time.Unix(1, 0)) != nil {
+		if conn, _, herr := c.Writer.Hijack(); herr == nil {
+			_ = conn.Close()
+		}
 	}
 	c.Abort()
+}
+
+// apiDeadlineWriter gives every write of a response a fresh deadline, so that a client that
+// stops reading makes the write fail after d instead of blocking the handler for ever.
+type apiDeadlineWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+	d  time.Duration
+}
+
+func (w *apiDeadlineWriter) Write(p []byte) (int, error) {
+	// ErrNotSupported (a writer that does not reach the connection) leaves writes unbounded, as
+	// they were.
+	_ = w.rc.SetWriteDeadline(time.Now().Add(w.d))
+	return w.w.Write(p)
 }
 
 // stats serves GET /logs/stats.

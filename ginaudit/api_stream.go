@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"time"
@@ -131,18 +132,28 @@ func (a *apiServer) streamEvents(c *gin.Context, sub *store.Subscription, expiry
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no")
 	c.Status(http.StatusOK)
-	w := c.Writer
-	if _, err := w.WriteString(": stream open\n\n"); err != nil {
+	// Every write gets a deadline: a client that stops reading would otherwise block the handler
+	// in Write for ever, holding a MaxStreams slot and a subscription.
+	rc := http.NewResponseController(c.Writer)
+	w := io.Writer(c.Writer)
+	if a.opts.WriteTimeout > 0 {
+		w = &apiDeadlineWriter{w: c.Writer, rc: rc, d: a.opts.WriteTimeout}
+	}
+	send := func(b []byte) bool {
+		if _, err := w.Write(b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
+	if !send([]byte(": stream open\n\n")) {
 		return
 	}
-	w.Flush()
 	tick := time.NewTicker(a.opts.StreamHeartbeat)
 	defer tick.Stop()
 	end := func(expired bool) {
 		code, msg := apiStreamEnd(expired, sub)
 		body, _ := json.Marshal(apiError{Code: code, Message: msg})
-		_, _ = w.WriteString("event: error\ndata: " + string(body) + "\n\n")
-		w.Flush()
+		send([]byte("event: error\ndata: " + string(body) + "\n\n"))
 	}
 	buf := make([]byte, 0, 4096)
 	for {
@@ -168,19 +179,17 @@ func (a *apiServer) streamEvents(c *gin.Context, sub *store.Subscription, expiry
 					break drain
 				}
 			}
-			if _, err := w.Write(buf); err != nil {
+			if !send(buf) {
 				return
 			}
-			w.Flush()
 			if closed {
 				end(false)
 				return
 			}
 		case <-tick.C:
-			if _, err := w.WriteString(": keep-alive\n\n"); err != nil {
+			if !send([]byte(": keep-alive\n\n")) {
 				return
 			}
-			w.Flush()
 		case <-expiry:
 			end(true)
 			return

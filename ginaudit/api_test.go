@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/google/uuid"
 
 	"github.com/auditkit/auditkit/core"
@@ -293,9 +296,22 @@ func TestAPIExportStatsCleanup(t *testing.T) {
 	if r.status != 200 || strings.Count(string(r.body), "\n") != 20 {
 		t.Fatalf("ndjson: %d, %d lines", r.status, strings.Count(string(r.body), "\n"))
 	}
-	for _, q := range []string{"", "?format=xml", "?format=csv&format=csv"} {
+	for _, q := range []string{"", "?format=xml", "?format=csv&format=csv", "?format=csv&sort=", "?format=csv&sort=sideways"} {
 		if r := e.do(http.MethodGet, "/logs/export"+q, user, nil); r.status != 400 || r.header.Get("Content-Disposition") != "" {
 			t.Errorf("export%s: %d %s", q, r.status, r.body)
+		}
+	}
+	// An empty sort is refused alike by the search and the export, for administrators too.
+	for _, path := range []string{"/logs?sort=", "/logs/export?format=csv&sort="} {
+		for _, tok := range []string{user, admin} {
+			var e2 struct {
+				Error struct{ Code, Param string } `json:"error"`
+			}
+			r := e.do(http.MethodGet, path, tok, nil)
+			r.decode(t, &e2)
+			if r.status != 400 || e2.Error.Code != "invalid_parameter" || e2.Error.Param != "sort" {
+				t.Errorf("%s: %d %s", path, r.status, r.body)
+			}
 		}
 	}
 
@@ -493,16 +509,76 @@ func TestAPIRateLimit(t *testing.T) {
 	}
 }
 
+// Each case reaches the check it names: the error must say what is wrong.
 func TestAPIOptionsValidation(t *testing.T) {
 	e := apiNewEnv(t, nil)
-	v, _ := ginaudit.NewVerifier(context.Background(), core.JWTConfig{Secret: apiSecret}, nil)
-	for name, o := range map[string]ginaudit.APIOptions{
-		"no verifier": {Writer: e.w},
-		"no writer":   {Verifier: v},
-		"negative":    {Verifier: v, Writer: e.w, MaxStreams: -1},
+	v, err := ginaudit.NewVerifier(context.Background(), core.JWTConfig{Secret: apiSecret}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unsafe, err := ginaudit.NewVerifier(context.Background(), core.JWTConfig{UnsafeSkipVerification: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := func() *gin.RouterGroup { return gin.New().Group("/api") }
+	for _, c := range []struct {
+		name  string
+		group *gin.RouterGroup
+		st    *store.Store
+		opts  ginaudit.APIOptions
+		want  string
+	}{
+		{"no group", nil, e.st, ginaudit.APIOptions{Verifier: v, Writer: e.w}, "router group"},
+		{"no store", group(), nil, ginaudit.APIOptions{Verifier: v, Writer: e.w}, "store"},
+		{"no verifier", group(), e.st, ginaudit.APIOptions{Writer: e.w}, "Verifier is required"},
+		{"unverified tokens", group(), e.st, ginaudit.APIOptions{Verifier: unsafe, Writer: e.w}, "UnsafeAllowUnverifiedTokens"},
+		{"no writer", group(), e.st, ginaudit.APIOptions{Verifier: v}, "Writer is required"},
+		{"infinite rate", group(), e.st, ginaudit.APIOptions{Verifier: v, Writer: e.w, RateLimit: math.Inf(1)}, "finite"},
+		{"NaN rate", group(), e.st, ginaudit.APIOptions{Verifier: v, Writer: e.w, RateLimit: math.NaN()}, "finite"},
+		{"negative streams", group(), e.st, ginaudit.APIOptions{Verifier: v, Writer: e.w, MaxStreams: -1}, "negative"},
+		{"negative burst", group(), e.st, ginaudit.APIOptions{Verifier: v, Writer: e.w, RateBurst: -1}, "negative"},
+		{"negative exports", group(), e.st, ginaudit.APIOptions{Verifier: v, Writer: e.w, MaxExports: -1}, "negative"},
+		{"negative total exports", group(), e.st, ginaudit.APIOptions{Verifier: v, Writer: e.w, MaxExportsTotal: -1}, "negative"},
 	} {
-		if err := ginaudit.MountAPI(nil, e.st, o); err == nil {
-			t.Errorf("%s: accepted", name)
+		err := ginaudit.MountAPI(c.group, c.st, c.opts)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error about %q", c.name, err, c.want)
 		}
+	}
+	if err := ginaudit.MountAPI(group(), e.st, ginaudit.APIOptions{Verifier: v, Writer: e.w}); err != nil {
+		t.Fatalf("valid options: %v", err)
+	}
+}
+
+// A Verifier that skips signature checks lets anyone forge a platform administrator's token:
+// MountAPI takes one only when told so by name, and then such a forged token is indeed accepted.
+func TestAPIUnverifiedTokensNeedExplicitConsent(t *testing.T) {
+	e := apiNewEnv(t, nil)
+	unsafe, err := ginaudit.NewVerifier(context.Background(), core.JWTConfig{UnsafeSkipVerification: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := gin.New()
+	if err := ginaudit.MountAPI(r.Group("/api/v1"), e.st, ginaudit.APIOptions{Verifier: unsafe, Writer: e.w}); err == nil {
+		t.Fatal("MountAPI accepted a Verifier that does not check signatures")
+	}
+	if len(r.Routes()) != 0 {
+		t.Fatalf("a refused MountAPI registered routes: %v", r.Routes())
+	}
+	err = ginaudit.MountAPI(r.Group("/api/v1"), e.st, ginaudit.APIOptions{Verifier: unsafe, Writer: e.w, UnsafeAllowUnverifiedTokens: true, RateLimit: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	forged := apiForeignToken(t) // a tenant user's claims with a wrong signature
+	req := apiReq(t, srv.URL+"/api/v1/logs", forged)
+	res, err := apiClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("with UnsafeAllowUnverifiedTokens an unsigned token is accepted (the gateway's job): %d", res.StatusCode)
 	}
 }

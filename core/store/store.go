@@ -169,6 +169,10 @@ func (s *Store) Schema() string { return s.schema }
 // MaxPageSize returns the largest page a query may ask for.
 func (s *Store) MaxPageSize() int { return s.opts.MaxPageSize }
 
+// MaxConns returns the size of the Store's connection pool. Callers that hold a connection for
+// long, such as exports to slow clients, size their own limits from it.
+func (s *Store) MaxConns() int { return int(s.pool.Config().MaxConns) }
+
 // Close ends every live stream and stops background work started by the Store (the stream
 // listener, retention loops), waiting for them to finish. It does not close the pool.
 func (s *Store) Close() {

@@ -1,0 +1,226 @@
+package ginaudit_test
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/core/store"
+	"github.com/auditkit/auditkit/ginaudit"
+)
+
+// apiInsertFat inserts n records of about 8 KiB each for tenant in one statement, so that an
+// export or a stream of them is far larger than the socket buffers between server and client.
+func apiInsertFat(e *apiEnv, tenant string, n int) {
+	e.t.Helper()
+	// The padding is in a column the full-text index does not cover, so that inserting is quick.
+	_, err := e.db.Pool.Exec(context.Background(), `INSERT INTO audit_logs (id, occurred_at, kind, action, tenant_id, after)
+		SELECT gen_random_uuid(), now() - g * interval '1 microsecond', 'custom', 'fat.row', $1,
+			jsonb_build_object('pad', repeat(md5(g::text), 256))
+		FROM generate_series(1, $2) g`, tenant, n)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// apiStalledClient sends a GET with token over a raw connection and never reads the answer.
+func apiStalledClient(e *apiEnv, path, token string, headers ...string) net.Conn {
+	e.t.Helper()
+	u, err := url.Parse(e.srv.URL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	conn, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	// A small receive buffer, without the kernel's autotuning (which grows it to 32 MiB on
+	// Linux), so that what the server can push before its writes block is a few MiB at most.
+	if err := conn.(*net.TCPConn).SetReadBuffer(64 << 10); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { conn.Close() })
+	req := "GET /api/v1" + path + " HTTP/1.1\r\nHost: " + u.Host + "\r\nAuthorization: Bearer " + token + "\r\n"
+	for i := 0; i+1 < len(headers); i += 2 {
+		req += headers[i] + ": " + headers[i+1] + "\r\n"
+	}
+	if _, err := io.WriteString(conn, req+"\r\n"); err != nil {
+		e.t.Fatal(err)
+	}
+	return conn
+}
+
+// poll calls f until it reports true, failing after 20s.
+func poll(t *testing.T, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 20s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// An export whose client stops reading is cut off after WriteTimeout: its database connection
+// and its export slot are released, and the next export runs. While it holds its slot, more
+// exports are refused with JSON errors: 429 for the tenant, 503 once the global cap is reached.
+func TestAPIExportSlowReader(t *testing.T) {
+	e := apiNewEnv(t, func(o *ginaudit.APIOptions) {
+		o.WriteTimeout = time.Second
+		o.MaxExports = 1
+		o.MaxExportsTotal = 1
+	})
+	apiInsertFat(e, "acme", 2000) // about 16 MiB of NDJSON
+	acme := apiToken(t, "u", core.ActorTenantUser, "acme")
+	globex := apiToken(t, "g", core.ActorTenantUser, "globex")
+
+	started := time.Now()
+	stalled := apiStalledClient(e, "/logs/export?format=ndjson", acme)
+	// A cheap export (nothing matches) still needs a slot.
+	const probe = "/logs/export?format=csv&action=nothing.matches"
+	poll(t, "the stalled export holds its slot", func() bool {
+		r := e.do(http.MethodGet, probe, acme, nil)
+		if r.status == http.StatusTooManyRequests {
+			if r.errCode() != "too_many_exports" || r.header.Get("Retry-After") == "" || !strings.HasPrefix(r.header.Get("Content-Type"), "application/json") {
+				t.Fatalf("refused export: %v %s", r.header, r.body)
+			}
+			return true
+		}
+		return false
+	})
+	if r := e.do(http.MethodGet, probe, globex, nil); r.status != http.StatusServiceUnavailable || r.errCode() != "exports_busy" {
+		t.Fatalf("an export over the global cap: %d %s", r.status, r.body)
+	}
+
+	poll(t, "an export after the stalled one was cut off", func() bool {
+		return e.do(http.MethodGet, probe, acme, nil).status == http.StatusOK
+	})
+	if waited := time.Since(started); waited < time.Second {
+		t.Fatalf("the stalled export was released after %v, before its write deadline", waited)
+	}
+	if r := e.do(http.MethodGet, probe, globex, nil); r.status != http.StatusOK {
+		t.Fatalf("another tenant's export after the release: %d %s", r.status, r.body)
+	}
+	poll(t, "the export's database connection is released", func() bool {
+		return e.db.Pool.Stat().AcquiredConns() == 0
+	})
+	// The server closed the stalled connection, truncated: what is left to read ends, short of
+	// the whole export.
+	if err := stalled.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, stalled)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the stalled connection was left open (%d bytes read)", n)
+	}
+	if n >= 12<<20 {
+		t.Fatalf("the stalled client could still read %d bytes", n)
+	}
+	e.flush()
+	if c := e.count("action = 'auditlog.export' AND metadata->>'complete' = 'false' AND tenant_id = 'acme'"); c != 1 {
+		t.Fatalf("%d incomplete exports recorded", c)
+	}
+	// A complete export still works end to end with the deadline in place.
+	res, err := apiClient.Do(apiReq(t, e.base+"/logs/export?format=ndjson", acme))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := apiReadAll(t, res)
+	if res.StatusCode != 200 || res.Trailer.Get("X-Export-Status") != "complete" || strings.Count(string(body), "\n") < 2000 {
+		t.Fatalf("full export: %d %v, %d bytes", res.StatusCode, res.Trailer, len(body))
+	}
+}
+
+// An SSE client that stops reading is cut off after WriteTimeout, which frees its MaxStreams
+// slot.
+func TestAPIStreamSlowReader(t *testing.T) {
+	e := apiNewEnvWith(t, func(o *store.Options) { o.StreamBuffer = 20000 }, func(o *ginaudit.APIOptions) {
+		o.WriteTimeout = time.Second
+		o.MaxStreams = 1
+	})
+	acme := apiToken(t, "u", core.ActorTenantUser, "acme")
+	stalled := apiStalledClient(e, "/logs/stream", acme, "Accept", "text/event-stream")
+	// Wait for the stream to be open: the answer's first line.
+	if err := stalled.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReaderSize(stalled, 16).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("stream: %q %v", line, err)
+	}
+	if r := e.doStream("/logs/stream", acme); r.status != http.StatusTooManyRequests {
+		t.Fatalf("a second stream while the first is open: %d %s", r.status, r.body)
+	}
+	apiInsertFat(e, "acme", 2000) // about 16 MiB of events, which the client never reads
+	poll(t, "a new stream after the stalled one was cut off", func() bool {
+		return e.doStream("/logs/stream", acme).status == http.StatusOK
+	})
+}
+
+// A platform administrator's work across every tenant is recorded without a tenant, even behind
+// Middleware and with a token that names a tenant: that tenant's users must not read the
+// administrator's cross-tenant filters, in the API's records or in the request's own record.
+func TestAPIAllTenantsUseCarriesNoTenant(t *testing.T) {
+	e := apiNewEnv(t, nil)
+	v := apiVerifier(t)
+	r := gin.New()
+	api := r.Group("/api/v1")
+	api.Use(ginaudit.Middleware(ginaudit.Options{Writer: e.w, Verifier: v}))
+	if err := ginaudit.MountAPI(api, e.st, ginaudit.APIOptions{Verifier: v, Writer: e.w, RateLimit: -1}); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	apiSeed(e, "acme", 3)
+	admin := apiToken(t, "root", core.ActorPlatformAdmin, "acme")
+	user := apiToken(t, "u", core.ActorTenantUser, "acme")
+	get := func(path, token string) *http.Response {
+		t.Helper()
+		res, err := apiClient.Do(apiReq(t, srv.URL+"/api/v1"+path, token))
+		if err != nil {
+			t.Fatal(err)
+		}
+		apiReadAll(t, res)
+		if res.StatusCode != 200 {
+			t.Fatalf("%s: %d", path, res.StatusCode)
+		}
+		return res
+	}
+	for _, p := range []string{"/logs?q=crossmark", "/logs/export?format=csv&q=crossmark", "/logs/stats?q=crossmark"} {
+		get(p, admin)
+	}
+	get("/logs?tenant_id=acme&action=namedmark", admin) // naming the tenant: recorded in it
+	e.flush()
+	for _, action := range []string{"auditlog.search", "auditlog.export", "auditlog.stats"} {
+		if n := e.count("action = $1 AND tenant_id IS NULL AND metadata->>'scope' = 'all_tenants' AND metadata->'filters'->>'q' = 'crossmark'", action); n != 1 {
+			t.Errorf("%s across tenants: %d tenantless records", action, n)
+		}
+	}
+	if n := e.count("tenant_id IS NOT NULL AND (metadata::text LIKE '%crossmark%' OR query::text LIKE '%crossmark%')"); n != 0 {
+		t.Errorf("%d records of the cross-tenant requests carry a tenant", n)
+	}
+	if n := e.count("tenant_id = 'acme' AND action = 'auditlog.search' AND metadata->'filters'->>'action' = 'namedmark'"); n != 1 {
+		t.Errorf("the search of a named tenant is recorded in it %d times", n)
+	}
+	// The tenant's users see none of it.
+	res, err := apiClient.Do(apiReq(t, srv.URL+"/api/v1/logs?limit=200", user))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := apiReadAll(t, res); strings.Contains(string(body), "crossmark") {
+		t.Fatalf("a tenant user reads the administrator's cross-tenant filters: %s", body)
+	}
+}

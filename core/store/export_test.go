@@ -156,8 +156,9 @@ func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("gone") }
 
 func TestStats(t *testing.T) {
 	e := newEnv(t, store.Options{})
-	now := time.Now().UTC()
-	day := now.Truncate(24 * time.Hour)
+	// day is yesterday's midnight, so that every record below (the latest at day+1min) is in
+	// the past whatever the time of day: the default range ends now.
+	day := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -1)
 	var recs []*core.Record
 	add := func(n int, at time.Time, action string, sev core.Severity, actor string, tenant string) {
 		for range n {

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -61,14 +63,8 @@ func TestMigrateFreshThenRepeated(t *testing.T) {
 	if !tableExists(t, db.Pool, db.Schema, "audit_logs") {
 		t.Fatal("audit_logs missing after migrate")
 	}
-	var indexes int
-	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND tablename = 'audit_logs'`,
-		db.Schema).Scan(&indexes); err != nil {
-		t.Fatal(err)
-	}
-	if indexes < 5 {
-		t.Errorf("audit_logs has %d indexes, want the primary key and 4 read indexes", indexes)
-	}
+	checkDesignIndexes(t, db.Pool, db.Schema)
+	checkEnumTypes(t, db.Pool, db.Schema)
 
 	res, err = schema.Migrate(ctx, db.Pool, schema.WithSchema(db.Schema))
 	if err != nil {
@@ -83,6 +79,57 @@ func TestMigrateFreshThenRepeated(t *testing.T) {
 	}
 	if rows != len(all) {
 		t.Fatalf("version table has %d rows, want %d", rows, len(all))
+	}
+}
+
+// checkDesignIndexes checks that audit_logs has the read indexes of DESIGN.md, by definition.
+func checkDesignIndexes(t *testing.T, pool *pgxpool.Pool, schemaName string) {
+	t.Helper()
+	rows, err := pool.Query(context.Background(),
+		`SELECT indexdef FROM pg_indexes WHERE schemaname = $1 AND tablename = 'audit_logs'`, schemaName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"USING btree (id, occurred_at)", // the primary key
+		"USING btree (tenant_id, occurred_at DESC, id DESC)",
+		"USING btree (tenant_id, resource_type, resource_id, occurred_at DESC)",
+		"USING btree (tenant_id, actor_id, occurred_at DESC)",
+		"USING btree (request_id)",
+	} {
+		found := false
+		for _, d := range defs {
+			found = found || strings.HasSuffix(d, want) || strings.Contains(d, want+" WHERE ")
+		}
+		if !found {
+			t.Errorf("no audit_logs index %s; the indexes are:\n%s", want, strings.Join(defs, "\n"))
+		}
+	}
+}
+
+// checkEnumTypes checks the enum types of DESIGN.md and their labels, in order.
+func checkEnumTypes(t *testing.T, pool *pgxpool.Pool, schemaName string) {
+	t.Helper()
+	want := map[string][]string{
+		"audit_kind":       {"http", "insert", "update", "delete", "custom"},
+		"audit_severity":   {"info", "warning", "error", "critical"},
+		"audit_actor_type": {"platform_admin", "tenant_user", "service", "system", "anonymous"},
+	}
+	for name, labels := range want {
+		var got []string
+		err := pool.QueryRow(context.Background(), `SELECT array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
+			FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid JOIN pg_namespace n ON n.oid = t.typnamespace
+			WHERE n.nspname = $1 AND t.typname = $2`, schemaName, name).Scan(&got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, labels) {
+			t.Errorf("enum %s has labels %v, want %v", name, got, labels)
+		}
 	}
 }
 
@@ -126,6 +173,8 @@ func TestMigrateConcurrentIntoMissingSchema(t *testing.T) {
 	if !tableExists(t, holder.Pool, target, "audit_logs") {
 		t.Fatal("audit_logs missing")
 	}
+	checkDesignIndexes(t, holder.Pool, target)
+	checkEnumTypes(t, holder.Pool, target)
 }
 
 func TestMigrateRefusesEditedMigration(t *testing.T) {

@@ -123,6 +123,12 @@ func (c *capture) create(ctx context.Context, next ent.Mutator) (ent.Value, []*c
 		}
 	}
 	if len(after.images) == 0 {
+		if c.h.schema.Upsert(c.m) {
+			// The conflict clause left the row alone (DO NOTHING): nothing changed. ent's
+			// CreateBulk gives such a create no id, or the id of a row after it, whose own
+			// create then finds no row.
+			return v, nil, nil
+		}
 		return v, nil, fmt.Errorf("entaudit: the created %s %v is not in %s", c.t.Name, id, c.t.Table)
 	}
 	if err := c.readTargets(ctx); err != nil {

@@ -62,6 +62,7 @@
 //     upsert updated is gone once the INSERT ran. The hook recognises such a row (the generated
 //     code tells it the create had a conflict clause; PostgreSQL's xmax tells it the row was
 //     updated) and records an update with metadata upsert and before_unknown, severity warning.
+//     A row that DO NOTHING left alone gets no record.
 //
 // # Transactions
 //

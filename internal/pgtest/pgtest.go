@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/auditkit/auditkit/schema"
@@ -99,7 +101,7 @@ func Create(ctx context.Context, prefix string, migrate bool) (*DB, error) {
 	base := URL()
 	admin, err := pgx.Connect(ctx, base)
 	if err != nil {
-		return nil, fmt.Errorf("pgtest: PostgreSQL is not reachable at %s: %v; %s", redactURL(base), err, Hint)
+		return nil, connectError(base, err)
 	}
 	defer admin.Close(context.WithoutCancel(ctx))
 	if _, err := admin.Exec(ctx, `CREATE SCHEMA `+pgx.Identifier{name}.Sanitize()); err != nil {
@@ -149,6 +151,25 @@ func WithSearchPath(databaseURL, schema string) (string, error) {
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	return u.String(), nil
+}
+
+// connectError explains a failed connection to the test database: a server that answers but
+// has no such database needs the database created, not a server started.
+func connectError(base string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "3D000" { // invalid_catalog_name
+		cmd := "createdb"
+		if cfg, perr := pgx.ParseConfig(base); perr == nil {
+			port := ""
+			if cfg.Port != 5432 {
+				port = fmt.Sprintf(" -p %d", cfg.Port)
+			}
+			cmd = fmt.Sprintf("createdb -h %s%s -U %s %s", cfg.Host, port, cfg.User, cfg.Database)
+		}
+		return fmt.Errorf("pgtest: PostgreSQL answers at %s but the database does not exist: %v; create it with: %s (or point %s at another database)",
+			redactURL(base), err, cmd, EnvURL)
+	}
+	return fmt.Errorf("pgtest: PostgreSQL is not reachable at %s: %v; %s", redactURL(base), err, Hint)
 }
 
 func redactURL(s string) string {

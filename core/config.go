@@ -49,7 +49,7 @@ const (
 const (
 	maxBodySizeLimit = 10 << 20 // 10 MiB: a body is held in memory per request and stored in a jsonb column
 	maxBatchSize     = 100000
-	maxQueueSize     = 10000000 // a queue is allocated up front; a typo must not allocate gigabytes
+	maxQueueSize     = 10000000 // a typo must not let gigabytes of records queue up while the database is down
 	minFlushInterval = time.Millisecond
 	maxJWTLeeway     = 5 * time.Minute
 	minHMACSecret    = 32 // bytes, the output size of SHA-256 (RFC 7518 section 3.2)
@@ -153,7 +153,10 @@ type Config struct {
 
 	// QueueSize is how many records the writer buffers; records offered while it is full are
 	// refused and counted, never waited for. Zero means 10000, or BatchSize if that is larger. It
-	// must hold at least one batch; at most 10000000. Environment: AUDIT_QUEUE_SIZE.
+	// must hold at least one batch; at most 10000000. With one batch per worker being written and
+	// one waiting for a worker, a writer holds at most QueueSize + (WriterOptions.Workers+1)×BatchSize
+	// records in memory however long the database is down: QueueSize + 3×BatchSize with the two
+	// workers of Open. Environment: AUDIT_QUEUE_SIZE.
 	QueueSize int
 
 	// Logger receives the library's warnings. Nil means slog.Default(). Not read from the environment.

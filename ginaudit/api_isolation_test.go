@@ -21,7 +21,7 @@ import (
 const (
 	apiTenantA  = "tenant-a-xq"
 	apiTenantB  = "tenant-b-zr"
-	apiDeepMark = "DEEPSECRETOFA" // only in tenant A's records; never sent by tenant B
+	apiDeepMark = "DEEPSECRETOFA" // only in tenant A's records; sent by tenant B only in the final probe
 )
 
 // apiTwin returns a record whose every field matches the isolation filters; tenant A's twin
@@ -240,6 +240,47 @@ func TestAPITenantIsolation(t *testing.T) {
 		}
 		if f := leaks(msg); f != "" {
 			t.Fatalf("WebSocket stream showed %q of tenant A: %s", f, msg)
+		}
+	}
+
+	// Last, B searches for a word that only A's records hold. B's own records of these searches
+	// then hold the word in their filters (and may match the next probe), so what must not show
+	// is A: its tenant id, its record ids, its action.
+	ofA := append([]string{apiTenantA, "secret.op"}, forbidden[2:]...)
+	probe := func(what string, r apiResp) {
+		t.Helper()
+		if r.status != 200 {
+			t.Errorf("%s: %d %s", what, r.status, r.body)
+		}
+		for _, f := range ofA {
+			if bytes.Contains(r.body, []byte(f)) {
+				t.Errorf("%s: the response shows %q of tenant A: %s", what, f, r.body)
+			}
+		}
+	}
+	q := "q=" + apiDeepMark
+	var ownA apiPage
+	e.do(http.MethodGet, "/logs?"+q, tokA, nil).decode(t, &ownA)
+	if len(ownA.Logs) == 0 {
+		t.Fatalf("tenant A's own search for %s finds nothing: the probe would prove nothing", apiDeepMark)
+	}
+	r = e.do(http.MethodGet, "/logs?"+q, tokB, nil)
+	probe("GET /logs?"+q, r)
+	var found apiPage
+	r.decode(t, &found)
+	if len(found.Logs) != 0 {
+		t.Errorf("GET /logs?%s found %d records for tenant B", q, len(found.Logs))
+	}
+	for _, format := range []string{"csv", "ndjson"} {
+		probe("export?"+q, e.do(http.MethodGet, "/logs/export?format="+format+"&"+q, tokB, nil))
+	}
+	r = e.do(http.MethodGet, "/logs/stats?"+q, tokB, nil)
+	probe("stats?"+q, r)
+	var st store.Stats
+	r.decode(t, &st)
+	for _, c := range st.ByAction {
+		if !strings.HasPrefix(c.Value, "auditlog.") {
+			t.Errorf("stats?%s counts %q", q, c.Value)
 		}
 	}
 }

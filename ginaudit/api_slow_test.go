@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -222,5 +223,105 @@ func TestAPIAllTenantsUseCarriesNoTenant(t *testing.T) {
 	}
 	if body := apiReadAll(t, res); strings.Contains(string(body), "crossmark") {
 		t.Fatalf("a tenant user reads the administrator's cross-tenant filters: %s", body)
+	}
+}
+
+// An Idempotency-Key is remembered for the store's IdempotencyWindow only: within it a retry is
+// replayed and writes nothing; after it the same key (with the same or another body) writes anew.
+func TestAPIIdempotencyKeyExpires(t *testing.T) {
+	e := apiNewEnvWith(t, func(o *store.Options) { o.IdempotencyWindow = time.Second }, nil)
+	e.registerTenants("acme")
+	svc := apiToken(t, "svc", core.ActorService, "acme")
+	body := []byte(`{"logs":[{"action":"idem.a"},{"action":"idem.b"}]}`)
+	type result struct {
+		IDs []string `json:"ids"`
+	}
+	var first, again result
+	r := e.do(http.MethodPost, "/logs/bulk", svc, body, "Idempotency-Key", "expiring-key")
+	if r.status != 201 || r.header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("first: %d %v %s", r.status, r.header, r.body)
+	}
+	r.decode(t, &first)
+	r = e.do(http.MethodPost, "/logs/bulk", svc, body, "Idempotency-Key", "expiring-key")
+	r.decode(t, &again)
+	if r.status != 201 || r.header.Get("Idempotent-Replayed") != "true" || again.IDs[0] != first.IDs[0] {
+		t.Fatalf("retry within the window: %d %v %s", r.status, r.header, r.body)
+	}
+	poll(t, "the key expires", func() bool {
+		r = e.do(http.MethodPost, "/logs/bulk", svc, body, "Idempotency-Key", "expiring-key")
+		if r.status != 201 {
+			t.Fatalf("retry: %d %s", r.status, r.body)
+		}
+		return r.header.Get("Idempotent-Replayed") == ""
+	})
+	r.decode(t, &again)
+	if again.IDs[0] == first.IDs[0] {
+		t.Fatal("the expired key replayed the first response")
+	}
+	if n := e.count("action IN ('idem.a', 'idem.b')"); n != 4 {
+		t.Fatalf("%d records written, want 2 by the first request and 2 after the key expired", n)
+	}
+	// Within the window another body is refused; once the key expires, it is accepted.
+	poll(t, "the key expires for another body", func() bool {
+		r := e.do(http.MethodPost, "/logs/bulk", svc, []byte(`{"logs":[{"action":"idem.c"}]}`), "Idempotency-Key", "expiring-key")
+		switch {
+		case r.status == http.StatusUnprocessableEntity && r.errCode() == "idempotency_key_reused":
+			return false
+		case r.status != 201:
+			t.Fatalf("another body: %d %s", r.status, r.body)
+		}
+		return true
+	})
+	if n := e.count("action = 'idem.c'"); n != 1 {
+		t.Fatalf("another body after expiry wrote %d records", n)
+	}
+}
+
+// A bulk request of several INSERT chunks (500 records each) that the database refuses in its
+// second chunk writes nothing: not the first chunk, not the Idempotency-Key.
+func TestAPIBulkRefusedByTheDatabaseWritesNothing(t *testing.T) {
+	e := apiNewEnv(t, nil)
+	e.registerTenants("acme")
+	svc := apiToken(t, "svc", core.ActorService, "acme")
+	// A rule only the database enforces: the API's validation accepts the record.
+	if _, err := e.db.Pool.Exec(context.Background(), `ALTER TABLE audit_logs ADD CONSTRAINT no_poison CHECK (action <> 'poison.pill')`); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	b.WriteString(`{"logs":[`)
+	for i := range 800 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		action := "bulk.ok"
+		if i == 700 {
+			action = "poison.pill"
+		}
+		b.WriteString(`{"action":"` + action + `","resource_id":"` + strconv.Itoa(i) + `"}`)
+	}
+	b.WriteString(`]}`)
+	body := []byte(b.String())
+	before := e.count("TRUE")
+	r := e.do(http.MethodPost, "/logs/bulk", svc, body, "Idempotency-Key", "bulk-800")
+	if r.status != http.StatusInternalServerError || r.errCode() != "internal" {
+		t.Fatalf("bulk refused by the database: %d %s", r.status, r.body)
+	}
+	if n := e.count("TRUE"); n != before {
+		t.Fatalf("a refused bulk request left %d rows", n-before)
+	}
+	var keys int
+	if err := e.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM audit_idempotency_keys`).Scan(&keys); err != nil {
+		t.Fatal(err)
+	}
+	if keys != 0 {
+		t.Fatalf("the refused request kept its Idempotency-Key (%d keys)", keys)
+	}
+	// Once the database accepts it, the same request with the same key writes every record.
+	if _, err := e.db.Pool.Exec(context.Background(), `ALTER TABLE audit_logs DROP CONSTRAINT no_poison`); err != nil {
+		t.Fatal(err)
+	}
+	r = e.do(http.MethodPost, "/logs/bulk", svc, body, "Idempotency-Key", "bulk-800")
+	if r.status != 201 || r.header.Get("Idempotent-Replayed") != "" || e.count("tenant_id = 'acme'") != 800 {
+		t.Fatalf("the retry: %d %s", r.status, apiTruncateTest(string(r.body)))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -125,6 +126,11 @@ const apiExportsAll = "*"
 // description (GET /openapi.yaml, relative to the group), which is the reference for parameters,
 // bodies and errors. Every refusal is a JSON error {"error": {"code", "message", ...}}.
 //
+// Paths and methods outside the API are the router's: Gin answers them in plain text unless
+// the engine has its own NoRoute and NoMethod handlers (with HandleMethodNotAllowed), as
+// examples/auditlog-service sets. MountAPI cannot set them for the group alone, since they
+// belong to the whole engine, nor add a catch-all route beside the API's.
+//
 //	st, _ := store.New(pool, store.Options{Schema: cfg.Schema, CursorKey: key})
 //	v, _ := ginaudit.NewVerifier(ctx, cfg.JWT, cfg.ActorTypeAliases)
 //	err := ginaudit.MountAPI(r.Group("/api/v1"), st, ginaudit.APIOptions{Verifier: v, Writer: w})
@@ -143,6 +149,8 @@ func MountAPI(group *gin.RouterGroup, st *store.Store, opts APIOptions) error {
 		return errors.New("ginaudit: APIOptions.Writer is required: the API records its own use")
 	case opts.RateLimit > 0 && math.IsInf(opts.RateLimit, 0), math.IsNaN(opts.RateLimit):
 		return errors.New("ginaudit: APIOptions.RateLimit must be a finite number")
+	case slices.ContainsFunc(opts.WebSocketOrigins, func(p string) bool { _, err := path.Match(p, ""); return err != nil }):
+		return errors.New("ginaudit: APIOptions.WebSocketOrigins holds a malformed pattern (path.Match syntax)")
 	case opts.RateBurst < 0, opts.MaxBulkRecords < 0, opts.MaxBodyBytes < 0, opts.MinCleanupAge < 0,
 		opts.MaxStreams < 0, opts.StreamHeartbeat < 0, opts.MaxExports < 0, opts.MaxExportsTotal < 0:
 		return errors.New("ginaudit: APIOptions limits must not be negative")

@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"path"
 	"strings"
 	"time"
 
@@ -45,6 +48,14 @@ func (a *apiServer) stream(c *gin.Context) {
 	if !ws && !apiAcceptsEventStream(c.Request) {
 		apiFail(c, http.StatusNotAcceptable, "not_acceptable", "the stream is text/event-stream (Accept: text/event-stream) or a WebSocket (Upgrade: websocket)")
 		return
+	}
+	// The origin is checked here, as websocket.Accept would, so that a refusal is a JSON error
+	// like every other (Accept answers in plain text) and costs no stream slot.
+	if ws {
+		if err := apiCheckOrigin(c.Request, a.opts.WebSocketOrigins); err != nil {
+			apiFail(c, http.StatusForbidden, "origin_forbidden", err.Error())
+			return
+		}
 	}
 	key := p.limitKey()
 	if !a.streams.acquire(key, a.opts.MaxStreams) {
@@ -89,6 +100,33 @@ func apiWantsWebSocket(r *http.Request) bool {
 		}
 	}
 	return false
+}
+
+// apiCheckOrigin allows requests without an Origin (non-browser clients), from the same host,
+// or from a host (or scheme://host) matching one of patterns, with the rules of
+// github.com/coder/websocket's AcceptOptions.OriginPatterns.
+func apiCheckOrigin(r *http.Request, patterns []string) error {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return nil
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("the Origin %q is not a URL with a host", apiTruncate(origin, 200))
+	}
+	if strings.EqualFold(r.Host, u.Host) {
+		return nil
+	}
+	for _, pat := range patterns {
+		target := u.Host
+		if strings.Contains(pat, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		if ok, _ := path.Match(strings.ToLower(pat), strings.ToLower(target)); ok {
+			return nil
+		}
+	}
+	return fmt.Errorf("pages from %q may not open this WebSocket; the service allows its own origin and those it is configured with", apiTruncate(u.Host, 200))
 }
 
 func apiAcceptsEventStream(r *http.Request) bool {

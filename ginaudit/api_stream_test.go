@@ -163,4 +163,22 @@ func TestAPIStreamLimitsAndOrigins(t *testing.T) {
 			t.Fatalf("untrusted origin: %v", err)
 		}
 	}
+	// The refusal is a JSON error, and comes before the stream limit: it costs no slot.
+	held := e.openSSE(user, nil)
+	defer held.close()
+	for _, c := range []struct {
+		origin string
+		status int
+		code   string
+	}{
+		{"https://evil.example", 403, "origin_forbidden"},
+		{"not a url", 403, "origin_forbidden"},
+		{"https://TRUSTED.example", 429, "too_many_streams"},
+	} {
+		r := e.do(http.MethodGet, "/logs/stream?access_token="+user, "", nil, "Connection", "Upgrade", "Upgrade", "websocket",
+			"Sec-WebSocket-Version", "13", "Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==", "Origin", c.origin)
+		if r.status != c.status || r.errCode() != c.code || !strings.HasPrefix(r.header.Get("Content-Type"), "application/json") {
+			t.Errorf("WebSocket from %s: %d %v %s", c.origin, r.status, r.header, r.body)
+		}
+	}
 }

@@ -539,6 +539,7 @@ func TestAPIOptionsValidation(t *testing.T) {
 		{"negative burst", group(), e.st, ginaudit.APIOptions{Verifier: v, Writer: e.w, RateBurst: -1}, "negative"},
 		{"negative exports", group(), e.st, ginaudit.APIOptions{Verifier: v, Writer: e.w, MaxExports: -1}, "negative"},
 		{"negative total exports", group(), e.st, ginaudit.APIOptions{Verifier: v, Writer: e.w, MaxExportsTotal: -1}, "negative"},
+		{"bad origin pattern", group(), e.st, ginaudit.APIOptions{Verifier: v, Writer: e.w, WebSocketOrigins: []string{"ok.example", "[bad"}}, "WebSocketOrigins"},
 	} {
 		err := ginaudit.MountAPI(c.group, c.st, c.opts)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -29,6 +29,9 @@ const (
 	envMinCleanupAge     = "AUDITLOG_MIN_CLEANUP_AGE"    // default 24h
 	envMaxStreams        = "AUDITLOG_MAX_STREAMS"        // per tenant, default 10
 	envWebSocketOrigins  = "AUDITLOG_WEBSOCKET_ORIGINS"  // comma list of host patterns
+	envWriteTimeout      = "AUDITLOG_WRITE_TIMEOUT"      // per export chunk or event, default 30s
+	envMaxExports        = "AUDITLOG_MAX_EXPORTS"        // per tenant, default 2
+	envMaxExportsTotal   = "AUDITLOG_MAX_EXPORTS_TOTAL"  // across tenants, default half the pool
 	envAuditRequests     = "AUDITLOG_AUDIT_REQUESTS"     // record every API request (ginaudit.Middleware), default true
 	envShutdownTimeout   = "AUDITLOG_SHUTDOWN_TIMEOUT"   // default 30s
 	servicePrefix        = "AUDITLOG_"
@@ -37,7 +40,7 @@ const (
 var serviceVars = []string{
 	envListenAddr, envBasePath, envCursorKey, envRateLimit, envRateBurst, envMaxPageSize, envMaxBulkRecords,
 	envMaxBodyBytes, envIdempotencyWindow, envRetention, envRetentionInterval, envMinCleanupAge, envMaxStreams,
-	envWebSocketOrigins, envAuditRequests, envShutdownTimeout,
+	envWebSocketOrigins, envAuditRequests, envShutdownTimeout, envWriteTimeout, envMaxExports, envMaxExportsTotal,
 }
 
 // config is everything the service reads from its environment.
@@ -58,6 +61,9 @@ type config struct {
 	MinCleanupAge     time.Duration
 	MaxStreams        int
 	WebSocketOrigins  []string
+	WriteTimeout      time.Duration
+	MaxExports        int
+	MaxExportsTotal   int
 	AuditRequests     bool
 	ShutdownTimeout   time.Duration
 }
@@ -144,6 +150,9 @@ func loadConfig(environ []string, logger *slog.Logger) (config, error) {
 	positiveInt(envMaxPageSize, &cfg.MaxPageSize)
 	positiveInt(envMaxBulkRecords, &cfg.MaxBulkRecords)
 	positiveInt(envMaxStreams, &cfg.MaxStreams)
+	positiveInt(envMaxExports, &cfg.MaxExports)
+	positiveInt(envMaxExportsTotal, &cfg.MaxExportsTotal)
+	duration(envWriteTimeout, &cfg.WriteTimeout)
 	var body int
 	positiveInt(envMaxBodyBytes, &body)
 	cfg.MaxBodyBytes = int64(body)

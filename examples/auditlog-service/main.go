@@ -25,6 +25,10 @@
 //	AUDITLOG_MIN_CLEANUP_AGE     DELETE /logs/cleanup never deletes younger records (default 24h)
 //	AUDITLOG_MAX_STREAMS         live streams open at once per tenant (default 10)
 //	AUDITLOG_WEBSOCKET_ORIGINS   other origins (host patterns) allowed to open WebSocket streams
+//	AUDITLOG_WRITE_TIMEOUT       how long one export chunk or stream event may wait for a client
+//	                             that stops reading before it is cut off (default 30s)
+//	AUDITLOG_MAX_EXPORTS         exports running at once per tenant (default 2)
+//	AUDITLOG_MAX_EXPORTS_TOTAL   exports running at once in all (default half the connection pool)
 //	AUDITLOG_AUDIT_REQUESTS      record every API request as an http record (default true)
 //	AUDITLOG_SHUTDOWN_TIMEOUT    how long a shutdown waits for requests and the writer (default 30s)
 //
@@ -156,7 +160,8 @@ func run(ctx context.Context, environ []string, logger *slog.Logger, ready func(
 	err = ginaudit.MountAPI(api, st, ginaudit.APIOptions{
 		Verifier: verifier, Writer: w, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxBulkRecords: cfg.MaxBulkRecords, MaxBodyBytes: cfg.MaxBodyBytes, MinCleanupAge: cfg.MinCleanupAge,
-		MaxStreams: cfg.MaxStreams, WebSocketOrigins: cfg.WebSocketOrigins, Logger: logger,
+		MaxStreams: cfg.MaxStreams, WebSocketOrigins: cfg.WebSocketOrigins, WriteTimeout: cfg.WriteTimeout,
+		MaxExports: cfg.MaxExports, MaxExportsTotal: cfg.MaxExportsTotal, Logger: logger,
 	})
 	if err != nil {
 		return err

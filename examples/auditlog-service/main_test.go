@@ -306,9 +306,11 @@ func TestServiceConfiguration(t *testing.T) {
 	var logs bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	_, err := loadConfig([]string{"AUDITLOG_RATE_LIMIT=fast", "AUDITLOG_MAX_PAGE_SIZE=-3", "AUDITLOG_RETENTION=forever",
-		"AUDITLOG_CURSOR_KEY=short", "AUDITLOG_LISTEN_ADRR=:1", "AUDITLOG_BASE_PATH=api"}, logger)
+		"AUDITLOG_CURSOR_KEY=short", "AUDITLOG_LISTEN_ADRR=:1", "AUDITLOG_BASE_PATH=api", "AUDITLOG_WRITE_TIMEOUT=never",
+		"AUDITLOG_MAX_EXPORTS=0", "AUDITLOG_MAX_EXPORTS_TOTAL=many"}, logger)
 	for _, want := range []string{"AUDITLOG_RATE_LIMIT", "AUDITLOG_MAX_PAGE_SIZE", "AUDITLOG_RETENTION", "AUDITLOG_CURSOR_KEY",
-		"AUDITLOG_BASE_PATH", "AUDIT_DATABASE_URL", "AUDIT_JWT_SECRET"} {
+		"AUDITLOG_BASE_PATH", "AUDIT_DATABASE_URL", "AUDIT_JWT_SECRET", "AUDITLOG_WRITE_TIMEOUT", "AUDITLOG_MAX_EXPORTS:",
+		"AUDITLOG_MAX_EXPORTS_TOTAL"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("the error does not name %s: %v", want, err)
 		}
@@ -317,8 +319,10 @@ func TestServiceConfiguration(t *testing.T) {
 		t.Errorf("no warning for a misspelt variable: %s", logs.String())
 	}
 	cfg, err := loadConfig([]string{"AUDIT_DATABASE_URL=postgres://x@127.0.0.1/db", "AUDIT_JWT_SECRET=" + e2eSecret,
-		"AUDITLOG_RATE_LIMIT=off", "AUDITLOG_RETENTION=90d", "AUDITLOG_WEBSOCKET_ORIGINS=a.example, b.example"}, logger)
-	if err != nil || cfg.RateLimit >= 0 || cfg.Retention != 90*24*time.Hour || len(cfg.WebSocketOrigins) != 2 || cfg.ListenAddr != ":8080" {
+		"AUDITLOG_RATE_LIMIT=off", "AUDITLOG_RETENTION=90d", "AUDITLOG_WEBSOCKET_ORIGINS=a.example, b.example",
+		"AUDITLOG_WRITE_TIMEOUT=45s", "AUDITLOG_MAX_EXPORTS=3", "AUDITLOG_MAX_EXPORTS_TOTAL=5"}, logger)
+	if err != nil || cfg.RateLimit >= 0 || cfg.Retention != 90*24*time.Hour || len(cfg.WebSocketOrigins) != 2 || cfg.ListenAddr != ":8080" ||
+		cfg.WriteTimeout != 45*time.Second || cfg.MaxExports != 3 || cfg.MaxExportsTotal != 5 {
 		t.Fatalf("config: %v %+v", err, cfg)
 	}
 	if err := run(context.Background(), []string{"AUDIT_JWT_SECRET=" + e2eSecret}, logger, nil); err == nil || !strings.Contains(err.Error(), "AUDIT_DATABASE_URL") {

@@ -378,14 +378,21 @@ func (c *capture) lockTargets(ctx context.Context, deleting bool) error {
 			return err
 		}
 	}
-	if !deleting {
-		return nil
-	}
 	for _, e := range c.t.referring {
 		if e.target.Skip {
 			continue // no record to make, nothing to lock for one
 		}
-		if err := c.lockTarget(ctx, e, nil, true, true); err != nil {
+		var ch *edgeChange
+		if e.target == c.t {
+			// A same-type one-to-one edge that only this side declares is bidirectional: ent
+			// sets and clears the key of the row at the other end as well.
+			if ch = c.edges[e.Name]; ch == nil && !deleting {
+				continue
+			}
+		} else if !deleting {
+			continue
+		}
+		if err := c.lockTarget(ctx, e, ch, true, deleting); err != nil {
 			return err
 		}
 	}

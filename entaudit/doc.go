@@ -46,9 +46,10 @@
 //   - Edges: the record of the mutated row lists the edges it changed (ids added and removed,
 //     cleared edges with the ids they unlinked), as found in the database before the write: a
 //     link the mutation adds but that existed, or removes but that did not exist, is left out.
-//     A foreign key in the row's own table is part of
-//     its images. A foreign key in another table (O2M, O2O) changes rows of that table: each gets
-//     its own update record, marked with the edge in metadata "via".
+//     A foreign key in the row's own table is part of its images. A foreign key in another table
+//     (O2M, O2O) changes rows of that table: each gets its own update record, marked with the
+//     edge in metadata "via". So does the row at the other end of a same-type O2O edge, which
+//     ent keeps in both rows.
 //   - Deletes and the database's ON DELETE actions: the rows that refer to a deleted row through
 //     a foreign key that either schema declares (an edge of the deleted type, or an edge of the
 //     referring type only, such as a one-way M2O or a same-type O2O) are locked before the

@@ -283,3 +283,36 @@ func TestEdgeUnchangedLinksLeftOut(t *testing.T) {
 		t.Errorf("v = %v", rv)
 	}
 }
+
+// A same-type one-to-one edge is bidirectional: linking a row sets the key of the row at the
+// other end too, and clearing it clears both. Both rows get records.
+func TestEdgeBidirectionalOneToOne(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	a := e.client.Comment.Create().SetText("a").SaveX(ctx)
+	b := e.client.Comment.Create().SetText("b").SetTwin(a).SaveX(ctx)
+	rows := e.audit(t)[1:]
+	if len(rows) != 2 || rows[0].Kind != "insert" || rows[0].ResourceID != strconv.Itoa(b.ID) {
+		t.Fatalf("rows = %v, want b's insert and a's update", rows)
+	}
+	if r := rows[1]; r.Kind != "update" || r.ResourceID != strconv.Itoa(a.ID) || r.Metadata["via"] != "comments.twin" ||
+		r.Diff["comment_twin"]["from"] != nil || r.Diff["comment_twin"]["to"] != float64(b.ID) {
+		t.Errorf("a = %v", r)
+	}
+
+	start := len(e.audit(t))
+	e.client.Comment.UpdateOne(b).ClearTwin().ExecX(ctx)
+	rows = e.audit(t)[start:]
+	if len(rows) != 2 {
+		t.Fatalf("rows = %v, want both rows updated", rows)
+	}
+	for i, want := range []struct{ id, from int }{{b.ID, a.ID}, {a.ID, b.ID}} {
+		if r := rows[i]; r.Kind != "update" || r.ResourceID != strconv.Itoa(want.id) ||
+			r.Diff["comment_twin"]["from"] != float64(want.from) || r.Diff["comment_twin"]["to"] != nil {
+			t.Errorf("row %d = %v", i, r)
+		}
+	}
+	if n := e.client.Comment.Query().Where(comment.HasTwin()).CountX(ctx); n != 0 {
+		t.Errorf("%d comments still have a twin", n)
+	}
+}

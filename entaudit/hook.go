@@ -34,9 +34,10 @@ var (
 //	client.Use(entaudit.Hook(ent.AuditSchema, entaudit.Options{Writer: w}))
 //
 // For each create, update and delete it reads the affected rows from the database inside the
-// transaction that makes the change: before images locked before the write (FOR NO KEY UPDATE for
-// an update, FOR UPDATE for a delete), after images once the write ran. It records one row per affected database row, and
-// delivers the records only when the transaction commits (see Options for where they go).
+// transaction that makes the change: before images locked before the write (FOR NO KEY UPDATE
+// for an update, FOR UPDATE for a delete), after images once the write ran. It records one row
+// per affected database row, and delivers the records only when the transaction commits (see
+// Options for where they go).
 //
 // Updates and deletes need a transaction: an ent.Tx, or the one the hook opens itself when the
 // client's driver is wrapped with Driver; otherwise they fail with ErrNoTransaction. A create

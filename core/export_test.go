@@ -13,3 +13,7 @@ func RowValuesForBenchmark(red *Redactor, r *Record) []any {
 	}
 	return v
 }
+
+// NormalizeForBenchmark fills a record's defaults (id, time, action) as Enqueue does, for
+// benchmarks that hand records to a Sink directly.
+func NormalizeForBenchmark(r *Record) { r.normalize(time.Now()) }

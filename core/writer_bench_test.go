@@ -224,3 +224,53 @@ func BenchmarkTxWriterBatch(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSinkRetriedBatch measures what a batch costs PostgresSink when an earlier attempt may
+// have committed part of it: "copy" is a batch of 500 new records (one COPY); "retried" is a batch
+// of 500 whose first record is already stored, so the COPY fails with a unique violation and the
+// batch goes through the staging table and INSERT … ON CONFLICT DO NOTHING. One op is one row.
+func BenchmarkSinkRetriedBatch(b *testing.B) {
+	db := pgtest.New(b)
+	ctx := context.Background()
+	sink := core.NewPostgresSink(db.Pool, core.PostgresSinkOptions{Schema: db.Schema})
+	const batch = 500
+	newBatch := func(n int) []*core.Record {
+		recs := make([]*core.Record, n)
+		for i := range recs {
+			recs[i] = benchRecord(i)
+			core.NormalizeForBenchmark(recs[i])
+		}
+		return recs
+	}
+	for _, retried := range []bool{false, true} {
+		name := "copy"
+		if retried {
+			name = "retried"
+		}
+		b.Run(name, func(b *testing.B) {
+			truncate(b, db)
+			for start := 0; start < b.N; start += batch {
+				b.StopTimer()
+				recs := newBatch(min(batch, b.N-start))
+				if retried {
+					if err := sink.Write(ctx, recs[:1]); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+				if err := sink.Write(ctx, recs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+			var n int
+			if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_logs`).Scan(&n); err != nil {
+				b.Fatal(err)
+			}
+			if n != b.N {
+				b.Fatalf("%d rows stored, want %d", n, b.N)
+			}
+		})
+	}
+}

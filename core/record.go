@@ -146,6 +146,9 @@ type Body struct {
 	Data        []byte // at most the configured capture size
 	Truncated   bool   // Data is a prefix of the body
 	Size        int64  // the whole body's size in bytes, -1 when unknown
+	// Encoding is the body's Content-Encoding (gzip, br, ...), empty for identity. An encoded body
+	// is stored like a binary one, by size, with its encoding and content type.
+	Encoding string
 }
 
 // Record is one audit event: one row of audit_logs.

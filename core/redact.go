@@ -293,11 +293,12 @@ type redactBodyText struct {
 	Text        string `json:"text"`
 }
 
-// redactBodyBinary is the document stored for a binary body.
+// redactBodyBinary is the document stored for a binary or compressed body.
 type redactBodyBinary struct {
-	ContentType string `json:"content_type"`
-	Size        int64  `json:"size"`
-	Omitted     string `json:"omitted"`
+	ContentType     string `json:"content_type"`
+	ContentEncoding string `json:"content_encoding,omitempty"`
+	Size            int64  `json:"size"`
+	Omitted         string `json:"omitted"`
 }
 
 // Body returns the JSON document to store for a captured body, redacted; nil for nil.
@@ -310,11 +311,17 @@ type redactBodyBinary struct {
 //     type), truncated or not parseable, becomes {"content_type", "size", "truncated", "text"} with
 //     the text redacted by Text.
 //   - Anything else is binary: {"content_type", "size", "omitted": "binary"}.
+//   - A body with an Encoding (compressed) is stored by size whatever its content type:
+//     {"content_type", "content_encoding", "size", "omitted": "encoded"}.
 //
 // The raw text of a body is never stored unredacted.
 func (r *Redactor) Body(b *Body) []byte {
 	if b == nil {
 		return nil
+	}
+	if b.Encoding != "" {
+		return redactEncodeJSON(redactBodyBinary{ContentType: Sanitize(b.ContentType),
+			ContentEncoding: Sanitize(b.Encoding), Size: b.Size, Omitted: "encoded"})
 	}
 	r = r.rules()
 	mt := redactMediaType(b.ContentType)

@@ -520,6 +520,8 @@ func TestRedactBody(t *testing.T) {
 			`{"content_type":"application/octet-stream","size":3,"omitted":"binary"}`},
 		{"bad content type", core.Body{ContentType: "Text/Plain;;\x00", Data: []byte("ok"), Size: 2},
 			`{"content_type":"Text/Plain;;","size":2,"truncated":false,"text":"ok"}`},
+		{"compressed JSON", core.Body{ContentType: "application/json", Encoding: "gzip", Data: []byte(`{"password":"p"}`), Size: 36},
+			`{"content_type":"application/json","content_encoding":"gzip","size":36,"omitted":"encoded"}`},
 		{"empty JSON body", core.Body{ContentType: "application/json", Size: 0},
 			`{"content_type":"application/json","size":0,"truncated":false,"text":""}`},
 	}

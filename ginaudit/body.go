@@ -119,20 +119,10 @@ func contentEncoding(h http.Header) string {
 	return strings.Join(encs, ",")
 }
 
-// encodedBody is the record of a compressed (Content-Encoding) body: its size only, as for a
-// binary body. The content type says so and keeps the body's own type as parameters, for example
-// `application/octet-stream; content-encoding=gzip; content-type="application/json"`, because
-// the Writer stores the text of any JSON or text content type.
+// encodedBody is the record of a compressed (Content-Encoding) body: its size, content type and
+// encoding, never its bytes.
 func encodedBody(ct, enc string, size int64) *core.Body {
-	params := map[string]string{"content-encoding": enc}
-	if ct != "" {
-		params["content-type"] = ct
-	}
-	t := mime.FormatMediaType("application/octet-stream", params)
-	if t == "" { // a value FormatMediaType cannot quote
-		t = "application/octet-stream"
-	}
-	return &core.Body{ContentType: t, Size: size}
+	return &core.Body{ContentType: ct, Encoding: enc, Size: size}
 }
 
 // teeBody is a request body that keeps the first limit bytes the handler reads, for bodies that

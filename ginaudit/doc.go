@@ -44,10 +44,11 @@
 // such a body, the record holds the part it read and its metadata says request_body_partial.
 //
 // A body with a Content-Encoding other than identity (gzip, br, ...) is compressed, so it is
-// recorded like a binary body: its size, with the encoding and the original content type as
-// parameters of the stored content type. Register response compression outside (before) the
-// audit middleware, r.Use(gzipMiddleware, ginaudit.Middleware(...)), so that the audit sees the
-// plain response; registered after it, the compressed response bodies are recorded as binary.
+// recorded by size, never its bytes: {"content_type", "content_encoding", "size", "omitted":
+// "encoded"}. Register response compression outside (before) the audit middleware,
+// r.Use(gzipMiddleware, ginaudit.Middleware(...)), so that the audit sees the plain response;
+// registered after it, response bodies are compressed when the audit sees them and are recorded
+// by size only.
 //
 // # Reading the log
 //

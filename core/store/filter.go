@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/auditkit/auditkit/core"
@@ -45,6 +46,12 @@ type Filter struct {
 	// "or", -excluded). Punctuation inside identifiers separates words: "user.delete" finds
 	// records holding both "user" and "delete".
 	Search string
+
+	// Changed selects records whose diff has any of these fields (for example every change of
+	// a customer's email). A redacted field keeps its entry in the diff with both sides masked,
+	// so filtering by it works without revealing its values. Field names are 1 to 128 bytes of
+	// letters, digits and _ - . : $ @ /, at most 20 of them.
+	Changed []string
 }
 
 // The query parameters ParseFilter reads, in the order they are documented.
@@ -65,13 +72,14 @@ const (
 	ParamStatusMax    = "status_max"
 	ParamIP           = "ip"
 	ParamSearch       = "q"
+	ParamChanged      = "changed"
 )
 
 // FilterParams lists the query parameters of a Filter.
 var FilterParams = []string{
 	ParamFrom, ParamTo, ParamActorID, ParamActorType, ParamActorEmail, ParamAction, ParamActionPrefix,
 	ParamKind, ParamSeverity, ParamResourceType, ParamResourceID, ParamRequestID, ParamStatusMin,
-	ParamStatusMax, ParamIP, ParamSearch,
+	ParamStatusMax, ParamIP, ParamSearch, ParamChanged,
 }
 
 // Limits on filter values. Longer values cannot match anything the writers store, and bounding
@@ -81,6 +89,10 @@ const (
 	maxTenantLen  = 128
 	maxSearchLen  = 512
 	maxStatusCode = 999
+	// Diff keys are column or JSON field names: 128 bytes is ample for both, and 20 fields is
+	// more than a question about one entity's changes asks.
+	maxFieldLen = 128
+	maxFields   = 20
 )
 
 // ParamError reports a bad parameter: which one and what is wrong with it. It wraps
@@ -203,6 +215,8 @@ func ParseFilter(v url.Values) (Filter, error) {
 			f.IP, err = parseIP(p, s)
 		case ParamSearch:
 			f.Search = s
+		case ParamChanged:
+			f.Changed = splitList(s)
 		}
 		if err != nil {
 			return Filter{}, err
@@ -262,6 +276,8 @@ func (f *Filter) normalize() {
 	f.Kinds = slices.Compact(f.Kinds)
 	slices.Sort(f.Severities)
 	f.Severities = slices.Compact(f.Severities)
+	slices.Sort(f.Changed)
+	f.Changed = slices.Compact(f.Changed)
 	if f.IP.IsValid() {
 		f.IP = f.IP.Masked()
 	}
@@ -314,6 +330,32 @@ func (f Filter) Validate() error {
 	if f.IP.IsValid() && f.IP.Addr().Zone() != "" {
 		return paramErr(ParamIP, "must not have an IPv6 zone")
 	}
+	if len(f.Changed) > maxFields {
+		return paramErr(ParamChanged, "names %d fields (at most %d)", len(f.Changed), maxFields)
+	}
+	for _, name := range f.Changed {
+		if err := checkField(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkField refuses a changed= field name that no writer stores as a diff key. Commas separate
+// names and are therefore never part of one; the other characters are those of column names,
+// JSON field names and dotted paths.
+func checkField(name string) error {
+	if err := checkText(ParamChanged, name, maxFieldLen); err != nil {
+		return err
+	}
+	if name == "" {
+		return paramErr(ParamChanged, "has an empty field name; give field names separated by commas")
+	}
+	for _, r := range name {
+		if !unicode.IsLetter(r) && !unicode.IsDigit(r) && !strings.ContainsRune("_-.:$@/", r) {
+			return paramErr(ParamChanged, "field name %q has the character %q; use letters, digits and _ - . : $ @ /", name, r)
+		}
+	}
 	return nil
 }
 
@@ -364,6 +406,9 @@ func (f Filter) Values() url.Values {
 		v.Set(ParamIP, f.IP.String())
 	}
 	set(ParamSearch, f.Search)
+	if len(f.Changed) > 0 {
+		v.Set(ParamChanged, strings.Join(f.Changed, ","))
+	}
 	return v
 }
 
@@ -463,5 +508,12 @@ func (s *Store) where(b *sqlBuilder, sc Scope, f Filter) {
 	if f.Search != "" {
 		b.w(" AND ", s.searchFn, "(action, resource_type, resource_id, path, metadata) @@ websearch_to_tsquery('pg_catalog.simple', translate(",
 			b.arg(f.Search), ", '", searchFrom, "', '", searchTo, "'))")
+	}
+	switch len(f.Changed) {
+	case 0:
+	case 1:
+		b.w(" AND diff ? ", b.arg(f.Changed[0]))
+	default:
+		b.w(" AND diff ?| ", b.arg(f.Changed), "::text[]")
 	}
 }

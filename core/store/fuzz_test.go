@@ -17,6 +17,8 @@ func FuzzParseFilter(f *testing.F) {
 		"ip=::ffff:10.0.0.1", "ip=::ffff:10.0.0.0/104", "status_min=200&status_max=299", "q=user.delete",
 		"action_prefix=invoice.&actor_email=A@B.C", "from=2026-01-01T00:00:00.1234567%2B01:00",
 		"actor_type=service&resource_type=x&resource_id=y&request_id=z", "kind=", "q=%ff%fe", "from=9999-12-31",
+		"changed=email", "changed=phone,%20email,email&resource_type=customers", "changed=,", "changed=e%20mail",
+		"changed=Stra%C3%9Fe,$id,billing.address,a:b", "changed=a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p,q,r,s,t,u",
 	} {
 		f.Add(s)
 	}

@@ -37,7 +37,8 @@ func TestAPIBadInput(t *testing.T) {
 			"severity=fatal", "actor_type=root", "status_min=99", "status_max=abc", "status_min=500&status_max=200",
 			"ip=300.1.1.1", "ip=10.0.0.0/40", "ip=fe80::1%25en0", "action=a&action=b", "action=", "q=%ff%fe",
 			"actor_id=a%00b", "resource_id=" + long, "unknown=1", "Action=x", "tenant_id=", "tenant_id=a%20b",
-			"q=" + strings.Repeat("w", 600), "from=%zz", "limitt=5",
+			"q=" + strings.Repeat("w", 600), "from=%zz", "limitt=5", "changed=e%20mail", "changed=a,,b",
+			"changed=" + strings.Repeat("f", 129),
 		} {
 			get(base + q)
 		}

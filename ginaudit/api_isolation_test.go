@@ -33,6 +33,7 @@ func apiTwin(tenant string, at time.Time) *core.Record {
 		Actor:        core.Actor{ID: "shared-actor", Type: core.ActorService, Email: "Shared@Example.com"},
 		ResourceType: "vault", ResourceID: "v-1", RequestID: "req-shared", Method: "DELETE", Path: "/vault/v-1",
 		Status: 418, IP: netip.MustParseAddr("203.0.113.7"), Metadata: map[string]any{"word": "zebra"},
+		Diff: map[string]core.Change{"email": {From: "old@example.com", To: "new@example.com"}},
 	}
 	if tenant == apiTenantA {
 		r.Metadata["deep"] = apiDeepMark
@@ -46,7 +47,7 @@ var apiIsolationFilters = []string{
 	"", "actor_id=shared-actor", "actor_type=service", "actor_email=shared%40example.com", "action=secret.op",
 	"action_prefix=secret.", "kind=delete", "severity=critical", "resource_type=vault", "resource_type=vault&resource_id=v-1",
 	"request_id=req-shared", "status_min=418&status_max=418", "ip=203.0.113.7", "ip=203.0.113.0%2F24", "q=zebra",
-	"from=2020-01-01&to=2030-01-01",
+	"from=2020-01-01&to=2030-01-01", "changed=email", "changed=email,phone&resource_type=vault",
 }
 
 // Every endpoint, every filter, cursor, export and stream tried by tenant B with tenant A's ids,

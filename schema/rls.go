@@ -1,0 +1,158 @@
+package schema
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// The settings the row-level security policies read. A reader sets them transaction-locally
+// (set_config(name, value, true)) before it touches audit_logs; core/store does so when
+// Options.RowLevelSecurity is on.
+const (
+	// TenantSetting holds the one tenant whose rows the transaction may see, delete and insert.
+	TenantSetting = "auditkit.tenant_id"
+	// AllTenantsSetting set to "on" opens every row, including those without a tenant (the
+	// platform administrators' scope).
+	AllTenantsSetting = "auditkit.all_tenants"
+)
+
+// The policies EnableRowLevelSecurity creates on audit_logs.
+const (
+	PolicyReaderSelect = "auditkit_reader_select" // readers: SELECT rows in scope
+	PolicyReaderDelete = "auditkit_reader_delete" // readers: DELETE rows in scope
+	PolicyReaderInsert = "auditkit_reader_insert" // readers: restrictive, INSERT rows in scope only
+	PolicyWriterInsert = "auditkit_writer_insert" // every role with the INSERT privilege: INSERT
+)
+
+// scopePredicate is true for the rows of the tenant named by TenantSetting, or for every row
+// when AllTenantsSetting is on. An unset setting reads as NULL (missing_ok), and one reset at the
+// end of an earlier transaction as '', which NULLIF also turns into NULL: both match nothing.
+const scopePredicate = `(tenant_id = NULLIF(pg_catalog.current_setting('` + TenantSetting + `', true), '')
+	OR pg_catalog.current_setting('` + AllTenantsSetting + `', true) = 'on')`
+
+// ErrReaderBypassesRLS is returned by EnableRowLevelSecurity for a reader role that row-level
+// security would not restrict: a superuser, a role with BYPASSRLS, or the table's owner or one
+// of its members. The policies would look in place and protect nothing.
+var ErrReaderBypassesRLS = errors.New("schema: the reader role is not subject to row-level security")
+
+// EnableRowLevelSecurity turns on PostgreSQL row-level security for audit_logs in the target
+// schema, so that the database itself keeps each of the reader roles to the tenant its
+// transaction names, whatever the WHERE clause of a query says. It is opt-in, not a migration:
+// once row-level security is on, a role that is not the owner sees and deletes nothing unless a
+// policy lets it. Calling it again replaces the policies, so the readers given are the only
+// readers afterwards; it runs in one transaction. It runs, with <s> the schema and <readers> the
+// quoted role names:
+//
+//	ALTER TABLE <s>.audit_logs ENABLE ROW LEVEL SECURITY;
+//	CREATE POLICY auditkit_reader_select ON <s>.audit_logs FOR SELECT TO <readers> USING (<scope>);
+//	CREATE POLICY auditkit_reader_delete ON <s>.audit_logs FOR DELETE TO <readers> USING (<scope>);
+//	CREATE POLICY auditkit_reader_insert ON <s>.audit_logs AS RESTRICTIVE FOR INSERT TO <readers>
+//	    WITH CHECK (<scope>);
+//	CREATE POLICY auditkit_writer_insert ON <s>.audit_logs FOR INSERT TO PUBLIC WITH CHECK (true);
+//
+// (each CREATE POLICY preceded by DROP POLICY IF EXISTS), where <scope> is
+//
+//	tenant_id = NULLIF(current_setting('auditkit.tenant_id', true), '')
+//	OR current_setting('auditkit.all_tenants', true) = 'on'
+//
+// A reader therefore sees nothing until its transaction sets auditkit.tenant_id (or
+// auditkit.all_tenants to on): forgetting the setting fails closed. No policy allows UPDATE, so a
+// reader cannot change a record even when granted UPDATE.
+//
+// Writers keep their speed. ENABLE (not FORCE) leaves the table owner outside row-level security,
+// so a writer connected as the owner (the usual setup, and what the auditlog service does) copies
+// exactly as before. Other writer roles need care: PostgreSQL refuses COPY into a table with
+// row-level security for a role it applies to, so a role that writes through
+// core.PostgresSink must own the table or have BYPASSRLS; a role that writes with INSERT (core's
+// TxWriter, gormaudit, entaudit) keeps working through auditkit_writer_insert, which grants
+// nothing beyond the INSERT privilege the role already needs. For readers the restrictive
+// auditkit_reader_insert narrows that policy to their scope.
+//
+// The reader roles must exist and must be subject to row-level security (ErrReaderBypassesRLS
+// otherwise). Privileges are the caller's: a reader using core/store needs USAGE on the schema,
+// SELECT, INSERT and DELETE on audit_logs, and SELECT, INSERT, UPDATE and DELETE on
+// audit_tenants, audit_idempotency_keys and audit_stream_listeners. Those tables carry no
+// policies: the tenants registry is managed by platform administrators, and idempotency keys
+// and stream listeners hold no audit data.
+func EnableRowLevelSecurity(ctx context.Context, db Beginner, readers []string, opts ...Option) error {
+	o, err := options(opts)
+	if err != nil {
+		return err
+	}
+	if len(readers) == 0 {
+		return errors.New("schema: EnableRowLevelSecurity needs at least one reader role")
+	}
+	quoted := make([]string, len(readers))
+	for i, r := range readers {
+		if r == "" || strings.ContainsRune(r, 0) {
+			return fmt.Errorf("schema: invalid role name %q", r)
+		}
+		quoted[i] = pgx.Identifier{r}.Sanitize()
+	}
+	to := strings.Join(quoted, ", ")
+	table := pgx.Identifier{o.Schema, "audit_logs"}.Sanitize()
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		// The lock keeps concurrent calls (and Migrate) from interleaving their DDL.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('auditkit.migrate.' || $1, 0))`, o.Schema); err != nil {
+			return fmt.Errorf("schema: advisory lock: %w", err)
+		}
+		for _, r := range readers {
+			var bypass bool
+			err := tx.QueryRow(ctx, `SELECT r.rolsuper OR r.rolbypassrls OR pg_catalog.pg_has_role(r.oid, c.relowner, 'USAGE')
+				FROM pg_catalog.pg_roles r, pg_catalog.pg_class c
+				WHERE r.rolname = $1 AND c.oid = $2::text::regclass`, r, table).Scan(&bypass)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return fmt.Errorf("schema: role %q does not exist", r)
+			}
+			if err != nil {
+				return fmt.Errorf("schema: checking role %q: %w", r, err)
+			}
+			if bypass {
+				return fmt.Errorf("%w: %q is a superuser, has BYPASSRLS or owns %s", ErrReaderBypassesRLS, r, table)
+			}
+		}
+		stmts := []string{`ALTER TABLE ` + table + ` ENABLE ROW LEVEL SECURITY`}
+		policy := func(name, rest string) {
+			stmts = append(stmts, `DROP POLICY IF EXISTS `+name+` ON `+table, `CREATE POLICY `+name+` ON `+table+rest)
+		}
+		policy(PolicyReaderSelect, ` FOR SELECT TO `+to+` USING `+scopePredicate)
+		policy(PolicyReaderDelete, ` FOR DELETE TO `+to+` USING `+scopePredicate)
+		policy(PolicyReaderInsert, ` AS RESTRICTIVE FOR INSERT TO `+to+` WITH CHECK `+scopePredicate)
+		policy(PolicyWriterInsert, ` FOR INSERT TO PUBLIC WITH CHECK (true)`)
+		for _, s := range stmts {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return fmt.Errorf("schema: enabling row-level security on %s: %w", table, err)
+			}
+		}
+		return nil
+	})
+}
+
+// DisableRowLevelSecurity undoes EnableRowLevelSecurity: it turns row-level security off for
+// audit_logs in the target schema and drops the four policies. It is idempotent.
+func DisableRowLevelSecurity(ctx context.Context, db Beginner, opts ...Option) error {
+	o, err := options(opts)
+	if err != nil {
+		return err
+	}
+	table := pgx.Identifier{o.Schema, "audit_logs"}.Sanitize()
+	return pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('auditkit.migrate.' || $1, 0))`, o.Schema); err != nil {
+			return fmt.Errorf("schema: advisory lock: %w", err)
+		}
+		stmts := []string{`ALTER TABLE ` + table + ` DISABLE ROW LEVEL SECURITY`}
+		for _, p := range []string{PolicyReaderSelect, PolicyReaderDelete, PolicyReaderInsert, PolicyWriterInsert} {
+			stmts = append(stmts, `DROP POLICY IF EXISTS `+p+` ON `+table)
+		}
+		for _, s := range stmts {
+			if _, err := tx.Exec(ctx, s); err != nil {
+				return fmt.Errorf("schema: disabling row-level security on %s: %w", table, err)
+			}
+		}
+		return nil
+	})
+}

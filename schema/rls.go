@@ -30,7 +30,8 @@ const (
 
 // scopePredicate is true for the rows of the tenant named by TenantSetting, or for every row
 // when AllTenantsSetting is on. An unset setting reads as NULL (missing_ok), and one reset at the
-// end of an earlier transaction as ”, which NULLIF also turns into NULL: both match nothing.
+// end of an earlier transaction as the empty string, which NULLIF turns into NULL: both match
+// nothing.
 const scopePredicate = `(tenant_id = NULLIF(pg_catalog.current_setting('` + TenantSetting + `', true), '')
 	OR pg_catalog.current_setting('` + AllTenantsSetting + `', true) = 'on')`
 

@@ -11,5 +11,10 @@
 //	defer st.Close()
 //	page, err := st.List(ctx, store.TenantScope("t-42"), store.Query{Filter: f, Limit: 50})
 //
+// Options.RowLevelSecurity adds the database's own check: with schema.EnableRowLevelSecurity
+// applied for the pool's role, every statement on audit_logs runs in a transaction that names the
+// scope to PostgreSQL's row-level security policies, so a query that lost its tenant condition
+// still returns, changes and inserts nothing of another tenant.
+//
 // The tables come from the schema package's migrations (0001 and 0002).
 package store

@@ -139,7 +139,18 @@ func (s *Store) Export(ctx context.Context, sc Scope, f Filter, opts ExportOptio
 		b.w(" ORDER BY tenant_id DESC NULLS FIRST, occurred_at ASC, id ASC")
 	}
 	args := append([]any{customPlan, exportFormats}, b.args...)
-	rows, err := s.pool.Query(ctx, b.sb.String(), args...)
+	var n int64
+	err = s.scoped(ctx, sc, func(db querier) error {
+		var err error
+		n, err = s.export(ctx, db, b.sb.String(), args, opts.Format, w)
+		return err
+	})
+	return n, err
+}
+
+// export runs the export's query on db and streams its rows to w.
+func (s *Store) export(ctx context.Context, db querier, query string, args []any, format Format, w io.Writer) (int64, error) {
+	rows, err := db.Query(ctx, query, args...)
 	if err != nil {
 		return 0, fmt.Errorf("store: export: %w", err)
 	}
@@ -155,7 +166,7 @@ func (s *Store) Export(ctx context.Context, sc Scope, f Filter, opts ExportOptio
 	ew.bw = bufio.NewWriterSize(ew, 64<<10)
 	var n int64
 	line := make([]byte, 0, 4096)
-	if opts.Format == FormatCSV {
+	if format == FormatCSV {
 		for i, c := range ExportColumns {
 			if i > 0 {
 				line = append(line, ',')
@@ -170,7 +181,7 @@ func (s *Store) Export(ctx context.Context, sc Scope, f Filter, opts ExportOptio
 		if len(vals) != len(ExportColumns) {
 			return n, fmt.Errorf("store: export: got %d columns, want %d", len(vals), len(ExportColumns))
 		}
-		if opts.Format == FormatCSV {
+		if format == FormatCSV {
 			line = appendCSVRow(line[:0], vals)
 		} else {
 			line = appendNDJSONRow(line[:0], vals)

@@ -496,6 +496,10 @@ func (s *Store) Ingest(ctx context.Context, req IngestRequest) (IngestResult, er
 
 	var res IngestResult
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// Writes without a tenant are the all-tenants scope's.
+		if err := s.setScope(ctx, tx, Scope{TenantID: req.TenantID, AllTenants: req.TenantID == ""}); err != nil {
+			return err
+		}
 		tenant := core.Tenant{ID: req.TenantID}
 		if req.TenantID != "" {
 			var status string

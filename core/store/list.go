@@ -150,20 +150,23 @@ func (s *Store) List(ctx context.Context, sc Scope, q Query) (Page, error) {
 	}
 	b.w(" ORDER BY occurred_at ", dir, ", id ", dir, " LIMIT ", b.arg(limit+1))
 
-	rows, err := s.pool.Query(ctx, b.sb.String(), append([]any{customPlan}, b.args...)...)
-	if err != nil {
-		return Page{}, fmt.Errorf("store: list: %w", err)
-	}
-	defer rows.Close()
 	page := Page{Records: make([]*Record, 0, min(limit, 64))}
-	for rows.Next() {
-		r, err := scanRecord(rows)
+	err = s.scoped(ctx, sc, func(db querier) error {
+		rows, err := db.Query(ctx, b.sb.String(), append([]any{customPlan}, b.args...)...)
 		if err != nil {
-			return Page{}, fmt.Errorf("store: list: %w", err)
+			return err
 		}
-		page.Records = append(page.Records, r)
-	}
-	if err := rows.Err(); err != nil {
+		defer rows.Close()
+		for rows.Next() {
+			r, err := scanRecord(rows)
+			if err != nil {
+				return err
+			}
+			page.Records = append(page.Records, r)
+		}
+		return rows.Err()
+	})
+	if err != nil {
 		return Page{}, fmt.Errorf("store: list: %w", err)
 	}
 	if len(page.Records) > limit {
@@ -184,7 +187,12 @@ func (s *Store) Get(ctx context.Context, sc Scope, id uuid.UUID) (*Record, error
 	b.w("SELECT ", selectColumns, " FROM ", s.logs)
 	s.where(&b, sc, Filter{})
 	b.w(" AND id = ", b.arg(id), " LIMIT 1")
-	r, err := scanRecord(s.pool.QueryRow(ctx, b.sb.String(), b.args...))
+	var r *Record
+	err := s.scoped(ctx, sc, func(db querier) error {
+		var err error
+		r, err = scanRecord(db.QueryRow(ctx, b.sb.String(), b.args...))
+		return err
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}

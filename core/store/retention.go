@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Cleanup deletes the records of one tenant that occurred before olderThan and returns how many
@@ -36,12 +37,12 @@ func (s *Store) Cleanup(ctx context.Context, tenantID string, olderThan time.Tim
 		  AND NOT EXISTS (SELECT 1 FROM ` + s.tenants + ` t WHERE t.id = $1 AND t.legal_hold)
 		LIMIT $3)
 	DELETE FROM ` + s.logs + ` d USING victims v WHERE d.id = v.id AND d.occurred_at = v.occurred_at`
-	return s.deleteBatches(ctx, stmt, tenantID, olderThan)
+	return s.deleteBatches(ctx, TenantScope(tenantID), stmt, tenantID, olderThan)
 }
 
 // deleteBatches runs a batched DELETE whose last parameter is the batch size until a batch
 // deletes less than a full batch.
-func (s *Store) deleteBatches(ctx context.Context, stmt string, args ...any) (int64, error) {
+func (s *Store) deleteBatches(ctx context.Context, sc Scope, stmt string, args ...any) (int64, error) {
 	batch := s.opts.CleanupBatchSize
 	args = append(args, batch)
 	var total int64
@@ -49,7 +50,12 @@ func (s *Store) deleteBatches(ctx context.Context, stmt string, args ...any) (in
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
-		tag, err := s.pool.Exec(ctx, stmt, args...)
+		var tag pgconn.CommandTag
+		err := s.scoped(ctx, sc, func(db querier) error {
+			var err error
+			tag, err = db.Exec(ctx, stmt, args...)
+			return err
+		})
 		if err != nil {
 			return total, fmt.Errorf("store: cleanup after %d rows: %w", total, err)
 		}
@@ -140,7 +146,7 @@ func (s *Store) ApplyRetention(ctx context.Context, p RetentionPolicy) ([]Retent
 			                  WHERE t.id = a.tenant_id AND (t.legal_hold OR t.retention_days IS NOT NULL))
 			LIMIT $2)
 		DELETE FROM ` + s.logs + ` d USING victims v WHERE d.id = v.id AND d.occurred_at = v.occurred_at`
-		n, err := s.deleteBatches(ctx, stmt, cutoff)
+		n, err := s.deleteBatches(ctx, AllTenantsScope(), stmt, cutoff)
 		report(RetentionReport{Cutoff: cutoff, Deleted: n})
 		if err != nil {
 			return reports, err

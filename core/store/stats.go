@@ -229,6 +229,9 @@ WHERE rn <= `, b.arg(top), ` OR g = `, strconv.Itoa(gsBucket))
 	// The grouping sets hash every dimension in one pass; with the default work_mem (4MB) the
 	// planner sorts on disk instead.
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := s.setScope(ctx, tx, sc); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '`+statsWorkMem+`'`); err != nil {
 			return err
 		}

@@ -65,6 +65,16 @@ type Options struct {
 	// disconnected with ErrLagged. Zero means 1024.
 	StreamBuffer int
 
+	// RowLevelSecurity runs every statement on audit_logs in a transaction that first sets
+	// schema.TenantSetting (or schema.AllTenantsSetting for the all-tenants scope) locally, for
+	// the policies of schema.EnableRowLevelSecurity: the database then refuses other tenants'
+	// rows even to a query whose WHERE clause forgot them. It is defence in depth and works only
+	// when the pool's role is one of the reader roles given to EnableRowLevelSecurity (not the
+	// table owner, who is not restricted). It costs the read side a transaction and one round
+	// trip per call (see BENCHMARKS.md); writers through core are not affected. The tenants,
+	// idempotency-key and stream-listener tables are outside row-level security.
+	RowLevelSecurity bool
+
 	// Logger receives background problems (the stream listener, retention). Nil means
 	// slog.Default().
 	Logger *slog.Logger

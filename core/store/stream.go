@@ -568,21 +568,23 @@ func (h *hub) serveRanges(g *group, ranges []srange) error {
 			b.w(" AND (occurred_at, id) > (", b.arg(after.at), ", ", b.arg(after.id), ")")
 		}
 		b.w(" ORDER BY occurred_at, id LIMIT ", b.arg(streamPage))
-		rows, err := h.s.pool.Query(h.ctx, b.sb.String(), append([]any{customPlan}, b.args...)...)
-		if err != nil {
-			return err
-		}
 		var recs []*Record
-		for rows.Next() {
-			r, err := scanRecord(rows)
+		err := h.s.scoped(h.ctx, g.scope, func(db querier) error {
+			rows, err := db.Query(h.ctx, b.sb.String(), append([]any{customPlan}, b.args...)...)
 			if err != nil {
-				rows.Close()
 				return err
 			}
-			recs = append(recs, r)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+			defer rows.Close()
+			for rows.Next() {
+				r, err := scanRecord(rows)
+				if err != nil {
+					return err
+				}
+				recs = append(recs, r)
+			}
+			return rows.Err()
+		})
+		if err != nil {
 			return err
 		}
 		if !h.deliver(g, recs) || len(recs) < streamPage {

@@ -34,6 +34,7 @@ const (
 	envMaxExportsTotal   = "AUDITLOG_MAX_EXPORTS_TOTAL"  // across tenants, default half the pool
 	envAuditRequests     = "AUDITLOG_AUDIT_REQUESTS"     // record every API request (ginaudit.Middleware), default true
 	envShutdownTimeout   = "AUDITLOG_SHUTDOWN_TIMEOUT"   // default 30s
+	envRowLevelSecurity  = "AUDITLOG_ROW_LEVEL_SECURITY" // reader role name; default off
 	servicePrefix        = "AUDITLOG_"
 )
 
@@ -41,6 +42,7 @@ var serviceVars = []string{
 	envListenAddr, envBasePath, envCursorKey, envRateLimit, envRateBurst, envMaxPageSize, envMaxBulkRecords,
 	envMaxBodyBytes, envIdempotencyWindow, envRetention, envRetentionInterval, envMinCleanupAge, envMaxStreams,
 	envWebSocketOrigins, envAuditRequests, envShutdownTimeout, envWriteTimeout, envMaxExports, envMaxExportsTotal,
+	envRowLevelSecurity,
 }
 
 // config is everything the service reads from its environment.
@@ -66,6 +68,8 @@ type config struct {
 	MaxExportsTotal   int
 	AuditRequests     bool
 	ShutdownTimeout   time.Duration
+	// ReaderRole, when set, is the role the read API runs as, under row-level security.
+	ReaderRole string
 }
 
 // loadConfig reads the AUDIT_* variables through core and the AUDITLOG_* variables here, reporting
@@ -178,6 +182,12 @@ func loadConfig(environ []string, logger *slog.Logger) (config, error) {
 			bad(envAuditRequests, "%q is not true or false", s)
 		}
 		cfg.AuditRequests = b
+	}
+	if s := vals[envRowLevelSecurity]; s != "" && !strings.EqualFold(s, "off") {
+		if len(s) > 63 || strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			bad(envRowLevelSecurity, "%q is not a PostgreSQL role name", s)
+		}
+		cfg.ReaderRole = s
 	}
 	if err == nil {
 		if cfg.Audit.DatabaseURL == "" {

@@ -31,9 +31,21 @@
 //	AUDITLOG_MAX_EXPORTS_TOTAL   exports running at once in all (default half the connection pool)
 //	AUDITLOG_AUDIT_REQUESTS      record every API request as an http record (default true)
 //	AUDITLOG_SHUTDOWN_TIMEOUT    how long a shutdown waits for requests and the writer (default 30s)
+//	AUDITLOG_ROW_LEVEL_SECURITY  a reader role: the read API runs as it, under PostgreSQL row-level
+//	                             security (default off; see below)
 //
 // On start it applies the schema migrations, then serves until SIGINT or SIGTERM. GET /health
 // answers 200 while the database does.
+//
+// With AUDITLOG_ROW_LEVEL_SECURITY the database itself keeps every API call to its tenant, as
+// defence in depth behind the API's own checks. The service, connected as AUDIT_DATABASE_URL's
+// user (the tables' owner, since it migrates them), grants the role what the read API needs,
+// applies schema.EnableRowLevelSecurity for it, and opens a second pool whose connections take
+// the role (the user must be a member: CREATE ROLE auditlog_reader NOLOGIN; GRANT auditlog_reader
+// TO <user>). The read API's statements then run as the role with the tenant set in each
+// transaction (store.Options.RowLevelSecurity); the service's own audit records keep the owner's
+// pool and its COPY, which row-level security does not slow. The role must not be the owner, a
+// superuser or have BYPASSRLS: the service refuses to start otherwise.
 package main
 
 import (
@@ -49,6 +61,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/auditkit/auditkit/core"
@@ -86,9 +99,19 @@ func run(ctx context.Context, environ []string, logger *slog.Logger, ready func(
 	}
 	logger.Info("auditlog-service: schema ready", "schema", res.Schema, "applied", res.Applied, "version", res.Current)
 
-	st, err := store.New(pool, store.Options{
+	readPool := pool
+	if cfg.ReaderRole != "" {
+		if readPool, err = readerPool(ctx, pool, cfg.Audit.DatabaseURL, res.Schema, cfg.ReaderRole); err != nil {
+			return fmt.Errorf("%s: %w", envRowLevelSecurity, err)
+		}
+		defer readPool.Close()
+		logger.Info("auditlog-service: row-level security on", "reader_role", cfg.ReaderRole)
+	}
+
+	st, err := store.New(readPool, store.Options{
 		Schema: cfg.Audit.Schema, CursorKey: cfg.CursorKey, MaxPageSize: cfg.MaxPageSize,
 		IdempotencyWindow: cfg.IdempotencyWindow, Redactor: cfg.Audit.Redactor(), Logger: logger,
+		RowLevelSecurity: cfg.ReaderRole != "",
 	})
 	if err != nil {
 		return err
@@ -192,4 +215,39 @@ func run(ctx context.Context, environ []string, logger *slog.Logger, ready func(
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// readerPool grants role what the read API needs, puts audit_logs under row-level security for it
+// and returns a pool whose connections take the role at startup (so that even RESET ROLE keeps
+// it). owner is the pool that migrated the schema.
+func readerPool(ctx context.Context, owner *pgxpool.Pool, databaseURL, schemaName, role string) (*pgxpool.Pool, error) {
+	r := pgx.Identifier{role}.Sanitize()
+	q := func(table string) string { return pgx.Identifier{schemaName, table}.Sanitize() }
+	for _, stmt := range []string{
+		`GRANT USAGE ON SCHEMA ` + pgx.Identifier{schemaName}.Sanitize() + ` TO ` + r,
+		`GRANT SELECT, INSERT, DELETE ON ` + q("audit_logs") + ` TO ` + r,
+		`GRANT SELECT, INSERT, UPDATE, DELETE ON ` + q("audit_tenants") + `, ` + q("audit_idempotency_keys") + `, ` +
+			q("audit_stream_listeners") + ` TO ` + r,
+	} {
+		if _, err := owner.Exec(ctx, stmt); err != nil {
+			return nil, fmt.Errorf("granting the reader role: %w", err)
+		}
+	}
+	if err := schema.EnableRowLevelSecurity(ctx, owner, []string{role}, schema.WithSchema(schemaName)); err != nil {
+		return nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	cfg.ConnConfig.RuntimeParams["role"] = role
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connecting as %s: %w", role, err)
+	}
+	return pool, nil
 }

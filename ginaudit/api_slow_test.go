@@ -90,6 +90,14 @@ func TestAPIExportSlowReader(t *testing.T) {
 
 	started := time.Now()
 	stalled := apiStalledClient(e, "/logs/export?format=ndjson", acme)
+	// Wait for the export to be running (the answer's first line): a probe that came first would
+	// take the slot and have the stalled export refused instead.
+	if err := stalled.SetReadDeadline(time.Now().Add(20 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReaderSize(stalled, 16).ReadString('\n'); err != nil || !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("stalled export: %q %v", line, err)
+	}
 	// A cheap export (nothing matches) still needs a slot.
 	const probe = "/logs/export?format=csv&action=nothing.matches"
 	poll(t, "the stalled export holds its slot", func() bool {

@@ -613,7 +613,8 @@ func TestWriterDoesNotStallOnASilentPeer(t *testing.T) {
 	start = time.Now()
 	err = w.Close(ctx2)
 	// Close gives up when its context ends; the write stuck on the peer ends in the background.
-	if d := time.Since(start); d > 500*time.Millisecond {
+	// (The bound leaves room for a loaded machine, yet is below 200ms plus any fixed grace wait.)
+	if d := time.Since(start); d > 900*time.Millisecond {
 		t.Fatalf("Close took %s for a 200ms context", d)
 	}
 	if err == nil || !strings.Contains(err.Error(), "not written") {
@@ -709,7 +710,7 @@ func TestWriterCloseGivesUpPromptlyAndRunsOnCloseOnce(t *testing.T) {
 		err := w.Close(ctx)
 		d := time.Since(start)
 		cancel()
-		if d > 500*time.Millisecond {
+		if d > 900*time.Millisecond {
 			t.Fatalf("Close %d took %s for a 200ms context with a sink that ignores it", round+1, d)
 		}
 		if !errors.Is(err, context.DeadlineExceeded) {

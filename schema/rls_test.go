@@ -15,44 +15,6 @@ import (
 	"github.com/auditkit/auditkit/schema"
 )
 
-// newRole creates a NOLOGIN role named after the schema with the privileges core/store needs,
-// and a pool whose connections take that role at startup (so RESET ROLE cannot leave it).
-func newRole(t *testing.T, db *pgtest.DB, suffix string, grants ...string) (string, *pgxpool.Pool) {
-	t.Helper()
-	ctx := context.Background()
-	role := db.Schema + "_" + suffix
-	q := pgx.Identifier{role}.Sanitize()
-	s := pgx.Identifier{db.Schema}.Sanitize()
-	stmts := []string{`CREATE ROLE ` + q + ` NOLOGIN`, `GRANT USAGE ON SCHEMA ` + s + ` TO ` + q}
-	for _, g := range grants {
-		stmts = append(stmts, `GRANT `+g+` TO `+q)
-	}
-	for _, st := range stmts {
-		if _, err := db.Pool.Exec(ctx, st); err != nil {
-			t.Fatalf("%s: %v", st, err)
-		}
-	}
-	t.Cleanup(func() {
-		// Runs before the schema is dropped: DROP OWNED takes the role out of grants and policies.
-		for _, st := range []string{`DROP OWNED BY ` + q, `DROP ROLE ` + q} {
-			if _, err := db.Pool.Exec(context.Background(), st); err != nil {
-				t.Errorf("%s: %v", st, err)
-			}
-		}
-	})
-	cfg, err := pgxpool.ParseConfig(db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ConnConfig.RuntimeParams["role"] = role
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return role, pool
-}
-
 const insertRow = `INSERT INTO audit_logs (id, occurred_at, kind, action, tenant_id)
 	VALUES (gen_random_uuid(), now(), 'custom', 'x', $1)`
 
@@ -102,9 +64,9 @@ func TestRowLevelSecurityKeepsReadersToTheirTenant(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	reader, rpool := newRole(t, db, "reader", "SELECT, INSERT, UPDATE, DELETE ON audit_logs",
+	reader, rpool := db.NewRole(t, "reader", "SELECT, INSERT, UPDATE, DELETE ON audit_logs",
 		"SELECT ON audit_stream_listeners")
-	_, wpool := newRole(t, db, "writer", "INSERT ON audit_logs", "SELECT ON audit_stream_listeners")
+	_, wpool := db.NewRole(t, "writer", "INSERT ON audit_logs", "SELECT ON audit_stream_listeners")
 
 	// Before: the reader's grants alone open every row.
 	if n := countIn(t, rpool, ""); n != 4 {
@@ -207,7 +169,7 @@ func TestEnableRowLevelSecurityRefusesReadersItWouldNotRestrict(t *testing.T) {
 	if err := db.Pool.QueryRow(ctx, `SELECT current_user`).Scan(&owner); err != nil {
 		t.Fatal(err)
 	}
-	member, _ := newRole(t, db, "member")
+	member, _ := db.NewRole(t, "member")
 	if _, err := db.Pool.Exec(ctx, `GRANT `+pgx.Identifier{owner}.Sanitize()+` TO `+pgx.Identifier{member}.Sanitize()); err != nil {
 		t.Fatal(err)
 	}

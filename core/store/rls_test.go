@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -23,41 +22,11 @@ import (
 // startup (so RESET ROLE cannot leave it). The role is dropped when tb ends.
 func readerPool(tb testing.TB, db *pgtest.DB) *pgxpool.Pool {
 	tb.Helper()
-	ctx := context.Background()
-	role := db.Schema + "_reader"
-	q := pgx.Identifier{role}.Sanitize()
-	s := pgx.Identifier{db.Schema}.Sanitize()
-	for _, st := range []string{
-		`CREATE ROLE ` + q + ` NOLOGIN`,
-		`GRANT USAGE ON SCHEMA ` + s + ` TO ` + q,
-		`GRANT SELECT, INSERT, DELETE ON audit_logs TO ` + q,
-		`GRANT SELECT, INSERT, UPDATE, DELETE ON audit_tenants, audit_idempotency_keys, audit_stream_listeners TO ` + q,
-	} {
-		if _, err := db.Pool.Exec(ctx, st); err != nil {
-			tb.Fatalf("%s: %v", st, err)
-		}
-	}
-	tb.Cleanup(func() {
-		// Runs before the schema is dropped: DROP OWNED takes the role out of grants and policies.
-		for _, st := range []string{`DROP OWNED BY ` + q, `DROP ROLE ` + q} {
-			if _, err := db.Pool.Exec(context.Background(), st); err != nil {
-				tb.Errorf("%s: %v", st, err)
-			}
-		}
-	})
-	if err := schema.EnableRowLevelSecurity(ctx, db.Pool, []string{role}, schema.WithSchema(db.Schema)); err != nil {
+	role, pool := db.NewRole(tb, "reader", "SELECT, INSERT, DELETE ON audit_logs",
+		"SELECT, INSERT, UPDATE, DELETE ON audit_tenants, audit_idempotency_keys, audit_stream_listeners")
+	if err := schema.EnableRowLevelSecurity(context.Background(), db.Pool, []string{role}, schema.WithSchema(db.Schema)); err != nil {
 		tb.Fatal(err)
 	}
-	cfg, err := pgxpool.ParseConfig(db.URL)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cfg.ConnConfig.RuntimeParams["role"] = role
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(pool.Close)
 	return pool
 }
 

@@ -189,3 +189,41 @@ func (db *DB) Count(tb testing.TB) int {
 	}
 	return n
 }
+
+// NewRole creates a NOLOGIN role named <schema>_<suffix> with USAGE on db's schema and the given
+// grants (for example "SELECT, INSERT ON audit_logs"), and a pool whose connections take that
+// role at startup, so that RESET ROLE cannot leave it. Role and pool go when tb ends, before the
+// schema is dropped (DROP OWNED takes the role out of grants and policies).
+func (db *DB) NewRole(tb testing.TB, suffix string, grants ...string) (string, *pgxpool.Pool) {
+	tb.Helper()
+	ctx := context.Background()
+	role := db.Schema + "_" + suffix
+	q := pgx.Identifier{role}.Sanitize()
+	stmts := []string{`CREATE ROLE ` + q + ` NOLOGIN`, `GRANT USAGE ON SCHEMA ` + pgx.Identifier{db.Schema}.Sanitize() + ` TO ` + q}
+	for _, g := range grants {
+		stmts = append(stmts, `GRANT `+g+` TO `+q)
+	}
+	for _, st := range stmts {
+		if _, err := db.Pool.Exec(ctx, st); err != nil {
+			tb.Fatalf("pgtest: %s: %v", st, err)
+		}
+	}
+	tb.Cleanup(func() {
+		for _, st := range []string{`DROP OWNED BY ` + q, `DROP ROLE ` + q} {
+			if _, err := db.Pool.Exec(context.Background(), st); err != nil {
+				tb.Errorf("pgtest: %s: %v", st, err)
+			}
+		}
+	})
+	cfg, err := pgxpool.ParseConfig(db.URL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["role"] = role
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(pool.Close)
+	return role, pool
+}

@@ -15,6 +15,10 @@ import (
 // The middleware reads them when the handler chain returns, so the setting middleware may run
 // before or after it. They take precedence over the token and the tenant header, and apply to the
 // request's HTTP record and to every ORM record of the request that has no identity of its own.
+// Because they are read at the end, they do not change what core.TenantFromContext and
+// core.ActorFromContext return inside the handler (the identity from the token); an application
+// that needs its own identity there too puts it in the request context with core.WithTenant or
+// core.WithActor before the audit middleware runs.
 const (
 	TenantKey = "auditkit.tenant"
 	ActorKey  = "auditkit.actor"

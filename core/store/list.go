@@ -152,19 +152,9 @@ func (s *Store) List(ctx context.Context, sc Scope, q Query) (Page, error) {
 
 	page := Page{Records: make([]*Record, 0, min(limit, 64))}
 	err = s.scoped(ctx, sc, func(db querier) error {
-		rows, err := db.Query(ctx, b.sb.String(), append([]any{customPlan}, b.args...)...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			r, err := scanRecord(rows)
-			if err != nil {
-				return err
-			}
-			page.Records = append(page.Records, r)
-		}
-		return rows.Err()
+		var err error
+		page.Records, err = queryRecords(ctx, db, page.Records, b.sb.String(), append([]any{customPlan}, b.args...)...)
+		return err
 	})
 	if err != nil {
 		return Page{}, fmt.Errorf("store: list: %w", err)

@@ -274,6 +274,23 @@ const selectColumns = `id, occurred_at, kind::text, action, severity::text, tena
 	before, after, diff, request_id, method, route, path, query, status, duration_us,
 	host(ip), user_agent, request_body, response_body, metadata, version`
 
+// queryRecords runs a query of selectColumns on db and appends the records it returns to recs.
+func queryRecords(ctx context.Context, db querier, recs []*Record, sql string, args ...any) ([]*Record, error) {
+	rows, err := db.Query(ctx, sql, args...)
+	if err != nil {
+		return recs, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		r, err := scanRecord(rows)
+		if err != nil {
+			return recs, err
+		}
+		recs = append(recs, r)
+	}
+	return recs, rows.Err()
+}
+
 // scanRecord reads one row of selectColumns.
 func scanRecord(row pgx.Row) (*Record, error) {
 	var (

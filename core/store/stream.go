@@ -570,19 +570,9 @@ func (h *hub) serveRanges(g *group, ranges []srange) error {
 		b.w(" ORDER BY occurred_at, id LIMIT ", b.arg(streamPage))
 		var recs []*Record
 		err := h.s.scoped(h.ctx, g.scope, func(db querier) error {
-			rows, err := db.Query(h.ctx, b.sb.String(), append([]any{customPlan}, b.args...)...)
-			if err != nil {
-				return err
-			}
-			defer rows.Close()
-			for rows.Next() {
-				r, err := scanRecord(rows)
-				if err != nil {
-					return err
-				}
-				recs = append(recs, r)
-			}
-			return rows.Err()
+			var err error
+			recs, err = queryRecords(h.ctx, db, recs, b.sb.String(), append([]any{customPlan}, b.args...)...)
+			return err
 		})
 		if err != nil {
 			return err

@@ -12,21 +12,12 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"time"
-	"unicode"
 	"unicode/utf8"
 )
 
 // Redacted replaces a secret value.
 const Redacted = "[REDACTED]"
-
-// DefaultRedactFields are the key patterns every Redactor redacts. A key matches a pattern when
-// the key, normalised (lower-cased, without '-', '_', '.' and spaces), contains it.
-var DefaultRedactFields = []string{
-	"password", "passwd", "secret", "token", "apikey", "authorization", "cookie",
-	"privatekey", "clientsecret", "creditcard", "cardnumber", "cvv", "ssn",
-}
 
 // redactMaxDepth bounds how deep Value descends, so that hostile input cannot exhaust the stack
 // or the CPU; deeper content is replaced by redactTooDeep.
@@ -37,138 +28,25 @@ const redactTooDeep = "[too deep]"
 // redactMaxQuotedKey bounds how far Text looks back for the opening quote of a quoted key.
 const redactMaxQuotedKey = 1024
 
-// Redactor removes secrets from audit data before it is stored: values under sensitive keys,
-// credentials in free text, URLs and bodies. It also sanitises what PostgreSQL would reject in
-// text and jsonb (NUL bytes, invalid UTF-8, NaN and infinite numbers).
+// Redactor removes secrets from audit data before it is stored: values under sensitive keys
+// (see Sensitive), values that are secrets by their shape wherever they appear (see Value),
+// credentials in free text, keys that carry secrets, URLs, paths and bodies. It also sanitises
+// what PostgreSQL would reject in text and jsonb (NUL bytes, invalid UTF-8, NaN and infinite
+// numbers).
 //
 // A Redactor is immutable after construction and safe for concurrent use. Its methods never
 // modify their arguments: they return copies. A nil *Redactor, and the zero Redactor, behave like
 // NewRedactor(nil, nil).
 //
-// Matching errs on the side of redacting: a key such as "secretary" is redacted because it
-// contains "secret". Use the allow list of NewRedactor for keys that match by accident.
+// Keys are matched by their words, so that ssn matches user_ssn and SSN but not classname, and
+// token_count or password_changed_at, which name properties of a secret, are kept. Use the allow
+// list of NewRedactor for keys that still match by accident.
 type Redactor struct {
-	patterns []string            // normalised, deduplicated, sorted
-	first    [256][]string       // patterns by their first byte
-	minLen   int                 // length of the shortest pattern
-	allow    map[string]struct{} // normalised keys exempt from redaction
-}
-
-// NewRedactor returns a Redactor for DefaultRedactFields merged with fields. Patterns and the
-// keys in allow are normalised like keys (lower-cased, without '-', '_', '.' and spaces); patterns
-// that are empty after normalisation are ignored. A key equal to an allow-listed key after
-// normalisation is not sensitive, although it contains a pattern; its value is still walked, so
-// secrets nested inside it are redacted.
-func NewRedactor(fields, allow []string) *Redactor {
-	r := &Redactor{}
-	seen := map[string]bool{}
-	var ps []string
-	for _, f := range slices.Concat(DefaultRedactFields, fields) {
-		p := string(redactNorm(nil, f))
-		if p == "" || seen[p] {
-			continue
-		}
-		seen[p] = true
-		ps = append(ps, p)
-	}
-	// A pattern containing another one is redundant ("newpassword" when "password" is there).
-	for _, p := range ps {
-		redundant := false
-		for _, q := range ps {
-			if p != q && strings.Contains(p, q) {
-				redundant = true
-				break
-			}
-		}
-		if !redundant {
-			r.patterns = append(r.patterns, p)
-		}
-	}
-	slices.Sort(r.patterns)
-	r.minLen = math.MaxInt
-	for _, p := range r.patterns {
-		r.first[p[0]] = append(r.first[p[0]], p)
-		r.minLen = min(r.minLen, len(p))
-	}
-	for _, a := range allow {
-		if n := string(redactNorm(nil, a)); n != "" {
-			if r.allow == nil {
-				r.allow = map[string]struct{}{}
-			}
-			r.allow[n] = struct{}{}
-		}
-	}
-	return r
-}
-
-// redactDefault is the Redactor used through a nil or zero *Redactor. It is built on first use.
-var redactDefault = sync.OnceValue(func() *Redactor { return NewRedactor(nil, nil) })
-
-// rules returns the Redactor to apply: r itself, or the default for a nil or zero Redactor.
-func (r *Redactor) rules() *Redactor {
-	if r == nil || r.patterns == nil {
-		return redactDefault()
-	}
-	return r
-}
-
-// redactNorm appends the normalised form of key to dst: lower-cased, without '-', '_', '.',
-// white space and control characters. Invalid UTF-8 becomes U+FFFD.
-func redactNorm(dst []byte, key string) []byte {
-	for i := 0; i < len(key); {
-		c := key[i]
-		if c < utf8.RuneSelf {
-			i++
-			switch {
-			case 'A' <= c && c <= 'Z':
-				dst = append(dst, c+('a'-'A'))
-			case c == '-' || c == '_' || c == '.' || c == ' ' || c < 0x20 || c == 0x7f:
-			default:
-				dst = append(dst, c)
-			}
-			continue
-		}
-		ru, n := utf8.DecodeRuneInString(key[i:])
-		i += n
-		if unicode.IsSpace(ru) || unicode.IsControl(ru) {
-			continue
-		}
-		dst = utf8.AppendRune(dst, unicode.ToLower(ru))
-	}
-	return dst
-}
-
-// match reports whether the normalised n contains a pattern.
-func (r *Redactor) match(n []byte) bool {
-	for i := 0; i+r.minLen <= len(n); i++ {
-		for _, p := range r.first[n[i]] {
-			if len(n)-i >= len(p) && string(n[i:i+len(p)]) == p {
-				return true
-			}
-		}
-	}
-	return false
-}
-
-// Sensitive reports whether values under key must be redacted: the normalised key (lower-cased,
-// without '-', '_', '.' and spaces) contains a pattern and is not allow-listed. So "password_hash",
-// "newPassword", "X-API-Key" and "client-secret" are all sensitive.
-func (r *Redactor) Sensitive(key string) bool {
-	r = r.rules()
-	var buf [64]byte
-	return r.sensitiveNorm(redactNorm(buf[:0], key))
-}
-
-func (r *Redactor) sensitiveNorm(n []byte) bool {
-	if !r.match(n) {
-		return false
-	}
-	if r.allow != nil {
-		if _, ok := r.allow[string(n)]; ok {
-			return false
-		}
-	}
-	return true
+	patterns []redactPattern      // compiled patterns, deduplicated, sorted
+	last     [256][]redactPattern // patterns by their last byte
+	first    [256][]string        // pattern texts by their first byte
+	minLen   int                  // length of the shortest pattern
+	allow    map[string]struct{}  // normalised keys exempt from redaction
 }
 
 // Sanitize returns s without NUL bytes and with invalid UTF-8 replaced by U+FFFD, which
@@ -745,7 +623,7 @@ func (r *Redactor) mayLeak(s string) bool {
 		return false
 	}
 	var buf [256]byte
-	return r.match(redactNorm(buf[:0], s))
+	return r.containsPattern(redactLetters(buf[:0], s))
 }
 
 // redactMentionsAuthScheme reports whether s contains "bearer" or "basic" in any case.

@@ -1,0 +1,428 @@
+package core
+
+import (
+	"slices"
+	"sync"
+	"unicode"
+	"unicode/utf8"
+)
+
+// DefaultRedactFields are the key patterns every Redactor redacts, written as words. How a key is
+// matched against them is described on Redactor.Sensitive.
+//
+//   - passwords: password, passwd, pwd, pass, passphrase, passcode, authentication string
+//     (MySQL's password hash column)
+//   - secrets and keys: secret, api key, access key, access key id (half of an AWS credential
+//     pair), secret key, private key, privkey, signing key, encryption key, master key, account
+//     key, app key, session key, subscription key, tls key
+//   - tokens and credentials: token, credential, creds, bearer, assertion, authorization, auth
+//     (as the last word), auth code, cookie, session, session id, sessid, connect sid, signature, sig, sas,
+//     hmac, code verifier, device code, dockercfg, dockerconfigjson
+//   - one-time codes: otp, totp, hotp, mfa code, recovery code, backup code, verification code
+//   - payment and identity numbers: credit card, card number, security code, cvv, cvc, pin, iban,
+//     ssn, social security
+//   - wallet seeds: mnemonic, seed phrase
+//
+// Left out on purpose: "code" alone (country_code, status_code; an OAuth authorization code is
+// single-use and bound to the client), "sid" alone (Twilio account SIDs, Windows SIDs), "salt"
+// (not secret by design; password_salt matches "password"), "key" alone (primary, cache and
+// idempotency keys) and "auth" except as the last word (auth_type, auth_user).
+var DefaultRedactFields = []string{
+	"password", "passwd", "pwd", "pass", "passphrase", "passcode", "authentication string",
+	"secret", "api key", "access key", "access key id", "secret key", "private key", "privkey",
+	"signing key", "encryption key", "master key", "account key", "app key", "session key",
+	"subscription key", "tls key",
+	"token", "credential", "creds", "bearer", "assertion", "authorization", "auth", "auth code",
+	"cookie", "session", "session id", "sessid", "connect sid", "signature",
+	"sig", "sas", "hmac", "code verifier", "device code", "dockercfg", "dockerconfigjson",
+	"otp", "totp", "hotp", "mfa code", "recovery code", "backup code", "verification code",
+	"credit card", "card number", "security code", "cvv", "cvc", "pin", "iban", "ssn",
+	"social security",
+	"mnemonic", "seed phrase",
+}
+
+// redactLastWordOnly are default patterns that name a secret only as the last word of a key:
+// "X-Registry-Auth" and "basic_auth" hold credentials, "auth_type" and "auth_user" do not.
+var redactLastWordOnly = map[string]bool{"auth": true}
+
+// redactTailMin is the length from which a pattern also matches the tail of a glued word
+// ("rolpassword", "accesstoken", "jsessionid", "csrfmiddlewaretoken"): English compounds name
+// what they are by their last part. Shorter patterns (pass, pin, sig, otp) match whole words only.
+const redactTailMin = 5
+
+// redactPluralMin is the length from which a pattern also matches with a plural "s" ("tokens",
+// "credentials"); shorter patterns would turn "sass" into a plural of "sas".
+const redactPluralMin = 4
+
+// redactQualifiersAfter are words that, after the last sensitive word of a key, make the key name
+// a property of the secret rather than the secret itself: token_count, password_changed_at,
+// token_type, secret_name, session_expires_at, client_secret_expires_at, api_key_id.
+var redactQualifiersAfter = wordSet(
+	"at", "on", "date", "time", "timestamp", "ts", "in", "by",
+	"count", "counts", "counter", "length", "len", "size", "min", "max", "limit", "limits",
+	"quota", "usage", "type", "types", "kind", "policy", "policies", "rule", "rules",
+	"required", "require", "requires", "enabled", "enable", "disabled", "set", "present",
+	"exists", "expires", "expiry", "expiration", "expired", "exp", "ttl", "timeout", "duration",
+	"lifetime", "age", "start", "started", "end", "ended", "changed", "change", "updated",
+	"created", "sent", "rotated", "rotation", "used", "reuse", "id", "ids", "name", "names",
+	"label", "description", "algorithm", "algorithms", "alg", "method", "methods", "format",
+	"strength", "status", "version", "scope", "scopes", "prefix", "url", "uri", "urls",
+	"endpoint", "path", "file", "ref", "arn", "mode", "valid", "invalid", "verified",
+	"confirmed", "check", "checks", "attempts", "retries", "failures", "location", "field",
+	"fields", "provider", "issuer", "audience", "source", "consent", "accepted", "samesite",
+	"domain", "secure", "httponly",
+)
+
+// redactQualifiersBefore are words that, anywhere before the first sensitive word of a key, make
+// it a count, a limit or a flag: max_tokens, total_tokens, num_tokens, has_password,
+// is_password_set.
+var redactQualifiersBefore = wordSet(
+	"max", "min", "num", "total", "count", "has", "is", "must", "require", "requires", "needs",
+	"no", "without",
+)
+
+func wordSet(words ...string) map[string]struct{} {
+	m := make(map[string]struct{}, len(words))
+	for _, w := range words {
+		m[w] = struct{}{}
+	}
+	return m
+}
+
+// redactPattern is a pattern compiled by NewRedactor: the concatenation of its words.
+type redactPattern struct {
+	text     string
+	lastOnly bool // matches only when it ends the key's last word
+}
+
+// NewRedactor returns a Redactor for DefaultRedactFields merged with fields. Patterns given in
+// fields are split into words exactly like keys (see Sensitive): "Pin-Code", "pin_code",
+// "pinCode" and "pin code" are the same pattern, matching the keys pin_code and PinCode; a
+// pattern written as one word ("pincode") also matches the keys pin_code and PinCode, because
+// a run of consecutive words is compared by its concatenation. Patterns without a letter or a
+// digit are ignored.
+//
+// The keys in allow are normalised by lower-casing them and removing '-', '_', '.', white space
+// and control characters; a key equal to an allow-listed key after that normalisation is not
+// sensitive, although it matches a pattern. Its value is still walked, so secrets nested inside
+// it, or recognised by their shape, are redacted.
+func NewRedactor(fields, allow []string) *Redactor {
+	r := &Redactor{}
+	seen := map[string]bool{}
+	var buf []byte
+	for i, f := range slices.Concat(DefaultRedactFields, fields) {
+		buf, _ = redactWords(buf[:0], nil, f)
+		p := string(buf)
+		lastOnly := i < len(DefaultRedactFields) && redactLastWordOnly[p]
+		key := p
+		if lastOnly {
+			key += "$"
+		}
+		if p == "" || seen[key] {
+			continue
+		}
+		seen[key] = true
+		r.patterns = append(r.patterns, redactPattern{text: p, lastOnly: lastOnly})
+	}
+	slices.SortFunc(r.patterns, func(a, b redactPattern) int {
+		if a.text < b.text {
+			return -1
+		}
+		if a.text > b.text {
+			return 1
+		}
+		return 0
+	})
+	for _, p := range r.patterns {
+		r.last[p.text[len(p.text)-1]] = append(r.last[p.text[len(p.text)-1]], p)
+		r.first[p.text[0]] = append(r.first[p.text[0]], p.text)
+	}
+	r.minLen = len(r.patterns[0].text)
+	for _, p := range r.patterns {
+		r.minLen = min(r.minLen, len(p.text))
+	}
+	for _, a := range allow {
+		if n := string(redactNorm(nil, a)); n != "" {
+			if r.allow == nil {
+				r.allow = map[string]struct{}{}
+			}
+			r.allow[n] = struct{}{}
+		}
+	}
+	return r
+}
+
+// redactDefault is the Redactor used through a nil or zero *Redactor. It is built on first use.
+var redactDefault = sync.OnceValue(func() *Redactor { return NewRedactor(nil, nil) })
+
+// rules returns the Redactor to apply: r itself, or the default for a nil or zero Redactor.
+func (r *Redactor) rules() *Redactor {
+	if r == nil || r.patterns == nil {
+		return redactDefault()
+	}
+	return r
+}
+
+// redactNorm appends the normalised form of an allow-listed key to dst: lower-cased, without
+// '-', '_', '.', white space and control characters. Invalid UTF-8 becomes U+FFFD.
+func redactNorm(dst []byte, key string) []byte {
+	for i := 0; i < len(key); {
+		c := key[i]
+		if c < utf8.RuneSelf {
+			i++
+			switch {
+			case 'A' <= c && c <= 'Z':
+				dst = append(dst, c+('a'-'A'))
+			case c == '-' || c == '_' || c == '.' || c == ' ' || c < 0x20 || c == 0x7f:
+			default:
+				dst = append(dst, c)
+			}
+			continue
+		}
+		ru, n := utf8.DecodeRuneInString(key[i:])
+		i += n
+		if unicode.IsSpace(ru) || unicode.IsControl(ru) {
+			continue
+		}
+		dst = utf8.AppendRune(dst, unicode.ToLower(ru))
+	}
+	return dst
+}
+
+// Character classes of redactWords.
+const (
+	rwSep = iota
+	rwLower
+	rwUpper
+	rwDigit
+)
+
+func redactRuneClass(ru rune) int {
+	if ru < utf8.RuneSelf {
+		switch c := byte(ru); {
+		case 'a' <= c && c <= 'z':
+			return rwLower
+		case 'A' <= c && c <= 'Z':
+			return rwUpper
+		case '0' <= c && c <= '9':
+			return rwDigit
+		}
+		return rwSep
+	}
+	switch {
+	case unicode.IsUpper(ru):
+		return rwUpper
+	case unicode.IsLetter(ru):
+		return rwLower
+	case unicode.IsDigit(ru):
+		return rwDigit
+	}
+	return rwSep
+}
+
+func redactDecodeRune(s string, i int) (rune, int) {
+	if c := s[i]; c < utf8.RuneSelf {
+		return rune(c), 1
+	}
+	return utf8.DecodeRuneInString(s[i:])
+}
+
+// redactWords appends the lower-cased letters and digits of key to dst and the end offset (in
+// dst) of each of its words to ends. Words are separated by anything that is not a letter or a
+// digit, by a change between letters and digits, by a lower-case letter followed by an upper-case
+// one (camelCase), and before the last of several upper-case letters followed by a lower-case one
+// (APIKey is API, Key).
+func redactWords(dst []byte, ends []int, key string) ([]byte, []int) {
+	prev := rwSep
+	open := false
+	for i := 0; i < len(key); {
+		ru, n := redactDecodeRune(key, i)
+		c := redactRuneClass(ru)
+		if c == rwSep {
+			if open {
+				ends = append(ends, len(dst))
+				open = false
+			}
+			prev = rwSep
+			i += n
+			continue
+		}
+		boundary := false
+		switch {
+		case prev == rwSep:
+		case (prev == rwDigit) != (c == rwDigit):
+			boundary = true
+		case prev == rwLower && c == rwUpper:
+			boundary = true
+		case prev == rwUpper && c == rwUpper && i+n < len(key):
+			next, _ := redactDecodeRune(key, i+n)
+			boundary = redactRuneClass(next) == rwLower
+		}
+		if boundary && open {
+			ends = append(ends, len(dst))
+		}
+		open = true
+		if ru < utf8.RuneSelf {
+			b := byte(ru)
+			if 'A' <= b && b <= 'Z' {
+				b += 'a' - 'A'
+			}
+			dst = append(dst, b)
+		} else {
+			dst = utf8.AppendRune(dst, unicode.ToLower(ru))
+		}
+		prev = c
+		i += n
+	}
+	if open {
+		ends = append(ends, len(dst))
+	}
+	return dst, ends
+}
+
+// containsPattern reports whether the letters and digits n of a text contain a pattern anywhere.
+// It is the cheap filter before Text looks for pairs.
+func (r *Redactor) containsPattern(n []byte) bool {
+	for i := 0; i+r.minLen <= len(n); i++ {
+		for _, p := range r.first[n[i]] {
+			if len(n)-i >= len(p) && string(n[i:i+len(p)]) == p {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Sensitive reports whether values under key must be redacted.
+//
+// The key is split into words: at anything that is not a letter or a digit (snake_case,
+// kebab-case, dotted.names, card[number], spaces), between letters and digits (ssnLast4 is ssn,
+// last, 4), and at case changes (newPassword is new, password; APIKey is api, key; userSSN is
+// user, ssn). Words are lower-cased. A pattern (see DefaultRedactFields and NewRedactor) matches
+// a run of consecutive words whose concatenation equals the pattern's words concatenated, so
+// "api key" matches api_key, apiKey, x-api-key and APIKEY. Besides:
+//
+//   - a pattern of 4 or more letters also matches with a plural "s" (tokens, credentials);
+//   - a pattern of 5 or more letters also matches the tail of a glued word (rolpassword,
+//     accesstoken, jsessionid), but never its head (secretary, tokenizer and passwordless are
+//     not sensitive);
+//   - "auth" matches only as the last word (X-Registry-Auth, basic_auth; not auth_type).
+//
+// A key that matches is still not sensitive when it names a property of the secret rather than
+// the secret: when a qualifier word follows its last matching word (token_count,
+// password_changed_at, token_type, secret_name, api_key_id, token_expires_in; the list is
+// redactQualifiersAfter: times, counts, lengths, limits, types, policies, flags, ids, names,
+// algorithms, URLs and paths), or when a count or flag word comes before its first matching word
+// (max_tokens, total_tokens, has_password, is_password_set). A qualifier that a pattern itself
+// contains does not count: session_id and access_key_id are sensitive, token_id is not. So ssn,
+// user_ssn, SSN, ssnLast4, password_hash, newPassword, x-api-key, accessToken, client-secret,
+// privateKey, Authorization, Cookie and Set-Cookie are sensitive; business_name, classname and
+// token_count are not.
+//
+// A key equal, after normalisation, to a key of the allow list given to NewRedactor is never
+// sensitive.
+func (r *Redactor) Sensitive(key string) bool {
+	r = r.rules()
+	var buf [96]byte
+	var ends [24]int
+	n, e := redactWords(buf[:0], ends[:0], key)
+	if !r.matchWords(n, e) {
+		return false
+	}
+	if r.allow != nil {
+		var abuf [96]byte
+		if _, ok := r.allow[string(redactNorm(abuf[:0], key))]; ok {
+			return false
+		}
+	}
+	return true
+}
+
+// matchWords applies the rules of Sensitive to the words of a key: n holds their letters, ends
+// the end offset of each.
+func (r *Redactor) matchWords(n []byte, ends []int) bool {
+	if len(n) < r.minLen {
+		return false
+	}
+	firstWord, lastWord := len(ends), -1
+	start := 0
+	for w, end := range ends {
+		for _, e := range [2]int{end, end - 1} {
+			if e == end-1 && (n[e] != 's' || e <= start) {
+				continue
+			}
+			for _, p := range r.last[n[e-1]] {
+				l := len(p.text)
+				if l > e || string(n[e-l:e]) != p.text {
+					continue
+				}
+				if e != end && l < redactPluralMin {
+					continue
+				}
+				if p.lastOnly && (w != len(ends)-1 || e != end) {
+					continue
+				}
+				s := e - l
+				sw, atBoundary := redactWordAt(ends, s)
+				if !atBoundary && (l < redactTailMin || sw != w) {
+					// A glued tail lies within one word.
+					continue
+				}
+				firstWord = min(firstWord, sw)
+				lastWord = max(lastWord, w)
+			}
+		}
+		start = end
+	}
+	if lastWord < 0 {
+		return false
+	}
+	for w := lastWord + 1; w < len(ends); w++ {
+		if _, ok := redactQualifiersAfter[string(n[ends[w-1]:ends[w]])]; ok {
+			return false
+		}
+	}
+	for w := 0; w < firstWord; w++ {
+		s := 0
+		if w > 0 {
+			s = ends[w-1]
+		}
+		if _, ok := redactQualifiersBefore[string(n[s:ends[w]])]; ok {
+			return false
+		}
+	}
+	return true
+}
+
+// redactWordAt returns the index of the word holding offset s and whether s is its start.
+func redactWordAt(ends []int, s int) (int, bool) {
+	start := 0
+	for w, e := range ends {
+		if s < e {
+			return w, s == start
+		}
+		start = e
+	}
+	return len(ends), false
+}
+
+// redactLetters appends the lower-cased letters and digits of s to dst, as redactWords does
+// without recording where words end.
+func redactLetters(dst []byte, s string) []byte {
+	for i := 0; i < len(s); {
+		ru, n := redactDecodeRune(s, i)
+		i += n
+		switch c := redactRuneClass(ru); {
+		case c == rwSep:
+		case ru < utf8.RuneSelf:
+			b := byte(ru)
+			if 'A' <= b && b <= 'Z' {
+				b += 'a' - 'A'
+			}
+			dst = append(dst, b)
+		default:
+			dst = utf8.AppendRune(dst, unicode.ToLower(ru))
+		}
+	}
+	return dst
+}

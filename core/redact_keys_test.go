@@ -1,0 +1,172 @@
+package core_test
+
+import (
+	"testing"
+
+	"github.com/auditkit/auditkit/core"
+)
+
+// TestRedactSensitiveWords pins the word rules of Sensitive with the default patterns: how keys
+// are split, which runs of words match, and which qualifiers make a key name a property of a
+// secret rather than the secret.
+func TestRedactSensitiveWords(t *testing.T) {
+	r := core.NewRedactor(nil, nil)
+	tests := []struct {
+		key  string
+		want bool
+		why  string
+	}{
+		// Whole words, in every spelling.
+		{"ssn", true, "the word itself"},
+		{"SSN", true, "upper case"},
+		{"user_ssn", true, "snake_case"},
+		{"userSSN", true, "camelCase ending in an acronym"},
+		{"ssnLast4", true, "digits separate words"},
+		{"user-ssn", true, "kebab-case"},
+		{"user.ssn", true, "dotted"},
+		{"card[number]", true, "bracketed"},
+		{"card[cvc]", true, "bracketed"},
+		{"business_name", false, "ssn is not a word of it"},
+		{"classname", false, "ssn inside a word"},
+		{"className", false, "ssn across a camelCase boundary"},
+		{"lessons", false, "ssn inside a word"},
+		{"password_hash", true, "a hash of a password is secret"},
+		{"newPassword", true, "camelCase"},
+		{"x-api-key", true, "two-word pattern"},
+		{"X-API-Key", true, "two-word pattern, acronym"},
+		{"APIKey", true, "acronym followed by a word"},
+		{"apikey", true, "two-word pattern glued"},
+		{"APIKEY", true, "two-word pattern glued, upper case"},
+		{"api_key", true, "two-word pattern"},
+		{"accessToken", true, "camelCase"},
+		{"client-secret", true, "kebab-case"},
+		{"privateKey", true, "two-word pattern"},
+		{"private_key", true, "two-word pattern"},
+		{"Authorization", true, "header"},
+		{"Proxy-Authorization", true, "header"},
+		{"Cookie", true, "header"},
+		{"Set-Cookie", true, "header"},
+		{"credit_card", true, "two-word pattern"},
+		{"creditCardNumber", true, "two patterns"},
+		// Common spellings.
+		{"pwd", true, "password"},
+		{"pass", true, "password"},
+		{"passphrase", true, "password"},
+		{"passcode", true, "password"},
+		{"otp", true, "one-time password"},
+		{"totp_code", true, "one-time password"},
+		{"mfa_code", true, "one-time password"},
+		{"credentials", true, "plural"},
+		{"creds", true, "credentials"},
+		{"session", true, "session"},
+		{"sessionid", true, "session id glued"},
+		{"session_id", true, "the pattern holds the qualifier id"},
+		{"JSESSIONID", true, "glued tail"},
+		{"PHPSESSID", true, "glued tail"},
+		{"connect.sid", true, "express session cookie"},
+		{"ASP.NET_SessionId", true, "session id"},
+		{"signature", true, "signature"},
+		{"X-Amz-Signature", true, "signature"},
+		{"sig", true, "Azure SAS signature"},
+		{"aws_secret_access_key", true, "secret"},
+		{"aws_access_key_id", true, "access key id is half of a credential pair"},
+		{"accesskey", true, "glued"},
+		{"x-amz-security-token", true, "token"},
+		{"cvv2", true, "cvv and a digit"},
+		{"cvc", true, "card code"},
+		{"pin", true, "pin"},
+		{"iban", true, "iban"},
+		{"refresh_token", true, "token"},
+		{"id_token", true, "id before the secret is not a qualifier"},
+		{"bearer", true, "bearer"},
+		{"rolpassword", true, "glued tail"},
+		{"csrfmiddlewaretoken", true, "glued tail"},
+		{"X-Registry-Auth", true, "auth as the last word"},
+		{"basic_auth", true, "auth as the last word"},
+		{"tokens", true, "plural"},
+		{"Ocp-Apim-Subscription-Key", true, "subscription key"},
+		{"client_assertion", true, "assertion"},
+		{"code_verifier", true, "PKCE verifier"},
+		// Properties of secrets: qualifiers after the last sensitive word.
+		{"token_count", false, "a count"},
+		{"password_changed_at", false, "a time"},
+		{"passwordChangedAt", false, "a time, camelCase"},
+		{"token_expires_at", false, "a time"},
+		{"token_expires_in", false, "a duration"},
+		{"password_length", false, "a length"},
+		{"min_password_length", false, "a length"},
+		{"password_policy", false, "a policy"},
+		{"password_required", false, "a flag"},
+		{"otp_required_for_login", false, "a flag"},
+		{"mfa_enabled", false, "no pattern"},
+		{"token_type", false, "a type"},
+		{"token_type_hint", false, "a type"},
+		{"token_id", false, "an id of a token"},
+		{"api_key_id", false, "an id of a key"},
+		{"secret_name", false, "a name"},
+		{"secretKeyRef", false, "a reference"},
+		{"cookie_domain", false, "an attribute"},
+		{"cvc_check", false, "a check result"},
+		{"signature_algorithm", false, "an algorithm"},
+		{"token_endpoint", false, "a URL"},
+		{"session_expires_at", false, "a time"},
+		{"auth_type", false, "auth not the last word"},
+		{"authorName", false, "not the word auth"},
+		// Counts and flags before the first sensitive word.
+		{"max_tokens", false, "a limit"},
+		{"total_tokens", false, "a count"},
+		{"has_password", false, "a flag"},
+		{"is_password_set", false, "a flag"},
+		// Words that only contain a pattern.
+		{"secretary", false, "head of a glued word"},
+		{"tokenizer", false, "head of a glued word"},
+		{"passwordless", false, "head of a glued word"},
+		{"bypass", false, "pass is too short to be a glued tail"},
+		{"compass", false, "pass is too short to be a glued tail"},
+		{"passenger", false, "a word of its own"},
+		{"pinned", false, "a word of its own"},
+		{"sass", false, "too short for a plural"},
+		{"spin", false, "a word of its own"},
+		{"signed_headers", false, "not the word signature"},
+		{"email", false, "no pattern"},
+		{"", false, "empty"},
+		{"__", false, "no word"},
+	}
+	for _, tt := range tests {
+		if got := r.Sensitive(tt.key); got != tt.want {
+			t.Errorf("Sensitive(%q) = %v, want %v (%s)", tt.key, got, tt.want, tt.why)
+		}
+	}
+}
+
+// TestRedactUserPatternsAreWords checks that patterns given to NewRedactor are split into words
+// like keys, and that the allow list still exempts keys.
+func TestRedactUserPatternsAreWords(t *testing.T) {
+	tests := []struct {
+		fields, allow []string
+		key           string
+		want          bool
+	}{
+		{[]string{"Pin-Code"}, nil, "pin_code", true},
+		{[]string{"Pin-Code"}, nil, "PinCode", true},
+		{[]string{"pincode"}, nil, "pin_code", true},
+		{[]string{"pin code"}, nil, "pincode", true},
+		{[]string{"tax id"}, nil, "customer_tax_id", true},
+		{[]string{"tax id"}, nil, "taxidermy", false},
+		{[]string{"dob"}, nil, "user_dob", true},
+		{[]string{"dob"}, nil, "adobe", false},
+		{[]string{"x509"}, nil, "x509_cert", true},
+		{[]string{"x509"}, nil, "x_cert", false},
+		{[]string{"$$"}, nil, "dollar", false},
+		{nil, []string{"session_data"}, "session_data", false},
+		{nil, []string{"session_data"}, "SessionData", false},
+		{nil, []string{"session_data"}, "session_data_2", true},
+		{nil, []string{"card_number"}, "card_number", false},
+	}
+	for _, tt := range tests {
+		r := core.NewRedactor(tt.fields, tt.allow)
+		if got := r.Sensitive(tt.key); got != tt.want {
+			t.Errorf("NewRedactor(%q, %q).Sensitive(%q) = %v, want %v", tt.fields, tt.allow, tt.key, got, tt.want)
+		}
+	}
+}

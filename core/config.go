@@ -96,8 +96,9 @@ type Config struct {
 	ExcludePaths []string
 
 	// ActorTypeAliases maps actor_type claim values that are not one of the defined actor types to
-	// one that is, for example {"ops_admin": ActorPlatformAdmin, "bot": ActorService}. Keys are
-	// matched ignoring case and cannot redefine a defined type. Nil means no aliases.
+	// one that is, for example {"ops_admin": ActorPlatformAdmin, "bot": ActorService}. Claim values
+	// are matched exactly (no case folding, no trimming) against the defined types and then these
+	// keys; keys cannot redefine a defined type, even in another case. Nil means no aliases.
 	// Environment: AUDIT_ACTOR_TYPE_ALIASES (ops_admin=platform_admin,bot=service).
 	ActorTypeAliases map[string]ActorType
 
@@ -431,7 +432,7 @@ func ConfigFromEnvironment(environ []string, logger *slog.Logger) (Config, error
 	if v, ok := get(fActorTypeAliases); ok {
 		c.ActorTypeAliases = make(map[string]ActorType)
 		for _, kv := range parseEnvPairs(p, fActorTypeAliases, v) {
-			k := strings.ToLower(kv[0])
+			k := kv[0] // verbatim: claim values are matched exactly
 			if _, dup := c.ActorTypeAliases[k]; dup {
 				p.addf(fActorTypeAliases, "alias %q is given twice", kv[0])
 				continue

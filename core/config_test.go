@@ -229,7 +229,7 @@ func TestConfigEnvGood(t *testing.T) {
 			return slices.Equal(c.ExcludePaths, append(slices.Clone(DefaultExcludePaths), "/internal/*", "/ping"))
 		}},
 		{"AUDIT_ACTOR_TYPE_ALIASES=ops_admin=platform_admin, Bot = SERVICE", func(c Config) bool {
-			return reflect.DeepEqual(c.ActorTypeAliases, map[string]ActorType{"ops_admin": ActorPlatformAdmin, "bot": ActorService})
+			return reflect.DeepEqual(c.ActorTypeAliases, map[string]ActorType{"ops_admin": ActorPlatformAdmin, "Bot": ActorService})
 		}},
 		{"AUDIT_CAPTURE_REQUEST_BODY=yes", func(c Config) bool { return c.CaptureRequestBody }},
 		{"AUDIT_CAPTURE_REQUEST_BODY=off", func(c Config) bool { return !c.CaptureRequestBody }},
@@ -323,7 +323,8 @@ func TestConfigEnvMalformed(t *testing.T) {
 		{[]string{"AUDIT_EXCLUDE_PATHS=/a/*/b"}, `AUDIT_EXCLUDE_PATHS: "/a/*/b" has "*" before the end; "*" is allowed only as the last character, meaning a prefix`},
 		{[]string{"AUDIT_EXCLUDE_PATHS=/a?b=1"}, `AUDIT_EXCLUDE_PATHS: "/a?b=1" contains a space, '?' or '#'; paths are matched without the query string`},
 		{[]string{"AUDIT_ACTOR_TYPE_ALIASES=bot=robot"}, `AUDIT_ACTOR_TYPE_ALIASES: alias "bot" maps to "robot", which is not an actor type (want platform_admin, tenant_user, service, system or anonymous)`},
-		{[]string{"AUDIT_ACTOR_TYPE_ALIASES=bot=service,BOT=system"}, `AUDIT_ACTOR_TYPE_ALIASES: alias "BOT" is given twice`},
+		{[]string{"AUDIT_ACTOR_TYPE_ALIASES=bot=service,BOT=system"}, `AUDIT_ACTOR_TYPE_ALIASES: aliases "BOT" and "bot" differ only in case`},
+		{[]string{"AUDIT_ACTOR_TYPE_ALIASES=bot=service,bot=system"}, `AUDIT_ACTOR_TYPE_ALIASES: alias "bot" is given twice`},
 		{[]string{"AUDIT_ACTOR_TYPE_ALIASES==service"}, `AUDIT_ACTOR_TYPE_ALIASES: item "=service" has an empty key`},
 		{[]string{"AUDIT_ACTOR_TYPE_ALIASES=bot="}, `AUDIT_ACTOR_TYPE_ALIASES: item "bot=" has an empty value`},
 		{[]string{"AUDIT_ACTOR_TYPE_ALIASES=bot"}, `AUDIT_ACTOR_TYPE_ALIASES: item "bot" is not key=value`},

@@ -1,6 +1,10 @@
 package core
 
-import "context"
+import (
+	"context"
+	"fmt"
+	"maps"
+)
 
 type ctxKey int
 
@@ -9,7 +13,69 @@ const (
 	tenantKey
 	requestIDKey
 	collectorKey
+	authKey
 )
+
+// AuthStatus is the outcome of authenticating a request: no credentials, credentials that
+// established an actor, or credentials that were refused.
+type AuthStatus int
+
+// The authentication outcomes. The zero value is AuthNone.
+const (
+	// AuthNone: no credentials were presented (or nothing authenticated the context). No actor.
+	AuthNone AuthStatus = iota
+	// AuthVerified: an actor was established, by a verified token, the application's own
+	// Identify function, or WithActor. ActorFromContext returns it with ok true.
+	AuthVerified
+	// AuthRefused: credentials were presented and refused (a forged, expired or malformed token,
+	// an Identify error). No actor: a refused credential is never more than no credential.
+	AuthRefused
+)
+
+// String returns "none", "verified" or "refused".
+func (s AuthStatus) String() string {
+	switch s {
+	case AuthNone:
+		return "none"
+	case AuthVerified:
+		return "verified"
+	case AuthRefused:
+		return "refused"
+	}
+	return fmt.Sprintf("AuthStatus(%d)", int(s))
+}
+
+// Authentication says how the request of a context was authenticated. The HTTP middleware stores
+// one in every request context it audits; read it with AuthenticationFromContext.
+type Authentication struct {
+	// Status is the outcome.
+	Status AuthStatus
+	// Reason says why credentials were refused, as recorded in the audit record's metadata
+	// ("JWT refused: signature is invalid"); empty unless Status is AuthRefused.
+	Reason string
+}
+
+// WithAuthentication returns a context carrying the outcome of authenticating its request. A
+// context whose Authentication is AuthRefused yields no actor from ActorFromContext, whatever
+// WithActor stored.
+func WithAuthentication(ctx context.Context, a Authentication) context.Context {
+	return context.WithValue(ctx, authKey, a)
+}
+
+// AuthenticationFromContext returns the outcome stored by WithAuthentication. A context without
+// one reports AuthVerified when it carries an actor (WithActor, for example in a job or a
+// consumer) and AuthNone otherwise. Handlers that must tell "no credentials" from "refused
+// credentials" (to answer 401 with a reason, or to rate-limit forgeries) read this; handlers that
+// only need the actor read ActorFromContext.
+func AuthenticationFromContext(ctx context.Context) Authentication {
+	if a, ok := ctx.Value(authKey).(Authentication); ok {
+		return a
+	}
+	if _, ok := ActorFromContext(ctx); ok {
+		return Authentication{Status: AuthVerified}
+	}
+	return Authentication{}
+}
 
 // WithActor returns a context carrying the actor. Records made with the context (ORM changes,
 // Log) that name no actor of their own take this one.
@@ -17,10 +83,19 @@ func WithActor(ctx context.Context, a Actor) context.Context {
 	return context.WithValue(ctx, actorKey, a)
 }
 
-// ActorFromContext returns the actor stored by WithActor.
+// ActorFromContext returns the actor of the context. ok is true only when an actor was
+// established: WithActor stored a non-zero actor and the context's Authentication (if any) is
+// not AuthRefused. A request whose token was refused therefore yields ok false, exactly like a
+// request without a token; AuthenticationFromContext tells the two apart.
 func ActorFromContext(ctx context.Context) (Actor, bool) {
 	a, ok := ctx.Value(actorKey).(Actor)
-	return a, ok
+	if !ok || a.IsZero() {
+		return Actor{}, false
+	}
+	if auth, ok := ctx.Value(authKey).(Authentication); ok && auth.Status == AuthRefused {
+		return Actor{}, false
+	}
+	return a, true
 }
 
 // WithTenant returns a context carrying the tenant.
@@ -28,10 +103,24 @@ func WithTenant(ctx context.Context, t Tenant) context.Context {
 	return context.WithValue(ctx, tenantKey, t)
 }
 
-// TenantFromContext returns the tenant stored by WithTenant.
+// TenantFromContext returns the tenant stored by WithTenant. ok is false when no tenant, the zero
+// tenant or a tenant that fails ValidateTenant was stored: a context never hands out a tenant id
+// that could not be stored.
 func TenantFromContext(ctx context.Context) (Tenant, bool) {
-	t, ok := ctx.Value(tenantKey).(Tenant)
-	return t, ok
+	t, err := LookupTenant(ctx)
+	return t, err == nil && !t.IsZero()
+}
+
+// LookupTenant returns the tenant stored by WithTenant, or the zero tenant when there is none. A
+// stored tenant that fails ValidateTenant is not returned: the error (wrapping ErrInvalidTenant)
+// says why, so that a caller such as the HTTP middleware can record the problem instead of
+// silently falling back to another tenant source.
+func LookupTenant(ctx context.Context) (Tenant, error) {
+	t, _ := ctx.Value(tenantKey).(Tenant)
+	if err := ValidateTenant(t); err != nil {
+		return Tenant{}, err
+	}
+	return t, nil
 }
 
 // WithRequestID returns a context carrying a correlation id.
@@ -56,8 +145,14 @@ func FromContext(ctx context.Context) *Collector {
 	return c
 }
 
+// metaTenantError is the metadata key under which a tenant that failed ValidateTenant is noted.
+const metaTenantError = "tenant_error"
+
 // StampFromContext fills the identity fields of r that are empty (actor, tenant, request id, and
-// the client address of the request's collector) from the context.
+// the client address of the request's collector) from the context. Only what ActorFromContext and
+// TenantFromContext return with ok is stamped: no actor after a refused token, no tenant that
+// fails ValidateTenant (the record keeps no tenant and notes the problem under the metadata key
+// "tenant_error").
 func StampFromContext(ctx context.Context, r *Record) {
 	if !r.IP.IsValid() {
 		if c := FromContext(ctx); c != nil {
@@ -70,7 +165,14 @@ func StampFromContext(ctx context.Context, r *Record) {
 		}
 	}
 	if r.Tenant.IsZero() {
-		if t, ok := TenantFromContext(ctx); ok {
+		switch t, err := LookupTenant(ctx); {
+		case err != nil:
+			// Recorded without a tenant (visible to platform admins only), and says why.
+			m := make(map[string]any, len(r.Metadata)+1) // the caller's map stays as it was
+			maps.Copy(m, r.Metadata)
+			m[metaTenantError] = err.Error()
+			r.Metadata = m
+		default:
 			r.Tenant = t
 		}
 	}

@@ -199,20 +199,26 @@ func TestDispatchWithoutCollectorStampsIdentity(t *testing.T) {
 	}
 }
 
+// TestParseActorType: defined types and alias keys match byte for byte; case, surrounding
+// spaces and Unicode look-alikes are unknown types, never a guess.
 func TestParseActorType(t *testing.T) {
 	aliases := map[string]core.ActorType{"ops_admin": core.ActorPlatformAdmin, "Bot": core.ActorService, "bad": "root"}
 	for in, want := range map[string]core.ActorType{
-		"platform_admin": core.ActorPlatformAdmin, " Tenant_User ": core.ActorTenantUser,
-		"OPS_ADMIN": core.ActorPlatformAdmin, "bot": core.ActorService, "system": core.ActorSystem,
+		"platform_admin": core.ActorPlatformAdmin, "tenant_user": core.ActorTenantUser,
+		"ops_admin": core.ActorPlatformAdmin, "Bot": core.ActorService, "system": core.ActorSystem,
 	} {
 		got, err := core.ParseActorType(in, aliases)
 		if err != nil || got != want {
 			t.Errorf("ParseActorType(%q) = %q, %v; want %q", in, got, err, want)
 		}
 	}
-	for _, in := range []string{"", "root", "superuser", "bad"} {
-		if _, err := core.ParseActorType(in, aliases); !errors.Is(err, core.ErrUnknownActorType) {
-			t.Errorf("ParseActorType(%q) = %v, want ErrUnknownActorType", in, err)
+	for _, in := range []string{
+		"", "root", "superuser", "bad", " Tenant_User ", "Platform_Admin", "PLATFORM_ADMIN",
+		"\u00a0platform_admin", "platform_admin\u00a0", " platform_admin", "platform_admin\n",
+		"platform\u2010admin", "platform_admın", "OPS_ADMIN", "bot", "platform_admin\x00",
+	} {
+		if got, err := core.ParseActorType(in, aliases); !errors.Is(err, core.ErrUnknownActorType) {
+			t.Errorf("ParseActorType(%q) = %q, %v; want ErrUnknownActorType", in, got, err)
 		}
 	}
 }

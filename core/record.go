@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -81,26 +80,35 @@ func (t ActorType) Valid() bool {
 // ErrUnknownActorType is returned when an actor type is neither a defined type nor a configured alias.
 var ErrUnknownActorType = errors.New("unknown actor type")
 
-// ParseActorType resolves s to an actor type. Matching ignores case and surrounding spaces.
-// A defined type name wins; otherwise s is looked up in aliases (whose keys are matched the same
-// way). Anything else is an error wrapping ErrUnknownActorType: an unrecognised type is never
-// guessed, because guessing could grant a caller a more privileged type than it has. Callers that
-// must still record the event (the HTTP middleware does) record the actor as ActorAnonymous with a
-// warning.
+// ParseActorType resolves s to an actor type by exact comparison: s is one of the defined type
+// names, byte for byte, or a key of aliases, byte for byte. Nothing is folded or trimmed, so
+// "Platform_Admin" or "platform_admin" with a leading no-break space is not platform_admin.
+// Anything else (the empty string included) is an error wrapping ErrUnknownActorType: an
+// unrecognised type is never guessed, because guessing could grant a caller a more privileged type
+// than it has. Callers that must still record the event (the HTTP middleware does) record the
+// actor as ActorAnonymous with a warning.
 func ParseActorType(s string, aliases map[string]ActorType) (ActorType, error) {
-	k := strings.ToLower(strings.TrimSpace(s))
-	if t := ActorType(k); t.Valid() {
+	if t := ActorType(s); t.Valid() {
 		return t, nil
 	}
-	for a, t := range aliases {
-		if strings.EqualFold(strings.TrimSpace(a), k) {
-			if !t.Valid() {
-				return "", fmt.Errorf("%w: alias %q maps to %q, which is not an actor type", ErrUnknownActorType, a, t)
-			}
-			return t, nil
+	if t, ok := aliases[s]; ok && s != "" {
+		if !t.Valid() {
+			return "", fmt.Errorf("%w: alias %q maps to %q, which is not an actor type", ErrUnknownActorType, s, t)
 		}
+		return t, nil
 	}
-	return "", fmt.Errorf("%w: %q (want one of platform_admin, tenant_user, service, system, anonymous, or a configured alias)", ErrUnknownActorType, s)
+	return "", fmt.Errorf("%w: %q (want one of platform_admin, tenant_user, service, system, anonymous, or a configured alias, exactly)", ErrUnknownActorType, truncateRunes(s, 64))
+}
+
+// truncateRunes shortens s to at most n runes for an error message.
+func truncateRunes(s string, n int) string {
+	for i := range s {
+		if n == 0 {
+			return s[:i] + "…"
+		}
+		n--
+	}
+	return s
 }
 
 // Actor is who acted.

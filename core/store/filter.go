@@ -52,6 +52,29 @@ type Filter struct {
 	// so filtering by it works without revealing its values. Field names are 1 to 128 bytes of
 	// letters, digits and _ - . : $ @ /, at most 20 of them.
 	Changed []string
+
+	// IncludeMeta includes the service's own records (see ServiceResourceTypes): who searched,
+	// read, exported, streamed or cleaned up the log, tenant changes, and the HTTP records of the
+	// read API's own requests. They are left out by default, so that a tenant's newest records are
+	// its own activity, not its browsing of the log. A filter that names one of the service's
+	// resource types (resource_type=audit_logs) asks for them and includes them.
+	IncludeMeta bool
+}
+
+// The resource types of the service's own records: the read API's records of its own use (kind
+// custom) and the HTTP records of its requests (kind http) carry one of them, and ingest refuses
+// them, so that a record submitted by a client is never taken for one of the service's.
+const (
+	ResourceAuditLogs    = "audit_logs"    // searches, reads, exports, stats, streams, cleanups
+	ResourceAuditTenants = "audit_tenants" // the tenant registry
+)
+
+// ServiceResourceTypes lists the resource types of the service's own records.
+var ServiceResourceTypes = []string{ResourceAuditLogs, ResourceAuditTenants}
+
+// IsServiceResourceType reports whether t is one of ServiceResourceTypes.
+func IsServiceResourceType(t string) bool {
+	return t == ResourceAuditLogs || t == ResourceAuditTenants
 }
 
 // The query parameters ParseFilter reads, in the order they are documented.
@@ -73,13 +96,14 @@ const (
 	ParamIP           = "ip"
 	ParamSearch       = "q"
 	ParamChanged      = "changed"
+	ParamIncludeMeta  = "include_meta"
 )
 
 // FilterParams lists the query parameters of a Filter.
 var FilterParams = []string{
 	ParamFrom, ParamTo, ParamActorID, ParamActorType, ParamActorEmail, ParamAction, ParamActionPrefix,
 	ParamKind, ParamSeverity, ParamResourceType, ParamResourceID, ParamRequestID, ParamStatusMin,
-	ParamStatusMax, ParamIP, ParamSearch, ParamChanged,
+	ParamStatusMax, ParamIP, ParamSearch, ParamChanged, ParamIncludeMeta,
 }
 
 // Limits on filter values. Longer values cannot match anything the writers store, and bounding
@@ -217,6 +241,14 @@ func ParseFilter(v url.Values) (Filter, error) {
 			f.Search = s
 		case ParamChanged:
 			f.Changed = splitList(s)
+		case ParamIncludeMeta:
+			switch s {
+			case "true":
+				f.IncludeMeta = true
+			case "false":
+			default:
+				err = paramErr(p, "%q is not true or false", s)
+			}
 		}
 		if err != nil {
 			return Filter{}, err
@@ -280,6 +312,9 @@ func (f *Filter) normalize() {
 	f.Changed = slices.Compact(f.Changed)
 	if f.IP.IsValid() {
 		f.IP = f.IP.Masked()
+	}
+	if IsServiceResourceType(f.ResourceType) {
+		f.IncludeMeta = true
 	}
 }
 
@@ -409,6 +444,9 @@ func (f Filter) Values() url.Values {
 	if len(f.Changed) > 0 {
 		v.Set(ParamChanged, strings.Join(f.Changed, ","))
 	}
+	if f.IncludeMeta {
+		v.Set(ParamIncludeMeta, "true")
+	}
 	return v
 }
 
@@ -515,5 +553,10 @@ func (s *Store) where(b *sqlBuilder, sc Scope, f Filter) {
 		b.w(" AND diff ? ", b.arg(f.Changed[0]))
 	default:
 		b.w(" AND diff ?| ", b.arg(f.Changed), "::text[]")
+	}
+	if !f.IncludeMeta && !IsServiceResourceType(f.ResourceType) {
+		// A constant list, not a parameter: the planner sees what is excluded, and the condition
+		// is a filter on the rows the tenant/time index yields.
+		b.w(" AND (resource_type IS NULL OR resource_type NOT IN ('", ResourceAuditLogs, "', '", ResourceAuditTenants, "'))")
 	}
 }

@@ -277,6 +277,9 @@ func (in *Input) validate(now time.Time) *ItemError {
 			return e
 		}
 	}
+	if IsServiceResourceType(in.ResourceType) {
+		return itemErr("resource_type", "%q is reserved for the service's own records", in.ResourceType)
+	}
 	if in.Kind != "" && !in.Kind.Valid() {
 		return itemErr("kind", "%q is not http, insert, update, delete or custom", truncate(string(in.Kind), 64))
 	}

@@ -175,7 +175,7 @@ func (s *Store) Get(ctx context.Context, sc Scope, id uuid.UUID) (*Record, error
 	}
 	var b sqlBuilder
 	b.w("SELECT ", selectColumns, " FROM ", s.logs)
-	s.where(&b, sc, Filter{})
+	s.where(&b, sc, Filter{IncludeMeta: true}) // by id, the service's own records too
 	b.w(" AND id = ", b.arg(id), " LIMIT 1")
 	var r *Record
 	err := s.scoped(ctx, sc, func(db querier) error {

@@ -65,6 +65,12 @@ type Options struct {
 	// disconnected with ErrLagged. Zero means 1024.
 	StreamBuffer int
 
+	// StreamStatusInterval is how often the live streams opened with
+	// SubscribeOptions.EndOnSuspend check whether their tenant was suspended (one query for all
+	// of them, only while there are any), so that a suspension made by any process ends them
+	// within about this time. Zero means 1s.
+	StreamStatusInterval time.Duration
+
 	// RowLevelSecurity runs every statement on audit_logs in a transaction that first sets
 	// schema.TenantSetting (or schema.AllTenantsSetting for the all-tenants scope) locally, for
 	// the policies of schema.EnableRowLevelSecurity: the database then refuses other tenants'
@@ -86,6 +92,7 @@ const (
 	defaultCleanupBatch      = 5000
 	defaultIdempotencyWindow = 24 * time.Hour
 	defaultStreamBuffer      = 1024
+	defaultStreamStatus      = time.Second
 	minCursorKey             = 32
 )
 
@@ -147,6 +154,9 @@ func New(pool *pgxpool.Pool, opts Options) (*Store, error) {
 	}
 	if opts.StreamBuffer <= 0 {
 		opts.StreamBuffer = defaultStreamBuffer
+	}
+	if opts.StreamStatusInterval <= 0 {
+		opts.StreamStatusInterval = defaultStreamStatus
 	}
 	if opts.Redactor == nil {
 		opts.Redactor = core.NewRedactor(nil, nil)

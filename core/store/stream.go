@@ -50,16 +50,19 @@ type Subscription struct {
 	// closed when the subscription ends.
 	C <-chan *Record
 
-	ch    chan *Record
-	h     *hub
-	g     *group
-	err   error
-	ended bool
-	stop  func() bool
+	ch chan *Record
+	h  *hub
+	// tenant is set for a subscription that ends when its tenant is suspended.
+	tenant string
+	g      *group
+	err    error
+	ended  bool
+	stop   func() bool
 }
 
-// Err returns why the subscription ended: nil after Close, ctx's error, ErrLagged, or ErrClosed
-// when the Store was closed. It returns nil while the subscription runs.
+// Err returns why the subscription ended: nil after Close, ctx's error, ErrLagged,
+// ErrInterrupted, ErrTenantSuspended (SubscribeOptions.EndOnSuspend), or ErrClosed when the Store
+// was closed. It returns nil while the subscription runs.
 func (sub *Subscription) Err() error {
 	sub.h.mu.Lock()
 	defer sub.h.mu.Unlock()
@@ -77,6 +80,21 @@ func (sub *Subscription) Close() {
 // on, by this process or any other. It ends when ctx ends, when Close is called, when the
 // consumer falls behind (ErrLagged), or when the Store is closed.
 func (s *Store) Subscribe(ctx context.Context, sc Scope, f Filter) (*Subscription, error) {
+	return s.SubscribeWith(ctx, sc, f, SubscribeOptions{})
+}
+
+// SubscribeOptions adjust a subscription; the zero value is Subscribe's.
+type SubscribeOptions struct {
+	// EndOnSuspend ends a subscription to one tenant's records with ErrTenantSuspended when that
+	// tenant is suspended, by this process or any other, within about
+	// Options.StreamStatusInterval; a tenant already suspended ends it at the first check. It is
+	// for streams opened by the tenant's own users, whom a suspension shuts out (platform
+	// administrators keep access). It has no effect on the all-tenants scope.
+	EndOnSuspend bool
+}
+
+// SubscribeWith is Subscribe with options.
+func (s *Store) SubscribeWith(ctx context.Context, sc Scope, f Filter, o SubscribeOptions) (*Subscription, error) {
 	if err := sc.Validate(); err != nil {
 		return nil, err
 	}
@@ -91,7 +109,11 @@ func (s *Store) Subscribe(ctx context.Context, sc Scope, f Filter) (*Subscriptio
 	if s.hub == nil {
 		return nil, ErrClosed
 	}
-	return s.hub.subscribe(ctx, sc, f)
+	tenant := ""
+	if o.EndOnSuspend && !sc.AllTenants {
+		tenant = sc.TenantID
+	}
+	return s.hub.subscribe(ctx, sc, f, tenant)
 }
 
 // srange is the part of the table a notification announced: the rows of one tenant (or of every
@@ -180,6 +202,8 @@ type hub struct {
 	nsubs   int
 	pending map[string]*srange
 	closed  bool
+	// watched holds the subscriptions that end when their tenant is suspended.
+	watched map[*Subscription]struct{}
 }
 
 func newHub(s *Store) *hub {
@@ -192,17 +216,18 @@ func newHub(s *Store) *hub {
 		wake:      make(chan struct{}, 1),
 		groups:    map[string]*group{},
 		pending:   map[string]*srange{},
+		watched:   map[*Subscription]struct{}{},
 		listening: make(chan struct{}),
 	}
 }
 
-func (h *hub) subscribe(ctx context.Context, sc Scope, f Filter) (*Subscription, error) {
+func (h *hub) subscribe(ctx context.Context, sc Scope, f Filter, tenant string) (*Subscription, error) {
 	if err := h.start(ctx); err != nil {
 		return nil, err
 	}
 	key := sc.String() + "\x00" + f.canonical()
 	ch := make(chan *Record, h.s.opts.StreamBuffer)
-	sub := &Subscription{C: ch, ch: ch, h: h}
+	sub := &Subscription{C: ch, ch: ch, h: h, tenant: tenant}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -216,6 +241,9 @@ func (h *hub) subscribe(ctx context.Context, sc Scope, f Filter) (*Subscription,
 	g.subs[sub] = struct{}{}
 	sub.g = g
 	h.nsubs++
+	if tenant != "" {
+		h.watched[sub] = struct{}{}
+	}
 	h.mu.Unlock()
 
 	// Writers notify only while a listener is registered: register before returning, so that
@@ -243,6 +271,7 @@ func (h *hub) endLocked(sub *Subscription, err error) {
 	if sub.stop != nil {
 		sub.stop()
 	}
+	delete(h.watched, sub)
 	if g := sub.g; g != nil {
 		delete(g.subs, sub)
 		if len(g.subs) == 0 {
@@ -269,10 +298,11 @@ func (h *hub) start(ctx context.Context) error {
 		return fmt.Errorf("store: starting the live stream listener: %w", err)
 	}
 	close(h.listening)
-	h.wg.Add(3)
+	h.wg.Add(4)
 	go h.listen(conn)
 	go h.process()
 	go h.heartbeat()
+	go h.watchStatus()
 	return nil
 }
 
@@ -343,6 +373,61 @@ func (h *hub) heartbeat() {
 		}
 		cancel()
 		h.regMu.Unlock()
+	}
+}
+
+// watchStatus ends the subscriptions of EndOnSuspend whose tenant is suspended. Polling the
+// registry (one indexed query per interval, only while such subscriptions exist) sees a
+// suspension made by any process or tool, not only by this Store's UpdateTenant.
+func (h *hub) watchStatus() {
+	defer h.wg.Done()
+	t := time.NewTicker(h.s.opts.StreamStatusInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.ctx.Done():
+			return
+		case <-t.C:
+		}
+		h.mu.Lock()
+		seen := map[string]bool{}
+		var ids []string
+		for sub := range h.watched {
+			if !seen[sub.tenant] {
+				seen[sub.tenant] = true
+				ids = append(ids, sub.tenant)
+			}
+		}
+		h.mu.Unlock()
+		if len(ids) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(h.ctx, max(h.s.opts.StreamStatusInterval, 5*time.Second))
+		rows, err := h.s.pool.Query(ctx, `SELECT id FROM `+h.s.tenants+` WHERE id = ANY($1::text[]) AND status = 'suspended'`, ids)
+		var suspended []string
+		if err == nil {
+			suspended, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		}
+		cancel()
+		if err != nil {
+			if h.ctx.Err() == nil {
+				h.s.log.Warn("auditkit: checking the status of streamed tenants failed", "error", err)
+			}
+			continue
+		}
+		if len(suspended) == 0 {
+			continue
+		}
+		h.mu.Lock()
+		for sub := range h.watched {
+			for _, id := range suspended {
+				if sub.tenant == id {
+					h.endLocked(sub, ErrTenantSuspended)
+					break
+				}
+			}
+		}
+		h.mu.Unlock()
 	}
 }
 

@@ -146,9 +146,9 @@ type Change struct {
 	To any `json:"to"`
 }
 
-// Body is a captured request or response body. Bodies are redacted and converted to JSON when the
-// record is written: a complete JSON body is stored as that JSON, form bodies as an object of their
-// fields, anything else as a wrapper object holding the redacted text.
+// Body is a captured request or response body. Bodies are redacted and converted to a JSON
+// document when the record is written, by what their bytes are rather than by their content type;
+// Redactor.Body describes the documents.
 type Body struct {
 	ContentType string // the Content-Type header, which decides how Data is parsed
 	Data        []byte // at most the configured capture size
@@ -157,6 +157,10 @@ type Body struct {
 	// Encoding is the body's Content-Encoding (gzip, br, ...), empty for identity. An encoded body
 	// is stored like a binary one, by size, with its encoding and content type.
 	Encoding string
+	// NotCaptured says why the body's bytes were not read ("unsupported content type", "streamed",
+	// ...); empty when Data holds them. Such a body is stored by content type and size with this
+	// reason, never as an empty body.
+	NotCaptured string
 }
 
 // Record is one audit event: one row of audit_logs.

@@ -163,34 +163,45 @@ func (r *Redactor) storedBody(b *Body) *Body {
 	return &Body{ContentType: "application/json", Data: r.Body(b), Size: b.Size}
 }
 
-// redactBodyText is the document stored for a text body that cannot be stored as JSON.
-type redactBodyText struct {
-	ContentType string `json:"content_type"`
-	Size        int64  `json:"size"`
-	Truncated   bool   `json:"truncated"`
-	Text        string `json:"text"`
-}
-
-// redactBodyBinary is the document stored for a binary or compressed body.
-type redactBodyBinary struct {
-	ContentType     string `json:"content_type"`
-	ContentEncoding string `json:"content_encoding,omitempty"`
-	Size            int64  `json:"size"`
-	Omitted         string `json:"omitted"`
-}
-
-// Body returns the JSON document to store for a captured body, redacted; nil for nil.
+// Body returns the JSON document to store for a captured body, redacted; nil for nil. The format
+// is decided from the bytes first, the declared content type being only a hint (a JSON body sent
+// as a form is stored as JSON). Every parsed format is walked like Value, so keys and values are
+// both judged.
 //
-//   - A complete (not truncated), valid JSON body (content type application/json, text/json or
-//     */*+json) becomes the redacted JSON value.
-//   - A complete application/x-www-form-urlencoded body becomes a JSON object of its redacted
-//     fields: a field given once maps to a string, a repeated field to an array of strings.
-//   - Other text (text/*, JSON, XML, forms, JavaScript, YAML, or valid UTF-8 without a content
-//     type), truncated or not parseable, becomes {"content_type", "size", "truncated", "text"} with
-//     the text redacted by Text.
-//   - Anything else is binary: {"content_type", "size", "omitted": "binary"}.
-//   - A body with an Encoding (compressed) is stored by size whatever its content type:
-//     {"content_type", "content_encoding", "size", "omitted": "encoded"}.
+//   - JSON (optionally after a byte order mark and white space, an object or array that parses;
+//     a scalar only when declared JSON) becomes the redacted JSON value.
+//   - A URL-encoded form ('&'-joined k=v pairs without raw white space) becomes an object of its
+//     redacted fields: a field given once maps to a string, a repeated field to an array. Keys
+//     are redacted too; a form whose only key is a JSON document with no value is that document.
+//   - Multipart (a first line "--<boundary>" followed by part headers, whatever the declared type
+//     or boundary parameter) becomes {"content_type", "size", "format": "multipart", "parts":
+//     [{"name", "filename", "content_type", "size", "value"}]}: form fields with their values
+//     redacted by name and shape, files by size only ("omitted": "file").
+//   - XML (a declaration or one root element, well-formed) becomes {"content_type", "size",
+//     "truncated", "format": "xml", "text"}: the XML text with the content of sensitive elements,
+//     of entries named by a sensitive name or key attribute (<entry key="db.password">) and of
+//     value elements beside a sensitive <name>, and the values of sensitive attributes and of the
+//     value attribute of such entries, replaced by Redacted.
+//   - YAML (a mapping or sequence at the top; any document when declared YAML) becomes
+//     {"content_type", "size", "truncated", "format": "yaml", "value"} with the redacted
+//     structure; aliases are not expanded.
+//   - Other text becomes {"content_type", "size", "truncated", "text"} redacted by Text.
+//   - A declared binary type, or bytes without a content type that are not UTF-8:
+//     {"content_type", "size", "omitted": "binary"}.
+//   - A compressed body (Encoding set): {"content_type", "content_encoding", "size", "omitted":
+//     "encoded"}.
+//   - A body that was not captured (NotCaptured set): {"content_type", "size", "omitted":
+//     "not_captured", "reason"}; a declared binary type stays "omitted": "binary".
+//   - A declared JSON, form, XML, YAML or multipart body that parses as none of these:
+//     {"content_type", "size", "omitted": "unparsed"}.
+//
+// A body truncated at the capture cap is kept only where its complete part can be parsed
+// reliably, and then says "truncated": true: JSON keeps its complete tokens (containers closed
+// where the data ends; a key whose value was cut, and a number at the very end, become
+// "[truncated]"), a form its complete pairs (the last one is left out), multipart its complete
+// parts (the cut one by name and size, marked truncated), YAML its complete lines, text its text.
+// Truncated XML, and a truncated body of a declared structured type that none of these parse,
+// are stored as {"content_type", "size", "truncated": true, "omitted": "truncated"}.
 //
 // The raw text of a body is never stored unredacted.
 func (r *Redactor) Body(b *Body) []byte {
@@ -198,35 +209,29 @@ func (r *Redactor) Body(b *Body) []byte {
 		return nil
 	}
 	if b.Encoding != "" {
-		return redactEncodeJSON(redactBodyBinary{ContentType: Sanitize(b.ContentType),
-			ContentEncoding: Sanitize(b.Encoding), Size: b.Size, Omitted: "encoded"})
+		return redactEncodeJSON(redactBodyDoc{ContentType: Sanitize(b.ContentType),
+			ContentEncoding: Sanitize(b.Encoding), Size: b.Size, Omitted: bodyOmittedEncoded})
 	}
-	r = r.rules()
-	mt := redactMediaType(b.ContentType)
-	isJSON := strings.HasSuffix(mt, "/json") || strings.HasSuffix(mt, "+json")
-	if isJSON && !b.Truncated && json.Valid(b.Data) {
-		if v, err := redactDecodeJSON(b.Data); err == nil {
-			return redactEncodeJSON(r.walk(v, 0))
-		}
-	}
-	if mt == "application/x-www-form-urlencoded" && !b.Truncated {
-		if vals, err := url.ParseQuery(string(b.Data)); err == nil {
-			return redactEncodeJSON(r.formObject(vals))
-		}
-	}
-	ct := Sanitize(b.ContentType)
-	if redactTextLike(mt, b.Data, b.Truncated) {
-		return redactEncodeJSON(redactBodyText{
-			ContentType: ct, Size: b.Size, Truncated: b.Truncated, Text: r.Text(string(b.Data)),
-		})
-	}
-	return redactEncodeJSON(redactBodyBinary{ContentType: ct, Size: b.Size, Omitted: "binary"})
+	return r.rules().body(b)
 }
 
 // formObject converts form values to a JSON object: one value as a string, several as an array.
+// Keys are judged like values too (a key may be a JSON document, a token or text), and keys that
+// become equal once redacted share one array.
 func (r *Redactor) formObject(vals url.Values) map[string]any {
 	out := make(map[string]any, len(vals))
 	for k, vs := range r.walkValues(vals, 0) {
+		if rk, changed := r.str(k, 1); changed {
+			k = rk
+		}
+		if prev, ok := out[k]; ok {
+			switch p := prev.(type) {
+			case string:
+				vs = append([]string{p}, vs...)
+			case []string:
+				vs = append(slices.Clone(p), vs...)
+			}
+		}
 		if len(vs) == 1 {
 			out[k] = vs[0]
 		} else {
@@ -499,6 +504,10 @@ func (r *Redactor) str(s string, depth int) (string, bool) {
 	}
 	if r.mayLeak(clean) {
 		if t := r.text(clean); t != clean {
+			if strings.TrimSpace(t) == Redacted {
+				// The string is a secret (a JWT, a key, a card number), not text holding one.
+				return Redacted, true
+			}
 			return t, true
 		}
 	}
@@ -747,6 +756,11 @@ var (
 //     a string; an object or array value is redacted whole),
 //   - key: value lines (the rest of the line is redacted),
 //   - <key>value</key> XML elements,
+//   - everything indented under a sensitive "key:" line (YAML lists, nested mappings and block
+//     scalars such as "private_key: |" in text that is not parsed as YAML),
+//   - .netrc text ("machine h login u password p", also over several lines and "default"): the
+//     token after password and account,
+//   - .pgpass lines (host:port:database:user:password): the password field,
 //
 // and credentials after "Bearer " or "Basic " anywhere, and passwords in URLs
 // (scheme://user:password@host). Keys are matched as by Sensitive.
@@ -758,6 +772,7 @@ func (r *Redactor) text(s string) string {
 	// Every detector reads the original text and reports spans to hide, so that what one of
 	// them replaces cannot hide a secret from another.
 	spans := r.pairs(s, nil)
+	spans = r.lineFormats(s, spans)
 	if strings.IndexByte(s, '<') >= 0 {
 		spans = r.xml(s, spans)
 	}

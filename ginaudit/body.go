@@ -17,9 +17,10 @@ import (
 )
 
 // capturable reports whether a body of content type ct is read into the audit record: JSON, forms,
-// XML, GraphQL and text (not event streams), or a body without a content type (the Writer stores
-// it as text only if it is valid UTF-8). Uploads (multipart/*), octet streams, media and archives
-// are not read; their record holds only the content type and the size.
+// multipart forms, XML, YAML, GraphQL and text (not event streams), or a body without a content
+// type (the redactor decides what its bytes are). Streamed multipart (x-mixed-replace), octet
+// streams, media and archives are not read; their record holds only the content type, the size
+// and why (core.Body.NotCaptured).
 func capturable(ct string) bool {
 	if ct == "" {
 		return true
@@ -35,7 +36,9 @@ func capturable(ct string) bool {
 	case strings.HasPrefix(mt, "text/"),
 		mt == "application/json", strings.HasSuffix(mt, "+json"),
 		mt == "application/x-www-form-urlencoded",
+		mt == "multipart/form-data", mt == "multipart/mixed",
 		mt == "application/xml", strings.HasSuffix(mt, "+xml"),
+		mt == "application/yaml", mt == "application/x-yaml", strings.HasSuffix(mt, "+yaml"),
 		mt == "application/graphql", mt == "application/x-ndjson":
 		return true
 	}
@@ -64,7 +67,7 @@ func captureRequest(req *http.Request, limit int) (*core.Body, *teeBody) {
 		return encodedBody(ct, enc, req.ContentLength), nil
 	}
 	if !capturable(ct) {
-		return &core.Body{ContentType: ct, Size: req.ContentLength}, nil
+		return &core.Body{ContentType: ct, Size: req.ContentLength, NotCaptured: notCapturedType}, nil
 	}
 	orig := req.Body
 	if req.ContentLength < 0 || expectsContinue(req) {
@@ -93,6 +96,9 @@ func captureRequest(req *http.Request, limit int) (*core.Body, *teeBody) {
 		b.Data, b.Truncated, b.Size = buf[:limit], true, req.ContentLength
 	} else if err != nil {
 		b.Truncated, b.Size = true, req.ContentLength
+		if len(buf) == 0 {
+			b.Truncated, b.NotCaptured = false, notCapturedReadError
+		}
 	}
 	return b, nil
 }
@@ -124,6 +130,15 @@ func contentEncoding(h http.Header) string {
 func encodedBody(ct, enc string, size int64) *core.Body {
 	return &core.Body{ContentType: ct, Encoding: enc, Size: size}
 }
+
+// Why a body was not captured (core.Body.NotCaptured).
+const (
+	notCapturedType      = "content type not captured"
+	notCapturedUnread    = "not read by the handler"
+	notCapturedReadError = "read failed before any byte"
+	notCapturedStreamed  = "streamed"
+	notCapturedHijacked  = "connection hijacked"
+)
 
 // teeBody is a request body that keeps the first limit bytes the handler reads, for bodies that
 // must not be read ahead of the handler.
@@ -167,7 +182,8 @@ func (t *teeBody) Close() error { return t.rc.Close() }
 
 // captured returns what the handler read. The body is complete when the handler reached its end
 // (EOF, or Content-Length bytes); otherwise partial is true, and the body is marked truncated when
-// more is known to follow (or nothing was read). Size is the body's size when known, else -1.
+// more is known to follow. A body the handler did not read at all is recorded as not captured,
+// never as an empty one. Size is the body's size when known, else -1.
 func (t *teeBody) captured() (b *core.Body, partial bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -179,7 +195,14 @@ func (t *teeBody) captured() (b *core.Body, partial bool) {
 		b.Truncated = t.read > int64(t.limit)
 		return b, false
 	}
-	b.Truncated = t.err != nil || t.read == 0 || t.read > int64(t.limit) || t.length > t.read
+	if t.read == 0 {
+		b.NotCaptured = notCapturedUnread
+		if t.err != nil {
+			b.NotCaptured = notCapturedReadError
+		}
+		return b, true
+	}
+	b.Truncated = t.err != nil || t.read > int64(t.limit) || t.length > t.read
 	return b, true
 }
 
@@ -305,7 +328,16 @@ func (w *bodyWriter) captured(size int64) *core.Body {
 		return encodedBody(w.ct, w.enc, size)
 	}
 	if !w.keep {
-		return &core.Body{ContentType: w.ct, Size: size}
+		return w.notCaptured(size, notCapturedType)
 	}
 	return &core.Body{ContentType: w.ct, Data: w.buf, Truncated: w.truncated || int64(len(w.buf)) < size, Size: size}
+}
+
+// notCaptured returns the record of a response body whose bytes were not kept: its content type,
+// size (-1 when unknown) and why.
+func (w *bodyWriter) notCaptured(size int64, why string) *core.Body {
+	if !w.decided && !w.hijacked {
+		w.decide()
+	}
+	return &core.Body{ContentType: w.ct, Size: size, NotCaptured: why}
 }

@@ -72,14 +72,13 @@ func TestRequestBodyCapture(t *testing.T) {
 		r.POST("/form", func(c *gin.Context) { c.String(200, c.PostForm("user")) })
 		r.POST("/ignore", func(c *gin.Context) { c.Status(204) }) // never reads the body
 	})
-	// The secret lies inside the cap: the kept prefix must be redacted, not merely cut short.
+	// The secret lies inside the cap: the kept prefix must be redacted, not merely cut short. The
+	// complete part of the JSON is kept; the value cut by the cap is not.
 	long := `{"password":"s3cret","name":"` + strings.Repeat("x", 200) + `"}`
 	truncatedAndRedacted := func(t *testing.T, r row) {
 		t.Helper()
-		text := fmt.Sprint(r.RequestBody["text"])
-		if r.RequestBody["truncated"] != true || r.RequestBody["size"] != float64(len(long)) ||
-			!strings.HasPrefix(text, `{"password":`) || !strings.Contains(text, core.Redacted) ||
-			!strings.HasSuffix(long[:64], text[strings.Index(text, core.Redacted)+len(core.Redacted):]) ||
+		if r.RequestBody["truncated"] != true || r.RequestBody["size"] != float64(len(long)) || r.RequestBody["format"] != "json" ||
+			fmt.Sprint(r.RequestBody["value"]) != "map[name:[truncated] password:[REDACTED]]" ||
 			strings.Contains(r.RawRequestBody, "s3cret") {
 			t.Errorf("request_body %v", r.RequestBody)
 		}
@@ -125,6 +124,14 @@ func TestRequestBodyCapture(t *testing.T) {
 					t.Errorf("request_body %v", r.RequestBody)
 				}
 			}},
+		{"event stream not read", "/read", "text/event-stream", "data: password=hunter2\n\n", false,
+			fmt.Sprintf("24 %s", digest([]byte("data: password=hunter2\n\n"))),
+			func(t *testing.T, r row) {
+				if r.RequestBody["omitted"] != "not_captured" || r.RequestBody["reason"] != "content type not captured" ||
+					r.RequestBody["size"] != float64(24) || r.RequestBody["text"] != nil {
+					t.Errorf("request_body %v", r.RequestBody)
+				}
+			}},
 		{"binary not read", "/read", "application/octet-stream", "\x00\x01binary", false,
 			fmt.Sprintf("8 %s", digest([]byte("\x00\x01binary"))),
 			func(t *testing.T, r row) {
@@ -155,7 +162,9 @@ func TestRequestBodyCapture(t *testing.T) {
 	}
 }
 
-func TestMultipartNotCaptured(t *testing.T) {
+// TestMultipartFormCaptured: a multipart form is stored as its parts, fields with their
+// redacted values and files by size only.
+func TestMultipartFormCaptured(t *testing.T) {
 	h := newHarness(t, ginaudit.Options{Config: captureConfig(1 << 20)}, func(r *gin.Engine, _ *core.Writer) {
 		r.POST("/upload", func(c *gin.Context) {
 			fh, err := c.FormFile("file")
@@ -171,6 +180,7 @@ func TestMultipartNotCaptured(t *testing.T) {
 	var buf bytes.Buffer
 	mw := multipart.NewWriter(&buf)
 	_ = mw.WriteField("title", "report")
+	_ = mw.WriteField("password", "hunter2")
 	fw, _ := mw.CreateFormFile("file", "secret.bin")
 	payload := bytes.Repeat([]byte("password=hunter2\x00"), 100)
 	_, _ = fw.Write(payload)
@@ -180,9 +190,12 @@ func TestMultipartNotCaptured(t *testing.T) {
 		t.Fatalf("handler answered %q, want %q", got, want)
 	}
 	r := only(t, h.rows())
-	if r.RequestBody["omitted"] != "binary" || !strings.HasPrefix(fmt.Sprint(r.RequestBody["content_type"]), "multipart/form-data") ||
+	want := `[map[name:title size:6 value:report] map[name:password size:7 value:[REDACTED]] ` +
+		fmt.Sprintf(`map[content_type:application/octet-stream filename:secret.bin name:file omitted:file size:%d]]`, len(payload))
+	if got := fmt.Sprint(r.RequestBody["parts"]); got != want || r.RequestBody["format"] != "multipart" ||
+		!strings.HasPrefix(fmt.Sprint(r.RequestBody["content_type"]), "multipart/form-data") ||
 		strings.Contains(r.RawRequestBody, "hunter2") {
-		t.Fatalf("request_body %s", r.RawRequestBody)
+		t.Fatalf("request_body %s\nparts %s\nwant  %s", r.RawRequestBody, got, want)
 	}
 }
 
@@ -244,7 +257,8 @@ func TestResponseBodyCapture(t *testing.T) {
 			}
 		}},
 		{"/big", `{"v":"` + big + `"}`, func(t *testing.T, r row) {
-			if r.ResponseBody["truncated"] != true || r.ResponseBody["size"] != float64(len(big)+8) || len(fmt.Sprint(r.ResponseBody["text"])) != 32 {
+			if r.ResponseBody["truncated"] != true || r.ResponseBody["size"] != float64(len(big)+8) ||
+				fmt.Sprint(r.ResponseBody["value"]) != "map[v:[truncated]]" {
 				t.Errorf("response_body %v", r.ResponseBody)
 			}
 		}},
@@ -306,7 +320,9 @@ func TestServerSentEventsAreNotBuffered(t *testing.T) {
 		t.Fatalf("rest of the stream %q", rest)
 	}
 	r := only(t, h.rows())
-	if r.Metadata["response_streamed"] != true || r.ResponseBody != nil {
+	if r.Metadata["response_streamed"] != true || r.ResponseBody["omitted"] != "not_captured" ||
+		r.ResponseBody["reason"] != "streamed" || !strings.HasPrefix(fmt.Sprint(r.ResponseBody["content_type"]), "text/event-stream") ||
+		r.ResponseBody["text"] != nil {
 		t.Fatalf("streamed response recorded as %v / %v", r.Metadata, r.ResponseBody)
 	}
 }
@@ -341,8 +357,13 @@ func TestHijackedConnection(t *testing.T) {
 			// The client sees EOF when the handler closes the connection, before the middleware
 			// has finished the request: wait for its record.
 			r := only(t, waitRows(t, h.w, h.db, 1, ""))
-			if r.Status != 101 || r.Metadata["hijacked"] != true || r.ResponseBody != nil {
+			if r.Status != 101 || r.Metadata["hijacked"] != true {
 				t.Fatalf("row status %d metadata %v body %v", r.Status, r.Metadata, r.ResponseBody)
+			}
+			// Captured or not, the body never reads as an empty response.
+			if capture && (r.ResponseBody["omitted"] != "not_captured" || r.ResponseBody["reason"] != "connection hijacked") ||
+				!capture && r.ResponseBody != nil {
+				t.Fatalf("response_body %v", r.ResponseBody)
 			}
 		})
 	}
@@ -379,8 +400,8 @@ func TestExpectContinueIsNotForced(t *testing.T) {
 			t.Fatalf("first line %q, want the handler's 401 without 100 Continue", status)
 		}
 		r := only(t, waitRows(t, h.w, h.db, 1, "request_id = 'expect-401'"))
-		if r.Status != 401 || r.Metadata["request_body_partial"] != true ||
-			r.RequestBody["truncated"] != true || r.RequestBody["size"] != float64(20) || r.RequestBody["text"] != "" {
+		if r.Status != 401 || r.Metadata["request_body_partial"] != true || r.RequestBody["omitted"] != "not_captured" ||
+			r.RequestBody["reason"] != "not read by the handler" || r.RequestBody["size"] != float64(20) || r.RequestBody["text"] != nil {
 			t.Fatalf("row status %d metadata %v request_body %v", r.Status, r.Metadata, r.RequestBody)
 		}
 	})

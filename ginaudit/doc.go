@@ -33,10 +33,15 @@
 // # Bodies
 //
 // With core.Config.CaptureRequestBody and CaptureResponseBody, the first MaxBodySizeBytes of
-// JSON, form, XML and text bodies are kept (a longer body is marked truncated) and redacted by
-// the Writer when the record is stored. Handlers still read, and clients still receive, every
-// byte. Multipart uploads and binary bodies are recorded by content type and size only; streamed
-// responses (Flush, Server-Sent Events) and hijacked connections (WebSocket) are not kept.
+// JSON, form, multipart form, XML, YAML and text bodies are kept (a longer body is marked
+// truncated) and redacted by the Writer when the record is stored, by what the bytes are rather
+// than by their Content-Type (see core.Redactor.Body): a JSON body sent as a form is stored as
+// redacted JSON, a multipart form as its fields and the sizes of its files. Handlers still read,
+// and clients still receive, every byte. Binary bodies are recorded by content type and size
+// only. A body that is not kept is never recorded as an empty one: other content types (event
+// streams), streamed responses (Flush, Server-Sent Events), hijacked connections (WebSocket) and
+// request bodies the handler never read are stored as {"content_type", "size", "omitted":
+// "not_captured", "reason"}.
 //
 // A request body of unknown length (chunked) or sent after "100 Continue" is never read ahead of
 // the handler: it is kept as the handler reads it, so a request refused unread gets no

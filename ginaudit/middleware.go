@@ -409,8 +409,14 @@ func (m *middleware) finish(c *gin.Context, st *reqState, panicked bool, p any) 
 			if c.Request.Header["Upgrade"] != nil {
 				rec.Status = http.StatusSwitchingProtocols
 			}
+			if m.captureResp {
+				rec.ResponseBody = b.notCaptured(-1, notCapturedHijacked)
+			}
 		case b.streamed:
 			st.setMeta(MetaStreamed, true)
+			if m.captureResp {
+				rec.ResponseBody = b.notCaptured(int64(max(c.Writer.Size(), 0)), notCapturedStreamed)
+			}
 		case m.captureResp && c.Writer.Size() > 0:
 			rec.ResponseBody = b.captured(int64(c.Writer.Size()))
 		}

@@ -62,13 +62,37 @@ func Sanitize(s string) string {
 // Value returns a redacted, sanitised deep copy of v.
 //
 // Maps, slices, JSON documents (json.RawMessage, []byte holding JSON, strings holding a JSON
-// object or array) and absolute URLs are walked: values under sensitive keys become Redacted
-// (nil stays nil), URL passwords and sensitive query parameters are redacted, and other strings
-// that look like they may carry a credential go through Text. Other types (structs, pointers,
-// typed maps and slices) are converted through encoding/json first; a value encoding/json cannot
-// encode becomes the string "[unencodable: <type>]". Numbers, bools and time.Time are kept;
-// NaN and infinities become the strings "NaN", "+Inf" and "-Inf". Content nested deeper than 64
-// levels becomes "[too deep]". The result can always be encoded with encoding/json.
+// object or array) and absolute URLs are walked: values under sensitive keys (see Sensitive)
+// become Redacted (nil stays nil), URL passwords, sensitive query parameters and token-like path
+// segments are redacted, and other strings that look like they may carry a credential go
+// through Text. Other types (structs, pointers, typed maps and slices) are converted through
+// encoding/json first; a value encoding/json cannot encode becomes the string
+// "[unencodable: <type>]". Numbers, bools and time.Time are kept; NaN and infinities become the
+// strings "NaN", "+Inf" and "-Inf". Content nested deeper than 64 levels becomes "[too deep]".
+// The result can always be encoded with encoding/json.
+//
+// Values are also judged by their shape, under any key: a string that is a JWT, a private key
+// PEM block (also base64-encoded), a credential with a well-known prefix (AWS AKIA/ASIA key ids,
+// GitHub ghp_/gho_/ghu_/ghs_/ghr_/github_pat_, GitLab glpat-, Slack xox?-, Stripe sk_/rk_
+// live/test and whsec_, Google AIza/ya29./GOCSPX-, OpenAI and Anthropic sk-, npm, PyPI, Hugging
+// Face, Shopify, DigitalOcean, Databricks, Vault, SendGrid, age) or a card number (13 to 19
+// digits, optionally grouped by spaces or dashes, passing the Luhn check and starting with the
+// issuer prefix of a card scheme for that length) becomes Redacted; such a secret inside a
+// longer string is replaced in place, the rest of the text kept. Integers and JSON numbers that
+// are card numbers become Redacted too.
+//
+// Keys are scrubbed like values: a map key (also of query, form and header maps and of diffs)
+// that is itself a secret by its shape, or that carries one ("password=hunter2" or a JSON
+// document parsed as a form key; a random token as a query key without a value) is not stored:
+// its entry moves to the placeholder key "[REDACTED KEY n]", n counting from 1 in the order of
+// the original keys, with its value redacted whole.
+//
+// An object that is a name/value structure is judged by the name it carries: when a name
+// member (name, key, field, variable, param, header, property, kind, type, ...; see
+// redactNameMembers) holds a key-like string that Sensitive matches, its value members (value,
+// data, content, text, ...) become Redacted: {"name":"DB_PASSWORD","value":"..."},
+// Kubernetes env entries, AWS Parameter Store parameters, HAR header lists,
+// {"kind":"Secret","data":{...}}.
 func (r *Redactor) Value(v any) any {
 	return r.rules().walk(v, 0)
 }
@@ -90,19 +114,29 @@ func (r *Redactor) Diff(d map[string]Change) map[string]Change {
 	}
 	r = r.rules()
 	out := make(map[string]Change, len(d))
+	var bad []redactKeyed[Change]
 	for k, c := range d {
 		k = Sanitize(k)
+		if r.keySecret(k, false, 1) {
+			bad = append(bad, redactKeyed[Change]{k, Change{From: redactMask(c.From), To: redactMask(c.To)}})
+			continue
+		}
 		if r.Sensitive(k) {
 			out[k] = Change{From: redactMask(c.From), To: redactMask(c.To)}
 			continue
 		}
 		out[k] = Change{From: r.walk(c.From, 1), To: r.walk(c.To, 1)}
 	}
+	if bad != nil {
+		redactPlaceKeys(out, bad)
+	}
 	return out
 }
 
 // Values returns a redacted copy of query parameters or form values: every value of a sensitive
-// key becomes Redacted, other values are redacted as strings by Value. It returns nil for nil.
+// key becomes Redacted, other values are redacted as strings by Value, and keys carrying a
+// secret (a bare token as the whole query string) are replaced as described on Value. It returns
+// nil for nil.
 func (r *Redactor) Values(v map[string][]string) map[string][]string {
 	if v == nil {
 		return nil
@@ -123,7 +157,18 @@ func (r *Redactor) Header(h http.Header) map[string][]string {
 // Record returns a redacted and sanitised copy of rec, ready to be stored: a shallow copy of the
 // struct with new maps. Before, After and Metadata are redacted by Map, Diff by Diff, Query by
 // Values; bodies are converted by Body to a JSON document (ContentType "application/json", Size
-// kept); every string field is sanitised. rec is not modified. It returns nil for nil.
+// kept); UserAgent goes through Text; every string field is sanitised. rec is not modified. It
+// returns nil for nil.
+//
+// Path is redacted by segment, Route being left as it is: a segment bound by the route template
+// (Gin ":name" and "*name", net/http "{name}" and "{name...}") to a parameter whose name is
+// sensitive ("/reset/:token") becomes Redacted, a catch-all parameter's whole rest becoming one
+// Redacted; a literal segment of the template is kept; any other segment becomes Redacted when
+// it is a secret by its shape (see Value) or token-like: 20 or more base64url characters mixing
+// upper case, lower case and digits that change class in at least a third of their characters,
+// as random tokens do. UUIDs, numbers, hex digests, ULIDs, slugs, camelCase names and ids with a
+// lower-case type prefix (cus_..., pi_...) are kept. A query string inside Path is redacted like
+// a query.
 func (r *Redactor) Record(rec *Record) *Record {
 	if rec == nil {
 		return nil
@@ -145,7 +190,10 @@ func (r *Redactor) Record(rec *Record) *Record {
 	out.Method = Sanitize(rec.Method)
 	out.Route = Sanitize(rec.Route)
 	out.Path = Sanitize(rec.Path)
-	out.UserAgent = Sanitize(rec.UserAgent)
+	if p, ok := r.path(out.Path, out.Route); ok {
+		out.Path = p
+	}
+	out.UserAgent = r.Text(rec.UserAgent)
 	out.Before = r.Map(rec.Before)
 	out.After = r.Map(rec.After)
 	out.Metadata = r.Map(rec.Metadata)
@@ -295,10 +343,15 @@ func (r *Redactor) walk(v any, depth int) any {
 			return s
 		}
 		return v
-	case bool, int, int8, int16, int32, int64, uint, uint8, uint16, uint32, uint64, uintptr:
+	case bool, int8, int16, int32, uint8, uint16, uint32, uintptr:
 		return v
+	case int, int64, uint, uint64:
+		return redactIntCard(x)
 	case json.Number:
 		if redactValidNumber(string(x)) {
+			if redactIsCardNumber(string(x)) {
+				return Redacted
+			}
 			return v
 		}
 		s, _ := r.str(string(x), depth)
@@ -337,13 +390,21 @@ func (r *Redactor) walk(v any, depth int) any {
 			return v
 		}
 		out := make(map[string]string, len(x))
+		var bad []redactKeyed[string]
 		for k, s := range x {
 			k = Sanitize(k)
+			if r.keySecret(k, false, depth+1) {
+				bad = append(bad, redactKeyed[string]{k, Redacted})
+				continue
+			}
 			if r.Sensitive(k) {
 				out[k] = Redacted
 				continue
 			}
 			out[k], _ = r.str(s, depth+1)
+		}
+		if bad != nil {
+			redactPlaceKeys(out, bad)
 		}
 		return out
 	case []string:
@@ -399,13 +460,22 @@ func (r *Redactor) walk(v any, depth int) any {
 
 func (r *Redactor) walkMap(m map[string]any, depth int) map[string]any {
 	out := make(map[string]any, len(m))
+	named := r.namesSecret(m)
+	var bad []redactKeyed[any]
 	for k, e := range m {
 		k = Sanitize(k)
-		if r.Sensitive(k) {
+		if r.keySecret(k, false, depth+1) {
+			bad = append(bad, redactKeyed[any]{k, redactMask(e)})
+			continue
+		}
+		if r.Sensitive(k) || named && redactValueMember(k) {
 			out[k] = redactMask(e)
 			continue
 		}
 		out[k] = r.walk(e, depth+1)
+	}
+	if bad != nil {
+		redactPlaceKeys(out, bad)
 	}
 	return out
 }
@@ -422,13 +492,22 @@ func (r *Redactor) walkValuesAny(v map[string][]string, depth int) any {
 
 func (r *Redactor) walkValues(v map[string][]string, depth int) map[string][]string {
 	out := make(map[string][]string, len(v))
+	var bad []redactKeyed[[]string]
 	for k, vs := range v {
 		k = Sanitize(k)
-		if vs == nil {
+		secretKey := r.keySecret(k, redactBareValues(vs), depth+1)
+		if vs == nil && !secretKey {
 			out[k] = nil
 			continue
 		}
 		c := make([]string, len(vs))
+		if secretKey {
+			for i := range c {
+				c[i] = Redacted
+			}
+			bad = append(bad, redactKeyed[[]string]{k, c})
+			continue
+		}
 		if r.Sensitive(k) {
 			for i := range c {
 				c[i] = Redacted
@@ -440,7 +519,21 @@ func (r *Redactor) walkValues(v map[string][]string, depth int) map[string][]str
 		}
 		out[k] = c
 	}
+	if bad != nil {
+		redactPlaceKeys(out, bad)
+	}
 	return out
+}
+
+// redactBareValues reports whether a query or form key has no value ("?token" or "?token="),
+// as when a bare token is the whole query string.
+func redactBareValues(vs []string) bool {
+	for _, s := range vs {
+		if s != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // rawJSON decodes and redacts a JSON document held in bytes. Bytes that are not JSON are treated
@@ -560,6 +653,9 @@ func (r *Redactor) url(s string, depth int) (string, bool) {
 	tail := rest[authEnd:]
 	path, frag, hasFrag := strings.Cut(tail, "#")
 	path, query, hasQuery := strings.Cut(path, "?")
+	if p, ok := r.path(path, ""); ok {
+		path, changed = p, true
+	}
 	if hasQuery {
 		if q, ok := r.query(query, depth); ok {
 			query, changed = q, true
@@ -596,12 +692,21 @@ func (r *Redactor) query(raw string, depth int) (string, bool) {
 	changed := false
 	for i, p := range parts {
 		k, v, ok := strings.Cut(p, "=")
-		if !ok || v == "" {
-			continue
-		}
 		key, err := url.QueryUnescape(k)
 		if err != nil {
 			key = k
+		}
+		if r.keySecret(Sanitize(key), v == "", depth+1) {
+			// A key that is a secret, such as a bare token as the whole query string.
+			parts[i] = Redacted
+			if ok {
+				parts[i] += "=" + Redacted
+			}
+			changed = true
+			continue
+		}
+		if !ok || v == "" {
+			continue
 		}
 		if r.Sensitive(key) {
 			parts[i] = k + "=" + Redacted
@@ -625,7 +730,7 @@ func (r *Redactor) query(raw string, depth int) (string, bool) {
 
 // mayLeak is a cheap filter for strings that Text could change.
 func (r *Redactor) mayLeak(s string) bool {
-	if strings.Contains(s, "://") || redactMentionsAuthScheme(s) {
+	if strings.Contains(s, "://") || redactMentionsAuthScheme(s) || redactShapeHint(s) {
 		return true
 	}
 	if !strings.ContainsAny(s, "=:<") {
@@ -762,8 +867,10 @@ var (
 //     token after password and account,
 //   - .pgpass lines (host:port:database:user:password): the password field,
 //
-// and credentials after "Bearer " or "Basic " anywhere, and passwords in URLs
-// (scheme://user:password@host). Keys are matched as by Sensitive.
+// and credentials after "Bearer " or "Basic " anywhere, passwords in URLs
+// (scheme://user:password@host), and secrets recognised by their shape (JWTs, private key PEM
+// blocks, credentials with a well-known prefix, card numbers; see Value) wherever they stand.
+// Keys are matched as by Sensitive.
 func (r *Redactor) Text(s string) string {
 	return r.rules().text(Sanitize(s))
 }
@@ -785,6 +892,9 @@ func (r *Redactor) text(s string) string {
 	}
 	if redactMentionsAuthScheme(s) {
 		spans = redactAuthSchemes(s, spans)
+	}
+	if redactShapeHint(s) {
+		spans = redactShapes(s, spans)
 	}
 	if len(spans) == 0 {
 		return s

@@ -1,7 +1,9 @@
 package core
 
 import (
+	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"unicode"
 	"unicode/utf8"
@@ -425,4 +427,117 @@ func redactLetters(dst []byte, s string) []byte {
 		}
 	}
 	return dst
+}
+
+// redactKeyPlaceholder is the format of the placeholder that replaces a key carrying a secret.
+const redactKeyPlaceholder = "[REDACTED KEY %d]"
+
+// redactPlainKey reports whether k is too short and too plain (letters, digits, '_', '-', '.',
+// brackets) to carry a secret itself: the fast path of keySecret.
+func redactPlainKey(k string) bool {
+	if len(k) >= redactTokenMin {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; !redactAlnum(c) && c != '_' && c != '-' && c != '.' && c != '[' && c != ']' {
+			return false
+		}
+	}
+	return true
+}
+
+// keySecret reports whether the sanitised key k is itself a secret or carries one: a JWT, a
+// credential with a known prefix, a card number, a PEM block, credentials in text
+// ("password=hunter2" parsed as a form key, a JSON document holding a password), or, for a key
+// without a value (bare), a random token (a query string that is only a token).
+func (r *Redactor) keySecret(k string, bare bool, depth int) bool {
+	if redactPlainKey(k) {
+		return false
+	}
+	if bare && redactTokenLike(k) {
+		return true
+	}
+	out, _ := r.str(k, depth)
+	return strings.Count(out, Redacted) > strings.Count(k, Redacted)
+}
+
+// redactKeyed is a map entry whose key carries a secret.
+type redactKeyed[V any] struct {
+	key string
+	val V
+}
+
+// redactPlaceKeys stores the entries of bad in out under placeholders "[REDACTED KEY n]",
+// numbered from 1 in the order of their keys, so that the same map always gives the same
+// placeholders; a placeholder already used as a key is skipped.
+func redactPlaceKeys[V any](out map[string]V, bad []redactKeyed[V]) {
+	slices.SortFunc(bad, func(a, b redactKeyed[V]) int { return strings.Compare(a.key, b.key) })
+	n := 0
+	for _, b := range bad {
+		var name string
+		for {
+			n++
+			name = fmt.Sprintf(redactKeyPlaceholder, n)
+			if _, taken := out[name]; !taken {
+				break
+			}
+		}
+		out[name] = b.val
+	}
+}
+
+// redactNameMembers are the members (normalised like allow-listed keys) that name the entry of
+// a name/value structure: {"name": "DB_PASSWORD", "value": ...} (Kubernetes env, HAR headers),
+// {"Name": "/prod/db/password", "Value": ...} (AWS Parameter Store), {"Key": ..., "Value": ...}
+// (AWS tags), {"ParameterKey": ..., "ParameterValue": ...} (CloudFormation), {"type":
+// "password", "value": ...} (Keycloak credentials), {"kind": "Secret", "data": ...}.
+var redactNameMembers = wordSet(
+	"name", "key", "field", "variable", "var", "param", "parameter", "header", "property",
+	"attribute", "setting", "option", "kind", "type", "keyname", "fieldname", "headername",
+	"variablename", "propertyname", "attributename", "settingname", "optionname",
+	"parameterkey", "parametername",
+)
+
+// redactValueMembers are the members (normalised like allow-listed keys) holding the value of a
+// name/value structure; they are redacted when a name member names a sensitive key.
+var redactValueMembers = wordSet(
+	"value", "values", "val", "data", "stringdata", "content", "contents", "text",
+	"parametervalue", "stringvalue", "secretstring", "secretvalue", "binarydata",
+)
+
+// redactMaxNamedMembers bounds the size of the objects checked as name/value structures.
+const redactMaxNamedMembers = 16
+
+// namesSecret reports whether m is a name/value structure whose name member (redactNameMembers)
+// holds a string naming a sensitive key: a key-like string without white space, at most 256
+// bytes long, for which Sensitive is true. Its value members (redactValueMembers) must then be
+// redacted.
+func (r *Redactor) namesSecret(m map[string]any) bool {
+	if len(m) < 2 || len(m) > redactMaxNamedMembers {
+		return false
+	}
+	var buf [32]byte
+	for k, v := range m {
+		if len(k) > len(buf) {
+			continue
+		}
+		if _, ok := redactNameMembers[string(redactNorm(buf[:0], k))]; !ok {
+			continue
+		}
+		s, ok := v.(string)
+		if ok && len(s) <= 256 && strings.IndexFunc(s, unicode.IsSpace) < 0 && r.Sensitive(s) {
+			return true
+		}
+	}
+	return false
+}
+
+// valueMember reports whether k names the value member of a name/value structure.
+func redactValueMember(k string) bool {
+	var buf [32]byte
+	if len(k) > len(buf) {
+		return false
+	}
+	_, ok := redactValueMembers[string(redactNorm(buf[:0], k))]
+	return ok
 }

@@ -1,0 +1,325 @@
+package core_test
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/auditkit/auditkit/core"
+)
+
+// rdORMRecord is the after image of a typical ORM row: ids, names, an email, timestamps, money,
+// a status, a free-text note and a small JSON settings document.
+func rdORMRecord() map[string]any {
+	return map[string]any{
+		"id":            int64(1843),
+		"uuid":          "0190c6a4-7f1e-7b3a-9d2c-4e5f6a7b8c9d",
+		"tenant_id":     "acme-prod",
+		"email":         "alice.example@example.com",
+		"first_name":    "Alice",
+		"last_name":     "Example",
+		"status":        "active",
+		"role":          "admin",
+		"balance_cents": int64(129900),
+		"currency":      "EUR",
+		"created_at":    time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC),
+		"updated_at":    "2024-06-07T08:09:10.123456Z",
+		"deleted_at":    nil,
+		"login_count":   json.Number("17"),
+		"phone":         "+44 20 7946 0958",
+		"note":          "Called on 2024-05-06 about invoice INV-2024-000123; follow up next week.",
+		"settings":      map[string]any{"theme": "dark", "locale": "en-GB", "notifications": true},
+	}
+}
+
+func BenchmarkRedactValueORMRecord(b *testing.B) {
+	r := core.NewRedactor(nil, nil)
+	m := rdORMRecord()
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = r.Value(m)
+	}
+}
+
+// Secrets of every shape. The values are test values in the published formats, not real
+// credentials.
+const (
+	rdJWT     = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+	rdJWTNone = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9."
+	rdJWE     = "eyJhbGciOiJSU0EtT0FFUCIsImVuYyI6IkEyNTZHQ00ifQ.OKOawDo13gRp2ojaHV7LFpZcgV7T6DVZKTyKOMTYUmKoTCVJRgckCL9kiMT03JGeipsEdY3mx_etLbbWSrFr05kLzcSr4qKAq7YN7e9jwQRb23nfa6c9d-StnImGyFDbSv04uVuxIp5Zms1gNxKKK2Da14B8S4rzVRltdYwam_lDp5XnZAYpQdb76FdIKLaVmqgfwX7XWRxv2322i-vDxRfqNzo_tETKzpVLzfiwQyeyPGLBIO56YJ7eObdv0je81860ppamavo35UgoRdbYaBcoh9QcfylQr66oc6vFWXRcZ_ZT2LawVCWTIy3brGPi6UklfCpIMfIjf7iGdXKHzg.48V1_ALb6US04U3b.5eym8TW_c8SuK0ltJ3rpYIzOeDQz7TALvtu6UG9oMo4vpzs9tX_EFShS8iB7j6jiSdiwkIr3ajwQzaBtQD_A.XFBoMYUZodetZdvTiFvSkQ"
+	rdAWSKey  = "AKIAIOSFODNN7EXAMPLE"
+	rdGitHub  = "ghp_1A2b3C4d5E6f7G8h9I0j1K2l3M4n5O6p7Q8r"
+	rdSlack   = "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"
+	rdStripe  = "sk_live_4eC39HqLyjWDarjtT1zdp7dc"
+	rdGoogle  = "AIzaSyD-1a2B3c4D5e6F7g8H9i0J1k2L3m4N5o6P"
+	rdPEM     = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\nVTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK\n-----END RSA PRIVATE KEY-----"
+	rdVisa    = "4111111111111111"
+)
+
+func TestRedactShapeValues(t *testing.T) {
+	r := core.NewRedactor(nil, nil)
+	b64PEM := "LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1JSUV2UUlCQURBTkJna3Foa2lHOXcwQkFRRUZBQVND"
+	tests := []struct {
+		name string
+		in   any
+		want string // JSON of Value(map{"data": in})
+	}{
+		{"JWT", rdJWT, `"[REDACTED]"`},
+		{"JWT with padding white space", "  " + rdJWT + "\n", `"[REDACTED]"`},
+		{"unsigned JWT", rdJWTNone, `"[REDACTED]"`},
+		{"JWE", rdJWE, `"[REDACTED]"`},
+		{"JWT in text", "sent " + rdJWT + ". ok", `"sent [REDACTED]. ok"`},
+		{"PEM RSA", rdPEM, `"[REDACTED]"`},
+		{"PEM PKCS8", "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----", `"[REDACTED]"`},
+		{"PEM EC", "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBkg\n-----END EC PRIVATE KEY-----", `"[REDACTED]"`},
+		{"PEM encrypted", "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIFHDBOBgkq\n-----END ENCRYPTED PRIVATE KEY-----", `"[REDACTED]"`},
+		{"PEM OpenSSH", "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----", `"[REDACTED]"`},
+		{"PEM PGP", "-----BEGIN PGP PRIVATE KEY BLOCK-----\nVersion: x\n\nlQOYBF0\n-----END PGP PRIVATE KEY BLOCK-----", `"[REDACTED]"`},
+		{"PEM in text", "key:\n" + rdPEM + "\nend", `"key:\n[REDACTED]\nend"`},
+		{"PEM cut", "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nMIIEvQIBADANBgkq", `"[REDACTED]"`},
+		{"PEM escaped in JSON text", `{"k":"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n"`,
+			`"{\"k\":\"[REDACTED]\\n\""`},
+		{"PEM base64", b64PEM, `"[REDACTED]"`},
+		{"certificate kept", "-----BEGIN CERTIFICATE-----\nMIIDdzCCAl+gAwIBAgIE\n-----END CERTIFICATE-----",
+			`"-----BEGIN CERTIFICATE-----\nMIIDdzCCAl+gAwIBAgIE\n-----END CERTIFICATE-----"`},
+		{"public key kept", "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkq\n-----END PUBLIC KEY-----",
+			`"-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkq\n-----END PUBLIC KEY-----"`},
+		{"AWS key id", rdAWSKey, `"[REDACTED]"`},
+		{"AWS temporary key id", "ASIAY34FZKBOKMUTVV7A", `"[REDACTED]"`},
+		{"GitHub token", rdGitHub, `"[REDACTED]"`},
+		{"GitHub fine-grained token", "github_pat_11ABCDEFG0123456789abc_xyzXYZ0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNO", `"[REDACTED]"`},
+		{"Slack token", rdSlack, `"[REDACTED]"`},
+		{"Stripe key", rdStripe, `"[REDACTED]"`},
+		{"Stripe restricted key", "rk_test_51H8abcDEF0123456789", `"[REDACTED]"`},
+		{"Google API key", rdGoogle, `"[REDACTED]"`},
+		{"key in text", "use " + rdAWSKey + " and " + rdGitHub + "!", `"use [REDACTED] and [REDACTED]!"`},
+		{"key after a label", "key=" + rdStripe, `"key=[REDACTED]"`},
+		{"Visa", rdVisa, `"[REDACTED]"`},
+		{"Visa grouped", "4111 1111 1111 1111", `"[REDACTED]"`},
+		{"Mastercard dashes", "5555-5555-5555-4444", `"[REDACTED]"`},
+		{"Mastercard 2-series", "2223003122003222", `"[REDACTED]"`},
+		{"Amex", "3782 822463 10005", `"[REDACTED]"`},
+		{"Discover", "6011111111111117", `"[REDACTED]"`},
+		{"JCB", "3530111333300000", `"[REDACTED]"`},
+		{"Diners", "30569309025904", `"[REDACTED]"`},
+		{"UnionPay", "6200000000000005", `"[REDACTED]"`},
+		{"Visa 13", "4222222222222", `"[REDACTED]"`},
+		{"card in text", "paid with 4111 1111 1111 1111, thanks", `"paid with [REDACTED], thanks"`},
+		{"card followed by a year", "4111 1111 1111 1111 2027", `"[REDACTED] 2027"`},
+		{"card as a JSON number", json.Number("4111111111111111"), `"[REDACTED]"`},
+		{"card as an integer", int64(5555555555554444), `"[REDACTED]"`},
+		{"bearer", "Bearer abc.def", `"Bearer [REDACTED]"`},
+		{"basic", "Basic dXNlcjpwYXNz", `"Basic [REDACTED]"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := rdJSON(t, r.Value(map[string]any{"data": tt.in}))
+			if want := `{"data":` + tt.want + `}`; got != want {
+				t.Errorf("Value:\n got %s\nwant %s", got, want)
+			}
+		})
+	}
+}
+
+// TestRedactShapeKeepsOrdinaryData checks the guards of the shape rules: ids, timestamps, phone
+// numbers, hashes and words that look a little like secrets are kept.
+func TestRedactShapeKeepsOrdinaryData(t *testing.T) {
+	r := core.NewRedactor(nil, nil)
+	for _, s := range []any{
+		"4111111111111112",                     // fails the Luhn check
+		"1700000000000",                        // a time in milliseconds
+		"1234567890123456",                     // Luhn-valid? no issuer starts with 1
+		"9780306406157",                        // ISBN-13
+		"978-3-16-148410-0",                    // ISBN-13 with dashes
+		"+44 20 7946 0958",                     // phone
+		"+1 415-555-0100",                      // phone
+		"550e8400-e29b-41d4-a716-446655440000", // UUID
+		"0190c6a4-7f1e-7b3a-9d2c-411111111111", // UUID ending in digits
+		"41111111111111111111111",              // too many digits
+		"order 4111111111111111-A",             // glued to a suffix
+		"v4111111111111111",                    // glued to a letter
+		"4111111111111111.25",                  // a decimal
+		"2024-01-02T03:04:05.123456789Z",
+		"da39a3ee5e6b4b0d3255bfef95601890afd80709", // SHA-1
+		"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+		"eyeglasses.and.sunglasses.for.sale",
+		"eyJub3QiOiJhIGp3dCJ9.eyJ4IjoxfQ.c2ln", // header without alg
+		"AKIA is a prefix, not a key",
+		"ghp_short",
+		"sk_live_short",
+		"The quick brown fox jumps over the lazy dog 1234567 times",
+		json.Number("1234567890123456"),
+		int64(1700000000000),
+		int64(4111111111111112),
+	} {
+		got := rdJSON(t, r.Value(map[string]any{"data": s}))
+		if want := rdJSON(t, map[string]any{"data": s}); got != want {
+			t.Errorf("Value(%#v) = %s, want it kept", s, got)
+		}
+	}
+}
+
+func TestRedactSecretKeys(t *testing.T) {
+	r := core.NewRedactor(nil, nil)
+	t.Run("map keys", func(t *testing.T) {
+		in := map[string]any{
+			"user":                     "bob",
+			`{"password":"hunter2"}`:   "",
+			"password=hunter2":         nil,
+			rdJWT:                      "x",
+			"note " + rdAWSKey:         map[string]any{"a": 1},
+			"[REDACTED KEY 1]":         "taken",
+			"Card 4111 1111 1111 1111": 12,
+		}
+		got := rdJSON(t, r.Value(in))
+		want := `{"[REDACTED KEY 1]":"taken","[REDACTED KEY 2]":"[REDACTED]","[REDACTED KEY 3]":"[REDACTED]",` +
+			`"[REDACTED KEY 4]":"[REDACTED]","[REDACTED KEY 5]":null,"[REDACTED KEY 6]":"[REDACTED]","user":"bob"}`
+		if got != want {
+			t.Errorf("Value:\n got %s\nwant %s", got, want)
+		}
+		// The placeholders do not depend on the order in which the map is walked.
+		for range 20 {
+			if again := rdJSON(t, r.Value(in)); again != got {
+				t.Fatalf("placeholders changed: %s, then %s", got, again)
+			}
+		}
+	})
+	t.Run("query and form keys", func(t *testing.T) {
+		got := r.Values(map[string][]string{
+			rdJWT:                          {""},
+			"AbCdEfGh1234IjKlMnOp5678QrSt": nil, // a bare random token
+			"page":                         {"2"},
+			"password=hunter2":             {"x"},
+			"thisIsALongParameterName":     {""}, // camelCase, not a token
+		})
+		want := map[string][]string{
+			"[REDACTED KEY 1]":         {},
+			"[REDACTED KEY 2]":         {core.Redacted},
+			"[REDACTED KEY 3]":         {core.Redacted},
+			"page":                     {"2"},
+			"thisIsALongParameterName": {""},
+		}
+		if rdJSON(t, got) != rdJSON(t, want) {
+			t.Errorf("Values:\n got %s\nwant %s", rdJSON(t, got), rdJSON(t, want))
+		}
+	})
+	t.Run("header names", func(t *testing.T) {
+		got := r.Header(http.Header{"X-" + rdGitHub: {"1"}, "Accept": {"*/*"}})
+		if rdJSON(t, got) != `{"Accept":["*/*"],"[REDACTED KEY 1]":["[REDACTED]"]}` {
+			t.Errorf("Header = %s", rdJSON(t, got))
+		}
+	})
+	t.Run("diff keys", func(t *testing.T) {
+		got := r.Diff(map[string]core.Change{rdStripe: {From: "a", To: "b"}, "name": {From: "a", To: "b"}})
+		if rdJSON(t, got) != `{"[REDACTED KEY 1]":{"from":"[REDACTED]","to":"[REDACTED]"},"name":{"from":"a","to":"b"}}` {
+			t.Errorf("Diff = %s", rdJSON(t, got))
+		}
+	})
+	t.Run("string map keys", func(t *testing.T) {
+		got := r.Value(map[string]string{"sk " + rdStripe: "v", "a": "b"})
+		if rdJSON(t, got) != `{"[REDACTED KEY 1]":"[REDACTED]","a":"b"}` {
+			t.Errorf("Value = %s", rdJSON(t, got))
+		}
+	})
+	t.Run("URL query", func(t *testing.T) {
+		for in, want := range map[string]string{
+			"https://example.com/cb?" + rdJWT:                     "https://example.com/cb?[REDACTED]",
+			"https://example.com/cb?a=1&" + rdJWT + "=":           "https://example.com/cb?a=1&[REDACTED]=[REDACTED]",
+			"https://example.com/cb?AbCdEfGh1234IjKlMnOp5678QrSt": "https://example.com/cb?[REDACTED]",
+			"https://example.com/cb?thisIsALongParameterName&a=b": "https://example.com/cb?thisIsALongParameterName&a=b",
+		} {
+			if got := r.Value(in); got != want {
+				t.Errorf("Value(%q) = %q, want %q", in, got, want)
+			}
+		}
+	})
+}
+
+func TestRedactNameValueStructures(t *testing.T) {
+	r := core.NewRedactor(nil, nil)
+	tests := []struct {
+		name string
+		in   any
+		want string
+	}{
+		{"env entry", map[string]any{"name": "DB_PASSWORD", "value": "hunter2"}, `{"name":"DB_PASSWORD","value":"[REDACTED]"}`},
+		{"Kubernetes env", []any{
+			map[string]any{"name": "API_TOKEN", "value": "t0k"},
+			map[string]any{"name": "LOG_LEVEL", "value": "debug"},
+			map[string]any{"name": "DB_PASS", "valueFrom": map[string]any{"secretKeyRef": map[string]any{"name": "db", "key": "password"}}},
+		}, `[{"name":"API_TOKEN","value":"[REDACTED]"},{"name":"LOG_LEVEL","value":"debug"},` +
+			`{"name":"DB_PASS","valueFrom":{"secretKeyRef":{"key":"password","name":"db"}}}]`},
+		{"AWS Parameter Store", map[string]any{"Name": "/prod/db/password", "Type": "SecureString", "Value": "s3cr3t", "Version": 3},
+			`{"Name":"/prod/db/password","Type":"SecureString","Value":"[REDACTED]","Version":3}`},
+		{"HAR headers", []any{map[string]any{"name": "Authorization", "value": "Basic dXNlcjpwYXNz"}, map[string]any{"name": "Accept", "value": "*/*"}},
+			`[{"name":"Authorization","value":"[REDACTED]"},{"name":"Accept","value":"*/*"}]`},
+		{"AWS tag", map[string]any{"Key": "api-key", "Value": "k"}, `{"Key":"api-key","Value":"[REDACTED]"}`},
+		{"CloudFormation parameter", map[string]any{"ParameterKey": "DBPassword", "ParameterValue": "p"}, `{"ParameterKey":"DBPassword","ParameterValue":"[REDACTED]"}`},
+		{"Keycloak credential", map[string]any{"type": "password", "value": "p", "temporary": false}, `{"temporary":false,"type":"password","value":"[REDACTED]"}`},
+		{"Kubernetes secret", map[string]any{"kind": "Secret", "data": map[string]any{"username": "YWRtaW4="}},
+			`{"data":"[REDACTED]","kind":"Secret"}`},
+		{"config data kept", map[string]any{"kind": "ConfigMap", "data": map[string]any{"username": "admin"}},
+			`{"data":{"username":"admin"},"kind":"ConfigMap"}`},
+		{"a human label is not a key", map[string]any{"name": "Reset password", "content": "Click the link"},
+			`{"content":"Click the link","name":"Reset password"}`},
+		{"neutral name", map[string]any{"name": "token_count", "value": 3}, `{"name":"token_count","value":3}`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := rdJSON(t, r.Value(tt.in)); got != tt.want {
+				t.Errorf("Value:\n got %s\nwant %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestRedactRecordPathAndUserAgent(t *testing.T) {
+	r := core.NewRedactor(nil, nil)
+	tests := []struct {
+		name, route, path, want string
+	}{
+		{"Gin sensitive parameter", "/reset/:token", "/reset/abc123", "/reset/[REDACTED]"},
+		{"net/http sensitive parameter", "POST /users/{id}/api-keys/{apiKey}", "/users/42/api-keys/k-1", "/users/42/api-keys/[REDACTED]"},
+		{"catch-all sensitive parameter", "/files/*secret", "/files/a/b/c", "/files/[REDACTED]"},
+		{"net/http catch-all", "/v/{token...}", "/v/a/b", "/v/[REDACTED]"},
+		{"neutral parameters kept", "/users/:id/orders/:order", "/users/42/orders/A-17", "/users/42/orders/A-17"},
+		{"JWT in a neutral parameter", "/verify/:code", "/verify/" + rdJWT, "/verify/[REDACTED]"},
+		{"token-like segment without a route", "", "/confirm/Xk9fQ2mZ7pL4sV1nB8cR3tY6wA5", "/confirm/[REDACTED]"},
+		{"key prefix", "", "/hooks/" + rdSlack, "/hooks/[REDACTED]"},
+		{"literal segment of the route kept", "/static/Xk9fQ2mZ7pL4sV1nB8cR3tY6wA5/:id", "/static/Xk9fQ2mZ7pL4sV1nB8cR3tY6wA5/42", "/static/Xk9fQ2mZ7pL4sV1nB8cR3tY6wA5/42"},
+		{"a route without parameters is no template", "/static/Xk9fQ2mZ7pL4sV1nB8cR3tY6wA5", "/static/Xk9fQ2mZ7pL4sV1nB8cR3tY6wA5", "/static/[REDACTED]"},
+		{"UUID kept", "", "/orders/550e8400-e29b-41d4-a716-446655440000", "/orders/550e8400-e29b-41d4-a716-446655440000"},
+		{"hex digest kept", "", "/commits/da39a3ee5e6b4b0d3255bfef95601890afd80709", "/commits/da39a3ee5e6b4b0d3255bfef95601890afd80709"},
+		{"slug kept", "", "/blog/Getting-Started-With-Go-In-2024", "/blog/Getting-Started-With-Go-In-2024"},
+		{"camelCase kept", "", "/api/getUserProfileById2024", "/api/getUserProfileById2024"},
+		{"ULID kept", "", "/e/01ARZ3NDEKTSV4RRFFQ69G5FAV", "/e/01ARZ3NDEKTSV4RRFFQ69G5FAV"},
+		{"typed id kept", "", "/v1/payment_intents/pi_3MtwBwLkdIwHu7ix28a3tqPa", "/v1/payment_intents/pi_3MtwBwLkdIwHu7ix28a3tqPa"},
+		{"percent-encoded token", "", "/t/" + url.PathEscape(rdJWT+"/x"), "/t/[REDACTED]"},
+		{"query inside the path", "", "/cb?code=1&access_token=abc", "/cb?code=1&access_token=[REDACTED]"},
+		{"route that does not fit", "/a/:token", "/a/b/c", "/a/b/c"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := r.Record(&core.Record{Kind: core.KindHTTP, Route: tt.route, Path: tt.path})
+			if got.Path != tt.want {
+				t.Errorf("Path = %q, want %q", got.Path, tt.want)
+			}
+			if got.Route != tt.route {
+				t.Errorf("Route = %q, want it untouched", got.Route)
+			}
+		})
+	}
+	for ua, want := range map[string]string{
+		"curl/8.5.0":                       "curl/8.5.0",
+		"Mozilla/5.0 (X11; Linux x86_64)":  "Mozilla/5.0 (X11; Linux x86_64)",
+		"bot/1.0 token=abc":                "bot/1.0 token=[REDACTED]",
+		"client/2 (" + rdJWT + ")":         "client/2 ([REDACTED])",
+		"agent\x00 Bearer abcdefghijklmno": "agent Bearer [REDACTED]",
+	} {
+		if got := r.Record(&core.Record{UserAgent: ua}).UserAgent; got != want {
+			t.Errorf("UserAgent(%q) = %q, want %q", ua, got, want)
+		}
+	}
+}

@@ -70,7 +70,7 @@ type Options struct {
 // patterns (a key containing "token" would be masked).
 const (
 	MetaAuthError      = "auth_error"        // why the credentials were refused (string)
-	MetaAuthFailure    = "auth_failure"      // a short code: expired, signature, algorithm, issuer, audience, claims, malformed, missing_subject, unknown_actor_type, invalid_tenant, unknown_key, not_yet_valid, verifier, identify
+	MetaAuthFailure    = "auth_failure"      // a short code: expired, signature, algorithm, issuer, audience, claims, malformed, crit, missing_subject, unknown_actor_type, invalid_tenant, unknown_key, not_yet_valid, verifier, identify
 	MetaJWTIssuer      = "jwt_iss"           // iss of the verified token
 	MetaJWTID          = "jwt_jti"           // jti of the verified token
 	MetaJWTKeyID       = "jwt_kid"           // kid of the verified token
@@ -191,6 +191,8 @@ type reqState struct {
 	reqBody   *teeBody // a request body captured as the handler reads it
 	body      *bodyWriter
 	meta      map[string]any
+
+	auth core.Authentication // what the handler's context says about authentication
 }
 
 func (st *reqState) setMeta(k string, v any) {
@@ -250,7 +252,8 @@ func (m *middleware) handle(c *gin.Context) {
 	st.col.SetClientIP(st.ip)
 	ctx = core.NewContext(ctx, &st.col)
 	ctx = core.WithRequestID(ctx, st.requestID)
-	if !st.actor.IsZero() {
+	ctx = core.WithAuthentication(ctx, st.auth)
+	if st.auth.Status == core.AuthVerified {
 		ctx = core.WithActor(ctx, st.actor)
 	}
 	if !st.tenant.IsZero() {
@@ -316,7 +319,7 @@ func (m *middleware) resolveIdentity(st *reqState, c *gin.Context, ctx context.C
 			case m.verifierErr != nil:
 				err = m.verifierErr
 			case raw == "":
-				err = tokenError(ErrMalformed, errors.New("no credentials after the scheme"))
+				err = tokenError(ErrMalformed, "no credentials after the scheme", nil)
 			default:
 				id, err = m.verifier.Verify(ctx, raw)
 			}
@@ -339,10 +342,21 @@ func (m *middleware) resolveIdentity(st *reqState, c *gin.Context, ctx context.C
 	} else {
 		st.actor = core.Actor{Type: core.ActorAnonymous, Auth: "none"}
 	}
+	// What the handler's context says: a refused credential is never more than none.
+	switch {
+	case st.authErr != nil:
+		st.auth = core.Authentication{Status: core.AuthRefused, Reason: st.authErr.Error()}
+	case !st.actor.IsZero():
+		st.auth = core.Authentication{Status: core.AuthVerified}
+	}
 
-	switch t, ok := core.TenantFromContext(ctx); {
-	case ok && !t.IsZero():
-		st.tenant = st.checkTenant(t)
+	switch t, terr := core.LookupTenant(ctx); {
+	case terr != nil:
+		// The application named a tenant that cannot be stored: no tenant, rather than falling
+		// back to another source the application did not choose.
+		st.setMeta(MetaTenantError, terr.Error())
+	case !t.IsZero():
+		st.tenant = t
 	case !id.Tenant.IsZero():
 		st.tenant = id.Tenant // checked by Verify; a custom Identify is checked here
 		if m.identify != nil {
@@ -358,13 +372,12 @@ func (m *middleware) resolveIdentity(st *reqState, c *gin.Context, ctx context.C
 func (st *reqState) authFailure(code string, err error) {
 	st.authErr = err
 	st.setMeta(MetaAuthFailure, code)
-	// Redaction reads "token …: detail" as a credential and would mask the detail; "; " keeps it.
-	st.setMeta(MetaAuthError, strings.ReplaceAll(err.Error(), ": ", "; "))
+	st.setMeta(MetaAuthError, err.Error())
 }
 
-// checkTenant returns t, or the zero tenant with a note when t fails CheckTenant.
+// checkTenant returns t, or the zero tenant with a note when t fails core.ValidateTenant.
 func (st *reqState) checkTenant(t core.Tenant) core.Tenant {
-	if err := tenantProblem(t); err != nil {
+	if err := core.ValidateTenant(t); err != nil {
 		st.setMeta(MetaTenantError, err.Error())
 		return core.Tenant{}
 	}
@@ -453,8 +466,11 @@ func (m *middleware) finish(c *gin.Context, st *reqState, panicked bool, p any) 
 		case string:
 			st.tenant = st.checkTenant(core.Tenant{ID: t})
 		}
-	} else if t, ok := core.TenantFromContext(c.Request.Context()); ok && t != st.ctxTenant {
-		st.tenant = st.checkTenant(t)
+	} else if t, err := core.LookupTenant(c.Request.Context()); err != nil {
+		st.setMeta(MetaTenantError, err.Error())
+		st.tenant = core.Tenant{}
+	} else if t != st.ctxTenant {
+		st.tenant = t
 	}
 
 	rec.RequestID = st.requestID
@@ -548,7 +564,7 @@ func failureCode(err error) string {
 		{ErrIssuer, "issuer"}, {ErrAudience, "audience"}, {ErrMalformed, "malformed"},
 		{ErrMissingSubject, "missing_subject"}, {ErrUnknownActorType, "unknown_actor_type"},
 		{ErrInvalidTenant, "invalid_tenant"}, {ErrUnknownKey, "unknown_key"},
-		{ErrNotYetValid, "not_yet_valid"}, {ErrClaims, "claims"},
+		{ErrNotYetValid, "not_yet_valid"}, {ErrClaims, "claims"}, {ErrCritical, "crit"},
 	} {
 		if errors.Is(err, k.err) {
 			return k.code

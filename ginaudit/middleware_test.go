@@ -142,8 +142,8 @@ func TestFailedVerificationIsRecordedAnonymous(t *testing.T) {
 		{"wrong audience", hsCfg, hs256(t, with(okClaims, "aud", "other")), "audience", "audience"},
 		{"missing subject", hsCfg, hs256(t, with(okClaims, "sub", nil)), "missing_subject", "sub"},
 		{"unknown actor type", hsCfg, hs256(t, with(okClaims, "actor_type", "superuser")), "unknown_actor_type", "superuser"},
-		{"invalid tenant", hsCfg, hs256(t, with(okClaims, "tenant_id", "t 1; drop")), "invalid_tenant", "tenant id"},
-		{"malformed", hsCfg, "garbage", "malformed", "invalid number of segments"},
+		{"invalid tenant", hsCfg, hs256(t, with(okClaims, "tenant_id", "t 1; drop")), "invalid_tenant", "invalid tenant: id"},
+		{"malformed", hsCfg, "garbage", "malformed", "not three dot-separated segments"},
 		{"empty bearer", hsCfg, "", "malformed", "no credentials"},
 	}
 	for _, tc := range cases {

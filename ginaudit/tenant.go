@@ -1,10 +1,6 @@
 package ginaudit
 
-import (
-	"fmt"
-
-	"github.com/auditkit/auditkit/core"
-)
+import "github.com/auditkit/auditkit/core"
 
 // Keys under which an application's own middleware can hand identity to the audit middleware with
 // c.Set, for example after resolving the tenant from a subdomain or authenticating a session:
@@ -24,50 +20,26 @@ const (
 	ActorKey  = "auditkit.actor"
 )
 
-// MaxTenantBytes is the longest tenant id or slug CheckTenant accepts.
-const MaxTenantBytes = 128
+// MaxTenantBytes is the longest tenant id or slug CheckTenant accepts (core.MaxTenantIDBytes).
+const MaxTenantBytes = core.MaxTenantIDBytes
 
-// CheckTenant reports whether t can be stored as a tenant: its id and slug are each at most
-// MaxTenantBytes long and consist of ASCII letters, digits and the characters . _ - : @ only (which
-// covers UUIDs, numeric ids, slugs and prefixed ids such as "org:acme"). A zero tenant is valid.
-// The error wraps ErrInvalidTenant.
+// CheckTenant reports whether t can be stored as a tenant: its id and slug each follow
+// core.ValidateTenantID (1 to MaxTenantBytes ASCII letters, digits and . _ - : @, starting and
+// ending with a letter or a digit, without ".."), or are empty. A zero tenant is valid. The error
+// wraps ErrInvalidTenant and core.ErrInvalidTenant.
 //
 // Tenant values arrive from tokens, headers and application code; checking them keeps spaces,
-// control characters, quotes and megabyte-long values out of a column that the read side filters
-// and exports by.
+// control characters, quotes, path segments and megabyte-long values out of a column that the
+// read side filters and exports by.
 func CheckTenant(t core.Tenant) error {
-	if err := tenantProblem(t); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalidTenant, err)
+	if err := core.ValidateTenant(t); err != nil {
+		return &tenantErr{err: err}
 	}
 	return nil
 }
 
-// tenantProblem is CheckTenant's finding, not yet wrapped.
-func tenantProblem(t core.Tenant) error {
-	if err := checkTenantValue("id", t.ID); err != nil {
-		return err
-	}
-	return checkTenantValue("slug", t.Slug)
-}
+// tenantErr is CheckTenant's error: core's finding, also matching ErrInvalidTenant.
+type tenantErr struct{ err error }
 
-func checkTenantValue(what, s string) error {
-	if len(s) > MaxTenantBytes {
-		return fmt.Errorf("tenant %s is %d bytes long (at most %d)", what, len(s), MaxTenantBytes)
-	}
-	for i := 0; i < len(s); i++ {
-		if !tenantByte(s[i]) {
-			return fmt.Errorf("tenant %s contains %q at byte %d (allowed: letters, digits, . _ - : @)", what, s[i], i)
-		}
-	}
-	return nil
-}
-
-func tenantByte(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	case c == '.', c == '_', c == '-', c == ':', c == '@':
-		return true
-	}
-	return false
-}
+func (e *tenantErr) Error() string   { return e.err.Error() }
+func (e *tenantErr) Unwrap() []error { return []error{ErrInvalidTenant, e.err} }

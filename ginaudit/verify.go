@@ -1,20 +1,27 @@
 package ginaudit
 
 import (
+	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"math"
 	"net/http"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 
+	"github.com/MicahParks/jwkset"
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/time/rate"
@@ -23,40 +30,52 @@ import (
 )
 
 // Errors returned by Verify. Every verification failure wraps ErrInvalidToken and exactly one of
-// the more specific errors below, and keeps golang-jwt's own error in its chain, so callers can
-// test with errors.Is at the level they need.
+// the more specific errors below, and keeps golang-jwt's own error (when there is one) in its
+// chain, so callers can test with errors.Is at the level they need. Its text is one reason,
+// "JWT refused: " followed by the specific error's text and, where it helps, one detail
+// ("JWT refused: signing algorithm not allowed: none"); golang-jwt's wording is not repeated.
 var (
 	// ErrNoToken means there was no bearer token to verify. It does not wrap ErrInvalidToken.
 	ErrNoToken = errors.New("no bearer token")
 	// ErrInvalidToken is wrapped by every verification failure.
 	ErrInvalidToken = errors.New("invalid token")
-	// ErrMalformed: the token is not a JWS in compact form, or is too large.
+	// ErrMalformed: the token is not a JWS in compact form with strict base64url segments (no
+	// padding, no non-canonical trailing bits, no characters outside the URL-safe alphabet), its
+	// header or claims are not a JSON object or repeat a member name, it is a nested JWT, or it
+	// is too large.
 	ErrMalformed = errors.New("malformed JWT")
 	// ErrAlgorithm: the header names "none", an unknown algorithm, or one outside the allow-list
 	// (which is how algorithm-confusion attempts fail).
 	ErrAlgorithm = errors.New("signing algorithm not allowed")
+	// ErrCritical: the header has a "crit" parameter. The verifier understands no header
+	// extension, so RFC 7515 §4.1.11 requires refusing every token that marks one critical (and
+	// one whose crit is malformed).
+	ErrCritical = errors.New("critical header parameter not understood")
 	// ErrSignature: the signature does not verify with the configured key (forged or tampered).
 	ErrSignature = errors.New("signature is invalid")
-	// ErrUnknownKey: no key fits the token: an unknown kid, a kid whose key has another
-	// algorithm, an unreachable JWKS, or an extra fetch that was not allowed yet.
-	ErrUnknownKey = errors.New("no verification key for the JWT")
+	// ErrUnknownKey: no key fits the token: an unknown kid, a kid whose key is not a signing
+	// key for the token's algorithm (see Verifier), an unreachable JWKS, or an extra fetch that
+	// was not allowed yet.
+	ErrUnknownKey = errors.New("no verification key")
 	// ErrExpired: exp has passed, beyond the leeway.
-	ErrExpired = errors.New("token is expired")
+	ErrExpired = errors.New("expired")
 	// ErrNotYetValid: nbf or iat lies in the future, beyond the leeway.
-	ErrNotYetValid = errors.New("token is not valid yet")
+	ErrNotYetValid = errors.New("not valid yet")
 	// ErrIssuer: iss differs from JWTConfig.Issuer.
-	ErrIssuer = errors.New("token has the wrong issuer")
+	ErrIssuer = errors.New("wrong issuer")
 	// ErrAudience: no aud value is in JWTConfig.Audience.
-	ErrAudience = errors.New("token has the wrong audience")
+	ErrAudience = errors.New("wrong audience")
 	// ErrClaims: a required registered claim (exp; aud and iss when configured) is missing, or a
-	// claim has the wrong type.
-	ErrClaims = errors.New("token claims are invalid")
+	// claim has the wrong type: every identity claim (actor id, actor type, email, tenant id and
+	// slug, under their configured names) must be a JSON string when present.
+	ErrClaims = errors.New("invalid claims")
 	// ErrMissingSubject: the actor id claim (default sub) is missing or empty.
-	ErrMissingSubject = errors.New("token has no subject")
-	// ErrUnknownActorType: the actor type claim is neither a defined type nor an alias. The error
-	// also wraps core.ErrUnknownActorType.
-	ErrUnknownActorType = errors.New("token has an unknown actor type")
-	// ErrInvalidTenant: a tenant value fails CheckTenant.
+	ErrMissingSubject = errors.New("no subject")
+	// ErrUnknownActorType: the actor type claim is neither a defined type nor an alias, compared
+	// exactly. The error also wraps core.ErrUnknownActorType.
+	ErrUnknownActorType = errors.New("unknown actor type")
+	// ErrInvalidTenant: a tenant value fails core.ValidateTenant. It also wraps
+	// core.ErrInvalidTenant.
 	ErrInvalidTenant = errors.New("invalid tenant")
 	// ErrNoKey is returned by NewVerifier for a configuration without a key source.
 	ErrNoKey = errors.New("no JWT key configured (set a secret, a public key or a JWKS URL)")
@@ -69,14 +88,22 @@ const maxTokenBytes = 16 << 10
 // maxActorIDBytes bounds the actor id taken from a token.
 const maxActorIDBytes = 256
 
+// minRSAKeyBits is the smallest RSA modulus a JWKS key may have, as core requires of
+// JWTConfig.PublicKeyPEM.
+const minRSAKeyBits = 2048
+
+// maxEmailBytes bounds the email taken from a token (RFC 5321's limit on a path).
+const maxEmailBytes = 320
+
 // Identity is what a verified token says about its bearer.
 type Identity struct {
 	// Actor is the verified actor: ID from the actor id claim (default sub), Type from the actor
 	// type claim mapped through the aliases (tenant_user when the claim is absent), Email from the
 	// email claim, and Auth saying how it was verified: "jwt:HS256", "jwks:RS256", or "unverified"
-	// when JWTConfig.UnsafeSkipVerification is set.
+	// when JWTConfig.UnsafeSkipVerification is set. Each is exactly the string the token carries.
 	Actor core.Actor
-	// Tenant comes from the tenant claims (default tenant_id and tenant_slug), checked by CheckTenant.
+	// Tenant comes from the tenant claims (default tenant_id and tenant_slug), checked by
+	// core.ValidateTenant; an absent or empty claim leaves the field empty.
 	Tenant core.Tenant
 	// Issuer is the iss claim, TokenID the jti claim, KeyID the kid header; each empty when absent.
 	Issuer, TokenID, KeyID string
@@ -91,6 +118,45 @@ type Identity struct {
 
 // Verifier verifies bearer tokens against a core.JWTConfig. It is safe for concurrent use. A
 // Verifier built for a JWKS URL runs a goroutine that refreshes the key set; Close stops it.
+//
+// # What a token must be
+//
+//   - A JWS in compact form of at most 16 KiB whose three segments are strict base64url (RFC 7515
+//     §2: no padding, no non-canonical trailing bits, only the URL-safe alphabet), so that a token
+//     has exactly one spelling; its header and claims are JSON objects that name no member
+//     twice. A token whose header has "crit" is refused (no extension is understood), and so is
+//     a nested JWT (cty "JWT").
+//   - Signed with an algorithm of the allow-list by the configured key: exp is required, nbf
+//     and iat must not lie in the future, iss and aud must match when configured (all with the
+//     leeway).
+//
+// # Identity claims
+//
+// The actor id (default sub), actor type, email, tenant id and tenant slug claims are JSON
+// strings when present; a number, boolean, array, object or null is refused (RFC 7519 makes sub
+// a StringOrURI), so 1001 and "1001" never name the same actor. Values are taken exactly as
+// they are: no trimming, no case folding.
+//
+// The actor type follows one policy:
+//
+//   - missing: the actor is core.ActorTenantUser, the least privileged type a token can carry,
+//     and is recorded as such;
+//   - present: it must equal a defined type name (platform_admin, tenant_user, service,
+//     system, anonymous) or a key of the aliases, byte for byte; anything else, including an
+//     empty string and case or Unicode variants such as "Platform_Admin", refuses the whole
+//     token with ErrUnknownActorType. A role is never guessed.
+//
+// Tenant values must pass core.ValidateTenant; an empty tenant claim means no tenant.
+//
+// # JWKS keys
+//
+// Only signing keys verify: a JWK with "use" other than "sig", with "key_ops" that lack
+// "verify", or of type "oct" is never used; a JWK with "alg" verifies only tokens of exactly that
+// algorithm; RSA keys must have at least 2048 bits and EC keys the curve of the token's algorithm
+// (P-256 for ES256, P-384 for ES384, P-521 for ES512), as for PublicKeyPEM. A key that fails
+// these rules is ignored with a logged warning (once per kid). A token with a kid is verified
+// only by the key of that kid; a token without a kid is tried against every key of the set that
+// passes these rules for its algorithm (such tokens are not cached).
 type Verifier struct {
 	cfg     core.JWTConfig
 	aliases map[string]core.ActorType
@@ -105,6 +171,9 @@ type Verifier struct {
 	logger  *slog.Logger
 	now     func() time.Time // the clock of token checks and of the cache
 	cache   *tokenCache
+
+	warnMu sync.Mutex
+	warned map[string]bool // JWKS keys already reported as unusable, by kid and reason
 }
 
 // VerifierOption adjusts how NewVerifier builds a Verifier.
@@ -186,6 +255,7 @@ func NewVerifier(ctx context.Context, cfg core.JWTConfig, aliases map[string]cor
 		jwt.WithExpirationRequired(),
 		jwt.WithIssuedAt(),
 		jwt.WithLeeway(cfg.Leeway),
+		jwt.WithStrictDecoding(), // checkCompact refuses such tokens first; this keeps the parser strict too
 	}
 	if cfg.Issuer != "" {
 		popts = append(popts, jwt.WithIssuer(cfg.Issuer))
@@ -270,10 +340,14 @@ func (v *Verifier) Verify(ctx context.Context, rawToken string) (Identity, error
 		return Identity{}, ErrNoToken
 	}
 	if len(rawToken) > maxTokenBytes {
-		return Identity{}, tokenError(ErrMalformed, fmt.Errorf("token is longer than %d bytes", maxTokenBytes))
+		return Identity{}, tokenError(ErrMalformed, fmt.Sprintf("longer than %d bytes", maxTokenBytes), nil)
 	}
+	// Only tokens that passed checkCompact are cached, so a hit is the one spelling of a token.
 	if id, ok := v.cache.get(rawToken); ok && v.stillPublished(ctx, id) {
 		return id, nil
+	}
+	if err := checkCompact(rawToken); err != nil {
+		return Identity{}, err
 	}
 	claims := jwt.MapClaims{}
 	var tok *jwt.Token
@@ -296,15 +370,156 @@ func (v *Verifier) Verify(ctx context.Context, rawToken string) (Identity, error
 	return id, nil
 }
 
-// stillPublished reports whether the key that verified a remembered token is still in the JWKS,
-// so that a key the identity provider withdrew stops validating cached tokens as soon as the key
-// set is refreshed. Tokens from a JWKS without a kid are not cached at all.
+// stillPublished reports whether the key that verified a remembered token is still in the JWKS
+// and still a signing key for its algorithm, so that a key the identity provider withdrew (or
+// republished for encryption) stops validating cached tokens as soon as the key set is
+// refreshed. Tokens from a JWKS without a kid are not cached at all.
 func (v *Verifier) stillPublished(ctx context.Context, id Identity) bool {
 	if v.jwks == nil {
 		return true
 	}
-	_, err := v.jwks.Storage().KeyRead(ctx, id.KeyID)
-	return err == nil
+	jwk, err := v.jwks.Storage().KeyRead(ctx, id.KeyID)
+	if err != nil {
+		return false
+	}
+	_, problem := signingKey(jwk, id.Algorithm)
+	return problem == ""
+}
+
+// checkCompact refuses what golang-jwt would accept but a strict reading of RFC 7515 and RFC 7519
+// does not: segments that are not strict base64url (so one token has one spelling), a header or
+// claims set that is not a JSON object or names a member twice (which member wins differs
+// between parsers), a "crit" header (§4.1.11: no extension is understood here), and a nested JWT.
+func checkCompact(raw string) error {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return tokenError(ErrMalformed, "not three dot-separated segments", nil)
+	}
+	var seg [3][]byte
+	for i, name := range [3]string{"header", "claims set", "signature"} {
+		b, err := base64.RawURLEncoding.Strict().DecodeString(parts[i])
+		if err != nil {
+			return tokenError(ErrMalformed, name+" is not strict base64url", err)
+		}
+		seg[i] = b
+	}
+	if err := uniqueMembers(seg[0]); err != nil {
+		return tokenError(ErrMalformed, "header "+err.Error(), nil)
+	}
+	var hdr map[string]json.RawMessage
+	if err := json.Unmarshal(seg[0], &hdr); err != nil {
+		return tokenError(ErrMalformed, "header is not a JSON object", err)
+	}
+	if crit, ok := hdr["crit"]; ok { // present at all, even as null
+		return tokenError(ErrCritical, critProblem(crit), nil)
+	}
+	var cty string
+	if json.Unmarshal(hdr["cty"], &cty) == nil && strings.EqualFold(cty, "JWT") {
+		return tokenError(ErrMalformed, "nested JWT (cty JWT) not accepted", nil)
+	}
+	if err := uniqueMembers(seg[1]); err != nil {
+		return tokenError(ErrMalformed, "claims set "+err.Error(), nil)
+	}
+	return nil
+}
+
+// critProblem describes a crit header for the refusal: the extensions it names, or that it is
+// malformed (RFC 7515 §4.1.11: a non-empty array of names that are not registered parameters).
+func critProblem(raw json.RawMessage) string {
+	var names []string
+	if json.Unmarshal(raw, &names) != nil || len(names) == 0 {
+		return "crit is malformed"
+	}
+	for _, n := range names {
+		if registeredHeader[n] {
+			return "crit is malformed"
+		}
+	}
+	return "crit names " + strconv.Quote(truncate(strings.Join(names, ","), 64))
+}
+
+// registeredHeader holds the header parameters registered by RFC 7515 and RFC 7519, which crit
+// must not list.
+var registeredHeader = map[string]bool{
+	"alg": true, "jku": true, "jwk": true, "kid": true, "x5u": true, "x5c": true, "x5t": true,
+	"x5t#S256": true, "typ": true, "cty": true, "crit": true,
+}
+
+// uniqueMembers reports an error when b is not a single JSON object or when an object in it, at
+// any depth, names a member twice.
+func uniqueMembers(b []byte) error {
+	type frame struct {
+		keys      map[string]bool // nil for an array
+		expectKey bool
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	var stack []frame
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1].keys != nil {
+			stack[n-1].expectKey = true
+		}
+	}
+	first := true
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return errors.New("is not JSON")
+		}
+		if first {
+			if d, ok := tok.(json.Delim); !ok || d != '{' {
+				return errors.New("is not a JSON object")
+			}
+			first = false
+		} else if len(stack) == 0 {
+			return errors.New("has data after the JSON object")
+		}
+		if n := len(stack); n > 0 && stack[n-1].keys != nil && stack[n-1].expectKey {
+			if d, ok := tok.(json.Delim); ok && d == '}' {
+				stack = stack[:n-1]
+				valueDone()
+				continue
+			}
+			k, _ := tok.(string)
+			if stack[n-1].keys[k] {
+				return fmt.Errorf("names %s twice", strconv.Quote(truncate(k, 64)))
+			}
+			stack[n-1].keys[k] = true
+			stack[n-1].expectKey = false
+			continue
+		}
+		switch d := tok.(type) {
+		case json.Delim:
+			switch d {
+			case '{':
+				stack = append(stack, frame{keys: map[string]bool{}, expectKey: true})
+			case '[':
+				stack = append(stack, frame{})
+			default: // ']' (a '}' is handled above, where a key is expected)
+				stack = stack[:len(stack)-1]
+				valueDone()
+			}
+		default:
+			valueDone()
+		}
+	}
+	if first {
+		return errors.New("is empty")
+	}
+	return nil
+}
+
+// truncate shortens s to at most n bytes (on a rune boundary) for a message.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 // parseUnverified decodes a token without checking its signature, for UnsafeSkipVerification; the
@@ -330,41 +545,125 @@ func (v *Verifier) keyfunc(ctx context.Context) jwt.Keyfunc {
 	if v.jwks == nil {
 		return v.staticF
 	}
-	inner := v.jwks.KeyfuncCtx(ctx)
-	return func(t *jwt.Token) (any, error) {
-		k, err := inner(t)
+	return func(t *jwt.Token) (any, error) { return v.jwksKey(ctx, t) }
+}
+
+// jwksKey picks the JWKS key for t under the rules documented on Verifier. Reading a kid that is
+// not in the set lets the key set be fetched again (at most as often as WithJWKSRefresh allows).
+func (v *Verifier) jwksKey(ctx context.Context, t *jwt.Token) (any, error) {
+	alg := t.Method.Alg()
+	store := v.jwks.Storage()
+	if raw, ok := t.Header["kid"]; ok {
+		kid, isString := raw.(string)
+		if !isString {
+			return nil, tokenError(ErrMalformed, "kid is not a string", nil)
+		}
+		jwk, err := store.KeyRead(ctx, kid)
 		if err != nil {
-			return nil, err
+			return nil, tokenError(ErrUnknownKey, "kid "+strconv.Quote(truncate(kid, 64))+" is not in the key set", err)
 		}
-		alg := t.Method.Alg()
-		if set, ok := k.(jwt.VerificationKeySet); ok {
-			var fit jwt.VerificationKeySet
-			for _, key := range set.Keys {
-				if keyFits(alg, key) {
-					fit.Keys = append(fit.Keys, key)
-				}
+		key, problem := signingKey(jwk, alg)
+		if problem != "" {
+			if !strings.HasPrefix(problem, "is for ") { // a key for other algorithms is fine
+				v.warnKey(ctx, kid, problem)
 			}
-			if len(fit.Keys) == 0 {
-				return nil, fmt.Errorf("the key set holds no key for %s", alg)
-			}
-			return fit, nil
+			return nil, tokenError(ErrUnknownKey, "key "+strconv.Quote(truncate(kid, 64))+" "+problem, nil)
 		}
-		if !keyFits(alg, k) {
-			return nil, fmt.Errorf("%w: the key named by kid cannot verify %s", ErrAlgorithm, alg)
+		return key, nil
+	}
+	all, err := store.KeyReadAll(ctx)
+	if err != nil {
+		return nil, tokenError(ErrUnknownKey, "the key set cannot be read", err)
+	}
+	var fit jwt.VerificationKeySet
+	for _, jwk := range all {
+		key, problem := signingKey(jwk, alg)
+		if problem == "" {
+			fit.Keys = append(fit.Keys, key)
+		} else if !strings.HasPrefix(problem, "is for ") { // keys for other algorithms are fine
+			v.warnKey(ctx, jwk.Marshal().KID, problem)
 		}
-		return k, nil
+	}
+	if len(fit.Keys) == 0 {
+		return nil, tokenError(ErrUnknownKey, "no kid, and no signing key in the key set for "+alg, nil)
+	}
+	return fit, nil
+}
+
+// signingKey returns the public key of jwk when jwk may verify a token signed with alg, or a
+// problem ("is an encryption key") when it may not. A problem starting with "is for " means the
+// key is usable, for other algorithms.
+func signingKey(jwk jwkset.JWK, alg string) (any, string) {
+	m := jwk.Marshal()
+	switch {
+	case m.USE != "" && m.USE != jwkset.UseSig:
+		return nil, "is not a signing key (use " + strconv.Quote(truncate(string(m.USE), 32)) + ")"
+	case len(m.KEYOPS) > 0 && !slices.Contains(m.KEYOPS, jwkset.KeyOpsVerify):
+		return nil, "is not a verification key (key_ops lacks \"verify\")"
+	case m.KTY == jwkset.KtyOct:
+		return nil, "is a symmetric key, never accepted from a key set"
+	}
+	key := jwk.Key()
+	if pk, ok := key.(interface{ Public() crypto.PublicKey }); ok {
+		key = pk.Public()
+	}
+	if k, ok := key.(*rsa.PublicKey); ok && k.N.BitLen() < minRSAKeyBits {
+		return nil, fmt.Sprintf("is a %d-bit RSA key (at least %d bits are required)", k.N.BitLen(), minRSAKeyBits)
+	}
+	if m.ALG != "" && string(m.ALG) != alg {
+		return nil, "is for " + truncate(string(m.ALG), 32) + ", not " + alg
+	}
+	if !keyFits(alg, key) {
+		return nil, "is for " + keyKind(key) + ", not " + alg
+	}
+	return key, ""
+}
+
+// keyKind names the kind of a public key for messages.
+func keyKind(key any) string {
+	switch k := key.(type) {
+	case *rsa.PublicKey:
+		return "RSA"
+	case *ecdsa.PublicKey:
+		if k.Curve != nil {
+			return "ECDSA " + k.Curve.Params().Name
+		}
+		return "ECDSA"
+	case ed25519.PublicKey:
+		return "Ed25519"
+	}
+	return fmt.Sprintf("%T", key)
+}
+
+// maxWarnedKeys bounds the memory of warnKey; past it, problems are no longer logged.
+const maxWarnedKeys = 256
+
+// warnKey logs, once per kid and problem, that a JWKS key was not used.
+func (v *Verifier) warnKey(ctx context.Context, kid, problem string) {
+	k := kid + "\x00" + problem
+	v.warnMu.Lock()
+	if v.warned == nil {
+		v.warned = make(map[string]bool)
+	}
+	seen := v.warned[k] || len(v.warned) >= maxWarnedKeys
+	if !seen {
+		v.warned[k] = true
+	}
+	v.warnMu.Unlock()
+	if !seen {
+		v.logger.WarnContext(ctx, "auditkit: a JWKS key is not used to verify tokens", "kid", kid, "problem", problem, "url", v.cfg.JWKSURL)
 	}
 }
 
 func (v *Verifier) staticKey(t *jwt.Token) (any, error) {
 	if !keyFits(t.Method.Alg(), v.static) {
-		return nil, fmt.Errorf("%w: the configured key cannot verify %s", ErrAlgorithm, t.Method.Alg())
+		return nil, tokenError(ErrAlgorithm, t.Method.Alg()+" (the configured key cannot verify it)", nil)
 	}
 	return v.static, nil
 }
 
-// keyFits reports whether key is of the type alg verifies with. A JWKS never supplies HMAC keys:
-// an "oct" key published next to public keys would let anyone who can read the set mint tokens.
+// keyFits reports whether key is of the type alg verifies with (for ECDSA, of the curve alg
+// names).
 func keyFits(alg string, key any) bool {
 	switch {
 	case strings.HasPrefix(alg, "HS"):
@@ -387,61 +686,102 @@ func keyFits(alg string, key any) bool {
 	return false
 }
 
-// tokenErr is a verification failure: ErrInvalidToken, one specific sentinel and the cause.
+// tokenErr is a verification failure: ErrInvalidToken, one specific sentinel, an optional
+// detail written here, and the cause (golang-jwt's or the JWKS's error), kept for errors.Is but
+// not repeated in the text.
 type tokenErr struct {
-	kind  error
-	cause error
+	kind   error
+	detail string
+	cause  error
 }
 
-func tokenError(kind, cause error) error { return &tokenErr{kind: kind, cause: cause} }
+func tokenError(kind error, detail string, cause error) error {
+	return &tokenErr{kind: kind, detail: detail, cause: cause}
+}
 
 func (e *tokenErr) Error() string {
-	if e.cause == nil {
-		return e.kind.Error()
+	if e.detail == "" {
+		return "JWT refused: " + e.kind.Error()
 	}
-	return e.kind.Error() + ": " + e.cause.Error()
+	return "JWT refused: " + e.kind.Error() + ": " + e.detail
 }
 
 func (e *tokenErr) Unwrap() []error {
-	if e.cause == nil {
-		return []error{ErrInvalidToken, e.kind}
+	errs := []error{ErrInvalidToken, e.kind}
+	if e.cause != nil {
+		errs = append(errs, e.cause)
 	}
-	return []error{ErrInvalidToken, e.kind, e.cause}
+	return errs
 }
 
-// classify maps golang-jwt's error to one of the sentinels. Only the header's alg is looked at,
-// to tell a refused algorithm from a bad signature; the claims of a failed token are never read.
+// classify maps golang-jwt's error to one of the sentinels, keeping the refusal a key function
+// already made. Only the header's alg is looked at, to tell a refused algorithm from a bad
+// signature; the claims of a failed token are never read.
 func (v *Verifier) classify(tok *jwt.Token, err error) error {
 	if err == nil {
 		err = jwt.ErrTokenSignatureInvalid
 	}
+	var te *tokenErr
+	if errors.As(err, &te) {
+		return te
+	}
 	algRefused := tok != nil && (tok.Method == nil || !slices.Contains(v.allowed, tok.Method.Alg()))
 	var kind error
+	var detail string
 	switch {
-	case errors.Is(err, ErrAlgorithm):
-		kind = ErrAlgorithm
 	case errors.Is(err, jwt.ErrTokenMalformed):
 		kind = ErrMalformed
-	case errors.Is(err, jwt.ErrTokenUnverifiable) && (tok == nil || tok.Method == nil):
-		kind = ErrAlgorithm // alg missing or not a known algorithm
+	case errors.Is(err, jwt.ErrTokenUnverifiable) && (tok == nil || tok.Method == nil),
+		errors.Is(err, jwt.ErrTokenSignatureInvalid) && algRefused:
+		kind, detail = ErrAlgorithm, algDetail(tok) // alg missing, unknown, "none" or not in the allow-list
 	case errors.Is(err, jwt.ErrTokenUnverifiable):
 		kind = ErrUnknownKey
-	case errors.Is(err, jwt.ErrTokenSignatureInvalid) && algRefused:
-		kind = ErrAlgorithm
 	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
 		kind = ErrSignature
 	case errors.Is(err, jwt.ErrTokenExpired):
 		kind = ErrExpired
-	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
-		kind = ErrNotYetValid
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		kind, detail = ErrNotYetValid, "nbf is in the future"
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		kind, detail = ErrNotYetValid, "iat is in the future"
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):
 		kind = ErrIssuer
 	case errors.Is(err, jwt.ErrTokenInvalidAudience):
 		kind = ErrAudience
+	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		kind, detail = ErrClaims, "a required claim is missing"
+		for _, c := range [...]string{"exp", "iss", "aud"} {
+			if strings.Contains(err.Error(), c+" claim is required") {
+				detail = c + " is required"
+			}
+		}
+		if detail == "aud is required" { // golang-jwt reads an aud of another type as absent
+			detail = "aud is required (a string or an array of strings)"
+		}
 	default:
-		kind = ErrClaims
+		kind, detail = ErrClaims, "a registered claim has the wrong type"
 	}
-	return tokenError(kind, err)
+	return tokenError(kind, detail, err)
+}
+
+// algDetail names the refused algorithm of tok for a message: as it is when it is a plain name,
+// quoted otherwise.
+func algDetail(tok *jwt.Token) string {
+	if tok == nil {
+		return "alg is missing"
+	}
+	raw, ok := tok.Header["alg"]
+	if !ok {
+		return "alg is missing"
+	}
+	alg, ok := raw.(string)
+	switch {
+	case !ok:
+		return "alg is not a string"
+	case alg != "" && strings.Trim(alg, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789") == "" && len(alg) <= 32:
+		return alg
+	}
+	return strconv.QuoteToASCII(truncate(alg, 32))
 }
 
 // identity reads the claims of a verified token.
@@ -449,46 +789,53 @@ func (v *Verifier) identity(tok *jwt.Token, claims jwt.MapClaims) (Identity, err
 	names := v.cfg.Claims
 	id := Identity{Algorithm: tok.Method.Alg(), Claims: claims}
 
-	sub, err := claimID(claims, names.ActorID)
+	sub, err := claimString(claims, names.ActorID)
 	switch {
 	case err != nil:
-		return Identity{}, tokenError(ErrClaims, err)
+		return Identity{}, err
 	case sub == "":
-		return Identity{}, tokenError(ErrMissingSubject, fmt.Errorf("claim %q is required", names.ActorID))
+		return Identity{}, tokenError(ErrMissingSubject, strconv.Quote(names.ActorID)+" is required", nil)
 	case len(sub) > maxActorIDBytes:
-		return Identity{}, tokenError(ErrClaims, fmt.Errorf("claim %q is longer than %d bytes", names.ActorID, maxActorIDBytes))
+		return Identity{}, tokenError(ErrClaims, fmt.Sprintf("%q is longer than %d bytes", names.ActorID, maxActorIDBytes), nil)
 	}
 	id.Actor.ID = sub
 
+	// The actor type policy documented on Verifier: missing is tenant_user, anything present must
+	// match exactly.
 	id.Actor.Type = core.ActorTenantUser
-	if raw, ok := claims[names.ActorType]; ok && raw != nil {
-		s, isString := raw.(string)
-		if !isString {
-			return Identity{}, tokenError(ErrUnknownActorType, fmt.Errorf("%w: claim %q is not a string", core.ErrUnknownActorType, names.ActorType))
+	if _, present := claims[names.ActorType]; present {
+		s, err := claimString(claims, names.ActorType)
+		if err != nil {
+			return Identity{}, err
 		}
 		t, err := core.ParseActorType(s, v.aliases)
 		if err != nil {
-			return Identity{}, tokenError(ErrUnknownActorType, err)
+			return Identity{}, tokenError(ErrUnknownActorType, strconv.QuoteToASCII(truncate(s, 64)), err)
 		}
 		id.Actor.Type = t
 	}
-	if s, ok := claims[names.Email].(string); ok && len(s) <= 320 {
-		id.Actor.Email = s
+	email, err := claimString(claims, names.Email)
+	switch {
+	case err != nil:
+		return Identity{}, err
+	case len(email) > maxEmailBytes:
+		return Identity{}, tokenError(ErrClaims, fmt.Sprintf("%q is longer than %d bytes", names.Email, maxEmailBytes), nil)
 	}
+	id.Actor.Email = email
 	if v.cfg.UnsafeSkipVerification {
 		id.Actor.Auth = "unverified"
 	} else {
 		id.Actor.Auth = v.prefix + id.Algorithm
 	}
 
-	if id.Tenant.ID, err = claimID(claims, names.TenantID); err == nil {
-		id.Tenant.Slug, err = claimID(claims, names.TenantSlug)
+	if id.Tenant.ID, err = claimString(claims, names.TenantID); err != nil {
+		return Identity{}, err
 	}
-	if err == nil {
-		err = tenantProblem(id.Tenant)
+	if id.Tenant.Slug, err = claimString(claims, names.TenantSlug); err != nil {
+		return Identity{}, err
 	}
-	if err != nil {
-		return Identity{}, tokenError(ErrInvalidTenant, err)
+	if err := core.ValidateTenant(id.Tenant); err != nil {
+		return Identity{}, tokenError(ErrInvalidTenant, tenantDetail(err), err)
 	}
 
 	id.Issuer, _ = claims["iss"].(string)
@@ -500,18 +847,44 @@ func (v *Verifier) identity(tok *jwt.Token, claims jwt.MapClaims) (Identity, err
 	return id, nil
 }
 
-// claimID reads a claim holding an identifier: a string, or a whole number (JSON numbers decode
-// as float64, exact up to 2^53). Absent or null is "".
-func claimID(claims jwt.MapClaims, name string) (string, error) {
-	switch x := claims[name].(type) {
-	case nil:
+// claimString reads an identity claim: a JSON string, or "" when the claim is absent. Any other
+// JSON type (number, boolean, array, object, null) refuses the token: RFC 7519 makes sub a
+// StringOrURI, and accepting 1001 for "1001" would let two spellings name one actor.
+func claimString(claims jwt.MapClaims, name string) (string, error) {
+	raw, ok := claims[name]
+	if !ok {
 		return "", nil
-	case string:
-		return x, nil
-	case float64:
-		if x == math.Trunc(x) && math.Abs(x) <= 1<<53 {
-			return strconv.FormatInt(int64(x), 10), nil
-		}
 	}
-	return "", fmt.Errorf("claim %q is not a string or a whole number", name)
+	s, ok := raw.(string)
+	if !ok {
+		return "", tokenError(ErrClaims, fmt.Sprintf("%q is %s, not a string", name, jsonKind(raw)), nil)
+	}
+	return s, nil
+}
+
+// jsonKind names the JSON type of a value decoded by encoding/json.
+func jsonKind(v any) string {
+	switch v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "a boolean"
+	case float64, json.Number:
+		return "a number"
+	case []any:
+		return "an array"
+	case map[string]any:
+		return "an object"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// tenantDetail is the refusal detail for a tenant value that failed core.ValidateTenant: its
+// message without the sentinel's words, which the refusal already says.
+func tenantDetail(err error) string {
+	msg := err.Error()
+	if rest, ok := strings.CutPrefix(msg, core.ErrInvalidTenant.Error()+" "); ok {
+		return rest
+	}
+	return msg
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/auditkit/auditkit/core"
 )
 
 // TenantStatus is the state of a registered tenant.
@@ -80,21 +82,13 @@ const (
 	maxTenantPage     = 1000
 )
 
-// ValidateTenantID checks a tenant id or slug: 1 to 128 ASCII letters, digits and . _ - : @.
+// ValidateTenantID checks a tenant id or slug named field with core.ValidateTenantID, the one
+// definition of a tenant id (1 to 128 ASCII letters, digits and . _ - : @, starting and ending
+// with a letter or a digit, without ".."). The error wraps ErrInvalidTenant.
 func ValidateTenantID(field, s string) error {
-	if s == "" {
-		return fmt.Errorf("%w: %s is empty", ErrInvalidTenant, field)
-	}
-	if len(s) > maxTenantLen {
-		return fmt.Errorf("%w: %s is %d bytes long (at most %d)", ErrInvalidTenant, field, len(s), maxTenantLen)
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		ok := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
-			c == '.' || c == '_' || c == '-' || c == ':' || c == '@'
-		if !ok {
-			return fmt.Errorf("%w: %s contains %q at byte %d (allowed: letters, digits, . _ - : @)", ErrInvalidTenant, field, c, i)
-		}
+	if err := core.ValidateTenantID(s); err != nil {
+		msg, _ := strings.CutPrefix(err.Error(), core.ErrInvalidTenant.Error()+" id: ")
+		return fmt.Errorf("%w: %s: %s", ErrInvalidTenant, field, msg)
 	}
 	return nil
 }

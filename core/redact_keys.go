@@ -14,8 +14,8 @@ import (
 //
 //   - passwords: password, passwd, pwd, pass, passphrase, passcode, authentication string
 //     (MySQL's password hash column)
-//   - secrets and keys: secret, api key, access key, access key id (half of an AWS credential
-//     pair), secret key, private key, privkey, signing key, encryption key, master key, account
+//   - secrets and keys: secret, secret id (a Vault AppRole credential), api key, access key,
+//     access key id (half of an AWS credential pair), secret key, private key, privkey, signing key, encryption key, master key, account
 //     key, app key, session key, subscription key, tls key
 //   - tokens and credentials: token, credential, creds, bearer, assertion, authorization, auth
 //     (as the last word), auth code, cookie, session, session id, sessid, connect sid, signature, sig, sas,
@@ -31,7 +31,7 @@ import (
 // idempotency keys) and "auth" except as the last word (auth_type, auth_user).
 var DefaultRedactFields = []string{
 	"password", "passwd", "pwd", "pass", "passphrase", "passcode", "authentication string",
-	"secret", "api key", "access key", "access key id", "secret key", "private key", "privkey",
+	"secret", "secret id", "api key", "access key", "access key id", "secret key", "private key", "privkey",
 	"signing key", "encryption key", "master key", "account key", "app key", "session key",
 	"subscription key", "tls key",
 	"token", "credential", "creds", "bearer", "assertion", "authorization", "auth", "auth code",
@@ -58,7 +58,8 @@ const redactPluralMin = 4
 
 // redactQualifiersAfter are words that, after the last sensitive word of a key, make the key name
 // a property of the secret rather than the secret itself: token_count, password_changed_at,
-// token_type, secret_name, session_expires_at, client_secret_expires_at, api_key_id.
+// token_type, secret_name, session_expires_at, client_secret_expires_at, api_key_id,
+// session_driver, credential_source.
 var redactQualifiersAfter = wordSet(
 	"at", "on", "date", "time", "timestamp", "ts", "in", "by",
 	"count", "counts", "counter", "length", "len", "size", "min", "max", "limit", "limits",
@@ -72,7 +73,8 @@ var redactQualifiersAfter = wordSet(
 	"endpoint", "path", "file", "ref", "arn", "mode", "valid", "invalid", "verified",
 	"confirmed", "check", "checks", "attempts", "retries", "failures", "location", "field",
 	"fields", "provider", "issuer", "audience", "source", "consent", "accepted", "samesite",
-	"domain", "secure", "httponly",
+	"domain", "secure", "httponly", "driver", "store", "engine", "backend", "serializer",
+	"validator", "validators", "helper", "helpers",
 )
 
 // redactQualifiersBefore are words that, anywhere before the first sensitive word of a key, make

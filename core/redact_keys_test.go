@@ -1,6 +1,9 @@
 package core_test
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/auditkit/auditkit/core"
@@ -169,4 +172,52 @@ func TestRedactUserPatternsAreWords(t *testing.T) {
 			t.Errorf("NewRedactor(%q, %q).Sensitive(%q) = %v, want %v", tt.fields, tt.allow, tt.key, got, tt.want)
 		}
 	}
+}
+
+// TestRedactFieldNames runs Sensitive with the default patterns over testdata/fieldnames.tsv, a
+// table of real column, field, parameter and header names from public schemas and APIs with the
+// expected outcome and the source of each group. No name expected to be redacted may be kept
+// (a leak), and every name expected to be kept but redacted (a false positive) must say why in
+// the reason column; a reason on a name that is not redacted is stale.
+func TestRedactFieldNames(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join("testdata", "fieldnames.tsv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := core.NewRedactor(nil, nil)
+	lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+	if lines[0] != "name\texpected\tsource\treason" {
+		t.Fatalf("header = %q", lines[0])
+	}
+	sources := map[string]bool{}
+	seen := map[string]bool{}
+	var leaks, falsePositives int
+	for i, line := range lines[1:] {
+		f := strings.Split(line, "\t")
+		if len(f) != 4 || f[0] == "" || f[2] == "" || (f[1] != "redact" && f[1] != "keep") {
+			t.Fatalf("line %d: malformed row %q", i+2, line)
+		}
+		name, expected, source, reason := f[0], f[1], f[2], f[3]
+		if seen[name] {
+			t.Errorf("line %d: %q is listed twice", i+2, name)
+		}
+		seen[name] = true
+		sources[source] = true
+		got := r.Sensitive(name)
+		switch {
+		case expected == "redact" && !got:
+			leaks++
+			t.Errorf("leak: %q (%s) is not redacted", name, source)
+		case expected == "keep" && got && reason == "":
+			t.Errorf("false positive: %q (%s) is redacted and the table gives no reason", name, source)
+		case expected == "keep" && got:
+			falsePositives++
+		case reason != "":
+			t.Errorf("stale reason: %q is not redacted, but the table justifies a false positive", name)
+		}
+	}
+	if n := len(lines) - 1; n < 300 || len(sources) < 10 {
+		t.Errorf("the table has %d names from %d sources, want at least 300 from 10", n, len(sources))
+	}
+	t.Logf("%d names from %d sources: %d leaks, %d justified false positives", len(lines)-1, len(sources), leaks, falsePositives)
 }

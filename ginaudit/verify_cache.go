@@ -18,10 +18,13 @@ const (
 // sends the same token with every request, and a request passing both Middleware and MountAPI
 // presents it twice: a hit costs a map lookup instead of a signature check (~10 µs and ~70
 // allocations for HS256 here, more for RSA). Only successful verifications are remembered, never
-// past the token's exp (plus the leeway). With a JWKS, a hit is accepted only while the token's
-// kid is still in the key set, so withdrawing a key takes effect at the next refresh as without
-// the cache; tokens without a kid are not cached. ttl <= 0 disables the cache. Defaults 10s and
-// 4096 tokens.
+// past the token's exp (plus the leeway). The cache is keyed on the token text, which is safe
+// because only tokens in their one canonical spelling verify (strict base64url, see Verifier): a
+// padded or otherwise respelled copy of a cached token is never a hit and is refused. With a
+// JWKS, a hit is accepted only while the token's kid is still in the key set as a signing key for
+// the token's algorithm, so withdrawing a key (or republishing it for encryption) takes effect at
+// the next refresh as without the cache; tokens without a kid are not cached. ttl <= 0 disables
+// the cache. Defaults 10s and 4096 tokens.
 func WithTokenCache(ttl time.Duration, size int) VerifierOption {
 	return func(o *verifierOptions) {
 		o.cacheTTL = ttl

@@ -332,6 +332,39 @@ func TestVerifyJWKSBackgroundRefresh(t *testing.T) {
 	v.Close() // goleak checks that the refresh goroutine ends
 }
 
+// TestVerifyJWKSKeyRepublishedForEncryption: a token verified (and cached) while its key was a
+// signing key stops verifying once the key set republishes that kid as an encryption key,
+// without waiting for the cache to forget it.
+func TestVerifyJWKSKeyRepublishedForEncryption(t *testing.T) {
+	checkNoLeaks(t)
+	srv := newJWKSServer(t, jwkOf("rsa-1", "RS256", &rsaKey().PublicKey))
+	v, err := ginaudit.NewVerifier(context.Background(), core.JWTConfig{JWKSURL: srv.URL}, nil,
+		ginaudit.WithJWKSRefresh(20*time.Millisecond, time.Hour), ginaudit.WithTokenCache(time.Hour, 16),
+		ginaudit.WithLogger(discardLogger()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	tok := sign(t, jwt.SigningMethodRS256, rsaKey(), claims("u-1"), "rsa-1")
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	enc := jwkOf("rsa-1", "", &rsaKey().PublicKey)
+	enc["use"] = "enc"
+	srv.set(enc)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, err := v.Verify(context.Background(), tok)
+		if errors.Is(err, ginaudit.ErrUnknownKey) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the token still verifies with an encryption key: %v", err)
+		}
+		time.Sleep(5 * time.Millisecond) // poll until the background refresh has run
+	}
+}
+
 func TestVerifyJWKSUnreachable(t *testing.T) {
 	// An identity provider that is down at start-up is not a construction error; tokens fail with
 	// ErrUnknownKey until keys can be fetched.

@@ -147,9 +147,9 @@ func (a *app) routes() {
 // them (and records the request either way); authorising is the application's business.
 func requireTenantUser(c *gin.Context) {
 	ctx := c.Request.Context()
-	a, _ := core.ActorFromContext(ctx)
+	_, verified := core.ActorFromContext(ctx) // false without a token and after a refused one
 	t, _ := core.TenantFromContext(ctx)
-	if a.ID == "" || t.ID == "" {
+	if !verified || t.ID == "" {
 		c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"error": "a valid bearer token with a tenant is required"})
 		return
 	}

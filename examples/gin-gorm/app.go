@@ -172,13 +172,19 @@ func (a *app) routes() (*gin.Engine, error) {
 
 // requireUser lets through requests whose bearer token the audit middleware verified. The
 // middleware itself only records; deciding who may call the API is the application's job.
+// ActorFromContext's ok is false both without a token and after a refused one;
+// AuthenticationFromContext tells the two apart.
 func requireUser(c *gin.Context) {
 	ctx := c.Request.Context()
-	actor, _ := core.ActorFromContext(ctx)
+	actor, ok := core.ActorFromContext(ctx)
 	tenant, _ := core.TenantFromContext(ctx)
 	switch {
-	case actor.ID == "" || !strings.HasPrefix(actor.Auth, "jwt:"):
-		c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"error": "a valid bearer token is required"})
+	case !ok || !strings.HasPrefix(actor.Auth, "jwt:"):
+		msg := "a valid bearer token is required"
+		if auth := core.AuthenticationFromContext(ctx); auth.Status == core.AuthRefused {
+			msg = "the bearer token was refused"
+		}
+		c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"error": msg})
 	case tenant.ID == "":
 		c.AbortWithStatusJSON(http.StatusForbidden, gin.H{"error": "the token names no tenant"})
 	}

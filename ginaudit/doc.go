@@ -19,9 +19,18 @@
 // JWKS URL with key rotation), from Options.Identify, or from the application's own middleware
 // (core.WithActor before the audit middleware, c.Set(ActorKey, ...) anywhere). A token that fails
 // verification never becomes an actor: the request is recorded as anonymous, with severity
-// warning and the reason in the metadata, and it proceeds — the middleware audits, it does not
-// authenticate; the application decides what an anonymous caller may do. The Verifier can be
-// used on its own for that.
+// warning and one reason in the metadata ("JWT refused: signature is invalid"), and it proceeds —
+// the middleware audits, it does not authenticate; the application decides what an anonymous
+// caller may do. The Verifier can be used on its own for that; its documentation lists what a
+// token must be (strict base64url, no crit, string identity claims, exact actor types, JWKS
+// signing keys only).
+//
+// In the handler's context, core.ActorFromContext reports ok only for an established actor: after
+// a refused token ok is false, as without a token. core.AuthenticationFromContext tells the
+// cases apart (core.AuthNone, core.AuthVerified, core.AuthRefused with the reason).
+//
+// Tenant ids follow core.ValidateTenantID wherever they come from (token claims refuse the token;
+// the tenant header, core.WithTenant and TenantKey values are ignored and noted as tenant_error).
 //
 // # Client address
 //

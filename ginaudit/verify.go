@@ -559,8 +559,11 @@ func (v *Verifier) jwksKey(ctx context.Context, t *jwt.Token) (any, error) {
 			return nil, tokenError(ErrMalformed, "kid is not a string", nil)
 		}
 		jwk, err := store.KeyRead(ctx, kid)
-		if err != nil {
+		switch {
+		case errors.Is(err, jwkset.ErrKeyNotFound):
 			return nil, tokenError(ErrUnknownKey, "kid "+strconv.Quote(truncate(kid, 64))+" is not in the key set", err)
+		case err != nil: // the refresh limiter did not allow another fetch in time
+			return nil, tokenError(ErrUnknownKey, "kid "+strconv.Quote(truncate(kid, 64))+" is not in the key set, which cannot be fetched again yet", err)
 		}
 		key, problem := signingKey(jwk, alg)
 		if problem != "" {

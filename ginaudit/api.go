@@ -109,6 +109,10 @@ const (
 	apiLimiterIdle       = 10 * time.Minute
 )
 
+// apiResourceKey carries, for Middleware, the resource type that marks the http record of a
+// request to the API as one of the service's own (store.ServiceResourceTypes).
+const apiResourceKey = "ginaudit.apiResource"
+
 // apiServer holds what the API handlers share.
 type apiServer struct {
 	st      *store.Store
@@ -298,6 +302,7 @@ func (p *apiPrincipal) limitKey() string {
 // authenticate verifies the bearer token, refuses anonymous callers and callers without a tenant
 // (unless platform administrators), applies the rate limit, and stores the principal.
 func (a *apiServer) authenticate(c *gin.Context) {
+	apiMarkRequest(c)
 	raw, err := apiBearer(c)
 	if err != nil {
 		c.Header("WWW-Authenticate", `Bearer realm="audit-log"`)
@@ -311,6 +316,10 @@ func (a *apiServer) authenticate(c *gin.Context) {
 		return
 	}
 	p := &apiPrincipal{id: id, admin: id.Actor.Type == core.ActorPlatformAdmin}
+	if p.admin {
+		// Before any refusal: a refused request is recorded where the accepted one would be.
+		c.Set(TenantKey, core.Tenant{ID: apiWorkedOn(c)})
+	}
 	switch {
 	case id.Actor.Type == core.ActorAnonymous:
 		apiFail(c, http.StatusForbidden, "forbidden", "anonymous callers may not use the audit-log API")
@@ -358,6 +367,41 @@ func apiBearer(c *gin.Context) (string, error) {
 		return "", errors.New("the Authorization header must be \"Bearer <JWT>\"")
 	}
 	return strings.TrimSpace(tok), nil
+}
+
+// apiMarkRequest marks, for Middleware, the request's http record as one of the service's own:
+// store.ResourceAuditTenants for the tenant registry, store.ResourceAuditLogs for the rest. The
+// read API leaves such records out unless asked for them (include_meta).
+func apiMarkRequest(c *gin.Context) {
+	rt := store.ResourceAuditLogs
+	if p := c.FullPath(); strings.HasSuffix(p, "/tenants") || strings.HasSuffix(p, "/tenants/:id") {
+		rt = store.ResourceAuditTenants
+	}
+	c.Set(apiResourceKey, rt)
+}
+
+// apiWorkedOn returns the tenant a platform administrator's request works on: the one named by
+// tenant_id, or the {id} of /tenants/{id}; "" when it names none (work across tenants, or on no
+// tenant) or names one that is not a valid tenant id.
+//
+// This is where the administrator's request is recorded, never the tenant of the token (the
+// administrator's home tenant): records about work on tenant B belong to B, whose users may read
+// them, and records of work across tenants, which name other tenants' ids and filters, to the
+// platform scope (no tenant), which only platform administrators read. Handlers refine it once
+// they know more: GET /logs/{id} records in the tenant of the record read, POST /tenants in
+// the tenant created.
+func apiWorkedOn(c *gin.Context) string {
+	if strings.HasSuffix(c.FullPath(), "/tenants/:id") {
+		if id := c.Param("id"); store.ValidateTenantID("id", id) == nil {
+			return id
+		}
+		return ""
+	}
+	v, err := url.ParseQuery(c.Request.URL.RawQuery)
+	if vals := v[apiParamTenant]; err == nil && len(vals) == 1 && store.ValidateTenantID(apiParamTenant, vals[0]) == nil {
+		return vals[0]
+	}
+	return ""
 }
 
 func apiPrincipalOf(c *gin.Context) *apiPrincipal {
@@ -423,12 +467,11 @@ func (a *apiServer) scope(c *gin.Context, p *apiPrincipal, v url.Values) (store.
 		named, hasNamed = vals[0], true
 	}
 	if p.admin {
+		// authenticate has chosen where the request is recorded (apiWorkedOn): the named tenant,
+		// or no tenant for work across tenants.
 		if hasNamed {
 			return store.TenantScope(named), true
 		}
-		// Behind Middleware, the request's own http record (whose query holds the filters) would
-		// otherwise carry the tenant of the administrator's token.
-		c.Set(TenantKey, core.Tenant{})
 		return store.AllTenantsScope(), true
 	}
 	if hasNamed && named != p.id.Tenant.ID {
@@ -472,7 +515,7 @@ func (a *apiServer) audit(c *gin.Context, p *apiPrincipal, e core.Entry, immedia
 	e.Kind = core.KindCustom
 	e.Actor = p.id.Actor
 	if e.ResourceType == "" {
-		e.ResourceType = "audit_logs"
+		e.ResourceType = store.ResourceAuditLogs
 	}
 	ctx := c.Request.Context()
 	if len(immediate) > 0 && immediate[0] || e.Tenant.IsZero() {

@@ -81,6 +81,9 @@ func (a *apiServer) get(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
+	if p.admin {
+		c.Set(TenantKey, core.Tenant{ID: rec.TenantID}) // recorded in the tenant of the record read
+	}
 	a.audit(c, p, core.Entry{Action: "auditlog.read", Tenant: core.Tenant{ID: rec.TenantID}, ResourceID: id.String(),
 		Metadata: map[string]any{"scope": scopeMeta(sc)}})
 	c.JSON(http.StatusOK, rec)

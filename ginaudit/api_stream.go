@@ -25,6 +25,8 @@ const (
 	StreamCloseLagged websocket.StatusCode = 4000
 	// StreamCloseTokenExpired closes a stream when the token it was opened with expires.
 	StreamCloseTokenExpired websocket.StatusCode = 4001
+	// StreamCloseTenantSuspended closes a tenant user's stream when the tenant is suspended.
+	StreamCloseTenantSuspended websocket.StatusCode = 4002
 )
 
 // stream serves GET /logs/stream: Server-Sent Events, or a WebSocket when the request asks for
@@ -66,7 +68,9 @@ func (a *apiServer) stream(c *gin.Context) {
 	defer a.streams.release(key)
 
 	ctx := c.Request.Context()
-	sub, err := a.st.Subscribe(ctx, sc, f)
+	// A suspension shuts a tenant's users out of its log, open streams included (platform
+	// administrators keep access); the store notices it, made by any process, within a second.
+	sub, err := a.st.SubscribeWith(ctx, sc, f, store.SubscribeOptions{EndOnSuspend: !p.admin})
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -152,6 +156,8 @@ func apiStreamEnd(expired bool, sub *store.Subscription) (code, message string) 
 	switch {
 	case expired:
 		return "token_expired", "the token that opened the stream expired; reconnect with a fresh token"
+	case errors.Is(err, store.ErrTenantSuspended):
+		return "tenant_suspended", "the tenant was suspended; its users can no longer read its log"
 	case errors.Is(err, store.ErrLagged):
 		return "lagged", "the stream fell too far behind and was closed; read what you missed with GET /logs from the time of the last record, then reconnect"
 	case errors.Is(err, store.ErrInterrupted):
@@ -251,7 +257,8 @@ func apiAppendEvent(buf []byte, r *store.Record) []byte {
 }
 
 // streamWebSocket sends each record as a text message holding its JSON; the connection is closed
-// with StreamCloseLagged, StreamCloseTokenExpired or 1001 (going away) and a reason.
+// with StreamCloseLagged, StreamCloseTokenExpired, StreamCloseTenantSuspended or 1001 (going
+// away) and a reason.
 func (a *apiServer) streamWebSocket(c *gin.Context, sub *store.Subscription, expiry <-chan time.Time) {
 	conn, err := websocket.Accept(c.Writer, c.Request, &websocket.AcceptOptions{OriginPatterns: a.opts.WebSocketOrigins})
 	if err != nil {
@@ -271,6 +278,8 @@ func (a *apiServer) streamWebSocket(c *gin.Context, sub *store.Subscription, exp
 			status = StreamCloseLagged
 		case "token_expired":
 			status = StreamCloseTokenExpired
+		case "tenant_suspended":
+			status = StreamCloseTenantSuspended
 		case "shutting_down":
 			status = websocket.StatusGoingAway
 		case "interrupted":

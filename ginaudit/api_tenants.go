@@ -88,7 +88,8 @@ func (a *apiServer) createTenant(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	a.audit(c, p, core.Entry{Action: "tenant.created", ResourceType: "audit_tenants", ResourceID: t.ID,
+	c.Set(TenantKey, core.Tenant{ID: t.ID, Slug: t.Slug}) // the request is recorded in the tenant it created
+	a.audit(c, p, core.Entry{Action: "tenant.created", ResourceType: store.ResourceAuditTenants, ResourceID: t.ID,
 		Tenant: core.Tenant{ID: t.ID, Slug: t.Slug}, After: apiTenantImage(t)})
 	c.JSON(http.StatusCreated, t)
 }
@@ -118,7 +119,7 @@ func (a *apiServer) updateTenant(c *gin.Context) {
 			diff[k] = core.Change{From: bv, To: v}
 		}
 	}
-	a.audit(c, p, core.Entry{Action: "tenant.updated", ResourceType: "audit_tenants", ResourceID: after.ID,
+	a.audit(c, p, core.Entry{Action: "tenant.updated", ResourceType: store.ResourceAuditTenants, ResourceID: after.ID,
 		Tenant: core.Tenant{ID: after.ID, Slug: after.Slug}, Before: b, After: af, Diff: diff})
 	c.JSON(http.StatusOK, after)
 }

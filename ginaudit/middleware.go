@@ -477,6 +477,9 @@ func (m *middleware) finish(c *gin.Context, st *reqState, panicked bool, p any) 
 	rec.Actor = st.actor
 	rec.Tenant = st.tenant
 	rec.IP = st.ip
+	if rt := c.GetString(apiResourceKey); rt != "" {
+		rec.ResourceType = rt // the read API marks its own requests (MountAPI)
+	}
 	switch {
 	case panicked || rec.Status >= 500:
 		// A handler that wrote its status and then panicked still failed: the client got a

@@ -144,7 +144,7 @@ func run(ctx context.Context, environ []string, logger *slog.Logger, ready func(
 			MaxAge: cfg.Retention, Interval: cfg.RetentionInterval,
 			OnCleanup: func(r store.RetentionReport) {
 				_, _ = core.Log(context.Background(), w, core.Entry{
-					Action: "auditlog.retention", Severity: core.SeverityWarning, ResourceType: "audit_logs",
+					Action: "auditlog.retention", Severity: core.SeverityWarning, ResourceType: store.ResourceAuditLogs,
 					Actor:  core.Actor{ID: "auditlog-service", Type: core.ActorSystem, Auth: "none"},
 					Tenant: core.Tenant{ID: r.TenantID},
 					Metadata: map[string]any{"older_than": r.Cutoff.Format(time.RFC3339Nano), "deleted": r.Deleted,

@@ -44,8 +44,9 @@ type Options struct {
 
 	// Identify, when set, replaces the bearer-token path: it is called once per audited request and
 	// returns the actor and tenant. An error is recorded like a failed token (anonymous actor,
-	// severity warning, the error in the metadata) unless it wraps ErrNoToken, which means "no
-	// credentials" (anonymous, not a failure). An empty Actor.Auth is recorded as "custom".
+	// severity warning, the error in the metadata, core.AuthRefused in the handler's context)
+	// unless it wraps ErrNoToken, which means "no credentials" (anonymous, not a failure). An
+	// empty Actor.Auth is recorded as "custom".
 	Identify func(c *gin.Context) (Identity, error)
 
 	// ClientIP, when set, returns the address to record, for example (*gin.Context).ClientIP for
@@ -123,8 +124,13 @@ type middleware struct {
 //
 // The tenant is taken, in this order, from the application (core.WithTenant in the request
 // context, or c.Set(TenantKey, ...)), from the token's tenant claims, and from Config.TenantHeader
-// (off by default: clients can forge headers). Every value is checked with CheckTenant; a value
-// that fails is ignored and noted in the metadata.
+// (off by default: clients can forge headers). Every value is checked with core.ValidateTenant:
+// a token whose tenant claims fail is refused; any other value that fails is ignored and noted in
+// the metadata (tenant_error), and an application's value that fails leaves the request without a
+// tenant rather than falling back to a source the application overrode.
+//
+// The handler's context carries a core.Authentication: AuthVerified with the actor
+// (core.ActorFromContext ok), AuthRefused with the reason and no actor, or AuthNone.
 func Middleware(opts Options) gin.HandlerFunc {
 	cfg := opts.Config.WithDefaults()
 	logger := opts.Logger

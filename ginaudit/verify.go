@@ -328,10 +328,12 @@ func (v *Verifier) Close() {
 }
 
 // Verify checks rawToken (without the "Bearer " prefix) and returns the identity it carries. It
-// refuses tokens whose algorithm is not in the allow-list ("none" never is), whose signature does
-// not verify with the configured key, that lack exp, are expired or not yet valid (with the
-// leeway), whose iss or aud do not match the configuration, that lack a subject, that name an
-// actor type that is neither defined nor an alias, or whose tenant claims fail CheckTenant.
+// refuses every token that is not what the Verifier documentation says a token must be: not a
+// strict compact JWS, with a crit header, with an algorithm outside the allow-list ("none" never
+// is in it), with a signature the configured key does not verify, without exp, expired or not yet
+// valid (with the leeway), with the wrong iss or aud, without a subject, with an identity claim
+// that is not a string, with an actor type that is neither defined nor an alias (exactly), or with
+// tenant claims that fail core.ValidateTenant. The error says why in one reason.
 //
 // On error the Identity is zero: nothing a failed token says is ever returned. ctx bounds the
 // wait for a JWKS fetch triggered by an unknown kid.

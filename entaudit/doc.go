@@ -29,6 +29,10 @@
 //
 // # What is recorded
 //
+//   - Values are the stored column values: bytes (bytea) as standard base64, whatever they hold,
+//     so that a change of any bytes shows in the diff; JSON fields as the decoded document; times
+//     in UTC; UUIDs, enums and other types in PostgreSQL's text form; NULL for unset optional
+//     fields.
 //   - Create and CreateBulk: an insert record with the after image as the database stored it
 //     (defaults, triggers and database-generated ids included).
 //   - UpdateOne (by id or by entity) and Update: for every affected row, the before image read

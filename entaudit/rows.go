@@ -3,6 +3,7 @@ package entaudit
 import (
 	"context"
 	stdsql "database/sql"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -64,7 +65,7 @@ const (
 	colPlain = iota
 	colOmit
 	colJSON
-	colBytes // bytea: kept as bytes
+	colBytes // bytea: standard base64, as gormaudit and encoding/json write bytes
 	colText  // a textual type some drivers return as bytes
 )
 
@@ -245,7 +246,9 @@ func normalize(v any, kind uint8) any {
 		case colJSON:
 			return decodeJSON(x)
 		case colBytes:
-			return v
+			// Text, not bytes: the Redactor reads bytes as a request body, so two different
+			// binary values would both become "[binary: N bytes]" and their change would vanish.
+			return base64.StdEncoding.EncodeToString(x)
 		}
 		return string(x)
 	case string:

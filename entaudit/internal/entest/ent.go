@@ -12,6 +12,7 @@ import (
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
+	"github.com/auditkit/auditkit/entaudit/internal/entest/asset"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/card"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/comment"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/document"
@@ -79,6 +80,7 @@ var (
 func checkColumn(t, c string) error {
 	initCheck.Do(func() {
 		columnCheck = sql.NewColumnCheck(map[string]func(string) bool{
+			asset.Table:    asset.ValidColumn,
 			card.Table:     card.ValidColumn,
 			comment.Table:  comment.ValidColumn,
 			document.Table: document.ValidColumn,

@@ -9,6 +9,7 @@ import (
 	"entgo.io/ent/dialect"
 	entsql "entgo.io/ent/dialect/sql"
 	"github.com/auditkit/auditkit/entaudit"
+	"github.com/auditkit/auditkit/entaudit/internal/entest/asset"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/card"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/comment"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/document"
@@ -27,6 +28,11 @@ var AuditSchema entaudit.Schema = entauditSchema{}
 type entauditSchema struct{}
 
 var entauditTypes = []*entaudit.Type{
+	{
+		Name:     "Asset",
+		Table:    asset.Table,
+		IDColumn: asset.FieldID,
+	},
 	{
 		Name:     "Card",
 		Table:    card.Table,
@@ -100,6 +106,12 @@ func (entauditSchema) Driver(m ent.Mutation) dialect.Driver {
 // Predicates implements entaudit.Schema.
 func (entauditSchema) Predicates(m ent.Mutation) []func(*entsql.Selector) {
 	switch m := m.(type) {
+	case *AssetMutation:
+		ps := make([]func(*entsql.Selector), len(m.predicates))
+		for i, p := range m.predicates {
+			ps[i] = p
+		}
+		return ps
 	case *CardMutation:
 		ps := make([]func(*entsql.Selector), len(m.predicates))
 		for i, p := range m.predicates {
@@ -149,6 +161,10 @@ func (entauditSchema) Predicates(m ent.Mutation) []func(*entsql.Selector) {
 // ID implements entaudit.Schema.
 func (entauditSchema) ID(m ent.Mutation) (any, bool) {
 	switch m := m.(type) {
+	case *AssetMutation:
+		if id, ok := m.ID(); ok {
+			return id, true
+		}
 	case *CardMutation:
 		if id, ok := m.ID(); ok {
 			return id, true
@@ -184,6 +200,8 @@ func (entauditSchema) ID(m ent.Mutation) (any, bool) {
 // Upsert implements entaudit.Schema.
 func (entauditSchema) Upsert(m ent.Mutation) bool {
 	switch m := m.(type) {
+	case *AssetMutation:
+		return m.entauditUpsert
 	case *CardMutation:
 		return m.entauditUpsert
 	case *CommentMutation:
@@ -205,6 +223,10 @@ func (entauditSchema) Upsert(m ent.Mutation) bool {
 // Batch implements entaudit.Schema.
 func (entauditSchema) Batch(m ent.Mutation) (entaudit.Batch, bool) {
 	switch m := m.(type) {
+	case *AssetMutation:
+		if m.entauditBatch != nil {
+			return entaudit.Batch{Key: m.entauditBatch, Index: m.entauditIndex, Size: m.entauditSize}, true
+		}
 	case *CardMutation:
 		if m.entauditBatch != nil {
 			return entaudit.Batch{Key: m.entauditBatch, Index: m.entauditIndex, Size: m.entauditSize}, true

@@ -5,6 +5,7 @@ package entest
 import (
 	"time"
 
+	"github.com/auditkit/auditkit/entaudit/internal/entest/asset"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/document"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/schema"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/user"
@@ -15,6 +16,18 @@ import (
 // (default values, validators, hooks and policies) and stitches it
 // to their package variables.
 func init() {
+	assetFields := schema.Asset{}.Fields()
+	_ = assetFields
+	// assetDescActive is the schema descriptor for active field.
+	assetDescActive := assetFields[9].Descriptor()
+	// asset.DefaultActive holds the default value on creation for the active field.
+	asset.DefaultActive = assetDescActive.Default.(bool)
+	// assetDescUpdatedAt is the schema descriptor for updated_at field.
+	assetDescUpdatedAt := assetFields[12].Descriptor()
+	// asset.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	asset.DefaultUpdatedAt = assetDescUpdatedAt.Default.(func() time.Time)
+	// asset.UpdateDefaultUpdatedAt holds the default value on update for the updated_at field.
+	asset.UpdateDefaultUpdatedAt = assetDescUpdatedAt.UpdateDefault.(func() time.Time)
 	documentFields := schema.Document{}.Fields()
 	_ = documentFields
 	// documentDescVersion is the schema descriptor for version field.

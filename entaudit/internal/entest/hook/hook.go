@@ -9,6 +9,18 @@ import (
 	"github.com/auditkit/auditkit/entaudit/internal/entest"
 )
 
+// The AssetFunc type is an adapter to allow the use of ordinary
+// function as Asset mutator.
+type AssetFunc func(context.Context, *entest.AssetMutation) (entest.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f AssetFunc) Mutate(ctx context.Context, m entest.Mutation) (entest.Value, error) {
+	if mv, ok := m.(*entest.AssetMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *entest.AssetMutation", m)
+}
+
 // The CardFunc type is an adapter to allow the use of ordinary
 // function as Card mutator.
 type CardFunc func(context.Context, *entest.CardMutation) (entest.Value, error)

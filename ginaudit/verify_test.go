@@ -92,6 +92,33 @@ func TestVerifyHS256Claims(t *testing.T) {
 	}
 }
 
+// TestVerifyConfiguredClaimNamesAreStrings: the string rule follows the claim names configured
+// in core.JWTConfig.Claims, and claims that are not identity claims keep any type.
+func TestVerifyConfiguredClaimNamesAreStrings(t *testing.T) {
+	v := newVerifier(t, core.JWTConfig{Secret: testSecret, Claims: core.ClaimNames{
+		ActorID: "uid", ActorType: "kind", Email: "mail", TenantID: "org", TenantSlug: "org_slug"}})
+	base := with(claims("ignored"), "uid", "u-1", "sub", 1001, "actor_type", 7, "email", true, "tenant_id", 5)
+	if id, err := v.Verify(context.Background(), hs256(t, base)); err != nil || id.Actor.ID != "u-1" {
+		t.Fatalf("unconfigured names of other types: %+v, %v", id.Actor, err)
+	}
+	for _, tc := range []struct {
+		claim string
+		value any
+		want  string
+	}{
+		{"uid", 1001, `JWT refused: invalid claims: "uid" is a number, not a string`},
+		{"kind", true, `JWT refused: invalid claims: "kind" is a boolean, not a string`},
+		{"mail", []string{"a@example.com"}, `JWT refused: invalid claims: "mail" is an array, not a string`},
+		{"org", 42, `JWT refused: invalid claims: "org" is a number, not a string`},
+		{"org_slug", map[string]any{}, `JWT refused: invalid claims: "org_slug" is an object, not a string`},
+	} {
+		_, err := v.Verify(context.Background(), hs256(t, with(base, tc.claim, tc.value)))
+		if !errors.Is(err, ginaudit.ErrClaims) || err.Error() != tc.want {
+			t.Errorf("%s = %v: %v, want %s", tc.claim, tc.value, err, tc.want)
+		}
+	}
+}
+
 // tamper replaces the payload of a signed token, keeping its header and signature.
 func tamper(t testing.TB, token string, c jwt.MapClaims) string {
 	t.Helper()

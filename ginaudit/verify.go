@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"slices"
@@ -393,36 +392,109 @@ func (v *Verifier) stillPublished(ctx context.Context, id Identity) bool {
 // claims set that is not a JSON object or names a member twice (which member wins differs
 // between parsers), a "crit" header (§4.1.11: no extension is understood here), and a nested JWT.
 func checkCompact(raw string) error {
-	parts := strings.Split(raw, ".")
-	if len(parts) != 3 {
+	h, rest, ok1 := strings.Cut(raw, ".")
+	p, sig, ok2 := strings.Cut(rest, ".")
+	if !ok1 || !ok2 || strings.IndexByte(sig, '.') >= 0 {
 		return tokenError(ErrMalformed, "not three dot-separated segments", nil)
 	}
-	var seg [3][]byte
-	for i, name := range [3]string{"header", "claims set", "signature"} {
-		b, err := base64.RawURLEncoding.Strict().DecodeString(parts[i])
+	enc := base64.RawURLEncoding.Strict()
+	var seg [2][]byte
+	for i, part := range [3]string{h, p, sig} {
+		b, err := enc.DecodeString(part)
 		if err != nil {
-			return tokenError(ErrMalformed, name+" is not strict base64url", err)
+			return tokenError(ErrMalformed, [3]string{"header", "claims set", "signature"}[i]+" is not strict base64url", err)
 		}
-		seg[i] = b
+		if i < 2 {
+			seg[i] = b
+		}
 	}
-	if err := uniqueMembers(seg[0]); err != nil {
+	top, err := scanObject(seg[0])
+	if err != nil {
 		return tokenError(ErrMalformed, "header "+err.Error(), nil)
 	}
-	var hdr map[string]json.RawMessage
-	if err := json.Unmarshal(seg[0], &hdr); err != nil {
-		return tokenError(ErrMalformed, "header is not a JSON object", err)
+	if top.crit || top.cty { // rare: read the header's members to say why
+		var hdr map[string]json.RawMessage
+		if err := json.Unmarshal(seg[0], &hdr); err != nil {
+			return tokenError(ErrMalformed, "header is not a JSON object", err)
+		}
+		if crit, ok := hdr["crit"]; ok { // present at all, even as null
+			return tokenError(ErrCritical, critProblem(crit), nil)
+		}
+		var cty string
+		if json.Unmarshal(hdr["cty"], &cty) == nil && strings.EqualFold(cty, "JWT") {
+			return tokenError(ErrMalformed, "nested JWT (cty JWT) not accepted", nil)
+		}
 	}
-	if crit, ok := hdr["crit"]; ok { // present at all, even as null
-		return tokenError(ErrCritical, critProblem(crit), nil)
-	}
-	var cty string
-	if json.Unmarshal(hdr["cty"], &cty) == nil && strings.EqualFold(cty, "JWT") {
-		return tokenError(ErrMalformed, "nested JWT (cty JWT) not accepted", nil)
-	}
-	if err := uniqueMembers(seg[1]); err != nil {
+	if _, err := scanObject(seg[1]); err != nil {
 		return tokenError(ErrMalformed, "claims set "+err.Error(), nil)
 	}
 	return nil
+}
+
+// topMembers says which header members of interest scanObject saw at the top level.
+type topMembers struct{ crit, cty bool }
+
+// scanObject reports an error when b is not one JSON object or when an object in it, at any
+// depth, names a member twice (compared after unescaping). It allocates only for member names
+// written with escapes.
+func scanObject(b []byte) (topMembers, error) {
+	var top topMembers
+	if !json.Valid(b) {
+		if len(bytes.TrimSpace(b)) == 0 {
+			return top, errors.New("is empty")
+		}
+		return top, errors.New("is not JSON")
+	}
+	b = bytes.TrimLeft(b, " \t\r\n")
+	if b[0] != '{' {
+		return top, errors.New("is not a JSON object")
+	}
+	// In valid JSON a string is a member name exactly when a ':' follows it. names holds the
+	// names of the open objects; starts[d] is where the names of the object at depth d begin.
+	var namesBuf [32][]byte
+	var startsBuf [8]int
+	names, starts := namesBuf[:0], startsBuf[:0]
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '{':
+			starts = append(starts, len(names))
+		case '}':
+			names = names[:starts[len(starts)-1]]
+			starts = starts[:len(starts)-1]
+		case '"':
+			j, escaped := i+1, false
+			for ; b[j] != '"'; j++ {
+				if b[j] == '\\' {
+					escaped = true
+					j++
+				}
+			}
+			k := j + 1
+			for k < len(b) && (b[k] == ' ' || b[k] == '\t' || b[k] == '\r' || b[k] == '\n') {
+				k++
+			}
+			if k < len(b) && b[k] == ':' {
+				name := b[i+1 : j]
+				if escaped {
+					var s string
+					_ = json.Unmarshal(b[i:j+1], &s) // valid JSON: cannot fail
+					name = []byte(s)
+				}
+				for _, n := range names[starts[len(starts)-1]:] {
+					if bytes.Equal(n, name) {
+						return top, fmt.Errorf("names %s twice", strconv.Quote(truncate(string(name), 64)))
+					}
+				}
+				names = append(names, name)
+				if len(starts) == 1 {
+					top.crit = top.crit || string(name) == "crit"
+					top.cty = top.cty || string(name) == "cty"
+				}
+			}
+			i = j
+		}
+	}
+	return top, nil
 }
 
 // critProblem describes a crit header for the refusal: the extensions it names, or that it is
@@ -445,72 +517,6 @@ func critProblem(raw json.RawMessage) string {
 var registeredHeader = map[string]bool{
 	"alg": true, "jku": true, "jwk": true, "kid": true, "x5u": true, "x5c": true, "x5t": true,
 	"x5t#S256": true, "typ": true, "cty": true, "crit": true,
-}
-
-// uniqueMembers reports an error when b is not a single JSON object or when an object in it, at
-// any depth, names a member twice.
-func uniqueMembers(b []byte) error {
-	type frame struct {
-		keys      map[string]bool // nil for an array
-		expectKey bool
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	var stack []frame
-	valueDone := func() {
-		if n := len(stack); n > 0 && stack[n-1].keys != nil {
-			stack[n-1].expectKey = true
-		}
-	}
-	first := true
-	for {
-		tok, err := dec.Token()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return errors.New("is not JSON")
-		}
-		if first {
-			if d, ok := tok.(json.Delim); !ok || d != '{' {
-				return errors.New("is not a JSON object")
-			}
-			first = false
-		} else if len(stack) == 0 {
-			return errors.New("has data after the JSON object")
-		}
-		if n := len(stack); n > 0 && stack[n-1].keys != nil && stack[n-1].expectKey {
-			if d, ok := tok.(json.Delim); ok && d == '}' {
-				stack = stack[:n-1]
-				valueDone()
-				continue
-			}
-			k, _ := tok.(string)
-			if stack[n-1].keys[k] {
-				return fmt.Errorf("names %s twice", strconv.Quote(truncate(k, 64)))
-			}
-			stack[n-1].keys[k] = true
-			stack[n-1].expectKey = false
-			continue
-		}
-		switch d := tok.(type) {
-		case json.Delim:
-			switch d {
-			case '{':
-				stack = append(stack, frame{keys: map[string]bool{}, expectKey: true})
-			case '[':
-				stack = append(stack, frame{})
-			default: // ']' (a '}' is handled above, where a key is expected)
-				stack = stack[:len(stack)-1]
-				valueDone()
-			}
-		default:
-			valueDone()
-		}
-	}
-	if first {
-		return errors.New("is empty")
-	}
-	return nil
 }
 
 // truncate shortens s to at most n bytes (on a rune boundary) for a message.

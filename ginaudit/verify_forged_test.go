@@ -296,7 +296,7 @@ func TestForgedTokenCorpus(t *testing.T) {
 		{"hs", "three empty segments", "..", "JWT refused: malformed JWT: header is empty"},
 		{"hs", "header not JSON", seg([]byte("notjson")) + "." + hp[1] + "." + hp[2], "JWT refused: malformed JWT: header is not JSON"},
 		{"hs", "header a JSON array", rawToken(t, hs, `["HS256"]`, okPayload()), "JWT refused: malformed JWT: header is not a JSON object"},
-		{"hs", "header with trailing data", rawToken(t, hs, hsHeader+`{}`, okPayload()), "JWT refused: malformed JWT: header has data after the JSON object"},
+		{"hs", "header with trailing data", rawToken(t, hs, hsHeader+`{}`, okPayload()), "JWT refused: malformed JWT: header is not JSON"},
 		{"hs", "header with trailing garbage", rawToken(t, hs, hsHeader+` x`, okPayload()), "JWT refused: malformed JWT: header is not JSON"},
 		{"hs", "claims a JSON array", rawToken(t, hs, hsHeader, `["u-1"]`), "JWT refused: malformed JWT: claims set is not a JSON object"},
 		{"hs", "claims a JSON string", rawToken(t, hs, hsHeader, `"u-1"`), "JWT refused: malformed JWT: claims set is not a JSON object"},

@@ -48,6 +48,7 @@ var apiIsolationFilters = []string{
 	"action_prefix=secret.", "kind=delete", "severity=critical", "resource_type=vault", "resource_type=vault&resource_id=v-1",
 	"request_id=req-shared", "status_min=418&status_max=418", "ip=203.0.113.7", "ip=203.0.113.0%2F24", "q=zebra",
 	"from=2020-01-01&to=2030-01-01", "changed=email", "changed=email,phone&resource_type=vault",
+	"include_meta=true", "q=zebra&include_meta=true",
 }
 
 // Every endpoint, every filter, cursor, export and stream tried by tenant B with tenant A's ids,

@@ -11,6 +11,12 @@
 //	defer st.Close()
 //	page, err := st.List(ctx, store.TenantScope("t-42"), store.Query{Filter: f, Limit: 50})
 //
+// The service's own records (resource types audit_logs and audit_tenants: the read API's records
+// of its use and the http records of its requests) are left out of pages, exports, stats and
+// streams unless Filter.IncludeMeta (include_meta=true) asks for them; Get returns them, and ingest
+// refuses those resource types. SubscribeWith's EndOnSuspend ends a tenant user's live stream
+// when the tenant is suspended, by any process.
+//
 // Options.RowLevelSecurity adds the database's own check: with schema.EnableRowLevelSecurity
 // applied for the pool's role, every statement on audit_logs runs in a transaction that names the
 // scope to PostgreSQL's row-level security policies, so a query that lost its tenant condition

@@ -23,7 +23,10 @@ type capture struct {
 	m     ent.Mutation
 	op    ent.Op
 	drv   dialect.Driver
-	state *txState // where the records wait for the commit; nil for a create outside a transaction
+	state *txState // where the records wait for the commit; nil outside a transaction
+	// unlocked is set for an update or delete outside a transaction (the driver is not wrapped):
+	// the rows read before the write were not locked until it ran.
+	unlocked bool
 
 	at      time.Time
 	edges   map[string]*edgeChange // edges the mutation changes
@@ -58,16 +61,30 @@ func (c *capture) run(ctx context.Context, next ent.Mutator) (ent.Value, []*core
 	c.collectEdges()
 	re := &reentry{m: c.m}
 	ctx = context.WithValue(ctx, reentryKey{}, re)
+	var (
+		v    ent.Value
+		recs []*core.Record
+		err  error
+	)
 	switch {
 	case c.op.Is(ent.OpCreate):
-		return c.create(ctx, next)
+		v, recs, err = c.create(ctx, next)
 	case c.op.Is(ent.OpUpdate | ent.OpUpdateOne):
-		return c.update(ctx, next, re)
+		v, recs, err = c.update(ctx, next, re)
 	case c.op.Is(ent.OpDelete | ent.OpDeleteOne):
-		return c.delete(ctx, next, re)
+		v, recs, err = c.delete(ctx, next, re)
+	default:
+		v, err = next.Mutate(ctx, c.m)
 	}
-	v, err := next.Mutate(ctx, c.m)
-	return v, nil, err
+	if c.unlocked {
+		for _, r := range recs {
+			if r.Kind != core.KindInsert {
+				r.Severity = core.SeverityWarning
+				r.Metadata = withMeta(r.Metadata, "before_unlocked", true)
+			}
+		}
+	}
+	return v, recs, err
 }
 
 func (c *capture) collectEdges() {

@@ -358,10 +358,28 @@ func TestSummaryFilterMasked(t *testing.T) {
 func TestOptions(t *testing.T) {
 	e := newEnv(t, withoutHook())
 	ctx := context.Background()
-	bad := entaudit.Hook(entest.AuditSchema, entaudit.Options{MaxRowsPerStatement: -1})
+	if err := (entaudit.Options{MaxRowsPerStatement: -1}).Validate(); !errors.Is(err, entaudit.ErrInvalidOptions) {
+		t.Fatalf("Validate of invalid options: %v, want ErrInvalidOptions", err)
+	}
+	if err := (entaudit.Options{IgnoreFields: []string{" "}}).Validate(); !errors.Is(err, entaudit.ErrInvalidOptions) {
+		t.Fatalf("Validate of an empty ignored field: %v, want ErrInvalidOptions", err)
+	}
+	if err := (entaudit.Options{}).Validate(); err != nil {
+		t.Fatalf("Validate of the zero Options: %v", err)
+	}
+	// Invalid options are reported when the hook is made; writes run and are recorded with the
+	// defaults.
+	var log logBuffer
+	bad := entaudit.Hook(entest.AuditSchema, entaudit.Options{MaxRowsPerStatement: -1, Writer: e.w, Logger: log.logger()})
+	if n := log.count(`msg="entaudit: invalid options`); n != 1 {
+		t.Fatalf("making the hook with invalid options logged %d errors, want 1: %s", n, log.String())
+	}
 	e.client.User.Use(bad)
-	if err := e.client.User.Create().SetName("a").SetEmail("a@x").Exec(ctx); !errors.Is(err, entaudit.ErrInvalidOptions) {
-		t.Fatalf("create with invalid options: %v, want ErrInvalidOptions", err)
+	if err := e.client.User.Create().SetName("a").SetEmail("a@x").Exec(ctx); err != nil {
+		t.Fatalf("create with invalid options: %v", err)
+	}
+	if rows := e.audit(t); len(rows) != 1 || rows[0].Kind != "insert" {
+		t.Fatalf("rows = %v, want the insert", rows)
 	}
 
 	e = newEnv(t, withOptions(func(o *entaudit.Options) {

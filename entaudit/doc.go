@@ -74,10 +74,18 @@
 // Inside an ent.Tx the records wait for the commit (ent's Tx.OnCommit) and are delivered in
 // statement order; a rollback or a failed commit drops them. Outside an ent.Tx, an update or
 // delete runs in a transaction the hook opens through the Driver wrapper (its reads and the
-// write in one transaction, so that the lock means something); without the wrapper it fails with
-// ErrNoTransaction instead of recording a before image that another writer may have changed. A
-// create outside a transaction commits on its own and is recorded right after it; the creates of
-// a CreateBulk are recorded together when the bulk has finished, in statement order.
+// write in one transaction, so that the lock means something). A create outside a transaction
+// commits on its own and is recorded right after it; the creates of a CreateBulk are recorded
+// together when the bulk has finished, in statement order.
+//
+// # Set-up errors
+//
+// The hook never fails a write because of how it was set up. Check (for the driver) and
+// Options.Validate report a set-up that cannot record every change exactly; call them at
+// start-up. The hook logs the same problems once: invalid options when Hook is called (their
+// defaults are used), a driver not wrapped with Driver on the first mutation. Without the wrapper
+// an update or delete outside an ent.Tx runs as ent runs it, and its records, made from before
+// images read without a lasting lock, carry metadata before_unlocked and severity warning.
 //
 // A transaction's records are held until it ends with Commit or Rollback; one that is
 // abandoned without either (ent requires one of them) keeps its records in memory.

@@ -99,6 +99,7 @@ func newEnv(tb testing.TB, options ...envOption) *env {
 // auditRow is one row of audit_logs, decoded.
 type auditRow struct {
 	Kind, Action, ResourceType, ResourceID string
+	Severity                               string
 	ActorID, TenantID, RequestID           string
 	Before, After, Metadata                map[string]any
 	Diff                                   map[string]map[string]any
@@ -117,7 +118,7 @@ func (e *env) audit(tb testing.TB) []auditRow {
 	if err := e.w.Flush(ctx); err != nil {
 		tb.Fatalf("flushing the writer: %v", err)
 	}
-	rows, err := e.db.Pool.Query(ctx, `SELECT kind::text, action, coalesce(resource_type, ''), coalesce(resource_id, ''),
+	rows, err := e.db.Pool.Query(ctx, `SELECT kind::text, severity::text, action, coalesce(resource_type, ''), coalesce(resource_id, ''),
 		coalesce(actor_id, ''), coalesce(tenant_id, ''), coalesce(request_id, ''),
 		before, after, diff, metadata, occurred_at FROM audit_logs ORDER BY occurred_at, id`)
 	if err != nil {
@@ -128,7 +129,7 @@ func (e *env) audit(tb testing.TB) []auditRow {
 	for rows.Next() {
 		var r auditRow
 		var before, after, diff, meta []byte
-		if err := rows.Scan(&r.Kind, &r.Action, &r.ResourceType, &r.ResourceID, &r.ActorID, &r.TenantID, &r.RequestID,
+		if err := rows.Scan(&r.Kind, &r.Severity, &r.Action, &r.ResourceType, &r.ResourceID, &r.ActorID, &r.TenantID, &r.RequestID,
 			&before, &after, &diff, &meta, &r.OccurredAt); err != nil {
 			tb.Fatal(err)
 		}

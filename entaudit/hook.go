@@ -16,17 +16,44 @@ import (
 	"github.com/auditkit/auditkit/core"
 )
 
-// Errors returned by audited mutations.
+// Errors that describe a set-up the hook cannot audit fully. Check and Options.Validate return
+// them at start-up; an audited write never fails with them: the hook logs them once and records
+// what it can.
 var (
-	// ErrNoTransaction is returned for an update or delete made outside an ent.Tx on a client
-	// whose driver is not wrapped with Driver: its before image could not be locked, so it would
-	// not be trustworthy. Run the write in a transaction, or wrap the driver.
+	// ErrNoTransaction is reported for a client whose driver is not wrapped with Driver: an update
+	// or delete outside an ent.Tx then has no transaction in which to lock its before image, so
+	// its records are made from an unlocked read and flagged before_unlocked.
 	ErrNoTransaction = errors.New("entaudit: update or delete outside a transaction on a driver not wrapped with entaudit.Driver")
-	// ErrDialect is returned for mutations on a database other than PostgreSQL.
+	// ErrDialect is reported for a database other than PostgreSQL: its changes are not recorded.
 	ErrDialect = errors.New("entaudit: only PostgreSQL is supported")
-	// ErrSchema is returned when the Schema given to Hook is nil or does not describe a mutation.
+	// ErrSchema is reported when the Schema given to Hook is nil or does not describe a mutation:
+	// its changes are not recorded.
 	ErrSchema = errors.New("entaudit: the schema does not describe this mutation")
 )
+
+// Check reports whether drv, the driver an audited client is created with, lets the hook record
+// every change exactly: it must be a PostgreSQL driver wrapped with Driver (ent's Debug wrapper
+// may go around it). Call it at start-up, where a set-up error can stop the program:
+//
+//	drv := entaudit.Driver(entsql.OpenDB(dialect.Postgres, db))
+//	if err := entaudit.Check(drv); err != nil {
+//		return err
+//	}
+//
+// The hook makes the same check on the first mutation and logs its result once; it never fails a
+// write because of it.
+func Check(drv dialect.Driver) error {
+	if drv == nil {
+		return fmt.Errorf("%w: the driver is nil", ErrNoTransaction)
+	}
+	if drv.Dialect() != dialect.Postgres {
+		return fmt.Errorf("%w (the driver's dialect is %q)", ErrDialect, drv.Dialect())
+	}
+	if unwrap(drv) == nil {
+		return fmt.Errorf("%w (the driver is a %T)", ErrNoTransaction, drv)
+	}
+	return nil
+}
 
 // Hook returns the ent hook that records every change of every audited type of s. Register it
 // once, on the whole client:
@@ -39,15 +66,25 @@ var (
 // per affected database row, and delivers the records only when the transaction commits (see
 // Options for where they go).
 //
-// Updates and deletes need a transaction: an ent.Tx, or the one the hook opens itself when the
-// client's driver is wrapped with Driver; otherwise they fail with ErrNoTransaction. A create
-// outside a transaction is recorded right after its INSERT, which committed on its own (a
+// Updates and deletes need a transaction to lock their before images: an ent.Tx, or the one the
+// hook opens itself when the client's driver is wrapped with Driver. Without the wrapper they
+// still run, and are recorded from an unlocked read, flagged before_unlocked (see Check). A
+// create outside a transaction is recorded right after its INSERT, which committed on its own (a
 // CreateBulk once all its creates have finished).
 //
-// An audit record that cannot be captured (the before image cannot be read, for example) fails
-// the mutation: a change is never made without its record.
+// A set-up the hook cannot use (invalid Options, a nil Schema, a database other than
+// PostgreSQL, a driver not wrapped) is logged once, when Hook is called or on the first
+// mutation that shows it; it never fails a write. Invalid options fall back to their defaults.
+// An audit record that cannot be captured for a reason of the database (the before image cannot
+// be read, for example) fails the mutation: a change is never made without its record.
 func Hook(s Schema, opts Options) ent.Hook {
 	h := newHook(s, opts)
+	if h.err != nil {
+		h.log.Error("entaudit: invalid options; the defaults are used instead", "error", h.err)
+	}
+	if s == nil {
+		h.log.Error("entaudit: the hook was given no Schema; no change is recorded", "error", ErrSchema)
+	}
 	return func(next ent.Mutator) ent.Mutator {
 		return ent.MutateFunc(func(ctx context.Context, m ent.Mutation) (ent.Value, error) {
 			return h.mutate(ctx, m, next)
@@ -59,7 +96,8 @@ func Hook(s Schema, opts Options) ent.Hook {
 type hook struct {
 	schema   Schema
 	opts     Options
-	err      error // invalid options: every audited mutation fails with it
+	err      error // invalid options, logged when the hook is made
+	warned   sync.Map
 	maxRows  int
 	log      *slog.Logger
 	redactor *core.Redactor
@@ -164,17 +202,8 @@ type reentryKey struct{}
 
 func (h *hook) mutate(ctx context.Context, m ent.Mutation, next ent.Mutator) (ent.Value, error) {
 	t := h.types[m.Type()]
-	if t == nil {
-		if h.schema == nil {
-			return nil, ErrSchema
-		}
+	if t == nil || t.Skip {
 		return next.Mutate(ctx, m)
-	}
-	if t.Skip {
-		return next.Mutate(ctx, m)
-	}
-	if h.err != nil {
-		return nil, h.err
 	}
 	if r, ok := ctx.Value(reentryKey{}).(*reentry); ok && r.m == m {
 		r.reentered = true
@@ -182,16 +211,26 @@ func (h *hook) mutate(ctx context.Context, m ent.Mutation, next ent.Mutator) (en
 	}
 	drv := h.schema.Driver(m)
 	if drv == nil {
-		return nil, fmt.Errorf("%w (%s)", ErrSchema, m.Type())
+		h.warnOnce("schema:"+m.Type(), "entaudit: the schema does not give the driver of a mutation; its changes are not recorded",
+			"type", m.Type(), "error", ErrSchema)
+		return next.Mutate(ctx, m)
 	}
 	if drv.Dialect() != dialect.Postgres {
-		return nil, ErrDialect
+		h.warnOnce("dialect", "entaudit: the client's database is not PostgreSQL; no change is recorded",
+			"dialect", drv.Dialect(), "error", ErrDialect)
+		return next.Mutate(ctx, m)
 	}
 	op := m.Op()
 	c := &capture{h: h, t: t, m: m, op: op, drv: drv}
 	var own *autoTx
 	w := unwrap(drv)
-	switch tx, inTx := h.schema.Tx(m); {
+	tx, inTx := h.schema.Tx(m)
+	if w == nil && !inTx {
+		h.warnOnce("unwrapped", "entaudit: the client's driver is not wrapped with entaudit.Driver; updates and "+
+			"deletes outside an ent.Tx are recorded from before images read without a lock, flagged before_unlocked",
+			"driver", fmt.Sprintf("%T", drv), "error", ErrNoTransaction)
+	}
+	switch {
 	case inTx:
 		c.state = h.userTx(tx)
 	case w != nil && w.active(ctx) != nil:
@@ -205,10 +244,12 @@ func (h *hook) mutate(ctx context.Context, m ent.Mutation, next ent.Mutator) (en
 		}
 		own, ctx, c.state = a, actx, &a.state
 	default:
-		return nil, fmt.Errorf("%w (%s %s)", ErrNoTransaction, op, m.Type())
+		// No transaction to lock the rows in: the write runs as ent runs it, and its records
+		// are made from what the reads around it saw, flagged.
+		c.unlocked = true
 	}
 	if c.state == nil {
-		return h.createAlone(ctx, c, next)
+		return h.alone(ctx, c, next)
 	}
 	seq := c.state.next()
 	if own != nil {
@@ -232,11 +273,12 @@ func (h *hook) mutate(ctx context.Context, m ent.Mutation, next ent.Mutator) (en
 	return v, nil
 }
 
-// createAlone runs a create made outside a transaction: its INSERT commits on its own, and its
-// records are delivered right after it. The creates of a CreateBulk wait for one another: ent
+// alone runs a mutation made outside any transaction (a create, or any mutation on a driver not
+// wrapped with Driver): its statement commits on its own, and its records are delivered right
+// after it. The creates of a CreateBulk wait for one another: ent
 // runs them nested, the last finishing first, and their records are delivered together, in
 // statement order, once the whole bulk has finished.
-func (h *hook) createAlone(ctx context.Context, c *capture, next ent.Mutator) (ent.Value, error) {
+func (h *hook) alone(ctx context.Context, c *capture, next ent.Mutator) (ent.Value, error) {
 	reported := false
 	defer func() {
 		if !reported { // the create panicked: the bulk must still be able to finish
@@ -319,4 +361,11 @@ func (h *hook) finishOwn(ctx context.Context, a *autoTx, seq uint64, recs []*cor
 		h.deliver(p)
 	}
 	return v, nil
+}
+
+// warnOnce logs msg once per key and hook.
+func (h *hook) warnOnce(key, msg string, args ...any) {
+	if _, loaded := h.warned.LoadOrStore(key, true); !loaded {
+		h.log.Warn(msg, args...)
+	}
 }

@@ -13,8 +13,8 @@ import (
 // Options.MaxRowsPerStatement is zero.
 const DefaultMaxRowsPerStatement = 1000
 
-// ErrInvalidOptions is wrapped by the error every audited mutation returns when Hook was given
-// bad Options.
+// ErrInvalidOptions is wrapped by the error Options.Validate returns, and that Hook logs, for bad
+// Options.
 var ErrInvalidOptions = errors.New("entaudit: invalid options")
 
 // Options configure Hook. The zero value is usable: records join the request's Collector when
@@ -67,13 +67,29 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// validate checks o and fills the hook's settings from it.
+// Validate reports the first invalid setting of o, wrapped in ErrInvalidOptions. Hook logs it
+// and uses the setting's default instead; call Validate at start-up to stop there.
+func (o Options) Validate() error {
+	var h hook
+	return h.configure(o)
+}
+
+// configure fills the hook's settings from o. An invalid setting is replaced by its default
+// (a negative MaxRowsPerStatement, an empty name in a list is skipped); the first one is
+// returned.
 func (h *hook) configure(o Options) error {
+	var err error
+	bad := func(e error) {
+		if err == nil {
+			err = e
+		}
+	}
 	h.opts = o
 	switch {
 	case o.MaxRowsPerStatement < 0:
-		return fmt.Errorf("%w: MaxRowsPerStatement is %d, want 0 (default %d) or more",
-			ErrInvalidOptions, o.MaxRowsPerStatement, DefaultMaxRowsPerStatement)
+		bad(fmt.Errorf("%w: MaxRowsPerStatement is %d, want 0 (default %d) or more",
+			ErrInvalidOptions, o.MaxRowsPerStatement, DefaultMaxRowsPerStatement))
+		h.maxRows = DefaultMaxRowsPerStatement
 	case o.MaxRowsPerStatement == 0:
 		h.maxRows = DefaultMaxRowsPerStatement
 	default:
@@ -82,14 +98,16 @@ func (h *hook) configure(o Options) error {
 	h.ignore = map[string]bool{}
 	for _, f := range o.IgnoreFields {
 		if f = strings.TrimSpace(f); f == "" {
-			return fmt.Errorf("%w: IgnoreFields holds an empty name", ErrInvalidOptions)
+			bad(fmt.Errorf("%w: IgnoreFields holds an empty name", ErrInvalidOptions))
+			continue
 		}
 		h.ignore[f] = true
 	}
 	h.exclude = map[string]bool{}
 	for _, t := range o.ExcludeTables {
 		if t = strings.TrimSpace(t); t == "" {
-			return fmt.Errorf("%w: ExcludeTables holds an empty name", ErrInvalidOptions)
+			bad(fmt.Errorf("%w: ExcludeTables holds an empty name", ErrInvalidOptions))
+			continue
 		}
 		h.exclude[t] = true
 	}
@@ -104,5 +122,5 @@ func (h *hook) configure(o Options) error {
 	if o.InTransaction {
 		h.txw = core.NewTxWriter(o.Schema, h.redactor)
 	}
-	return nil
+	return err
 }

@@ -1,14 +1,21 @@
 package entaudit_test
 
 import (
+	"bytes"
 	"context"
+	"database/sql"
 	"errors"
+	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"entgo.io/ent"
+	"entgo.io/ent/dialect"
+	entsql "entgo.io/ent/dialect/sql"
 
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/entaudit"
@@ -109,34 +116,114 @@ func TestOwnTxFailedWrite(t *testing.T) {
 	}
 }
 
-// Without the driver wrapper, updates and deletes outside a transaction are refused: their
-// before image could not be locked. Creates and everything inside an ent.Tx work.
+// Without the driver wrapper, updates and deletes outside a transaction run as they would
+// without auditing: the missing wrapper is logged once (and Check reports it at start-up), and
+// the changes are recorded from before images read without a lock, flagged. Inside an ent.Tx the
+// records are exact and not flagged.
 func TestNoTransaction(t *testing.T) {
-	e := newEnv(t, unwrapped())
+	var log logBuffer
+	e := newEnv(t, unwrapped(), withOptions(func(o *entaudit.Options) { o.Logger = log.logger() }))
 	ctx := context.Background()
 	u := e.client.User.Create().SetName("a").SetEmail("a@x").SaveX(ctx)
-	if err := e.client.User.UpdateOne(u).SetAge(3).Exec(ctx); !errors.Is(err, entaudit.ErrNoTransaction) {
-		t.Fatalf("update outside a transaction: %v, want ErrNoTransaction", err)
+	v := e.client.User.Create().SetName("v").SetEmail("v@x").SaveX(ctx)
+	if err := e.client.User.UpdateOne(u).SetAge(3).Exec(ctx); err != nil {
+		t.Fatalf("update outside a transaction: %v", err)
 	}
-	if _, err := e.client.User.Delete().Exec(ctx); !errors.Is(err, entaudit.ErrNoTransaction) {
-		t.Fatalf("delete outside a transaction: %v, want ErrNoTransaction", err)
+	if err := e.client.User.Update().Where(user.ID(v.ID)).SetName("v2").Exec(ctx); err != nil {
+		t.Fatalf("bulk update outside a transaction: %v", err)
+	}
+	if err := e.client.User.DeleteOneID(v.ID).Exec(ctx); err != nil {
+		t.Fatalf("delete outside a transaction: %v", err)
 	}
 	tx, err := e.client.Tx(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tx.User.UpdateOne(u).SetAge(3).ExecX(ctx)
+	tx.User.UpdateOne(u).SetAge(4).ExecX(ctx)
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
+	if n := log.count(`msg="entaudit: the client's driver is not wrapped`); n != 1 {
+		t.Errorf("the missing wrapper was logged %d times, want once: %s", n, log.String())
+	}
 	rows := e.audit(t)
-	if len(rows) != 2 || rows[1].Kind != "update" {
+	want := []struct {
+		kind, id string
+		diff     string
+		flagged  bool
+	}{
+		{"insert", strconv.Itoa(u.ID), "", false},
+		{"insert", strconv.Itoa(v.ID), "", false},
+		{"update", strconv.Itoa(u.ID), "age", true},
+		{"update", strconv.Itoa(v.ID), "name", true},
+		{"delete", strconv.Itoa(v.ID), "name", true},
+		{"update", strconv.Itoa(u.ID), "age", false},
+	}
+	if len(rows) != len(want) {
 		t.Fatalf("rows = %v", rows)
 	}
-	if got := e.client.User.GetX(ctx, u.ID).Age; got != 3 {
+	for i, w := range want {
+		r := rows[i]
+		flagged := r.Metadata["before_unlocked"] == true
+		if r.Kind != w.kind || r.ResourceID != w.id || (w.diff != "" && r.Diff[w.diff] == nil) || flagged != w.flagged ||
+			(r.Severity == "warning") != w.flagged || (w.kind != "insert" && r.Before == nil) {
+			t.Errorf("row %d = %v (severity %s), want %s of %s, flagged %v", i, r, r.Severity, w.kind, w.id, w.flagged)
+		}
+	}
+	if got := e.client.User.GetX(ctx, u.ID).Age; got != 4 {
 		t.Errorf("age = %d", got)
 	}
 }
+
+// Check tells a driver the hook can lock before images with from one it cannot.
+func TestCheck(t *testing.T) {
+	db, err := sql.Open("pgx", "postgres://127.0.0.1:1/none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	plain := entsql.OpenDB(dialect.Postgres, db)
+	for _, c := range []struct {
+		name string
+		drv  dialect.Driver
+		want error
+	}{
+		{"wrapped", entaudit.Driver(plain), nil},
+		{"wrapped, then debug", dialect.Debug(entaudit.Driver(plain)), nil},
+		{"not wrapped", plain, entaudit.ErrNoTransaction},
+		{"wrapped inside another wrapper", otherWrapper{entaudit.Driver(plain)}, entaudit.ErrNoTransaction},
+		{"nil", nil, entaudit.ErrNoTransaction},
+		{"not PostgreSQL", entaudit.Driver(entsql.OpenDB(dialect.MySQL, db)), entaudit.ErrDialect},
+	} {
+		if err := entaudit.Check(c.drv); !errors.Is(err, c.want) || (err == nil) != (c.want == nil) {
+			t.Errorf("%s: Check = %v, want %v", c.name, err, c.want)
+		}
+	}
+}
+
+type otherWrapper struct{ dialect.Driver }
+
+// logBuffer collects what a logger writes, for tests that count warnings.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func (l *logBuffer) count(s string) int { return strings.Count(l.String(), s) }
 
 func TestInTransaction(t *testing.T) {
 	e := newEnv(t, withOptions(func(o *entaudit.Options) { o.InTransaction = true }))

@@ -48,12 +48,22 @@ func rdSecrets(tag string) map[string]any {
 	m["strs"] = []string{`{"ssn":"` + mk() + `"}`, "token=" + mk()}
 	m["maps"] = []map[string]any{{"privateKey": mk()}}
 	m["values"] = map[string][]string{"client_secret": {mk(), mk()}}
+	// Secrets recognised by their shape, under neutral keys, as keys and in name/value pairs.
+	m["jwt"] = rdJWTPrefix + mk()
+	m["pem"] = "-----BEGIN PRIVATE KEY-----\n" + mk() + "\n-----END PRIVATE KEY-----"
+	m["github"] = "ghp_" + mk() + strings.Repeat("a", 30)
+	m["ghp_"+mk()+strings.Repeat("b", 30)] = "under a key that is a token"
+	m["note "+rdJWTPrefix+mk()] = 1
+	m["env"] = []any{map[string]any{"name": "DB_PASSWORD", "value": mk()}}
 	m["struct"] = struct {
 		Password string `json:"password"`
 		Inner    any    `json:"inner"`
 	}{mk(), map[string]string{"apiKey": mk()}}
 	return m
 }
+
+// rdJWTPrefix is the header and payload of a JWT; a marker appended to it is its signature.
+const rdJWTPrefix = "eyJhbGciOiJIUzI1NiJ9.eyJ4IjoxfQ."
 
 // rdInput interprets fuzz bytes as JSON when they are valid JSON, else as a string.
 func rdInput(data []byte) any {
@@ -123,6 +133,10 @@ func FuzzRedact(f *testing.F) {
 		`{"\u0000":"\ud800"}`,
 		`https://example.com/?a=b#c=d`,
 		`{"b":"` + strings.Repeat(`\\`, 10) + `"}`,
+		// Secrets recognised by their shape.
+		rdJWT, rdPEM, rdAWSKey, rdGitHub, rdSlack, rdStripe, rdGoogle, rdVisa, "4111 1111 1111 1111",
+		`{"name":"API_TOKEN","value":"v"}`, `{"` + rdJWT + `":1}`, "?" + rdJWT, "/reset/" + rdJWT,
+		"LS0tLS1CRUdJTiBQUklWQVRFIEtFWS0tLS0tCk1JSUV2UUlCQURBTkJna3Foa2lHOXcwQkFRRUZBQVND",
 	} {
 		f.Add([]byte(s))
 	}
@@ -151,7 +165,9 @@ func FuzzRedact(f *testing.F) {
 		rec := &core.Record{
 			Kind:        core.KindHTTP,
 			Action:      string(data),
-			Path:        string(data),
+			Route:       "/reset/:token",
+			Path:        string(data) + "/" + rdJWTPrefix + rdMarker + "p1Z",
+			UserAgent:   string(data) + " " + rdJWTPrefix + rdMarker + "ua1Z",
 			Before:      in,
 			After:       rdSecrets("a"),
 			Diff:        diff,
@@ -167,6 +183,8 @@ func FuzzRedact(f *testing.F) {
 		rdCheck(t, "Record.Diff", out.Diff)
 		rdCheck(t, "Record.Query", out.Query)
 		rdCheck(t, "Record.Metadata", out.Metadata)
+		rdCheck(t, "Record.Path", out.Path)
+		rdCheck(t, "Record.UserAgent", out.UserAgent)
 		for name, b := range map[string]*core.Body{"request": out.RequestBody, "response": out.ResponseBody} {
 			if !json.Valid(b.Data) {
 				t.Fatalf("%s body is not JSON: %q", name, b.Data)
@@ -207,11 +225,15 @@ func FuzzText(f *testing.F) {
 		{"", ""}, {"a=1&", "&b=2"}, {`{"user":"bob",`, `,"x":1}`}, {`"`, `"`}, {`\`, `\"`},
 		{"token=", ""}, {"Bearer ", " x"}, {`{"secret":{`, `}}`}, {"x\x00", "\xff"}, {"<a>", "</a>"},
 		{"https://u:", "@host/"}, {"password: ", "\n"}, {`'`, `'`}, {"[", "]"}, {"basic", ""},
+		{rdJWT + " ", ""}, {"eyJ", ".x"}, {"-----BEGIN PRIVATE KEY-----\n", "\n-----END"}, {"ghp_", "_"}, {"4111 ", " 1111"},
 	} {
 		f.Add(p[0], p[1])
 	}
 	r := core.NewRedactor(nil, nil)
-	templates := []string{"password=", `"token":"`, "Bearer ", `\"token\":\"`, "Cookie: ", "api_key = "}
+	templates := []string{"password=", `"token":"`, "Bearer ", `\"token\":\"`, "Cookie: ", "api_key = ",
+		// Secrets recognised by their shape: the marker is a JWT's signature, a line of a PEM
+		// block, the body of a GitHub token or of an AWS key id.
+		" " + rdJWTPrefix, "\n-----BEGIN PRIVATE KEY-----\n", " ghp_" + strings.Repeat("a", 30), " AKIAABCDEFGH"}
 	f.Fuzz(func(t *testing.T, prefix, suffix string) {
 		if strings.Contains(core.Sanitize(prefix), rdMarker) || strings.Contains(core.Sanitize(suffix), rdMarker) {
 			t.Skip()

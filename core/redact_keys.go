@@ -47,9 +47,10 @@ var DefaultRedactFields = []string{
 // "X-Registry-Auth" and "basic_auth" hold credentials, "auth_type" and "auth_user" do not.
 var redactLastWordOnly = map[string]bool{"auth": true}
 
-// redactTailMin is the length from which a pattern also matches the tail of a glued word
-// ("rolpassword", "accesstoken", "jsessionid", "csrfmiddlewaretoken"): English compounds name
-// what they are by their last part. Shorter patterns (pass, pin, sig, otp) match whole words only.
+// redactTailMin is the length from which a pattern may also start inside a word, as the tail of
+// a glued compound ("rolpassword", "accesstoken", "jsessionid", "csrfmiddlewaretoken",
+// "basicapi_key"): English compounds name what they are by their last part. It must still end
+// with a word. Shorter patterns (pass, pin, sig, otp) match whole words only.
 const redactTailMin = 5
 
 // redactPluralMin is the length from which a pattern also matches with a plural "s" ("tokens",
@@ -307,9 +308,9 @@ func (r *Redactor) containsPattern(n []byte) bool {
 // "api key" matches api_key, apiKey, x-api-key and APIKEY. Besides:
 //
 //   - a pattern of 4 or more letters also matches with a plural "s" (tokens, credentials);
-//   - a pattern of 5 or more letters also matches the tail of a glued word (rolpassword,
-//     accesstoken, jsessionid), but never its head (secretary, tokenizer and passwordless are
-//     not sensitive);
+//   - a pattern of 5 or more letters may also start inside a word, as the tail of a glued
+//     compound (rolpassword, accesstoken, jsessionid, xapi_key), but must end with a word: the
+//     head of a word never matches (secretary, tokenizer and passwordless are not sensitive);
 //   - "auth" matches only as the last word (X-Registry-Auth, basic_auth; not auth_type).
 //
 // A key that matches is still not sensitive when it names a property of the secret rather than
@@ -367,9 +368,8 @@ func (r *Redactor) matchWords(n []byte, ends []int) bool {
 					continue
 				}
 				s := e - l
-				sw, atBoundary := redactWordAt(ends, s)
-				if !atBoundary && (l < redactTailMin || sw != w) {
-					// A glued tail lies within one word.
+				sw, atBoundary := redactWordAt(ends, w, s)
+				if !atBoundary && l < redactTailMin {
 					continue
 				}
 				firstWord = min(firstWord, sw)
@@ -398,16 +398,19 @@ func (r *Redactor) matchWords(n []byte, ends []int) bool {
 	return true
 }
 
-// redactWordAt returns the index of the word holding offset s and whether s is its start.
-func redactWordAt(ends []int, s int) (int, bool) {
-	start := 0
-	for w, e := range ends {
-		if s < e {
-			return w, s == start
+// redactWordAt returns the index of the word holding offset s, at or before word w, and whether
+// s is its start. It walks back from w, at most one word per byte of a pattern.
+func redactWordAt(ends []int, w, s int) (int, bool) {
+	for {
+		start := 0
+		if w > 0 {
+			start = ends[w-1]
 		}
-		start = e
+		if start <= s {
+			return w, start == s
+		}
+		w--
 	}
-	return len(ends), false
 }
 
 // redactLetters appends the lower-cased letters and digits of s to dst, as redactWords does
@@ -434,18 +437,22 @@ func redactLetters(dst []byte, s string) []byte {
 // redactKeyPlaceholder is the format of the placeholder that replaces a key carrying a secret.
 const redactKeyPlaceholder = "[REDACTED KEY %d]"
 
-// redactPlainKey reports whether k is too short and too plain (letters, digits, '_', '-', '.',
-// brackets) to carry a secret itself: the fast path of keySecret.
+// redactPlainKey reports whether k is too short and too plain (letters, fewer digits than a card
+// number, '_', '-', '.', brackets) to carry a secret itself: the fast path of keySecret.
 func redactPlainKey(k string) bool {
 	if len(k) >= redactTokenMin {
 		return false
 	}
+	digits := 0
 	for i := 0; i < len(k); i++ {
-		if c := k[i]; !redactAlnum(c) && c != '_' && c != '-' && c != '.' && c != '[' && c != ']' {
+		c := k[i]
+		if redactDigit(c) {
+			digits++
+		} else if !redactAlnum(c) && c != '_' && c != '-' && c != '.' && c != '[' && c != ']' {
 			return false
 		}
 	}
-	return true
+	return digits < redactShapeMin // else it may be a card number
 }
 
 // keySecret reports whether the sanitised key k is itself a secret or carries one: a JWT, a

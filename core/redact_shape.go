@@ -181,36 +181,27 @@ func redactToken(s string, i, j int, spans []redactSpan) []redactSpan {
 	return spans
 }
 
-// redactJWT returns the length of the JWS (three segments) or JWE (five segments) compact
-// serialisation at the start of t whose header decodes to a JSON object with an "alg" member,
-// or 0. A final '.' ending a sentence is not part of it.
+// redactJWT returns the length of the JWS (three segments) or JWE (five segments, its header
+// naming "enc") compact serialisation at the start of t whose header decodes to a JSON object
+// with an "alg" member, or 0. What follows the last segment ("x.y.z." ending a sentence) is not
+// part of it.
 func redactJWT(t string) int {
 	if len(t) < 2 || t[0] != 'e' {
 		return 0
 	}
-	dot := strings.IndexByte(t, '.')
-	if dot < 4 || dot > 2048 {
-		return 0
-	}
-	n := strings.Count(t, ".")
-	end := len(t)
-	if n == 3 || n == 5 {
-		if t[len(t)-1] != '.' {
-			return 0
-		}
-		// "x.y.z." ends a sentence, unless the last segment is empty ("x.y." is alg none).
-		if strings.Count(t[:len(t)-1], ".") == n-1 && t[len(t)-2] != '.' {
-			end, n = len(t)-1, n-1
+	var dots [5]int
+	n := 0
+	for i := 0; i < len(t) && n < len(dots); i++ {
+		if t[i] == '.' {
+			dots[n] = i
+			n++
 		}
 	}
-	if n != 2 && n != 4 {
+	if n < 2 || dots[0] < 4 || dots[0] > 2048 {
 		return 0
 	}
 	var buf [1536]byte
-	hdr := strings.TrimRight(t[:dot], "=")
-	if base64.RawURLEncoding.DecodedLen(len(hdr)) > len(buf) {
-		return 0
-	}
+	hdr := strings.TrimRight(t[:dots[0]], "=")
 	m, err := base64.RawURLEncoding.Decode(buf[:], []byte(hdr))
 	if err != nil {
 		return 0
@@ -219,7 +210,14 @@ func redactJWT(t string) int {
 	if len(h) < 2 || h[0] != '{' || !bytes.Contains(h, []byte(`"alg"`)) || !json.Valid(h) {
 		return 0
 	}
-	return end
+	segs := 3
+	if n >= 4 && bytes.Contains(h, []byte(`"enc"`)) {
+		segs = 5
+	}
+	if n < segs {
+		return len(t)
+	}
+	return dots[segs-1]
 }
 
 // redactPEMPrivate reports whether a PEM label names a private or secret key.
@@ -253,7 +251,7 @@ func redactPEM(s string, spans []redactSpan) []redactSpan {
 		endLine := "-----END " + label + "-----"
 		e := strings.Index(s[ls:], endLine)
 		if e < 0 {
-			return append(spans, redactSpan{b, redactPEMBodyEnd(s, ls+le+5)})
+			return append(spans, redactSpan{b, redactPEMBodyEnd(s, b)})
 		}
 		e += ls + len(endLine)
 		spans = append(spans, redactSpan{b, e})
@@ -261,23 +259,31 @@ func redactPEM(s string, spans []redactSpan) []redactSpan {
 	}
 }
 
-// redactPEMBodyEnd returns where the body of a PEM block without an END line ends, from i just
-// after its BEGIN line: after the last of the lines (separated by line breaks or by escaped
-// "\n") that hold only base64 or an armour header (Proc-Type, DEK-Info, Comment, Version).
-// A cut block thus hides all of its key, and the text after a malformed one is kept.
-func redactPEMBodyEnd(s string, i int) int {
-	end := i
-	for i < len(s) {
+// redactPEMBodyEnd returns where a PEM block without an END line ends, from b, the start of its
+// BEGIN line: at the end of the last line before the text returns to a smaller indentation than
+// the BEGIN line's (the end of a YAML block scalar holding the key), or at the end of s. Lines
+// are separated by line breaks or by escaped "\n". A cut block thus hides all of its key.
+func redactPEMBodyEnd(s string, b int) int {
+	ls := b // the start of the BEGIN line
+	for ls > 0 && s[ls-1] != '\n' && s[ls-1] != '\r' && !(s[ls-1] == 'n' && ls >= 2 && s[ls-2] == '\\') {
+		ls--
+	}
+	indent := b - ls
+	if strings.TrimLeft(s[ls:b], " \t") != "" {
+		indent = 0 // text before BEGIN on its line: no indentation to return to
+	}
+	end := b
+	for i := b; i < len(s); {
 		// The line runs to the next line break, real or escaped.
 		j := i
-		for j < len(s) && s[j] != '\n' && s[j] != '\r' && !(s[j] == '\\' && j+1 < len(s) && (s[j+1] == 'n' || s[j+1] == 'r')) {
+		for j < len(s) && s[j] != '\n' && s[j] != '\r' && !(s[j] == '\\' && j+1 < len(s) && s[j+1] == 'n') {
 			j++
 		}
-		line := strings.TrimSpace(s[i:j])
-		if !redactPEMLine(line) {
-			return end
-		}
-		if line != "" {
+		line := s[i:j]
+		if body := strings.TrimLeft(line, " \t"); body != "" {
+			if i > b && len(line)-len(body) < indent {
+				return end
+			}
 			end = j
 		}
 		if j < len(s) && s[j] == '\\' {
@@ -286,21 +292,6 @@ func redactPEMBodyEnd(s string, i int) int {
 		i = j + 1
 	}
 	return end
-}
-
-// redactPEMLine reports whether a line may be part of the body of a PEM block.
-func redactPEMLine(line string) bool {
-	for _, h := range []string{"Proc-Type:", "DEK-Info:", "Comment:", "Version:"} {
-		if strings.HasPrefix(line, h) {
-			return true
-		}
-	}
-	for i := 0; i < len(line); i++ {
-		if c := line[i]; !redactAlnum(c) && c != '+' && c != '/' && c != '=' {
-			return false
-		}
-	}
-	return true
 }
 
 // redactBase64PrivateKey reports whether b64 (standard base64) decodes to a PEM private key.

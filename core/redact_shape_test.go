@@ -1,9 +1,13 @@
 package core_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -320,6 +324,192 @@ func TestRedactRecordPathAndUserAgent(t *testing.T) {
 	} {
 		if got := r.Record(&core.Record{UserAgent: ua}).UserAgent; got != want {
 			t.Errorf("UserAgent(%q) = %q, want %q", ua, got, want)
+		}
+	}
+}
+
+// rdShapeSecret is a generated secret: the text to plant and the parts of it that must not
+// reach the output.
+type rdShapeSecret struct {
+	shape, text string
+	cores       []string
+	pathSafe    bool // may stand as a URL path segment
+}
+
+// rdShapeGen returns generators of fresh secrets of every shape Value recognises.
+func rdShapeGen() map[string]func(rng *rand.Rand) rdShapeSecret {
+	const (
+		b64url = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+		b64    = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+		alnum  = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+		upnum  = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+		hex    = "0123456789abcdef"
+		digits = "0123456789"
+	)
+	rnd := func(rng *rand.Rand, set string, n int) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = set[rng.IntN(len(set))]
+		}
+		return string(b)
+	}
+	enc := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	gens := map[string]func(rng *rand.Rand) rdShapeSecret{
+		"jwt": func(rng *rand.Rand) rdShapeSecret {
+			hdrs := []string{`{"alg":"HS256","typ":"JWT"}`, `{"alg":"RS256","kid":"` + rnd(rng, alnum, 8) + `"}`, `{ "typ": "JWT", "alg": "ES256" }`, `{"alg":"none"}`}
+			tok := enc(hdrs[rng.IntN(len(hdrs))]) + "." + enc(`{"sub":"`+rnd(rng, alnum, 10)+`","n":`+rnd(rng, digits, 5)+`}`) + "." + rnd(rng, b64url, 43)
+			return rdShapeSecret{"jwt", tok, []string{tok[strings.IndexByte(tok, '.'):]}, true}
+		},
+		"pem": func(rng *rand.Rand) rdShapeSecret {
+			labels := []string{"PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", "DSA PRIVATE KEY", "ENCRYPTED PRIVATE KEY", "OPENSSH PRIVATE KEY", "PGP PRIVATE KEY BLOCK"}
+			l := labels[rng.IntN(len(labels))]
+			body := []string{rnd(rng, b64, 64), rnd(rng, b64, 64), rnd(rng, b64, 20) + "=="}
+			pem := "-----BEGIN " + l + "-----\n" + strings.Join(body, "\n") + "\n-----END " + l + "-----"
+			if rng.IntN(4) == 0 { // cut short, as in a truncated body
+				pem = pem[:len(pem)/2]
+			}
+			return rdShapeSecret{"pem", pem, body[:1], false}
+		},
+		"pem-base64": func(rng *rand.Rand) rdShapeSecret {
+			body := rnd(rng, b64, 64)
+			s := base64.StdEncoding.EncodeToString([]byte("-----BEGIN PRIVATE KEY-----\n" + body + "\n-----END PRIVATE KEY-----\n"))
+			return rdShapeSecret{"pem-base64", s, []string{s[20:60]}, false}
+		},
+		"card": func(rng *rand.Rand) rdShapeSecret {
+			iins := []struct {
+				prefix string
+				n      int
+			}{{"4", 16}, {"4", 13}, {"4", 19}, {"51", 16}, {"55", 16}, {"2221", 16}, {"2720", 16}, {"34", 15}, {"37", 15},
+				{"6011", 16}, {"65", 19}, {"62", 17}, {"3528", 16}, {"3589", 19}, {"36", 14}, {"300", 14}, {"6304", 18}, {"2200", 16}}
+			c := iins[rng.IntN(len(iins))]
+			d := []byte(c.prefix + rnd(rng, digits, c.n-len(c.prefix)-1) + "0")
+			for k := byte(0); k < 10; k++ {
+				d[len(d)-1] = '0' + k
+				if rdLuhn(d) {
+					break
+				}
+			}
+			plain := string(d)
+			text := plain
+			switch rng.IntN(3) {
+			case 1:
+				text = rdGroup(plain, " ")
+			case 2:
+				text = rdGroup(plain, "-")
+			}
+			return rdShapeSecret{"card", text, []string{plain, text}, text == plain}
+		},
+		"bearer": func(rng *rand.Rand) rdShapeSecret {
+			tok := rnd(rng, b64url, 32)
+			return rdShapeSecret{"bearer", "Bearer " + tok, []string{tok}, false}
+		},
+		"pair": func(rng *rand.Rand) rdShapeSecret {
+			keys := []string{"password", "api_key", "client_secret", "token", "pwd", "session_id", "card[number]"}
+			v := rnd(rng, alnum, 16)
+			return rdShapeSecret{"pair", keys[rng.IntN(len(keys))] + "=" + v, []string{v}, false}
+		},
+	}
+	prefixes := []struct{ prefix, set string }{
+		{"AKIA", upnum}, {"ASIA", upnum}, {"ghp_", alnum}, {"gho_", alnum}, {"ghs_", alnum}, {"github_pat_", alnum},
+		{"glpat-", alnum}, {"xoxb-", alnum}, {"xoxp-", alnum}, {"sk_live_", alnum}, {"rk_live_", alnum}, {"sk_test_", alnum},
+		{"whsec_", alnum}, {"AIza", b64url}, {"ya29.", b64url}, {"GOCSPX-", alnum}, {"sk-", alnum}, {"npm_", alnum},
+		{"hf_", alnum}, {"shpat_", hex}, {"dop_v1_", hex}, {"hvs.", alnum},
+	}
+	for _, p := range prefixes {
+		n := 36
+		switch p.prefix {
+		case "AKIA", "ASIA":
+			n = 16
+		case "dop_v1_":
+			n = 64
+		case "AIza":
+			n = 35
+		}
+		gens["key "+p.prefix] = func(rng *rand.Rand) rdShapeSecret {
+			s := p.prefix + rnd(rng, p.set, n)
+			return rdShapeSecret{"key", s, []string{s[len(p.prefix):]}, true}
+		}
+	}
+	return gens
+}
+
+func rdLuhn(d []byte) bool {
+	sum := 0
+	for k := range d {
+		v := int(d[len(d)-1-k] - '0')
+		if k%2 == 1 {
+			if v *= 2; v > 9 {
+				v -= 9
+			}
+		}
+		sum += v
+	}
+	return sum%10 == 0
+}
+
+func rdGroup(s, sep string) string {
+	var parts []string
+	for len(s) > 4 {
+		parts = append(parts, s[:4])
+		s = s[4:]
+	}
+	return strings.Join(append(parts, s), sep)
+}
+
+// TestRedactShapeProperty plants generated secrets of every shape as a value under a neutral
+// key, as a key, inside free text, as a query value and a bare query key, as a header value,
+// inside a URL, in a record's path and user agent, and asserts that no output of Value, Values,
+// Header, Diff, Text or Record contains them.
+func TestRedactShapeProperty(t *testing.T) {
+	r := core.NewRedactor(nil, nil)
+	rng := rand.New(rand.NewPCG(1, 2))
+	gens := rdShapeGen()
+	names := make([]string, 0, len(gens))
+	for name := range gens {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		for range 60 {
+			s := gens[name](rng)
+			outs := map[string]any{
+				"value":        r.Value(map[string]any{"data": s.text}),
+				"list":         r.Value([]any{"x", s.text}),
+				"raw JSON":     r.Value(json.RawMessage(rdJSON(t, map[string]any{"data": s.text}))),
+				"key":          r.Value(map[string]any{s.text: "v"}),
+				"text value":   r.Value(map[string]any{"note": "see " + s.text + " then"}),
+				"values":       r.Values(map[string][]string{"q": {s.text}}),
+				"bare key":     r.Values(map[string][]string{s.text: {""}}),
+				"header":       r.Header(http.Header{"X-Note": {s.text}}),
+				"diff key":     r.Diff(map[string]core.Change{s.text: {From: "a", To: "b"}}),
+				"diff value":   r.Diff(map[string]core.Change{"note": {From: s.text, To: nil}}),
+				"text":         r.Text("line: " + s.text + "\nnext"),
+				"user agent":   r.Record(&core.Record{UserAgent: "client/1 " + s.text}).UserAgent,
+				"name/value":   r.Value(map[string]any{"name": "note", "value": s.text}),
+				"string map":   r.Value(map[string]string{"a": s.text}),
+				"metadata":     r.Record(&core.Record{Metadata: map[string]any{"m": s.text}}).Metadata,
+				"sensitive ":   r.Record(&core.Record{Route: "/reset/:token", Path: "/reset/" + url.PathEscape(s.text)}).Path,
+				"query in URL": r.Value("https://example.com/cb?x=" + url.QueryEscape(s.text)),
+			}
+			if s.pathSafe {
+				outs["path"] = r.Record(&core.Record{Path: "/a/" + s.text + "/b"}).Path
+				outs["path with route"] = r.Record(&core.Record{Route: "/a/:id/b", Path: "/a/" + s.text + "/b"}).Path
+				outs["URL path"] = r.Value("https://example.com/p/" + s.text + "?x=1")
+				outs["query string"] = r.Value("https://example.com/p?" + s.text)
+			}
+			for place, out := range outs {
+				var b strings.Builder
+				enc := json.NewEncoder(&b)
+				enc.SetEscapeHTML(false)
+				if err := enc.Encode(out); err != nil {
+					t.Fatal(err)
+				}
+				for _, c := range s.cores {
+					if strings.Contains(b.String(), c) || strings.Contains(b.String(), url.QueryEscape(c)) {
+						t.Errorf("%s as %s: %q survived in %s", name, place, c, b.String())
+					}
+				}
+			}
 		}
 	}
 }

@@ -13,6 +13,16 @@
 // hand them to Dispatch, which adds them to the request's Collector when the context carries one
 // and enqueues them on the Writer otherwise.
 //
+// # Identity in a context
+//
+//   - WithActor, WithTenant and WithRequestID put identity into a context; records made with it
+//     take that identity (StampFromContext).
+//   - ActorFromContext reports ok only when an actor was established; AuthenticationFromContext
+//     tells "no credentials" (AuthNone) from "credentials refused" (AuthRefused, with the
+//     reason), which the HTTP middleware records for every request.
+//   - A tenant id follows ValidateTenantID (1–128 ASCII letters, digits and . _ - : @, starting
+//     and ending with a letter or a digit, no ".."); a context never hands out one that does not.
+//
 // Records are redacted once, by the Writer (or TxWriter) just before they leave the process, so
 // the request path pays only for Enqueue: validation, an id, and a non-blocking channel send.
 package core

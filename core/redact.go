@@ -742,17 +742,15 @@ func (r *Redactor) mayLeak(s string) bool {
 
 // redactMentionsAuthScheme reports whether s contains "bearer" or "basic" in any case.
 func redactMentionsAuthScheme(s string) bool {
-	for {
-		i := strings.IndexAny(s, "bB")
-		if i < 0 {
-			return false
+	for i := 0; i+5 <= len(s); i++ {
+		if s[i]|0x20 != 'b' {
+			continue
 		}
-		s = s[i:]
-		if len(s) >= 6 && strings.EqualFold(s[:6], "bearer") || len(s) >= 5 && strings.EqualFold(s[:5], "basic") {
+		if len(s)-i >= 6 && strings.EqualFold(s[i:i+6], "bearer") || strings.EqualFold(s[i:i+5], "basic") {
 			return true
 		}
-		s = s[1:]
 	}
+	return false
 }
 
 // redactFloat keeps a finite float and spells out the others, which JSON cannot hold.
@@ -876,6 +874,27 @@ func (r *Redactor) Text(s string) string {
 }
 
 func (r *Redactor) text(s string) string {
+	spans := r.textSpans(s)
+	if len(spans) == 0 {
+		return s
+	}
+	slices.SortFunc(spans, func(a, b redactSpan) int { return a.start - b.start })
+	out := make([]byte, 0, len(s)+len(Redacted))
+	last := 0 // s[:last] is done
+	for i := 0; i < len(spans); {
+		start, end := spans[i].start, spans[i].end
+		for i++; i < len(spans) && spans[i].start <= end; i++ {
+			end = max(end, spans[i].end)
+		}
+		out = append(out, s[last:start]...)
+		out = append(out, Redacted...)
+		last = end
+	}
+	return string(append(out, s[last:]...))
+}
+
+// textSpans returns the spans of s that text hides, unsorted and possibly overlapping.
+func (r *Redactor) textSpans(s string) []redactSpan {
 	// Every detector reads the original text and reports spans to hide, so that what one of
 	// them replaces cannot hide a secret from another.
 	spans := r.pairs(s, nil)
@@ -896,22 +915,7 @@ func (r *Redactor) text(s string) string {
 	if redactShapeHint(s) {
 		spans = redactShapes(s, spans)
 	}
-	if len(spans) == 0 {
-		return s
-	}
-	slices.SortFunc(spans, func(a, b redactSpan) int { return a.start - b.start })
-	out := make([]byte, 0, len(s)+len(Redacted))
-	last := 0 // s[:last] is done
-	for i := 0; i < len(spans); {
-		start, end := spans[i].start, spans[i].end
-		for i++; i < len(spans) && spans[i].start <= end; i++ {
-			end = max(end, spans[i].end)
-		}
-		out = append(out, s[last:start]...)
-		out = append(out, Redacted...)
-		last = end
-	}
-	return string(append(out, s[last:]...))
+	return spans
 }
 
 // redactSpan is a part of a text to replace by Redacted.
@@ -1129,13 +1133,28 @@ func redactBracketEnd(s string, v int) int {
 }
 
 // xml appends the spans of the text content of XML elements with sensitive names.
+//
+// In text that is not well-formed XML, the content of a sensitive element is hidden up to its
+// closing tag (or to the next tag when there is none), so that nested elements are hidden too,
+// and name/value entries are judged by their name (see xmlEntries).
 func (r *Redactor) xml(s string, spans []redactSpan) []redactSpan {
+	closes := &redactCloseTags{s: s}
+	covered := 0
 	for _, m := range redactXMLElement.FindAllStringSubmatchIndex(s, -1) {
-		if m[5] > m[4] && r.Sensitive(s[m[2]:m[3]]) {
-			spans = append(spans, redactSpan{m[4], m[5]})
+		name := s[m[2]:m[3]]
+		if m[4] < covered || !r.Sensitive(name) {
+			continue
+		}
+		end := m[5]
+		if c := closes.after(name, m[4]); c >= 0 {
+			end = c
+		}
+		if end > m[4] {
+			spans = append(spans, redactSpan{m[4], end})
+			covered = end
 		}
 	}
-	return spans
+	return r.xmlEntries(s, closes, spans)
 }
 
 // TagName is the struct tag the ORM integrations read: `audit:"-"` leaves a field out of the

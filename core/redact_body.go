@@ -8,6 +8,9 @@ import (
 	"io"
 	"mime/multipart"
 	"net/url"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -101,7 +104,12 @@ func (r *Redactor) body(b *Body) []byte {
 				if truncated {
 					return omit(bodyOmittedTruncated)
 				}
-				if out, ok := r.xmlDoc(string(trimmed)); ok {
+				if out, ok := r.xmlDoc(string(trimmed), true); ok {
+					doc.Format, doc.Truncated, doc.Text = "xml", &truncated, &out
+					return redactEncodeJSON(doc)
+				}
+				// Lenient: a bare '&' or an unknown entity, as hand-written XML often has.
+				if out, ok := r.xmlDoc(string(trimmed), false); ok {
 					doc.Format, doc.Truncated, doc.Text = "xml", &truncated, &out
 					return redactEncodeJSON(doc)
 				}
@@ -124,7 +132,12 @@ func (r *Redactor) body(b *Body) []byte {
 		}
 		if v, ok := r.yamlDoc(trimmed, truncated, declared == "yaml"); ok {
 			doc.Format, doc.Truncated, doc.Value = "yaml", &truncated, v
-			return redactEncodeJSON(doc)
+			// A YAML parser can disagree with the lines (a stray anchor can move the next line
+			// into a neutral value): what the text rules hide must not survive the parse.
+			if out := redactEncodeJSON(doc); !r.keepsHidden(trimmed, out) {
+				return out
+			}
+			doc.Format, doc.Value = "", nil
 		}
 		if declared != "" {
 			if truncated {
@@ -133,9 +146,86 @@ func (r *Redactor) body(b *Body) []byte {
 			return omit(bodyOmittedUnparsed)
 		}
 	}
-	text := r.Text(string(b.Data))
+	text := r.bodyText(string(b.Data), truncated)
 	doc.Truncated, doc.Text = &truncated, &text
 	return redactEncodeJSON(doc)
+}
+
+// bodyText redacts a text body. Text that holds URL-encoded pairs (a form broken by raw white
+// space) is decoded first, so that an encoded "token%3Dx" or "Bearer+x" is judged like the plain
+// one. In a truncated text the last token may have been cut, which hides its shape (a JWT, a card
+// number, a key): it is replaced by "[truncated]".
+func (r *Redactor) bodyText(s string, truncated bool) string {
+	if redactLooksURLEncoded(s) {
+		s = r.decodePairs(s)
+	}
+	out := r.Text(s)
+	if truncated && !strings.HasSuffix(out, Redacted) {
+		if i := strings.LastIndexAny(out, redactTokenEnds); i < len(out)-1 {
+			out = out[:i+1] + redactTruncatedValue
+		}
+	}
+	return out
+}
+
+// redactTokenEnds are the bytes that end a token in free text.
+const redactTokenEnds = " \t\r\n\"'<>,;&=:()[]{}"
+
+// redactLooksURLEncoded reports whether s holds URL-encoded k=v pairs: '&' and '=' with a
+// percent escape or a '+'.
+func redactLooksURLEncoded(s string) bool {
+	if !strings.Contains(s, "=") || !strings.Contains(s, "&") {
+		return false
+	}
+	if strings.Contains(s, "+") {
+		return true
+	}
+	for i := 0; i+2 < len(s); i++ {
+		if s[i] == '%' && redactIsHex(s[i+1]) && redactIsHex(s[i+2]) {
+			return true
+		}
+	}
+	return false
+}
+
+func redactIsHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c|0x20 && c|0x20 <= 'f' }
+
+// decodePairs decodes the '&'-separated k=v pairs of s, hiding the whole value of a sensitive
+// key (which, decoded, may hold white space that would end it in free text).
+func (r *Redactor) decodePairs(s string) string {
+	parts := strings.Split(s, "&")
+	for i, p := range parts {
+		k, v, ok := strings.Cut(p, "=")
+		k = redactDecodeURLText(k)
+		switch {
+		case !ok:
+			parts[i] = k
+		case v != "" && r.Sensitive(k):
+			parts[i] = k + "=" + Redacted
+		default:
+			parts[i] = k + "=" + redactDecodeURLText(v)
+		}
+	}
+	return strings.Join(parts, "&")
+}
+
+// redactDecodeURLText decodes '+' and valid percent escapes, keeping anything else as it is.
+func redactDecodeURLText(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '+':
+			b.WriteByte(' ')
+		case c == '%' && i+2 < len(s) && redactIsHex(s[i+1]) && redactIsHex(s[i+2]):
+			v, _ := strconv.ParseUint(s[i+1:i+3], 16, 8)
+			b.WriteByte(byte(v))
+			i += 2
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return Sanitize(b.String())
 }
 
 // redactDeclaredFormat returns the structured format a media type declares ("json", "form",
@@ -268,13 +358,16 @@ func redactSniffForm(data []byte) bool {
 	return utf8.Valid(data)
 }
 
-// form parses a URL-encoded form into an object of its redacted fields. Raw white space means the
-// body is not a form (a form encodes its spaces). When truncated, the last pair, which may be cut,
-// is left out. A form whose only key is a JSON document with no value is that JSON document.
+// form parses a URL-encoded form into an object of its redacted fields. Raw white space in a key
+// means the body is not a form (a form encodes its spaces; text such as .netrc sent as a form
+// would otherwise become one key). When truncated, the last pair, which may be cut, is left out.
+// A form whose only key is a JSON document with no value is that JSON document.
 func (r *Redactor) form(data []byte, truncated bool) (any, bool) {
 	s := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
-	if strings.ContainsAny(s, " \t\r\n") {
-		return nil, false
+	for _, p := range strings.Split(s, "&") {
+		if k, _, _ := strings.Cut(p, "="); strings.ContainsAny(k, " \t\r\n") {
+			return nil, false
+		}
 	}
 	if truncated {
 		i := strings.LastIndexByte(s, '&')
@@ -317,20 +410,17 @@ func redactSniffXML(data []byte) bool {
 		!strings.HasPrefix(head, "<!--")
 }
 
-// redactXMLNameAttrs are the attributes that name what an element holds (<entry key="db.password">,
-// <property name="password" value="...">).
-var redactXMLNameAttrs = map[string]bool{"name": true, "key": true, "id": true, "param": true,
-	"property": true, "field": true, "var": true, "variable": true}
-
-// redactXMLValueNames are the elements and attributes that hold the value of a named entry.
-var redactXMLValueNames = map[string]bool{"value": true, "val": true, "data": true, "content": true, "secret": true}
+// redactXMLName reports whether an attribute or element name names what an element holds
+// (<entry key="db.password">, <property name="password" value="...">, <param><name>): the name
+// members of name/value structures, and id.
+func redactXMLName(n string) bool { return redactNameMember(n) || strings.EqualFold(n, "id") }
 
 // xmlDoc returns the redacted text of a well-formed XML document: the content of elements with
 // sensitive names, of elements named by a sensitive name attribute and of value elements next to
 // a sensitive <name>, and the values of sensitive attributes (and of the value attribute of a
 // sensitively named element) become Redacted; other text and attribute values are redacted as
 // strings by Value. It reports false when data is not well-formed XML with one root element.
-func (r *Redactor) xmlDoc(s string) (out string, ok bool) {
+func (r *Redactor) xmlDoc(s string, strict bool) (out string, ok bool) {
 	defer func() {
 		if recover() != nil {
 			out, ok = "", false
@@ -344,7 +434,7 @@ func (r *Redactor) xmlDoc(s string) (out string, ok bool) {
 		values     []replSpan
 	}
 	dec := xml.NewDecoder(strings.NewReader(s))
-	dec.Strict = true
+	dec.Strict = strict
 	var stack []*elem
 	var spans []replSpan
 	roots := 0
@@ -376,7 +466,7 @@ func (r *Redactor) xmlDoc(s string) (out string, ok bool) {
 			if !parentMasked {
 				named := false
 				for _, a := range t.Attr {
-					if redactXMLNameAttrs[strings.ToLower(a.Name.Local)] && r.Sensitive(a.Value) {
+					if redactXMLName(a.Name.Local) && r.Sensitive(a.Value) {
 						named = true
 					}
 				}
@@ -404,11 +494,10 @@ func (r *Redactor) xmlDoc(s string) (out string, ok bool) {
 			}
 			if len(stack) > 0 && !e.masked {
 				p := stack[len(stack)-1]
-				ln := strings.ToLower(e.name)
 				switch {
-				case redactXMLNameAttrs[ln] && r.Sensitive(strings.TrimSpace(lastText)):
+				case redactXMLName(e.name) && r.namesKey(strings.TrimSpace(lastText)):
 					p.pairSecret = true
-				case redactXMLValueNames[ln] && contentEnd > e.start:
+				case redactValueMember(e.name) && contentEnd > e.start:
 					p.values = append(p.values, replSpan{e.start, contentEnd, Redacted})
 				}
 				if p.pairSecret && !p.masked {
@@ -487,13 +576,12 @@ func (r *Redactor) xmlAttrs(raw string, off int, t xml.StartElement, named bool,
 		if c := strings.LastIndexByte(local, ':'); c >= 0 {
 			local = local[c+1:]
 		}
-		ll := strings.ToLower(local)
 		switch {
-		case r.Sensitive(local) || named && redactXMLValueNames[ll]:
+		case r.Sensitive(local) || named && redactValueMember(local):
 			if ve > vs {
 				spans = append(spans, replSpan{off + vs, off + ve, Redacted})
 			}
-		case redactXMLNameAttrs[ll]:
+		case redactXMLName(local):
 			// The name itself; judged for its shape like any value below.
 			fallthrough
 		default:
@@ -547,11 +635,7 @@ func redactApplySpans(s string, spans []replSpan) string {
 }
 
 func sortSpans(spans []replSpan) {
-	for i := 1; i < len(spans); i++ {
-		for j := i; j > 0 && spans[j].start < spans[j-1].start; j-- {
-			spans[j], spans[j-1] = spans[j-1], spans[j]
-		}
-	}
+	slices.SortStableFunc(spans, func(a, b replSpan) int { return a.start - b.start })
 }
 
 // redactSniffMultipart reports whether data starts like a multipart body: a line "--<boundary>"
@@ -819,6 +903,7 @@ func (r *Redactor) lineFormats(s string, spans []redactSpan) []redactSpan {
 	if strings.IndexByte(s, ':') < 0 {
 		return spans
 	}
+	spans = r.namedValues(s, spans)
 	lines := 0
 	for start := 0; start < len(s); lines++ {
 		end := strings.IndexByte(s[start:], '\n')
@@ -1001,4 +1086,278 @@ func redactIndentedBlock(s string, end, indent int, bare bool) (bs, be, next int
 		return 0, 0, end
 	}
 	return bs, be, next
+}
+
+// redactNameMember reports whether k names the entry of a name/value structure (see
+// redactNameMembers).
+func redactNameMember(k string) bool {
+	var buf [32]byte
+	if len(k) > len(buf) {
+		return false
+	}
+	_, ok := redactNameMembers[string(redactNorm(buf[:0], k))]
+	return ok
+}
+
+// namesKey reports whether v, the value of a name member, names a sensitive key: a key-like
+// string without white space, at most 256 bytes long, for which Sensitive is true.
+func (r *Redactor) namesKey(v string) bool {
+	return v != "" && len(v) <= 256 && !strings.ContainsAny(v, " \t\r\n") && r.Sensitive(v)
+}
+
+var (
+	// redactInnerObject matches an object without nested objects in JSON-like text (or the rest
+	// of the text after an unclosed one).
+	redactInnerObject = regexp.MustCompile(`\{[^{}]*(?:\}|$)`)
+	// redactQuotedMember matches a quoted member name and its separator; group 1 is the name.
+	redactQuotedMember = regexp.MustCompile(`"([^"\\\n]{1,64})"\s*:\s*`)
+	// redactYAMLMember matches a "key: value" line, optionally a list item; group 1 is the
+	// indentation with the list marker, group 2 the key, group 3 the value.
+	redactYAMLMember = regexp.MustCompile(`^([ \t]*(?:- +)?)([A-Za-z_][\w.-]{0,63}):(?:[ \t]+(.*?))?[ \t\r]*$`)
+)
+
+// namedValues appends the spans of the values of name/value structures in free text that name a
+// sensitive key: {"name": "DB_PASSWORD", "value": "..."} in JSON-like text (also when the JSON
+// does not parse), and the same as YAML-like lines ("- name: DB_PASSWORD" / "  value: ...").
+func (r *Redactor) namedValues(s string, spans []redactSpan) []redactSpan {
+	if strings.IndexByte(s, '{') >= 0 && strings.IndexByte(s, '"') >= 0 {
+		for _, o := range redactInnerObject.FindAllStringIndex(s, -1) {
+			obj := s[o[0]:o[1]]
+			ms := redactQuotedMember.FindAllStringSubmatchIndex(obj, -1)
+			named := false
+			for _, m := range ms {
+				if redactNameMember(obj[m[2]:m[3]]) && m[1] < len(obj) && obj[m[1]] == '"' {
+					if e := strings.IndexByte(obj[m[1]+1:], '"'); e >= 0 && r.namesKey(obj[m[1]+1:m[1]+1+e]) {
+						named = true
+					}
+				}
+			}
+			if !named {
+				continue
+			}
+			for _, m := range ms {
+				if redactValueMember(obj[m[2]:m[3]]) {
+					if vs, ve := redactValueSpan(obj, m[1], ':', true); ve > vs {
+						spans = append(spans, redactSpan{o[0] + vs, o[0] + ve})
+					}
+				}
+			}
+		}
+	}
+	if strings.Contains(s, ": ") {
+		spans = r.namedValueLines(s, spans)
+	}
+	return spans
+}
+
+// redactEntryLines bounds how many lines around a sensitive name line namedValueLines looks at
+// for the value lines of the same entry.
+const redactEntryLines = 64
+
+// namedValueLines is namedValues for YAML-like lines: the members of one mapping share the key
+// column; a list item ("- name: ...") starts a new mapping.
+func (r *Redactor) namedValueLines(s string, spans []redactSpan) []redactSpan {
+	type line struct {
+		end      int
+		col      int // a member's key column, another line's indentation
+		member   bool
+		item     bool // a member that starts a list item
+		blank    bool
+		key, val string
+		valStart int
+	}
+	var ls []line
+	for start := 0; start < len(s); {
+		end := strings.IndexByte(s[start:], '\n')
+		if end < 0 {
+			end = len(s)
+		} else {
+			end += start
+		}
+		text := s[start:end]
+		l := line{end: end}
+		if sm := redactYAMLMember.FindStringSubmatchIndex(text); sm != nil {
+			l.member, l.col, l.key = true, sm[3], text[sm[4]:sm[5]]
+			l.item = strings.Contains(text[:sm[3]], "-")
+			if sm[6] >= 0 {
+				l.val, l.valStart = text[sm[6]:sm[7]], start+sm[6]
+			}
+		} else if strings.TrimSpace(text) == "" {
+			l.blank = true
+		} else {
+			l.col = len(text) - len(strings.TrimLeft(text, " \t"))
+		}
+		ls = append(ls, l)
+		start = end + 1
+	}
+	hide := func(o line) {
+		if !o.member || !redactValueMember(o.key) {
+			return
+		}
+		if o.val != "" {
+			spans = append(spans, redactSpan{o.valStart, o.valStart + len(o.val)})
+		}
+		if bs, be, _ := redactIndentedBlock(s, o.end, o.col, o.val == ""); be > bs {
+			spans = append(spans, redactSpan{bs, be})
+		}
+	}
+	for i, m := range ls {
+		if !m.member || !redactNameMember(m.key) || !r.namesKey(strings.Trim(m.val, `"'`)) {
+			continue
+		}
+		// A name/value entry is a small mapping: looking further would make the scan quadratic.
+		for j := i - 1; j >= 0 && j >= i-redactEntryLines && !m.item; j-- { // back to the start of the mapping
+			o := ls[j]
+			if o.blank || o.col > m.col {
+				continue
+			}
+			if !o.member || o.col != m.col {
+				break
+			}
+			hide(o)
+			if o.item {
+				break
+			}
+		}
+		for j := i + 1; j < len(ls) && j <= i+redactEntryLines; j++ { // on to its end
+			o := ls[j]
+			if o.blank || o.col > m.col {
+				continue
+			}
+			if !o.member || o.col != m.col || o.item {
+				break
+			}
+			hide(o)
+		}
+	}
+	return spans
+}
+
+var (
+	// redactXMLStartTag matches a start tag with attributes; group 1 is the name, group 2 the
+	// attributes.
+	redactXMLStartTag = regexp.MustCompile(`<([A-Za-z_][-\w.:]*)(\s[^<>]*?)/?>`)
+	// redactXMLAttr matches one attribute; group 1 is the name, groups 2 or 3 the value.
+	redactXMLAttr = regexp.MustCompile(`([A-Za-z_][-\w.:]*)\s*=\s*(?:"([^"]*)"|'([^']*)')`)
+	// redactXMLSimple matches an element holding text only; group 1 is the name, group 2 the text.
+	redactXMLSimple = regexp.MustCompile(`<([A-Za-z_][-\w.:]*)(?:\s[^<>]*)?>([^<]*)</[^<>]*>`)
+)
+
+// redactXMLEntryReach bounds how far from a sensitive <name> element a value element is looked
+// for in text that is not well-formed XML.
+const redactXMLEntryReach = 512
+
+// xmlEntries appends the spans of name/value entries in XML-like text that name a sensitive key:
+// the content and value attribute of <entry key="db.password">...</entry> and <property
+// name="password" value="..."/>, and the nearest value element (<value>, <data>, ...) before or
+// after <name>DB_PASSWORD</name>, with no other name element between them.
+func (r *Redactor) xmlEntries(s string, closes *redactCloseTags, spans []redactSpan) []redactSpan {
+	for _, m := range redactXMLStartTag.FindAllStringSubmatchIndex(s, -1) {
+		attrs := s[m[4]:m[5]]
+		named := false
+		for _, a := range redactXMLAttr.FindAllStringSubmatch(attrs, -1) {
+			if redactXMLName(a[1]) && r.namesKey(a[2]+a[3]) {
+				named = true
+			}
+		}
+		if !named {
+			continue
+		}
+		for _, a := range redactXMLAttr.FindAllStringSubmatchIndex(attrs, -1) {
+			vs, ve := a[4], a[5]
+			if vs < 0 {
+				vs, ve = a[6], a[7]
+			}
+			if redactValueMember(attrs[a[2]:a[3]]) && ve > vs {
+				spans = append(spans, redactSpan{m[4] + vs, m[4] + ve})
+			}
+		}
+		if !strings.HasSuffix(s[m[0]:m[1]], "/>") {
+			name := s[m[2]:m[3]]
+			end := len(s)
+			if c := closes.after(name, m[1]); c >= 0 {
+				end = c
+			} else if c := strings.IndexByte(s[m[1]:], '<'); c >= 0 {
+				end = m[1] + c // an element without a closing tag (HTML's <input>)
+			}
+			if end > m[1] {
+				spans = append(spans, redactSpan{m[1], end})
+			}
+		}
+	}
+	simple := redactXMLSimple.FindAllStringSubmatchIndex(s, -1)
+	for i, m := range simple {
+		if !redactXMLName(s[m[2]:m[3]]) || !r.namesKey(strings.TrimSpace(s[m[4]:m[5]])) {
+			continue
+		}
+		for _, dir := range []int{-1, 1} {
+			for j := i + dir; j >= 0 && j < len(simple); j += dir {
+				o := simple[j]
+				if o[0]-m[1] > redactXMLEntryReach || m[0]-o[1] > redactXMLEntryReach {
+					break
+				}
+				on := s[o[2]:o[3]]
+				if redactXMLName(on) {
+					break
+				}
+				if redactValueMember(on) {
+					if o[5] > o[4] {
+						spans = append(spans, redactSpan{o[4], o[5]})
+					}
+					break
+				}
+			}
+		}
+	}
+	return spans
+}
+
+// redactHiddenMin is the length of the shortest hidden text keepsHidden looks for: shorter
+// pieces ("1", "on") occur anywhere.
+const redactHiddenMin = 4
+
+// keepsHidden reports whether out, a document made from data, holds a piece of data that Text
+// would hide.
+func (r *Redactor) keepsHidden(data, out []byte) bool {
+	s := Sanitize(string(data))
+	for _, sp := range r.textSpans(s) {
+		piece := strings.TrimSpace(s[sp.start:sp.end])
+		for _, line := range strings.Split(piece, "\n") {
+			line = strings.Trim(strings.TrimSpace(line), `"'`)
+			if len(line) < redactHiddenMin || line == Redacted {
+				continue
+			}
+			if bytes.Contains(out, []byte(line)) || bytes.Contains(out, redactEncodeJSON(line)[1:len(redactEncodeJSON(line))-1]) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// redactCloseTag matches a closing tag; group 1 is the name.
+var redactCloseTag = regexp.MustCompile(`</([A-Za-z_][-\w.:]*)>`)
+
+// redactCloseTags finds closing tags in a text. It indexes them all on first use, so that many
+// unclosed elements cost one scan, not one scan each.
+type redactCloseTags struct {
+	s   string
+	pos map[string][]int // name → starts of "</name>", ascending
+}
+
+// after returns the start of the first "</name>" at or after from, or -1.
+func (c *redactCloseTags) after(name string, from int) int {
+	if c.pos == nil {
+		c.pos = map[string][]int{}
+		for _, m := range redactCloseTag.FindAllStringSubmatchIndex(c.s, -1) {
+			n := c.s[m[2]:m[3]]
+			c.pos[n] = append(c.pos[n], m[0])
+		}
+	}
+	ps := c.pos[name]
+	i, _ := slices.BinarySearch(ps, from)
+	if i == len(ps) {
+		return -1
+	}
+	return ps[i]
 }

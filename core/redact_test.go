@@ -515,7 +515,7 @@ func TestRedactBody(t *testing.T) {
 		{"no content type, UTF-8", core.Body{Data: []byte(`{"secret":"s"}`), Size: 14},
 			`{"secret":"[REDACTED]"}`},
 		{"no content type, truncated in a character", core.Body{Data: []byte("password=x é")[:12], Size: -1, Truncated: true},
-			`{"content_type":"","size":-1,"truncated":true,"text":"password=[REDACTED] ` + "\uFFFD" + `"}`},
+			`{"content_type":"","size":-1,"truncated":true,"text":"password=[REDACTED] [truncated]"}`},
 		{"no content type, binary", core.Body{Data: []byte{0x89, 'P', 'N', 'G', 0, 0xff}, Size: 6},
 			`{"content_type":"","size":6,"omitted":"binary"}`},
 		{"binary", core.Body{ContentType: "image/png", Data: []byte("password=x"), Size: 10},

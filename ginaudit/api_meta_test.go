@@ -375,6 +375,14 @@ func TestAPIIncludeMeta(t *testing.T) {
 			t.Errorf("%s: %d %s", bad, r.status, r.body)
 		}
 	}
+	// Clients cannot write records that pass for the service's own.
+	svc := apiToken(t, "svc", core.ActorService, "acme")
+	for _, rt := range []string{"audit_logs", "audit_tenants"} {
+		r := e.do(http.MethodPost, "/logs", svc, []byte(`{"action":"auditlog.search","resource_type":"`+rt+`"}`))
+		if r.status != http.StatusUnprocessableEntity || r.errCode() != "invalid_records" || !strings.Contains(string(r.body), "resource_type") {
+			t.Errorf("ingest with resource_type %s: %d %s", rt, r.status, r.body)
+		}
+	}
 	// Streams: the default one saw none of the browsing, only the record written after it.
 	mark := &core.Record{Kind: core.KindCustom, Action: "after.browsing", Tenant: core.Tenant{ID: "acme"}}
 	e.write(mark)

@@ -129,8 +129,8 @@ func (c *capture) create(ctx context.Context, next ent.Mutator) (ent.Value, []*c
 		return v, nil, err
 	}
 	id, ok := c.h.schema.ID(c.m)
-	if !ok {
-		return v, nil, fmt.Errorf("entaudit: the %s create returned no id", c.t.Name)
+	if !ok || c.unstored(id) {
+		return v, nil, nil
 	}
 	after := r.rs.only(idString(id))
 	if after == nil { // the INSERT's own rows were not seen: read the row
@@ -146,7 +146,10 @@ func (c *capture) create(ctx context.Context, next ent.Mutator) (ent.Value, []*c
 			// create then finds no row.
 			return v, nil, nil
 		}
-		return v, nil, fmt.Errorf("entaudit: the created %s %v is not in %s", c.t.Name, id, c.t.Table)
+		// ent reported a row that cannot be read back (a row-level security policy or a
+		// trigger may hide it): the create stands, as it would without auditing.
+		c.h.log.Warn("entaudit: a created row is not in its table; it has no record", "table", c.t.Table, "id", idString(id))
+		return v, nil, nil
 	}
 	if err := c.readTargets(ctx); err != nil {
 		return v, nil, err
@@ -165,6 +168,20 @@ func (c *capture) create(ctx context.Context, next ent.Mutator) (ent.Value, []*c
 	}
 	rec.Metadata = c.edgeMeta(rec.Metadata, rid)
 	return v, append([]*core.Record{rec}, c.targetRecords()...), nil
+}
+
+// unstored reports whether a create of a CreateBulk inserted no row of its own: ent sends a bulk
+// of creates that set no field as one INSERT ... DEFAULT VALUES, which inserts one row, and gives
+// the other creates the zero id.
+func (c *capture) unstored(id any) bool {
+	if b, ok := c.h.schema.Batch(c.m); !ok || b.Size < 2 || b.Index == 0 {
+		return false
+	}
+	switch idString(id) {
+	case "", "0":
+		return true
+	}
+	return false
 }
 
 func (c *capture) update(ctx context.Context, next ent.Mutator, re *reentry) (ent.Value, []*core.Record, error) {

@@ -34,7 +34,9 @@
 //     in UTC; UUIDs, enums and other types in PostgreSQL's text form; NULL for unset optional
 //     fields.
 //   - Create and CreateBulk: an insert record with the after image as the database stored it
-//     (defaults, triggers and database-generated ids included).
+//     (defaults, triggers and database-generated ids included). A CreateBulk of creates that set
+//     no field is one INSERT ... DEFAULT VALUES to ent, which inserts one row: that row is
+//     recorded.
 //   - UpdateOne (by id or by entity) and Update: for every affected row, the before image read
 //     with SELECT ... FOR NO KEY UPDATE (the lock the UPDATE itself takes, so inserts of rows
 //     that refer to it are not held up) through the mutation's own driver, in its transaction,

@@ -17,6 +17,7 @@ import (
 	"github.com/auditkit/auditkit/entaudit/internal/entest/comment"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/document"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/group"
+	"github.com/auditkit/auditkit/entaudit/internal/entest/note"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/pet"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/setting"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/user"
@@ -85,6 +86,7 @@ func checkColumn(t, c string) error {
 			comment.Table:  comment.ValidColumn,
 			document.Table: document.ValidColumn,
 			group.Table:    group.ValidColumn,
+			note.Table:     note.ValidColumn,
 			pet.Table:      pet.ValidColumn,
 			setting.Table:  setting.ValidColumn,
 			user.Table:     user.ValidColumn,

@@ -14,6 +14,7 @@ import (
 	"github.com/auditkit/auditkit/entaudit/internal/entest/comment"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/document"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/group"
+	"github.com/auditkit/auditkit/entaudit/internal/entest/note"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/pet"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/setting"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/user"
@@ -63,6 +64,11 @@ var entauditTypes = []*entaudit.Type{
 		Edges: []entaudit.Edge{
 			{Name: "users", Target: "User", Storage: entaudit.StoredInJoinTable, Table: "user_groups", Column: "group_id", TargetColumn: "user_id"},
 		},
+	},
+	{
+		Name:     "Note",
+		Table:    note.Table,
+		IDColumn: note.FieldID,
 	},
 	{
 		Name:     "Pet",
@@ -136,6 +142,12 @@ func (entauditSchema) Predicates(m ent.Mutation) []func(*entsql.Selector) {
 			ps[i] = p
 		}
 		return ps
+	case *NoteMutation:
+		ps := make([]func(*entsql.Selector), len(m.predicates))
+		for i, p := range m.predicates {
+			ps[i] = p
+		}
+		return ps
 	case *PetMutation:
 		ps := make([]func(*entsql.Selector), len(m.predicates))
 		for i, p := range m.predicates {
@@ -181,6 +193,10 @@ func (entauditSchema) ID(m ent.Mutation) (any, bool) {
 		if id, ok := m.ID(); ok {
 			return id, true
 		}
+	case *NoteMutation:
+		if id, ok := m.ID(); ok {
+			return id, true
+		}
 	case *PetMutation:
 		if id, ok := m.ID(); ok {
 			return id, true
@@ -209,6 +225,8 @@ func (entauditSchema) Upsert(m ent.Mutation) bool {
 	case *DocumentMutation:
 		return m.entauditUpsert
 	case *GroupMutation:
+		return m.entauditUpsert
+	case *NoteMutation:
 		return m.entauditUpsert
 	case *PetMutation:
 		return m.entauditUpsert
@@ -240,6 +258,10 @@ func (entauditSchema) Batch(m ent.Mutation) (entaudit.Batch, bool) {
 			return entaudit.Batch{Key: m.entauditBatch, Index: m.entauditIndex, Size: m.entauditSize}, true
 		}
 	case *GroupMutation:
+		if m.entauditBatch != nil {
+			return entaudit.Batch{Key: m.entauditBatch, Index: m.entauditIndex, Size: m.entauditSize}, true
+		}
+	case *NoteMutation:
 		if m.entauditBatch != nil {
 			return entaudit.Batch{Key: m.entauditBatch, Index: m.entauditIndex, Size: m.entauditSize}, true
 		}

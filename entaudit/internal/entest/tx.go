@@ -24,6 +24,8 @@ type Tx struct {
 	Document *DocumentClient
 	// Group is the client for interacting with the Group builders.
 	Group *GroupClient
+	// Note is the client for interacting with the Note builders.
+	Note *NoteClient
 	// Pet is the client for interacting with the Pet builders.
 	Pet *PetClient
 	// Setting is the client for interacting with the Setting builders.
@@ -166,6 +168,7 @@ func (tx *Tx) init() {
 	tx.Comment = NewCommentClient(tx.config)
 	tx.Document = NewDocumentClient(tx.config)
 	tx.Group = NewGroupClient(tx.config)
+	tx.Note = NewNoteClient(tx.config)
 	tx.Pet = NewPetClient(tx.config)
 	tx.Setting = NewSettingClient(tx.config)
 	tx.User = NewUserClient(tx.config)

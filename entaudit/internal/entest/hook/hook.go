@@ -69,6 +69,18 @@ func (f GroupFunc) Mutate(ctx context.Context, m entest.Mutation) (entest.Value,
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *entest.GroupMutation", m)
 }
 
+// The NoteFunc type is an adapter to allow the use of ordinary
+// function as Note mutator.
+type NoteFunc func(context.Context, *entest.NoteMutation) (entest.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f NoteFunc) Mutate(ctx context.Context, m entest.Mutation) (entest.Value, error) {
+	if mv, ok := m.(*entest.NoteMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *entest.NoteMutation", m)
+}
+
 // The PetFunc type is an adapter to allow the use of ordinary
 // function as Pet mutator.
 type PetFunc func(context.Context, *entest.PetMutation) (entest.Value, error)

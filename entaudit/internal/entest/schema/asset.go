@@ -30,3 +30,11 @@ func (Asset) Fields() []ent.Field {
 		field.Time("updated_at").Default(time.Now).UpdateDefault(time.Now),
 	}
 }
+
+// Note has only optional fields: a create may set none of them.
+type Note struct{ ent.Schema }
+
+// Fields of Note.
+func (Note) Fields() []ent.Field {
+	return []ent.Field{field.String("label").Optional()}
+}

@@ -91,6 +91,12 @@ type stmtState struct {
 	ran       bool
 	out       []row // the rows the intercepted statement returned
 	budget    int   // rows still to itemise among rows that were not locked
+
+	pinned     bool   // the statement was pinned to the locked keys: it runs unprepared
+	pinPrefix  string // the pinned statement's kind ("UPDATE" or "DELETE") and table
+	pinTable   string
+	riskyRead  bool // the before read is more than the statement's table and conditions
+	unreadable bool // the model's columns cannot be read from the table (see readable)
 }
 
 // stmtConn is the statement's connection while it is captured. It runs the one statement it
@@ -110,10 +116,13 @@ func (n rowCount) RowsAffected() (int64, error) { return int64(n), nil }
 func (c *stmtConn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	st := c.st
 	if st.returning == "" || st.ran || !isStatement(query, st.prefix, st.written) {
+		if st.pinned && isStatement(query, st.pinPrefix, st.pinTable) {
+			return unprepared(c.ConnPool).ExecContext(ctx, query, args...)
+		}
 		return c.ConnPool.ExecContext(ctx, query, args...)
 	}
 	st.ran = true
-	rows, err := c.ConnPool.QueryContext(ctx, query+st.returning, args...)
+	rows, err := unprepared(c.ConnPool).QueryContext(ctx, query+st.returning, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -124,11 +133,23 @@ func (c *stmtConn) ExecContext(ctx context.Context, query string, args ...any) (
 	return rowCount(len(st.out)), nil
 }
 
+// QueryContext runs a statement the plugin pinned (when GORM reads its RETURNING itself) on the
+// unprepared connection, and passes everything else through.
+func (c *stmtConn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := c.st; st.pinned && isStatement(query, st.pinPrefix, st.pinTable) {
+		return unprepared(c.ConnPool).QueryContext(ctx, query, args...)
+	}
+	return c.ConnPool.QueryContext(ctx, query, args...)
+}
+
 // isStatement reports whether query is GORM's statement of the given kind on table: it starts
 // with "INSERT INTO <table>", "UPDATE <table>" or "DELETE FROM <table>". The table matters
 // because callbacks of other plugins, registered between the plugin's and GORM's, may write to
 // other tables through the same connection first. An empty table matches any.
 func isStatement(query, prefix, table string) bool {
+	if rest, ok := cutWordFold(query, "WITH"); ok {
+		query = skipCTEs(rest)
+	}
 	s, ok := cutWordFold(query, prefix)
 	if ok {
 		switch prefix {
@@ -150,6 +171,57 @@ func isStatement(query, prefix, table string) bool {
 	}
 	c := s[len(table)]
 	return !(c == '_' || c == '.' || c == '$' || c == '"' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= 0x80)
+}
+
+// skipCTEs skips the common table expressions of a WITH clause ("[RECURSIVE] name [(columns)]
+// AS [[NOT] MATERIALIZED] (query), ..."), returning what follows them.
+func skipCTEs(s string) string {
+	if rest, ok := cutWordFold(s, "RECURSIVE"); ok {
+		s = rest
+	}
+	for {
+		i := strings.IndexByte(s, '(')
+		if i < 0 {
+			return s
+		}
+		// "name (columns) AS (" or "name AS (": the query is the parenthesis after AS.
+		head := strings.ToUpper(s[:i])
+		if !strings.Contains(head, " AS ") && !strings.HasSuffix(strings.TrimSpace(head), " AS") &&
+			!strings.HasSuffix(strings.TrimSpace(head), "MATERIALIZED") {
+			s = s[i+closing(s[i:]):] // the column list
+			continue
+		}
+		s = strings.TrimLeft(s[i+closing(s[i:]):], " \t\r\n")
+		if !strings.HasPrefix(s, ",") {
+			return s
+		}
+		s = s[1:]
+	}
+}
+
+// closing returns the length of the parenthesised text at the start of s, quotes respected.
+func closing(s string) int {
+	depth := 0
+	var quote byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '\'' || c == '"':
+			quote = c
+		case c == '(':
+			depth++
+		case c == ')':
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		}
+	}
+	return len(s)
 }
 
 // cutWordFold removes the keyword word (any case, after blanks and opening parentheses) from
@@ -210,6 +282,15 @@ func (p *Plugin) before(o op) func(*gorm.DB) {
 			return
 		}
 		st := &stmtState{p: p, m: m, op: o, table: stmt.Table, max: p.s.maxRows, orig: stmt.ConnPool, conn: stmt.ConnPool}
+		if !p.readable(db, st) {
+			st.unreadable = true
+			st.kind = [...]core.Kind{opCreate: core.KindInsert, opUpdate: core.KindUpdate, opDelete: core.KindDelete}[o]
+			if o != opCreate {
+				st.where, _ = filter(db, o)
+			}
+			db.Statement.ConnPool = &stmtConn{ConnPool: st.conn, st: st}
+			return
+		}
 		var (
 			capture bool
 			err     error
@@ -225,6 +306,12 @@ func (p *Plugin) before(o op) func(*gorm.DB) {
 		if err != nil {
 			st.rollback()
 			db.Statement.ConnPool = st.orig
+			if errors.Is(err, errAborted) {
+				// The read failed where the statement would have failed too (same table and
+				// conditions): the statement fails with the database's own error.
+				p.s.log.Warn("gormaudit: reading the rows before the change failed", "table", st.table, "error", err)
+				err = dbError(err)
+			}
 			db.AddError(err)
 			return
 		}
@@ -560,21 +647,29 @@ func (p *Plugin) constraintColumns(db *gorm.DB, st *stmtState, name string) ([]s
 	if v, ok := p.constraints.Load(key); ok {
 		return v.([]string), nil
 	}
-	rows, err := st.conn.QueryContext(db.Statement.Context, constraintQuery, schemaName, table, name)
-	if err != nil {
-		return nil, fmt.Errorf("gormaudit: reading the columns of constraint %s of %s: %w", name, table, err)
-	}
-	defer rows.Close()
 	var cols []string
-	for rows.Next() {
-		var c string
-		if err := rows.Scan(&c); err != nil {
-			return nil, fmt.Errorf("gormaudit: reading the columns of constraint %s of %s: %w", name, table, err)
+	err := st.guard(db.Statement.Context, true, func() error {
+		rows, err := st.q().QueryContext(db.Statement.Context, constraintQuery, schemaName, table, name)
+		if err != nil {
+			return err
 		}
-		cols = append(cols, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("gormaudit: reading the columns of constraint %s of %s: %w", name, table, err)
+		defer rows.Close()
+		for rows.Next() {
+			var c string
+			if err := rows.Scan(&c); err != nil {
+				return err
+			}
+			cols = append(cols, c)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		err = fmt.Errorf("gormaudit: reading the columns of constraint %s of %s: %w", name, table, err)
+		if errors.Is(err, errAborted) {
+			return nil, err
+		}
+		p.s.log.Warn("gormaudit: the conflict target's columns could not be read", "table", table, "error", err)
+		return nil, nil
 	}
 	if len(cols) > 0 {
 		p.constraints.Store(key, cols)
@@ -649,22 +744,47 @@ func writtenTable(stmt *gorm.Statement) string {
 	return b.String()
 }
 
-// lockBefore reads and locks the rows the statement will change: the before images.
+// lockBefore reads and locks the rows the statement will change: the before images. When the
+// read fails and the statement can still run as it would without the plugin (see guard), it
+// runs unpinned and its rows are recorded without a before image (before_unknown); the error
+// is returned only when the read left the application's transaction aborted.
 func (p *Plugin) lockBefore(db *gorm.DB, st *stmtState, where []clause.Expression, scoped bool, strength string) error {
-	rows, err := p.read(db, st, where, scoped, strength, "")
-	if err != nil {
-		return fmt.Errorf("gormaudit: reading the rows of %s before the change: %w", st.table, err)
+	if st.op != opCreate {
+		st.riskyRead = risky(db, where)
 	}
-	before, pkType, err := scanRows(rows, st.m, 0, func(i int, _ string) bool { return i < st.max })
+	var before []row
+	var pkType string
+	err := st.guard(db.Statement.Context, st.riskyRead, func() error {
+		rows, err := p.read(db, st, where, scoped, strength, "")
+		if err != nil {
+			return err
+		}
+		before, pkType, err = scanRows(rows, st.m, 0, func(i int, _ string) bool { return i < st.max })
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("gormaudit: reading the rows of %s before the change: %w", st.table, err)
+		err = fmt.Errorf("gormaudit: reading the rows of %s before the change: %w", st.table, err)
+		if errors.Is(err, errAborted) {
+			return err
+		}
+		p.s.log.Warn("gormaudit: the rows could not be read before the change; the statement runs as "+
+			"without the plugin and its rows are recorded without a before image (before_unknown)",
+			"table", st.table, "error", err)
+		st.before, st.locked, st.budget = nil, nil, st.max
+		return nil
 	}
-	st.before, st.pkType = before, pkType
+	// A join (UPDATE ... FROM) yields a row once per match: keep each row once.
 	st.locked = make(map[string]int, len(before))
-	for i, r := range before {
-		st.locked[r.key] = i
+	kept := before[:0]
+	for _, r := range before {
+		if _, dup := st.locked[r.key]; dup {
+			continue
+		}
+		st.locked[r.key] = len(kept)
+		kept = append(kept, r)
 	}
-	st.budget = max(st.max-len(before), 0)
+	st.before, st.pkType = kept, pkType
+	st.budget = max(st.max-len(kept), 0)
 	return nil
 }
 
@@ -674,14 +794,29 @@ func (p *Plugin) read(db *gorm.DB, st *stmtState, where []clause.Expression, sco
 	stmt := db.Statement
 	q := &gorm.Statement{
 		DB:        db,
-		ConnPool:  st.conn,
+		ConnPool:  st.q(),
 		Context:   stmt.Context,
 		Table:     stmt.Table,
 		TableExpr: stmt.TableExpr,
 		Schema:    stmt.Schema,
 		Clauses:   map[string]clause.Clause{},
 	}
-	q.AddClause(clause.From{})
+	lock := clause.Locking{Strength: strength}
+	var prefix []string
+	if f, ok := fromOf(stmt); ok && st.op != opCreate && strength != "" {
+		// UPDATE ... FROM: the statement's rows are those of the target joined with the FROM
+		// list; only the target's rows are locked, as the UPDATE locks them.
+		q.AddClause(clause.From{Tables: append([]clause.Table{{Name: clause.CurrentTable}}, f.Tables...), Joins: f.Joins})
+		lock.Table = clause.Table{Name: lockName(stmt)}
+	} else {
+		q.AddClause(clause.From{})
+	}
+	if st.op != opCreate && strength != "" {
+		prefix = prefixClauses(db)
+		for _, name := range prefix {
+			q.Clauses[name] = stmt.Clauses[name]
+		}
+	}
 	if len(where) > 0 {
 		q.AddClause(clause.Where{Exprs: where})
 	}
@@ -692,9 +827,17 @@ func (p *Plugin) read(db *gorm.DB, st *stmtState, where []clause.Expression, sco
 	}
 	q.AddClause(st.m.orderByPK(st.table))
 	if strength != "" {
-		q.AddClause(clause.Locking{Strength: strength})
+		q.AddClause(lock)
 	}
 	q.SQL.Grow(256)
+	if len(prefix) > 0 {
+		q.Build(prefix...)
+		if isWrite("WITH " + q.SQL.String()) {
+			// Run in the read, a data-changing WITH would change the data once more.
+			return nil, errors.New("gormaudit: the statement's WITH changes data; its rows are not read beforehand")
+		}
+		q.SQL.WriteByte(' ')
+	}
 	q.SQL.WriteString("SELECT ")
 	q.SQL.WriteString(st.m.list(stmt, st.table))
 	q.SQL.WriteString(extra)
@@ -703,7 +846,7 @@ func (p *Plugin) read(db *gorm.DB, st *stmtState, where []clause.Expression, sco
 	if q.Error != nil {
 		return nil, q.Error
 	}
-	return st.conn.QueryContext(stmt.Context, q.SQL.String(), q.Vars...)
+	return st.q().QueryContext(stmt.Context, q.SQL.String(), q.Vars...)
 }
 
 // readKeys reads rows by primary key (keys as returned by keysOf or row.pk), unlocked. For a
@@ -731,13 +874,21 @@ func (p *Plugin) readKeys(db *gorm.DB, st *stmtState, keys []any) (*sql.Rows, er
 		b.WriteByte(')')
 	}
 	b.WriteString(order)
-	return st.conn.QueryContext(stmt.Context, b.String(), keys...)
+	return st.q().QueryContext(stmt.Context, b.String(), keys...)
 }
 
 // pin restricts the statement to the locked rows: "<primary key> IN (...)", or for many rows
 // of a single-column key "<key> = ANY(<one array parameter>)", which PostgreSQL plans and binds
 // much faster than thousands of parameters.
 func (st *stmtState) pin(db *gorm.DB) {
+	if st.locked == nil {
+		return // the read failed: the statement runs as without the plugin
+	}
+	st.pinned = true
+	st.pinPrefix, st.pinTable = "UPDATE", writtenTable(db.Statement)
+	if st.op == opDelete && !st.soft {
+		st.pinPrefix = "DELETE"
+	}
 	if st.m.npk == 1 && len(st.before) > 16 {
 		if e, ok := anyOf(st.table, st.m.cols[0].name, st.pkType, st.before); ok {
 			db.Statement.AddClause(clause.Where{Exprs: []clause.Expression{e}})

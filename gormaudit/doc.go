@@ -40,8 +40,40 @@
 // Struct tags: `audit:"-"` leaves a column out of the images and diffs; `audit:"redact"` stores
 // it as core.Redacted, while the diff still shows that it changed. A tag on an embedded struct
 // applies to all its columns. Models opt out with ExcludeModels, ExcludeTables or by
-// implementing Disabler. An update that changes nothing (apart from Options.IgnoreFields) is not
-// recorded unless Options.RecordNoOpUpdates is set.
+// implementing Disabler.
+//
+// An update is a no-op, and not recorded unless Options.RecordNoOpUpdates is set, when no column
+// of the row changed other than Options.IgnoreFields. A change to an `audit:"-"` column is a
+// change of the row: it is recorded, the column named in the metadata omitted_changed, its
+// values in no image and no diff (the plugin reads such a column as md5 of its text, so its
+// value never leaves the database; the hash costs time in proportion to the column's size).
+//
+// # The plugin never changes what GORM does
+//
+// A statement that succeeds without the plugin succeeds with it, with the same rows affected,
+// returned values, hook order and errors; where the plugin cannot capture a change fully, it
+// records what it can with a flag and logs a warning, never failing the write:
+//
+//   - The locking read before an update carries the statement's FROM list and joins (UPDATE ...
+//     FROM, locking only the target's rows with FOR ... OF), clauses built before it (a WITH
+//     registered on the update processor) and subqueries in its conditions. Such a read runs
+//     under a savepoint inside a transaction (two round trips more, only for these
+//     statements): if it fails, the statement runs unchanged and its rows are recorded without
+//     a before image (metadata before_unknown). A WITH that changes data is never run by the
+//     plugin: those statements are always recorded with before_unknown.
+//   - A read after the change that fails records the rows with their before images and without
+//     an after image (metadata after_unknown).
+//   - A model whose columns cannot be read from its table (a column the table lacks, columns
+//     the role may not read) is found by a probe on the first write to the table (SELECT <the
+//     columns> ... LIMIT 0, under a savepoint inside a transaction); its statements then run as
+//     GORM sends them, each recorded by one record of kind custom with metadata "capture":
+//     "unreadable", the statement's filter and its affected count.
+//   - With PrepareStmt, the plugin's own queries and the statements it rewrites run on the
+//     connection under GORM's prepared-statement cache, never in it.
+//
+// Its other reads use exactly the statement's table and conditions on a table that passed the
+// probe: where they fail, the statement would fail the same way, and it fails with the
+// database's own error (so TranslateError translates it).
 //
 // # Images
 //

@@ -34,6 +34,7 @@ type row struct {
 	key   string         // the resource id: the primary key as text
 	pk    []any          // the primary key values as the driver returned them
 	vals  map[string]any // the image; nil when the row is not itemised
+	fp    []any          // fingerprints of the audit:"-" columns (see column.fingerprint)
 	fresh bool           // extra column 1: xmax = 0 (inserted, not updated, by the statement)
 	ours  bool           // extra column 2: the row version was written by this transaction
 }
@@ -92,7 +93,10 @@ func scanRows(rows *sql.Rows, m *model, nextra int, itemise func(i int, key stri
 		if itemise == nil || itemise(len(out), r.key) {
 			r.vals = make(map[string]any, n)
 			for i, c := range m.cols {
-				if !c.omit {
+				switch {
+				case c.fingerprint:
+					r.fp = append(r.fp, vals[i])
+				case !c.omit:
 					r.vals[c.name] = normalise(vals[i], kinds[i])
 				}
 			}
@@ -242,6 +246,25 @@ func diff(m *model, before, after map[string]any) map[string]core.Change {
 		d[c.name] = core.Change{From: b, To: a}
 	}
 	return d
+}
+
+// omittedChanged names the audit:"-" columns whose fingerprints differ between two rows.
+func omittedChanged(m *model, before, after row) []string {
+	if len(before.fp) == 0 || len(before.fp) != len(after.fp) {
+		return nil
+	}
+	var out []string
+	i := 0
+	for _, c := range m.cols {
+		if !c.fingerprint {
+			continue
+		}
+		if !core.Equal(before.fp[i], after.fp[i]) {
+			out = append(out, c.name)
+		}
+		i++
+	}
+	return out
 }
 
 // maskImage replaces the values of redacted columns; it runs after diff, which needs them.

@@ -26,11 +26,14 @@ type model struct {
 
 // column is one column read into the images.
 type column struct {
-	name    string // database name, the key in images and diffs
-	omit    bool   // audit:"-": read only because it is part of the primary key
-	redact  bool   // audit:"redact"
-	ignore  bool   // Options.IgnoreFields: not diffed
-	jsonSer bool   // a serializer:json field: its stored text is shown as JSON
+	name string // database name, the key in images and diffs
+	omit bool   // audit:"-": never in an image or a diff
+	// fingerprint: an audit:"-" column outside the primary key, read as md5 of its text so
+	// that a change to it is known (and named) without its value leaving the database.
+	fingerprint bool
+	redact      bool // audit:"redact"
+	ignore      bool // Options.IgnoreFields: not diffed
+	jsonSer     bool // a serializer:json field: its stored text is shown as JSON
 }
 
 func (p *Plugin) model(s *schema.Schema) *model {
@@ -65,15 +68,13 @@ func (p *Plugin) buildModel(s *schema.Schema) *model {
 		if err != nil {
 			return fmt.Errorf("gormaudit: model %s, field %s: %w", s.Name, f.Name, err)
 		}
-		if pol.Omit && !pk {
-			return nil
-		}
 		m.cols = append(m.cols, column{
-			name:    f.DBName,
-			omit:    pol.Omit,
-			redact:  pol.Redact,
-			ignore:  p.s.ignore[f.DBName] || p.s.ignore[f.Name] || p.s.ignore[f.BindName()],
-			jsonSer: f.Serializer != nil && strings.EqualFold(f.TagSettings["SERIALIZER"], "json"),
+			name:        f.DBName,
+			omit:        pol.Omit,
+			fingerprint: pol.Omit && !pk,
+			redact:      pol.Redact,
+			ignore:      p.s.ignore[f.DBName] || p.s.ignore[f.Name] || p.s.ignore[f.BindName()],
+			jsonSer:     f.Serializer != nil && strings.EqualFold(f.TagSettings["SERIALIZER"], "json"),
 		})
 		return nil
 	}
@@ -132,6 +133,12 @@ func (m *model) list(stmt *gorm.Statement, table string) string {
 	for i, c := range m.cols {
 		if i > 0 {
 			b.WriteByte(',')
+		}
+		if c.fingerprint {
+			b.WriteString("md5(CAST(")
+			stmt.QuoteTo(&b, clause.Column{Table: table, Name: c.name})
+			b.WriteString(" AS text))")
+			continue
 		}
 		stmt.QuoteTo(&b, clause.Column{Table: table, Name: c.name})
 	}

@@ -20,6 +20,7 @@ type Plugin struct {
 	warned sync.Map // warning key -> struct{}
 
 	constraints sync.Map // schema, table and constraint name -> its columns ([]string)
+	probed      sync.Map // model and table -> whether the model's columns can be read (bool)
 
 	foreignTx atomic.Bool
 }
@@ -155,7 +156,7 @@ func (p *Plugin) hand(ctx context.Context, conn gorm.ConnPool, own gorm.TxCommit
 	}
 	_, inTx := conn.(gorm.TxCommitter)
 	if p.s.InTransaction && len(recs) > 0 {
-		if err := p.writeInTx(ctx, conn, pend); err != nil {
+		if err := p.writeInTx(ctx, unprepared(conn), pend); err != nil {
 			return err
 		}
 		if own != nil {

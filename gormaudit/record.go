@@ -4,6 +4,8 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"strings"
@@ -25,14 +27,27 @@ const oursExpr = `pg_xact_status(((((pg_current_xact_id()::text::bigint >> 32) -
 
 // collect builds the records of a statement that succeeded.
 func (p *Plugin) collect(db *gorm.DB, st *stmtState) ([]*core.Record, error) {
+	if st.unreadable {
+		return []*core.Record{p.unreadableRecord(db, st)}, nil
+	}
 	var after []row
 	switch {
 	case st.ran:
 		after = st.out
 	case st.reread:
-		var err error
-		if after, err = p.reread(db, st); err != nil {
-			return nil, fmt.Errorf("gormaudit: reading the rows of %s after the change: %w", st.table, err)
+		err := st.guard(db.Statement.Context, st.riskyRead, func() error {
+			var err error
+			after, err = p.reread(db, st)
+			return err
+		})
+		if err != nil {
+			err = fmt.Errorf("gormaudit: reading the rows of %s after the change: %w", st.table, err)
+			if errors.Is(err, errAborted) {
+				return nil, err
+			}
+			p.s.log.Warn("gormaudit: the rows could not be read after the change; they are recorded "+
+				"without an after image (after_unknown)", "table", st.table, "error", err)
+			return p.afterUnknown(db, st), nil
 		}
 	case st.returning != "":
 		if db.RowsAffected > 0 {
@@ -65,6 +80,77 @@ func (p *Plugin) collect(db *gorm.DB, st *stmtState) ([]*core.Record, error) {
 		b.changes(after)
 	}
 	return b.finish(db), nil
+}
+
+// unreadableRecord is the one record of a statement on a table whose rows the plugin cannot
+// read (see readable): its kind, filter and affected count, flagged "capture": "unreadable".
+func (p *Plugin) unreadableRecord(db *gorm.DB, st *stmtState) *core.Record {
+	meta := map[string]any{"statement": string(st.kind), "affected": db.RowsAffected, "capture": "unreadable"}
+	if st.op != opCreate {
+		if f, args := p.renderFilter(db, st); f != "" {
+			meta["filter"] = f
+			if len(args) > 0 {
+				meta["filter_args"] = args
+			}
+		}
+	}
+	return &core.Record{
+		ID:           core.NewID(),
+		OccurredAt:   time.Now(),
+		Kind:         core.KindCustom,
+		Action:       st.table + ".bulk_" + string(st.kind),
+		ResourceType: st.table,
+		Severity:     core.SeverityWarning,
+		Metadata:     meta,
+	}
+}
+
+// afterUnknown records the rows of a statement whose read after the change failed: each with
+// its before image where there is one, no after image and no diff, flagged after_unknown.
+func (p *Plugin) afterUnknown(db *gorm.DB, st *stmtState) []*core.Record {
+	now := time.Now()
+	var recs []*core.Record
+	add := func(key string, before map[string]any) {
+		maskImage(st.m, before)
+		recs = append(recs, &core.Record{ID: core.NewID(), OccurredAt: now, Kind: st.kind, ResourceType: st.table,
+			ResourceID: key, Before: before, Severity: core.SeverityWarning,
+			Metadata: map[string]any{"after_unknown": true}})
+	}
+	if st.op != opCreate || st.upsert {
+		for _, r := range st.before {
+			add(r.key, r.vals)
+		}
+		if st.op != opCreate {
+			return recs
+		}
+	}
+	for _, k := range keysOf(db.Statement, db.Statement.Schema.PrimaryFields) {
+		key := st.m.keyOf(k)
+		if _, seen := st.locked[key]; !seen {
+			add(key, nil)
+		}
+	}
+	return recs
+}
+
+// keyOf renders a key as keysOf returns it (one value, or a []any for a composite key) the way
+// row.key renders it.
+func (m *model) keyOf(k any) string {
+	vals, ok := k.([]any)
+	if !ok {
+		return scalarText(normalise(k, kindPlain))
+	}
+	obj := make(map[string]any, len(vals))
+	for i, v := range vals {
+		if i < m.npk {
+			obj[m.cols[i].name] = normalise(v, kindPlain)
+		}
+	}
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return ""
+	}
+	return string(b)
 }
 
 // reread reads the rows of a statement again, inside its transaction, when GORM consumed the
@@ -201,6 +287,14 @@ func (b *builder) changes(after []row) {
 		if a.key != bf.key {
 			m = map[string]any{"previous_id": bf.key}
 		}
+		if hidden := omittedChanged(st.m, bf, a); len(hidden) > 0 {
+			// A change to audit:"-" columns is a change of the row: named, never shown.
+			m = maps.Clone(m)
+			if m == nil {
+				m = map[string]any{}
+			}
+			m["omitted_changed"] = hidden
+		}
 		b.add(kind, a.key, bf.vals, a.vals, m)
 	}
 	for i, a := range after {
@@ -237,7 +331,7 @@ func (b *builder) add(kind core.Kind, key string, before, after map[string]any, 
 	st := b.st
 	m := st.m
 	d := diff(m, before, after)
-	if kind == core.KindUpdate && len(d) == 0 && !b.p.s.RecordNoOpUpdates && before != nil {
+	if kind == core.KindUpdate && len(d) == 0 && meta["omitted_changed"] == nil && !b.p.s.RecordNoOpUpdates && before != nil {
 		return
 	}
 	if kind == core.KindUpdate && m.softCol != "" && before != nil && before[m.softCol] != nil && after[m.softCol] == nil {
@@ -302,7 +396,13 @@ func (p *Plugin) renderFilter(db *gorm.DB, st *stmtState) (string, []any) {
 	q.Build("WHERE")
 	f := strings.TrimPrefix(q.SQL.String(), "WHERE ")
 	args := make([]any, len(q.Vars))
-	sensitive := p.s.Redactor.Sensitive(f)
+	sensitive := false
+	for _, w := range strings.FieldsFunc(f, notIdent) {
+		if p.s.Redactor.Sensitive(w) {
+			sensitive = true
+			break
+		}
+	}
 	for i, v := range q.Vars {
 		if sensitive {
 			args[i] = core.Mask(v)
@@ -311,6 +411,11 @@ func (p *Plugin) renderFilter(db *gorm.DB, st *stmtState) (string, []any) {
 		}
 	}
 	return p.s.Redactor.Text(f), args
+}
+
+// notIdent splits SQL text into the identifiers (column names) a filter mentions.
+func notIdent(r rune) bool {
+	return !(r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= 0x80)
 }
 
 // argValue makes a bound value fit for a JSON document.

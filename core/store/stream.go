@@ -252,11 +252,22 @@ func (h *hub) subscribe(ctx context.Context, sc Scope, f Filter, tenant string) 
 		sub.Close()
 		return nil, err
 	}
-	sub.stop = context.AfterFunc(ctx, func() {
+	stop := context.AfterFunc(ctx, func() {
 		h.mu.Lock()
 		defer h.mu.Unlock()
 		h.endLocked(sub, ctx.Err())
 	})
+	// Under h.mu: the background goroutines may end the subscription meanwhile (a suspension,
+	// a lagging consumer) and read sub.stop when they do.
+	h.mu.Lock()
+	ended := sub.ended
+	if !ended {
+		sub.stop = stop
+	}
+	h.mu.Unlock()
+	if ended {
+		stop()
+	}
 	return sub, nil
 }
 

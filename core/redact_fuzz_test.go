@@ -241,7 +241,7 @@ func FuzzText(f *testing.F) {
 		for _, tpl := range templates {
 			in := prefix + tpl + rdMarker + "42" + suffix
 			out := r.Text(in)
-			if strings.Contains(out, rdMarker) {
+			if strings.Contains(out, rdMarker) && !rdGluedKey(r, core.Sanitize(prefix), tpl) {
 				t.Fatalf("Text(%q) = %q: the secret after %q survived", in, out, tpl)
 			}
 			if strings.IndexByte(out, 0) >= 0 || !rdValidUTF8(out) {
@@ -249,4 +249,25 @@ func FuzzText(f *testing.F) {
 			}
 		}
 	})
+}
+
+// rdGluedKey reports whether prefix, glued to the key that starts tpl, makes a key that is not
+// sensitive: "is" and "Cookie: " make "isCookie", a flag, as "max" and "tokens" make a limit.
+// Keys are matched by their words, so such a key is not the template's key any more.
+func rdGluedKey(r *core.Redactor, prefix, tpl string) bool {
+	k := strings.IndexAny(tpl, "=: ")
+	if k <= 0 || !rdKeyByte(tpl[0]) || prefix == "" || !rdKeyByte(prefix[len(prefix)-1]) {
+		return false
+	}
+	w := len(prefix)
+	for w > 0 && rdKeyByte(prefix[w-1]) {
+		w--
+	}
+	return !r.Sensitive(prefix[w:] + tpl[:k])
+}
+
+// rdKeyByte reports whether c can be part of a key in free text.
+func rdKeyByte(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+		c == '_' || c == '-' || c == '.' || c == '[' || c == ']' || c == '%' || c >= 0x80
 }

@@ -202,17 +202,21 @@ const (
 	rwDigit
 )
 
+// redactASCIIClass is the class of each ASCII byte.
+var redactASCIIClass = func() (t [utf8.RuneSelf]uint8) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = rwLower
+		t[c-'a'+'A'] = rwUpper
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = rwDigit
+	}
+	return t
+}()
+
 func redactRuneClass(ru rune) int {
 	if ru < utf8.RuneSelf {
-		switch c := byte(ru); {
-		case 'a' <= c && c <= 'z':
-			return rwLower
-		case 'A' <= c && c <= 'Z':
-			return rwUpper
-		case '0' <= c && c <= '9':
-			return rwDigit
-		}
-		return rwSep
+		return int(redactASCIIClass[ru])
 	}
 	switch {
 	case unicode.IsUpper(ru):
@@ -241,8 +245,14 @@ func redactWords(dst []byte, ends []int, key string) ([]byte, []int) {
 	prev := rwSep
 	open := false
 	for i := 0; i < len(key); {
-		ru, n := redactDecodeRune(key, i)
-		c := redactRuneClass(ru)
+		var ru rune
+		var c, n int
+		if b := key[i]; b < utf8.RuneSelf {
+			ru, c, n = rune(b), int(redactASCIIClass[b]), 1
+		} else {
+			ru, n = utf8.DecodeRuneInString(key[i:])
+			c = redactRuneClass(ru)
+		}
 		if c == rwSep {
 			if open {
 				ends = append(ends, len(dst))
@@ -267,14 +277,13 @@ func redactWords(dst []byte, ends []int, key string) ([]byte, []int) {
 			ends = append(ends, len(dst))
 		}
 		open = true
-		if ru < utf8.RuneSelf {
-			b := byte(ru)
-			if 'A' <= b && b <= 'Z' {
-				b += 'a' - 'A'
-			}
-			dst = append(dst, b)
-		} else {
+		switch {
+		case ru >= utf8.RuneSelf:
 			dst = utf8.AppendRune(dst, unicode.ToLower(ru))
+		case c == rwUpper:
+			dst = append(dst, byte(ru)+'a'-'A')
+		default:
+			dst = append(dst, byte(ru))
 		}
 		prev = c
 		i += n
@@ -507,6 +516,14 @@ var redactNameMembers = wordSet(
 	"parameterkey", "parametername",
 )
 
+// redactNameFirst holds the lower-cased first bytes of redactNameMembers, a cheap filter.
+var redactNameFirst = func() (t [256]bool) {
+	for m := range redactNameMembers {
+		t[m[0]] = true
+	}
+	return t
+}()
+
 // redactValueMembers are the members (normalised like allow-listed keys) holding the value of a
 // name/value structure; they are redacted when a name member names a sensitive key.
 var redactValueMembers = wordSet(
@@ -527,7 +544,7 @@ func (r *Redactor) namesSecret(m map[string]any) bool {
 	}
 	var buf [32]byte
 	for k, v := range m {
-		if len(k) > len(buf) {
+		if len(k) < 3 || len(k) > len(buf) || !redactNameFirst[k[0]|0x20] {
 			continue
 		}
 		if _, ok := redactNameMembers[string(redactNorm(buf[:0], k))]; !ok {

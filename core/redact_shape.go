@@ -83,6 +83,14 @@ var redactKeyPrefixes = []redactKeyPrefix{
 	{"AGE-SECRET-KEY-1", 50, redactUpperDigit},
 }
 
+// redactKeyPrefixIndex lists the indexes in redactKeyPrefixes of the prefixes by their first byte.
+var redactKeyPrefixIndex = func() (idx [256][]int) {
+	for i, k := range redactKeyPrefixes {
+		idx[k.prefix[0]] = append(idx[k.prefix[0]], i)
+	}
+	return idx
+}()
+
 // redactTokenByte reports whether c may be part of a token checked for a JWT or a key prefix.
 func redactTokenByte(c byte) bool { return redactB64URL(c) || c == '.' }
 
@@ -163,7 +171,8 @@ func redactToken(s string, i, j int, spans []redactSpan) []redactSpan {
 		if p > 0 && t[p-1] != '.' && t[p-1] != '-' && t[p-1] != '_' {
 			continue
 		}
-		for _, k := range redactKeyPrefixes {
+		for _, x := range redactKeyPrefixIndex[t[p]] {
+			k := &redactKeyPrefixes[x]
 			if !strings.HasPrefix(t[p:], k.prefix) {
 				continue
 			}

@@ -89,6 +89,8 @@ func TestRedactBodyByWhatItIs(t *testing.T) {
 			`{"content_type":"","size":900,"truncated":true,"text":"[log] ok\ndata=[truncated]"}`, "eyJzdWIi"},
 		{"URL-encoded pairs in text", "text/plain", "id=1&note=x y&hdr=Bearer+hunter2&cfg=db_password%3Dhunter3", false, 58,
 			`{"content_type":"text/plain","size":58,"truncated":false,"text":"id=1&note=x y&hdr=Bearer [REDACTED]&cfg=db_password=[REDACTED]"}`, "hunter"},
+		{"truncated with nothing kept", "text/plain", "", true, 70,
+			`{"content_type":"text/plain","size":70,"truncated":true,"omitted":"truncated"}`, ""},
 		{"HTML stays text, its password inputs hidden", "text/html", `<html><body><input name="password" value="x"></body></html>`, false, 58,
 			`{"content_type":"text/html","size":58,"truncated":false,"text":"<html><body><input name=\"password\" value=\"[REDACTED]\"></body></html>"}`, ""},
 	}

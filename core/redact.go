@@ -87,12 +87,15 @@ func Sanitize(s string) string {
 // its entry moves to the placeholder key "[REDACTED KEY n]", n counting from 1 in the order of
 // the original keys, with its value redacted whole.
 //
-// An object that is a name/value structure is judged by the name it carries: when a name
-// member (name, key, field, variable, param, header, property, kind, type, ...; see
-// redactNameMembers) holds a key-like string that Sensitive matches, its value members (value,
-// data, content, text, ...) become Redacted: {"name":"DB_PASSWORD","value":"..."},
-// Kubernetes env entries, AWS Parameter Store parameters, HAR header lists,
-// {"kind":"Secret","data":{...}}.
+// An object of 2 to 16 members that is a name/value structure is judged by the name it carries:
+// when a name member (name, key, field, variable, var, param, parameter, header, property,
+// attribute, setting, option, kind, type, the same followed by "name" such as keyName or
+// OptionName, and ParameterKey; compared lower-cased without '-', '_' and '.') holds a key-like
+// string (no white space, at most 256 bytes) that Sensitive matches, its value members (value,
+// values, val, data, stringData, binaryData, content, contents, text, ParameterValue,
+// StringValue, SecretString, SecretValue) become Redacted: {"name":"DB_PASSWORD","value":"..."},
+// Kubernetes env entries, AWS Parameter Store parameters, HAR header lists, Keycloak
+// credentials ({"type":"password","value":"..."}), {"kind":"Secret","data":{...}}.
 func (r *Redactor) Value(v any) any {
 	return r.rules().walk(v, 0)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	stdsql "database/sql"
 	"errors"
+	"runtime"
+	"strings"
 	"sync/atomic"
 
 	"entgo.io/ent/dialect"
@@ -19,8 +21,9 @@ import (
 // The wrapper also extends the audited mutation's own INSERT or UPDATE with a RETURNING clause,
 // so that the hook gets the after image from the statement instead of another round trip; what
 // ent sees of the statement's result is unchanged. Everything else passes through unchanged:
-// queries, ent transactions, migrations. Wrap the driver last (outermost), after tracing or
-// logging wrappers; ent's own Debug wrapper may go around it.
+// queries, ent transactions, and migrations, whose transaction is the wrapped driver's own (so
+// the schema.ApplyHook pattern conn.(*sql.Tx) works as without the wrapper). Wrap the driver
+// last (outermost), after tracing or logging wrappers; ent's own Debug wrapper may go around it.
 func Driver(drv dialect.Driver) dialect.Driver {
 	return &driver{Driver: drv}
 }
@@ -92,10 +95,14 @@ func (d *driver) Query(ctx context.Context, query string, args, v any) error {
 
 // Tx implements dialect.Driver. Inside one of the hook's transactions it returns that transaction
 // with Commit and Rollback that do nothing, so that ent's internal transactions (an UpdateOne
-// opens one) join it.
+// opens one) join it. The transaction of ent's schema migration is the wrapped driver's own, so
+// that an ApplyHook gets what it gets without the wrapper (conn.(*sql.Tx) holds).
 func (d *driver) Tx(ctx context.Context) (dialect.Tx, error) {
 	if a := d.active(ctx); a != nil {
 		return nopTx{wrappedTx{a.tx}}, nil
+	}
+	if fromMigration() {
+		return d.Driver.Tx(ctx)
 	}
 	tx, err := d.Driver.Tx(ctx)
 	if err != nil {
@@ -124,6 +131,28 @@ func (d *driver) BeginTx(ctx context.Context, opts *stdsql.TxOptions) (dialect.T
 		return nil, err
 	}
 	return wrappedTx{tx}, nil
+}
+
+// migrationPackage is the package of ent's schema migration, which opens the transaction it
+// applies a plan in (and hands to schema.ApplyHook) through the client's driver.
+const migrationPackage = "entgo.io/ent/dialect/sql/schema."
+
+// fromMigration reports whether Tx was called by ent's schema migration. ent passes no sign of
+// it to the driver but the caller, so the few frames above Tx are looked at; this costs about a
+// microsecond per transaction begun, next to the round trip of BEGIN.
+func fromMigration() bool {
+	var pcs [12]uintptr
+	n := runtime.Callers(3, pcs[:])
+	frames := runtime.CallersFrames(pcs[:n])
+	for {
+		f, more := frames.Next()
+		if strings.HasPrefix(f.Function, migrationPackage) {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
 }
 
 // ExecContext serves ent's sql/execquery feature.

@@ -97,7 +97,14 @@ type stmtState struct {
 	pinTable   string
 	riskyRead  bool // the before read is more than the statement's table and conditions
 	unreadable bool // the model's columns cannot be read from the table (see readable)
+
+	// resolved is the model found by the table's name for a statement GORM runs without one
+	// (db.Table("items") with a map): GORM adds no soft-delete scope and reads no RETURNING then.
+	resolved *schema.Schema
 }
+
+// scoped reports whether GORM applies the model's soft-delete scope to the statement.
+func (st *stmtState) scoped(stmt *gorm.Statement) bool { return !stmt.Unscoped && st.resolved == nil }
 
 // stmtConn is the statement's connection while it is captured. It runs the one statement it
 // expects with RETURNING and passes everything else through.
@@ -259,12 +266,18 @@ func (p *Plugin) before(o op) func(*gorm.DB) {
 		if db.Error != nil || db.DryRun {
 			return
 		}
+		var resolved *schema.Schema
 		if stmt.Schema == nil {
-			if stmt.Table != "" {
-				p.warnOnce("nomodel:"+stmt.Table, "gormaudit: writes to a table without a model are not recorded; use Model(&T{})",
-					"table", stmt.Table)
+			if resolved = p.modelOfTable(stmt); resolved == nil {
+				if stmt.Table != "" {
+					p.warnOnce("nomodel:"+stmt.Table, "gormaudit: writes to a table without a model are not recorded; "+
+						"use Model(&T{}), or list the model in Options.Models", "table", stmt.Table)
+				}
+				return
 			}
-			return
+			// GORM itself goes on without a schema: the plugin uses it only while it plans.
+			stmt.Schema = resolved
+			defer func() { stmt.Schema = nil }()
 		}
 		if p.excluded(stmt) {
 			return
@@ -281,7 +294,8 @@ func (p *Plugin) before(o op) func(*gorm.DB) {
 			p.warnOnce("nokey:"+stmt.Table, "gormaudit: a model without a primary key is not recorded", "table", stmt.Table)
 			return
 		}
-		st := &stmtState{p: p, m: m, op: o, table: stmt.Table, max: p.s.maxRows, orig: stmt.ConnPool, conn: stmt.ConnPool}
+		st := &stmtState{p: p, m: m, op: o, table: stmt.Table, max: p.s.maxRows, orig: stmt.ConnPool, conn: stmt.ConnPool,
+			resolved: resolved}
 		if !p.readable(db, st) {
 			st.unreadable = true
 			st.kind = [...]core.Kind{opCreate: core.KindInsert, opUpdate: core.KindUpdate, opDelete: core.KindDelete}[o]
@@ -330,6 +344,10 @@ func (p *Plugin) after(db *gorm.DB) {
 	st := sc.st
 	db.Statement.ConnPool = st.conn
 	defer func() { db.Statement.ConnPool = st.orig }()
+	if st.resolved != nil && db.Statement.Schema == nil {
+		db.Statement.Schema = st.resolved
+		defer func() { db.Statement.Schema = nil }()
+	}
 	if db.Error != nil {
 		st.rollback()
 		return
@@ -449,7 +467,10 @@ func filter(db *gorm.DB, o op) (exprs []clause.Expression, ok bool) {
 			}
 		}
 	case opDelete:
-		// callbacks.Delete and SoftDeleteDeleteClause.
+		// callbacks.Delete and SoftDeleteDeleteClause, which read keys from structs only.
+		if k := reflect.Indirect(stmt.ReflectValue).Kind(); k != reflect.Struct && k != reflect.Slice && k != reflect.Array {
+			break
+		}
 		_, vals := schema.GetIdentityFieldValuesMap(ctx, stmt.ReflectValue, s.PrimaryFields)
 		if col, values := schema.ToQueryValues(stmt.Table, s.PrimaryFieldDBNames, vals); len(values) > 0 {
 			exprs = append(exprs, clause.IN{Column: col, Values: values})
@@ -478,7 +499,7 @@ func (p *Plugin) planUpdate(db *gorm.DB, st *stmtState) (bool, error) {
 	if err := st.begin(db); err != nil {
 		return false, err
 	}
-	if err := p.lockBefore(db, st, where, !db.Statement.Unscoped, "NO KEY UPDATE"); err != nil {
+	if err := p.lockBefore(db, st, where, st.scoped(db.Statement), "NO KEY UPDATE"); err != nil {
 		return false, err
 	}
 	st.pin(db)
@@ -493,7 +514,7 @@ func (p *Plugin) planDelete(db *gorm.DB, st *stmtState) (bool, error) {
 	}
 	stmt := db.Statement
 	st.where, st.kind = where, core.KindDelete
-	st.soft = !stmt.Unscoped && len(stmt.Schema.DeleteClauses) > 0
+	st.soft = st.scoped(stmt) && len(stmt.Schema.DeleteClauses) > 0
 	if !st.soft && !hasReturning(stmt) {
 		// What DELETE ... RETURNING returns is the before image, read atomically with the delete.
 		if p.s.InTransaction {
@@ -512,7 +533,7 @@ func (p *Plugin) planDelete(db *gorm.DB, st *stmtState) (bool, error) {
 	if st.soft {
 		strength = "NO KEY UPDATE" // what an UPDATE of non-key columns takes
 	}
-	if err := p.lockBefore(db, st, where, !stmt.Unscoped, strength); err != nil {
+	if err := p.lockBefore(db, st, where, st.scoped(stmt), strength); err != nil {
 		return false, err
 	}
 	st.pin(db)
@@ -554,7 +575,7 @@ func (p *Plugin) planCreate(db *gorm.DB, st *stmtState) (bool, error) {
 			}
 		}
 	}
-	if gormReadsReturning(db) {
+	if gormReadsReturning(db) && (st.resolved == nil || hasReturning(stmt)) {
 		// GORM scans RETURNING into the caller's values itself: read the rows again afterwards.
 		st.reread = true
 		if err := st.begin(db); err != nil {

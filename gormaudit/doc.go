@@ -34,8 +34,12 @@
 // data-changing db.Exec outside a transaction in a transaction of its own, committed with the
 // record. db.Raw(...) with Row, Rows or Scan cannot be wrapped that way (its rows are read
 // after the callbacks): outside a transaction its record is written after the statement
-// autocommitted, so the if-and-only-if guarantee does not hold for it. Writes through db.Table(...) without a model, and models
-// without a primary key, are not recorded (a warning is logged once per table).
+// autocommitted, so the if-and-only-if guarantee does not hold for it. Writes GORM runs without a model
+// (db.Table("items") with a map) are recorded with the model of that table: the one listed in
+// Options.Models, or else the one model the plugin has seen writing to it; as GORM runs them
+// without the model, they are recorded without its soft-delete scope. Writes to a table no
+// known model maps (or that several models map, none of them listed), and models without a
+// primary key, are not recorded (a warning is logged once per table).
 //
 // Struct tags: `audit:"-"` leaves a column out of the images and diffs; `audit:"redact"` stores
 // it as core.Redacted, while the diff still shows that it changed. A tag on an embedded struct

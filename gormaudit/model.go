@@ -40,7 +40,10 @@ func (p *Plugin) model(s *schema.Schema) *model {
 	if v, ok := p.models.Load(s); ok {
 		return v.(*model)
 	}
-	v, _ := p.models.LoadOrStore(s, p.buildModel(s))
+	v, loaded := p.models.LoadOrStore(s, p.buildModel(s))
+	if !loaded {
+		p.seeTable(s, false)
+	}
 	return v.(*model)
 }
 
@@ -201,4 +204,36 @@ func (m *model) orderByPK(table string) clause.OrderBy {
 		ob.Columns[i] = clause.OrderByColumn{Column: clause.Column{Table: table, Name: m.cols[i].name}}
 	}
 	return ob
+}
+
+// modelOfTable returns the model for a statement GORM runs without one (db.Table("items") with
+// a map or no value): the model listed in Options.Models, or else the one model the plugin has
+// seen writing to that table. Nil when there is none, or several models share the table.
+func (p *Plugin) modelOfTable(stmt *gorm.Statement) *schema.Schema {
+	if stmt.Table == "" || (stmt.TableExpr != nil && len(stmt.TableExpr.Vars) > 0) {
+		return nil
+	}
+	if v, ok := p.tables.Load(stmt.Table); ok {
+		s, _ := v.(*schema.Schema)
+		return s
+	}
+	return nil
+}
+
+// seeTable notes that s writes to its table; a second model on the same table makes the table
+// ambiguous, unless Options.Models named one.
+func (p *Plugin) seeTable(s *schema.Schema, listed bool) {
+	if listed {
+		p.tables.Store(s.Table, s)
+		p.listed.Store(s.Table, true)
+		return
+	}
+	if _, ok := p.listed.Load(s.Table); ok {
+		return
+	}
+	if v, loaded := p.tables.LoadOrStore(s.Table, s); loaded {
+		if prev, _ := v.(*schema.Schema); prev != nil && prev.ModelType != s.ModelType {
+			p.tables.Store(s.Table, (*schema.Schema)(nil))
+		}
+	}
 }

@@ -61,6 +61,14 @@ type Options struct {
 	// model's TableName.
 	ExcludeTables []string
 
+	// Models lists models (values or pointers, e.g. &Item{}) by whose table name the plugin
+	// records writes that GORM runs without a model: db.Table("items").Where(...).Updates(map)
+	// is recorded as a change of Item's rows. Without it, a table is resolved to the one model
+	// the plugin has seen writing to it; a table that several models map is not resolved
+	// unless one of them is listed here. Such writes are recorded as GORM runs them: without
+	// the model's soft-delete scope, hooks or RETURNING.
+	Models []any
+
 	// ExcludeModels lists models (values or pointers, e.g. &Session{}) whose changes are not
 	// recorded. A model can also opt out by implementing Disabler.
 	ExcludeModels []any

@@ -3,6 +3,7 @@ package gormaudit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -21,6 +22,8 @@ type Plugin struct {
 
 	constraints sync.Map // schema, table and constraint name -> its columns ([]string)
 	probed      sync.Map // model and table -> whether the model's columns can be read (bool)
+	tables      sync.Map // table -> the *schema.Schema of its model (nil: ambiguous), see modelOfTable
+	listed      sync.Map // tables of Options.Models -> true
 
 	foreignTx atomic.Bool
 }
@@ -50,6 +53,13 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		return err
 	}
 	p.s = s
+	for i, m := range p.opts.Models {
+		stmt := &gorm.Statement{DB: db}
+		if err := stmt.Parse(m); err != nil {
+			return fmt.Errorf("%w: Models[%d] (%T): %w", ErrInvalidOptions, i, m, err)
+		}
+		p.seeTable(stmt.Schema, true)
+	}
 	if err := p.wrapPool(db); err != nil {
 		return err
 	}

@@ -388,7 +388,7 @@ func (p *Plugin) renderFilter(db *gorm.DB, st *stmtState) (string, []any) {
 	if len(st.where) > 0 {
 		q.AddClause(clause.Where{Exprs: st.where})
 	}
-	if !stmt.Unscoped {
+	if st.scoped(stmt) {
 		for _, c := range stmt.Schema.QueryClauses {
 			q.AddClause(c)
 		}

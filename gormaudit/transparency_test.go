@@ -223,6 +223,17 @@ func trCases() []trCase {
 			}
 			return db.WithContext(ctx).Table("tr_items").Model(&TrItem{}).Scopes(byName("c")).Update("qty", 31), nil
 		}},
+		// GORM runs these without a model; the plugin records them with the model it saw
+		// writing to the table (or Options.Models).
+		{name: "Table without a model: Updates map", records: 2, run: func(ctx context.Context, db *gorm.DB) (*gorm.DB, any) {
+			return db.WithContext(ctx).Table("tr_items").Where("owner_id = ?", 2).Updates(map[string]any{"qty": 45}), nil
+		}},
+		{name: "Table without a model: Create map", records: 1, run: func(ctx context.Context, db *gorm.DB) (*gorm.DB, any) {
+			return db.WithContext(ctx).Table("tr_items").Create(map[string]any{"owner_id": 1, "name": "m", "qty": 46}), nil
+		}},
+		{name: "Table without a model: Delete", records: 1, run: func(ctx context.Context, db *gorm.DB) (*gorm.DB, any) {
+			return db.WithContext(ctx).Table("tr_tags").Where("label = ?", "y").Delete(map[string]any{}), nil
+		}},
 		{name: "Model of a slice", records: 2, run: func(ctx context.Context, db *gorm.DB) (*gorm.DB, any) {
 			its := []TrItem{{ID: 1}, {ID: 2}}
 			return db.WithContext(ctx).Model(&its).Update("qty", 32), &its

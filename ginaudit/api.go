@@ -130,6 +130,13 @@ const apiExportsAll = "*"
 // description (GET /openapi.yaml, relative to the group), which is the reference for parameters,
 // bodies and errors. Every refusal is a JSON error {"error": {"code", "message", ...}}.
 //
+// The API records its own use (APIOptions.Writer) and, behind Middleware, marks each request's
+// http record with resource type store.ResourceAuditLogs or store.ResourceAuditTenants; searches,
+// exports, stats and streams leave both out unless include_meta=true. A platform administrator's
+// request is recorded in the tenant it works on (tenant_id, /tenants/{id}, the tenant of the
+// record read or created) or, working on no single tenant, without a tenant — never in the tenant
+// of the administrator's token. A tenant user's live stream ends when the tenant is suspended.
+//
 // Paths and methods outside the API are the router's: Gin answers them in plain text unless
 // the engine has its own NoRoute and NoMethod handlers (with HandleMethodNotAllowed), as
 // examples/auditlog-service sets. MountAPI cannot set them for the group alone, since they

@@ -25,7 +25,9 @@ const (
 	// AuthNone: no credentials were presented (or nothing authenticated the context). No actor.
 	AuthNone AuthStatus = iota
 	// AuthVerified: an actor was established, by a verified token, the application's own
-	// Identify function, or WithActor. ActorFromContext returns it with ok true.
+	// Identify function, or WithActor (with JWTConfig.UnsafeSkipVerification, by a token that
+	// only a gateway in front verified). ActorFromContext returns it with ok true; its Auth
+	// field says how it was established ("jwt:HS256", "unverified", "custom", "context").
 	AuthVerified
 	// AuthRefused: credentials were presented and refused (a forged, expired or malformed token,
 	// an Identify error). No actor: a refused credential is never more than no credential.

@@ -211,3 +211,22 @@ func TestRedactBodyIsLinear(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkRedactBodySniffed(b *testing.B) {
+	r := core.NewRedactor(nil, nil)
+	for _, bb := range []struct{ name, ct, data string }{
+		{"json-as-form", "application/x-www-form-urlencoded", `{"user":"bob","password":"hunter2","items":[1,2,3],"profile":{"city":"Oslo"}}`},
+		{"form", "application/x-www-form-urlencoded", "user=bob&password=hunter2&items=1&items=2&city=Oslo&next=%2Fhome"},
+		{"yaml", "application/yaml", "user: bob\npassword: hunter2\nitems: [1, 2, 3]\nprofile:\n  city: Oslo\n"},
+		{"xml", "application/xml", "<req><user>bob</user><password>hunter2</password><items><i>1</i><i>2</i></items></req>"},
+		{"text", "text/plain", "user bob logged in from 10.0.0.1\nAuthorization: Bearer abc\nmachine h login u password p\n"},
+	} {
+		body := &core.Body{ContentType: bb.ct, Data: []byte(bb.data), Size: int64(len(bb.data))}
+		b.Run(bb.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = r.Body(body)
+			}
+		})
+	}
+}

@@ -236,7 +236,7 @@ var (
 // sensitive key: {"name": "DB_PASSWORD", "value": "..."} in JSON-like text (also when the JSON
 // does not parse), and the same as YAML-like lines ("- name: DB_PASSWORD" / "  value: ...").
 func (r *Redactor) namedValues(s string, spans []redactSpan) []redactSpan {
-	if strings.IndexByte(s, '{') >= 0 && strings.IndexByte(s, '"') >= 0 {
+	if strings.IndexByte(s, '{') >= 0 && redactHasQuotedNameMember(s) {
 		for _, o := range redactInnerObject.FindAllStringIndex(s, -1) {
 			obj := s[o[0]:o[1]]
 			ms := redactQuotedMember.FindAllStringSubmatchIndex(obj, -1)
@@ -260,10 +260,54 @@ func (r *Redactor) namedValues(s string, spans []redactSpan) []redactSpan {
 			}
 		}
 	}
-	if strings.Contains(s, ": ") {
+	if strings.Contains(s, ": ") && redactHasNameMemberLine(s) {
 		spans = r.namedValueLines(s, spans)
 	}
 	return spans
+}
+
+// redactHasQuotedNameMember is the cheap filter before the JSON-like name/value detector: it
+// reports whether s has a quoted name member followed by ':' ("name": ...).
+func redactHasQuotedNameMember(s string) bool {
+	for i := strings.IndexByte(s, '"'); i >= 0 && i+1 < len(s); {
+		j := strings.IndexByte(s[i+1:], '"')
+		if j < 0 {
+			return false
+		}
+		j += i + 1
+		k := j + 1
+		for k < len(s) && (s[k] == ' ' || s[k] == '\t') {
+			k++
+		}
+		if k < len(s) && s[k] == ':' && j-i-1 <= 32 && redactNameMember(s[i+1:j]) {
+			return true
+		}
+		i = j
+	}
+	return false
+}
+
+// redactHasNameMemberLine is the cheap filter before the YAML-like name/value detector: it
+// reports whether a line of s starts (after indentation and a list marker) with a name member
+// and ':'.
+func redactHasNameMemberLine(s string) bool {
+	for start := 0; start < len(s); {
+		end := strings.IndexByte(s[start:], '\n')
+		if end < 0 {
+			end = len(s)
+		} else {
+			end += start
+		}
+		line := strings.TrimLeft(s[start:end], " \t")
+		if strings.HasPrefix(line, "- ") {
+			line = strings.TrimLeft(line[2:], " ")
+		}
+		if c := strings.IndexByte(line, ':'); c > 0 && c <= 32 && redactNameMember(line[:c]) {
+			return true
+		}
+		start = end + 1
+	}
+	return false
 }
 
 // redactEntryLines bounds how many lines around a sensitive name line namedValueLines looks at

@@ -255,3 +255,50 @@ func BenchmarkPairedBulkUpdate1000(b *testing.B) {
 			}
 		})
 }
+
+// BenchmarkPairedUpdateSubquery measures the savepoint around a locking read that is more than
+// the statement's table and conditions: the same single-row update with the plugin capturing,
+// by a plain condition and by a subquery (read under a savepoint inside GORM's transaction),
+// alternating per iteration as runPaired does; "bare" is GORM alone with the subquery.
+func BenchmarkPairedUpdateSubquery(b *testing.B) {
+	names := []string{"bare-subquery", "plain", "subquery"}
+	dbs := []*benchDB{openBench(b, "bare"), openBench(b, "capture"), openBench(b, "capture")}
+	op := func(j, i int) {
+		d := dbs[j]
+		q := d.db.WithContext(d.ctx()).Model(&BenchItem{})
+		if j == 1 {
+			q = q.Where("id = ?", 1)
+		} else {
+			q = q.Where("id IN (?)", d.db.Model(&BenchItem{}).Select("id").Where("id = ?", 1))
+		}
+		if err := q.Update("qty", i).Error; err != nil {
+			b.Fatal(err)
+		}
+	}
+	for j, d := range dbs {
+		if err := d.db.Create(&BenchItem{ID: 1, SKU: "one"}).Error; err != nil {
+			b.Fatal(err)
+		}
+		op(j, 0)
+	}
+	spent := make([]time.Duration, len(dbs))
+	i := 0
+	for b.Loop() {
+		i++
+		for k := range dbs {
+			j := k
+			if i%2 == 1 {
+				j = len(dbs) - 1 - k
+			}
+			t0 := time.Now()
+			op(j, i)
+			spent[j] += time.Since(t0)
+		}
+	}
+	for j, n := range names {
+		b.ReportMetric(float64(spent[j].Microseconds())/float64(i), n+"-µs/op")
+	}
+	b.ReportMetric(float64(spent[2])/float64(spent[1]), "subquery/plain")
+	b.ReportMetric(float64(spent[2])/float64(spent[0]), "subquery/bare")
+	b.ReportMetric(0, "ns/op")
+}

@@ -47,7 +47,9 @@
 // implementing Disabler.
 //
 // An update is a no-op, and not recorded unless Options.RecordNoOpUpdates is set, when no column
-// of the row changed other than Options.IgnoreFields. A change to an `audit:"-"` column is a
+// of the row changed other than Options.IgnoreFields and the columns GORM sets on every update
+// (autoUpdateTime fields such as gorm.Model's UpdatedAt; Options.RecordTimestampOnlyUpdates
+// records those changes). A change to an `audit:"-"` column is a
 // change of the row: it is recorded, the column named in the metadata omitted_changed, its
 // values in no image and no diff (the plugin reads such a column as md5 of its text, so its
 // value never leaves the database; the hash costs time in proportion to the column's size).

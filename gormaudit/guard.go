@@ -169,12 +169,20 @@ func (p *Plugin) readable(db *gorm.DB, st *stmtState) bool {
 }
 
 // probeKey identifies what the probe checked: the model's columns in one table expression.
-func (m *model) probeKey(stmt *gorm.Statement) string {
-	k := stmt.Table
-	if stmt.TableExpr != nil {
-		k += "\x00" + stmt.TableExpr.SQL + fmt.Sprint(stmt.TableExpr.Vars...)
+type probeKey struct {
+	m           *model
+	table, expr string
+}
+
+func (m *model) probeKey(stmt *gorm.Statement) probeKey {
+	k := probeKey{m: m, table: stmt.Table}
+	if e := stmt.TableExpr; e != nil {
+		k.expr = e.SQL
+		if len(e.Vars) > 0 {
+			k.expr += fmt.Sprint(e.Vars...)
+		}
 	}
-	return fmt.Sprintf("%p\x00%s", m, k)
+	return k
 }
 
 // fromOf returns the FROM list and joins an UPDATE adds to its target table, if any.

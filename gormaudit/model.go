@@ -34,6 +34,10 @@ type column struct {
 	redact      bool // audit:"redact"
 	ignore      bool // Options.IgnoreFields: not diffed
 	jsonSer     bool // a serializer:json field: its stored text is shown as JSON
+	// autoUpdate: GORM sets the column on every update (autoUpdateTime, gorm.Model's
+	// UpdatedAt); a diff of such columns alone is a no-op unless
+	// Options.RecordTimestampOnlyUpdates.
+	autoUpdate bool
 }
 
 func (p *Plugin) model(s *schema.Schema) *model {
@@ -75,6 +79,7 @@ func (p *Plugin) buildModel(s *schema.Schema) *model {
 			name:        f.DBName,
 			omit:        pol.Omit,
 			fingerprint: pol.Omit && !pk,
+			autoUpdate:  f.AutoUpdateTime > 0,
 			redact:      pol.Redact,
 			ignore:      p.s.ignore[f.DBName] || p.s.ignore[f.Name] || p.s.ignore[f.BindName()],
 			jsonSer:     f.Serializer != nil && strings.EqualFold(f.TagSettings["SERIALIZER"], "json"),

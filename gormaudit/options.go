@@ -73,9 +73,16 @@ type Options struct {
 	// recorded. A model can also opt out by implementing Disabler.
 	ExcludeModels []any
 
-	// RecordNoOpUpdates records updates that change no column (ignoring IgnoreFields). By
-	// default such an update writes no audit row.
+	// RecordNoOpUpdates records updates that change no column (ignoring IgnoreFields, and
+	// counting a change to an audit:"-" column as a change). By default such an update writes
+	// no audit row. It implies RecordTimestampOnlyUpdates.
 	RecordNoOpUpdates bool
+
+	// RecordTimestampOnlyUpdates records updates whose only changes are to columns GORM sets
+	// on every update (autoUpdateTime fields, such as gorm.Model's UpdatedAt). By default such
+	// an update - a Save of an unchanged row, say - is a no-op and writes no audit row; when
+	// other columns change, the timestamps stay in the diff.
+	RecordTimestampOnlyUpdates bool
 
 	// CaptureRawSQL records data-changing raw statements (db.Exec, and db.Raw with
 	// Scan/Row/Rows/Find) that start with INSERT, UPDATE, DELETE, MERGE, TRUNCATE or a WITH

@@ -331,7 +331,8 @@ func (b *builder) add(kind core.Kind, key string, before, after map[string]any, 
 	st := b.st
 	m := st.m
 	d := diff(m, before, after)
-	if kind == core.KindUpdate && len(d) == 0 && meta["omitted_changed"] == nil && !b.p.s.RecordNoOpUpdates && before != nil {
+	if kind == core.KindUpdate && before != nil && !b.p.s.RecordNoOpUpdates && meta["omitted_changed"] == nil &&
+		(len(d) == 0 || !b.p.s.RecordTimestampOnlyUpdates && onlyAutoUpdate(m, d)) {
 		return
 	}
 	if kind == core.KindUpdate && m.softCol != "" && before != nil && before[m.softCol] != nil && after[m.softCol] == nil {
@@ -355,6 +356,19 @@ func (b *builder) add(kind core.Kind, key string, before, after map[string]any, 
 		Diff:         d,
 		Metadata:     meta,
 	})
+}
+
+// onlyAutoUpdate reports whether every column of d is one GORM sets on each update.
+func onlyAutoUpdate(m *model, d map[string]core.Change) bool {
+	n := 0
+	for _, c := range m.cols {
+		if c.autoUpdate {
+			if _, ok := d[c.name]; ok {
+				n++
+			}
+		}
+	}
+	return n == len(d)
 }
 
 // finish appends the summary of the rows past the cap.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -222,14 +223,17 @@ func TenantScope(id string) Scope { return Scope{TenantID: id} }
 // AllTenantsScope returns the scope covering every tenant and rows without a tenant.
 func AllTenantsScope() Scope { return Scope{AllTenants: true} }
 
-// Validate reports whether the scope names exactly one tenant or all tenants.
+// Validate reports whether the scope names exactly one tenant or all tenants. A tenant id follows
+// the one rule of core.ValidateTenantID; the error then wraps ErrInvalidScope, ErrInvalidTenant
+// and core.ErrInvalidTenant.
 func (sc Scope) Validate() error {
 	if sc.AllTenants == (sc.TenantID != "") {
 		return ErrInvalidScope
 	}
 	if sc.TenantID != "" {
-		if err := checkText("tenant_id", sc.TenantID, maxTenantLen); err != nil {
-			return fmt.Errorf("%w: %w", ErrInvalidScope, err)
+		if err := core.ValidateTenantID(sc.TenantID); err != nil {
+			msg, _ := strings.CutPrefix(err.Error(), core.ErrInvalidTenant.Error()+" id: ")
+			return fmt.Errorf("%w: %w: %w: tenant_id: %s", ErrInvalidScope, ErrInvalidTenant, core.ErrInvalidTenant, msg)
 		}
 	}
 	return nil

@@ -46,8 +46,8 @@ type APIOptions struct {
 	Writer *core.Writer
 
 	// RateLimit is the sustained rate of requests per second allowed per tenant (token bucket;
-	// callers without a tenant are limited per actor). Zero means 20; a negative value disables
-	// rate limiting. Refused requests get 429 with Retry-After.
+	// platform administrators and callers without a tenant are limited per actor). Zero means 20;
+	// a negative value disables rate limiting. Refused requests get 429 with Retry-After.
 	RateLimit float64
 	// RateBurst is the bucket size. Zero means twice RateLimit (at least 1).
 	RateBurst int
@@ -61,8 +61,8 @@ type APIOptions struct {
 	// now minus MinCleanupAge. Zero means 24h.
 	MinCleanupAge time.Duration
 
-	// MaxStreams is the most live streams open at once per tenant (per actor without a tenant).
-	// Zero means 10.
+	// MaxStreams is the most live streams open at once per tenant (per actor for platform
+	// administrators and callers without a tenant). Zero means 10.
 	MaxStreams int
 	// StreamHeartbeat is how often an idle stream sends a keep-alive (an SSE comment or a
 	// WebSocket ping). Zero means 15s.
@@ -79,7 +79,8 @@ type APIOptions struct {
 	// export read at any steady pace is never cut. Zero means 30s; a negative value disables it.
 	WriteTimeout time.Duration
 
-	// MaxExports is the most exports running at once per tenant (per actor without a tenant);
+	// MaxExports is the most exports running at once per tenant (per actor for platform
+	// administrators and callers without a tenant);
 	// one more gets 429 too_many_exports. Each running export holds a database connection until
 	// its last row is sent. Zero means 2.
 	MaxExports int
@@ -298,9 +299,11 @@ type apiPrincipal struct {
 	admin bool
 }
 
-// limitKey is the rate-limit and stream-count key: the tenant, or the actor without one.
+// limitKey is the rate-limit, stream-count and export-count key: the tenant, or the actor
+// without one. Platform administrators are counted per actor: their work on other tenants must
+// not use up the quota of the tenant their token names.
 func (p *apiPrincipal) limitKey() string {
-	if p.id.Tenant.ID != "" {
+	if p.id.Tenant.ID != "" && !p.admin {
 		return "t:" + p.id.Tenant.ID
 	}
 	return "a:" + p.id.Actor.ID

@@ -407,3 +407,32 @@ func TestAPIIncludeMeta(t *testing.T) {
 		}
 	}
 }
+
+// A platform administrator's work, on any tenant, is counted against the administrator, not
+// against the tenant the administrator's token names: that tenant's users keep their stream,
+// export and rate quota.
+func TestAPIAdminWorkUsesNoTenantQuota(t *testing.T) {
+	e := apiNewEnv(t, func(o *ginaudit.APIOptions) {
+		o.MaxStreams, o.RateLimit, o.RateBurst = 1, 0.001, 3
+	})
+	admin := apiToken(t, "root", core.ActorPlatformAdmin, apiHomeA)
+	userA := apiToken(t, "user-a", core.ActorTenantUser, apiHomeA)
+	e.openSSE(admin, url.Values{"tenant_id": {apiOtherB}})
+	if r := e.doStream("/logs/stream", userA); r.status != http.StatusOK {
+		t.Errorf("tenant A's user while the administrator streams B: %d %s", r.status, r.body)
+	}
+	for range 2 { // the administrator's bucket: 3, one taken by the stream
+		if r := e.do(http.MethodGet, "/logs?tenant_id="+apiOtherB, admin, nil); r.status != http.StatusOK {
+			t.Fatalf("the administrator: %d %s", r.status, r.body)
+		}
+	}
+	if r := e.do(http.MethodGet, "/logs?tenant_id="+apiOtherB, admin, nil); r.status != http.StatusTooManyRequests {
+		t.Errorf("the administrator past the burst: %d", r.status)
+	}
+	// Tenant A's bucket: 3, one taken by its user's stream.
+	for range 2 {
+		if r := e.do(http.MethodGet, "/logs", userA, nil); r.status != http.StatusOK {
+			t.Errorf("tenant A's user after the administrator's requests: %d %s", r.status, r.body)
+		}
+	}
+}

@@ -34,8 +34,9 @@ const redactMaxQuotedKey = 1024
 // what PostgreSQL would reject in text and jsonb (NUL bytes, invalid UTF-8, NaN and infinite
 // numbers).
 //
-// A Redactor is immutable after construction and safe for concurrent use. Its methods never
-// modify their arguments: they return copies. A nil *Redactor, and the zero Redactor, behave like
+// A Redactor's rules are fixed at construction and it is safe for concurrent use; it remembers
+// Sensitive's verdicts on up to 1024 keys of up to 64 bytes. Its methods never modify their
+// arguments: they return copies. A nil *Redactor, and the zero Redactor, behave like
 // NewRedactor(nil, nil).
 //
 // Keys are matched by their words, so that ssn matches user_ssn and SSN but not classname, and
@@ -47,6 +48,7 @@ type Redactor struct {
 	first    [256][]string        // pattern texts by their first byte
 	minLen   int                  // length of the shortest pattern
 	allow    map[string]struct{}  // normalised keys exempt from redaction
+	verdicts *redactVerdicts      // Sensitive's verdicts on keys seen before
 }
 
 // Sanitize returns s without NUL bytes and with invalid UTF-8 replaced by U+FFFD, which
@@ -250,11 +252,16 @@ func (r *Redactor) storedBody(b *Body) *Body {
 // reliably, and then says "truncated": true: JSON keeps its complete tokens (containers closed
 // where the data ends; a key whose value was cut, and a number at the very end, become
 // "[truncated]"), a form its complete pairs (the last one is left out), multipart its complete
-// parts (the cut one by name and size, marked truncated), YAML its complete lines, text its text.
-// Truncated XML, and a truncated body of a declared structured type that none of these parse,
-// are stored as {"content_type", "size", "truncated": true, "omitted": "truncated"}.
+// parts (the cut one by name and size, marked truncated), YAML its complete lines, text its text
+// with its last token, which may have been cut and so hide its shape, replaced by "[truncated]".
+// Truncated XML, a truncated body of a declared structured type that none of these parse, and a
+// truncated body with no byte kept are stored as {"content_type", "size", "truncated": true,
+// "omitted": "truncated"}.
 //
-// The raw text of a body is never stored unredacted.
+// Text holding URL-encoded pairs (a form broken by raw white space) is judged and stored decoded,
+// with the whole value of a sensitive key hidden. A YAML parse that keeps something Text would
+// hide in the same bytes is not trusted: the body is stored as text. The raw text of a body is
+// never stored unredacted.
 func (r *Redactor) Body(b *Body) []byte {
 	if b == nil {
 		return nil
@@ -598,14 +605,21 @@ func (r *Redactor) str(s string, depth int) (string, bool) {
 			clean, changed = u, true
 		}
 	}
+	var t string
 	if r.mayLeak(clean) {
-		if t := r.text(clean); t != clean {
-			if strings.TrimSpace(t) == Redacted {
-				// The string is a secret (a JWT, a key, a card number), not text holding one.
-				return Redacted, true
-			}
-			return t, true
+		t = r.text(clean)
+	} else if h := redactShapeHint(clean); h != 0 {
+		// Nothing but a shape can be hidden: skip the text detectors.
+		t = redactApply(clean, redactShapes(clean, nil, h))
+	} else {
+		return clean, changed
+	}
+	if t != clean {
+		if strings.TrimSpace(t) == Redacted {
+			// The string is a secret (a JWT, a key, a card number), not text holding one.
+			return Redacted, true
 		}
+		return t, true
 	}
 	return clean, changed
 }
@@ -733,7 +747,7 @@ func (r *Redactor) query(raw string, depth int) (string, bool) {
 
 // mayLeak is a cheap filter for strings that Text could change.
 func (r *Redactor) mayLeak(s string) bool {
-	if strings.Contains(s, "://") || redactMentionsAuthScheme(s) || redactShapeHint(s) {
+	if strings.Contains(s, "://") || redactMentionsAuthScheme(s) {
 		return true
 	}
 	if !strings.ContainsAny(s, "=:<") {
@@ -861,7 +875,10 @@ var (
 //   - "key": "value" and "key": 123 (JSON-like text, also truncated JSON and JSON escaped inside
 //     a string; an object or array value is redacted whole),
 //   - key: value lines (the rest of the line is redacted),
-//   - <key>value</key> XML elements,
+//   - <key>value</key> XML elements (up to the closing tag, nested elements included),
+//   - name/value entries that name a sensitive key: {"name": "DB_PASSWORD", "value": ...} in
+//     JSON-like text, "- name: DB_PASSWORD" / "value: ..." lines, <entry key="db.password">,
+//     <property name="password" value="...">, and <value> beside <name>DB_PASSWORD</name>,
 //   - everything indented under a sensitive "key:" line (YAML lists, nested mappings and block
 //     scalars such as "private_key: |" in text that is not parsed as YAML),
 //   - .netrc text ("machine h login u password p", also over several lines and "default"): the
@@ -877,7 +894,11 @@ func (r *Redactor) Text(s string) string {
 }
 
 func (r *Redactor) text(s string) string {
-	spans := r.textSpans(s)
+	return redactApply(s, r.textSpans(s))
+}
+
+// redactApply returns s with each of spans, merged where they overlap, replaced by Redacted.
+func redactApply(s string, spans []redactSpan) string {
 	if len(spans) == 0 {
 		return s
 	}
@@ -915,8 +936,8 @@ func (r *Redactor) textSpans(s string) []redactSpan {
 	if redactMentionsAuthScheme(s) {
 		spans = redactAuthSchemes(s, spans)
 	}
-	if redactShapeHint(s) {
-		spans = redactShapes(s, spans)
+	if h := redactShapeHint(s); h != 0 {
+		spans = redactShapes(s, spans, h)
 	}
 	return spans
 }

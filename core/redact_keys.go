@@ -2,9 +2,11 @@ package core
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode"
 	"unicode/utf8"
 )
@@ -112,7 +114,7 @@ type redactPattern struct {
 // sensitive, although it matches a pattern. Its value is still walked, so secrets nested inside
 // it, or recognised by their shape, are redacted.
 func NewRedactor(fields, allow []string) *Redactor {
-	r := &Redactor{}
+	r := &Redactor{verdicts: &redactVerdicts{}}
 	seen := map[string]bool{}
 	var buf []byte
 	for i, f := range slices.Concat(DefaultRedactFields, fields) {
@@ -337,6 +339,56 @@ func (r *Redactor) containsPattern(n []byte) bool {
 // sensitive.
 func (r *Redactor) Sensitive(key string) bool {
 	r = r.rules()
+	c := r.verdicts
+	if c == nil || len(key) > redactVerdictKeyMax {
+		return r.sensitive(key)
+	}
+	if m := c.m.Load(); m != nil {
+		if v, ok := (*m)[key]; ok {
+			return v
+		}
+	}
+	v := r.sensitive(key)
+	c.add(key, v)
+	return v
+}
+
+// redactVerdictMax and redactVerdictKeyMax bound the keys whose verdicts a Redactor remembers:
+// the columns and fields a program uses over and over are then judged once, and keys made up by
+// clients cannot make the memory grow.
+const (
+	redactVerdictMax    = 1024
+	redactVerdictKeyMax = 64
+)
+
+// redactVerdicts remembers Sensitive's verdicts. Readers load an immutable map without locking;
+// a new verdict replaces the map by a copy holding it, until the map is full.
+type redactVerdicts struct {
+	mu sync.Mutex
+	m  atomic.Pointer[map[string]bool]
+}
+
+func (c *redactVerdicts) add(key string, v bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := c.m.Load()
+	n := 0
+	if old != nil {
+		n = len(*old)
+	}
+	if n >= redactVerdictMax {
+		return
+	}
+	m := make(map[string]bool, n+1)
+	if old != nil {
+		maps.Copy(m, *old)
+	}
+	m[strings.Clone(key)] = v
+	c.m.Store(&m)
+}
+
+// sensitive is Sensitive without the remembered verdicts.
+func (r *Redactor) sensitive(key string) bool {
 	var buf [96]byte
 	var ends [24]int
 	n, e := redactWords(buf[:0], ends[:0], key)

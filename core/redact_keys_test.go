@@ -1,9 +1,11 @@
 package core_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/auditkit/auditkit/core"
@@ -220,4 +222,38 @@ func TestRedactFieldNames(t *testing.T) {
 		t.Errorf("the table has %d names from %d sources, want at least 300 from 10", n, len(sources))
 	}
 	t.Logf("%d names from %d sources: %d leaks, %d justified false positives", len(lines)-1, len(sources), leaks, falsePositives)
+}
+
+// TestRedactSensitiveRemembers checks that the verdicts Sensitive remembers are those it would
+// give, for more keys than it remembers, long keys and concurrent callers.
+func TestRedactSensitiveRemembers(t *testing.T) {
+	r := core.NewRedactor([]string{"pin"}, []string{"pin_hint"})
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := range 3 {
+				for i := range 3000 {
+					for _, c := range []struct {
+						key  string
+						want bool
+					}{
+						{fmt.Sprintf("password_%d", i), true},
+						{fmt.Sprintf("field_%d", i), false},
+						{"pin_hint", false},
+						{"pin", true},
+						{strings.Repeat("x", 100) + "_token", true},
+						{strings.Repeat("x", 100) + "_token_count", false},
+					} {
+						if got := r.Sensitive(c.key); got != c.want {
+							t.Errorf("goroutine %d, round %d: Sensitive(%.40q) = %v, want %v", g, round, c.key, got, c.want)
+							return
+						}
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }

@@ -91,60 +91,81 @@ var redactKeyPrefixIndex = func() (idx [256][]int) {
 	return idx
 }()
 
-// redactTokenByte reports whether c may be part of a token checked for a JWT or a key prefix.
-func redactTokenByte(c byte) bool { return redactB64URL(c) || c == '.' }
-
-// redactShapeHint is the cheap filter before the shape detectors: it reports whether s is long
-// enough, and holds a run of token characters long enough for a JWT or a key, or enough digits
-// for a card number, or a PEM armour line or its base64 form.
-func redactShapeHint(s string) bool {
-	if len(s) < redactShapeMin {
-		return false
+// redactTokenBytes marks the bytes that may be part of a token checked for a JWT or a key
+// prefix: base64url and '.'.
+var redactTokenBytes = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = redactB64URL(byte(c)) || c == '.'
 	}
+	return t
+}()
+
+// redactTokenByte reports whether c may be part of a token checked for a JWT or a key prefix.
+func redactTokenByte(c byte) bool { return redactTokenBytes[c] }
+
+// redactHint says which shape detectors a string needs.
+type redactHint uint8
+
+const (
+	redactHintToken  redactHint = 1 << iota // a run of token bytes long enough for a JWT or a key
+	redactHintDigits                        // enough digits for a card number
+	redactHintPEM                           // a PEM armour line
+)
+
+// redactShapeHint is the cheap filter before the shape detectors, one pass over s: it reports
+// which of them s needs, none when s is too short to hold any secret shape.
+func redactShapeHint(s string) redactHint {
+	if len(s) < redactShapeMin {
+		return 0
+	}
+	var h redactHint
 	digits, run := 0, 0
 	for i := 0; i < len(s); i++ {
 		c := s[i]
+		if !redactTokenBytes[c] {
+			run = 0
+			continue
+		}
 		if '0' <= c && c <= '9' {
 			digits++
 		}
-		if redactTokenByte(c) {
-			run++
-			if run >= redactTokenMin {
-				return true
-			}
-		} else {
-			run = 0
+		if run++; run >= redactTokenMin {
+			h |= redactHintToken
 		}
-	}
-	return digits >= redactShapeMin || strings.Contains(s, "-----BEGIN")
-}
-
-// redactShapes appends the spans of the secrets in s recognised by their shape: JWTs, private
-// key PEM blocks (also base64-encoded, as in Kubernetes secrets), credentials with a well-known
-// prefix (redactKeyPrefixes) and card numbers. It does not filter; call redactShapeHint first.
-func redactShapes(s string, spans []redactSpan) []redactSpan {
-	if strings.Contains(s, "-----BEGIN") {
-		spans = redactPEM(s, spans)
-	}
-	digits := 0
-	for i := 0; i < len(s); {
-		if !redactTokenByte(s[i]) {
-			i++
-			continue
-		}
-		j := i
-		for j < len(s) && redactTokenByte(s[j]) {
-			if '0' <= s[j] && s[j] <= '9' {
-				digits++
-			}
-			j++
-		}
-		if j-i >= redactTokenMin {
-			spans = redactToken(s, i, j, spans)
-		}
-		i = j
 	}
 	if digits >= redactShapeMin {
+		h |= redactHintDigits
+	}
+	if strings.Contains(s, "-----BEGIN") {
+		h |= redactHintPEM
+	}
+	return h
+}
+
+// redactShapes appends the spans of the secrets in s recognised by their shape: JWTs, private key
+// PEM blocks (also base64-encoded, as in Kubernetes secrets), credentials with a well-known prefix
+// (redactKeyPrefixes) and card numbers. h is redactShapeHint(s).
+func redactShapes(s string, spans []redactSpan, h redactHint) []redactSpan {
+	if h&redactHintPEM != 0 {
+		spans = redactPEM(s, spans)
+	}
+	if h&redactHintToken != 0 {
+		for i := 0; i < len(s); {
+			if !redactTokenBytes[s[i]] {
+				i++
+				continue
+			}
+			j := i
+			for j < len(s) && redactTokenBytes[s[j]] {
+				j++
+			}
+			if j-i >= redactTokenMin {
+				spans = redactToken(s, i, j, spans)
+			}
+			i = j
+		}
+	}
+	if h&redactHintDigits != 0 {
 		spans = redactCards(s, spans)
 	}
 	return spans
@@ -573,7 +594,7 @@ func redactSegmentSecret(seg string) bool {
 			}
 			s = u
 		}
-		if redactTokenLike(s) || redactShapeHint(s) && len(redactShapes(s, nil)) > 0 {
+		if redactTokenLike(s) || len(redactShapes(s, nil, redactShapeHint(s))) > 0 {
 			return true
 		}
 	}

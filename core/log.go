@@ -24,7 +24,7 @@ type Entry struct {
 	ResourceType string            // what was acted on: a table, an entity or a domain object
 	ResourceID   string            // its identifier
 	Actor        Actor             // when zero, taken from the context (WithActor)
-	Tenant       Tenant            // when zero, taken from the context (WithTenant)
+	Tenant       Tenant            // when zero, taken from the context (WithTenant); must follow ValidateTenant
 	RequestID    string            // when empty, taken from the context (WithRequestID)
 	IP           netip.Addr        // client address; when invalid, the context's request collector's
 	Before       map[string]any    // the object before the change, if any; redacted when written
@@ -37,10 +37,15 @@ type Entry struct {
 // ErrNoAction is returned by Log for an entry without an action.
 var ErrNoAction = errors.New("auditkit: entry has no action")
 
-// Record converts the entry into a record, taking missing identity from ctx.
+// Record converts the entry into a record, taking missing identity from ctx. An entry whose
+// Tenant breaks the tenant id rule (ValidateTenant) is refused, as WithTenant refuses it: the error
+// wraps ErrInvalidRecord and ErrInvalidTenant, and nothing is recorded.
 func (e Entry) Record(ctx context.Context) (*Record, error) {
 	if strings.TrimSpace(e.Action) == "" {
 		return nil, ErrNoAction
+	}
+	if err := ValidateTenant(e.Tenant); err != nil {
+		return nil, fmt.Errorf("%w: entry tenant: %w", ErrInvalidRecord, err)
 	}
 	kind := e.Kind
 	if kind == "" {

@@ -395,3 +395,49 @@ func TestBothPathsStoreTheWholeTimestampRange(t *testing.T) {
 		t.Fatalf("writer stats = %+v", s)
 	}
 }
+
+// TestLogRefusesAnInvalidEntryTenant: a tenant set directly on an Entry follows the same tenant id
+// rule as WithTenant; Log and LogTx refuse it and record nothing.
+func TestLogRefusesAnInvalidEntryTenant(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	tw := core.NewTxWriter(db.Schema, nil)
+	for _, tt := range []struct {
+		name   string
+		tenant core.Tenant
+	}{
+		{"dot dot", core.Tenant{ID: "../other"}},
+		{"space", core.Tenant{ID: "acme corp"}},
+		{"leading separator", core.Tenant{ID: "-acme"}},
+		{"non-ASCII", core.Tenant{ID: "аcme"}},
+		{"too long", core.Tenant{ID: string(make([]byte, core.MaxTenantIDBytes+1))}},
+		{"bad slug", core.Tenant{ID: "t-1", Slug: "acme\n"}},
+		{"slug without id", core.Tenant{Slug: "@acme"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := core.Entry{Action: "tenant.touched", Tenant: tt.tenant}
+			col := core.NewCollector()
+			if _, err := core.Log(core.NewContext(ctx, col), nil, e); !errors.Is(err, core.ErrInvalidTenant) || !errors.Is(err, core.ErrInvalidRecord) {
+				t.Errorf("Log = %v, want ErrInvalidTenant and ErrInvalidRecord", err)
+			}
+			if n := len(col.Records()); n != 0 {
+				t.Errorf("the collector holds %d records, want none", n)
+			}
+			if _, err := core.LogTx(ctx, core.PgxExecer(db.Pool), tw, e); !errors.Is(err, core.ErrInvalidTenant) {
+				t.Errorf("LogTx = %v, want ErrInvalidTenant", err)
+			}
+			if n := db.Count(t); n != 0 {
+				t.Errorf("audit_logs holds %d rows, want none", n)
+			}
+		})
+	}
+	// A valid tenant on the entry is stored as given.
+	id, err := core.LogTx(ctx, core.PgxExecer(db.Pool), tw, core.Entry{Action: "tenant.touched", Tenant: core.Tenant{ID: "org:acme", Slug: "acme"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tenant string
+	if err := db.Pool.QueryRow(ctx, `SELECT tenant_id FROM audit_logs WHERE id = $1`, id).Scan(&tenant); err != nil || tenant != "org:acme" {
+		t.Fatalf("tenant_id = %q, %v; want org:acme", tenant, err)
+	}
+}

@@ -66,7 +66,9 @@
 //     under a savepoint inside a transaction (two round trips more, only for these
 //     statements): if it fails, the statement runs unchanged and its rows are recorded without
 //     a before image (metadata before_unknown). A WITH that changes data is never run by the
-//     plugin: those statements are always recorded with before_unknown.
+//     plugin: those statements are always recorded with before_unknown. A hard delete reads
+//     nothing beforehand (what its RETURNING yields is the before image), so a DELETE ... USING
+//     (a USING clause registered on the delete processor) needs nothing carried.
 //   - A read after the change that fails records the rows with their before images and without
 //     an after image (metadata after_unknown).
 //   - A model whose columns cannot be read from its table (a column the table lacks, columns

@@ -269,6 +269,10 @@ func trCases() []trCase {
 		{name: "Delete Unscoped", records: 1, run: func(ctx context.Context, db *gorm.DB) (*gorm.DB, any) {
 			return db.WithContext(ctx).Unscoped().Delete(&TrTag{}, 2), nil
 		}},
+		{name: "Delete USING", setup: usingClauses, records: 1, run: func(ctx context.Context, db *gorm.DB) (*gorm.DB, any) {
+			return db.WithContext(ctx).Clauses(using{table: "tr_items"}).
+				Where("tr_items.id = tr_tags.item_id AND tr_items.name = ?", "a").Delete(&TrTag{}), nil
+		}},
 		{name: "Delete Returning", records: 1, run: func(ctx context.Context, db *gorm.DB) (*gorm.DB, any) {
 			var out []TrTag
 			return db.WithContext(ctx).Clauses(clause.Returning{}).Where("id = ?", 1).Delete(&out), &out
@@ -320,6 +324,24 @@ func withClauses(db *gorm.DB) {
 	u := db.Callback().Update()
 	if !slices.Contains(u.Clauses, "WITH") {
 		u.Clauses = append([]string{"WITH"}, u.Clauses...)
+	}
+}
+
+// using is a USING clause for the delete processor.
+type using struct{ table string }
+
+func (u using) Name() string { return "USING" }
+func (u using) Build(b clause.Builder) {
+	b.WriteString("USING ")
+	b.WriteQuoted(u.table)
+}
+func (u using) MergeClause(c *clause.Clause) { c.Name, c.Expression = "", u }
+
+// usingClauses makes GORM's DELETE build a USING clause after FROM.
+func usingClauses(db *gorm.DB) {
+	d := db.Callback().Delete()
+	if i := slices.Index(d.Clauses, "FROM"); i >= 0 && !slices.Contains(d.Clauses, "USING") {
+		d.Clauses = slices.Insert(slices.Clone(d.Clauses), i+1, "USING")
 	}
 }
 

@@ -3,9 +3,11 @@ package core_test
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -512,4 +514,50 @@ func TestRedactShapeProperty(t *testing.T) {
 			}
 		}
 	}
+}
+
+func ExampleRedactor_Value() {
+	r := core.NewRedactor(nil, nil)
+	v := r.Value(map[string]any{
+		"token_count":   3,      // a property of tokens, not a token
+		"business_name": "Acme", // no word of it is a pattern
+		"data":          rdJWT,  // a JWT under a neutral key
+		"note":          "card 4111 1111 1111 1111, thanks",
+		rdGitHub:        "a key that is a token",
+		"env":           []any{map[string]any{"name": "DB_PASSWORD", "value": "hunter2"}},
+	})
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+	// Output:
+	// {
+	//   "[REDACTED KEY 1]": "[REDACTED]",
+	//   "business_name": "Acme",
+	//   "data": "[REDACTED]",
+	//   "env": [
+	//     {
+	//       "name": "DB_PASSWORD",
+	//       "value": "[REDACTED]"
+	//     }
+	//   ],
+	//   "note": "card [REDACTED], thanks",
+	//   "token_count": 3
+	// }
+}
+
+func ExampleRedactor_Record() {
+	r := core.NewRedactor(nil, nil)
+	rec := r.Record(&core.Record{
+		Kind:      core.KindHTTP,
+		Route:     "/reset/:token",
+		Path:      "/reset/0a1b2c3d4e5f",
+		UserAgent: "deploy-bot/1.2 token=s3cr3t",
+	})
+	fmt.Println(rec.Route)
+	fmt.Println(rec.Path)
+	fmt.Println(rec.UserAgent)
+	// Output:
+	// /reset/:token
+	// /reset/[REDACTED]
+	// deploy-bot/1.2 token=[REDACTED]
 }

@@ -90,10 +90,16 @@ type Config struct {
 	// prefix: "/internal/*" excludes "/internal/" and everything below it, "/docs*" excludes
 	// "/docs", "/docs/" and "/docsearch". "*" may appear only at the end. Every entry starts with "/".
 	//
-	// Nil means DefaultExcludePaths. A non-nil list replaces the defaults (append
-	// DefaultExcludePaths to keep them); an empty non-nil list audits every path.
-	// Environment: AUDIT_EXCLUDE_PATHS (comma list), which is merged with DefaultExcludePaths.
+	// The entries add to DefaultExcludePaths, which are excluded as well unless
+	// DisableDefaultExcludePaths is set; set here or through the environment, the list means the
+	// same. Nil means only the defaults. Environment: AUDIT_EXCLUDE_PATHS (comma list).
 	ExcludePaths []string
+
+	// DisableDefaultExcludePaths audits the paths of DefaultExcludePaths too, so that only
+	// ExcludePaths are left out. The default (false) excludes them; the field is negative so that
+	// the zero value keeps them excluded. Environment: AUDIT_EXCLUDE_DEFAULT_PATHS (default true;
+	// false audits them).
+	DisableDefaultExcludePaths bool
 
 	// ActorTypeAliases maps actor_type claim values that are not one of the defined actor types to
 	// one that is, for example {"ops_admin": ActorPlatformAdmin, "bot": ActorService}. Claim values
@@ -230,17 +236,28 @@ type ClaimNames struct {
 // CaptureORMDiffs reports whether row changes made through GORM or ent are recorded.
 func (c Config) CaptureORMDiffs() bool { return !c.DisableORMDiffs }
 
+// AuditTarget returns the database URL and the schema (DefaultSchema when empty) that Open writes
+// to, so that schema.CreateTablesFor(ctx, cfg) creates the tables where core.Open(ctx, cfg) writes.
+func (c Config) AuditTarget() (databaseURL, schema string) {
+	if c.Schema == "" {
+		return c.DatabaseURL, DefaultSchema
+	}
+	return c.DatabaseURL, c.Schema
+}
+
 // Redactor returns the Redactor this configuration asks for: DefaultRedactFields merged with
 // RedactFields, exempting the keys in RedactAllow.
 func (c Config) Redactor() *Redactor { return NewRedactor(c.RedactFields, c.RedactAllow) }
 
 // ExcludesPath reports whether requests to path are not audited, following the rules documented
-// on ExcludePaths (nil means DefaultExcludePaths).
+// on ExcludePaths and DisableDefaultExcludePaths.
 func (c Config) ExcludesPath(path string) bool {
-	list := c.ExcludePaths
-	if list == nil {
-		list = DefaultExcludePaths
-	}
+	return !c.DisableDefaultExcludePaths && pathListed(DefaultExcludePaths, path) || pathListed(c.ExcludePaths, path)
+}
+
+// pathListed reports whether path matches an entry of list: exactly, or by prefix for an entry
+// ending in "*".
+func pathListed(list []string, path string) bool {
 	for _, e := range list {
 		if prefix, ok := strings.CutSuffix(e, "*"); ok {
 			if strings.HasPrefix(path, prefix) {
@@ -285,9 +302,7 @@ func (c Config) WithDefaults() Config {
 	if d.Schema == "" {
 		d.Schema = DefaultSchema
 	}
-	if d.ExcludePaths == nil {
-		d.ExcludePaths = slices.Clone(DefaultExcludePaths)
-	}
+	d.ExcludePaths = mergeExcludePaths(c.ExcludePaths, c.DisableDefaultExcludePaths)
 	if d.MaxBodySizeBytes == 0 {
 		d.MaxBodySizeBytes = DefaultMaxBodySizeBytes
 	}
@@ -313,6 +328,24 @@ func (c Config) WithDefaults() Config {
 		}
 	}
 	return d
+}
+
+// mergeExcludePaths returns the paths a configuration excludes: DefaultExcludePaths first (unless
+// disabled), then the entries of list that are not already there, in order. It never returns
+// memory shared with list or DefaultExcludePaths, and merging a merged list changes nothing.
+func mergeExcludePaths(list []string, disableDefaults bool) []string {
+	var out []string
+	if !disableDefaults {
+		out = slices.Clone(DefaultExcludePaths)
+	} else if list != nil {
+		out = make([]string, 0, len(list))
+	}
+	for _, e := range list {
+		if !slices.Contains(out, e) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 func (n ClaimNames) withDefaults() ClaimNames {
@@ -422,13 +455,11 @@ func ConfigFromEnvironment(environ []string, logger *slog.Logger) (Config, error
 		c.RedactAllow = splitEnvList(p, fRedactAllow, v)
 	}
 	if v, ok := get(fExcludePaths); ok {
-		c.ExcludePaths = slices.Clone(DefaultExcludePaths)
-		for _, e := range splitEnvList(p, fExcludePaths, v) {
-			if !slices.Contains(c.ExcludePaths, e) {
-				c.ExcludePaths = append(c.ExcludePaths, e)
-			}
-		}
+		c.ExcludePaths = splitEnvList(p, fExcludePaths, v) // WithDefaults adds the defaults, as for the struct
 	}
+	excludeDefaults := true
+	parseEnvBool(p, get, fExcludeDefaultPaths, &excludeDefaults)
+	c.DisableDefaultExcludePaths = !excludeDefaults
 	if v, ok := get(fActorTypeAliases); ok {
 		c.ActorTypeAliases = make(map[string]ActorType)
 		for _, kv := range parseEnvPairs(p, fActorTypeAliases, v) {
@@ -566,6 +597,7 @@ func (c Config) LogValue() slog.Value {
 		slog.Any("redact_fields", c.RedactFields),
 		slog.Any("redact_allow", c.RedactAllow),
 		slog.Any("exclude_paths", c.ExcludePaths),
+		slog.Bool("exclude_default_paths", !c.DisableDefaultExcludePaths),
 		slog.Any("actor_type_aliases", c.ActorTypeAliases),
 		slog.Bool("capture_request_body", c.CaptureRequestBody),
 		slog.Bool("capture_response_body", c.CaptureResponseBody),
@@ -824,6 +856,7 @@ var (
 	fRedactFields        = cfgField{"RedactFields", "AUDIT_REDACT_FIELDS"}
 	fRedactAllow         = cfgField{"RedactAllow", "AUDIT_REDACT_ALLOW"}
 	fExcludePaths        = cfgField{"ExcludePaths", "AUDIT_EXCLUDE_PATHS"}
+	fExcludeDefaultPaths = cfgField{"DisableDefaultExcludePaths", "AUDIT_EXCLUDE_DEFAULT_PATHS"}
 	fActorTypeAliases    = cfgField{"ActorTypeAliases", "AUDIT_ACTOR_TYPE_ALIASES"}
 	fCaptureRequestBody  = cfgField{"CaptureRequestBody", "AUDIT_CAPTURE_REQUEST_BODY"}
 	fCaptureResponseBody = cfgField{"CaptureResponseBody", "AUDIT_CAPTURE_RESPONSE_BODY"}
@@ -850,7 +883,7 @@ var (
 var knownEnvVars = func() map[string]bool {
 	m := map[string]bool{envDatabaseURLAlias: true}
 	for _, f := range []cfgField{
-		fDatabaseURL, fSchema, fRedactFields, fRedactAllow, fExcludePaths, fActorTypeAliases,
+		fDatabaseURL, fSchema, fRedactFields, fRedactAllow, fExcludePaths, fExcludeDefaultPaths, fActorTypeAliases,
 		fCaptureRequestBody, fCaptureResponseBody, fCaptureORMDiffs, fLogAnonymous, fMaxBodySizeBytes,
 		fJWTSecret, fJWTPublicKey, fJWTJWKSURL, fJWTIssuer, fJWTAudience, fJWTClaims, fJWTAlgorithms,
 		fJWTLeeway, fJWTSkipVerification, fTrustedProxies, fTenantHeader, fSkipMethods, fBatchSize,

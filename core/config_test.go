@@ -158,7 +158,7 @@ func TestConfigZeroValue(t *testing.T) {
 
 func TestConfigWithDefaultsKeepsSetValues(t *testing.T) {
 	c := Config{
-		Schema: "audit", ExcludePaths: []string{}, MaxBodySizeBytes: 5, BatchSize: 20000,
+		Schema: "audit", ExcludePaths: []string{}, DisableDefaultExcludePaths: true, MaxBodySizeBytes: 5, BatchSize: 20000,
 		FlushInterval: time.Millisecond, JWT: JWTConfig{Claims: ClaimNames{ActorID: "uid"}, Leeway: time.Second},
 	}
 	d := c.WithDefaults()
@@ -170,8 +170,8 @@ func TestConfigWithDefaultsKeepsSetValues(t *testing.T) {
 	if d.QueueSize != 20000 {
 		t.Errorf("QueueSize = %d, want the batch size 20000 when it exceeds the default", d.QueueSize)
 	}
-	if d.ExcludesPath("/health") {
-		t.Error("an empty non-nil ExcludePaths must exclude nothing")
+	if d.ExcludesPath("/health") || c.ExcludesPath("/health") {
+		t.Error("no ExcludePaths and DisableDefaultExcludePaths must exclude nothing")
 	}
 	// Negative values are kept for Validate to report.
 	if got := (Config{BatchSize: -1}).WithDefaults().BatchSize; got != -1 {
@@ -848,5 +848,93 @@ func TestConfigRedactor(t *testing.T) {
 		if got := r.Sensitive(key); got != want {
 			t.Errorf("Sensitive(%q) = %v, want %v", key, got, want)
 		}
+	}
+}
+
+// TestConfigListsMeanTheSameFromStructAndEnv: every list-valued setting follows one rule whether it
+// is set in the struct or through its environment variable: the same items give the same
+// completed Config, and so the same behaviour (defaults merged in the same way, or none).
+func TestConfigListsMeanTheSameFromStructAndEnv(t *testing.T) {
+	withKey := func(c Config) Config { c.JWT.Secret = secret32; return c }
+	keyEnv := "AUDIT_JWT_SECRET=" + secret32
+	tests := []struct {
+		name    string
+		env     []string
+		struct_ Config
+	}{
+		{"ExcludePaths", []string{"AUDIT_EXCLUDE_PATHS=/internal/*,/ping"},
+			Config{ExcludePaths: []string{"/internal/*", "/ping"}}},
+		{"ExcludePaths repeating a default", []string{"AUDIT_EXCLUDE_PATHS=/health,/ping"},
+			Config{ExcludePaths: []string{"/health", "/ping"}}},
+		{"ExcludePaths without the defaults", []string{"AUDIT_EXCLUDE_PATHS=/ping", "AUDIT_EXCLUDE_DEFAULT_PATHS=false"},
+			Config{ExcludePaths: []string{"/ping"}, DisableDefaultExcludePaths: true}},
+		{"no default ExcludePaths at all", []string{"AUDIT_EXCLUDE_DEFAULT_PATHS=false"},
+			Config{DisableDefaultExcludePaths: true}},
+		{"RedactFields", []string{"AUDIT_REDACT_FIELDS=iban,pin"}, Config{RedactFields: []string{"iban", "pin"}}},
+		{"RedactAllow", []string{"AUDIT_REDACT_ALLOW=token_type"}, Config{RedactAllow: []string{"token_type"}}},
+		{"TrustedProxies", []string{"AUDIT_TRUSTED_PROXIES=10.0.0.0/8,2001:db8::1"},
+			Config{TrustedProxies: []string{"10.0.0.0/8", "2001:db8::1"}}},
+		{"SkipMethods", []string{"AUDIT_SKIP_METHODS=OPTIONS,HEAD"}, Config{SkipMethods: []string{"OPTIONS", "HEAD"}}},
+		{"ActorTypeAliases", []string{"AUDIT_ACTOR_TYPE_ALIASES=bot=service"},
+			Config{ActorTypeAliases: map[string]ActorType{"bot": ActorService}}},
+		{"JWT.Audience", []string{keyEnv, "AUDIT_JWT_AUDIENCE=api,admin"},
+			withKey(Config{JWT: JWTConfig{Audience: []string{"api", "admin"}}})},
+		{"JWT.Algorithms", []string{keyEnv, "AUDIT_JWT_ALGORITHMS=HS256"},
+			withKey(Config{JWT: JWTConfig{Algorithms: []string{"HS256"}}})},
+	}
+	paths := []string{"/health", "/metrics", "/docs", "/openapi.json", "/redoc", "/internal/jobs", "/ping", "/users"}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fromEnvironment, err, _ := fromEnv(t, tt.env...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.struct_.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			fromStruct := tt.struct_
+			fromStruct.Logger = fromEnvironment.Logger
+			if d := fromStruct.WithDefaults(); !reflect.DeepEqual(d, fromEnvironment) {
+				t.Errorf("struct:\n%+v\nenvironment:\n%+v", d, fromEnvironment)
+			}
+			for _, p := range paths {
+				if s, e := tt.struct_.ExcludesPath(p), fromEnvironment.ExcludesPath(p); s != e {
+					t.Errorf("ExcludesPath(%q): %v from the struct, %v from the environment", p, s, e)
+				}
+			}
+		})
+	}
+}
+
+// TestConfigExcludePathsRule: the defaults always apply unless DisableDefaultExcludePaths is set;
+// ExcludePaths adds to them, whether WithDefaults ran or not.
+func TestConfigExcludePathsRule(t *testing.T) {
+	tests := []struct {
+		cfg      Config
+		excluded []string
+		audited  []string
+	}{
+		{Config{}, DefaultExcludePaths, []string{"/ping", "/users"}},
+		{Config{ExcludePaths: []string{}}, DefaultExcludePaths, []string{"/ping"}},
+		{Config{ExcludePaths: []string{"/ping", "/internal/*"}}, append([]string{"/ping", "/internal/x"}, DefaultExcludePaths...), []string{"/users"}},
+		{Config{ExcludePaths: []string{"/ping"}, DisableDefaultExcludePaths: true}, []string{"/ping"}, append([]string{"/users"}, DefaultExcludePaths...)},
+		{Config{DisableDefaultExcludePaths: true}, nil, append([]string{"/ping"}, DefaultExcludePaths...)},
+	}
+	for _, tt := range tests {
+		for _, c := range []Config{tt.cfg, tt.cfg.WithDefaults(), tt.cfg.WithDefaults().WithDefaults()} {
+			for _, p := range tt.excluded {
+				if !c.ExcludesPath(p) {
+					t.Errorf("%+v: %q is audited, want excluded", tt.cfg, p)
+				}
+			}
+			for _, p := range tt.audited {
+				if c.ExcludesPath(p) {
+					t.Errorf("%+v: %q is excluded, want audited", tt.cfg, p)
+				}
+			}
+		}
+	}
+	if _, err, _ := fromEnv(t, "AUDIT_EXCLUDE_DEFAULT_PATHS=maybe"); err == nil || !strings.Contains(err.Error(), "AUDIT_EXCLUDE_DEFAULT_PATHS") {
+		t.Errorf("a malformed AUDIT_EXCLUDE_DEFAULT_PATHS: %v", err)
 	}
 }

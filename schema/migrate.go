@@ -173,9 +173,13 @@ func MigrateDB(ctx context.Context, db *sql.DB, opts ...Option) (Result, error) 
 	return res, nil
 }
 
-// CreateTables connects to databaseURL, applies all migrations and disconnects: the one call a
-// quick start needs.
+// CreateTables connects to databaseURL, applies all migrations to the schema of opts (DefaultSchema
+// without WithSchema) and disconnects. An application configured with core.Config should call
+// CreateTablesFor instead, so that the tables land in the schema its writer writes to.
 func CreateTables(ctx context.Context, databaseURL string, opts ...Option) error {
+	if _, err := options(opts); err != nil {
+		return err
+	}
 	pool, err := pgxpool.New(ctx, databaseURL)
 	if err != nil {
 		return fmt.Errorf("schema: connect: %w", err)
@@ -183,6 +187,29 @@ func CreateTables(ctx context.Context, databaseURL string, opts ...Option) error
 	defer pool.Close()
 	_, err = Migrate(ctx, pool, opts...)
 	return err
+}
+
+// ErrNoDatabaseURL is returned by CreateTablesFor when its Target names no database.
+var ErrNoDatabaseURL = errors.New("schema: no database URL (set AUDIT_DATABASE_URL or core.Config.DatabaseURL)")
+
+// Target names where the audit tables live. core.Config implements it, so one configuration (a
+// Config built by hand, or read by core.ConfigFromEnv from AUDIT_DATABASE_URL and AUDIT_DB_SCHEMA)
+// decides both where CreateTablesFor creates the tables and where core.Open writes.
+type Target interface {
+	// AuditTarget returns the PostgreSQL connection string and the schema that holds audit_logs
+	// ("" means DefaultSchema).
+	AuditTarget() (databaseURL, schema string)
+}
+
+// CreateTablesFor connects to the database t names, applies all migrations to t's schema and
+// disconnects: the one call a quick start needs before core.Open(ctx, cfg) with the same cfg.
+// A WithSchema among opts overrides t's schema.
+func CreateTablesFor(ctx context.Context, t Target, opts ...Option) error {
+	databaseURL, name := t.AuditTarget()
+	if databaseURL == "" {
+		return ErrNoDatabaseURL
+	}
+	return CreateTables(ctx, databaseURL, append([]Option{WithSchema(name)}, opts...)...)
 }
 
 // runner hides the difference between pgx and database/sql transactions.

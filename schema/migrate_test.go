@@ -5,15 +5,18 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	_ "github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/internal/pgtest"
 	"github.com/auditkit/auditkit/schema"
 )
@@ -239,4 +242,45 @@ func ExampleMigrate() {
 	// Output:
 	// applied: [1 2]
 	// applied again: []
+}
+
+// TestOneConfigurationDrivesTablesAndWriter: with AUDIT_DB_SCHEMA set, CreateTablesFor creates the
+// tables in that schema and core.Open, given the same Config, writes there.
+func TestOneConfigurationDrivesTablesAndWriter(t *testing.T) {
+	db := pgtest.NewEmpty(t)
+	ctx := context.Background()
+	cfg, err := core.ConfigFromEnvironment([]string{
+		"AUDIT_DATABASE_URL=" + pgtest.URL(),
+		"AUDIT_DB_SCHEMA=" + db.Schema,
+		"AUDIT_FLUSH_INTERVAL=10ms",
+	}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := schema.CreateTablesFor(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !tableExists(t, db.Pool, db.Schema, "audit_logs") {
+		t.Fatalf("audit_logs was not created in %s", db.Schema)
+	}
+	w, err := core.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := core.Log(ctx, w, core.Entry{Action: "schema.checked"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := w.Close(closeCtx); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{db.Schema, "audit_logs"}.Sanitize()+` WHERE id = $1`, id).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%s.audit_logs holds %d rows with the record's id (%v), want 1", db.Schema, n, err)
+	}
+	if err := schema.CreateTablesFor(ctx, core.Config{Schema: db.Schema}); !errors.Is(err, schema.ErrNoDatabaseURL) {
+		t.Errorf("CreateTablesFor without a database URL = %v, want ErrNoDatabaseURL", err)
+	}
 }

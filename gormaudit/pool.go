@@ -17,8 +17,9 @@ import (
 // object directly. The plugin therefore wraps the pool (in Initialize) so that every transaction
 // GORM begins - db.Transaction, db.Begin, and GORM's implicit per-statement transaction - is a
 // *txn whose Commit and Rollback it sees. Records made inside wait in the txn and are delivered
-// after COMMIT succeeded; a rollback, a failing COMMIT, or a ROLLBACK TO SAVEPOINT drops them
-// (only the ones made after the savepoint).
+// after COMMIT succeeded; a rollback, a COMMIT that failed and did not commit (see
+// commit_outcome.go), or a ROLLBACK TO SAVEPOINT drops them (only the ones made after the
+// savepoint).
 
 // pool is the commit-aware wrapper of the application's connection pool (normally *sql.DB).
 // It is a gorm.ConnPoolBeginner, so GORM begins transactions through it.
@@ -131,12 +132,16 @@ func (t *txn) Commit() error {
 			return errors.Join(fmt.Errorf("gormaudit: audit records could not be written, transaction rolled back: %w", err), rbErr)
 		}
 	}
+	if t.p.s.InTransaction || len(recs) == 0 {
+		// Records written in the transaction share its fate, whatever COMMIT reports.
+		return t.Tx.Commit()
+	}
+	id, idKnown := t.xid()
 	if err := t.Tx.Commit(); err != nil {
+		t.failedCommit(recs, id, idKnown, err)
 		return err
 	}
-	if !t.p.s.InTransaction {
-		t.p.deliver(recs)
-	}
+	t.p.deliver(recs)
 	return nil
 }
 

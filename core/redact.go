@@ -401,13 +401,14 @@ func (r *Redactor) walk(v any, depth int) any {
 		}
 		out := make(map[string]string, len(x))
 		var bad []redactKeyed[string]
+		named := redactNamesSecret(r, x, func(s string) (string, bool) { return s, true })
 		for k, s := range x {
 			k = Sanitize(k)
 			if r.keySecret(k, false, depth+1) {
 				bad = append(bad, redactKeyed[string]{k, Redacted})
 				continue
 			}
-			if r.Sensitive(k) {
+			if r.Sensitive(k) || named && redactValueMember(k) {
 				out[k] = Redacted
 				continue
 			}

@@ -591,6 +591,11 @@ const redactMaxNamedMembers = 16
 // bytes long, for which Sensitive is true. Its value members (redactValueMembers) must then be
 // redacted.
 func (r *Redactor) namesSecret(m map[string]any) bool {
+	return redactNamesSecret(r, m, func(v any) (string, bool) { s, ok := v.(string); return s, ok })
+}
+
+// redactNamesSecret is namesSecret for maps of any value type; str returns a value's string.
+func redactNamesSecret[V any](r *Redactor, m map[string]V, str func(V) (string, bool)) bool {
 	if len(m) < 2 || len(m) > redactMaxNamedMembers {
 		return false
 	}
@@ -602,7 +607,7 @@ func (r *Redactor) namesSecret(m map[string]any) bool {
 		if _, ok := redactNameMembers[string(redactNorm(buf[:0], k))]; !ok {
 			continue
 		}
-		s, ok := v.(string)
+		s, ok := str(v)
 		if ok && len(s) <= 256 && strings.IndexFunc(s, unicode.IsSpace) < 0 && r.Sensitive(s) {
 			return true
 		}

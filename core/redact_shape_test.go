@@ -271,6 +271,7 @@ func TestRedactNameValueStructures(t *testing.T) {
 		{"a human label is not a key", map[string]any{"name": "Reset password", "content": "Click the link"},
 			`{"content":"Click the link","name":"Reset password"}`},
 		{"neutral name", map[string]any{"name": "token_count", "value": 3}, `{"name":"token_count","value":3}`},
+		{"string map", map[string]string{"Name": "X-Api-Key", "Value": "k"}, `{"Name":"X-Api-Key","Value":"[REDACTED]"}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -615,7 +615,7 @@ func redactNamesSecret[V any](r *Redactor, m map[string]V, str func(V) (string, 
 	return false
 }
 
-// valueMember reports whether k names the value member of a name/value structure.
+// redactValueMember reports whether k names the value member of a name/value structure.
 func redactValueMember(k string) bool {
 	var buf [32]byte
 	if len(k) > len(buf) {

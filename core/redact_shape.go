@@ -577,7 +577,7 @@ func redactLower(c byte) bool { return 'a' <= c && c <= 'z' }
 
 func redactUpper(c byte) bool { return 'A' <= c && c <= 'Z' }
 
-// segmentSecret reports whether a URL path segment is a secret: token-like (redactTokenLike) or
+// redactSegmentSecret reports whether a URL path segment is a secret: token-like (redactTokenLike) or
 // holding a secret recognised by its shape. Percent-encoded segments are judged decoded too.
 func redactSegmentSecret(seg string) bool {
 	if len(seg) < redactShapeMin {

@@ -2,6 +2,7 @@ package entaudit
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -34,6 +35,19 @@ type capture struct {
 	filter  *sql.Predicate         // the bulk statement's filter, for its summary record
 	targets []*targetCapture       // rows of other tables whose foreign key changes
 	joins   map[string]map[string][]string
+	// raws keeps the values behind the ids of join-table links, for the link records' keys and
+	// images: the mutated rows' ids, and per join-table edge the ids at the other end.
+	raws map[string]any
+}
+
+// rawKey is the key of an id's value in capture.raws: the edge ("" for the mutated rows).
+func rawKey(edge, id string) string { return edge + "\x00" + id }
+
+func (c *capture) keepRaw(edge string, v any) {
+	if c.raws == nil {
+		c.raws = map[string]any{}
+	}
+	c.raws[rawKey(edge, idString(v))] = rawID(v)
 }
 
 // edgeChange is what a mutation does to one edge.
@@ -104,6 +118,7 @@ func (c *capture) collectEdges() {
 		for _, id := range c.m.AddedIDs(name) {
 			ec.added = append(ec.added, idString(id))
 			ec.addedRaw = append(ec.addedRaw, id)
+			c.keepRaw(name, id)
 		}
 	}
 	for _, name := range c.m.RemovedEdges() {
@@ -111,6 +126,7 @@ func (c *capture) collectEdges() {
 		for _, id := range c.m.RemovedIDs(name) {
 			ec.removed = append(ec.removed, idString(id))
 			ec.removedRaw = append(ec.removedRaw, id)
+			c.keepRaw(name, id)
 		}
 	}
 	for _, name := range c.m.ClearedEdges() {
@@ -167,7 +183,9 @@ func (c *capture) create(ctx context.Context, next ent.Mutator) (ent.Value, []*c
 		rec = c.record(core.KindInsert, c.t, rid, nil, after.images[0])
 	}
 	rec.Metadata = c.edgeMeta(rec.Metadata, rid)
-	return v, append([]*core.Record{rec}, c.targetRecords()...), nil
+	c.keepRaw("", after.rawIDs[0])
+	recs := append([]*core.Record{rec}, c.linkRecords([]string{rid})...)
+	return v, append(recs, c.targetRecords()...), nil
 }
 
 // unstored reports whether a create of a CreateBulk inserted no row of its own: ent sends a bulk
@@ -222,15 +240,18 @@ func (c *capture) update(ctx context.Context, next ent.Mutator, re *reentry) (en
 			continue
 		}
 		rec := c.record(core.KindUpdate, c.t, id, b, a)
-		rec.Metadata = c.edgeMeta(rec.Metadata, id)
-		if len(rec.Diff) == 0 && rec.Metadata == nil && !c.h.opts.RecordNoOpUpdates {
+		// The row gets a record only when it changed: links changed through its edges are
+		// rows of other tables, recorded as such.
+		if len(rec.Diff) == 0 && !c.h.opts.RecordNoOpUpdates {
 			continue
 		}
+		rec.Metadata = c.edgeMeta(rec.Metadata, id)
 		recs = append(recs, rec)
 	}
 	if s := c.summary(core.KindUpdate, c.t, c.before, affected(v, len(c.before.ids)), ""); s != nil {
 		recs = append(recs, s)
 	}
+	recs = append(recs, c.linkRecords(c.before.ids)...)
 	return v, append(recs, c.targetRecords()...), nil
 }
 
@@ -280,6 +301,13 @@ func (c *capture) delete(ctx context.Context, next ent.Mutator, re *reentry) (en
 	if s := c.summary(core.KindDelete, c.t, c.before, affected(v, len(c.before.ids)), ""); s != nil {
 		recs = append(recs, s)
 	}
+	var gone []string // the rows deleted, whose links the database deleted with them
+	for i, id := range c.before.ids {
+		if i >= len(c.before.images) || after.image(id) == nil {
+			gone = append(gone, id)
+		}
+	}
+	recs = append(recs, c.linkRecords(gone)...)
 	return v, append(recs, c.targetRecords()...), nil
 }
 
@@ -334,6 +362,9 @@ func (c *capture) lockRows(ctx context.Context, deleting bool) error {
 		if err := c.lockRest(ctx, deleting); err != nil {
 			return err
 		}
+	}
+	for _, id := range rs.rawIDs {
+		c.keepRaw("", id)
 	}
 	if !one {
 		w, ok := c.m.(wherePer)
@@ -519,6 +550,7 @@ func (c *capture) lockJoins(ctx context.Context, deleting bool) error {
 				return fmt.Errorf("entaudit: reading %s: %w", e.Table, err)
 			}
 			links[idString(owner)] = append(links[idString(owner)], idString(target))
+			c.keepRaw(e.Name, target)
 		}
 		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return fmt.Errorf("entaudit: reading %s: %w", e.Table, err)
@@ -529,6 +561,75 @@ func (c *capture) lockJoins(ctx context.Context, deleting bool) error {
 		c.joins[e.Name] = links
 	}
 	return nil
+}
+
+// linkRecords returns the records of the join-table links that the mutation added or removed for
+// the rows ids, one per link, as the database sees them: an insert or a delete of a row of the
+// join table, keyed by both its columns. A deleted row loses all its links (ent's join tables
+// delete them with it).
+func (c *capture) linkRecords(ids []string) []*core.Record {
+	var recs []*core.Record
+	deleting := c.op.Is(ent.OpDelete | ent.OpDeleteOne)
+	for _, edge := range c.t.Edges {
+		e := c.t.edges[edge.Name]
+		if e.Storage != StoredInJoinTable || c.h.exclude[e.Table] {
+			continue
+		}
+		ch := c.edges[e.Name]
+		if ch == nil && !deleting {
+			continue
+		}
+		for _, id := range ids {
+			var added, removed []string
+			if deleting {
+				removed = c.joins[e.Name][id]
+			} else {
+				added, removed = c.edgeDelta(e.Name, ch, id)
+			}
+			for _, target := range removed {
+				img := c.linkImage(e, id, target)
+				recs = append(recs, c.linkRecord(core.KindDelete, e, img, nil))
+			}
+			for _, target := range added {
+				img := c.linkImage(e, id, target)
+				recs = append(recs, c.linkRecord(core.KindInsert, e, nil, img))
+			}
+		}
+	}
+	return recs
+}
+
+// linkImage is the row of e's join table that links the mutated row id to target.
+func (c *capture) linkImage(e *edgeInfo, id, target string) map[string]any {
+	value := func(edge, id string) any {
+		if v, ok := c.raws[rawKey(edge, id)]; ok {
+			return normalize(v, colPlain)
+		}
+		return id
+	}
+	return map[string]any{e.Column: value("", id), e.TargetColumn: value(e.Name, target)}
+}
+
+func (c *capture) linkRecord(kind core.Kind, e *edgeInfo, before, after map[string]any) *core.Record {
+	img := before
+	if img == nil {
+		img = after
+	}
+	key, err := json.Marshal(img) // both columns, keys sorted: the same text from either side
+	if err != nil {
+		key = []byte(fmt.Sprint(img))
+	}
+	r := &core.Record{
+		OccurredAt:   c.at,
+		Kind:         kind,
+		ResourceType: e.Table,
+		ResourceID:   string(key),
+		Before:       before,
+		After:        after,
+		Diff:         c.diff(before, after),
+		Metadata:     map[string]any{"via": c.t.Table + "." + e.Name},
+	}
+	return r
 }
 
 // targetRecords turns the rows of other tables changed through an edge into records.

@@ -49,9 +49,15 @@
 //   - Bulk statements record at most Options.MaxRowsPerStatement rows one by one; the rest are
 //     locked too, but only their ids are read, and they are listed in one summary record (kind
 //     custom, action "<table>.bulk_update"), with the filter.
-//   - Edges: the record of the mutated row lists the edges it changed (ids added and removed,
-//     cleared edges with the ids they unlinked), as found in the database before the write: a
-//     link the mutation adds but that existed, or removes but that did not exist, is left out.
+//   - Edges: every row an edge change writes gets its own record, as a trigger would see it; the
+//     mutated row gets one only when its own columns changed (or with RecordNoOpUpdates), and
+//     its record then lists the edges it changed (ids added and removed, cleared edges with the
+//     ids they unlinked), as found in the database before the write: a link the mutation adds
+//     but that existed, or removes but that did not exist, is left out. A many-to-many link is a
+//     row of the join table: each one added gets an insert record, each one removed (also by a
+//     clear, or by the delete of either end) a delete record, with resource_type the join table,
+//     resource_id both columns as a JSON object with sorted keys ({"group_id":1,"user_id":2}),
+//     and the link row as its image, whichever side made the change.
 //     A foreign key in the row's own table is part of its images. A foreign key in another table
 //     (O2M, O2O) changes rows of that table: each gets its own update record, marked with the
 //     edge in metadata "via". So does the row at the other end of a same-type O2O edge, which
@@ -106,8 +112,9 @@
 //
 //   - Raw SQL (the sql/execquery feature's ExecContext) and changes made by database triggers to
 //     other tables are not seen by ent's hooks.
-//   - Many-to-many links added from the other side are recorded on the side that made the change
-//     only; the join table has no records of its own.
+//   - A many-to-many edge declared on one side only (no edge back): deleting a row of the other
+//     side drops its links without a record. A same-type bidirectional many-to-many edge (ent
+//     stores each link twice) records the row the mutation names only.
 //   - The before image of a row an upsert updated is unknown (see above).
 //   - A hook that runs inside this one and narrows an update (a schema hook adding a tenant
 //     filter) leaves rows locked but unchanged; they are dropped as no-op updates unless

@@ -2,6 +2,7 @@ package entaudit_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strconv"
 	"testing"
@@ -34,8 +35,8 @@ func itoa(ids ...int) []string {
 	return out
 }
 
-// Linking pets to a user changes the pets' foreign keys: the user's record lists the edge, and
-// every pet whose row changed gets an update record.
+// Linking pets to a user changes the pets' foreign keys: every pet whose row changed gets an
+// update record, and the user, whose row did not change, none.
 func TestEdgeForeignKeyInTargetTable(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -47,8 +48,8 @@ func TestEdgeForeignKeyInTargetTable(t *testing.T) {
 	e.client.User.UpdateOne(u).AddPets(p1, p2).ExecX(ctx)
 	rows := e.audit(t)[start:]
 	users, pets := only(rows, "users"), only(rows, "pets")
-	if len(users) != 1 || !slices.Equal(edgeIDs(users[0], "pets", "added"), itoa(p1.ID, p2.ID)) {
-		t.Fatalf("user rows = %v", users)
+	if len(users) != 0 {
+		t.Fatalf("user rows = %v, want none", users)
 	}
 	if len(pets) != 2 {
 		t.Fatalf("pet rows = %v", pets)
@@ -64,9 +65,8 @@ func TestEdgeForeignKeyInTargetTable(t *testing.T) {
 	e.client.User.UpdateOne(u).ClearPets().ExecX(ctx)
 	rows = e.audit(t)[start:]
 	users, pets = only(rows, "users"), only(rows, "pets")
-	if len(users) != 1 || !slices.Equal(edgeIDs(users[0], "pets", "removed"), itoa(p1.ID, p2.ID)) ||
-		users[0].Metadata["edges"].(map[string]any)["pets"].(map[string]any)["cleared"] != true {
-		t.Errorf("user rows after clear = %v", users)
+	if len(users) != 0 {
+		t.Errorf("user rows after clear = %v, want none", users)
 	}
 	if len(pets) != 2 || pets[0].Diff["user_pets"]["to"] != nil {
 		t.Errorf("pet rows after clear = %v", pets)
@@ -88,6 +88,9 @@ func TestEdgeForeignKeyInOwnTable(t *testing.T) {
 	}
 }
 
+// Links of a many-to-many edge are rows of the join table: each one added gets an insert record,
+// each one removed a delete record, keyed by both columns, whichever side made the change. The
+// rows at the ends, which did not change, get no update record.
 func TestEdgeJoinTable(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -98,25 +101,45 @@ func TestEdgeJoinTable(t *testing.T) {
 	e.client.User.UpdateOne(u).RemoveGroups(g1).ExecX(ctx)
 	e.client.Group.UpdateOne(g1).AddUsers(u).ExecX(ctx) // from the other side
 	e.client.User.UpdateOne(u).ClearGroups().ExecX(ctx)
-	users := only(e.audit(t), "users")
-	if len(users) != 4 {
-		t.Fatalf("user rows = %v", users)
+	rows := e.audit(t)
+	if users := only(rows, "users"); len(users) != 1 || users[0].Kind != "insert" ||
+		!slices.Equal(edgeIDs(users[0], "groups", "added"), itoa(g1.ID)) {
+		t.Fatalf("user rows = %v, want the insert listing its link", users)
 	}
-	if got := edgeIDs(users[0], "groups", "added"); !slices.Equal(got, itoa(g1.ID)) {
-		t.Errorf("create: groups added = %v", got)
+	if groups := only(rows, "groups"); len(groups) != 2 {
+		t.Fatalf("group rows = %v, want the two inserts", groups)
 	}
-	if got := edgeIDs(users[1], "groups", "added"); !slices.Equal(got, itoa(g2.ID)) {
-		t.Errorf("add: groups added = %v", got)
+	link := func(g int) string { return fmt.Sprintf(`{"group_id":%d,"user_id":%d}`, g, u.ID) }
+	want := []struct {
+		kind, key, via string
+	}{
+		{"insert", link(g1.ID), "users.groups"},
+		{"insert", link(g2.ID), "users.groups"},
+		{"delete", link(g1.ID), "users.groups"},
+		{"insert", link(g1.ID), "groups.users"},
+		{"delete", link(g1.ID), "users.groups"},
+		{"delete", link(g2.ID), "users.groups"},
 	}
-	if got := edgeIDs(users[2], "groups", "removed"); !slices.Equal(got, itoa(g1.ID)) {
-		t.Errorf("remove: groups removed = %v", got)
+	links := only(rows, "user_groups")
+	if len(links) != len(want) {
+		t.Fatalf("link rows = %v", links)
 	}
-	if got := edgeIDs(users[3], "groups", "removed"); !slices.Equal(got, itoa(g1.ID, g2.ID)) {
-		t.Errorf("clear: groups removed = %v, want both links that existed", got)
-	}
-	groups := only(e.audit(t), "groups")
-	if r := groups[len(groups)-1]; r.Kind != "update" || !slices.Equal(edgeIDs(r, "users", "added"), itoa(u.ID)) {
-		t.Errorf("group row = %v", r)
+	for i, w := range want {
+		r := links[i]
+		img := r.After
+		if w.kind == "delete" {
+			img = r.Before
+		}
+		if i == 4 && r.ResourceID != w.key { // the clear deletes both links, in either order
+			w.key = link(g2.ID)
+		}
+		if i == 5 && r.ResourceID != w.key {
+			w.key = link(g1.ID)
+		}
+		if r.Kind != w.kind || r.ResourceID != w.key || r.Action != "user_groups."+w.kind || r.Metadata["via"] != w.via ||
+			fmt.Sprintf(`{"group_id":%v,"user_id":%v}`, img["group_id"], img["user_id"]) != w.key {
+			t.Errorf("link row %d = %v, want %s of %s via %s", i, r, w.kind, w.key, w.via)
+		}
 	}
 }
 
@@ -249,38 +272,43 @@ func TestEdgeUnchangedLinksLeftOut(t *testing.T) {
 		t.Fatalf("rows = %v, want none for links that did not change", rows)
 	}
 
-	// One of two named links existed, one of two added is new.
-	e.client.User.UpdateOne(u).RemoveGroups(g1, g2).ExecX(ctx)
-	e.client.User.UpdateOne(u).AddGroups(g1, g2).ExecX(ctx)
-	e.client.User.UpdateOne(u).RemoveGroups(g2).AddGroups(g1).SetAge(3).ExecX(ctx)
-	rows := only(e.audit(t)[start:], "users")
-	if len(rows) != 3 {
-		t.Fatalf("rows = %v", rows)
+	link := func(g, u int) string { return fmt.Sprintf(`{"group_id":%d,"user_id":%d}`, g, u) }
+	kinds := func(rows []auditRow) []string {
+		var out []string
+		for _, r := range rows {
+			out = append(out, r.Kind+" "+r.ResourceID)
+		}
+		slices.Sort(out)
+		return out
 	}
-	if got := edgeIDs(rows[0], "groups", "removed"); !slices.Equal(got, itoa(g1.ID)) {
-		t.Errorf("removed = %v, want only the link that existed", got)
+	for _, c := range []struct {
+		name  string
+		run   func()
+		links []string
+		users int
+	}{
+		{"one of two named links existed", func() { e.client.User.UpdateOne(u).RemoveGroups(g1, g2).ExecX(ctx) },
+			[]string{"delete " + link(g1.ID, u.ID)}, 0},
+		{"both added are new", func() { e.client.User.UpdateOne(u).AddGroups(g1, g2).ExecX(ctx) },
+			[]string{"insert " + link(g1.ID, u.ID), "insert " + link(g2.ID, u.ID)}, 0},
+		{"g2 removed, g1 linked already", func() { e.client.User.UpdateOne(u).RemoveGroups(g2).AddGroups(g1).SetAge(3).ExecX(ctx) },
+			[]string{"delete " + link(g2.ID, u.ID)}, 1},
+		{"bulk: each row loses what it had", func() {
+			e.client.User.Update().Where(user.IDIn(u.ID, v.ID)).RemoveGroups(g1).RemovePets(p).SetAge(9).ExecX(ctx)
+		}, []string{"delete " + link(g1.ID, u.ID)}, 2},
+	} {
+		start := len(e.audit(t))
+		c.run()
+		rows := e.audit(t)[start:]
+		if got := kinds(only(rows, "user_groups")); !slices.Equal(got, c.links) {
+			t.Errorf("%s: links %v, want %v", c.name, got, c.links)
+		}
+		if got := len(only(rows, "users")); got != c.users {
+			t.Errorf("%s: %d user rows, want %d: %v", c.name, got, c.users, rows)
+		}
 	}
-	if got := edgeIDs(rows[1], "groups", "added"); !slices.Equal(got, itoa(g1.ID, g2.ID)) {
-		t.Errorf("added = %v, want both", got)
-	}
-	if got, added := edgeIDs(rows[2], "groups", "removed"), edgeIDs(rows[2], "groups", "added"); !slices.Equal(got, itoa(g2.ID)) || added != nil {
-		t.Errorf("removed = %v, added = %v, want g2 removed and g1 (linked already) not added", got, added)
-	}
-
-	// A bulk update: each row lists what it lost.
-	start = len(e.audit(t))
-	e.client.User.Update().Where(user.IDIn(u.ID, v.ID)).RemoveGroups(g1).RemovePets(p).SetAge(9).ExecX(ctx)
-	rows = only(e.audit(t)[start:], "users")
-	if len(rows) != 2 {
-		t.Fatalf("rows = %v", rows)
-	}
-	byID := map[string]auditRow{rows[0].ResourceID: rows[0], rows[1].ResourceID: rows[1]}
-	ru, rv := byID[strconv.Itoa(u.ID)], byID[strconv.Itoa(v.ID)]
-	if !slices.Equal(edgeIDs(ru, "groups", "removed"), itoa(g1.ID)) || edgeIDs(ru, "pets", "removed") != nil {
-		t.Errorf("u = %v", ru)
-	}
-	if edgeIDs(rv, "groups", "removed") != nil || !slices.Equal(edgeIDs(rv, "pets", "removed"), itoa(p.ID)) {
-		t.Errorf("v = %v", rv)
+	if pets := only(e.audit(t), "pets"); pets[len(pets)-1].Diff["user_pets"]["to"] != nil {
+		t.Errorf("the bulk update did not record the pet it unlinked: %v", pets)
 	}
 }
 

@@ -1,12 +1,20 @@
 // Package schema owns the audit_logs DDL: versioned SQL migrations embedded in the binary, and
 // Migrate, which applies the pending ones idempotently under an advisory lock.
 //
-// Quick start:
+// Quick start, with the Config the writer is opened with, so that the tables land in the schema
+// it writes to (AUDIT_DB_SCHEMA):
 //
-//	if err := schema.CreateTables(ctx, os.Getenv("AUDIT_DATABASE_URL")); err != nil { ... }
+//	cfg, err := core.ConfigFromEnv()
+//	if err != nil {
+//		return err
+//	}
+//	if err := schema.CreateTablesFor(ctx, cfg); err != nil {
+//		return err
+//	}
+//	w, err := core.Open(ctx, cfg)
 //
-// Applications with a pgx pool call Migrate(ctx, pool, schema.WithSchema("audit")); database/sql
-// users call MigrateDB. Teams that run their own migration tool copy the files under migrations/
+// Applications with a pgx pool call Migrate(ctx, pool, schema.WithSchema(cfg.Schema)); database/sql
+// users call MigrateDB with the same option. Teams that run their own migration tool copy the files under migrations/
 // (also readable through Files); they use unqualified names, so run them with search_path set to
 // the target schema.
 //

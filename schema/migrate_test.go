@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
@@ -220,28 +219,6 @@ func TestInvalidSchemaName(t *testing.T) {
 			t.Errorf("schema name %q accepted", name)
 		}
 	}
-}
-
-func ExampleMigrate() {
-	ctx := context.Background()
-	db, err := pgtest.Create(ctx, "example", false)
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	defer db.Drop(ctx)
-
-	res, err := schema.Migrate(ctx, db.Pool, schema.WithSchema(db.Schema))
-	if err != nil {
-		fmt.Println(err)
-		return
-	}
-	fmt.Println("applied:", res.Applied)
-	res, _ = schema.Migrate(ctx, db.Pool, schema.WithSchema(db.Schema))
-	fmt.Println("applied again:", res.Applied)
-	// Output:
-	// applied: [1 2]
-	// applied again: []
 }
 
 // TestOneConfigurationDrivesTablesAndWriter: with AUDIT_DB_SCHEMA set, CreateTablesFor creates the

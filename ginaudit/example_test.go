@@ -7,6 +7,9 @@ import (
 	"log"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -14,21 +17,28 @@ import (
 
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/ginaudit"
+	"github.com/auditkit/auditkit/schema"
 )
 
-// The middleware in an application: the writer from core.Open, the engine's proxy list from the
-// same configuration, and handlers that pass the request's context to the ORM.
+// The middleware in an application: the tables and the writer from one configuration, the
+// engine's proxy list from the same configuration, handlers that pass the request's context to
+// the ORM, and a shutdown that loses no record.
 func ExampleMiddleware() {
-	ctx := context.Background()
+	// ctx is cancelled on Ctrl-C or SIGTERM.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
 	cfg, err := core.ConfigFromEnv() // AUDIT_DATABASE_URL, AUDIT_JWT_SECRET, AUDIT_TRUSTED_PROXIES, ...
 	if err != nil {
+		log.Fatal(err)
+	}
+	if err := schema.CreateTablesFor(ctx, cfg); err != nil {
 		log.Fatal(err)
 	}
 	w, err := core.Open(ctx, cfg)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer w.Close(ctx)
 
 	r := gin.New()
 	if err := ginaudit.TrustProxies(r, cfg); err != nil {
@@ -39,7 +49,26 @@ func ExampleMiddleware() {
 		// db.WithContext(c.Request.Context()).Create(&order) joins this request's record.
 		c.Status(http.StatusCreated)
 	})
-	_ = r.Run(":8080")
+
+	srv := &http.Server{Addr: ":8080", Handler: r, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+			log.Print(err)
+			stop()
+		}
+	}()
+	<-ctx.Done()
+
+	// ctx is cancelled by now, so shutting down takes a context of its own: first the server, so
+	// that no request adds records any more, then the writer, which writes what it accepted.
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdownCtx); err != nil {
+		log.Print(err)
+	}
+	if err := w.Close(shutdownCtx); err != nil {
+		log.Print(err)
+	}
 }
 
 // A Verifier used on its own, for example by an API that authorises with the same tokens.
@@ -53,10 +82,13 @@ func ExampleNewVerifier() {
 	defer v.Close()
 
 	sign := func(exp time.Time) string {
-		tok, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
 			"iss": "https://idp.example", "sub": "u-7", "actor_type": "ops", "tenant_id": "t-42",
 			"exp": exp.Unix(),
 		}).SignedString([]byte(secret))
+		if err != nil {
+			fmt.Println(err)
+		}
 		return tok
 	}
 	id, err := v.Verify(context.Background(), sign(time.Now().Add(time.Hour)))

@@ -2,12 +2,26 @@
 // request-scoped Collector, redaction, configuration, and the asynchronous batch Writer that
 // stores records in the audit_logs table with PostgreSQL COPY.
 //
-// A background job or CLI writes manual records in two lines:
+// A background job or CLI writes manual records:
 //
 //	w, err := core.Open(ctx, cfg) // cfg from core.ConfigFromEnv()
-//	defer w.Close(ctx)
-//	core.Log(core.WithActor(ctx, core.Actor{ID: "billing", Type: core.ActorSystem}), w,
-//		core.Entry{Action: "invoice.sent", ResourceType: "invoices", ResourceID: id})
+//	if err != nil {
+//		return err
+//	}
+//	defer func() {
+//		// Not ctx: at shutdown it is often cancelled, and Close needs time to write what it accepted.
+//		closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+//		defer cancel()
+//		if err := w.Close(closeCtx); err != nil {
+//			log.Print(err)
+//		}
+//	}()
+//	ctx = core.WithActor(ctx, core.Actor{ID: "billing", Type: core.ActorSystem})
+//	if _, err := core.Log(ctx, w, core.Entry{Action: "invoice.sent", ResourceType: "invoices", ResourceID: id}); err != nil {
+//		return err
+//	}
+//
+// schema.CreateTablesFor(ctx, cfg) creates the tables where Open(ctx, cfg) writes.
 //
 // The ORM integrations (gormaudit, entaudit) and the HTTP middleware (ginaudit) build records and
 // hand them to Dispatch, which adds them to the request's Collector when the context carries one

@@ -4,9 +4,13 @@
 // the ORM integrations (gormaudit, entaudit) add through the request's context, all sharing the
 // request id, actor, tenant and IP.
 //
-// The two-line use, with cfg from core.ConfigFromEnv:
+// The use, with cfg from core.ConfigFromEnv (ExampleMiddleware shows a whole service, with a
+// shutdown that closes the writer after the server):
 //
-//	w, _ := core.Open(ctx, cfg)
+//	w, err := core.Open(ctx, cfg)
+//	if err != nil {
+//		return err
+//	}
 //	r.Use(gin.Recovery(), ginaudit.Middleware(ginaudit.Options{Writer: w, Config: cfg}))
 //
 // Handlers pass c.Request.Context() to the ORM (db.WithContext(c.Request.Context())), so that
@@ -72,8 +76,14 @@
 // described by the OpenAPI document it serves at /openapi.yaml. Callers authenticate with the same
 // JWTs the middleware verifies; the queries run through core/store.
 //
-//	st, _ := store.New(pool, store.Options{CursorKey: key})
-//	_ = ginaudit.MountAPI(r.Group("/api/v1"), st, ginaudit.APIOptions{Verifier: v, Writer: w})
+//	st, err := store.New(pool, store.Options{CursorKey: key})
+//	if err != nil {
+//		return err
+//	}
+//	defer st.Close()
+//	if err := ginaudit.MountAPI(r.Group("/api/v1"), st, ginaudit.APIOptions{Verifier: v, Writer: w}); err != nil {
+//		return err
+//	}
 //
 // examples/auditlog-service runs the same API as a standalone service.
 package ginaudit

@@ -82,6 +82,9 @@ func captureRequest(req *http.Request, limit int) (*core.Body, *teeBody) {
 	if errors.Is(err, io.ErrUnexpectedEOF) && int64(n) == req.ContentLength {
 		err = nil // the whole body; the spare byte stayed empty
 	}
+	// No byte although Content-Length announced some: the handler gets the body's own EOF again,
+	// the record says that nothing was captured.
+	short := err == io.EOF
 	if err == io.EOF {
 		err = nil
 	}
@@ -94,7 +97,7 @@ func captureRequest(req *http.Request, limit int) (*core.Body, *teeBody) {
 	b := &core.Body{ContentType: ct, Data: buf, Size: int64(len(buf))}
 	if len(buf) > limit {
 		b.Data, b.Truncated, b.Size = buf[:limit], true, req.ContentLength
-	} else if err != nil {
+	} else if err != nil || short {
 		b.Truncated, b.Size = true, req.ContentLength
 		if len(buf) == 0 {
 			b.Truncated, b.NotCaptured = false, notCapturedReadError

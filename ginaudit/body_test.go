@@ -12,6 +12,7 @@ import (
 	"mime/multipart"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -216,6 +217,36 @@ func TestMaxBytesReaderErrorReachesHandler(t *testing.T) {
 	r := only(t, h.rows())
 	if r.RequestBody["truncated"] != true || r.RequestBody["text"] != strings.Repeat("z ", 25) || r.RequestBody["size"] != float64(100) {
 		t.Fatalf("request_body %v", r.RequestBody)
+	}
+}
+
+// TestBodyGoneBeforeAnyByte: a client that announces a body and sends none of it leaves a
+// record that says the body was not captured, not an empty body.
+func TestBodyGoneBeforeAnyByte(t *testing.T) {
+	h := newHarness(t, ginaudit.Options{Config: captureConfig(1024)}, func(r *gin.Engine, _ *core.Writer) {
+		r.POST("/read", readAll)
+	})
+	conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = fmt.Fprintf(conn, "POST /read HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 20\r\nX-Request-ID: gone\r\n\r\n")
+	_ = conn.(*net.TCPConn).CloseWrite()
+	_, _ = io.ReadAll(conn)
+	// In process, a body that ends at once although Content-Length announced 20 bytes.
+	req := httptest.NewRequest("POST", "/read", strings.NewReader(""))
+	req.ContentLength = 20
+	req.Header.Set("Content-Type", "text/plain")
+	req.Header.Set("X-Request-ID", "empty")
+	h.engine.ServeHTTP(httptest.NewRecorder(), req)
+	for _, id := range []string{"gone", "empty"} {
+		r := only(t, waitRows(t, h.w, h.db, 1, "request_id = $1", id))
+		if r.RequestBody["omitted"] != "not_captured" || r.RequestBody["reason"] != "read failed before any byte" ||
+			r.RequestBody["size"] != float64(20) || r.RequestBody["text"] != nil {
+			t.Fatalf("%s: request_body %v", id, r.RequestBody)
+		}
 	}
 }
 

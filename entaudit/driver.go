@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 
 	"entgo.io/ent/dialect"
+
+	"github.com/auditkit/auditkit/internal/xact"
 )
 
 // Driver wraps an ent driver so that the hook can give updates and deletes made outside an
@@ -43,6 +45,7 @@ type autoTxKey struct{}
 // autoTx is a transaction the hook opened for a write made outside an ent.Tx.
 type autoTx struct {
 	drv   *driver
+	ctx   context.Context // the context of the write it was begun for
 	tx    dialect.Tx
 	state txState
 	done  atomic.Bool
@@ -63,13 +66,21 @@ func (d *driver) begin(ctx context.Context) (*autoTx, context.Context, error) {
 	if err != nil {
 		return nil, ctx, err
 	}
-	a := &autoTx{drv: d, tx: tx}
+	a := &autoTx{drv: d, ctx: ctx, tx: tx}
 	return a, context.WithValue(ctx, autoTxKey{}, a), nil
 }
 
+// commit commits. The transaction's id is read first, so that a COMMIT that fails without a
+// definite answer can be looked up on another connection: its error is then a *commitError
+// carrying the outcome (see commit_outcome.go).
 func (a *autoTx) commit() error {
 	a.done.Store(true)
-	return a.tx.Commit()
+	id, idKnown := txID(a.ctx, a.tx)
+	err := a.tx.Commit()
+	if err == nil {
+		return nil
+	}
+	return resolveCommit(a.ctx, xact.Commit{Err: err, ID: id, IDKnown: idKnown}, statusVia(a.drv.Driver))
 }
 
 func (a *autoTx) rollback() error {
@@ -99,7 +110,7 @@ func (d *driver) Query(ctx context.Context, query string, args, v any) error {
 // that an ApplyHook gets what it gets without the wrapper (conn.(*sql.Tx) holds).
 func (d *driver) Tx(ctx context.Context) (dialect.Tx, error) {
 	if a := d.active(ctx); a != nil {
-		return nopTx{wrappedTx{a.tx}}, nil
+		return nopTx{wrappedTx{Tx: a.tx}}, nil
 	}
 	if fromMigration() {
 		return d.Driver.Tx(ctx)
@@ -108,13 +119,13 @@ func (d *driver) Tx(ctx context.Context) (dialect.Tx, error) {
 	if err != nil {
 		return nil, err
 	}
-	return wrappedTx{tx}, nil
+	return wrappedTx{tx, d.Driver}, nil
 }
 
 // BeginTx starts a transaction with options, as ent's generated BeginTx expects of SQL drivers.
 func (d *driver) BeginTx(ctx context.Context, opts *stdsql.TxOptions) (dialect.Tx, error) {
 	if a := d.active(ctx); a != nil {
-		return nopTx{wrappedTx{a.tx}}, nil
+		return nopTx{wrappedTx{Tx: a.tx}}, nil
 	}
 	var tx dialect.Tx
 	var err error
@@ -130,7 +141,7 @@ func (d *driver) BeginTx(ctx context.Context, opts *stdsql.TxOptions) (dialect.T
 	if err != nil {
 		return nil, err
 	}
-	return wrappedTx{tx}, nil
+	return wrappedTx{tx, d.Driver}, nil
 }
 
 // migrationPackage is the package of ent's schema migration, which opens the transaction it
@@ -185,13 +196,22 @@ func (d *driver) QueryContext(ctx context.Context, query string, args ...any) (*
 
 // wrappedTx is a transaction of the wrapped driver: its statements are looked at like the
 // driver's (see intercept).
-type wrappedTx struct{ dialect.Tx }
+type wrappedTx struct {
+	dialect.Tx
+	root dialect.Driver // the wrapped driver, nil for the hook's own transactions
+}
 
 func (t wrappedTx) Exec(ctx context.Context, query string, args, v any) error {
 	return intercept(ctx, t.Tx, query, args, v, true)
 }
 
+// Query implements dialect.ExecQuerier. The hook's question after a failed COMMIT, what became
+// of the transaction, is asked on another connection of the wrapped driver: the transaction's
+// own is finished or lost.
 func (t wrappedTx) Query(ctx context.Context, query string, args, v any) error {
+	if query == xact.StatusQuery && t.root != nil {
+		return t.root.Query(ctx, query, args, v)
+	}
 	return intercept(ctx, t.Tx, query, args, v, false)
 }
 

@@ -355,6 +355,7 @@ func (h *hook) finishOwn(ctx context.Context, a *autoTx, seq uint64, recs []*cor
 		}
 	}
 	if err := a.commit(); err != nil {
+		h.failedCommit(p, err) // it may have committed all the same
 		return v, fmt.Errorf("entaudit: committing: %w", err)
 	}
 	if !h.opts.InTransaction {

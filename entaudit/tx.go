@@ -11,6 +11,7 @@ import (
 	"entgo.io/ent/dialect"
 
 	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/internal/xact"
 )
 
 // txState holds the records of one transaction until it commits. Commit hooks of ent nest, so
@@ -62,7 +63,8 @@ func (s *txState) take() []pending {
 }
 
 // userTx returns the state of the ent transaction tx, registering the commit and rollback hooks
-// that deliver or drop its records the first time a mutation of tx is seen.
+// that deliver or drop its records the first time a mutation of tx is seen. A COMMIT that fails
+// is looked into (see commit_outcome.go): its records are delivered if it committed after all.
 func (h *hook) userTx(tx Tx) *txState {
 	key := tx.Driver()
 	if v, ok := h.txs.Load(key); ok {
@@ -81,7 +83,13 @@ func (h *hook) userTx(tx Tx) *txState {
 			}
 			return commit()
 		}
+		if len(p) == 0 {
+			return commit()
+		}
+		id, idKnown := txID(ctx, key)
 		if err := commit(); err != nil {
+			c := xact.Commit{Err: err, ID: id, IDKnown: idKnown}
+			h.failedCommit(p, resolveCommit(ctx, c, statusVia(key)))
 			return err
 		}
 		h.deliver(p)

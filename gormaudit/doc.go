@@ -3,10 +3,16 @@
 // a row lock, and a diff of the changed columns. Records of a transaction are delivered only
 // after it commits.
 //
-// Two lines after gorm.Open:
+// After gorm.Open, with cfg from core.ConfigFromEnv (the package example and the README show a
+// whole program, with a shutdown that does not lose records):
 //
-//	w, _ := core.Open(ctx, cfg)
-//	gormaudit.Register(db, gormaudit.Options{Writer: w}) // or db.Use(gormaudit.New(opts))
+//	w, err := core.Open(ctx, cfg)
+//	if err != nil {
+//		return err
+//	}
+//	if _, err := gormaudit.Register(db, gormaudit.Options{Writer: w}); err != nil { // or db.Use(gormaudit.New(opts))
+//		return err
+//	}
 //
 // Writes made with a context carrying a request collector (core.NewContext, set by the HTTP
 // middleware) join that request; other writes take actor, tenant and request id from the

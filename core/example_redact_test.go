@@ -80,7 +80,7 @@ func ExampleRedactor_Body() {
 	// Output:
 	// {"password":"[REDACTED]","user":"ada"}
 	// {"tag":["a","b"],"token":"[REDACTED]","user":"ada"}
-	// {"content_type":"text/plain","size":4096,"truncated":true,"text":"api_key=[REDACTED] and more"}
+	// {"content_type":"text/plain","size":4096,"truncated":true,"text":"api_key=[REDACTED] and [truncated]"}
 	// {"content_type":"image/png","size":20480,"omitted":"binary"}
 }
 

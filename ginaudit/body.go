@@ -192,7 +192,8 @@ func (t *teeBody) captured() (b *core.Body, partial bool) {
 	defer t.mu.Unlock()
 	t.done = true
 	b = &core.Body{ContentType: t.ct, Data: t.buf, Size: t.length}
-	complete := t.err == nil && (t.eof || t.length >= 0 && t.read >= t.length)
+	short := t.eof && t.length >= 0 && t.read < t.length // ended before its Content-Length
+	complete := t.err == nil && !short && (t.eof || t.length >= 0 && t.read >= t.length)
 	if complete {
 		b.Size = t.read
 		b.Truncated = t.read > int64(t.limit)
@@ -200,7 +201,7 @@ func (t *teeBody) captured() (b *core.Body, partial bool) {
 	}
 	if t.read == 0 {
 		b.NotCaptured = notCapturedUnread
-		if t.err != nil {
+		if t.err != nil || short {
 			b.NotCaptured = notCapturedReadError
 		}
 		return b, true

@@ -241,7 +241,14 @@ func TestBodyGoneBeforeAnyByte(t *testing.T) {
 	req.Header.Set("Content-Type", "text/plain")
 	req.Header.Set("X-Request-ID", "empty")
 	h.engine.ServeHTTP(httptest.NewRecorder(), req)
-	for _, id := range []string{"gone", "empty"} {
+	// The same, sent after "100 Continue" (captured as the handler reads it).
+	req = httptest.NewRequest("POST", "/read", strings.NewReader(""))
+	req.ContentLength = 20
+	req.Header.Set("Content-Type", "text/plain")
+	req.Header.Set("Expect", "100-continue")
+	req.Header.Set("X-Request-ID", "empty-expect")
+	h.engine.ServeHTTP(httptest.NewRecorder(), req)
+	for _, id := range []string{"gone", "empty", "empty-expect"} {
 		r := only(t, waitRows(t, h.w, h.db, 1, "request_id = $1", id))
 		if r.RequestBody["omitted"] != "not_captured" || r.RequestBody["reason"] != "read failed before any byte" ||
 			r.RequestBody["size"] != float64(20) || r.RequestBody["text"] != nil {

@@ -24,7 +24,9 @@ func ExampleRedactor_Map() {
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(r.Map(after))
+	if err := enc.Encode(r.Map(after)); err != nil {
+		fmt.Println(err)
+	}
 	// Output:
 	// {
 	//   "callback": "https://hooks.example.com/in?access_token=[REDACTED]&v=2",

@@ -529,7 +529,9 @@ func ExampleRedactor_Value() {
 	})
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	if err := enc.Encode(v); err != nil {
+		fmt.Println(err)
+	}
 	// Output:
 	// {
 	//   "[REDACTED KEY 1]": "[REDACTED]",

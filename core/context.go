@@ -16,6 +16,29 @@ const (
 	authKey
 )
 
+// RequestContextKey is the string key under which an HTTP integration stores the request's audit
+// context (the context.Context carrying its Collector, actor, tenant, request id and
+// authentication) in a web framework's own request object, when that object is itself a
+// context.Context whose Value answers only string keys. ginaudit.Middleware does this with
+// c.Set(core.RequestContextKey, ctx), so that ORM calls given the *gin.Context (db.WithContext(c),
+// ent's Save(c)) are recorded exactly as calls given c.Request.Context(). Every lookup of this
+// package (FromContext, ActorFromContext, LookupTenant, TenantFromContext, RequestIDFromContext,
+// AuthenticationFromContext, StampFromContext, Dispatch) consults the context under this key for a
+// value the context itself does not carry. Applications do not set it.
+const RequestContextKey = "auditkit.context"
+
+// value returns ctx.Value(key), or, when ctx does not carry key, the value the context stored
+// under RequestContextKey carries (one level only).
+func value(ctx context.Context, key ctxKey) any {
+	if v := ctx.Value(key); v != nil {
+		return v
+	}
+	if inner, ok := ctx.Value(RequestContextKey).(context.Context); ok && inner != nil && inner != ctx {
+		return inner.Value(key)
+	}
+	return nil
+}
+
 // AuthStatus is the outcome of authenticating a request: no credentials, credentials that
 // established an actor, or credentials that were refused.
 type AuthStatus int
@@ -70,7 +93,7 @@ func WithAuthentication(ctx context.Context, a Authentication) context.Context {
 // credentials" (to answer 401 with a reason, or to rate-limit forgeries) read this; handlers that
 // only need the actor read ActorFromContext.
 func AuthenticationFromContext(ctx context.Context) Authentication {
-	if a, ok := ctx.Value(authKey).(Authentication); ok {
+	if a, ok := value(ctx, authKey).(Authentication); ok {
 		return a
 	}
 	if _, ok := ActorFromContext(ctx); ok {
@@ -90,11 +113,11 @@ func WithActor(ctx context.Context, a Actor) context.Context {
 // not AuthRefused. A request whose token was refused therefore yields ok false, exactly like a
 // request without a token; AuthenticationFromContext tells the two apart.
 func ActorFromContext(ctx context.Context) (Actor, bool) {
-	a, ok := ctx.Value(actorKey).(Actor)
+	a, ok := value(ctx, actorKey).(Actor)
 	if !ok || a.IsZero() {
 		return Actor{}, false
 	}
-	if auth, ok := ctx.Value(authKey).(Authentication); ok && auth.Status == AuthRefused {
+	if auth, ok := value(ctx, authKey).(Authentication); ok && auth.Status == AuthRefused {
 		return Actor{}, false
 	}
 	return a, true
@@ -118,7 +141,7 @@ func TenantFromContext(ctx context.Context) (Tenant, bool) {
 // says why, so that a caller such as the HTTP middleware can record the problem instead of
 // silently falling back to another tenant source.
 func LookupTenant(ctx context.Context) (Tenant, error) {
-	t, _ := ctx.Value(tenantKey).(Tenant)
+	t, _ := value(ctx, tenantKey).(Tenant)
 	if err := ValidateTenant(t); err != nil {
 		return Tenant{}, err
 	}
@@ -132,7 +155,7 @@ func WithRequestID(ctx context.Context, id string) context.Context {
 
 // RequestIDFromContext returns the id stored by WithRequestID.
 func RequestIDFromContext(ctx context.Context) (string, bool) {
-	id, ok := ctx.Value(requestIDKey).(string)
+	id, ok := value(ctx, requestIDKey).(string)
 	return id, ok
 }
 
@@ -143,7 +166,7 @@ func NewContext(ctx context.Context, c *Collector) context.Context {
 
 // FromContext returns the collector stored by NewContext, or nil.
 func FromContext(ctx context.Context) *Collector {
-	c, _ := ctx.Value(collectorKey).(*Collector)
+	c, _ := value(ctx, collectorKey).(*Collector)
 	return c
 }
 

@@ -267,6 +267,9 @@ func (m *middleware) handle(c *gin.Context) {
 		st.ctxTenant = st.tenant
 	}
 	c.Request = req.WithContext(ctx)
+	// For ORM calls given c itself: gin.Context.Value answers only string keys (without
+	// ContextWithFallback), and core's lookups consult this one.
+	c.Set(core.RequestContextKey, ctx)
 
 	if m.captureReq {
 		rec.RequestBody, st.reqBody = captureRequest(c.Request, m.limit)

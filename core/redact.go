@@ -751,7 +751,7 @@ func (r *Redactor) mayLeak(s string) bool {
 	if strings.Contains(s, "://") || redactMentionsAuthScheme(s) {
 		return true
 	}
-	if !strings.ContainsAny(s, "=:<") {
+	if !strings.ContainsAny(s, "=:< ") { // the blank for secrets told in sentences (see prose)
 		return false
 	}
 	var buf [256]byte
@@ -885,6 +885,9 @@ var (
 //   - .netrc text ("machine h login u password p", also over several lines and "default"): the
 //     token after password and account,
 //   - .pgpass lines (host:port:database:user:password): the password field,
+//   - secrets told in sentences: the word after a sensitive label of one to three words and
+//     "is", "was", "are", "were", "is now" or "set/changed/reset/updated to" ("my password is
+//     hunter2"), unless that word describes the secret instead ("the password is required"),
 //
 // and credentials after "Bearer " or "Basic " anywhere, passwords in URLs
 // (scheme://user:password@host), and secrets recognised by their shape (JWTs, private key PEM
@@ -924,6 +927,9 @@ func (r *Redactor) textSpans(s string) []redactSpan {
 	// them replaces cannot hide a secret from another.
 	spans := r.pairs(s, nil)
 	spans = r.lineFormats(s, spans)
+	if strings.IndexByte(s, ' ') >= 0 {
+		spans = r.prose(s, spans)
+	}
 	if strings.IndexByte(s, '<') >= 0 {
 		spans = r.xml(s, spans)
 	}

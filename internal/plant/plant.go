@@ -48,6 +48,7 @@ func Plants(tag string) []Plant {
 		{Name: "access token", Key: "accessToken", Values: []string{s(4)}, Secret: []string{s(4)}},
 		{Name: "bearer under a neutral key", Key: "note", Values: []string{"Bearer " + s(5)}, Secret: []string{s(5)}},
 		{Name: "key=value under a neutral key", Key: "config", Values: []string{"db_password=" + s(6)}, Secret: []string{s(6)}},
+		{Name: "secret told in a sentence under a neutral key", Key: "remark", Values: []string{"my new password is " + s(11) + ", keep it"}, Secret: []string{s(11)}},
 		{Name: "URL userinfo", Key: "dsn", Values: []string{"postgres://app:" + s(7) + "@db:5432/x"}, Secret: []string{s(7)}},
 		{Name: "list under a sensitive key", Key: "passwords", Values: []string{s(8), s(9)}, Secret: []string{s(8), s(9)}},
 		{Name: "block under a sensitive key", Key: "private_key", Values: []string{"first line\n" + s(10) + "\nlast line"},

@@ -118,7 +118,9 @@ type Config struct {
 
 	// DisableORMDiffs turns off recording of row changes made through GORM or ent. The default
 	// (false) records them; the field is negative so that the zero value keeps them on. Read it
-	// through CaptureORMDiffs. Environment: AUDIT_CAPTURE_ORM_DIFFS (default true).
+	// through CaptureORMDiffs. Environment: AUDIT_CAPTURE_ORM_DIFFS (default true). It reaches
+	// gormaudit and entaudit through the Writer that Open returns (Writer.CaptureORMDiffs), or
+	// through their own Options.DisableORMDiffs; HTTP records are written either way.
 	DisableORMDiffs bool
 
 	// LogAnonymous records HTTP requests that carry no actor. Default false: requests without an
@@ -639,12 +641,12 @@ func (c Config) validate(p *cfgProblems) {
 
 	for _, s := range d.RedactFields {
 		if redactKeyIsEmpty(s) {
-			p.addf(fRedactFields, "pattern %q is empty once normalised (keys are compared lower-cased, without '-', '_', '.' and spaces), so it would match nothing", s)
+			p.addf(fRedactFields, "pattern %q has no letter or digit (keys are compared by their words of letters and digits), so it would match nothing", s)
 		}
 	}
 	for _, s := range d.RedactAllow {
 		if redactKeyIsEmpty(s) {
-			p.addf(fRedactAllow, "key %q is empty once normalised (keys are compared lower-cased, without '-', '_', '.' and spaces), so it would exempt nothing", s)
+			p.addf(fRedactAllow, "key %q has no letter or digit (keys are compared by their words of letters and digits), so it would exempt nothing", s)
 		}
 	}
 	for _, e := range d.ExcludePaths {
@@ -1210,10 +1212,10 @@ func redactDatabaseURL(s string) string {
 
 // redactKeyIsEmpty reports whether key consists only of what redaction ignores when it compares
 // keys: '-', '_', '.', white space and control characters.
+// redactKeyIsEmpty reports whether key has no letter or digit: keys and patterns are compared by
+// their words of letters and digits (see Redactor.Sensitive), so such a key has no word.
 func redactKeyIsEmpty(key string) bool {
-	return strings.IndexFunc(key, func(r rune) bool {
-		return r != '-' && r != '_' && r != '.' && !unicode.IsSpace(r) && !unicode.IsControl(r)
-	}) < 0
+	return strings.IndexFunc(key, func(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }) < 0
 }
 
 func excludePathProblem(e string) string {

@@ -34,6 +34,8 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 		Redactor:      cfg.Redactor(),
 		Logger:        cfg.Logger,
 		OnClose:       func(ctx context.Context) error { return closePool(ctx, pool) },
+
+		DisableORMDiffs: cfg.DisableORMDiffs,
 	}), nil
 }
 

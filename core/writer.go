@@ -88,6 +88,10 @@ type WriterOptions struct {
 	// may finish its work in the background). Open uses it to close the connection pool the
 	// writer owns.
 	OnClose func(context.Context) error
+	// DisableORMDiffs tells the ORM integrations given this writer (gormaudit, entaudit) to
+	// record no row changes, and to do none of the work of capturing them; the writer itself
+	// ignores it. Open sets it from Config.DisableORMDiffs (AUDIT_CAPTURE_ORM_DIFFS=false).
+	DisableORMDiffs bool
 }
 
 func (o WriterOptions) withDefaults() WriterOptions {
@@ -206,6 +210,11 @@ func NewWriter(sink Sink, opts WriterOptions) *Writer {
 	go w.run()
 	return w
 }
+
+// CaptureORMDiffs reports whether ORM integrations given w record row changes: false when w was
+// opened from a Config with DisableORMDiffs (or WriterOptions.DisableORMDiffs was set). A nil
+// Writer reports true.
+func (w *Writer) CaptureORMDiffs() bool { return w == nil || !w.opts.DisableORMDiffs }
 
 // Enqueue validates r, fills its defaults (id, time, action, severity, actor type) and queues it.
 // It never blocks. The Writer owns r from then on: do not modify it.

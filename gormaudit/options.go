@@ -96,6 +96,12 @@ type Options struct {
 	// Logger receives delivery failures and warnings about writes that cannot be captured.
 	// Nil means slog.Default().
 	Logger *slog.Logger
+
+	// DisableORMDiffs records no changes at all: the plugin registers no callbacks and leaves
+	// the connection pool as it is, so GORM runs exactly as without it. Set it from
+	// core.Config.DisableORMDiffs (AUDIT_CAPTURE_ORM_DIFFS=false); a Writer opened from such a
+	// Config (core.Open) has the same effect, see core.Writer.CaptureORMDiffs.
+	DisableORMDiffs bool
 }
 
 // Disabler is implemented by models whose changes are not recorded. The plugin calls

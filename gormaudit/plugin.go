@@ -53,6 +53,10 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		return err
 	}
 	p.s = s
+	if s.disabled() {
+		s.log.Info("gormaudit: recording of ORM changes is disabled by the configuration (DisableORMDiffs); no callbacks registered")
+		return nil
+	}
 	for i, m := range p.opts.Models {
 		stmt := &gorm.Statement{DB: db}
 		if err := stmt.Parse(m); err != nil {

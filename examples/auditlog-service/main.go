@@ -143,13 +143,16 @@ func run(ctx context.Context, environ []string, logger *slog.Logger, ready func(
 		err := st.StartRetention(store.RetentionPolicy{
 			MaxAge: cfg.Retention, Interval: cfg.RetentionInterval,
 			OnCleanup: func(r store.RetentionReport) {
-				_, _ = core.Log(context.Background(), w, core.Entry{
+				_, err := core.Log(context.Background(), w, core.Entry{
 					Action: "auditlog.retention", Severity: core.SeverityWarning, ResourceType: store.ResourceAuditLogs,
 					Actor:  core.Actor{ID: "auditlog-service", Type: core.ActorSystem, Auth: "none"},
 					Tenant: core.Tenant{ID: r.TenantID},
 					Metadata: map[string]any{"older_than": r.Cutoff.Format(time.RFC3339Nano), "deleted": r.Deleted,
 						"policy": map[bool]string{true: "tenant", false: "default"}[r.TenantID != ""]},
 				})
+				if err != nil {
+					logger.Error("recording a retention cleanup", "tenant", r.TenantID, "deleted", r.Deleted, "err", err)
+				}
 			},
 		})
 		if err != nil {

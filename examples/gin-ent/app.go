@@ -75,8 +75,7 @@ func open(ctx context.Context, s settings) (*app, error) {
 	}
 	sqlDB, err := sql.Open("pgx", dbURL)
 	if err != nil {
-		w.Close(ctx)
-		return nil, err
+		return nil, errors.Join(err, closeWriter(w))
 	}
 	// The two lines of auditing on the ent side: the driver wrapper (writes outside a
 	// transaction get one, so their before images can be locked) and the hook, once, for every
@@ -84,9 +83,7 @@ func open(ctx context.Context, s settings) (*app, error) {
 	client := ent.NewClient(ent.Driver(entaudit.Driver(entsql.OpenDB(dialect.Postgres, sqlDB))))
 	client.Use(entaudit.Hook(ent.AuditSchema, entaudit.Options{Writer: w, Redactor: cfg.Redactor()}))
 	if err := client.Schema.Create(ctx); err != nil {
-		client.Close()
-		w.Close(ctx)
-		return nil, fmt.Errorf("creating the example's tables: %w", err)
+		return nil, errors.Join(fmt.Errorf("creating the example's tables: %w", err), client.Close(), closeWriter(w))
 	}
 
 	gin.SetMode(gin.ReleaseMode)
@@ -97,6 +94,14 @@ func open(ctx context.Context, s settings) (*app, error) {
 	a := &app{cfg: cfg, sqlDB: sqlDB, client: client, writer: w, engine: r}
 	a.routes()
 	return a, nil
+}
+
+// closeWriter closes w with a deadline of its own, for the paths where the caller's context may
+// already be done.
+func closeWriter(w *core.Writer) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return w.Close(ctx)
 }
 
 // Close flushes the audit records and releases the connections.

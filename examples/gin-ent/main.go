@@ -17,6 +17,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -51,15 +52,19 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, out io.Writer, s settings, addr string, demo bool) error {
+func run(ctx context.Context, out io.Writer, s settings, addr string, demo bool) (err error) {
 	a, err := open(ctx, s)
 	if err != nil {
 		return err
 	}
 	defer func() {
+		// The signal context is done by now: closing takes a fresh deadline of its own, so that
+		// the pending audit records are written.
 		closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		a.Close(closeCtx)
+		if cerr := a.Close(closeCtx); cerr != nil {
+			err = errors.Join(err, fmt.Errorf("closing: %w", cerr))
+		}
 	}()
 	if demo {
 		addr = "127.0.0.1:0"

@@ -140,9 +140,13 @@ func (c *capture) create(ctx context.Context, next ent.Mutator) (ent.Value, []*c
 	}
 	c.at = time.Now()
 	r := &returning{t: c.t, limit: c.h.maxRows}
+	defer c.h.batchForget(c.m)
 	v, err := next.Mutate(withReturning(ctx, r), c.m)
 	if err != nil {
 		return v, nil, err
+	}
+	if r.pre != nil { // the statement of a whole CreateBulk ran with this create's context
+		c.h.batchPre(c.m, r.pre)
 	}
 	id, ok := c.h.schema.ID(c.m)
 	if !ok || c.unstored(id) {
@@ -173,12 +177,25 @@ func (c *capture) create(ctx context.Context, next ent.Mutator) (ent.Value, []*c
 	rid := after.ids[0]
 	var rec *core.Record
 	// A plain INSERT leaves xmax at 0; an INSERT ... ON CONFLICT DO UPDATE that updated a row
-	// leaves the updating transaction there. The before image of that row is gone.
+	// leaves the updating transaction there. Its before image is the row the Driver wrapper
+	// locked by the conflict target before the INSERT ran.
 	if c.h.schema.Upsert(c.m) && after.xmax[0] != "0" {
-		rec = c.record(core.KindUpdate, c.t, rid, nil, after.images[0])
-		rec.Diff = nil
-		rec.Severity = core.SeverityWarning
-		rec.Metadata = map[string]any{"upsert": true, "before_unknown": true}
+		pre := r.pre
+		if pre == nil {
+			pre = c.h.batchPre(c.m, nil)
+		}
+		if b := pre.image(rid); b != nil {
+			rec = c.record(core.KindUpdate, c.t, rid, b, after.images[0])
+			if len(rec.Diff) == 0 && !c.h.opts.RecordNoOpUpdates {
+				return v, c.targetRecords(), nil
+			}
+			rec.Metadata = map[string]any{"upsert": true}
+		} else {
+			rec = c.record(core.KindUpdate, c.t, rid, nil, after.images[0])
+			rec.Diff = nil
+			rec.Severity = core.SeverityWarning
+			rec.Metadata = map[string]any{"upsert": true, "before_unknown": true}
+		}
 	} else {
 		rec = c.record(core.KindInsert, c.t, rid, nil, after.images[0])
 	}

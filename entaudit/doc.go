@@ -71,11 +71,16 @@
 //   - Soft deletes: a hook that turns a delete into an update and executes the same mutation
 //     again (ent's documented pattern) gives one delete record marked soft_delete, with the after
 //     image.
-//   - Upserts: ent's hooks see OnConflict creates as creates, and the before image of the row an
-//     upsert updated is gone once the INSERT ran. The hook recognises such a row (the generated
-//     code tells it the create had a conflict clause; PostgreSQL's xmax tells it the row was
-//     updated) and records an update with metadata upsert and before_unknown, severity warning.
-//     A row that DO NOTHING left alone gets no record.
+//   - Upserts: ent's hooks see OnConflict creates as creates. The Driver wrapper reads and locks
+//     (FOR NO KEY UPDATE) the rows that the INSERT ... ON CONFLICT (columns) DO UPDATE of a
+//     create or CreateBulk can update, by the values of its conflict target, right before the
+//     statement runs in the same transaction; a row the statement updated (PostgreSQL's xmax
+//     tells) gets an update record with metadata upsert, its before image and the diff, under
+//     every update resolver (UpdateNewValues, Update(...), UpdateX(), Ignore leaves no change
+//     and so no record). A row that DO NOTHING left alone gets no record. Without the wrapper, for
+//     a conflict on a named constraint, or for a row that another transaction inserted after
+//     the read, the update is recorded without before image: metadata before_unknown, severity
+//     warning.
 //
 // # Transactions
 //
@@ -115,7 +120,7 @@
 //   - A many-to-many edge declared on one side only (no edge back): deleting a row of the other
 //     side drops its links without a record. A same-type bidirectional many-to-many edge (ent
 //     stores each link twice) records the row the mutation names only.
-//   - The before image of a row an upsert updated is unknown (see above).
+//   - The before image of a row an upsert updated is unknown in the cases listed above.
 //   - A hook that runs inside this one and narrows an update (a schema hook adding a tenant
 //     filter) leaves rows locked but unchanged; they are dropped as no-op updates unless
 //     Options.RecordNoOpUpdates is set. Register runtime hooks that narrow mutations before this

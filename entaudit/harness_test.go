@@ -17,6 +17,7 @@ import (
 	"github.com/auditkit/auditkit/entaudit"
 	"github.com/auditkit/auditkit/entaudit/internal/entest"
 	"github.com/auditkit/auditkit/internal/pgtest"
+	"github.com/auditkit/auditkit/internal/xact"
 )
 
 // env is one test's database: a fresh schema with audit_logs and the test tables, an audited
@@ -226,6 +227,9 @@ type readCountingTx struct {
 }
 
 func (t readCountingTx) Query(ctx context.Context, q string, args, v any) error {
+	if q == xact.IDQuery { // the transaction's id, read before COMMIT: not a row of a table
+		return t.Tx.Query(ctx, q, args, v)
+	}
 	return t.r.count(t.Tx.Query(ctx, q, args, v), v)
 }
 

@@ -107,6 +107,7 @@ type hook struct {
 	exclude  map[string]bool
 	txs      sync.Map // ent transaction driver -> *txState
 	batches  sync.Map // Batch.Key of a CreateBulk outside a transaction -> *batchState
+	pres     sync.Map // Batch.Key of an upsert CreateBulk -> *rowSet (see batchPre)
 }
 
 // typeInfo is a Type with its lookups prepared.
@@ -313,6 +314,31 @@ type batchState struct {
 	mu   sync.Mutex
 	done int
 	pend []pending
+}
+
+// batchPre shares the before images an upsert's INSERT read among the creates of its CreateBulk:
+// the create whose context ran the statement gives them (pre not nil), the others take them. The
+// first create of the bulk finishes last (ent nests them) and forgets them.
+func (h *hook) batchPre(m ent.Mutation, pre *rowSet) *rowSet {
+	b, ok := h.schema.Batch(m)
+	if !ok || b.Size < 2 {
+		return pre
+	}
+	if pre != nil {
+		h.pres.Store(b.Key, pre)
+		return pre
+	}
+	v, _ := h.pres.Load(b.Key)
+	pre, _ = v.(*rowSet)
+	return pre
+}
+
+// batchForget drops what batchPre keeps for the CreateBulk of m once its first create, the last
+// to finish, is done.
+func (h *hook) batchForget(m ent.Mutation) {
+	if b, ok := h.schema.Batch(m); ok && b.Index == 0 {
+		h.pres.Delete(b.Key)
+	}
 }
 
 // batchDone reports that the create m finished, with its records p (nil when it has none or

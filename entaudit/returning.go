@@ -22,6 +22,9 @@ type returning struct {
 	limit   int
 	claimed atomic.Bool
 	rs      *rowSet // the rows the statement returned, once it ran
+	// pre holds the rows an INSERT ... ON CONFLICT ... DO UPDATE found in its way, read and
+	// locked by the conflict target before it ran: the before images of the rows it updates.
+	pre *rowSet
 }
 
 type returningKey struct{}
@@ -76,6 +79,13 @@ func intercept(ctx context.Context, eq dialect.ExecQuerier, query string, args, 
 }
 
 func (r *returning) run(ctx context.Context, eq dialect.ExecQuerier, q string, shape int, args, v any, exec bool) error {
+	if !r.update && strings.Contains(q, " ON CONFLICT (") && strings.Contains(q, " DO UPDATE SET ") {
+		pre, err := r.lockConflicts(ctx, eq, q, args)
+		if err != nil {
+			return err
+		}
+		r.pre = pre
+	}
 	var rows sql.Rows
 	if err := eq.Query(ctx, q, args, &rows); err != nil {
 		return err
@@ -188,4 +198,115 @@ func (rs *rowSet) only(id string) *rowSet {
 		out.xmax = []string{rs.xmax[i]}
 	}
 	return out
+}
+
+// lockConflicts reads and locks the rows an upsert (ent's INSERT INTO "t" (columns) VALUES
+// ($1, ...), ... ON CONFLICT (target) DO UPDATE ...) may update: those whose conflict target
+// columns hold the values of one of its rows. It returns nil without reading when the statement
+// is not of that shape (a conflict on a named constraint, values that are not plain parameters):
+// the rows it updates are then recorded without a before image.
+func (r *returning) lockConflicts(ctx context.Context, eq dialect.ExecQuerier, q string, args any) (*rowSet, error) {
+	argv, ok := args.([]any)
+	head := `INSERT INTO ` + quote(r.t.Table) + ` (`
+	if !ok || !strings.HasPrefix(q, head) {
+		return nil, nil
+	}
+	rest := q[len(head):]
+	i := strings.Index(rest, `) VALUES `)
+	if i < 0 {
+		return nil, nil
+	}
+	cols := splitIdents(rest[:i])
+	rest = rest[i+len(`) VALUES `):]
+	j := strings.Index(rest, ` ON CONFLICT (`)
+	if len(cols) == 0 || j < 0 {
+		return nil, nil
+	}
+	// The VALUES take the first parameters; those of the DO UPDATE SET clause follow.
+	n := strings.Count(rest[:j], "(")
+	if len(argv) < n*len(cols) || rest[:j] != placeholders(n, len(cols)) {
+		return nil, nil
+	}
+	rest = rest[j+len(` ON CONFLICT (`):]
+	k := strings.Index(rest, `)`)
+	if k < 0 {
+		return nil, nil
+	}
+	target := splitIdents(rest[:k])
+	idx := make([]int, len(target))
+	for ti, tc := range target {
+		idx[ti] = -1
+		for ci, c := range cols {
+			if c == tc {
+				idx[ti] = ci
+			}
+		}
+		if idx[ti] < 0 {
+			return nil, nil // a target column the INSERT does not set: NULL, never a conflict
+		}
+	}
+	sel := pg.Select("*").From(pg.Table(r.t.Table))
+	var tuples []*sql.Predicate
+	for row := 0; row < n; row++ {
+		var eqs []*sql.Predicate
+		for ti, tc := range target {
+			v := argv[row*len(cols)+idx[ti]]
+			if v == nil {
+				eqs = nil
+				break
+			}
+			eqs = append(eqs, sql.EQ(sel.C(tc), v))
+		}
+		if len(eqs) > 0 {
+			tuples = append(tuples, sql.And(eqs...))
+		}
+	}
+	if len(tuples) == 0 {
+		return &rowSet{byID: map[string]int{}}, nil
+	}
+	sel.Where(sql.Or(tuples...)).OrderBy(sel.C(r.t.IDColumn)).For(sql.LockNoKeyUpdate)
+	sq, sargs := sel.Query()
+	var rows sql.Rows
+	if err := eq.Query(ctx, sq, sargs, &rows); err != nil {
+		return nil, fmt.Errorf("entaudit: reading %s by the conflict target: %w", r.t.Table, err)
+	}
+	defer rows.Close()
+	rs, err := scanRows(&rows, r.t, r.limit, false)
+	if err != nil {
+		return nil, fmt.Errorf("entaudit: reading %s by the conflict target: %w", r.t.Table, err)
+	}
+	return rs, nil
+}
+
+// splitIdents splits ent's list of quoted identifiers ("a", "b").
+func splitIdents(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ", ") {
+		if len(p) < 2 || p[0] != '"' || p[len(p)-1] != '"' || strings.Contains(p[1:len(p)-1], `"`) {
+			return nil
+		}
+		out = append(out, p[1:len(p)-1])
+	}
+	return out
+}
+
+// placeholders renders the VALUES of n rows of width parameters the way ent writes them.
+func placeholders(n, width int) string {
+	var b strings.Builder
+	p := 1
+	for row := 0; row < n; row++ {
+		if row > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for c := 0; c < width; c++ {
+			if c > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "$%d", p)
+			p++
+		}
+		b.WriteByte(')')
+	}
+	return b.String()
 }

@@ -441,8 +441,9 @@ func TestUpsert(t *testing.T) {
 		t.Fatalf("rows = %v", rows)
 	}
 	if r := rows[1]; r.Kind != "update" || r.ResourceID != strconv.Itoa(id) || r.After["name"] != "a2" ||
-		r.Metadata["upsert"] != true || r.Metadata["before_unknown"] != true || r.Before != nil {
-		t.Errorf("upsert that updated = %v", r)
+		r.Metadata["upsert"] != true || r.Metadata["before_unknown"] != nil || r.Before["name"] != "a" ||
+		r.Diff["name"]["from"] != "a" || r.Diff["age"]["to"] != 2.0 || r.Severity != "info" {
+		t.Errorf("upsert that updated = %v, want its before image and diff", r)
 	}
 	if r := rows[2]; r.Kind != "insert" || r.ResourceID != strconv.Itoa(id2) || r.Metadata != nil {
 		t.Errorf("upsert that inserted = %v", r)

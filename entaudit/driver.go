@@ -70,11 +70,17 @@ func (d *driver) begin(ctx context.Context) (*autoTx, context.Context, error) {
 	return a, context.WithValue(ctx, autoTxKey{}, a), nil
 }
 
-// commit commits. The transaction's id is read first, so that a COMMIT that fails without a
-// definite answer can be looked up on another connection: its error is then a *commitError
-// carrying the outcome (see commit_outcome.go).
+// commit commits. When records wait for the transaction its id is read first, so that a COMMIT
+// that fails without a definite answer can be looked up on another connection: its error is then
+// a *commitError carrying the outcome (see commit_outcome.go).
 func (a *autoTx) commit() error {
 	a.done.Store(true)
+	a.state.mu.Lock()
+	recorded := a.state.taken > 0
+	a.state.mu.Unlock()
+	if !recorded {
+		return a.tx.Commit()
+	}
 	id, idKnown := txID(a.ctx, a.tx)
 	err := a.tx.Commit()
 	if err == nil {

@@ -18,9 +18,10 @@ import (
 // records are kept in one list per transaction, ordered by the sequence number each mutation
 // takes when it starts (a CreateBulk runs its mutations nested: the first one finishes last).
 type txState struct {
-	mu   sync.Mutex
-	seq  uint64
-	pend []pending
+	mu    sync.Mutex
+	seq   uint64
+	pend  []pending
+	taken int // records take has returned, so that COMMIT knows whether an outcome matters
 }
 
 // pending are the records of one mutation, with the context the mutation ran with (it carries
@@ -49,6 +50,9 @@ func (s *txState) take() []pending {
 	s.mu.Lock()
 	p := s.pend
 	s.pend = nil
+	for _, x := range p {
+		s.taken += len(x.recs)
+	}
 	s.mu.Unlock()
 	slices.SortFunc(p, func(a, b pending) int {
 		switch {

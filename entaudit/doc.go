@@ -85,7 +85,13 @@
 // # Transactions
 //
 // Inside an ent.Tx the records wait for the commit (ent's Tx.OnCommit) and are delivered in
-// statement order; a rollback or a failed commit drops them. Outside an ent.Tx, an update or
+// statement order; a rollback or a commit that failed without committing drops them. When a
+// COMMIT fails without saying whether it committed (a cancelled context, a lost connection, a
+// timeout), the hook asks another connection of the wrapped driver what became of the
+// transaction (pg_xact_status of its id, read just before COMMIT: one round trip per transaction
+// that has records) and delivers the records if it committed; with no answer (or no Driver
+// wrapper to ask through) they are delivered with metadata commit_outcome "unknown" and a
+// warning. The application gets COMMIT's error unchanged. Outside an ent.Tx, an update or
 // delete runs in a transaction the hook opens through the Driver wrapper (its reads and the
 // write in one transaction, so that the lock means something). A create outside a transaction
 // commits on its own and is recorded right after it; the creates of a CreateBulk are recorded

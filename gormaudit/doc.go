@@ -122,8 +122,15 @@
 // pool inside PrepareStmt mode's prepared-statement pool): every transaction GORM begins -
 // db.Transaction, db.Begin, the implicit per-statement one - is the plugin's, and its Commit
 // and Rollback deliver or drop the records made in it. A rollback, a panic in db.Transaction, a
-// failing COMMIT, and a ROLLBACK TO SAVEPOINT (a failing nested db.Transaction) drop what they
-// undo; delivery keeps statement order. Register must run right after gorm.Open, before
+// COMMIT that failed without committing, and a ROLLBACK TO SAVEPOINT (a failing nested
+// db.Transaction) drop what they undo; delivery keeps statement order. A COMMIT can fail without
+// saying whether it committed (the request's context cancelled while COMMIT runs, a lost
+// connection, a timeout): the plugin then asks another connection of the pool what became of the
+// transaction (pg_xact_status of its id, read just before COMMIT: one round trip per transaction
+// that has records). Committed: the records are delivered; rolled back: dropped; no answer within
+// a few seconds: delivered with metadata commit_outcome "unknown" and a warning, because a
+// flagged record is better than a committed change without one. The application gets COMMIT's
+// error unchanged. Register must run right after gorm.Open, before
 // sessions are derived from the *gorm.DB. gorm.Open(postgres.New(postgres.Config{Conn: sqlDB}))
 // works the same way: the pool is wrapped after Open whichever way GORM got it. Transactions
 // begun elsewhere (db.Connection, or a session derived before Register) are not seen; their

@@ -21,7 +21,7 @@ import (
 // oracleTables are the audited tables of the test schema, join table included.
 var oracleTables = []string{"users", "pets", "groups", "user_groups", "cards", "comments", "documents", "assets", "notes"}
 
-// installOracle makes PostgreSQL itself write every row rowChange of the audited tables into the
+// installOracle makes PostgreSQL itself write every row change of the audited tables into the
 // table oracle, in the transaction that makes it: the ground truth the audit records are held
 // against.
 func installOracle(tb testing.TB, e *env) {

@@ -186,7 +186,7 @@ func (c *capture) create(ctx context.Context, next ent.Mutator) (ent.Value, []*c
 		}
 		if b := pre.image(rid); b != nil {
 			rec = c.record(core.KindUpdate, c.t, rid, b, after.images[0])
-			if len(rec.Diff) == 0 && !c.h.opts.RecordNoOpUpdates {
+			if c.noOp(rec.Diff) {
 				return v, c.targetRecords(), nil
 			}
 			rec.Metadata = map[string]any{"upsert": true}
@@ -259,7 +259,7 @@ func (c *capture) update(ctx context.Context, next ent.Mutator, re *reentry) (en
 		rec := c.record(core.KindUpdate, c.t, id, b, a)
 		// The row gets a record only when it changed: links changed through its edges are
 		// rows of other tables, recorded as such.
-		if len(rec.Diff) == 0 && !c.h.opts.RecordNoOpUpdates {
+		if c.noOp(rec.Diff) {
 			continue
 		}
 		rec.Metadata = c.edgeMeta(rec.Metadata, id)

@@ -82,6 +82,10 @@ func Hook(s Schema, opts Options) ent.Hook {
 	if h.err != nil {
 		h.log.Error("entaudit: invalid options; the defaults are used instead", "error", h.err)
 	}
+	if h.disabled() {
+		h.log.Info("entaudit: recording of ORM changes is disabled by the configuration (DisableORMDiffs); mutations pass through the hook untouched")
+		return func(next ent.Mutator) ent.Mutator { return next }
+	}
 	if s == nil {
 		h.log.Error("entaudit: the hook was given no Schema; no change is recorded", "error", ErrSchema)
 	}

@@ -59,8 +59,21 @@ type Options struct {
 	ExcludeTables []string
 
 	// RecordNoOpUpdates records updates that change no column (ignoring IgnoreFields) and no
-	// edge. By default such an update writes no audit row.
+	// edge. By default such an update writes no audit row. It implies RecordTimestampOnlyUpdates.
 	RecordNoOpUpdates bool
+
+	// RecordTimestampOnlyUpdates records updates whose only changes are to time columns ent sets
+	// on every update (fields with UpdateDefault, such as the update_time of ent's mixin.Time;
+	// see Type.AutoUpdateTime). By default such an update - a Save of an unchanged entity, say -
+	// is a no-op and writes no audit row; when other columns change, the timestamps stay in the
+	// diff.
+	RecordTimestampOnlyUpdates bool
+
+	// DisableORMDiffs records no changes at all: Hook returns a hook that hands every mutation
+	// on untouched (no reads, no locks, no RETURNING). Set it from core.Config.DisableORMDiffs
+	// (AUDIT_CAPTURE_ORM_DIFFS=false); a Writer opened from such a Config (core.Open) has the
+	// same effect, see core.Writer.CaptureORMDiffs.
+	DisableORMDiffs bool
 
 	// Logger receives records of committed changes that could not be delivered. Nil means
 	// slog.Default().

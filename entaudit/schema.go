@@ -75,6 +75,10 @@ type Type struct {
 	Redact []string
 	// Omit lists the columns left out of images and diffs (fields annotated with entaudit.Omit).
 	Omit []string
+	// AutoUpdateTime lists the time columns ent sets on every update (fields with
+	// UpdateDefault, such as the update_time of ent's mixin.Time). An update whose only changes
+	// are to them is a no-op unless Options.RecordTimestampOnlyUpdates is set.
+	AutoUpdateTime []string
 	// Edges lists the type's edges and where each is stored.
 	Edges []Edge
 }

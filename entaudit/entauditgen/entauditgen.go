@@ -60,7 +60,9 @@ type typeData struct {
 	Skip   bool
 	Redact []string
 	Omit   []string
-	Edges  []edgeData
+	// AutoUpdateTime lists the time fields ent sets on every update (UpdateDefault).
+	AutoUpdateTime []string
+	Edges          []edgeData
 }
 
 // edgeData is what the template needs to know about one edge.
@@ -93,6 +95,9 @@ func typeInfo(t *gen.Type) (typeData, error) {
 		case fa.Redact || f.Sensitive():
 			info.Redact = append(info.Redact, f.StorageKey())
 		}
+		if f.UpdateDefault && f.IsTime() && !fa.Omit {
+			info.AutoUpdateTime = append(info.AutoUpdateTime, f.StorageKey())
+		}
 	}
 	for _, e := range t.Edges {
 		ed := edgeData{Name: e.Name, Target: e.Type.Name, Table: e.Rel.Table}
@@ -118,6 +123,7 @@ func typeInfo(t *gen.Type) (typeData, error) {
 	}
 	slices.Sort(info.Redact)
 	slices.Sort(info.Omit)
+	slices.Sort(info.AutoUpdateTime)
 	return info, nil
 }
 

@@ -36,7 +36,7 @@ var (
 		pkg:      "github.com/auditkit/auditkit/entaudit/internal/entest",
 		dir:      filepath.Join("..", "internal", "entest"),
 		features: []gen.Feature{gen.FeatureUpsert, gen.FeatureExecQuery},
-		schemas:  []ent.Interface{schema.Card{}, schema.Comment{}, schema.Document{}, schema.Group{}, schema.Pet{}, schema.Setting{}, schema.User{}},
+		schemas:  []ent.Interface{schema.Asset{}, schema.Card{}, schema.Comment{}, schema.Document{}, schema.Group{}, schema.Note{}, schema.Pet{}, schema.Setting{}, schema.User{}},
 	}
 	// ginEnt is the client of the Gin + ent example (examples/gin-ent/ent/entc.go).
 	ginEnt = target{

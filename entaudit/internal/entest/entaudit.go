@@ -30,9 +30,10 @@ type entauditSchema struct{}
 
 var entauditTypes = []*entaudit.Type{
 	{
-		Name:     "Asset",
-		Table:    asset.Table,
-		IDColumn: asset.FieldID,
+		Name:           "Asset",
+		Table:          asset.Table,
+		IDColumn:       asset.FieldID,
+		AutoUpdateTime: []string{"updated_at"},
 	},
 	{
 		Name:     "Card",

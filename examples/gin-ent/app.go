@@ -80,8 +80,14 @@ func open(ctx context.Context, s settings) (*app, error) {
 	// The two lines of auditing on the ent side: the driver wrapper (writes outside a
 	// transaction get one, so their before images can be locked) and the hook, once, for every
 	// schema.
-	client := ent.NewClient(ent.Driver(entaudit.Driver(entsql.OpenDB(dialect.Postgres, sqlDB))))
-	client.Use(entaudit.Hook(ent.AuditSchema, entaudit.Options{Writer: w, Redactor: cfg.Redactor()}))
+	drv := entaudit.Driver(entsql.OpenDB(dialect.Postgres, sqlDB))
+	opts := entaudit.Options{Writer: w, Redactor: cfg.Redactor()}
+	// A wrong set-up is reported here, at start-up; the hook itself never fails a write for it.
+	if err := errors.Join(entaudit.Check(drv), opts.Validate()); err != nil {
+		return nil, errors.Join(err, sqlDB.Close(), closeWriter(w))
+	}
+	client := ent.NewClient(ent.Driver(drv))
+	client.Use(entaudit.Hook(ent.AuditSchema, opts))
 	if err := client.Schema.Create(ctx); err != nil {
 		return nil, errors.Join(fmt.Errorf("creating the example's tables: %w", err), client.Close(), closeWriter(w))
 	}

@@ -338,3 +338,40 @@ func TestCommitOutcomeCancelledCommitThatCommitted(t *testing.T) {
 		t.Fatalf("records:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// Without the Driver wrapper there is no other connection to ask: a transaction whose context
+// was cancelled before COMMIT is known not to have committed (no record), and one cancelled while
+// PostgreSQL commits anyway is recorded, flagged commit_outcome unknown.
+func TestCommitOutcomeUnwrapped(t *testing.T) {
+	e := newEnv(t, unwrapped())
+	e.exec(t, slowCommit)
+	e.exec(t, "INSERT INTO slow_plan VALUES ('during', 300, false, true, false)")
+	bg := context.Background()
+	for _, name := range []string{"before", "during"} {
+		ctx, cancel := context.WithCancel(bg)
+		tx, err := e.client.Tx(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tx.Pet.Create().SetName(name).ExecX(ctx)
+		if name == "before" {
+			cancel()
+		} else {
+			time.AfterFunc(150*time.Millisecond, cancel)
+		}
+		if err := tx.Commit(); err == nil {
+			t.Fatalf("%s: Commit succeeded despite the cancellation", name)
+		}
+		cancel()
+	}
+	if n, _ := e.client.Pet.Query().Where(pet.Name("during")).Count(bg); n != 1 {
+		t.Fatalf("%d rows named during, want the change committed by PostgreSQL", n)
+	}
+	var got []string
+	for _, r := range e.audit(t) {
+		got = append(got, fmt.Sprintf("%s %v %v", r.Action, r.After["name"], r.Metadata["commit_outcome"]))
+	}
+	if want := "pets.insert during unknown"; strings.Join(got, "\n") != want {
+		t.Fatalf("records:\n%s\nwant:\n%s", strings.Join(got, "\n"), want)
+	}
+}

@@ -91,9 +91,16 @@ func (h *hook) userTx(tx Tx) *txState {
 			return commit()
 		}
 		id, idKnown := txID(ctx, key)
+		// ctx is the one the transaction was begun with: once it is done, database/sql no
+		// longer sends COMMIT.
+		done := ctx.Err() != nil
 		if err := commit(); err != nil {
 			c := xact.Commit{Err: err, ID: id, IDKnown: idKnown}
-			h.failedCommit(p, resolveCommit(ctx, c, statusVia(key)))
+			ce := resolveCommit(ctx, c, statusVia(key))
+			if ce.outcome == xact.Unknown && done {
+				ce.outcome = xact.Aborted
+			}
+			h.failedCommit(p, ce)
 			return err
 		}
 		h.deliver(p)

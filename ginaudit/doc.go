@@ -14,8 +14,10 @@
 //	r.Use(gin.Recovery(), ginaudit.Middleware(ginaudit.Options{Writer: w, Config: cfg}))
 //
 // Handlers pass c.Request.Context() to the ORM (db.WithContext(c.Request.Context())), so that
-// their changes join the request's record. Passing c itself only works with
-// gin.Engine.ContextWithFallback set.
+// their changes join the request's record. Passing c itself records the same: the middleware
+// stores the request's audit context under core.RequestContextKey, which core's lookups fall
+// back to. c.Request.Context() is still the better choice, because database/sql may watch a
+// *gin.Context after the handler returned, when gin already reuses it for another request.
 //
 // # Identity
 //

@@ -38,12 +38,17 @@ import (
 // RETURNING itself (an INSERT with database defaults such as a serial id, or a caller's own
 // Returning clause), the rows are read again by primary key, still inside the transaction.
 //
-// When the statement runs outside any transaction (SkipDefaultTransaction and no
-// db.Transaction), the plugin begins one around the statement whenever it reads images or
-// writes in InTransaction mode, and commits it right after the statement: the lock, the write
-// and the images are then one atomic unit, at the price of the BEGIN and COMMIT the
-// application had opted out of. A hard delete and an insert whose images come from RETURNING
-// need no transaction and get none.
+// When an audited statement runs outside any transaction (SkipDefaultTransaction and no
+// db.Transaction), the plugin begins one around it through its commit-aware pool and commits
+// it right after the statement, before associations and the model's after hooks run (each in
+// no transaction, as the application chose): the lock, the write and the images are then one
+// atomic unit, and the
+// COMMIT is one whose outcome is resolved when it fails without a definite answer (see
+// commit_outcome.go). This holds for a hard delete and an insert whose images come from
+// RETURNING too, although they need no lock: an autocommit statement whose context is cancelled
+// while the server commits it returns an error with no transaction id to ask about, and its
+// change would be left without a record. The price is the BEGIN, COMMIT and transaction-id read
+// the application had opted out of (BENCHMARKS.md).
 
 type op uint8
 
@@ -302,6 +307,10 @@ func (p *Plugin) before(o op) func(*gorm.DB) {
 			if o != opCreate {
 				st.where, _ = filter(db, o)
 			}
+			if err := st.begin(db); err != nil {
+				db.AddError(err)
+				return
+			}
 			db.Statement.ConnPool = &stmtConn{ConnPool: st.conn, st: st}
 			return
 		}
@@ -358,6 +367,9 @@ func (p *Plugin) after(db *gorm.DB) {
 		st.own = nil
 		if err = p.hand(db.Statement.Context, st.conn, own, recs); err != nil && own != nil {
 			_ = own.Rollback()
+			// Without the plugin the statement would have committed on its own and failed as
+			// a whole: GORM reports no rows affected for a statement that returned an error.
+			db.RowsAffected = 0
 		}
 	}
 	if err != nil {
@@ -517,10 +529,8 @@ func (p *Plugin) planDelete(db *gorm.DB, st *stmtState) (bool, error) {
 	st.soft = st.scoped(stmt) && len(stmt.Schema.DeleteClauses) > 0
 	if !st.soft && !hasReturning(stmt) {
 		// What DELETE ... RETURNING returns is the before image, read atomically with the delete.
-		if p.s.InTransaction {
-			if err := st.begin(db); err != nil {
-				return false, err
-			}
+		if err := st.begin(db); err != nil {
+			return false, err
 		}
 		st.budget = st.max
 		st.intercept(db, "DELETE")
@@ -583,10 +593,8 @@ func (p *Plugin) planCreate(db *gorm.DB, st *stmtState) (bool, error) {
 		}
 		return true, nil
 	}
-	if p.s.InTransaction {
-		if err := st.begin(db); err != nil {
-			return false, err
-		}
+	if err := st.begin(db); err != nil {
+		return false, err
 	}
 	st.intercept(db, "INSERT")
 	if st.upsert && st.returning != "" {

@@ -64,16 +64,24 @@ func (f commitFault) String() string {
 // during COMMIT, backend terminated during COMMIT, a deferred constraint failing) with random
 // delays and checks, against the table itself, that every committed change has exactly one
 // record and no rolled-back change has one, in Writer and InTransaction modes, through
-// db.Transaction and GORM's own per-statement transaction.
+// db.Transaction and GORM's own per-statement transaction, and with SkipDefaultTransaction for
+// single creates, updates and deletes that run in no transaction of the application's.
 func TestCommitOutcome(t *testing.T) {
+	skip := gorm.Config{SkipDefaultTransaction: true}
 	for _, cfg := range []struct {
 		name string
 		cfg  envConfig
 	}{
 		{"Writer", envConfig{}},
 		{"InTransaction", envConfig{opts: gormaudit.Options{InTransaction: true}}},
+		{"SkipDefaultTransaction", envConfig{gorm: skip}},
+		{"SkipDefaultTransaction/InTransaction", envConfig{gorm: skip, opts: gormaudit.Options{InTransaction: true}}},
 	} {
 		t.Run(cfg.name, func(t *testing.T) {
+			if cfg.cfg.gorm.SkipDefaultTransaction {
+				testStatementOutcome(t, cfg.cfg)
+				return
+			}
 			e := newEnv(t, cfg.cfg, &Slow{})
 			must(t, e.db.Exec(slowTrigger).Error)
 			const iterations = 60
@@ -165,20 +173,7 @@ func (*Slow) AfterCreate(tx *gorm.DB) error {
 // checkEveryChangeRecorded compares the rows of slows with the audit records of slows.
 func checkEveryChangeRecorded(t *testing.T, e *env, ids int) {
 	t.Helper()
-	// Wait for the COMMITs the server may still be running after their clients went away.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var busy int
-		must(t, e.pg.Pool.QueryRow(context.Background(),
-			"SELECT count(*) FROM pg_locks WHERE relation = 'slows'::regclass AND pid <> pg_backend_pid()").Scan(&busy))
-		if busy == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d transactions still hold slows", busy)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitForSlows(t, e)
 	var present []int
 	must(t, e.db.Model(&Slow{}).Order("id").Pluck("id", &present).Error)
 	inTable := map[string]bool{}
@@ -215,6 +210,242 @@ func checkEveryChangeRecorded(t *testing.T, e *env, ids int) {
 	}
 	if len(inTable) == 0 || len(inTable) == ids {
 		t.Errorf("%d of %d changes committed: the faults did not take effect", len(inTable), ids)
+	}
+}
+
+// slowDeleteTrigger does at the COMMIT of a delete of slows what slowTrigger does for inserts
+// and updates, with the deleted row's settings.
+const slowDeleteTrigger = `
+CREATE FUNCTION slow_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	IF OLD.fail THEN
+		RAISE EXCEPTION 'deferred check failed' USING ERRCODE = '23514';
+	END IF;
+	BEGIN
+		PERFORM pg_sleep(OLD.sleep_ms / 1000.0);
+	EXCEPTION WHEN query_canceled THEN
+		IF NOT OLD.ignore_cancel THEN
+			RAISE;
+		END IF;
+	END;
+	RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER slow_delete AFTER DELETE ON slows
+	DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_delete();`
+
+// disturbed is one statement of testStatementOutcome: an insert, update or delete of Slow id
+// under fault f.
+type disturbed struct {
+	id     int
+	op     string // "insert", "update" or "delete"
+	f      commitFault
+	row    Slow // the settings the deferred trigger sees
+	delay  time.Duration
+	failed bool // the application saw an error
+}
+
+// testStatementOutcome is TestCommitOutcome for statements that run outside any transaction of
+// the application's (SkipDefaultTransaction, no db.Transaction): single creates, updates and
+// hard deletes, cancelled before they run or while their commit runs, their backend terminated
+// while they commit, or their deferred check failing. Every committed change must have exactly
+// one record and every change that did not commit none.
+func testStatementOutcome(t *testing.T, cfg envConfig) {
+	e := newEnv(t, cfg, &Slow{})
+	const iterations = 90
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 12))
+	faults := []commitFault{cancelBeforeCommit, cancelDuringCommit, cancelDuringCommit, killDuringCommit, failingCommit, cleanCommit}
+	plan := make([]*disturbed, iterations)
+	ctx := context.Background()
+	for i := range plan {
+		d := &disturbed{id: i + 1, op: [...]string{"insert", "update", "delete"}[i%3], f: faults[rng.IntN(len(faults))]}
+		if i < 3*len(faults) {
+			d.f = faults[i/3] // each fault on each statement at least once
+		}
+		sleep := 20 + rng.IntN(80)
+		d.row = Slow{ID: d.id, SleepMs: sleep, Fail: d.f == failingCommit, IgnoreCancel: rng.IntN(3) > 0}
+		if d.f == cleanCommit || d.f == failingCommit || d.f == cancelBeforeCommit {
+			d.row.SleepMs = 0
+		}
+		d.delay = time.Duration(rng.IntN(sleep+40)) * time.Millisecond
+		plan[i] = d
+		// Rows to update or delete exist before the triggers do; a row to update has sleep_ms -1
+		// until its update commits.
+		switch d.op {
+		case "update":
+			_, err := e.pg.Pool.Exec(ctx, "INSERT INTO slows (id, sleep_ms, fail, ignore_cancel) VALUES ($1, -1, false, false)", d.id)
+			must(t, err)
+		case "delete":
+			_, err := e.pg.Pool.Exec(ctx, "INSERT INTO slows (id, sleep_ms, fail, ignore_cancel) VALUES ($1, $2, $3, $4)",
+				d.id, d.row.SleepMs, d.row.Fail, d.row.IgnoreCancel)
+			must(t, err)
+		}
+	}
+	must(t, e.db.Exec(slowTrigger).Error)
+	must(t, e.db.Exec(slowDeleteTrigger).Error)
+	for _, d := range plan {
+		d.failed = disturbedStatement(e, d) != nil
+	}
+	checkStatementsRecorded(t, e, plan)
+}
+
+// disturbedStatement runs d's statement on its own, with its fault.
+func disturbedStatement(e *env, d *disturbed) error {
+	ctx, cancel := context.WithCancel(identity())
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	switch d.f {
+	case cancelBeforeCommit:
+		cancel()
+	case cancelDuringCommit:
+		wg.Add(1)
+		time.AfterFunc(d.delay, func() { cancel(); wg.Done() })
+	case killDuringCommit:
+		// Whichever backend runs the statement holds a lock on slows until it has committed.
+		wg.Add(1)
+		time.AfterFunc(d.delay, func() {
+			defer wg.Done()
+			_, _ = e.pg.Pool.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_locks
+				WHERE relation = 'slows'::regclass AND pid <> pg_backend_pid()`)
+		})
+	}
+	db := e.db.WithContext(ctx)
+	switch d.op {
+	case "insert":
+		row := d.row
+		return db.Create(&row).Error
+	case "update":
+		return db.Model(&Slow{ID: d.id}).Updates(map[string]any{
+			"sleep_ms": d.row.SleepMs, "fail": d.row.Fail, "ignore_cancel": d.row.IgnoreCancel}).Error
+	default:
+		return db.Delete(&Slow{ID: d.id}).Error
+	}
+}
+
+// checkStatementsRecorded compares what the statements of plan left in slows with their records.
+func checkStatementsRecorded(t *testing.T, e *env, plan []*disturbed) {
+	t.Helper()
+	waitForSlows(t, e)
+	var rows []Slow
+	must(t, e.db.Find(&rows).Error)
+	state := map[int]Slow{}
+	for _, r := range rows {
+		state[r.ID] = r
+	}
+	recs := map[string]int{}
+	unknown := 0
+	for _, r := range e.audit("resource_type = 'slows'") {
+		recs[r.Action+" "+r.ResourceID]++
+		if r.Metadata["commit_outcome"] == "unknown" {
+			unknown++
+		}
+	}
+	var missing, phantom, twice []string
+	committed, committedDespiteError := 0, 0
+	for _, d := range plan {
+		r, present := state[d.id]
+		done := map[string]bool{"insert": present, "update": r.SleepMs >= 0, "delete": !present}[d.op]
+		key := "slows." + d.op + " " + fmt.Sprint(d.id)
+		desc := fmt.Sprintf("%s (%s)", key, d.f)
+		switch n := recs[key]; {
+		case done && n == 0:
+			missing = append(missing, desc)
+		case !done && n > 0:
+			phantom = append(phantom, desc)
+		case n > 1:
+			twice = append(twice, desc)
+		}
+		if done {
+			committed++
+			if d.failed {
+				committedDespiteError++
+			}
+		}
+	}
+	t.Logf("%d of %d statements committed (%d of them reported an error to the application), %d flagged commit_outcome unknown",
+		committed, len(plan), committedDespiteError, unknown)
+	if len(missing)+len(phantom)+len(twice) > 0 {
+		t.Errorf("committed changes without a record: %d %v; changes that did not commit with a record: %d %v; recorded twice: %v\n%s",
+			len(missing), missing, len(phantom), phantom, twice, e.logs.String())
+	}
+	if committed == 0 || committed == len(plan) {
+		t.Errorf("%d of %d statements committed: the faults did not take effect", committed, len(plan))
+	}
+}
+
+// waitForSlows waits for the COMMITs the server may still be running after their clients went
+// away.
+func waitForSlows(t *testing.T, e *env) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var busy int
+		must(t, e.pg.Pool.QueryRow(context.Background(),
+			"SELECT count(*) FROM pg_locks WHERE relation = 'slows'::regclass AND pid <> pg_backend_pid()").Scan(&busy))
+		if busy == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d transactions still hold slows", busy)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestStatementOutcomeTransparency: with SkipDefaultTransaction, a single create, update or
+// delete whose deferred check fails returns what it returns without the plugin (the check's
+// error, no rows affected) and leaves no record; one that commits has its record.
+func TestStatementOutcomeTransparency(t *testing.T) {
+	skip := gorm.Config{SkipDefaultTransaction: true}
+	for _, c := range []struct {
+		op   string
+		fail bool
+	}{{"insert", false}, {"insert", true}, {"update", false}, {"update", true}, {"delete", false}, {"delete", true}} {
+		t.Run(fmt.Sprintf("%s/fail=%v", c.op, c.fail), func(t *testing.T) {
+			run := func(db *gorm.DB, exec func(sql string, args ...any) error) (*gorm.DB, int64) {
+				must(t, db.AutoMigrate(&Slow{}))
+				if c.op != "insert" {
+					// The row to update or delete, written before the triggers exist.
+					must(t, exec("INSERT INTO slows (id, sleep_ms, fail, ignore_cancel) VALUES (1, 0, $1, false)",
+						c.op == "delete" && c.fail))
+				}
+				must(t, db.Exec(slowTrigger).Error)
+				must(t, db.Exec(slowDeleteTrigger).Error)
+				ctx := identity()
+				var res *gorm.DB
+				switch c.op {
+				case "insert":
+					res = db.WithContext(ctx).Create(&Slow{ID: 1, Fail: c.fail})
+				case "update":
+					res = db.WithContext(ctx).Model(&Slow{ID: 1}).Updates(map[string]any{"sleep_ms": 1, "fail": c.fail})
+				default:
+					res = db.WithContext(ctx).Delete(&Slow{ID: 1})
+				}
+				var n int64
+				must(t, db.Model(&Slow{}).Count(&n).Error)
+				return res, n
+			}
+			bare := openBare(t, skip)
+			want, wantRows := run(bare, func(sql string, args ...any) error { return bare.Exec(sql, args...).Error })
+			e := newEnv(t, envConfig{gorm: skip})
+			got, gotRows := run(e.db, func(sql string, args ...any) error {
+				_, err := e.pg.Pool.Exec(context.Background(), sql, args...)
+				return err
+			})
+			if !sameError(got.Error, want.Error) {
+				t.Errorf("error = %v, without the plugin %v", got.Error, want.Error)
+			}
+			if got.RowsAffected != want.RowsAffected {
+				t.Errorf("RowsAffected = %d, without the plugin %d", got.RowsAffected, want.RowsAffected)
+			}
+			if gotRows != wantRows {
+				t.Errorf("%d rows in slows, without the plugin %d", gotRows, wantRows)
+			}
+			recs := e.audit("resource_type = 'slows'")
+			if wantN := map[bool]int{true: 0, false: 1}[c.fail]; len(recs) != wantN {
+				t.Errorf("%d records, want %d:%s", len(recs), wantN, dump(recs))
+			}
+		})
 	}
 }
 

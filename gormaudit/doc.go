@@ -112,9 +112,11 @@
 // custom, action "<table>.bulk_<kind>", or "<table>.bulk_upsert" with the counts of rows
 // inserted and updated) with the filter, the affected count and the ids of the rest.
 //
-// When GORM runs a statement outside any transaction (SkipDefaultTransaction), the plugin
-// begins one around each statement that needs a before image or a read after the statement, so
-// that the lock, the change and the images stay one atomic unit.
+// When GORM runs an audited statement outside any transaction (SkipDefaultTransaction), the
+// plugin begins one around it and commits it right after the statement, so that the lock, the
+// change and the images stay one atomic unit and the COMMIT's outcome is learned when it fails
+// without a definite answer (see Transactions). A statement that fails, at once or at COMMIT,
+// returns its error with no rows affected, as it does without the plugin.
 //
 // # Transactions
 //

@@ -522,10 +522,11 @@ func ExampleRedactor_Value() {
 	v := r.Value(map[string]any{
 		"token_count":   3,      // a property of tokens, not a token
 		"business_name": "Acme", // no word of it is a pattern
-		"data":          rdJWT,  // a JWT under a neutral key
-		"note":          "card 4111 1111 1111 1111, thanks",
-		rdGitHub:        "a key that is a token",
-		"env":           []any{map[string]any{"name": "DB_PASSWORD", "value": "hunter2"}},
+		"data": "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9." + // a JWT under a neutral key
+			"eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+		"note": "card 4111 1111 1111 1111, thanks",
+		"ghp_1A2b3C4d5E6f7G8h9I0j1K2l3M4n5O6p7Q8r": "a key that is a token",
+		"env": []any{map[string]any{"name": "DB_PASSWORD", "value": "hunter2"}},
 	})
 	enc := json.NewEncoder(os.Stdout)
 	enc.SetIndent("", "  ")

@@ -485,3 +485,58 @@ func TestCommitOutcomeCancelledCommitThatCommitted(t *testing.T) {
 		t.Fatalf("records of a rolled-back change: %s", dump(got))
 	}
 }
+
+// BenchmarkPairedSkipDefaultTransaction measures what running each audited statement in a
+// transaction costs an application that opted out of GORM's: a create of one row with a key
+// chosen by the application (its image comes from RETURNING) and a hard delete of it, with
+// SkipDefaultTransaction, on bare GORM and with the plugin capturing, alternating per iteration
+// as runPaired does.
+func BenchmarkPairedSkipDefaultTransaction(b *testing.B) {
+	variants := []string{"bare", "capture"}
+	dbs := make([]*benchDB, len(variants))
+	for j, v := range variants {
+		dbs[j] = openBench(b, v)
+		if err := dbs[j].db.AutoMigrate(&Slow{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var create, del [2]time.Duration
+	op := func(j, i int) {
+		d := dbs[j]
+		db := d.db.Session(&gorm.Session{SkipDefaultTransaction: true}).WithContext(d.ctx())
+		t0 := time.Now()
+		if err := db.Create(&Slow{ID: i + 1}).Error; err != nil {
+			b.Fatal(err)
+		}
+		t1 := time.Now()
+		if res := db.Delete(&Slow{ID: i + 1}); res.Error != nil || res.RowsAffected != 1 {
+			b.Fatal(res.Error, res.RowsAffected)
+		}
+		create[j] += t1.Sub(t0)
+		del[j] += time.Since(t1)
+	}
+	for j := range dbs {
+		op(j, 0) // warm up: statement caches, schema parsing
+	}
+	create, del = [2]time.Duration{}, [2]time.Duration{}
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		i++
+		for k := range dbs {
+			j := k
+			if i%2 == 1 {
+				j = len(dbs) - 1 - k
+			}
+			op(j, i)
+		}
+	}
+	b.StopTimer()
+	for j, v := range variants {
+		b.ReportMetric(float64(create[j].Microseconds())/float64(i), "create-"+v+"-µs/op")
+		b.ReportMetric(float64(del[j].Microseconds())/float64(i), "delete-"+v+"-µs/op")
+	}
+	b.ReportMetric(float64(create[1])/float64(create[0]), "create-capture/bare")
+	b.ReportMetric(float64(del[1])/float64(del[0]), "delete-capture/bare")
+	b.ReportMetric(0, "ns/op")
+}

@@ -402,6 +402,10 @@ func (st *stmtState) begin(db *gorm.DB) error {
 	}
 	tx, c, err := beginOn(db.Statement.Context, st.orig)
 	if err != nil {
+		if db.Statement.Context.Err() != nil {
+			// The statement alone would have failed with the same error, as it is: keep it so.
+			return err
+		}
 		return fmt.Errorf("gormaudit: beginning a transaction for the change of %s: %w", st.table, err)
 	}
 	if c != nil {

@@ -295,6 +295,17 @@ func trCases() []trCase {
 			cancel()
 			return db.WithContext(c).Model(&TrItem{ID: 1}).Update("qty", 42), nil
 		}},
+		{name: "cancelled context, create, SkipDefaultTransaction", config: gorm.Config{SkipDefaultTransaction: true}, records: 0, run: func(ctx context.Context, db *gorm.DB) (*gorm.DB, any) {
+			c, cancel := context.WithCancel(ctx)
+			cancel()
+			it := &TrItem{ID: 77, OwnerID: 1, Name: "cancelled", Qty: 1}
+			return db.WithContext(c).Create(it), it
+		}},
+		{name: "cancelled context, hard delete, SkipDefaultTransaction", config: gorm.Config{SkipDefaultTransaction: true}, records: 0, run: func(ctx context.Context, db *gorm.DB) (*gorm.DB, any) {
+			c, cancel := context.WithCancel(ctx)
+			cancel()
+			return db.WithContext(c).Unscoped().Delete(&TrItem{ID: 1}), nil
+		}},
 		{name: "generics API", records: 1, run: func(ctx context.Context, db *gorm.DB) (*gorm.DB, any) {
 			n, err := gorm.G[TrTag](db).Where("id = ?", 1).Update(ctx, "label", "g")
 			return &gorm.DB{Error: err, RowsAffected: int64(n)}, nil
@@ -408,14 +419,17 @@ func tableState(t *testing.T, db *gorm.DB) string {
 	return b.String()
 }
 
-// sameError holds when both are nil, or both fail with the same GORM error (errors.Is with
-// GORM's sentinels) or the same database error code.
+// sameError holds when both are nil, or both fail with the same message, the same GORM error
+// (errors.Is with GORM's sentinels) and the same database error code.
 func sameError(a, b error) bool {
 	if (a == nil) != (b == nil) {
 		return false
 	}
 	if a == nil {
 		return true
+	}
+	if a.Error() != b.Error() {
+		return false
 	}
 	for _, s := range []error{gorm.ErrDuplicatedKey, gorm.ErrForeignKeyViolated, gorm.ErrMissingWhereClause,
 		gorm.ErrRecordNotFound, context.Canceled, gorm.ErrInvalidData, gorm.ErrCheckConstraintViolated} {

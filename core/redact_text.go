@@ -22,12 +22,7 @@ func (r *Redactor) lineFormats(s string, spans []redactSpan) []redactSpan {
 	spans = r.namedValues(s, spans)
 	lines := 0
 	for start := 0; start < len(s); lines++ {
-		end := strings.IndexByte(s[start:], '\n')
-		if end < 0 {
-			end = len(s)
-		} else {
-			end += start
-		}
+		end := redactLineEnd(s, start)
 		line := s[start:end]
 		spans = redactPgpass(line, start, spans)
 		if indent, ok := r.sensitiveBlockKey(line); ok {
@@ -292,12 +287,7 @@ func redactHasQuotedNameMember(s string) bool {
 // and ':'.
 func redactHasNameMemberLine(s string) bool {
 	for start := 0; start < len(s); {
-		end := strings.IndexByte(s[start:], '\n')
-		if end < 0 {
-			end = len(s)
-		} else {
-			end += start
-		}
+		end := redactLineEnd(s, start)
 		line := strings.TrimLeft(s[start:end], " \t")
 		if strings.HasPrefix(line, "- ") {
 			line = strings.TrimLeft(line[2:], " ")
@@ -328,12 +318,7 @@ func (r *Redactor) namedValueLines(s string, spans []redactSpan) []redactSpan {
 	}
 	var ls []line
 	for start := 0; start < len(s); {
-		end := strings.IndexByte(s[start:], '\n')
-		if end < 0 {
-			end = len(s)
-		} else {
-			end += start
-		}
+		end := redactLineEnd(s, start)
 		text := s[start:end]
 		l := line{end: end}
 		if sm := redactYAMLMember.FindStringSubmatchIndex(text); sm != nil {
@@ -497,4 +482,13 @@ func (c *redactCloseTags) after(name string, from int) int {
 		return -1
 	}
 	return ps[i]
+}
+
+// redactLineEnd returns the end of the line of s that starts at start: the index of its '\n', or
+// len(s) for the last line.
+func redactLineEnd(s string, start int) int {
+	if i := strings.IndexByte(s[start:], '\n'); i >= 0 {
+		return start + i
+	}
+	return len(s)
 }

@@ -139,7 +139,8 @@ func (r *Redactor) Diff(d map[string]Change) map[string]Change {
 }
 
 // Values returns a redacted copy of query parameters or form values: every value of a sensitive
-// key becomes Redacted, other values are redacted as strings by Value, and keys carrying a
+// key becomes Redacted, and so does the value member of a name/value pair whose name is
+// sensitive (name=DB_PASSWORD&value=...), other values are redacted as strings by Value, and keys carrying a
 // secret (a bare token as the whole query string) are replaced as described on Value. It returns
 // nil for nil.
 func (r *Redactor) Values(v map[string][]string) map[string][]string {
@@ -503,6 +504,13 @@ func (r *Redactor) walkValuesAny(v map[string][]string, depth int) any {
 
 func (r *Redactor) walkValues(v map[string][]string, depth int) map[string][]string {
 	out := make(map[string][]string, len(v))
+	// name=DB_PASSWORD&value=... in a query or form is a name/value pair like its JSON form.
+	named := redactNamesSecret(r, v, func(vs []string) (string, bool) {
+		if len(vs) == 1 {
+			return vs[0], true
+		}
+		return "", false
+	})
 	var bad []redactKeyed[[]string]
 	for k, vs := range v {
 		k = Sanitize(k)
@@ -519,7 +527,7 @@ func (r *Redactor) walkValues(v map[string][]string, depth int) map[string][]str
 			bad = append(bad, redactKeyed[[]string]{k, c})
 			continue
 		}
-		if r.Sensitive(k) {
+		if r.Sensitive(k) || named && redactValueMember(k) {
 			for i := range c {
 				c[i] = Redacted
 			}

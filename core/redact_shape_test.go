@@ -565,3 +565,21 @@ func ExampleRedactor_Record() {
 	// /reset/[REDACTED]
 	// deploy-bot/1.2 token=[REDACTED]
 }
+
+// TestRedactNameValuePairsInQueryAndForm checks that query parameters and form fields that form a
+// name/value pair are judged by the name they carry, like the same pair in JSON.
+func TestRedactNameValuePairsInQueryAndForm(t *testing.T) {
+	r := core.NewRedactor(nil, nil)
+	got := r.Values(map[string][]string{"name": {"DB_PASSWORD"}, "value": {"hunter2"}})
+	if got["value"][0] != core.Redacted || got["name"][0] != "DB_PASSWORD" {
+		t.Errorf("Values = %v, want the value hidden and the name kept", got)
+	}
+	kept := r.Values(map[string][]string{"name": {"LOG_LEVEL"}, "value": {"debug"}})
+	if kept["value"][0] != "debug" {
+		t.Errorf("Values = %v, want a neutral pair kept", kept)
+	}
+	body := r.Body(&core.Body{ContentType: "application/x-www-form-urlencoded", Data: []byte("name=DB_PASSWORD&value=hunter2")})
+	if strings.Contains(string(body), "hunter2") {
+		t.Errorf("form body stored as %s", body)
+	}
+}

@@ -741,6 +741,11 @@ func (r *Redactor) query(raw string, depth int) (string, bool) {
 		}
 		val, err := url.QueryUnescape(v)
 		if err != nil {
+			// Not valid escaping: the value is judged as it is written, and kept so.
+			if nv, ok := r.str(v, depth+1); ok && nv != v {
+				parts[i] = k + "=" + nv
+				changed = true
+			}
 			continue
 		}
 		if nv, ok := r.str(val, depth+1); ok && nv != val {

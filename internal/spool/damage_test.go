@@ -3,10 +3,12 @@ package spool
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -83,9 +85,17 @@ func TestTornTailEveryOffset(t *testing.T) {
 func TestZeroedTail(t *testing.T) {
 	t.Parallel()
 	seg, _, pays := testSegment(5, 2)
-	s, err := openSegment(t, append(seg, make([]byte, 5000)...))
-	if err != nil {
+	dir := t.TempDir()
+	name := filepath.Join(dir, fmt.Sprintf("%020d.seg", 1))
+	if err := os.WriteFile(name, append(seg, make([]byte, 5000)...), 0o600); err != nil {
 		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	s := open(t, Options{Dir: dir, Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	for _, want := range []string{"torn tail", "file=" + name, fmt.Sprintf("offset=%d", len(seg)), "bytes=5000"} {
+		if !strings.Contains(log.String(), want) {
+			t.Errorf("log %q lacks %q", log.String(), want)
+		}
 	}
 	if got := readAll(t, s); len(got) != len(pays) {
 		t.Fatalf("read %d frames, want %d", len(got), len(pays))

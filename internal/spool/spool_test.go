@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -368,5 +369,30 @@ func TestSyncModes(t *testing.T) {
 	}
 	if _, err := ParseSyncMode("sometimes"); err == nil {
 		t.Fatal("ParseSyncMode accepted an unknown mode")
+	}
+}
+
+// TestFailedSyncFailsAppends closes the active file under the spool so that the next fsync
+// fails: the failure is counted, and every later Append refuses with an error wrapping it.
+func TestFailedSyncFailsAppends(t *testing.T) {
+	t.Parallel()
+	s := open(t, Options{Dir: t.TempDir(), Sync: SyncInterval, SyncInterval: time.Hour})
+	if _, err := s.Append([]byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.active.Close()
+	s.mu.Unlock()
+	if err := s.Sync(); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("Sync: %v", err)
+	}
+	st := s.Stats()
+	if st.SyncErrors != 1 || !errors.Is(st.LastSyncError, os.ErrClosed) {
+		t.Fatalf("stats %+v", st)
+	}
+	for range 2 {
+		if _, err := s.Append([]byte("b")); !errors.Is(err, os.ErrClosed) || !strings.Contains(err.Error(), "fsync") {
+			t.Fatalf("Append after a failed fsync: %v", err)
+		}
 	}
 }

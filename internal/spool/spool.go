@@ -347,7 +347,7 @@ func (s *Spool) Append(payload []byte) (uint64, error) {
 	need := int64(frameHeader + len(payload))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
+	if s.closing { // nothing may be appended after Close's final fsync
 		return 0, ErrClosed
 	}
 	if s.syncErr != nil {

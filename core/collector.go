@@ -14,6 +14,7 @@ type Collector struct {
 	records []*Record
 	done    bool
 	late    func(*Record)
+	res     *Reservation // room reserved for the records held (FailClosed)
 }
 
 // NewCollector returns an empty collector.
@@ -35,6 +36,37 @@ func (c *Collector) Add(recs ...*Record) {
 			late(r)
 		}
 	}
+}
+
+// AddReserved appends records like Add, together with room reserved for them on the request's
+// Writer (see Writer.Reserve), which the HTTP integration uses when it writes them
+// (TakeReservation). res may be nil. After Finish the records go to the function Finish was given
+// and res is released.
+func (c *Collector) AddReserved(res *Reservation, recs ...*Record) {
+	c.mu.Lock()
+	if !c.done {
+		c.records = append(c.records, recs...)
+		if c.res == nil {
+			c.res = res
+		} else {
+			c.res.Join(res)
+		}
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.Add(recs...)
+	res.Release()
+}
+
+// TakeReservation returns the room reserved for the records held, and forgets it: the caller
+// enqueues them with Writer.EnqueueReserved and releases what is left. It may return nil.
+func (c *Collector) TakeReservation() *Reservation {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	res := c.res
+	c.res = nil
+	return res
 }
 
 // SetClientIP records the client address of the request the collector belongs to, so that

@@ -14,6 +14,7 @@ const (
 	requestIDKey
 	collectorKey
 	authKey
+	policyKey
 )
 
 // RequestContextKey is the string key under which an HTTP integration stores the request's audit
@@ -213,17 +214,25 @@ func StampFromContext(ctx context.Context, r *Record) {
 // their identity from the context and are enqueued on w. ORM integrations call it once a change is
 // known to be durable (after commit).
 func Dispatch(ctx context.Context, w *Writer, recs ...*Record) error {
+	return DispatchReserved(ctx, w, nil, recs...)
+}
+
+// DispatchReserved is Dispatch for records whose room was reserved before their change committed
+// (Admit, Writer.Reserve): the reservation travels with them to the request's Collector, or is
+// used to enqueue them on w, and what is left of it is released. res may be nil.
+func DispatchReserved(ctx context.Context, w *Writer, res *Reservation, recs ...*Record) error {
 	if c := FromContext(ctx); c != nil {
-		c.Add(recs...)
+		c.AddReserved(res, recs...)
 		return nil
 	}
+	defer res.Release()
 	if w == nil {
 		return ErrNoWriter
 	}
 	var first error
 	for _, r := range recs {
 		StampFromContext(ctx, r)
-		if err := w.Enqueue(r); err != nil && first == nil {
+		if err := w.EnqueueReserved(res, r); err != nil && first == nil {
 			first = err
 		}
 	}

@@ -87,6 +87,10 @@ func (s *PostgresSink) writeSkippingDuplicates(ctx context.Context, rows [][]any
 func encodeRows(recs []*Record) ([][]any, error) {
 	rows := make([][]any, len(recs))
 	for i, r := range recs {
+		if r.row != nil { // encoded when it was spooled
+			rows[i] = r.row
+			continue
+		}
 		v, err := rowValues(r)
 		if err != nil {
 			return nil, &RejectedError{Index: i, Err: err}
@@ -103,12 +107,24 @@ func isUniqueViolation(err error) bool {
 
 var copyLine = regexp.MustCompile(`COPY [^,]+, line (\d+)`)
 
-// classify turns errors that say the data itself is unacceptable into *RejectedError; everything
-// else (connection loss, shutdown, a missing table while migrations run, timeouts) stays transient.
+// classify turns errors that say the data itself is unacceptable into *RejectedError, and errors
+// that say the database refuses the writer whatever it sends (a missing table, schema or column,
+// a missing privilege, a read-only server, a failed login) into *UnavailableError; everything else
+// (connection loss, shutdown, timeouts, lock and serialization failures) stays transient.
 func classify(err error) error {
 	var pgErr *pgconn.PgError
 	if !errors.As(err, &pgErr) {
 		return err
+	}
+	switch pgErr.Code {
+	case "42P01", // undefined table
+		"42703", // undefined column
+		"3F000", // invalid schema name
+		"42501", // insufficient privilege
+		"25006", // read-only SQL transaction (a standby, or default_transaction_read_only)
+		"3D000", // invalid catalog name: the database does not exist
+		"28000", "28P01": // invalid authorization, invalid password
+		return &UnavailableError{Err: fmt.Errorf("%s (SQLSTATE %s): %w", pgErr.Message, pgErr.Code, err)}
 	}
 	switch {
 	case pgErr.Code[:2] == "22", // data exception: bad encoding, invalid JSON, out of range

@@ -58,6 +58,15 @@ func (q *batchQueue) recycle(c []*Record) {
 	}
 }
 
+// chunks returns the queued chunks, oldest first. They stay owned by the queue.
+func (q *batchQueue) chunks() [][]*Record {
+	out := make([][]*Record, q.n)
+	for i := range q.n {
+		out[i] = q.ring[q.index(i)]
+	}
+	return out
+}
+
 // reset empties the queue and returns how many records it held.
 func (q *batchQueue) reset() int {
 	n := q.len

@@ -193,6 +193,12 @@ type Record struct {
 	RequestBody  *Body               // captured request body, when capture is on; nil otherwise
 	ResponseBody *Body               // captured response body, when capture is on; nil otherwise
 	Metadata     map[string]any      // free-form details, redacted when written
+
+	// Set by a Writer with a spool: the record's row values, already redacted and encoded (the
+	// sink stores them as they are), and the spool segment that holds the record until it is stored.
+	row      []any
+	spoolSeg uint64
+	spooled  bool
 }
 
 // ErrInvalidRecord is wrapped by the errors Validate returns.

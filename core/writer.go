@@ -23,13 +23,16 @@ var (
 	ErrNoWriter = errors.New("auditkit: no writer configured")
 )
 
-// Sink stores batches of records. The Writer calls Write from a single goroutine.
+// Sink stores batches of records. The Writer calls Write from as many goroutines as it has
+// workers (WriterOptions.Workers), each with its own batch.
 //
 // Write must be all or nothing for the records it is given, and it may be called again with the
-// same records after a failure whose outcome is unknown (a connection lost during commit): a Sink
-// must never store a record twice (Record.ID is unique). An error that says some records can never
-// be stored is reported as a *RejectedError; every other error is treated as transient and the
-// batch is retried with backoff.
+// same records after a failure whose outcome is unknown (a connection lost during commit), or
+// after a restart when the records come back from the spool: a Sink must never store a record
+// twice (Record.ID is unique). An error that says some records can never be stored is reported as
+// a *RejectedError; an error that says nothing can be stored until an operator acts (a missing
+// table, a missing privilege) as an *UnavailableError; every other error is treated as transient
+// and the batch is retried with backoff.
 type Sink interface {
 	// Write stores recs, all or nothing, and returns when they are stored or ctx is done.
 	Write(ctx context.Context, recs []*Record) error
@@ -55,6 +58,21 @@ func (e *RejectedError) Error() string {
 // *pgconn.PgError, with the PostgreSQL sink).
 func (e *RejectedError) Unwrap() error { return e.Err }
 
+// UnavailableError reports that the sink refuses every write for a reason retrying cannot fix
+// until an operator acts: the table, schema or a column is missing, the role lacks a privilege, the
+// server is read-only, the login fails. The Writer then reports itself failing (Health), keeps the
+// batch and tries again every WriterOptions.RecheckInterval rather than with backoff, and Flush
+// and Close stop waiting for it.
+type UnavailableError struct {
+	Err error // the database's error
+}
+
+// Error says why the sink is unavailable.
+func (e *UnavailableError) Error() string { return "audit sink unavailable: " + e.Err.Error() }
+
+// Unwrap returns the reason.
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
 // WriterOptions configure a Writer. The zero value is usable.
 type WriterOptions struct {
 	// BatchSize is the most records written at once. Default 500.
@@ -70,11 +88,23 @@ type WriterOptions struct {
 	// with the PostgreSQL sink, its own connection). Default 2: one batch is redacted and encoded
 	// while another is being stored.
 	Workers int
-	// AttemptTimeout bounds one write attempt. Default 30s.
+	// AttemptTimeout bounds one write attempt. Default 5s: shorter than the shutdown deadlines
+	// applications give Close, so that a hung connection (a black-holed server) is abandoned and
+	// the batch retried on a new one well before the application gives up.
 	AttemptTimeout time.Duration
 	// MinBackoff and MaxBackoff bound the wait between attempts after a transient error; the wait
-	// doubles from MinBackoff up to MaxBackoff, with jitter. Defaults 100ms and 10s.
+	// doubles from MinBackoff up to MaxBackoff, with jitter. Defaults 100ms and 1s.
 	MinBackoff, MaxBackoff time.Duration
+	// RecheckInterval is the wait between attempts while the sink is unavailable (an
+	// *UnavailableError: a missing table, a missing privilege). Default 5s.
+	RecheckInterval time.Duration
+	// FailurePolicy says what happens to work whose record cannot be accepted; see FailurePolicy.
+	// A context can override it (WithFailurePolicy). Default FailOpen.
+	FailurePolicy FailurePolicy
+	// Spool, when its Dir is set, keeps every accepted record on disk until it is stored, so that
+	// records survive a crash of the process and outages longer than the queue can hold. See
+	// SpoolOptions. A Writer with a spool is created by OpenWriter.
+	Spool SpoolOptions
 	// Redactor is applied to every record before it reaches the sink. Default NewRedactor(nil, nil).
 	Redactor *Redactor
 	// Logger receives drops, invalid records, retries and rejected records. Default slog.Default().
@@ -110,14 +140,18 @@ func (o WriterOptions) withDefaults() WriterOptions {
 		o.Workers = 2
 	}
 	if o.AttemptTimeout <= 0 {
-		o.AttemptTimeout = 30 * time.Second
+		o.AttemptTimeout = 5 * time.Second
 	}
 	if o.MinBackoff <= 0 {
 		o.MinBackoff = 100 * time.Millisecond
 	}
 	if o.MaxBackoff < o.MinBackoff {
-		o.MaxBackoff = max(10*time.Second, o.MinBackoff)
+		o.MaxBackoff = max(time.Second, o.MinBackoff)
 	}
+	if o.RecheckInterval <= 0 {
+		o.RecheckInterval = 5 * time.Second
+	}
+	o.Spool = o.Spool.withDefaults()
 	if o.Redactor == nil {
 		o.Redactor = NewRedactor(nil, nil)
 	}
@@ -130,19 +164,34 @@ func (o WriterOptions) withDefaults() WriterOptions {
 // Stats are the Writer's counters since it was created.
 //
 // Every valid record offered to Enqueue ends up counted once in Enqueued or in Dropped, and every
-// record counted in Enqueued ends up in Written, Failed or Dropped, or is still in QueueDepth.
+// record counted in Enqueued or Replayed ends up in Written, Failed, Dropped or Kept, or is still
+// in QueueDepth.
 type Stats struct {
 	Enqueued uint64 // records accepted by Enqueue
 	Written  uint64 // records the sink stored
 	Retried  uint64 // write attempts repeated after a transient error
-	// Dropped counts the audit records lost: refused by Enqueue because the queue was full
-	// (ErrQueueFull) or the Writer was closed (ErrClosed), and accepted records abandoned when
-	// Close gave up (see Close).
-	Dropped    uint64
-	Failed     uint64 // records the sink rejected permanently
-	Invalid    uint64 // records refused by Enqueue because they failed validation
-	Batches    uint64 // successful sink writes
-	QueueDepth int    // records accepted and not yet written, failed or dropped
+	// Dropped counts the audit records lost: refused by Enqueue because the queue (and the spool)
+	// was full (ErrQueueFull) or the Writer was closed (ErrClosed), and accepted records abandoned
+	// when Close gave up without a spool to keep them (see Close).
+	Dropped uint64
+	Failed  uint64 // records the sink rejected permanently (and records the spool could not decode)
+	Invalid uint64 // records refused by Enqueue because they failed validation or could not be encoded
+	Batches uint64 // successful sink writes
+	// QueueDepth counts the records accepted and not yet written, failed or dropped: in memory,
+	// being written, and waiting in the spool.
+	QueueDepth int
+
+	// Spool counters; zero without a spool.
+	Spooled    uint64 // records appended to the spool by this Writer
+	Replayed   uint64 // records found in the spool when the Writer started, from an earlier run
+	Kept       uint64 // records left in the spool when Close gave up: the next start writes them
+	SpoolBytes int64  // bytes of the spool's segment files
+	// SpoolErrors counts appends that failed (a full spool or a disk error); the record then
+	// went to the memory queue when it had room, and was dropped otherwise.
+	SpoolErrors uint64
+	// SpoolCorrupt counts damaged regions found in the spool's files (a torn tail after a
+	// crash, corrupted bytes); each is skipped and reported through the logger.
+	SpoolCorrupt uint64
 }
 
 // Writer is the asynchronous batch writer. Enqueue hands a record over without waiting; a
@@ -163,6 +212,8 @@ type Writer struct {
 	mu        sync.Mutex
 	queue     *batchQueue
 	inFlight  int           // records taken from the queue whose outcome is not yet counted
+	// inFlightUnspooled counts those of inFlight not in the spool (without one: all of them).
+	inFlightUnspooled int
 	closed    bool          // Enqueue refuses records
 	abandoned bool          // Close gave up: every record not yet counted was counted as dropped
 	wake      chan struct{} // capacity 1
@@ -179,6 +230,16 @@ type Writer struct {
 
 	enqueued, written, retried, dropped, failed, invalid, stored atomic.Uint64
 
+	reserved int // records Reserve promised room for, not yet enqueued or released; guarded by mu
+
+	// Health: the latest write outcome.
+	failing   atomic.Pointer[writeFailure] // set while the sink is unavailable (*UnavailableError)
+	retrying  atomic.Pointer[writeFailure] // set while a batch is being retried after a transient error
+	lastDrop  atomic.Int64                 // UnixNano of the latest drop
+	failingCh chan struct{}                // signalled (capacity 1) when failing is set
+
+	sp *spoolState // nil without a spool
+
 	// Refusals by Enqueue, reported by report. The collecting goroutine cannot do the deferred
 	// reporting: while the queue overflows it is usually waiting for a worker.
 	full, late  atomic.Uint64         // refused with ErrQueueFull, with ErrClosed
@@ -191,24 +252,56 @@ type Writer struct {
 	reportGen   int // tells a deferred report whose timer Close stopped from a current one
 }
 
+// writeFailure is a write error and when the condition it reports began.
+type writeFailure struct {
+	err   error
+	since time.Time
+}
+
 // NewWriter starts a Writer that writes to sink. Close it to drain and stop it.
+//
+// NewWriter cannot report an error, so it panics when opts.Spool.Dir is set and the spool cannot be
+// opened; use OpenWriter for a Writer with a spool.
 func NewWriter(sink Sink, opts WriterOptions) *Writer {
+	w, err := OpenWriter(sink, opts)
+	if err != nil {
+		panic(err)
+	}
+	return w
+}
+
+// OpenWriter starts a Writer that writes to sink, opening its spool first when opts.Spool.Dir is
+// set; the records an earlier run left in the spool are written before new ones. Close it to
+// drain and stop it.
+func OpenWriter(sink Sink, opts WriterOptions) (*Writer, error) {
 	opts = opts.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	w := &Writer{
-		opts:     opts,
-		sink:     sink,
-		queue:    newBatchQueue(opts.BatchSize, opts.Workers+2),
-		wake:     make(chan struct{}, 1),
-		flushReq: make(chan chan struct{}),
-		batches:  make(chan []*Record),
-		closing:  make(chan struct{}),
-		done:     make(chan struct{}),
-		ctx:      ctx,
-		abort:    cancel,
+		opts:      opts,
+		sink:      sink,
+		queue:     newBatchQueue(opts.BatchSize, opts.Workers+2),
+		wake:      make(chan struct{}, 1),
+		flushReq:  make(chan chan struct{}),
+		batches:   make(chan []*Record),
+		closing:   make(chan struct{}),
+		done:      make(chan struct{}),
+		failingCh: make(chan struct{}, 1),
+		ctx:       ctx,
+		abort:     cancel,
+	}
+	if opts.Spool.Dir != "" {
+		sp, err := openSpoolState(opts.Spool, opts.Logger)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		w.sp = sp
+		if sp.overflow {
+			w.signal() // what an earlier run left in the spool
+		}
 	}
 	go w.run()
-	return w
+	return w, nil
 }
 
 // CaptureORMDiffs reports whether ORM integrations given w record row changes: false when w was
@@ -217,29 +310,85 @@ func NewWriter(sink Sink, opts WriterOptions) *Writer {
 func (w *Writer) CaptureORMDiffs() bool { return w == nil || !w.opts.DisableORMDiffs }
 
 // Enqueue validates r, fills its defaults (id, time, action, severity, actor type) and queues it.
-// It never blocks. The Writer owns r from then on: do not modify it.
-func (w *Writer) Enqueue(r *Record) error {
+// It never blocks, and never waits for the database. The Writer owns r from then on: do not
+// modify it.
+//
+// With a spool, r is redacted, encoded and appended to the spool's current file before Enqueue
+// returns (no fsync is awaited: see SpoolOptions.Sync), so that a record Enqueue accepted survives a
+// crash of the process. A record that cannot be encoded is refused then, as invalid, rather than
+// being rejected later by the database.
+func (w *Writer) Enqueue(r *Record) error { return w.enqueue(r, nil) }
+
+// EnqueueReserved queues r like Enqueue, in room res promised (see Reserve), so that it is
+// accepted even when the queue or spool has filled since. When res has no room left (or is nil, or
+// belongs to another Writer), it is Enqueue.
+func (w *Writer) EnqueueReserved(res *Reservation, r *Record) error { return w.enqueue(r, res) }
+
+func (w *Writer) enqueue(r *Record, res *Reservation) error {
 	if err := r.Validate(); err != nil {
-		example := err // a copy, so that err itself does not escape on the valid path
-		w.lastInvalid.Store(&example)
-		w.invalid.Add(1)
-		w.refused()
+		w.refuseInvalid(err)
+		res.releaseOne(w)
 		return err
 	}
 	r.normalize(time.Now())
+	var frame *[]byte
+	if w.sp != nil {
+		red := w.opts.Redactor.Record(r)
+		row, err := rowValues(red)
+		if err == nil {
+			frame = getFrame()
+			*frame, err = encodeRow((*frame)[:0], row)
+		}
+		if err != nil {
+			putFrame(frame)
+			err = fmt.Errorf("%w: %s: %w", ErrInvalidRecord, r.ID, err)
+			w.refuseInvalid(err)
+			res.releaseOne(w)
+			return err
+		}
+		red.row = row
+		r = red
+	}
 	w.mu.Lock()
+	slot := res != nil && res.w == w && res.n > 0
+	if slot {
+		res.n--
+		w.unreserve(1)
+	}
 	if w.closed {
 		w.mu.Unlock()
+		putFrame(frame)
 		w.late.Add(1)
-		w.dropped.Add(1)
+		w.drop(1)
 		w.refused()
 		return ErrClosed
 	}
 	n := w.queue.len
-	if n >= w.opts.QueueSize {
+	if w.sp != nil {
+		wake, err := w.sp.append(w, r, *frame, n+w.reserved < w.opts.QueueSize)
+		if err == nil {
+			w.mu.Unlock()
+			putFrame(frame)
+			w.enqueued.Add(1)
+			if wake {
+				w.signal()
+			}
+			return nil
+		}
+		// The spool is full or failing: the record waits in memory when there is room (or room was
+		// reserved for it), without the spool's protection against a crash.
+		putFrame(frame)
+		if n+w.reserved >= w.opts.QueueSize && !slot {
+			w.mu.Unlock()
+			w.full.Add(1)
+			w.drop(1)
+			w.refused()
+			return fmt.Errorf("%w: %w", ErrQueueFull, err)
+		}
+	} else if n+w.reserved >= w.opts.QueueSize && !slot {
 		w.mu.Unlock()
 		w.full.Add(1)
-		w.dropped.Add(1)
+		w.drop(1)
 		w.refused()
 		return ErrQueueFull
 	}
@@ -247,12 +396,125 @@ func (w *Writer) Enqueue(r *Record) error {
 	w.mu.Unlock()
 	w.enqueued.Add(1)
 	if n == 0 || full {
-		select {
-		case w.wake <- struct{}{}:
-		default: // already signalled
-		}
+		w.signal()
 	}
 	return nil
+}
+
+// signal wakes the collecting goroutine.
+func (w *Writer) signal() {
+	select {
+	case w.wake <- struct{}{}:
+	default: // already signalled
+	}
+}
+
+// drop counts n records lost.
+func (w *Writer) drop(n int) {
+	w.dropped.Add(uint64(n))
+	w.lastDrop.Store(time.Now().UnixNano())
+}
+
+// refuseInvalid counts and reports a record refused as invalid.
+func (w *Writer) refuseInvalid(err error) {
+	example := err // a copy, so that err itself does not escape on the valid path
+	w.lastInvalid.Store(&example)
+	w.invalid.Add(1)
+	w.refused()
+}
+
+// Reservation is room on a Writer promised to records not yet enqueued: records enqueued with
+// EnqueueReserved take it, and are accepted even when the queue or spool filled after Reserve.
+// Integrations reserve before a change commits, under FailClosed, so that a change never commits
+// without room for its record. Release gives back what was not used. A nil *Reservation is valid
+// and holds no room.
+type Reservation struct {
+	w *Writer
+	n int // guarded by w.mu
+}
+
+// Reserve promises room for n records, or refuses with an error wrapping ErrAuditUnavailable
+// that says why: the Writer is closed, the sink is unavailable (see Health), or the queue (with a
+// spool: the spool) has no room for them. Release what is not used; room not released is held
+// until the Writer is closed.
+func (w *Writer) Reserve(n int) (*Reservation, error) {
+	if n <= 0 {
+		return &Reservation{w: w}, nil
+	}
+	if f := w.failing.Load(); f != nil {
+		return nil, fmt.Errorf("%w: %w", ErrAuditUnavailable, f.err)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.closed:
+		return nil, fmt.Errorf("%w: %w", ErrAuditUnavailable, ErrClosed)
+	case w.sp != nil:
+		if err := w.sp.room(w.reserved + n); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrAuditUnavailable, err)
+		}
+	case w.queue.len+w.reserved+n > w.opts.QueueSize:
+		return nil, fmt.Errorf("%w: %w", ErrAuditUnavailable, ErrQueueFull)
+	}
+	w.reserved += n
+	return &Reservation{w: w, n: n}, nil
+}
+
+// Remaining returns how much room r still holds.
+func (r *Reservation) Remaining() int {
+	if r == nil || r.w == nil {
+		return 0
+	}
+	r.w.mu.Lock()
+	defer r.w.mu.Unlock()
+	return r.n
+}
+
+// Release gives back the room r still holds. It may be called more than once.
+func (r *Reservation) Release() {
+	if r == nil || r.w == nil {
+		return
+	}
+	r.w.mu.Lock()
+	r.w.unreserve(r.n)
+	r.n = 0
+	r.w.mu.Unlock()
+}
+
+// Join moves the room o holds into r (both must belong to the same Writer; otherwise o is
+// released). It lets a request gather the room reserved by each of its changes.
+func (r *Reservation) Join(o *Reservation) {
+	if o == nil || o == r {
+		return
+	}
+	if r == nil || r.w != o.w {
+		o.Release()
+		return
+	}
+	r.w.mu.Lock()
+	r.n += o.n
+	o.n = 0
+	r.w.mu.Unlock()
+}
+
+// unreserve gives back n records of room. mu must be held. Close voids all room at once.
+func (w *Writer) unreserve(n int) {
+	if !w.closed {
+		w.reserved -= n
+	}
+}
+
+// releaseOne gives back the room of one record that was refused.
+func (r *Reservation) releaseOne(w *Writer) {
+	if r == nil || r.w != w {
+		return
+	}
+	w.mu.Lock()
+	if r.n > 0 {
+		r.n--
+		w.unreserve(1)
+	}
+	w.mu.Unlock()
 }
 
 // refused reports refusals by Enqueue: at once when nothing was reported in the last second,
@@ -326,7 +588,8 @@ func (w *Writer) report() {
 }
 
 // Flush writes every record accepted before the call and returns when they are stored (or failed
-// permanently), or when ctx is done.
+// permanently), or when ctx is done. It stops waiting, with an error wrapping ErrAuditUnavailable,
+// when the sink is unavailable (see Health).
 func (w *Writer) Flush(ctx context.Context) error {
 	w.mu.Lock()
 	closed := w.closed
@@ -334,48 +597,103 @@ func (w *Writer) Flush(ctx context.Context) error {
 	if closed {
 		return ErrClosed
 	}
+	if err := w.unavailable(); err != nil {
+		return fmt.Errorf("auditkit: flush: %w (%d records still pending)", err, w.depth())
+	}
 	req := make(chan struct{})
-	select {
-	case w.flushReq <- req:
-	case <-w.done:
-		return ErrClosed
-	case <-ctx.Done():
-		return fmt.Errorf("auditkit: flush: %w", ctx.Err())
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for sent := false; !sent; {
+		select {
+		case w.flushReq <- req:
+			sent = true
+		case <-w.done:
+			return ErrClosed
+		case <-ctx.Done():
+			return fmt.Errorf("auditkit: flush: %w", ctx.Err())
+		case <-tick.C:
+			if err := w.unavailable(); err != nil {
+				return fmt.Errorf("auditkit: flush: %w (%d records still pending)", err, w.depth())
+			}
+		}
 	}
-	select {
-	case <-req:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("auditkit: flush: %w (%d records still pending)", ctx.Err(), w.depth())
+	for {
+		select {
+		case <-req:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("auditkit: flush: %w (%d records still pending)", ctx.Err(), w.depth())
+		case <-tick.C:
+			if err := w.unavailable(); err != nil {
+				return fmt.Errorf("auditkit: flush: %w (%d records still pending)", err, w.depth())
+			}
+		}
 	}
+}
+
+// unavailable returns an error wrapping ErrAuditUnavailable and the sink's error while the sink is
+// unavailable.
+func (w *Writer) unavailable() error {
+	if f := w.failing.Load(); f != nil {
+		return fmt.Errorf("%w since %s: %w", ErrAuditUnavailable, f.since.Format(time.RFC3339), f.err)
+	}
+	return nil
 }
 
 // Close stops accepting records, writes everything accepted, and stops the background goroutine.
 //
-// When ctx ends first, Close gives up at once: the records not yet written (queued, or in a write
-// that is abandoned by cancelling its context) are counted in Stats.Dropped and reported through
-// the logger, and Close returns an error saying how many. A sink that ignores its context keeps the
-// background goroutine until it returns; the goroutine then ends without counting those records
-// again, even if the sink stored them.
+// Give Close a context of its own with a deadline, not the one that was cancelled to start the
+// shutdown: a context that has already ended makes Close give up at once.
+//
+//	<-ctx.Done() // the signal
+//	closeCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+//	defer cancel()
+//	if err := w.Close(closeCtx); err != nil { ... }
+//
+// When ctx ends first, or the sink is unavailable (see Health), Close gives up at once: the records
+// not yet written (queued, or in a write that is abandoned by cancelling its context) stay in the
+// spool when there is one, counted in Stats.Kept, and the next start writes them; without a spool
+// they are counted in Stats.Dropped and reported through the logger. Close then returns an error
+// saying how many and why. A sink that ignores its context keeps the background goroutine (and the
+// spool's files) until it returns; the goroutine then ends without counting those records again,
+// even if the sink stored them.
 //
 // Close may be called more than once; a later call waits for the goroutine as the first did, and
 // OnClose runs only once.
 func (w *Writer) Close(ctx context.Context) error {
+	if ctx.Err() != nil && w.depth() > 0 {
+		w.opts.Logger.Error("auditkit: Close was given a context that had already ended; pending audit records "+
+			"cannot be written (give Close a fresh context with a timeout, created after the shutdown signal)",
+			"records", w.depth())
+	}
 	w.closeOnce.Do(func() {
 		w.mu.Lock()
 		w.closed = true
+		// Room promised and never used is void now: a record enqueued later is refused with ErrClosed.
+		w.reserved = 0
 		w.mu.Unlock()
 		close(w.closing)
 	})
 	var err error
-	select {
-	case <-w.done:
-	case <-ctx.Done():
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+wait:
+	for {
 		select {
-		case <-w.done: // finished as ctx ended: nothing was given up
-		default:
-			n := w.abandon()
-			err = fmt.Errorf("auditkit: close: %w: %d audit records were not written", ctx.Err(), n)
+		case <-w.done:
+			break wait
+		case <-ctx.Done():
+			select {
+			case <-w.done: // finished as ctx ended: nothing was given up
+			default:
+				err = w.giveUp(ctx.Err())
+			}
+			break wait
+		case <-tick.C:
+			if u := w.unavailable(); u != nil {
+				err = w.giveUp(u)
+				break wait
+			}
 		}
 	}
 	w.abort()
@@ -390,43 +708,88 @@ func (w *Writer) Close(ctx context.Context) error {
 	return err
 }
 
-// abandon counts every record whose outcome is not yet counted as dropped and cancels the writes
-// in progress. Outcomes that arrive later are ignored, so that no record is counted twice. It
-// returns how many records it counted (none when an earlier Close already gave up).
-func (w *Writer) abandon() int {
+// giveUp abandons the records not yet written and returns Close's error.
+func (w *Writer) giveUp(why error) error {
+	dropped, kept := w.abandon()
+	switch {
+	case dropped == 0 && kept == 0:
+		return fmt.Errorf("auditkit: close: %w", why)
+	case dropped == 0:
+		return fmt.Errorf("auditkit: close: %w: %d audit records were not written; they stay in the spool for the next start", why, kept)
+	case kept == 0:
+		return fmt.Errorf("auditkit: close: %w: %d audit records were not written", why, dropped)
+	}
+	return fmt.Errorf("auditkit: close: %w: %d audit records were not written (%d stay in the spool for the next start)", why, dropped+kept, kept)
+}
+
+// abandon counts every record whose outcome is not yet counted as dropped (or, when it is in the
+// spool, as kept) and cancels the writes in progress. Outcomes that arrive later are ignored, so
+// that no record is counted twice. It returns how many records it counted (none when an earlier
+// Close already gave up).
+func (w *Writer) abandon() (dropped, kept int) {
 	w.mu.Lock()
 	if w.abandoned {
 		w.mu.Unlock()
-		return 0
+		return 0, 0
 	}
 	w.abandoned = true
-	n := w.queue.reset() + w.inFlight
-	w.inFlight = 0
-	w.dropped.Add(uint64(n))
+	for _, c := range w.queue.chunks() {
+		for _, r := range c {
+			if r.spooled {
+				kept++
+			} else {
+				dropped++
+			}
+		}
+	}
+	w.queue.reset()
+	dropped += w.inFlightUnspooled
+	kept += w.inFlight - w.inFlightUnspooled
+	if w.sp != nil {
+		kept += w.sp.diskOnly
+		w.sp.diskOnly = 0
+	}
+	w.inFlight, w.inFlightUnspooled = 0, 0
+	w.dropped.Add(uint64(dropped))
+	if w.sp != nil {
+		w.sp.kept.Add(uint64(kept))
+	}
 	w.mu.Unlock()
 	w.abort()
-	if n > 0 {
-		w.opts.Logger.Error("auditkit: writer closed before audit records were written", "records", n)
+	if dropped > 0 {
+		w.drop(0)
+		w.opts.Logger.Error("auditkit: writer closed before audit records were written", "records", dropped)
 	}
-	return n
+	if kept > 0 {
+		w.opts.Logger.Warn("auditkit: writer closed before audit records were written; they stay in the spool and are written at the next start",
+			"records", kept, "spool", w.opts.Spool.Dir)
+	}
+	return dropped, kept
 }
 
-// settle counts the outcome of n records taken from the queue in c. It reports false, and counts
-// nothing, when Close has already counted them as dropped.
-func (w *Writer) settle(n int, c *atomic.Uint64) bool {
+// settle counts the outcome of records taken from the queue in c. It reports false, and counts
+// nothing, when Close has already counted them.
+func (w *Writer) settle(recs []*Record, c *atomic.Uint64) bool {
+	unspooled := 0
+	for _, r := range recs {
+		if !r.spooled {
+			unspooled++
+		}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.abandoned {
 		return false
 	}
-	w.inFlight -= n
-	c.Add(uint64(n))
+	w.inFlight -= len(recs)
+	w.inFlightUnspooled -= unspooled
+	c.Add(uint64(len(recs)))
 	return true
 }
 
 // Stats returns the current counters.
 func (w *Writer) Stats() Stats {
-	return Stats{
+	st := Stats{
 		Enqueued:   w.enqueued.Load(),
 		Written:    w.written.Load(),
 		Retried:    w.retried.Load(),
@@ -436,12 +799,20 @@ func (w *Writer) Stats() Stats {
 		Batches:    w.stored.Load(),
 		QueueDepth: w.depth(),
 	}
+	if w.sp != nil {
+		w.sp.stats(&st)
+	}
+	return st
 }
 
 func (w *Writer) depth() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.queue.len + w.inFlight
+	n := w.queue.len + w.inFlight
+	if w.sp != nil {
+		n += w.sp.diskOnly
+	}
+	return n
 }
 
 // take removes one batch from the front of the queue: a full one, or with all set whatever is
@@ -455,6 +826,11 @@ func (w *Writer) take(all bool) []*Record {
 	}
 	batch := w.queue.pop(all)
 	w.inFlight += len(batch)
+	for _, r := range batch {
+		if !r.spooled {
+			w.inFlightUnspooled++
+		}
+	}
 	return batch
 }
 
@@ -474,16 +850,33 @@ func (w *Writer) run() {
 	defer func() {
 		close(w.batches)
 		workers.Wait()
+		if w.sp != nil {
+			w.sp.close(w.opts.Logger)
+		}
 		close(w.done)
 	}()
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	armed := false
+	sendSpooled := func() {
+		if w.sp == nil {
+			return
+		}
+		for b := w.sp.next(w); b != nil; b = w.sp.next(w) {
+			w.pending.Add(1)
+			w.batches <- b
+		}
+	}
 	send := func(all bool) {
 		for b := w.take(all); b != nil; b = w.take(all) {
 			w.pending.Add(1)
 			w.batches <- b
+		}
+		// Records that did not fit in memory (or that an earlier run left) wait in the spool: they
+		// are read back once the memory queue has drained.
+		if w.sp != nil && w.depthQueued() == 0 {
+			sendSpooled()
 		}
 	}
 	for {
@@ -516,11 +909,15 @@ func (w *Writer) depthQueued() int {
 	return w.queue.len
 }
 
-// write redacts a batch once and delivers it; it returns when every record is stored, failed, or
-// abandoned because Close gave up.
+// write redacts a batch once (records from the spool already are) and delivers it; it returns when
+// every record is stored, failed, or abandoned because Close gave up.
 func (w *Writer) write(batch []*Record) {
 	recs := make([]*Record, len(batch))
 	for i, r := range batch {
+		if r.row != nil {
+			recs[i] = r
+			continue
+		}
 		recs[i] = w.opts.Redactor.Record(r)
 	}
 	w.mu.Lock()
@@ -533,45 +930,84 @@ func (w *Writer) deliver(recs []*Record) {
 	backoff := w.opts.MinBackoff
 	for attempt := 0; ; attempt++ {
 		if w.ctx.Err() != nil {
-			w.settle(len(recs), &w.dropped) // counted already by Close, which cancelled w.ctx
+			w.settle(recs, &w.dropped) // counted already by Close, which cancelled w.ctx
 			return
 		}
 		ctx, cancel := context.WithTimeout(w.ctx, w.opts.AttemptTimeout)
 		err := w.sink.Write(ctx, recs)
 		cancel()
 		if err == nil {
-			if !w.settle(len(recs), &w.written) {
+			w.recovered(len(recs), attempt)
+			w.ack(recs)
+			if !w.settle(recs, &w.written) {
 				return
 			}
 			w.stored.Add(1)
-			if attempt > 0 {
-				w.opts.Logger.Info("auditkit: audit write recovered", "records", len(recs), "attempts", attempt+1)
-			}
 			return
 		}
 		var rej *RejectedError
 		if errors.As(err, &rej) {
+			w.recovered(0, 0)
 			w.isolate(recs, rej)
 			return
 		}
 		if w.ctx.Err() != nil {
-			w.settle(len(recs), &w.dropped)
+			w.settle(recs, &w.dropped)
 			return
 		}
 		w.retried.Add(1)
-		if attempt == 0 || attempt%10 == 0 {
-			w.opts.Logger.Warn("auditkit: audit write failed, retrying", "records", len(recs),
-				"attempt", attempt+1, "backoff", backoff, "error", err)
+		wait := backoff/2 + rand.N(backoff/2+1) // full jitter keeps writers of several processes apart
+		var unavail *UnavailableError
+		if errors.As(err, &unavail) {
+			// Retrying at once cannot help: say so, once, and look again now and then.
+			if w.failing.Load() == nil {
+				w.failing.Store(&writeFailure{err: err, since: time.Now()})
+				w.opts.Logger.Error("auditkit: the database refuses the audit writer; records are kept and written once it is fixed",
+					"records", len(recs), "error", err, "recheck", w.opts.RecheckInterval)
+			}
+			wait = w.opts.RecheckInterval
+		} else {
+			if w.retrying.Load() == nil {
+				w.retrying.Store(&writeFailure{err: err, since: time.Now()})
+			}
+			if attempt == 0 || attempt%10 == 0 {
+				w.opts.Logger.Warn("auditkit: audit write failed, retrying", "records", len(recs),
+					"attempt", attempt+1, "backoff", wait, "error", err)
+			}
+			backoff = min(backoff*2, w.opts.MaxBackoff)
 		}
-		// Full jitter keeps writers of several processes from retrying in lockstep.
-		wait := backoff/2 + rand.N(backoff/2+1)
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-w.ctx.Done():
 			t.Stop()
 		}
-		backoff = min(backoff*2, w.opts.MaxBackoff)
+	}
+}
+
+// recovered clears the failure states after a write the sink answered.
+func (w *Writer) recovered(n, attempt int) {
+	f, r := w.failing.Swap(nil), w.retrying.Swap(nil)
+	if n > 0 && (attempt > 0 || f != nil || r != nil) {
+		since := time.Time{}
+		if f != nil {
+			since = f.since
+		} else if r != nil {
+			since = r.since
+		}
+		if since.IsZero() {
+			w.opts.Logger.Info("auditkit: audit write recovered", "records", n, "attempts", attempt+1)
+		} else {
+			w.opts.Logger.Info("auditkit: audit write recovered", "records", n, "attempts", attempt+1,
+				"outage", time.Since(since).Round(time.Millisecond))
+		}
+	}
+}
+
+// ack tells the spool that recs are settled (stored, or rejected and reported).
+func (w *Writer) ack(recs []*Record) {
+	if w.sp != nil {
+		w.sp.ack(recs)
 	}
 }
 
@@ -598,7 +1034,8 @@ func (w *Writer) isolate(recs []*Record, rej *RejectedError) {
 }
 
 func (w *Writer) reject(r *Record, err error) {
-	if !w.settle(1, &w.failed) {
+	w.ack([]*Record{r})
+	if !w.settle([]*Record{r}, &w.failed) {
 		return
 	}
 	w.opts.Logger.Error("auditkit: audit record rejected by the database", "id", r.ID.String(),

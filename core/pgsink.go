@@ -118,11 +118,11 @@ func classify(err error) error {
 	}
 	switch pgErr.Code {
 	case "42P01", // undefined table
-		"42703", // undefined column
-		"3F000", // invalid schema name
-		"42501", // insufficient privilege
-		"25006", // read-only SQL transaction (a standby, or default_transaction_read_only)
-		"3D000", // invalid catalog name: the database does not exist
+		"42703",          // undefined column
+		"3F000",          // invalid schema name
+		"42501",          // insufficient privilege
+		"25006",          // read-only SQL transaction (a standby, or default_transaction_read_only)
+		"3D000",          // invalid catalog name: the database does not exist
 		"28000", "28P01": // invalid authorization, invalid password
 		return &UnavailableError{Err: fmt.Errorf("%s (SQLSTATE %s): %w", pgErr.Message, pgErr.Code, err)}
 	}

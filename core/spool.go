@@ -124,7 +124,7 @@ type spoolState struct {
 
 	spooled, replayed, kept, errors atomic.Uint64
 	corrupt                         atomic.Uint64 // frames that could not be decoded
-	lastErrReport                            atomic.Int64
+	lastErrReport                   atomic.Int64
 }
 
 func openSpoolState(o SpoolOptions, logger *slog.Logger) (*spoolState, error) {

@@ -209,14 +209,14 @@ type Writer struct {
 	sink Sink
 	// The queue is guarded by mu rather than being a channel: the collecting goroutine is woken
 	// when a batch starts (to arm the interval timer) and when it is full, not for every record.
-	mu        sync.Mutex
-	queue     *batchQueue
-	inFlight  int           // records taken from the queue whose outcome is not yet counted
+	mu       sync.Mutex
+	queue    *batchQueue
+	inFlight int // records taken from the queue whose outcome is not yet counted
 	// inFlightUnspooled counts those of inFlight not in the spool (without one: all of them).
 	inFlightUnspooled int
-	closed    bool          // Enqueue refuses records
-	abandoned bool          // Close gave up: every record not yet counted was counted as dropped
-	wake      chan struct{} // capacity 1
+	closed            bool          // Enqueue refuses records
+	abandoned         bool          // Close gave up: every record not yet counted was counted as dropped
+	wake              chan struct{} // capacity 1
 
 	flushReq    chan chan struct{}
 	batches     chan []*Record // from the collecting goroutine to the workers

@@ -27,7 +27,9 @@ type gateSink struct {
 	loseAck bool
 }
 
-func newGateSink(inner core.Sink) *gateSink { return &gateSink{inner: inner, open: make(chan struct{})} }
+func newGateSink(inner core.Sink) *gateSink {
+	return &gateSink{inner: inner, open: make(chan struct{})}
+}
 
 func (g *gateSink) Open() {
 	g.mu.Lock()

@@ -27,6 +27,21 @@
 // hand them to Dispatch, which adds them to the request's Collector when the context carries one
 // and enqueues them on the Writer otherwise.
 //
+// # Durability and failure
+//
+// The Writer's promises, by mode, are stated on SpoolOptions (what survives a crash of the process
+// or of the machine) and on FailurePolicy (what happens to work whose record cannot be accepted):
+//
+//   - Without a spool, a bounded memory queue holds accepted records while the database is slow or
+//     down; a crash of the process loses them. Close, given a fresh context with a deadline after the
+//     shutdown signal, writes them on a graceful shutdown.
+//   - With WriterOptions.Spool (Config.Spool, AUDIT_SPOOL_DIR), every accepted record is on disk
+//     before Enqueue returns and is written by the next start after a crash, never twice.
+//   - Under FailClosed, room for a change's records is reserved (Reserve, Admit) before the change
+//     commits, and work that cannot be audited is refused with ErrAuditUnavailable.
+//   - Every attempt has a deadline (WriterOptions.AttemptTimeout); a database that refuses the
+//     writer (UnavailableError) is reported through Health rather than retried blindly.
+//
 // # Identity in a context
 //
 //   - WithActor, WithTenant and WithRequestID put identity into a context; records made with it

@@ -77,13 +77,22 @@ func (e Entry) Record(ctx context.Context) (*Record, error) {
 // Log enqueues a manual audit record on w and returns its id. It does not wait for the write; use
 // w.Flush when the caller must know the record is stored, or LogTx to store it atomically with the
 // caller's own change. When ctx carries a request Collector, the record joins that request instead.
+//
+// Under FailClosed (w's policy, or ctx's: WithFailurePolicy) room for the record is reserved first,
+// and a record that cannot be accepted is reported with an error wrapping ErrAuditUnavailable, so
+// that the caller can refuse the work it was about to do. Under FailOpen the error of a refused
+// record is returned as it is (ErrQueueFull, ErrClosed) and the refusal is counted and reported.
 func Log(ctx context.Context, w *Writer, e Entry) (uuid.UUID, error) {
 	r, err := e.Record(ctx)
 	if err != nil {
 		return uuid.Nil, err
 	}
 	r.normalize(time.Now())
-	if err := Dispatch(ctx, w, r); err != nil {
+	res, err := Admit(ctx, w, 1)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	if err := DispatchReserved(ctx, w, res, r); err != nil {
 		return uuid.Nil, err
 	}
 	return r.ID, nil

@@ -48,6 +48,6 @@
 // Append writes each frame with one write(2) and never waits for fsync. A failed fsync is logged
 // and counted, and every later Append fails with an error wrapping it until the Spool is closed
 // and reopened: after a failed fsync the kernel may have dropped the unwritten pages, so the
-// spool cannot promise anything about data appended before it. In SyncBatch and SyncInterval
-// modes the directory is fsynced too after segment files are created or removed.
+// spool cannot promise anything about data appended before it. Each fsync round also fsyncs the
+// directory when segment files were created or removed since the previous one.
 package spool

@@ -332,6 +332,7 @@ func (s *Spool) remove(seg *segment) {
 		return
 	}
 	s.segs = slices.DeleteFunc(s.segs, func(g *segment) bool { return g == seg })
+	s.closedNums = slices.DeleteFunc(s.closedNums, func(n uint64) bool { return n == seg.num })
 	s.st.Bytes -= seg.size
 	s.dirDirty = true
 }

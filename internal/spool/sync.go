@@ -123,7 +123,7 @@ func (s *Spool) syncLocked(force bool) error {
 		}
 		err = errors.Join(err, aerr)
 	}
-	if dir && s.opts.Sync != SyncNever {
+	if dir {
 		err = errors.Join(err, syncDir(s.opts.Dir))
 	}
 

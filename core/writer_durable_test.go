@@ -479,3 +479,30 @@ func TestParseFailurePolicyAndSpoolSync(t *testing.T) {
 		t.Error("ParseSpoolSync(always) accepted")
 	}
 }
+
+// TestLogUnderEachPolicy: Log reports a record it cannot place as ErrAuditUnavailable under
+// FailClosed, and as the refusal itself under FailOpen.
+func TestLogUnderEachPolicy(t *testing.T) {
+	gate := newGateSink(&orderSink{})
+	log, _ := newLogger()
+	w := core.NewWriter(gate, core.WriterOptions{BatchSize: 2, QueueSize: 2, Workers: 1, Logger: log})
+	defer func() { gate.Open(); closeWriter(t, w) }()
+	entry := core.Entry{Action: "invoice.sent", ResourceType: "invoices", ResourceID: "1"}
+	// Fill the worker's batch and the queue.
+	for i := 0; ; i++ {
+		if _, err := core.Log(context.Background(), w, entry); err != nil {
+			if !errors.Is(err, core.ErrQueueFull) {
+				t.Fatalf("Log %d under FailOpen = %v, want ErrQueueFull", i, err)
+			}
+			break
+		}
+		if i > 100 {
+			t.Fatal("the queue never filled")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	ctx := core.WithFailurePolicy(context.Background(), core.FailClosed)
+	if _, err := core.Log(ctx, w, entry); !errors.Is(err, core.ErrAuditUnavailable) || !errors.Is(err, core.ErrQueueFull) {
+		t.Fatalf("Log under FailClosed = %v, want ErrAuditUnavailable wrapping ErrQueueFull", err)
+	}
+}

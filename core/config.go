@@ -43,6 +43,15 @@ const (
 	DefaultBatchSize        = 500
 	DefaultFlushInterval    = time.Second
 	DefaultQueueSize        = 10000
+
+	DefaultConnectTimeout    = 5 * time.Second
+	DefaultAttemptTimeout    = 5 * time.Second
+	DefaultMaxBackoff        = time.Second
+	DefaultTCPKeepAlive      = 5 * time.Second
+	DefaultTCPUserTimeout    = 10 * time.Second
+	DefaultSpoolMaxBytes     = 1 << 30 // 1 GiB
+	DefaultSpoolSync         = "batch"
+	DefaultSpoolSyncInterval = time.Second
 )
 
 // Limits that Validate enforces.
@@ -55,6 +64,20 @@ const (
 	minHMACSecret    = 32 // bytes, the output size of SHA-256 (RFC 7518 section 3.2)
 	minRSABits       = 2048
 	maxPEMFileSize   = 1 << 20
+
+	minConnectTimeout    = 100 * time.Millisecond
+	maxConnectTimeout    = 5 * time.Minute
+	minAttemptTimeout    = 100 * time.Millisecond
+	maxAttemptTimeout    = 10 * time.Minute
+	minMaxBackoff        = 10 * time.Millisecond
+	maxMaxBackoff        = 5 * time.Minute
+	minTCPKeepAlive      = time.Second // the kernel counts keepalive times in whole seconds
+	maxTCPKeepAlive      = 2 * time.Hour
+	minTCPUserTimeout    = time.Second
+	maxTCPUserTimeout    = time.Hour
+	minSpoolMaxBytes     = 1 << 20 // 1 MiB
+	minSpoolSyncInterval = time.Millisecond
+	maxSpoolSyncInterval = time.Hour
 )
 
 // Config configures auditing. It is a plain struct: build it by hand, or read it from the AUDIT_*
@@ -168,8 +191,76 @@ type Config struct {
 	// workers of Open. Environment: AUDIT_QUEUE_SIZE.
 	QueueSize int
 
+	// ConnectTimeout bounds establishing one connection to PostgreSQL: the TCP dial, TLS and
+	// authentication. Zero means 5s; the range is 100ms..5m. It also bounds the schema check Open
+	// runs (with AttemptTimeout for its queries). Environment: AUDIT_CONNECT_TIMEOUT.
+	ConnectTimeout time.Duration
+
+	// AttemptTimeout bounds one write attempt (one COPY of a batch); an attempt that runs out is
+	// retried like a lost connection. Keep it, and ConnectTimeout, shorter than the deadline given
+	// to Writer.Close at shutdown. Zero means 5s; the range is 100ms..10m.
+	// Environment: AUDIT_WRITE_TIMEOUT.
+	AttemptTimeout time.Duration
+
+	// MaxBackoff is the longest wait between two attempts after a transient error; the wait
+	// doubles from 100ms up to it, with jitter. Zero means 1s; the range is 10ms..5m.
+	// Environment: AUDIT_MAX_BACKOFF.
+	MaxBackoff time.Duration
+
+	// TCPKeepAlive is how long a connection of the writer stays idle before TCP keepalive probes
+	// are sent; probes follow at the same interval and the connection is dropped after 3
+	// unanswered ones, so a peer that vanished is noticed within 4×TCPKeepAlive. Zero means 5s;
+	// a negative value turns keepalives off; otherwise the range is 1s..2h. Not used for Unix
+	// sockets. Environment: AUDIT_TCP_KEEPALIVE (a duration, or "off").
+	TCPKeepAlive time.Duration
+
+	// TCPUserTimeout is how long data the writer sent may stay unacknowledged before the kernel
+	// drops the connection (Linux TCP_USER_TIMEOUT), so that a write into a silent network fails
+	// instead of waiting for the kernel's retransmissions (about 15 minutes). Zero means 10s; a
+	// negative value leaves the kernel's default; otherwise the range is 1s..1h. Ignored on other
+	// systems and for Unix sockets. Environment: AUDIT_TCP_USER_TIMEOUT (a duration, or "off").
+	TCPUserTimeout time.Duration
+
+	// Spool configures the on-disk spool that keeps records while PostgreSQL cannot take them.
+	// The zero value means no spool.
+	Spool SpoolConfig
+
+	// FailurePolicy says what happens to audited work whose record cannot be accepted: FailOpen
+	// (the default) lets it proceed and counts the loss, FailClosed refuses it.
+	// Environment: AUDIT_FAILURE_POLICY (open or closed).
+	FailurePolicy FailurePolicy
+
+	// SkipSchemaCheck makes Open return without checking that the schema, audit_logs and the
+	// role's privileges are in place (see Open). Default false. Environment: AUDIT_SKIP_SCHEMA_CHECK.
+	SkipSchemaCheck bool
+
 	// Logger receives the library's warnings. Nil means slog.Default(). Not read from the environment.
 	Logger *slog.Logger
+}
+
+// SpoolConfig configures the writer's on-disk spool: records that the queue cannot hold, or that
+// PostgreSQL cannot take, are appended to files in Dir and written to the database once it answers.
+type SpoolConfig struct {
+	// Dir is the directory of the spool files, created when missing. Empty (the default) means no
+	// spool. Each writer needs its own directory. Environment: AUDIT_SPOOL_DIR.
+	Dir string
+
+	// MaxBytes caps the spool's size on disk; when it is reached, a record waits in memory if the
+	// queue has room and is otherwise refused under the FailurePolicy. Zero means 1 GiB; at least 1 MiB. Environment: AUDIT_SPOOL_MAX_BYTES, in
+	// bytes or with a suffix: 512MiB, 1GiB, 500MB (KiB, MiB, GiB, TiB are powers of 1024; kB, MB,
+	// GB, TB powers of 1000).
+	MaxBytes int64
+
+	// Sync says when spooled records are flushed to the disk (fsync), which matters only for a
+	// crash of the machine: "batch" flushes continuously in the background, each flush covering
+	// every record appended since the last (a crash loses at most the last few milliseconds),
+	// "interval" every SyncInterval, "never" leaves it to the operating system. Empty means
+	// "batch". See SpoolSync. Environment: AUDIT_SPOOL_SYNC (case-insensitive).
+	Sync string
+
+	// SyncInterval is the period of Sync "interval". Zero means 1s; the range is 1ms..1h.
+	// Environment: AUDIT_SPOOL_SYNC_INTERVAL.
+	SyncInterval time.Duration
 }
 
 // JWTConfig configures bearer-token verification. At most one key source may be set: Secret,
@@ -316,6 +407,30 @@ func (c Config) WithDefaults() Config {
 	}
 	if d.QueueSize == 0 {
 		d.QueueSize = max(DefaultQueueSize, d.BatchSize)
+	}
+	if d.ConnectTimeout == 0 {
+		d.ConnectTimeout = DefaultConnectTimeout
+	}
+	if d.AttemptTimeout == 0 {
+		d.AttemptTimeout = DefaultAttemptTimeout
+	}
+	if d.MaxBackoff == 0 {
+		d.MaxBackoff = DefaultMaxBackoff
+	}
+	if d.TCPKeepAlive == 0 {
+		d.TCPKeepAlive = DefaultTCPKeepAlive
+	}
+	if d.TCPUserTimeout == 0 {
+		d.TCPUserTimeout = DefaultTCPUserTimeout
+	}
+	if d.Spool.MaxBytes == 0 {
+		d.Spool.MaxBytes = DefaultSpoolMaxBytes
+	}
+	if d.Spool.Sync == "" {
+		d.Spool.Sync = DefaultSpoolSync
+	}
+	if d.Spool.SyncInterval == 0 {
+		d.Spool.SyncInterval = DefaultSpoolSyncInterval
 	}
 	if d.Logger == nil {
 		d.Logger = slog.Default()
@@ -560,6 +675,37 @@ func ConfigFromEnvironment(environ []string, logger *slog.Logger) (Config, error
 	parseEnvInt(p, get, fBatchSize, &c.BatchSize, 1, maxBatchSize)
 	parseEnvDuration(p, get, fFlushInterval, &c.FlushInterval, flushIntervalProblem)
 	parseEnvInt(p, get, fQueueSize, &c.QueueSize, 1, maxQueueSize)
+	parseEnvDuration(p, get, fConnectTimeout, &c.ConnectTimeout, connectTimeoutProblem)
+	parseEnvDuration(p, get, fAttemptTimeout, &c.AttemptTimeout, attemptTimeoutProblem)
+	parseEnvDuration(p, get, fMaxBackoff, &c.MaxBackoff, maxBackoffProblem)
+	parseEnvDurationOrOff(p, get, fTCPKeepAlive, &c.TCPKeepAlive, tcpKeepAliveProblem)
+	parseEnvDurationOrOff(p, get, fTCPUserTimeout, &c.TCPUserTimeout, tcpUserTimeoutProblem)
+	if v, ok := get(fFailurePolicy); ok {
+		if fp, err := ParseFailurePolicy(v); err != nil {
+			p.addf(fFailurePolicy, "%q is not a failure policy (want open or closed)", v)
+		} else {
+			c.FailurePolicy = fp
+		}
+	}
+	parseEnvBool(p, get, fSkipSchemaCheck, &c.SkipSchemaCheck)
+
+	// Spool.
+	if v, ok := get(fSpoolDir); ok {
+		c.Spool.Dir = v
+	}
+	if v, ok := get(fSpoolMaxBytes); ok {
+		if n, err := parseByteSize(v); err != nil {
+			p.addf(fSpoolMaxBytes, "%q %v", v, err)
+		} else if n == 0 { // zero would silently mean the default
+			p.addf(fSpoolMaxBytes, "%s", spoolMaxBytesProblem(0))
+		} else {
+			c.Spool.MaxBytes = n
+		}
+	}
+	if v, ok := get(fSpoolSync); ok {
+		c.Spool.Sync = strings.ToLower(v)
+	}
+	parseEnvDuration(p, get, fSpoolSyncInterval, &c.Spool.SyncInterval, spoolSyncIntervalProblem)
 
 	c.validate(p)
 	if err := p.err(); err != nil {
@@ -623,6 +769,19 @@ func (c Config) LogValue() slog.Value {
 		slog.Int("batch_size", c.BatchSize),
 		slog.Duration("flush_interval", c.FlushInterval),
 		slog.Int("queue_size", c.QueueSize),
+		slog.Duration("connect_timeout", c.ConnectTimeout),
+		slog.Duration("attempt_timeout", c.AttemptTimeout),
+		slog.Duration("max_backoff", c.MaxBackoff),
+		slog.String("tcp_keepalive", durationOrOff(c.TCPKeepAlive)),
+		slog.String("tcp_user_timeout", durationOrOff(c.TCPUserTimeout)),
+		slog.Group("spool",
+			slog.String("dir", c.Spool.Dir),
+			slog.Int64("max_bytes", c.Spool.MaxBytes),
+			slog.String("sync", c.Spool.Sync),
+			slog.Duration("sync_interval", c.Spool.SyncInterval),
+		),
+		slog.String("failure_policy", c.FailurePolicy.String()),
+		slog.Bool("skip_schema_check", c.SkipSchemaCheck),
 	)
 }
 
@@ -714,6 +873,38 @@ func (c Config) validate(p *cfgProblems) {
 			p.addf(fQueueSize, "%d is smaller than %s (%d); the queue must hold at least one batch",
 				d.QueueSize, p.name(fBatchSize), d.BatchSize)
 		}
+	}
+
+	for _, c := range []struct {
+		f       cfgField
+		d       time.Duration
+		problem func(time.Duration) string
+	}{
+		{fConnectTimeout, d.ConnectTimeout, connectTimeoutProblem},
+		{fAttemptTimeout, d.AttemptTimeout, attemptTimeoutProblem},
+		{fMaxBackoff, d.MaxBackoff, maxBackoffProblem},
+		{fTCPKeepAlive, d.TCPKeepAlive, tcpKeepAliveProblem},
+		{fTCPUserTimeout, d.TCPUserTimeout, tcpUserTimeoutProblem},
+		{fSpoolSyncInterval, d.Spool.SyncInterval, spoolSyncIntervalProblem},
+	} {
+		if !p.bad[c.f.name] {
+			if msg := c.problem(c.d); msg != "" {
+				p.addf(c.f, "%s", msg)
+			}
+		}
+	}
+	if d.FailurePolicy != FailOpen && d.FailurePolicy != FailClosed {
+		p.addf(fFailurePolicy, "%s is not a failure policy (want FailOpen or FailClosed)", d.FailurePolicy)
+	}
+	if !p.bad[fSpoolMaxBytes.name] {
+		if msg := spoolMaxBytesProblem(d.Spool.MaxBytes); msg != "" {
+			p.addf(fSpoolMaxBytes, "%s", msg)
+		}
+	}
+	switch d.Spool.Sync {
+	case "batch", "interval", "never":
+	default:
+		p.addf(fSpoolSync, "%q is not a sync mode (want batch, interval or never)", d.Spool.Sync)
 	}
 }
 
@@ -880,6 +1071,17 @@ var (
 	fBatchSize           = cfgField{"BatchSize", "AUDIT_BATCH_SIZE"}
 	fFlushInterval       = cfgField{"FlushInterval", "AUDIT_FLUSH_INTERVAL"}
 	fQueueSize           = cfgField{"QueueSize", "AUDIT_QUEUE_SIZE"}
+	fConnectTimeout      = cfgField{"ConnectTimeout", "AUDIT_CONNECT_TIMEOUT"}
+	fAttemptTimeout      = cfgField{"AttemptTimeout", "AUDIT_WRITE_TIMEOUT"}
+	fMaxBackoff          = cfgField{"MaxBackoff", "AUDIT_MAX_BACKOFF"}
+	fTCPKeepAlive        = cfgField{"TCPKeepAlive", "AUDIT_TCP_KEEPALIVE"}
+	fTCPUserTimeout      = cfgField{"TCPUserTimeout", "AUDIT_TCP_USER_TIMEOUT"}
+	fSpoolDir            = cfgField{"Spool.Dir", "AUDIT_SPOOL_DIR"}
+	fSpoolMaxBytes       = cfgField{"Spool.MaxBytes", "AUDIT_SPOOL_MAX_BYTES"}
+	fSpoolSync           = cfgField{"Spool.Sync", "AUDIT_SPOOL_SYNC"}
+	fSpoolSyncInterval   = cfgField{"Spool.SyncInterval", "AUDIT_SPOOL_SYNC_INTERVAL"}
+	fFailurePolicy       = cfgField{"FailurePolicy", "AUDIT_FAILURE_POLICY"}
+	fSkipSchemaCheck     = cfgField{"SkipSchemaCheck", "AUDIT_SKIP_SCHEMA_CHECK"}
 )
 
 var knownEnvVars = func() map[string]bool {
@@ -889,7 +1091,9 @@ var knownEnvVars = func() map[string]bool {
 		fCaptureRequestBody, fCaptureResponseBody, fCaptureORMDiffs, fLogAnonymous, fMaxBodySizeBytes,
 		fJWTSecret, fJWTPublicKey, fJWTJWKSURL, fJWTIssuer, fJWTAudience, fJWTClaims, fJWTAlgorithms,
 		fJWTLeeway, fJWTSkipVerification, fTrustedProxies, fTenantHeader, fSkipMethods, fBatchSize,
-		fFlushInterval, fQueueSize,
+		fFlushInterval, fQueueSize, fConnectTimeout, fAttemptTimeout, fMaxBackoff, fTCPKeepAlive,
+		fTCPUserTimeout, fSpoolDir, fSpoolMaxBytes, fSpoolSync, fSpoolSyncInterval, fFailurePolicy,
+		fSkipSchemaCheck,
 	} {
 		m[f.env] = true
 	}
@@ -1104,6 +1308,47 @@ func parseEnvDuration(p *cfgProblems, get envGetter, f cfgField, dst *time.Durat
 	*dst = d
 }
 
+// parseEnvDurationOrOff is parseEnvDuration for settings that "off" turns off, stored as -1.
+func parseEnvDurationOrOff(p *cfgProblems, get envGetter, f cfgField, dst *time.Duration, problem func(time.Duration) string) {
+	if v, ok := get(f); ok && strings.EqualFold(v, "off") {
+		*dst = -1
+		return
+	}
+	parseEnvDuration(p, get, f, dst, problem)
+}
+
+var byteSizeUnits = map[string]int64{
+	"": 1, "b": 1,
+	"kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
+	"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "tib": 1 << 40,
+}
+
+// parseByteSize parses a whole number of bytes with an optional unit (512MiB, 1GiB, 500MB).
+func parseByteSize(s string) (int64, error) {
+	i := strings.IndexFunc(s, func(r rune) bool { return r < '0' || r > '9' })
+	if i < 0 {
+		i = len(s)
+	}
+	num, unit := s[:i], strings.ToLower(strings.TrimSpace(s[i:]))
+	mult, ok := byteSizeUnits[unit]
+	if num == "" || !ok {
+		return 0, errors.New("is not a size (use bytes, or a whole number with KiB, MiB, GiB, TiB, kB, MB, GB or TB)")
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n > (1<<63-1)/mult {
+		return 0, errors.New("is too large")
+	}
+	return n * mult, nil
+}
+
+// durationOrOff shows a duration that a negative value turns off.
+func durationOrOff(d time.Duration) string {
+	if d < 0 {
+		return "off"
+	}
+	return d.String()
+}
+
 // readPEMFile reads a PEM file of at most maxPEMFileSize bytes.
 func readPEMFile(path string) (string, error) {
 	f, err := os.Open(path)
@@ -1133,6 +1378,46 @@ func intRangeProblem(n, lo, hi int) string {
 func flushIntervalProblem(d time.Duration) string {
 	if d < minFlushInterval {
 		return fmt.Sprintf("%s is shorter than %s", d, minFlushInterval)
+	}
+	return ""
+}
+
+// durationRange returns a check that d lies in lo..hi.
+func durationRange(lo, hi time.Duration) func(time.Duration) string {
+	return func(d time.Duration) string {
+		if d < lo || d > hi {
+			return fmt.Sprintf("%s is out of range %s..%s", d, lo, hi)
+		}
+		return ""
+	}
+}
+
+// durationRangeOrOff is durationRange for settings that a negative value turns off.
+func durationRangeOrOff(lo, hi time.Duration) func(time.Duration) string {
+	in := durationRange(lo, hi)
+	return func(d time.Duration) string {
+		if d < 0 {
+			return ""
+		}
+		if msg := in(d); msg != "" {
+			return msg + ` (or "off")`
+		}
+		return ""
+	}
+}
+
+var (
+	connectTimeoutProblem    = durationRange(minConnectTimeout, maxConnectTimeout)
+	attemptTimeoutProblem    = durationRange(minAttemptTimeout, maxAttemptTimeout)
+	maxBackoffProblem        = durationRange(minMaxBackoff, maxMaxBackoff)
+	tcpKeepAliveProblem      = durationRangeOrOff(minTCPKeepAlive, maxTCPKeepAlive)
+	tcpUserTimeoutProblem    = durationRangeOrOff(minTCPUserTimeout, maxTCPUserTimeout)
+	spoolSyncIntervalProblem = durationRange(minSpoolSyncInterval, maxSpoolSyncInterval)
+)
+
+func spoolMaxBytesProblem(n int64) string {
+	if n < minSpoolMaxBytes {
+		return fmt.Sprintf("%d bytes is less than the minimum of 1 MiB (%d)", n, int64(minSpoolMaxBytes))
 	}
 	return ""
 }

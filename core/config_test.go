@@ -139,6 +139,14 @@ func TestConfigZeroValue(t *testing.T) {
 		FlushInterval: time.Second,
 		QueueSize:     10000,
 		Logger:        slog.Default(),
+
+		ConnectTimeout: 5 * time.Second,
+		AttemptTimeout: 5 * time.Second,
+		MaxBackoff:     time.Second,
+		TCPKeepAlive:   5 * time.Second,
+		TCPUserTimeout: 10 * time.Second,
+		Spool:          SpoolConfig{MaxBytes: 1 << 30, Sync: "batch", SyncInterval: time.Second},
+		FailurePolicy:  FailOpen,
 	}
 	if !reflect.DeepEqual(d, want) {
 		t.Errorf("WithDefaults() =\n%+v\nwant\n%+v", d, want)
@@ -284,6 +292,28 @@ func TestConfigEnvGood(t *testing.T) {
 		{"AUDIT_FLUSH_INTERVAL=1ms", func(c Config) bool { return c.FlushInterval == time.Millisecond }},
 		{"AUDIT_QUEUE_SIZE=500", func(c Config) bool { return c.QueueSize == 500 }},
 		{"AUDIT_QUEUE_SIZE= 20000 ", func(c Config) bool { return c.QueueSize == 20000 }},
+		{"AUDIT_CONNECT_TIMEOUT=200ms", func(c Config) bool { return c.ConnectTimeout == 200*time.Millisecond }},
+		{"AUDIT_CONNECT_TIMEOUT=5m", func(c Config) bool { return c.ConnectTimeout == 5*time.Minute }},
+		{"AUDIT_WRITE_TIMEOUT=100ms", func(c Config) bool { return c.AttemptTimeout == 100*time.Millisecond }},
+		{"AUDIT_WRITE_TIMEOUT=10m", func(c Config) bool { return c.AttemptTimeout == 10*time.Minute }},
+		{"AUDIT_MAX_BACKOFF=10ms", func(c Config) bool { return c.MaxBackoff == 10*time.Millisecond }},
+		{"AUDIT_MAX_BACKOFF=30s", func(c Config) bool { return c.MaxBackoff == 30*time.Second }},
+		{"AUDIT_TCP_KEEPALIVE=15s", func(c Config) bool { return c.TCPKeepAlive == 15*time.Second }},
+		{"AUDIT_TCP_KEEPALIVE=OFF", func(c Config) bool { return c.TCPKeepAlive < 0 }},
+		{"AUDIT_TCP_USER_TIMEOUT=30s", func(c Config) bool { return c.TCPUserTimeout == 30*time.Second }},
+		{"AUDIT_TCP_USER_TIMEOUT=off", func(c Config) bool { return c.TCPUserTimeout < 0 && c.TCPKeepAlive == 5*time.Second }},
+		{"AUDIT_SPOOL_DIR=/var/spool/audit", func(c Config) bool { return c.Spool.Dir == "/var/spool/audit" && c.Spool.MaxBytes == 1<<30 }},
+		{"AUDIT_SPOOL_MAX_BYTES=512MiB", func(c Config) bool { return c.Spool.MaxBytes == 512<<20 }},
+		{"AUDIT_SPOOL_MAX_BYTES=1GiB", func(c Config) bool { return c.Spool.MaxBytes == 1<<30 }},
+		{"AUDIT_SPOOL_MAX_BYTES=2 gib", func(c Config) bool { return c.Spool.MaxBytes == 2<<30 }},
+		{"AUDIT_SPOOL_MAX_BYTES=500MB", func(c Config) bool { return c.Spool.MaxBytes == 500e6 }},
+		{"AUDIT_SPOOL_MAX_BYTES=1048576", func(c Config) bool { return c.Spool.MaxBytes == 1<<20 }},
+		{"AUDIT_SPOOL_SYNC=Interval", func(c Config) bool { return c.Spool.Sync == "interval" }},
+		{"AUDIT_SPOOL_SYNC=never", func(c Config) bool { return c.Spool.Sync == "never" }},
+		{"AUDIT_SPOOL_SYNC_INTERVAL=250ms", func(c Config) bool { return c.Spool.SyncInterval == 250*time.Millisecond }},
+		{"AUDIT_FAILURE_POLICY=closed", func(c Config) bool { return c.FailurePolicy == FailClosed }},
+		{"AUDIT_FAILURE_POLICY=Open", func(c Config) bool { return c.FailurePolicy == FailOpen }},
+		{"AUDIT_SKIP_SCHEMA_CHECK=true", func(c Config) bool { return c.SkipSchemaCheck }},
 	}
 	for _, tt := range tests {
 		name, _, _ := strings.Cut(tt.env, "=")
@@ -395,6 +425,27 @@ func TestConfigEnvMalformed(t *testing.T) {
 		{[]string{"AUDIT_QUEUE_SIZE=100000000"}, `AUDIT_QUEUE_SIZE: 100000000 is out of range 1..10000000`},
 		{[]string{"AUDIT_QUEUE_SIZE=100"}, `AUDIT_QUEUE_SIZE: 100 is smaller than AUDIT_BATCH_SIZE (500); the queue must hold at least one batch`},
 		{[]string{"AUDIT_QUEUE_SIZE=1000", "AUDIT_BATCH_SIZE=2000"}, `AUDIT_QUEUE_SIZE: 1000 is smaller than AUDIT_BATCH_SIZE (2000); the queue must hold at least one batch`},
+		{[]string{"AUDIT_CONNECT_TIMEOUT=5"}, `AUDIT_CONNECT_TIMEOUT: "5" is not a duration (use Go syntax such as 500ms, 30s or 2m)`},
+		{[]string{"AUDIT_CONNECT_TIMEOUT=0"}, `AUDIT_CONNECT_TIMEOUT: 0s is out of range 100ms..5m0s`},
+		{[]string{"AUDIT_CONNECT_TIMEOUT=10ms"}, `AUDIT_CONNECT_TIMEOUT: 10ms is out of range 100ms..5m0s`},
+		{[]string{"AUDIT_CONNECT_TIMEOUT=1h"}, `AUDIT_CONNECT_TIMEOUT: 1h0m0s is out of range 100ms..5m0s`},
+		{[]string{"AUDIT_WRITE_TIMEOUT=-1s"}, `AUDIT_WRITE_TIMEOUT: -1s is out of range 100ms..10m0s`},
+		{[]string{"AUDIT_WRITE_TIMEOUT=11m"}, `AUDIT_WRITE_TIMEOUT: 11m0s is out of range 100ms..10m0s`},
+		{[]string{"AUDIT_MAX_BACKOFF=1ms"}, `AUDIT_MAX_BACKOFF: 1ms is out of range 10ms..5m0s`},
+		{[]string{"AUDIT_TCP_KEEPALIVE=500ms"}, `AUDIT_TCP_KEEPALIVE: 500ms is out of range 1s..2h0m0s (or "off")`},
+		{[]string{"AUDIT_TCP_KEEPALIVE=never"}, `AUDIT_TCP_KEEPALIVE: "never" is not a duration (use Go syntax such as 500ms, 30s or 2m)`},
+		{[]string{"AUDIT_TCP_USER_TIMEOUT=0"}, `AUDIT_TCP_USER_TIMEOUT: 0s is out of range 1s..1h0m0s (or "off")`},
+		{[]string{"AUDIT_TCP_USER_TIMEOUT=2h"}, `AUDIT_TCP_USER_TIMEOUT: 2h0m0s is out of range 1s..1h0m0s (or "off")`},
+		{[]string{"AUDIT_SPOOL_MAX_BYTES=1.5GiB"}, `AUDIT_SPOOL_MAX_BYTES: "1.5GiB" is not a size (use bytes, or a whole number with KiB, MiB, GiB, TiB, kB, MB, GB or TB)`},
+		{[]string{"AUDIT_SPOOL_MAX_BYTES=1PiB"}, `AUDIT_SPOOL_MAX_BYTES: "1PiB" is not a size (use bytes, or a whole number with KiB, MiB, GiB, TiB, kB, MB, GB or TB)`},
+		{[]string{"AUDIT_SPOOL_MAX_BYTES=-1"}, `AUDIT_SPOOL_MAX_BYTES: "-1" is not a size (use bytes, or a whole number with KiB, MiB, GiB, TiB, kB, MB, GB or TB)`},
+		{[]string{"AUDIT_SPOOL_MAX_BYTES=99999999999TiB"}, `AUDIT_SPOOL_MAX_BYTES: "99999999999TiB" is too large`},
+		{[]string{"AUDIT_SPOOL_MAX_BYTES=0"}, `AUDIT_SPOOL_MAX_BYTES: 0 bytes is less than the minimum of 1 MiB (1048576)`},
+		{[]string{"AUDIT_SPOOL_MAX_BYTES=1000"}, `AUDIT_SPOOL_MAX_BYTES: 1000 bytes is less than the minimum of 1 MiB (1048576)`},
+		{[]string{"AUDIT_SPOOL_SYNC=always"}, `AUDIT_SPOOL_SYNC: "always" is not a sync mode (want batch, interval or never)`},
+		{[]string{"AUDIT_SPOOL_SYNC_INTERVAL=2h"}, `AUDIT_SPOOL_SYNC_INTERVAL: 2h0m0s is out of range 1ms..1h0m0s`},
+		{[]string{"AUDIT_FAILURE_POLICY=strict"}, `AUDIT_FAILURE_POLICY: "strict" is not a failure policy (want open or closed)`},
+		{[]string{"AUDIT_SKIP_SCHEMA_CHECK=sure"}, `AUDIT_SKIP_SCHEMA_CHECK: "sure" is not a boolean (want true/false, 1/0, yes/no or on/off)`},
 	}
 	for _, tt := range tests {
 		name, _, _ := strings.Cut(tt.env[0], "=")
@@ -514,21 +565,32 @@ func TestConfigEnvUnknownVariableWarning(t *testing.T) {
 
 func TestClosestEnvVar(t *testing.T) {
 	tests := map[string]string{
-		"AUDIT_BATCH_SIZE":      "AUDIT_BATCH_SIZE",
-		"AUDIT_BATCHSIZE":       "AUDIT_BATCH_SIZE",
-		"AUDIT_QUEUE_SIZ":       "AUDIT_QUEUE_SIZE",
-		"AUDIT_DB_SHEMA":        "AUDIT_DB_SCHEMA",
-		"AUDIT_JWT_LEWAY":       "AUDIT_JWT_LEEWAY",
-		"AUDIT_JWT_AUDIENCES":   "AUDIT_JWT_AUDIENCE",
-		"AUDIT_JWT_ALGORITHM":   "AUDIT_JWT_ALGORITHMS",
-		"AUDIT_BTCH_SZE":        "AUDIT_BATCH_SIZE",
-		"AUDIT_BTC_SZE":         "", // three edits
-		"AUDIT_":                "",
-		"AUDIT_DATABASE":        "",
-		"AUDIT_TRUSTED_PROXY":   "",
-		"AUDIT_TRUSTED_PROXIE":  "AUDIT_TRUSTED_PROXIES",
-		"AUDIT_SKIP_METHOD":     "AUDIT_SKIP_METHODS",
-		"AUDIT_CONTROL_DB_URLS": "AUDIT_CONTROL_DB_URL",
+		"AUDIT_BATCH_SIZE":       "AUDIT_BATCH_SIZE",
+		"AUDIT_BATCHSIZE":        "AUDIT_BATCH_SIZE",
+		"AUDIT_QUEUE_SIZ":        "AUDIT_QUEUE_SIZE",
+		"AUDIT_DB_SHEMA":         "AUDIT_DB_SCHEMA",
+		"AUDIT_JWT_LEWAY":        "AUDIT_JWT_LEEWAY",
+		"AUDIT_JWT_AUDIENCES":    "AUDIT_JWT_AUDIENCE",
+		"AUDIT_JWT_ALGORITHM":    "AUDIT_JWT_ALGORITHMS",
+		"AUDIT_BTCH_SZE":         "AUDIT_BATCH_SIZE",
+		"AUDIT_BTC_SZE":          "", // three edits
+		"AUDIT_":                 "",
+		"AUDIT_DATABASE":         "",
+		"AUDIT_TRUSTED_PROXY":    "",
+		"AUDIT_TRUSTED_PROXIE":   "AUDIT_TRUSTED_PROXIES",
+		"AUDIT_SKIP_METHOD":      "AUDIT_SKIP_METHODS",
+		"AUDIT_CONTROL_DB_URLS":  "AUDIT_CONTROL_DB_URL",
+		"AUDIT_CONNECT_TIMOUT":   "AUDIT_CONNECT_TIMEOUT",
+		"AUDIT_WRITE_TIMEOUTS":   "AUDIT_WRITE_TIMEOUT",
+		"AUDIT_MAX_BACKOF":       "AUDIT_MAX_BACKOFF",
+		"AUDIT_TCP_KEEP_ALIVE":   "AUDIT_TCP_KEEPALIVE",
+		"AUDIT_TCP_USERTIMEOUT":  "AUDIT_TCP_USER_TIMEOUT",
+		"AUDIT_SPOOL_DIRS":       "AUDIT_SPOOL_DIR",
+		"AUDIT_SPOOL_MAXBYTES":   "AUDIT_SPOOL_MAX_BYTES",
+		"AUDIT_SPOOL_SYNCS":      "AUDIT_SPOOL_SYNC",
+		"AUDIT_FAILURE_POLICIES": "",
+		"AUDIT_FAILUR_POLICY":    "AUDIT_FAILURE_POLICY",
+		"AUDIT_SKIP_SCHEMA_CHEK": "AUDIT_SKIP_SCHEMA_CHECK",
 	}
 	for in, want := range tests {
 		if got := closestEnvVar(in); got != want {
@@ -748,6 +810,15 @@ func TestConfigValidateNamesFields(t *testing.T) {
 		{"flush", Config{FlushInterval: time.Microsecond}, `FlushInterval: 1µs is shorter than 1ms`},
 		{"queue", Config{BatchSize: 600, QueueSize: 599}, `QueueSize: 599 is smaller than BatchSize (600); the queue must hold at least one batch`},
 		{"queue range", Config{QueueSize: -1}, `QueueSize: -1 is out of range 1..10000000`},
+		{"connect", Config{ConnectTimeout: -time.Second}, `ConnectTimeout: -1s is out of range 100ms..5m0s`},
+		{"attempt", Config{AttemptTimeout: time.Millisecond}, `AttemptTimeout: 1ms is out of range 100ms..10m0s`},
+		{"backoff", Config{MaxBackoff: time.Hour}, `MaxBackoff: 1h0m0s is out of range 10ms..5m0s`},
+		{"keepalive", Config{TCPKeepAlive: 3 * time.Hour}, `TCPKeepAlive: 3h0m0s is out of range 1s..2h0m0s (or "off")`},
+		{"user timeout", Config{TCPUserTimeout: time.Millisecond}, `TCPUserTimeout: 1ms is out of range 1s..1h0m0s (or "off")`},
+		{"spool bytes", Config{Spool: SpoolConfig{MaxBytes: -5}}, `Spool.MaxBytes: -5 bytes is less than the minimum of 1 MiB (1048576)`},
+		{"spool sync", Config{Spool: SpoolConfig{Sync: "Batch"}}, `Spool.Sync: "Batch" is not a sync mode (want batch, interval or never)`},
+		{"spool interval", Config{Spool: SpoolConfig{SyncInterval: -time.Second}}, `Spool.SyncInterval: -1s is out of range 1ms..1h0m0s`},
+		{"policy", Config{FailurePolicy: 7}, `FailurePolicy: FailurePolicy(7) is not a failure policy (want FailOpen or FailClosed)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -781,6 +852,11 @@ func TestConfigValidateGood(t *testing.T) {
 		{BatchSize: 100000, FlushInterval: time.Millisecond},
 		{BatchSize: 1, QueueSize: 1},
 		{DisableORMDiffs: true, LogAnonymous: true, CaptureRequestBody: true, CaptureResponseBody: true, MaxBodySizeBytes: 1},
+		{ConnectTimeout: 100 * time.Millisecond, AttemptTimeout: 10 * time.Minute, MaxBackoff: 10 * time.Millisecond},
+		{TCPKeepAlive: -1, TCPUserTimeout: -1},
+		{TCPKeepAlive: time.Second, TCPUserTimeout: time.Hour},
+		{Spool: SpoolConfig{Dir: "spool", MaxBytes: 1 << 20, Sync: "interval", SyncInterval: time.Millisecond}},
+		{FailurePolicy: FailClosed, SkipSchemaCheck: true},
 	}
 	for i, c := range tests {
 		if err := c.Validate(); err != nil {
@@ -835,6 +911,20 @@ func TestConfigLogValue(t *testing.T) {
 		}
 		if !strings.Contains(out, tt.want) || !strings.Contains(out, "audit.jwt.secret=REDACTED") {
 			t.Errorf("log lacks %s: %s", tt.want, out)
+		}
+	}
+
+	var buf bytes.Buffer
+	c := Config{TCPKeepAlive: -1, Spool: SpoolConfig{Dir: "/spool"}, FailurePolicy: FailClosed}.WithDefaults()
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("config", "audit", c)
+	for _, want := range []string{
+		"audit.connect_timeout=5s", "audit.attempt_timeout=5s", "audit.max_backoff=1s",
+		"audit.tcp_keepalive=off", "audit.tcp_user_timeout=10s", "audit.spool.dir=/spool",
+		"audit.spool.max_bytes=1073741824", "audit.spool.sync=batch", "audit.spool.sync_interval=1s",
+		"audit.failure_policy=closed", "audit.skip_schema_check=false",
+	} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("log lacks %s: %s", want, buf.String())
 		}
 	}
 }

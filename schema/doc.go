@@ -13,6 +13,10 @@
 //	}
 //	w, err := core.Open(ctx, cfg)
 //
+// From a shell, `go run github.com/auditkit/auditkit/cmd/auditkit@latest migrate -schema NAME` does
+// the same (AUDIT_DATABASE_URL, AUDIT_DB_SCHEMA by default). core.Open refuses a schema whose
+// highest applied migration is not core.SchemaVersion, unless Config.SkipSchemaCheck is set.
+//
 // Applications with a pgx pool call Migrate(ctx, pool, schema.WithSchema(cfg.Schema)); database/sql
 // users call MigrateDB with the same option. Teams that run their own migration tool copy the files under migrations/
 // (also readable through Files); they use unqualified names, so run them with search_path set to

@@ -70,6 +70,21 @@
 // registered after it, response bodies are compressed when the audit sees them and are recorded
 // by size only.
 //
+// # When the audit trail is unavailable
+//
+// By default (core.FailOpen) auditing never breaks a request: when the writer cannot accept a
+// record (its queue and spool are full, it is closed, the database refuses it), the request is
+// served and the record is dropped, counted and logged by the writer. Under core.FailClosed — the
+// Writer's policy (core.Config.FailurePolicy, AUDIT_FAILURE_POLICY=closed), or a route's, set
+// with FailurePolicy — the middleware reserves room for the request's record before the handler
+// runs; when there is none the request is answered 503 Service Unavailable with Retry-After: 5
+// and {"error": "audit trail unavailable", "reason": "..."}, its handler never runs, and the
+// refusals are logged at most once a second. The ORM integrations reserve room for each change
+// before it commits, so the records of a request that was served are all kept. Requests the
+// middleware does not audit (ExcludePaths, SkipMethods) are never refused.
+//
+// HealthHandler serves the writer's condition (core.Health) for a readiness probe.
+//
 // # Reading the log
 //
 // MountAPI mounts the tenant-scoped read API on a router group: search with filters and signed

@@ -103,6 +103,7 @@ type middleware struct {
 	captureReq  bool
 	captureResp bool
 	limit       int
+	refusals    refusalLog // requests refused under FailClosed, reported at most once a second
 }
 
 // Middleware returns the audit middleware. Register it after gin.Recovery so that a panic is
@@ -131,6 +132,12 @@ type middleware struct {
 //
 // The handler's context carries a core.Authentication: AuthVerified with the actor
 // (core.ActorFromContext ok), AuthRefused with the reason and no actor, or AuthNone.
+//
+// Under core.FailClosed (the request context's policy, set by an earlier middleware with
+// core.WithFailurePolicy or FailurePolicy, else the Writer's), room for the request's record is
+// reserved before the handler runs, and a request for which there is none is answered 503 with
+// Retry-After and is not recorded; see FailurePolicy. Under core.FailOpen a record the Writer
+// cannot accept is dropped and counted by it, and the request is served.
 func Middleware(opts Options) gin.HandlerFunc {
 	cfg := opts.Config.WithDefaults()
 	logger := opts.Logger
@@ -148,6 +155,7 @@ func Middleware(opts Options) gin.HandlerFunc {
 		captureResp: cfg.CaptureResponseBody,
 		limit:       cfg.MaxBodySizeBytes,
 	}
+	m.refusals.logger = logger
 	if m.idHeader == "" {
 		m.idHeader = textproto.CanonicalMIMEHeaderKey(DefaultRequestIDHeader)
 	}
@@ -184,6 +192,15 @@ type reqState struct {
 	rec core.Record
 	col core.Collector
 	w   *core.Writer
+	m   *middleware
+
+	// res is the room reserved for the http record under FailClosed (nil under FailOpen). The
+	// records of the request are enqueued in it and in the room the ORM integrations reserved
+	// through the collector, and what is left is released when the request ends.
+	res *core.Reservation
+	// refused is set when the request was answered 503 because its record could not be admitted
+	// (FailurePolicy after the middleware): its http record is not written.
+	refused bool
 
 	// Identity stamped on the request's ORM records, final once the collector is finished.
 	requestID string
@@ -238,7 +255,15 @@ func (m *middleware) handle(c *gin.Context) {
 		c.Next()
 		return
 	}
-	st := &reqState{w: m.w}
+	// Under FailClosed, room for the http record is reserved before anything else is done, and a
+	// request whose record could not be kept is refused before its handler runs. Under FailOpen
+	// Admit returns at once without reserving.
+	res, err := core.Admit(req.Context(), m.w, 1)
+	if err != nil {
+		m.refuse(c, err)
+		return
+	}
+	st := &reqState{w: m.w, m: m, res: res}
 	rec := &st.rec
 	rec.OccurredAt = time.Now()
 	rec.Kind = core.KindHTTP
@@ -270,6 +295,7 @@ func (m *middleware) handle(c *gin.Context) {
 	// For ORM calls given c itself: gin.Context.Value answers only string keys (without
 	// ContextWithFallback), and core's lookups consult this one.
 	c.Set(core.RequestContextKey, ctx)
+	c.Set(stateKey, st) // for FailurePolicy registered after the middleware
 
 	if m.captureReq {
 		rec.RequestBody, st.reqBody = captureRequest(c.Request, m.limit)
@@ -502,17 +528,31 @@ func (m *middleware) finish(c *gin.Context, st *reqState, panicked bool, p any) 
 	rec.Metadata = st.meta
 
 	recs := st.col.Finish(st.late)
+	// The room reserved for the http record and the room the ORM integrations reserved for their
+	// records (FailClosed) is used by the records enqueued below; the rest is given back. Both are
+	// nil under FailOpen, and EnqueueReserved is then Enqueue.
+	res := st.res
+	st.res = nil
+	if cres := st.col.TakeReservation(); cres != nil {
+		if res == nil {
+			res = cres
+		} else {
+			res.Join(cres)
+		}
+	}
 	anonymous := rec.Actor.ID == "" || rec.Actor.Type == core.ActorAnonymous
 	if m.w == nil {
+		res.Release()
 		return
 	}
-	if !anonymous || m.cfg.LogAnonymous || st.authErr != nil || len(recs) > 0 {
-		_ = m.w.Enqueue(rec) // a refusal is counted and reported by the Writer
+	if !st.refused && (!anonymous || m.cfg.LogAnonymous || st.authErr != nil || len(recs) > 0) {
+		_ = m.w.EnqueueReserved(res, rec) // a refusal is counted and reported by the Writer
 	}
 	for _, r := range recs {
 		st.stamp(r)
-		_ = m.w.Enqueue(r)
+		_ = m.w.EnqueueReserved(res, r)
 	}
+	res.Release()
 }
 
 func (st *reqState) appActor(a core.Actor) core.Actor {

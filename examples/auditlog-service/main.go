@@ -35,7 +35,9 @@
 //	                             security (default off; see below)
 //
 // On start it applies the schema migrations, then serves until SIGINT or SIGTERM. GET /health
-// answers 200 while the database does.
+// answers 200 while the database does and the audit writer is not failing, with the writer's
+// condition under "audit_writer" (ginaudit.WriterHealth: healthy, degraded or failing, queue and
+// spool use, records dropped); 503 otherwise.
 //
 // With AUDITLOG_ROW_LEVEL_SECURITY the database itself keeps every API call to its tenant, as
 // defence in depth behind the API's own checks. The service, connected as AUDIT_DATABASE_URL's
@@ -173,11 +175,13 @@ func run(ctx context.Context, environ []string, logger *slog.Logger, ready func(
 	r.GET("/health", func(c *gin.Context) {
 		hctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 		defer cancel()
-		if err := pool.Ping(hctx); err != nil {
-			c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unavailable"})
+		h := w.Health()
+		writer := ginaudit.NewWriterHealth(h)
+		if err := pool.Ping(hctx); err != nil || !h.OK() {
+			c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unavailable", "audit_writer": writer})
 			return
 		}
-		c.JSON(http.StatusOK, gin.H{"status": "ok"})
+		c.JSON(http.StatusOK, gin.H{"status": "ok", "audit_writer": writer})
 	})
 	api := r.Group(cfg.BasePath)
 	if cfg.AuditRequests {

@@ -129,6 +129,23 @@ func TestServiceEndToEnd(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// /health reports the audit writer's condition too.
+	if res, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/health"); err != nil {
+		t.Fatal(err)
+	} else {
+		var health struct {
+			Status string `json:"status"`
+			Writer struct {
+				State     string `json:"state"`
+				QueueSize int    `json:"queue_size"`
+			} `json:"audit_writer"`
+		}
+		err := json.NewDecoder(res.Body).Decode(&health)
+		res.Body.Close()
+		if err != nil || health.Status != "ok" || health.Writer.State != "healthy" || health.Writer.QueueSize <= 0 {
+			t.Errorf("/health: %+v (%v)", health, err)
+		}
+	}
 
 	admin := e2eToken(t, "root", core.ActorPlatformAdmin, "")
 	user := e2eToken(t, "alice", core.ActorTenantUser, "acme")

@@ -88,8 +88,9 @@ func resolveCommit(ctx context.Context, c xact.Commit, status xact.StatusFunc) *
 }
 
 // failedCommit delivers or drops ps, the records of a transaction whose COMMIT failed with err,
-// by the outcome err carries (a commitError); any other error leaves the outcome unknown. In
-// InTransaction mode the records were written in the transaction and nothing is done.
+// by the outcome err carries (a commitError); any other error leaves the outcome unknown. The
+// room reserved for dropped records is given back. In InTransaction mode the records were written
+// in the transaction and nothing is done.
 func (h *hook) failedCommit(ps []pending, err error) {
 	if h.opts.InTransaction || len(ps) == 0 {
 		return
@@ -116,6 +117,8 @@ func (h *hook) failedCommit(ps []pending, err error) {
 			"its records are delivered flagged commit_outcome unknown",
 			"records", n, "xid", ce.xid, "commit_error", ce.err, "error", ce.cause)
 		h.deliver(ps)
+	default:
+		release(ps)
 	}
 }
 

@@ -97,6 +97,37 @@
 // commits on its own and is recorded right after it; the creates of a CreateBulk are recorded
 // together when the bulk has finished, in statement order.
 //
+// # Failure policy
+//
+// Under core.FailClosed (the Writer's WriterOptions.FailurePolicy, AUDIT_FAILURE_POLICY=closed,
+// or core.WithFailurePolicy on one call site's context) a change never commits without room for
+// its records:
+//
+//   - Just before the COMMIT of an ent.Tx, or of a transaction the hook opened for an update or
+//     delete, room is reserved on the Writer for its records (core.Admit). When it is refused
+//     (the queue or spool is full, the Writer is closed, the database refuses the writer) the
+//     transaction is rolled back instead: tx.Commit, or the mutation's Save or Exec, returns an
+//     error wrapping core.ErrAuditUnavailable that says so.
+//   - The room travels with the records (to the request's Collector, or into the Writer's queue)
+//     and is given back when the transaction turns out not to have committed.
+//   - A mutation outside any transaction (a create, or an update or delete without the Driver
+//     wrapper) commits on its own: room is reserved before it runs, for its row and the links of
+//     the edge ids it adds (a create) or one record (an update or delete, whose rows are not
+//     known yet); refused, the mutation does not run. Records past that estimate get room after
+//     the statement when there is some, and are otherwise handed over as under FailOpen: use an
+//     ent.Tx, or the Driver wrapper, where every record must have its room.
+//   - A transaction with more records than the Writer can ever hold (its QueueSize, or its
+//     spool) cannot commit.
+//
+// Under core.FailOpen, the default, nothing is reserved: a record the Writer cannot accept is
+// dropped and counted (Stats.Dropped). InTransaction mode needs no room: its records are rows
+// of the transaction. One call site can be made fail-closed in a fail-open program:
+//
+//	ctx = core.WithFailurePolicy(ctx, core.FailClosed)
+//	if err := client.User.DeleteOneID(id).Exec(ctx); errors.Is(err, core.ErrAuditUnavailable) {
+//		// the user was not deleted
+//	}
+//
 // # Set-up errors
 //
 // The hook never fails a write because of how it was set up. Check (for the driver) and

@@ -282,7 +282,8 @@ func (h *hook) mutate(ctx context.Context, m ent.Mutation, next ent.Mutator) (en
 // wrapped with Driver): its statement commits on its own, and its records are delivered right
 // after it. The creates of a CreateBulk wait for one another: ent
 // runs them nested, the last finishing first, and their records are delivered together, in
-// statement order, once the whole bulk has finished.
+// statement order, once the whole bulk has finished. Under core.FailClosed room for its records
+// is reserved before it runs (see admit.go).
 func (h *hook) alone(ctx context.Context, c *capture, next ent.Mutator) (ent.Value, error) {
 	reported := false
 	defer func() {
@@ -290,10 +291,16 @@ func (h *hook) alone(ctx context.Context, c *capture, next ent.Mutator) (ent.Val
 			h.batchDone(c.m, nil)
 		}
 	}()
+	res, reserved, aerr := h.admitAlone(ctx, c)
+	if aerr != nil {
+		return nil, aerr
+	}
 	v, recs, err := c.run(ctx, next)
 	var p *pending
 	if err == nil && len(recs) > 0 {
-		p = &pending{ctx: ctx, recs: recs}
+		p = &pending{ctx: ctx, recs: recs, res: h.topUp(ctx, res, reserved, len(recs))}
+	} else {
+		res.Release()
 	}
 	ps, batched := h.batchDone(c.m, p)
 	reported = true
@@ -382,6 +389,11 @@ func (h *hook) finishOwn(ctx context.Context, a *autoTx, seq uint64, recs []*cor
 	if h.opts.InTransaction && len(p) > 0 {
 		if err := h.writeTx(ctx, a.tx, p); err != nil {
 			return v, errors.Join(err, a.rollback())
+		}
+	}
+	if !h.opts.InTransaction {
+		if err := h.admit(p); err != nil {
+			return v, refusedCommit(err, a.rollback())
 		}
 	}
 	if err := a.commit(); err != nil {

@@ -30,6 +30,7 @@ type pending struct {
 	seq  uint64
 	ctx  context.Context
 	recs []*core.Record
+	res  *core.Reservation // room reserved for recs under core.FailClosed (see admit.go); may be nil
 }
 
 func (s *txState) next() uint64 {
@@ -90,6 +91,9 @@ func (h *hook) userTx(tx Tx) *txState {
 		if len(p) == 0 {
 			return commit()
 		}
+		if err := h.admit(p); err != nil {
+			return refusedCommit(err, rollback())
+		}
 		id, idKnown := txID(ctx, key)
 		// ctx is the one the transaction was begun with: once it is done, database/sql no
 		// longer sends COMMIT.
@@ -114,10 +118,11 @@ func (h *hook) userTx(tx Tx) *txState {
 	return st
 }
 
-// deliver hands committed records to the request Collector of their context, or to the Writer.
+// deliver hands committed records to the request Collector of their context, or to the Writer,
+// with the room reserved for them.
 func (h *hook) deliver(ps []pending) {
 	for _, p := range ps {
-		if err := core.Dispatch(p.ctx, h.opts.Writer, p.recs...); err != nil {
+		if err := core.DispatchReserved(p.ctx, h.opts.Writer, p.res, p.recs...); err != nil {
 			h.log.Error("entaudit: audit records of a committed change were not accepted",
 				"records", len(p.recs), "error", err)
 		}

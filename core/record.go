@@ -11,8 +11,10 @@ import (
 	"github.com/google/uuid"
 )
 
-// RecordVersion is the version of the record format written to the version column.
-const RecordVersion = 1
+// RecordVersion is the version of the record format written to the version column. Version 2
+// rows carry the hash chain columns (seq, prev_hash, row_hash; NULL when written with chaining
+// off); version 1 rows were written before the chain existed.
+const RecordVersion = 2
 
 // Kind says what produced a record.
 type Kind string

@@ -187,7 +187,7 @@ func TestWriterRoundTripsEveryColumn(t *testing.T) {
 		t.Fatal(err)
 	}
 	if kind != "http" || action != "http.request" || severity != "warning" || actorType != "service" ||
-		auth != "jwks:RS256" || ip != "203.0.113.7" || status != 401 || durationUS != 1500 || !occurred.Equal(at) || version != 1 {
+		auth != "jwks:RS256" || ip != "203.0.113.7" || status != 401 || durationUS != 1500 || !occurred.Equal(at) || version != core.RecordVersion {
 		t.Fatalf("row = %s %s %s %s %s %s %d %d %s v%d", kind, action, severity, actorType, auth, ip, status, durationUS, occurred, version)
 	}
 	for _, secret := range []string{"secret-token-value", "hunter2", "k-123"} {

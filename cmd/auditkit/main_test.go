@@ -39,19 +39,19 @@ func TestMigrateThenCheck(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("migrate: exit %d; stderr %q", code, stderr)
 	}
-	if want := "schema " + db.Schema + " in database test on 127.0.0.1:5432 as postgres: applied migration 1, 2\ncurrent version: 2\n"; stdout != want {
+	if want := "schema " + db.Schema + " in database test on 127.0.0.1:5432 as postgres: applied migration 1, 2, 3\ncurrent version: 3\n"; stdout != want {
 		t.Errorf("migrate printed %q, want %q", stdout, want)
 	}
 
 	code, stdout, stderr = runCmd(t, nil, append([]string{"check"}, flags...)...)
-	if code != exitOK || !strings.Contains(stdout, "ready (version 2)") {
+	if code != exitOK || !strings.Contains(stdout, "ready (version 3)") {
 		t.Fatalf("check after migrate: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 
 	// The environment gives the defaults, as for core.ConfigFromEnv.
 	environ := []string{"AUDIT_DATABASE_URL=" + pgtest.URL(), "AUDIT_DB_SCHEMA=" + db.Schema, "PATH=/bin"}
 	code, stdout, stderr = runCmd(t, environ, "migrate")
-	if code != exitOK || !strings.Contains(stdout, ": up to date\ncurrent version: 2\n") {
+	if code != exitOK || !strings.Contains(stdout, ": up to date\ncurrent version: 3\n") {
 		t.Fatalf("migrate again from the environment: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }

@@ -1,0 +1,95 @@
+package core
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+)
+
+// The hash chain: every chained record of a tenant carries its position in the tenant's chain
+// (seq, from 1 without gaps), the hash of the record before it (prev_hash) and its own hash
+// (row_hash), the SHA-256 of its canonical encoding, which includes prev_hash. Records without a
+// tenant form the chain of tenant key "". docs/chain.md specifies the encoding byte for byte, so
+// that a verifier in any language can recompute the hashes from an export.
+
+// ChainColumns are the audit_logs columns a chained writer fills after Columns.
+var ChainColumns = []string{"seq", "prev_hash", "row_hash"}
+
+// ChainFieldCount is the number of fields in the canonical encoding of a record.
+const ChainFieldCount = 32
+
+// chainMagic opens every encoding; it names the encoding's version.
+const chainMagic = "auditkit-chain-v1\x00"
+
+// ChainFields is one row's canonical fields (index i = field i+1 of docs/chain.md; nil = NULL).
+// Field 1 (tenant key) and field 3 (previous hash) are never NULL; a non-nil empty slice is an
+// empty value, distinct from NULL.
+type ChainFields [ChainFieldCount][]byte
+
+// Encode appends the canonical encoding of f to dst: "auditkit-chain-v1", a zero byte, then
+// each field as 0x00 for NULL or 0x01, its length as a big-endian uint32 and its bytes.
+func (f *ChainFields) Encode(dst []byte) []byte {
+	n := len(chainMagic)
+	for _, v := range f {
+		n += 1 + 4 + len(v)
+	}
+	dst = growBytes(dst, n)
+	dst = append(dst, chainMagic...)
+	for _, v := range f {
+		if v == nil {
+			dst = append(dst, 0)
+			continue
+		}
+		dst = append(dst, 1)
+		dst = binary.BigEndian.AppendUint32(dst, uint32(len(v)))
+		dst = append(dst, v...)
+	}
+	return dst
+}
+
+// ChainHash returns the row hash of f: the SHA-256 of its canonical encoding.
+func ChainHash(f *ChainFields) [32]byte {
+	h := sha256.New()
+	var hdr [5]byte
+	h.Write([]byte(chainMagic))
+	for _, v := range f {
+		if v == nil {
+			h.Write(hdr[:1]) // hdr[0] is 0 here
+			continue
+		}
+		hdr[0] = 1
+		binary.BigEndian.PutUint32(hdr[1:], uint32(len(v)))
+		h.Write(hdr[:])
+		h.Write(v)
+		hdr[0] = 0
+	}
+	var sum [32]byte
+	h.Sum(sum[:0])
+	return sum
+}
+
+// ChainSQL selects, from audit_logs, the canonical fields 1 to 32 of each row in the text forms of
+// the encoding (as text or bytea; NULL stays NULL), then row_hash: 33 columns. Append the table and
+// the conditions, for example
+//
+//	core.ChainSQL + ` FROM audit_logs WHERE coalesce(tenant_id, '') = $1 AND seq IS NOT NULL ORDER BY seq`
+//
+// Scanning each column into a []byte gives the ChainFields of the row, whose ChainHash must equal
+// row_hash. The column references are unqualified.
+const ChainSQL = `SELECT coalesce(tenant_id, ''), seq::text, prev_hash, id::text, ` +
+	`(extract(epoch FROM occurred_at) * 1000000)::bigint::text, ` +
+	`kind::text, action, severity::text, tenant_id, tenant_slug, ` +
+	`actor_id, actor_type::text, actor_email, actor_auth, resource_type, resource_id, ` +
+	`before::text, after::text, diff::text, ` +
+	`request_id, method, route, path, query::text, status::text, duration_us::text, ` +
+	`host(ip), user_agent, request_body::text, response_body::text, metadata::text, version::text, ` +
+	`row_hash`
+
+// growBytes makes room for n more bytes in b.
+func growBytes(b []byte, n int) []byte {
+	if cap(b)-len(b) >= n {
+		return b
+	}
+	nb := make([]byte, len(b), len(b)+n)
+	copy(nb, b)
+	return nb
+}

@@ -13,7 +13,7 @@ type Collector struct {
 	mu      sync.Mutex
 	records []*Record
 	done    bool
-	late    func(*Record)
+	late    func(*Reservation, *Record)
 	res     *Reservation // room reserved for the records held (FailClosed)
 }
 
@@ -22,26 +22,12 @@ func NewCollector() *Collector { return &Collector{} }
 
 // Add appends records. After Finish, records are handed to the function Finish was given instead,
 // so that work which outlives its request is still recorded.
-func (c *Collector) Add(recs ...*Record) {
-	c.mu.Lock()
-	if !c.done {
-		c.records = append(c.records, recs...)
-		c.mu.Unlock()
-		return
-	}
-	late := c.late
-	c.mu.Unlock()
-	if late != nil {
-		for _, r := range recs {
-			late(r)
-		}
-	}
-}
+func (c *Collector) Add(recs ...*Record) { c.AddReserved(nil, recs...) }
 
 // AddReserved appends records like Add, together with room reserved for them on the request's
 // Writer (see Writer.Reserve), which the HTTP integration uses when it writes them
-// (TakeReservation). res may be nil. After Finish the records go to the function Finish was given
-// and res is released.
+// (TakeReservation). res may be nil. After Finish the records go, with res, to the function
+// FinishReserved was given (what is left of res is released afterwards).
 func (c *Collector) AddReserved(res *Reservation, recs ...*Record) {
 	c.mu.Lock()
 	if !c.done {
@@ -54,8 +40,13 @@ func (c *Collector) AddReserved(res *Reservation, recs ...*Record) {
 		c.mu.Unlock()
 		return
 	}
+	late := c.late
 	c.mu.Unlock()
-	c.Add(recs...)
+	if late != nil {
+		for _, r := range recs {
+			late(res, r)
+		}
+	}
 	res.Release()
 }
 
@@ -94,6 +85,17 @@ func (c *Collector) Records() []*Record {
 // Finish returns the records held and closes the collector: records added later go to late
 // (which may be nil to discard them). Finish may be called once; later calls return nil.
 func (c *Collector) Finish(late func(*Record)) []*Record {
+	if late == nil {
+		return c.FinishReserved(nil)
+	}
+	return c.FinishReserved(func(_ *Reservation, r *Record) { late(r) })
+}
+
+// FinishReserved is Finish for an integration that enqueues late records with the room reserved
+// for them: late receives each record added after Finish with the Reservation it was added with
+// (nil when none; use Writer.EnqueueReserved). The collector releases what is left of it after
+// late returns.
+func (c *Collector) FinishReserved(late func(*Reservation, *Record)) []*Record {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.done {

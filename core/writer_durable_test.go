@@ -385,21 +385,25 @@ func TestCloseGivesUpWhileTheSinkIsUnavailable(t *testing.T) {
 func TestReservations(t *testing.T) {
 	gate := newGateSink(&orderSink{})
 	log, _ := newLogger()
-	w := core.NewWriter(gate, core.WriterOptions{BatchSize: 10, QueueSize: 10, Workers: 1, Logger: log})
+	w := core.NewWriter(gate, core.WriterOptions{BatchSize: 10, QueueSize: 30, Workers: 1, Logger: log})
 	defer func() { gate.Open(); closeWriter(t, w) }()
-	// One batch goes to the (blocked) worker; the queue then holds 10 more.
-	for i := range 10 {
+	// One batch goes to the (blocked) worker and one to the collecting goroutine, which then waits
+	// for the worker: from then on the queue only fills.
+	for i := range 20 {
 		if err := w.Enqueue(sampleRecord(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	var res *core.Reservation
-	eventually(t, 5*time.Second, "room once the first batch is taken", func() bool {
-		r, err := w.Reserve(4)
-		res = r
+	eventually(t, 5*time.Second, "both batches taken", func() bool {
+		r, err := w.Reserve(30)
+		r.Release()
 		return err == nil
 	})
-	for i := range 6 {
+	res, err := w.Reserve(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 26 {
 		if err := w.Enqueue(sampleRecord(100 + i)); err != nil {
 			t.Fatalf("record %d: %v", i, err)
 		}
@@ -504,5 +508,39 @@ func TestLogUnderEachPolicy(t *testing.T) {
 	ctx := core.WithFailurePolicy(context.Background(), core.FailClosed)
 	if _, err := core.Log(ctx, w, entry); !errors.Is(err, core.ErrAuditUnavailable) || !errors.Is(err, core.ErrQueueFull) {
 		t.Fatalf("Log under FailClosed = %v, want ErrAuditUnavailable wrapping ErrQueueFull", err)
+	}
+}
+
+// TestLateRecordsKeepTheirReservation: a record added to a request's collector after the request
+// ended is enqueued in the room reserved for it, even when the queue filled since.
+func TestLateRecordsKeepTheirReservation(t *testing.T) {
+	gate := newGateSink(&orderSink{})
+	log, _ := newLogger()
+	w := core.NewWriter(gate, core.WriterOptions{BatchSize: 2, QueueSize: 2, Workers: 1, Logger: log})
+	defer func() { gate.Open(); closeWriter(t, w) }()
+	var res *core.Reservation
+	eventually(t, 5*time.Second, "room for one record", func() bool {
+		r, err := w.Reserve(1)
+		res = r
+		return err == nil
+	})
+	c := core.NewCollector()
+	c.FinishReserved(func(r *core.Reservation, rec *core.Record) {
+		if err := w.EnqueueReserved(r, rec); err != nil {
+			t.Errorf("late record refused: %v", err)
+		}
+	})
+	// Fill what is not reserved.
+	for i := 0; ; i++ {
+		if err := w.Enqueue(sampleRecord(i)); err != nil {
+			break
+		}
+		if i > 100 {
+			t.Fatal("the queue never filled")
+		}
+	}
+	c.AddReserved(res, sampleRecord(1000))
+	if got := res.Remaining(); got != 0 {
+		t.Fatalf("Remaining after the late record = %d", got)
 	}
 }

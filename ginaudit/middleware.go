@@ -242,10 +242,10 @@ func (st *reqState) stamp(r *core.Record) {
 }
 
 // late handles records added to the collector after the request ended.
-func (st *reqState) late(r *core.Record) {
+func (st *reqState) late(res *core.Reservation, r *core.Record) {
 	st.stamp(r)
 	if st.w != nil {
-		_ = st.w.Enqueue(r) // a refusal is counted and reported by the Writer
+		_ = st.w.EnqueueReserved(res, r) // a refusal is counted and reported by the Writer
 	}
 }
 
@@ -527,7 +527,7 @@ func (m *middleware) finish(c *gin.Context, st *reqState, panicked bool, p any) 
 	}
 	rec.Metadata = st.meta
 
-	recs := st.col.Finish(st.late)
+	recs := st.col.FinishReserved(st.late)
 	// The room reserved for the http record and the room the ORM integrations reserved for their
 	// records (FailClosed) is used by the records enqueued below; the rest is given back. Both are
 	// nil under FailOpen, and EnqueueReserved is then Enqueue.

@@ -248,7 +248,9 @@ func TestWriterRetriesAcrossBackendKill(t *testing.T) {
 	defer pool.Close()
 	log, logs := newLogger()
 	sink := &killingSink{inner: core.NewPostgresSink(pool, core.PostgresSinkOptions{Schema: db.Schema}), admin: db.Pool, app: app, t: t}
-	w := core.NewWriter(sink, core.WriterOptions{BatchSize: 20000, FlushInterval: time.Hour, MinBackoff: 10 * time.Millisecond, Logger: log})
+	// One COPY of 20,000 padded rows may take longer than the default attempt deadline under -race.
+	w := core.NewWriter(sink, core.WriterOptions{BatchSize: 20000, FlushInterval: time.Hour, MinBackoff: 10 * time.Millisecond,
+		AttemptTimeout: 50 * time.Second, Logger: log})
 	defer closeWriter(t, w)
 	const n = 20000
 	for i := range n {

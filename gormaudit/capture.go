@@ -365,7 +365,7 @@ func (p *Plugin) after(db *gorm.DB) {
 	if err == nil {
 		own := st.own
 		st.own = nil
-		if err = p.hand(db.Statement.Context, st.conn, own, recs); err != nil && own != nil {
+		if err = p.hand(db.Statement.Context, st.conn, own, recs, nil); err != nil && own != nil {
 			_ = own.Rollback()
 			// Without the plugin the statement would have committed on its own and failed as
 			// a whole: GORM reports no rows affected for a statement that returned an error.

@@ -31,12 +31,14 @@ func (t *txn) xid() (string, bool) {
 }
 
 // failedCommit decides the fate of recs, the records of a transaction whose COMMIT returned err.
-func (t *txn) failedCommit(recs []pendingRecord, id string, idKnown bool, err error) {
+// res is the room reserved for them (see admit): it goes with them when they are delivered and
+// is given back when they are dropped.
+func (t *txn) failedCommit(recs []pendingRecord, res []*core.Reservation, id string, idKnown bool, err error) {
 	c := xact.Commit{Err: err, ID: id, IDKnown: idKnown}
 	out, rerr := xact.Resolve(t.ctx, c, xact.StatusOn(t.db.ConnPool), commitResolveTimeout)
 	switch out {
 	case xact.Committed:
-		t.p.deliver(recs)
+		t.p.deliver(recs, res)
 	case xact.Unknown:
 		for _, r := range recs {
 			flagCommitUnknown(r.rec)
@@ -44,7 +46,9 @@ func (t *txn) failedCommit(recs []pendingRecord, id string, idKnown bool, err er
 		t.p.s.log.Warn("gormaudit: COMMIT failed and the transaction's outcome could not be learned; "+
 			"its records are delivered flagged commit_outcome unknown",
 			"records", len(recs), "xid", id, "commit_error", err, "error", rerr)
-		t.p.deliver(recs)
+		t.p.deliver(recs, res)
+	default:
+		release(res)
 	}
 }
 

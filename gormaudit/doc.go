@@ -147,4 +147,35 @@
 // or tenant the handler sets with ginaudit.ActorKey or ginaudit.TenantKey), and the middleware
 // does not count them as changes of the request (an anonymous request that only changed data
 // this way is not recorded unless Config.LogAnonymous is set).
+//
+// # Failure policy
+//
+// Under core.FailClosed (the Writer's WriterOptions.FailurePolicy, AUDIT_FAILURE_POLICY=closed,
+// or core.WithFailurePolicy on one call site's context) a change never commits without room for
+// its records:
+//
+//   - Just before a transaction's COMMIT - db.Transaction, db.Begin and Commit, GORM's
+//     per-statement transaction, the one the plugin begins under SkipDefaultTransaction - room
+//     is reserved on the Writer for its records (core.Admit). When it is refused (the queue or
+//     spool is full, the Writer is closed, the database refuses the writer) the transaction is
+//     rolled back instead, and the statement, Commit or Transaction returns an error wrapping
+//     core.ErrAuditUnavailable that says so.
+//   - The room travels with the records (to the request's collector, or into the Writer's
+//     queue) and is given back when the transaction turns out not to have committed.
+//   - A raw statement recorded outside any transaction (CaptureRawSQL) commits on its own, so
+//     its room is reserved before it runs; refused, it does not run.
+//   - A transaction begun outside the plugin's pool cannot be rolled back by it: the statement
+//     whose records are refused fails, and the application's error handling rolls back.
+//   - A transaction with more records than the Writer can ever hold (its QueueSize, or its
+//     spool) cannot commit.
+//
+// Under core.FailOpen, the default, nothing is reserved: a record the Writer cannot accept is
+// dropped and counted (Stats.Dropped). InTransaction mode needs no room: its records are rows
+// of the transaction. One call site can be made fail-closed in a fail-open program:
+//
+//	ctx = core.WithFailurePolicy(ctx, core.FailClosed)
+//	err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error { ... })
+//	if errors.Is(err, core.ErrAuditUnavailable) {
+//		// nothing was committed
+//	}
 package gormaudit

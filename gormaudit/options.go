@@ -23,7 +23,10 @@ var ErrInvalidOptions = errors.New("gormaudit: invalid options")
 type Options struct {
 	// Writer receives the records of committed changes whose context carries no request
 	// collector (core.Dispatch decides). Nil means such records are dropped and logged.
-	// Unused when InTransaction is set.
+	// Unused when InTransaction is set. Its FailurePolicy (or the context's,
+	// core.WithFailurePolicy) decides what happens when it cannot accept them: under
+	// core.FailClosed room is reserved before each COMMIT and the transaction is rolled back
+	// when it is refused (see the package documentation, Failure policy).
 	Writer *core.Writer
 
 	// Redactor masks secrets in what the plugin writes itself: the audit rows of InTransaction

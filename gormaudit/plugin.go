@@ -93,6 +93,12 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 			cb.Row().After("gorm:row").Register("gormaudit:row", p.afterRaw),
 			cb.Query().After("gorm:query").Register("gormaudit:query", p.afterRaw))
 	}
+	if s.CaptureRawSQL && !s.InTransaction {
+		err = errors.Join(err,
+			cb.Raw().Before("gorm:raw").Register("gormaudit:admit_raw", p.admitRaw),
+			cb.Row().Before("gorm:row").Register("gormaudit:admit_row", p.admitRaw),
+			cb.Query().Before("gorm:query").Register("gormaudit:admit_query", p.admitRaw))
+	}
 	return err
 }
 
@@ -108,24 +114,26 @@ func next(proc interface{ Get(string) func(*gorm.DB) }, names ...string) string 
 }
 
 // deliver hands the records of committed changes on: to the request's collector when their
-// context carries one, to the Writer otherwise, keeping their order.
-func (p *Plugin) deliver(recs []pendingRecord) {
-	for i := 0; i < len(recs); {
-		j := i + 1
-		for j < len(recs) && recs[j].ctx == recs[i].ctx {
-			j++
-		}
+// context carries one, to the Writer otherwise, keeping their order. res holds the room reserved
+// for them by admit, indexed by run of records sharing a context; it may be nil.
+func (p *Plugin) deliver(recs []pendingRecord, res []*core.Reservation) {
+	for i, g := 0, 0; i < len(recs); g++ {
+		j := runEnd(recs, i)
 		batch := make([]*core.Record, 0, j-i)
 		for _, r := range recs[i:j] {
 			batch = append(batch, r.rec)
 		}
-		p.dispatch(recs[i].ctx, batch)
+		var r *core.Reservation
+		if g < len(res) {
+			r = res[g]
+		}
+		p.dispatch(recs[i].ctx, r, batch)
 		i = j
 	}
 }
 
-func (p *Plugin) dispatch(ctx context.Context, recs []*core.Record) {
-	if err := core.Dispatch(ctx, p.s.Writer, recs...); err != nil {
+func (p *Plugin) dispatch(ctx context.Context, res *core.Reservation, recs []*core.Record) {
+	if err := core.DispatchReserved(ctx, p.s.Writer, res, recs...); err != nil {
 		p.s.log.Error("gormaudit: audit records of a committed change were not delivered",
 			"records", len(recs), "error", err)
 	}
@@ -155,9 +163,10 @@ func (p *Plugin) writeInTx(ctx context.Context, ex core.Execer, recs []pendingRe
 // hand takes the records of one statement that ran on conn: they wait in a commit-aware
 // transaction, are written into it in InTransaction mode, or are delivered at once when the
 // statement committed on its own. A transaction the plugin began for the statement (own) is
-// committed here.
-func (p *Plugin) hand(ctx context.Context, conn gorm.ConnPool, own gorm.TxCommitter, recs []*core.Record) error {
+// committed here. res is the room admitRaw reserved for a statement outside any transaction.
+func (p *Plugin) hand(ctx context.Context, conn gorm.ConnPool, own gorm.TxCommitter, recs []*core.Record, res *core.Reservation) error {
 	if t := txnOf(conn); t != nil {
+		res.Release() // the transaction's COMMIT reserves room for all its records
 		t.add(ctx, recs)
 		if own != nil {
 			return own.Commit()
@@ -170,6 +179,7 @@ func (p *Plugin) hand(ctx context.Context, conn gorm.ConnPool, own gorm.TxCommit
 	}
 	_, inTx := conn.(gorm.TxCommitter)
 	if p.s.InTransaction && len(recs) > 0 {
+		res.Release()
 		if err := p.writeInTx(ctx, unprepared(conn), pend); err != nil {
 			return err
 		}
@@ -178,8 +188,30 @@ func (p *Plugin) hand(ctx context.Context, conn gorm.ConnPool, own gorm.TxCommit
 		}
 		return nil
 	}
+	var reserved []*core.Reservation
+	if res != nil {
+		reserved = []*core.Reservation{res}
+	}
+	if own != nil || inTx {
+		// A transaction the plugin cannot watch (one it began on a pool it did not wrap, or one
+		// begun outside its pool): room is reserved before it commits, or before the application
+		// can commit it. A refusal fails the statement, and the caller rolls back its own.
+		rs, err := p.admit(pend)
+		if err != nil {
+			release(reserved)
+			if own == nil {
+				return fmt.Errorf("gormaudit: the audit records of the statement could not be accepted; roll the transaction back: %w", err)
+			}
+			return refusedCommit(err, nil)
+		}
+		if rs != nil {
+			release(reserved)
+			reserved = rs
+		}
+	}
 	if own != nil {
 		if err := own.Commit(); err != nil {
+			release(reserved)
 			return err
 		}
 	} else if inTx && len(recs) > 0 && p.foreignTx.CompareAndSwap(false, true) {
@@ -187,7 +219,7 @@ func (p *Plugin) hand(ctx context.Context, conn gorm.ConnPool, own gorm.TxCommit
 			"(a session derived before Register, or db.Connection); its records are delivered " +
 			"before it commits, even if it rolls back")
 	}
-	p.deliver(pend)
+	p.deliver(pend, reserved)
 	return nil
 }
 

@@ -123,7 +123,9 @@ func (t *txn) take() []pendingRecord {
 }
 
 // Commit commits and then delivers the records made in the transaction, or, in InTransaction
-// mode, first inserts them through the transaction and rolls back if that fails.
+// mode, first inserts them through the transaction and rolls back if that fails. Under
+// core.FailClosed it first reserves room for the records, and rolls back instead of committing
+// when the room is refused (see admit.go).
 func (t *txn) Commit() error {
 	recs := t.take()
 	if t.p.s.InTransaction && len(recs) > 0 {
@@ -136,12 +138,16 @@ func (t *txn) Commit() error {
 		// Records written in the transaction share its fate, whatever COMMIT reports.
 		return t.Tx.Commit()
 	}
+	res, err := t.p.admit(recs)
+	if err != nil {
+		return refusedCommit(err, t.Tx.Rollback())
+	}
 	id, idKnown := t.xid()
 	if err := t.Tx.Commit(); err != nil {
-		t.failedCommit(recs, id, idKnown, err)
+		t.failedCommit(recs, res, id, idKnown, err)
 		return err
 	}
-	t.p.deliver(recs)
+	t.p.deliver(recs, res)
 	return nil
 }
 

@@ -12,12 +12,15 @@ import (
 
 // rawTx is the transaction the plugin begins around a data-changing db.Exec outside any
 // transaction when it captures raw SQL in InTransaction mode, so that the statement and its
-// record commit together, as they do inside the application's transactions.
+// record commit together, as they do inside the application's transactions. Under FailClosed
+// without InTransaction it is instead the statement's own pool (own nil) carrying the room
+// admitRaw reserved for the record.
 type rawTx struct {
 	gorm.ConnPool                  // the transaction
 	own           gorm.TxCommitter // the same, to commit or roll back
 	orig          gorm.ConnPool    // the statement's pool before
 	p             *Plugin
+	res           *core.Reservation // room admitRaw reserved for the record (own is nil then)
 }
 
 // beforeRaw begins the transaction of rawTx. Only db.Exec is wrapped: the rows of Raw(...).Rows
@@ -45,12 +48,16 @@ func (p *Plugin) beforeRaw(db *gorm.DB) {
 // data-changing raw SQL when asked to.
 func (p *Plugin) afterRaw(db *gorm.DB) {
 	stmt := db.Statement
-	var own gorm.TxCommitter
+	var (
+		own gorm.TxCommitter
+		res *core.Reservation
+	)
 	conn := stmt.ConnPool
 	if rt, ok := conn.(*rawTx); ok && rt.p == p {
-		stmt.ConnPool, own, conn = rt.orig, rt.own, rt.ConnPool
+		stmt.ConnPool, own, conn, res = rt.orig, rt.own, rt.ConnPool, rt.res
 	}
 	if db.Error != nil || db.DryRun {
+		res.Release()
 		if own != nil {
 			_ = own.Rollback()
 		}
@@ -61,6 +68,7 @@ func (p *Plugin) afterRaw(db *gorm.DB) {
 		return
 	}
 	if !p.s.CaptureRawSQL || !isWrite(q) {
+		res.Release()
 		if own != nil {
 			if err := own.Commit(); err != nil {
 				db.AddError(err)
@@ -83,7 +91,7 @@ func (p *Plugin) afterRaw(db *gorm.DB) {
 		Action:     "sql.exec",
 		Metadata:   meta,
 	}
-	if err := p.hand(stmt.Context, conn, own, []*core.Record{rec}); err != nil {
+	if err := p.hand(stmt.Context, conn, own, []*core.Record{rec}, res); err != nil {
 		if own != nil {
 			_ = own.Rollback() // no-op when the failed commit already ended it
 		}

@@ -68,21 +68,25 @@ func ChainHash(f *ChainFields) [32]byte {
 }
 
 // ChainSQL selects, from audit_logs, the canonical fields 1 to 32 of each row in the text forms of
-// the encoding (as text or bytea; NULL stays NULL), then row_hash: 33 columns. Append the table and
-// the conditions, for example
+// the encoding (as text or bytea; NULL stays NULL), named f1 to f32, then row_hash: 33 columns.
+// Append the table and the conditions, for example
 //
 //	core.ChainSQL + ` FROM audit_logs WHERE coalesce(tenant_id, '') = $1 AND seq IS NOT NULL ORDER BY seq`
 //
 // Scanning each column into a []byte gives the ChainFields of the row, whose ChainHash must equal
-// row_hash. The column references are unqualified.
-const ChainSQL = `SELECT coalesce(tenant_id, ''), seq::text, prev_hash, id::text, ` +
-	`(extract(epoch FROM occurred_at) * 1000000)::bigint::text, ` +
-	`kind::text, action, severity::text, tenant_id, tenant_slug, ` +
-	`actor_id, actor_type::text, actor_email, actor_auth, resource_type, resource_id, ` +
-	`before::text, after::text, diff::text, ` +
-	`request_id, method, route, path, query::text, status::text, duration_us::text, ` +
-	`host(ip), user_agent, request_body::text, response_body::text, metadata::text, version::text, ` +
-	`row_hash`
+// row_hash. The column references are unqualified; the fields have names of their own so that
+// ORDER BY seq sorts by the bigint column, not by its text. occurred_at is taken apart into whole
+// seconds and microseconds because extract(epoch) rounds late in timestamptz's range.
+const ChainSQL = `SELECT ` + chainSelect + `, row_hash`
+
+const chainSelect = `coalesce(tenant_id, '') AS f1, seq::text AS f2, prev_hash AS f3, id::text AS f4, ` +
+	`(trunc(extract(epoch FROM date_trunc('second', occurred_at))) * 1000000 + extract(microseconds FROM occurred_at)::bigint % 1000000)::text AS f5, ` +
+	`kind::text AS f6, action AS f7, severity::text AS f8, tenant_id AS f9, tenant_slug AS f10, ` +
+	`actor_id AS f11, actor_type::text AS f12, actor_email AS f13, actor_auth AS f14, ` +
+	`resource_type AS f15, resource_id AS f16, before::text AS f17, after::text AS f18, diff::text AS f19, ` +
+	`request_id AS f20, method AS f21, route AS f22, path AS f23, query::text AS f24, ` +
+	`status::text AS f25, duration_us::text AS f26, host(ip) AS f27, user_agent AS f28, ` +
+	`request_body::text AS f29, response_body::text AS f30, metadata::text AS f31, version::text AS f32`
 
 // growBytes makes room for n more bytes in b.
 func growBytes(b []byte, n int) []byte {

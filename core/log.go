@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -131,12 +132,82 @@ type rowsResult int64
 func (r rowsResult) LastInsertId() (int64, error) { return 0, errors.New("not supported") }
 func (r rowsResult) RowsAffected() (int64, error) { return int64(r), nil }
 
+// Querier is an Execer that can also read rows: *sql.DB, *sql.Tx, *sql.Conn and GORM's ConnPool
+// are Queriers, and so is what PgxExecer returns for a pgx connection, pool or transaction.
+// TxWriter needs one to chain the records it writes.
+type Querier interface {
+	Execer
+	// QueryContext runs query with args and returns its rows, as database/sql does.
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// readChainHeads runs the lock statement q with arg on db and records the heads it returns in c.
+// It reports false, without running anything, when db cannot read rows.
+func readChainHeads(ctx context.Context, db Execer, q, arg string, c *chainer) (bool, error) {
+	if p, ok := db.(pgxExecer); ok {
+		pq, ok := p.db.(interface {
+			Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+		})
+		if !ok {
+			return false, nil
+		}
+		rows, err := pq.Query(ctx, q, arg)
+		if err != nil {
+			return true, err
+		}
+		var (
+			key  string
+			seq  int64
+			hash []byte
+		)
+		_, err = pgx.ForEachRow(rows, []any{&key, &seq, &hash}, func() error { return c.setHead(key, seq, hash) })
+		return true, err
+	}
+	sq, ok := db.(interface {
+		QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	})
+	if !ok {
+		return false, nil
+	}
+	rows, err := sq.QueryContext(ctx, q, arg)
+	if err != nil {
+		return true, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			key  string
+			seq  int64
+			hash []byte
+		)
+		if err := rows.Scan(&key, &seq, &hash); err != nil {
+			return true, err
+		}
+		if err := c.setHead(key, seq, hash); err != nil {
+			return true, err
+		}
+	}
+	return true, rows.Err()
+}
+
 // TxWriter writes records synchronously with one INSERT, through the caller's connection or
 // transaction: the records commit or roll back with the caller's change. It is the slower, atomic
 // alternative to Writer, for records that must exist if and only if a change committed.
+//
+// Through a Querier (or PgxExecer), TxWriter chains the records like the Writer's sink does
+// (docs/chain.md): it locks the chain heads of the records' tenants in the caller's transaction,
+// links the records and moves the heads. The locks are held until the caller's transaction
+// ends, so every other write to those tenants' chains (other transactions and the Writer's
+// batches alike) waits for it to commit or roll back: keep such transactions short. Under
+// REPEATABLE READ or SERIALIZABLE, a concurrent append to the same chain fails the caller's
+// transaction with a serialization error, to be retried as any other. Through an Execer that
+// cannot read rows, and after WithoutChain, records are written outside every chain.
 type TxWriter struct {
-	redactor *Redactor
-	insert   string
+	redactor    *Redactor
+	insert      string
+	chained     bool
+	lock        string // chainSQL.lock with the tenant keys as a JSON array
+	chainInsert string // the INSERT with the chain columns, then the heads moved
 }
 
 // NewTxWriter returns a TxWriter for audit_logs in schema ("" means public), redacting with r
@@ -149,7 +220,9 @@ func NewTxWriter(schema string, r *Redactor) *TxWriter {
 		r = NewRedactor(nil, nil)
 	}
 	table := pgx.Identifier{schema, "audit_logs"}.Sanitize()
+	heads := pgx.Identifier{schema, "audit_chain_heads"}.Sanitize()
 	cols := strings.Join(Columns, ", ")
+	chainCols := cols + ", " + strings.Join(ChainColumns, ", ")
 	// The whole batch travels as one jsonb parameter that PostgreSQL turns into rows of the
 	// table's own type: one statement and one parameter whatever the batch size, and any driver
 	// (pgx, pgx stdlib, lib/pq, ent's drivers) can bind a string.
@@ -157,17 +230,34 @@ func NewTxWriter(schema string, r *Redactor) *TxWriter {
 		redactor: r,
 		insert: `INSERT INTO ` + table + ` (` + cols + `) SELECT ` + cols +
 			` FROM jsonb_populate_recordset(NULL::` + table + `, $1::jsonb)`,
+		chained: true,
+		lock: `INSERT INTO ` + heads + ` AS h (tenant_key, seq, row_hash) ` +
+			`SELECT u.k, 0, '\x` + hex.EncodeToString(zeroHash[:]) + `'::bytea ` +
+			`FROM jsonb_array_elements_text($1::jsonb) WITH ORDINALITY AS u(k, o) ORDER BY u.o ` +
+			`ON CONFLICT (tenant_key) DO UPDATE SET updated_at = h.updated_at ` +
+			`RETURNING h.tenant_key, h.seq, h.row_hash`,
+		chainInsert: `WITH ins AS (INSERT INTO ` + table + ` (` + chainCols + `) SELECT ` + chainCols +
+			` FROM jsonb_populate_recordset(NULL::` + table + `, $1::jsonb)) ` +
+			`UPDATE ` + heads + ` AS h SET seq = u.seq, row_hash = decode(u.hash, 'hex'), updated_at = now() ` +
+			`FROM jsonb_to_recordset($2::jsonb) AS u(k text, seq bigint, hash text) WHERE h.tenant_key = u.k`,
 	}
 }
 
-// Write validates, normalises, redacts and inserts recs with one statement on db.
+// WithoutChain returns a copy of t that writes records outside every hash chain, taking no lock.
+func (t *TxWriter) WithoutChain() *TxWriter {
+	c := *t
+	c.chained = false
+	return &c
+}
+
+// Write validates, normalises, redacts and inserts recs with one statement on db (chained through
+// a Querier: one more statement first, which locks the chain heads).
 func (t *TxWriter) Write(ctx context.Context, db Execer, recs ...*Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
 	now := time.Now()
-	buf := make([]byte, 0, 1024*len(recs))
-	buf = append(buf, '[')
+	rows := make([][]any, len(recs))
 	for i, r := range recs {
 		if err := r.Validate(); err != nil {
 			return err
@@ -177,14 +267,74 @@ func (t *TxWriter) Write(ctx context.Context, db Execer, recs ...*Record) error 
 		if err != nil {
 			return fmt.Errorf("auditkit: %w", err)
 		}
+		// Stored as the Writer stores it, the instant the chain hashes.
+		vals[1] = truncateMicro(vals[1].(time.Time))
+		rows[i] = vals
+	}
+	var c *chainer
+	if t.chained {
+		keys := chainKeys(rows)
+		arg := make([]byte, 0, 16*len(keys))
+		arg = append(arg, '[')
+		for i, k := range keys {
+			if i > 0 {
+				arg = append(arg, ',')
+			}
+			arg = appendJSONString(arg, k)
+		}
+		arg = append(arg, ']')
+		c = newChainer(len(rows))
+		ok, err := readChainHeads(ctx, db, t.lock, string(arg), c)
+		if err != nil {
+			return fmt.Errorf("auditkit: locking the hash chain heads of %d audit records: %w", len(recs), err)
+		}
+		if !ok {
+			c = nil
+		}
+	}
+	buf := make([]byte, 0, 1024*len(recs))
+	buf = append(buf, '[')
+	for i, vals := range rows {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
+		if c == nil {
+			buf = appendRowJSON(buf, vals)
+			continue
+		}
+		linked, err := c.link(vals)
+		if err != nil {
+			return fmt.Errorf("auditkit: chaining audit record %s: %w", recs[i].ID, err)
+		}
 		buf = appendRowJSON(buf, vals)
+		n := len(vals)
+		buf = appendChainJSON(buf, linked[n].(int64), linked[n+1].([]byte), linked[n+2].([]byte))
 	}
 	buf = append(buf, ']')
-	if _, err := db.ExecContext(ctx, t.insert, string(buf)); err != nil {
-		return fmt.Errorf("auditkit: inserting %d audit records: %w", len(recs), err)
+	if c == nil {
+		if _, err := db.ExecContext(ctx, t.insert, string(buf)); err != nil {
+			return fmt.Errorf("auditkit: inserting %d audit records: %w", len(recs), err)
+		}
+		return nil
+	}
+	heads := make([]byte, 0, 96*len(c.heads))
+	heads = append(heads, '[')
+	keys, seqs, hashes := c.advanceArgs()
+	for i, k := range keys {
+		if i > 0 {
+			heads = append(heads, ',')
+		}
+		heads = append(heads, `{"k":`...)
+		heads = appendJSONString(heads, k)
+		heads = append(heads, `,"seq":`...)
+		heads = strconv.AppendInt(heads, seqs[i], 10)
+		heads = append(heads, `,"hash":"`...)
+		heads = hex.AppendEncode(heads, hashes[i])
+		heads = append(heads, `"}`...)
+	}
+	heads = append(heads, ']')
+	if _, err := db.ExecContext(ctx, t.chainInsert, string(buf), string(heads)); err != nil {
+		return fmt.Errorf("auditkit: inserting %d chained audit records: %w", len(recs), err)
 	}
 	return nil
 }

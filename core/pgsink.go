@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -15,17 +17,30 @@ import (
 // PostgresSink writes records into audit_logs with COPY. It satisfies the Sink contract: a batch
 // whose earlier attempt may have committed is written again with duplicates skipped, and records
 // PostgreSQL refuses are reported as *RejectedError with their position when the server names it.
+//
+// Unless DisableChain is set, every record becomes the next link of its tenant's hash chain
+// (docs/chain.md): each batch is one transaction that locks the chain heads of the batch's
+// tenants, links the records in batch order, copies them and moves the heads. A retried batch
+// chains only the records its earlier attempt did not store.
 type PostgresSink struct {
-	pool   *pgxpool.Pool
-	schema string
-	table  pgx.Identifier
-	stage  string // INSERT … SELECT from the staging table, skipping ids already stored
+	pool      *pgxpool.Pool
+	schema    string
+	table     pgx.Identifier
+	stage     string // INSERT … SELECT from the staging table, skipping ids already stored
+	chained   bool
+	chain     chainSQL
+	chainCols []string // Columns, then ChainColumns
 }
 
 // PostgresSinkOptions configure a PostgresSink.
 type PostgresSinkOptions struct {
 	// Schema holds audit_logs. Empty means "public".
 	Schema string
+	// DisableChain stores records without seq, prev_hash and row_hash: outside every hash chain,
+	// so that nobody can prove later that they were not edited or removed. The zero value
+	// chains. Chaining needs migration 0003 and, for the writer's role, SELECT, INSERT and UPDATE
+	// on audit_chain_heads.
+	DisableChain bool
 }
 
 // NewPostgresSink returns a sink writing through pool. The caller keeps ownership of the pool.
@@ -35,11 +50,18 @@ func NewPostgresSink(pool *pgxpool.Pool, opts PostgresSinkOptions) *PostgresSink
 		schema = "public"
 	}
 	table := pgx.Identifier{schema, "audit_logs"}
+	// The staging table has the columns of audit_logs in its order; naming the columns keeps
+	// the chain columns NULL there whatever their position.
+	cols := strings.Join(Columns, ", ")
 	return &PostgresSink{
 		pool:   pool,
 		schema: schema,
 		table:  table,
-		stage:  `INSERT INTO ` + table.Sanitize() + ` SELECT * FROM pg_temp.auditkit_stage ON CONFLICT DO NOTHING`,
+		stage: `INSERT INTO ` + table.Sanitize() + ` (` + cols + `) SELECT ` + cols +
+			` FROM pg_temp.auditkit_stage ON CONFLICT DO NOTHING`,
+		chained:   !opts.DisableChain,
+		chain:     newChainSQL(schema),
+		chainCols: append(slices.Clip(Columns), ChainColumns...),
 	}
 }
 
@@ -48,6 +70,9 @@ func (s *PostgresSink) Write(ctx context.Context, recs []*Record) error {
 	rows, err := encodeRows(recs)
 	if err != nil {
 		return err
+	}
+	if s.chained {
+		return s.writeChainedBatch(ctx, rows)
 	}
 	_, err = s.pool.CopyFrom(ctx, s.table, Columns, pgx.CopyFromRows(rows))
 	if err == nil {
@@ -59,6 +84,21 @@ func (s *PostgresSink) Write(ctx context.Context, recs []*Record) error {
 		if err == nil {
 			return nil
 		}
+	}
+	return classify(err)
+}
+
+// writeChainedBatch stores rows chained. After a unique violation (an earlier attempt of the
+// batch committed, or a record is in the batch twice) it runs again in a new transaction that
+// skips the ids already stored.
+func (s *PostgresSink) writeChainedBatch(ctx context.Context, rows [][]any) error {
+	err := s.writeChained(ctx, rows, false)
+	if err != nil && isUniqueViolation(err) {
+		err = s.writeChained(ctx, rows, true)
+	}
+	var rej *RejectedError
+	if err == nil || errors.As(err, &rej) {
+		return err
 	}
 	return classify(err)
 }

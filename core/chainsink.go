@@ -1,0 +1,219 @@
+package core
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// chainHead is the last link of one tenant's chain while a batch is appended to it.
+type chainHead struct {
+	seq  int64
+	hash [32]byte
+}
+
+// chainSQL holds the statements that read and move the heads of the chains in one schema.
+type chainSQL struct {
+	// lock creates the missing heads of $1 (tenant keys in byte order) and locks all of them in
+	// that order, returning each head: one statement, so that two writers appending to the same
+	// tenants take the locks in the same order and cannot deadlock. ON CONFLICT DO UPDATE locks
+	// an existing head as FOR UPDATE would and returns its latest committed state.
+	lock string
+	// advance moves the heads to the last links of the batch, given as arrays.
+	advance string
+	// stored selects the ids of $1 already in audit_logs.
+	stored string
+}
+
+func newChainSQL(schema string) chainSQL {
+	heads := pgx.Identifier{schema, "audit_chain_heads"}.Sanitize()
+	logs := pgx.Identifier{schema, "audit_logs"}.Sanitize()
+	return chainSQL{
+		lock: `INSERT INTO ` + heads + ` AS h (tenant_key, seq, row_hash) ` +
+			`SELECT u.k, 0, '\x` + hex.EncodeToString(zeroHash[:]) + `'::bytea ` +
+			`FROM unnest($1::text[]) WITH ORDINALITY AS u(k, o) ORDER BY u.o ` +
+			`ON CONFLICT (tenant_key) DO UPDATE SET updated_at = h.updated_at ` +
+			`RETURNING h.tenant_key, h.seq, h.row_hash`,
+		advance: `UPDATE ` + heads + ` AS h SET seq = u.seq, row_hash = u.hash, updated_at = now() ` +
+			`FROM unnest($1::text[], $2::bigint[], $3::bytea[]) AS u(k, seq, hash) WHERE h.tenant_key = u.k`,
+		stored: `SELECT id::text FROM ` + logs + ` WHERE id = ANY($1::uuid[])`,
+	}
+}
+
+// tenantKeyOf returns the chain a row belongs to: its tenant id, or "" without one.
+func tenantKeyOf(row []any) string {
+	if s, ok := row[5].(string); ok {
+		return s
+	}
+	return ""
+}
+
+// chainKeys returns the distinct tenant keys of rows in byte order, the order heads are locked in.
+func chainKeys(rows [][]any) []string {
+	keys := make([]string, 0, 4)
+	for _, row := range rows {
+		k := tenantKeyOf(row)
+		if !slices.Contains(keys, k) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// chainer assigns the links of a batch, in batch order, after the heads it was given.
+type chainer struct {
+	heads map[string]*chainHead
+	// links holds prev_hash and row_hash of each chained row, 64 bytes a row.
+	links []byte
+}
+
+func newChainer(n int) *chainer {
+	return &chainer{heads: make(map[string]*chainHead, 4), links: make([]byte, 0, 64*n)}
+}
+
+// setHead records a head read from audit_chain_heads.
+func (c *chainer) setHead(key string, seq int64, hash []byte) error {
+	if len(hash) != 32 {
+		return fmt.Errorf("auditkit: the chain head of tenant key %q holds a %d-byte hash", key, len(hash))
+	}
+	h := &chainHead{seq: seq}
+	copy(h.hash[:], hash)
+	c.heads[key] = h
+	return nil
+}
+
+// link chains row: it returns the row's values followed by seq, prev_hash and row_hash, and
+// moves its tenant's head. The row's version becomes RecordVersion.
+func (c *chainer) link(row []any) ([]any, error) {
+	key := tenantKeyOf(row)
+	h := c.heads[key]
+	if h == nil {
+		return nil, fmt.Errorf("auditkit: no chain head was locked for tenant key %q", key)
+	}
+	row[len(row)-1] = int16(RecordVersion)
+	seq := h.seq + 1
+	f, err := chainFieldsOf(row, key, seq, h.hash)
+	if err != nil {
+		return nil, err
+	}
+	sum := ChainHash(&f)
+	at := len(c.links)
+	c.links = append(c.links, h.hash[:]...)
+	c.links = append(c.links, sum[:]...)
+	h.seq, h.hash = seq, sum
+	out := make([]any, 0, len(row)+3)
+	out = append(out, row...)
+	return append(out, seq, c.links[at:at+32:at+32], c.links[at+32:at+64:at+64]), nil
+}
+
+// advanceArgs returns the arguments of chainSQL.advance: the heads as three arrays.
+func (c *chainer) advanceArgs() (keys []string, seqs []int64, hashes [][]byte) {
+	for k, h := range c.heads {
+		keys = append(keys, k)
+		seqs = append(seqs, h.seq)
+		hashes = append(hashes, h.hash[:])
+	}
+	return keys, seqs, hashes
+}
+
+// truncateMicro drops the part of t below a microsecond, towards the past, as pgx does when it
+// encodes a timestamptz: the instant a row stores and its hash covers.
+func truncateMicro(t time.Time) time.Time {
+	return t.Truncate(time.Microsecond) // since the zero time, a whole second: towards the past
+}
+
+// writeChained stores rows in one transaction that locks the heads of their tenants, chains the
+// rows in batch order after them, copies the rows with their links and moves the heads. With
+// skipStored, ids already in audit_logs (an earlier attempt of the batch committed) and repeated
+// ids of the batch are left out before anything is chained, so that no record is chained twice.
+func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, skipStored bool) error {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+
+	c := newChainer(len(rows))
+	hrows, err := tx.Query(ctx, s.chain.lock, chainKeys(rows))
+	if err != nil {
+		return err
+	}
+	var (
+		key  string
+		seq  int64
+		hash []byte
+	)
+	_, err = pgx.ForEachRow(hrows, []any{&key, &seq, &hash}, func() error { return c.setHead(key, seq, hash) })
+	if err != nil {
+		return err
+	}
+
+	index := make([]int, 0, len(rows)) // position in the batch of each row copied
+	if skipStored {
+		ids := make([]string, len(rows))
+		for i, row := range rows {
+			ids[i] = row[0].(uuid.UUID).String()
+		}
+		idRows, err := tx.Query(ctx, s.chain.stored, ids)
+		if err != nil {
+			return err
+		}
+		var id string
+		seen := make(map[string]bool, len(rows))
+		if _, err := pgx.ForEachRow(idRows, []any{&id}, func() error { seen[id] = true; return nil }); err != nil {
+			return err
+		}
+		for i, id := range ids {
+			if !seen[id] {
+				seen[id] = true
+				index = append(index, i)
+			}
+		}
+	} else {
+		for i := range rows {
+			index = append(index, i)
+		}
+	}
+	if len(index) == 0 {
+		return tx.Commit(ctx)
+	}
+
+	out := make([][]any, len(index))
+	for j, i := range index {
+		if out[j], err = c.link(rows[i]); err != nil {
+			return &RejectedError{Index: i, Err: err}
+		}
+	}
+	if _, err := tx.CopyFrom(ctx, s.table, s.chainCols, pgx.CopyFromRows(out)); err != nil {
+		if rej, ok := classify(err).(*RejectedError); ok && rej.Index >= 0 && rej.Index < len(index) {
+			rej.Index = index[rej.Index]
+			return rej
+		}
+		return err
+	}
+	keys, seqs, hashes := c.advanceArgs()
+	if _, err := tx.Exec(ctx, s.chain.advance, keys, seqs, hashes); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// appendChainJSON appends the chain columns of a TxWriter row to the row's JSON object (buf ends
+// with its closing brace).
+func appendChainJSON(buf []byte, seq int64, prev, hash []byte) []byte {
+	buf = buf[:len(buf)-1]
+	buf = append(buf, `,"seq":`...)
+	buf = strconv.AppendInt(buf, seq, 10)
+	buf = append(buf, `,"prev_hash":"\\x`...)
+	buf = hex.AppendEncode(buf, prev)
+	buf = append(buf, `","row_hash":"\\x`...)
+	buf = hex.AppendEncode(buf, hash)
+	return append(buf, `"}`...)
+}

@@ -23,7 +23,8 @@ import (
 func readerPool(tb testing.TB, db *pgtest.DB) *pgxpool.Pool {
 	tb.Helper()
 	role, pool := db.NewRole(tb, "reader", "SELECT, INSERT, DELETE ON audit_logs",
-		"SELECT, INSERT, UPDATE, DELETE ON audit_tenants, audit_idempotency_keys, audit_stream_listeners")
+		"SELECT, INSERT, UPDATE, DELETE ON audit_tenants, audit_idempotency_keys, audit_stream_listeners",
+		"SELECT, INSERT, UPDATE ON audit_chain_heads")
 	if err := schema.EnableRowLevelSecurity(context.Background(), db.Pool, []string{role}, schema.WithSchema(db.Schema)); err != nil {
 		tb.Fatal(err)
 	}

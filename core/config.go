@@ -52,6 +52,8 @@ const (
 	DefaultSpoolMaxBytes     = 1 << 30 // 1 GiB
 	DefaultSpoolSync         = "batch"
 	DefaultSpoolSyncInterval = time.Second
+
+	DefaultCheckpointInterval = time.Minute
 )
 
 // Limits that Validate enforces.
@@ -65,19 +67,21 @@ const (
 	minRSABits       = 2048
 	maxPEMFileSize   = 1 << 20
 
-	minConnectTimeout    = 100 * time.Millisecond
-	maxConnectTimeout    = 5 * time.Minute
-	minAttemptTimeout    = 100 * time.Millisecond
-	maxAttemptTimeout    = 10 * time.Minute
-	minMaxBackoff        = 10 * time.Millisecond
-	maxMaxBackoff        = 5 * time.Minute
-	minTCPKeepAlive      = time.Second // the kernel counts keepalive times in whole seconds
-	maxTCPKeepAlive      = 2 * time.Hour
-	minTCPUserTimeout    = time.Second
-	maxTCPUserTimeout    = time.Hour
-	minSpoolMaxBytes     = 1 << 20 // 1 MiB
-	minSpoolSyncInterval = time.Millisecond
-	maxSpoolSyncInterval = time.Hour
+	minConnectTimeout     = 100 * time.Millisecond
+	maxConnectTimeout     = 5 * time.Minute
+	minAttemptTimeout     = 100 * time.Millisecond
+	maxAttemptTimeout     = 10 * time.Minute
+	minMaxBackoff         = 10 * time.Millisecond
+	maxMaxBackoff         = 5 * time.Minute
+	minTCPKeepAlive       = time.Second // the kernel counts keepalive times in whole seconds
+	maxTCPKeepAlive       = 2 * time.Hour
+	minTCPUserTimeout     = time.Second
+	maxTCPUserTimeout     = time.Hour
+	minSpoolMaxBytes      = 1 << 20 // 1 MiB
+	minSpoolSyncInterval  = time.Millisecond
+	maxSpoolSyncInterval  = time.Hour
+	minCheckpointInterval = time.Second
+	maxCheckpointInterval = 24 * time.Hour
 )
 
 // Config configures auditing. It is a plain struct: build it by hand, or read it from the AUDIT_*
@@ -234,6 +238,10 @@ type Config struct {
 	// role's privileges are in place (see Open). Default false. Environment: AUDIT_SKIP_SCHEMA_CHECK.
 	SkipSchemaCheck bool
 
+	// Chain configures the per-tenant hash chain (docs/chain.md) and its signed checkpoints.
+	// The zero value chains every record and signs nothing.
+	Chain ChainConfig
+
 	// Logger receives the library's warnings. Nil means slog.Default(). Not read from the environment.
 	Logger *slog.Logger
 }
@@ -261,6 +269,31 @@ type SpoolConfig struct {
 	// SyncInterval is the period of Sync "interval". Zero means 1s; the range is 1ms..1h.
 	// Environment: AUDIT_SPOOL_SYNC_INTERVAL.
 	SyncInterval time.Duration
+}
+
+// ChainConfig configures the per-tenant hash chain and the signed checkpoints that vouch for it.
+type ChainConfig struct {
+	// Disabled stores records outside every hash chain (no seq, prev_hash, row_hash), so that
+	// nobody can prove later that they were not edited or removed. Default false: records are
+	// chained. Environment: AUDIT_CHAIN (default true; false disables chaining).
+	Disabled bool
+
+	// SigningKey is the PEM text of an Ed25519 private key (a PKCS#8 "PRIVATE KEY" block, as
+	// written by openssl genpkey -algorithm ed25519). With it, Open signs a checkpoint of every
+	// chain that moved every CheckpointInterval (see Checkpointer). Empty means no checkpoints.
+	// It is never logged: LogValue shows the key id only. Environment: AUDIT_SIGNING_KEY, either
+	// the PEM text itself (literal "\n" sequences are accepted for line breaks) or the path of a
+	// PEM file, whose content is stored here.
+	SigningKey string
+
+	// CheckpointInterval is the time between two rounds of checkpoints. Zero means 1m; the range
+	// is 1s..24h. Environment: AUDIT_CHECKPOINT_INTERVAL.
+	CheckpointInterval time.Duration
+
+	// CheckpointWebhook, when set, receives every new checkpoint as a JSON POST, so that copies
+	// are kept outside the database (see Checkpoint.MarshalJSON). It must be an https URL, or an
+	// http URL on a loopback address; it needs SigningKey. Environment: AUDIT_CHECKPOINT_WEBHOOK.
+	CheckpointWebhook string
 }
 
 // JWTConfig configures bearer-token verification. At most one key source may be set: Secret,
@@ -378,6 +411,56 @@ func (j JWTConfig) PublicKey() (crypto.PublicKey, error) {
 	return k, err
 }
 
+// ChainSigningKey parses Chain.SigningKey. It returns nil and no error when no key is configured.
+func (c Config) ChainSigningKey() (ed25519.PrivateKey, error) {
+	if c.Chain.SigningKey == "" {
+		return nil, nil
+	}
+	return ParseSigningKeyPEM(c.Chain.SigningKey)
+}
+
+// ChainPublicKey returns the public key of Chain.SigningKey, which verifies the checkpoints; nil
+// and no error when no key is configured.
+func (c Config) ChainPublicKey() (ed25519.PublicKey, error) {
+	priv, err := c.ChainSigningKey()
+	if priv == nil || err != nil {
+		return nil, err
+	}
+	return priv.Public().(ed25519.PublicKey), nil
+}
+
+// ParseSigningKeyPEM parses the PEM text of an Ed25519 private key in a PKCS#8 "PRIVATE KEY"
+// block, the form openssl genpkey -algorithm ed25519 writes.
+func ParseSigningKeyPEM(text string) (ed25519.PrivateKey, error) {
+	block, _ := pem.Decode([]byte(strings.TrimSpace(text)))
+	if block == nil {
+		return nil, errors.New("no PEM block found (want -----BEGIN PRIVATE KEY-----)")
+	}
+	if block.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("the PEM block is %q; want an Ed25519 key in a PKCS#8 \"PRIVATE KEY\" block", block.Type)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("the PKCS#8 key does not parse: %v", err)
+	}
+	priv, ok := key.(ed25519.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("the key is %s; checkpoints are signed with Ed25519", keyTypeName(key))
+	}
+	return priv, nil
+}
+
+// keyTypeName names the type of a parsed private key for an error message.
+func keyTypeName(key any) string {
+	switch key.(type) {
+	case *rsa.PrivateKey:
+		return "an RSA key"
+	case *ecdsa.PrivateKey:
+		return "an ECDSA key"
+	}
+	return fmt.Sprintf("a %T", key)
+}
+
 // WithDefaults returns a copy of c in which every zero value that has a documented default holds
 // that default; slices and maps are copied, so the result shares no memory with c. Values that are
 // set, even invalid ones, are kept for Validate to report.
@@ -431,6 +514,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if d.Spool.SyncInterval == 0 {
 		d.Spool.SyncInterval = DefaultSpoolSyncInterval
+	}
+	if d.Chain.CheckpointInterval == 0 {
+		d.Chain.CheckpointInterval = DefaultCheckpointInterval
 	}
 	if d.Logger == nil {
 		d.Logger = slog.Default()
@@ -707,6 +793,31 @@ func ConfigFromEnvironment(environ []string, logger *slog.Logger) (Config, error
 	}
 	parseEnvDuration(p, get, fSpoolSyncInterval, &c.Spool.SyncInterval, spoolSyncIntervalProblem)
 
+	// Chain.
+	chained := true
+	parseEnvBool(p, get, fChain, &chained)
+	c.Chain.Disabled = !chained
+	if v, ok := get(fSigningKey); ok {
+		if strings.Contains(v, "-----BEGIN") {
+			if !strings.Contains(v, "\n") {
+				v = strings.ReplaceAll(v, `\n`, "\n")
+			}
+			c.Chain.SigningKey = v
+		} else {
+			text, err := readPEMFile(v)
+			if err != nil {
+				p.addErr(fSigningKey, err, "is neither PEM text nor a readable file: %v", err)
+			} else {
+				c.Chain.SigningKey = text
+				p.rename(fSigningKey, fmt.Sprintf("%s (file %s)", fSigningKey.env, v))
+			}
+		}
+	}
+	parseEnvDuration(p, get, fCheckpointInterval, &c.Chain.CheckpointInterval, checkpointIntervalProblem)
+	if v, ok := get(fCheckpointWebhook); ok {
+		c.Chain.CheckpointWebhook = v
+	}
+
 	c.validate(p)
 	if err := p.err(); err != nil {
 		return Config{}, err
@@ -731,6 +842,13 @@ func (c Config) LogValue() slog.Value {
 	secret := ""
 	if c.JWT.Secret != "" {
 		secret = "REDACTED"
+	}
+	signingKey := ""
+	if c.Chain.SigningKey != "" {
+		signingKey = "invalid"
+		if pub, err := c.ChainPublicKey(); err == nil {
+			signingKey = "ed25519 " + KeyID(pub)
+		}
 	}
 	publicKey := ""
 	if c.JWT.PublicKeyPEM != "" {
@@ -782,7 +900,29 @@ func (c Config) LogValue() slog.Value {
 		),
 		slog.String("failure_policy", c.FailurePolicy.String()),
 		slog.Bool("skip_schema_check", c.SkipSchemaCheck),
+		slog.Group("chain",
+			slog.Bool("enabled", !c.Chain.Disabled),
+			slog.String("signing_key", signingKey),
+			slog.Duration("checkpoint_interval", c.Chain.CheckpointInterval),
+			slog.String("checkpoint_webhook", redactWebhookURL(c.Chain.CheckpointWebhook)),
+		),
 	)
+}
+
+// redactWebhookURL shows a webhook URL without its password and query, either of which may hold
+// a token.
+func redactWebhookURL(s string) string {
+	if s == "" {
+		return ""
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = "REDACTED"
+	}
+	return u.Redacted()
 }
 
 // validate checks c (completed with its defaults) and records the problems in p.
@@ -906,6 +1046,49 @@ func (c Config) validate(p *cfgProblems) {
 	default:
 		p.addf(fSpoolSync, "%q is not a sync mode (want batch, interval or never)", d.Spool.Sync)
 	}
+
+	if d.Chain.SigningKey != "" {
+		if _, err := ParseSigningKeyPEM(d.Chain.SigningKey); err != nil {
+			hint := ""
+			if !p.env && !strings.Contains(d.Chain.SigningKey, "-----BEGIN") {
+				hint = " (the field holds the PEM text itself, not a file path)"
+			}
+			p.addErr(fSigningKey, err, "%v%s", err, hint)
+		}
+	}
+	if !p.bad[fCheckpointInterval.name] {
+		if msg := checkpointIntervalProblem(d.Chain.CheckpointInterval); msg != "" {
+			p.addf(fCheckpointInterval, "%s", msg)
+		}
+	}
+	if d.Chain.CheckpointWebhook != "" {
+		if msg := WebhookURLProblem(d.Chain.CheckpointWebhook); msg != "" {
+			p.addf(fCheckpointWebhook, "%s", msg)
+		} else if d.Chain.SigningKey == "" && !p.bad[fSigningKey.name] {
+			p.addf(fCheckpointWebhook, "is set but %s is not: there are no checkpoints to send without a signing key", p.name(fSigningKey))
+		}
+	}
+}
+
+// WebhookURLProblem says what is wrong with a checkpoint webhook URL, or "" when nothing is: it
+// must be an absolute https URL, or http on a loopback address (a local relay), because a
+// checkpoint that can be altered or dropped on its way vouches for nothing.
+func WebhookURLProblem(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return fmt.Sprintf("%q is not an absolute http or https URL", redactWebhookURL(s))
+	}
+	if u.Scheme == "https" {
+		return ""
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return ""
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() {
+		return ""
+	}
+	return fmt.Sprintf("%q uses http on a host that is not a loopback address; use https", redactWebhookURL(s))
 }
 
 func (j JWTConfig) validate(p *cfgProblems) {
@@ -1082,6 +1265,10 @@ var (
 	fSpoolSyncInterval   = cfgField{"Spool.SyncInterval", "AUDIT_SPOOL_SYNC_INTERVAL"}
 	fFailurePolicy       = cfgField{"FailurePolicy", "AUDIT_FAILURE_POLICY"}
 	fSkipSchemaCheck     = cfgField{"SkipSchemaCheck", "AUDIT_SKIP_SCHEMA_CHECK"}
+	fChain               = cfgField{"Chain.Disabled", "AUDIT_CHAIN"}
+	fSigningKey          = cfgField{"Chain.SigningKey", "AUDIT_SIGNING_KEY"}
+	fCheckpointInterval  = cfgField{"Chain.CheckpointInterval", "AUDIT_CHECKPOINT_INTERVAL"}
+	fCheckpointWebhook   = cfgField{"Chain.CheckpointWebhook", "AUDIT_CHECKPOINT_WEBHOOK"}
 )
 
 var knownEnvVars = func() map[string]bool {
@@ -1093,7 +1280,7 @@ var knownEnvVars = func() map[string]bool {
 		fJWTLeeway, fJWTSkipVerification, fTrustedProxies, fTenantHeader, fSkipMethods, fBatchSize,
 		fFlushInterval, fQueueSize, fConnectTimeout, fAttemptTimeout, fMaxBackoff, fTCPKeepAlive,
 		fTCPUserTimeout, fSpoolDir, fSpoolMaxBytes, fSpoolSync, fSpoolSyncInterval, fFailurePolicy,
-		fSkipSchemaCheck,
+		fSkipSchemaCheck, fChain, fSigningKey, fCheckpointInterval, fCheckpointWebhook,
 	} {
 		m[f.env] = true
 	}
@@ -1407,12 +1594,13 @@ func durationRangeOrOff(lo, hi time.Duration) func(time.Duration) string {
 }
 
 var (
-	connectTimeoutProblem    = durationRange(minConnectTimeout, maxConnectTimeout)
-	attemptTimeoutProblem    = durationRange(minAttemptTimeout, maxAttemptTimeout)
-	maxBackoffProblem        = durationRange(minMaxBackoff, maxMaxBackoff)
-	tcpKeepAliveProblem      = durationRangeOrOff(minTCPKeepAlive, maxTCPKeepAlive)
-	tcpUserTimeoutProblem    = durationRangeOrOff(minTCPUserTimeout, maxTCPUserTimeout)
-	spoolSyncIntervalProblem = durationRange(minSpoolSyncInterval, maxSpoolSyncInterval)
+	connectTimeoutProblem     = durationRange(minConnectTimeout, maxConnectTimeout)
+	attemptTimeoutProblem     = durationRange(minAttemptTimeout, maxAttemptTimeout)
+	maxBackoffProblem         = durationRange(minMaxBackoff, maxMaxBackoff)
+	tcpKeepAliveProblem       = durationRangeOrOff(minTCPKeepAlive, maxTCPKeepAlive)
+	tcpUserTimeoutProblem     = durationRangeOrOff(minTCPUserTimeout, maxTCPUserTimeout)
+	spoolSyncIntervalProblem  = durationRange(minSpoolSyncInterval, maxSpoolSyncInterval)
+	checkpointIntervalProblem = durationRange(minCheckpointInterval, maxCheckpointInterval)
 )
 
 func spoolMaxBytesProblem(n int64) string {

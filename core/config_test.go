@@ -147,6 +147,7 @@ func TestConfigZeroValue(t *testing.T) {
 		TCPUserTimeout: 10 * time.Second,
 		Spool:          SpoolConfig{MaxBytes: 1 << 30, Sync: "batch", SyncInterval: time.Second},
 		FailurePolicy:  FailOpen,
+		Chain:          ChainConfig{CheckpointInterval: time.Minute},
 	}
 	if !reflect.DeepEqual(d, want) {
 		t.Errorf("WithDefaults() =\n%+v\nwant\n%+v", d, want)
@@ -1027,5 +1028,132 @@ func TestConfigExcludePathsRule(t *testing.T) {
 	}
 	if _, err, _ := fromEnv(t, "AUDIT_EXCLUDE_DEFAULT_PATHS=maybe"); err == nil || !strings.Contains(err.Error(), "AUDIT_EXCLUDE_DEFAULT_PATHS") {
 		t.Errorf("a malformed AUDIT_EXCLUDE_DEFAULT_PATHS: %v", err)
+	}
+}
+
+// signingKeyPEM returns a new Ed25519 private key and its PKCS#8 PEM text.
+func signingKeyPEM(t *testing.T) (ed25519.PrivateKey, string) {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return priv, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+}
+
+// TestConfigEnvChain: AUDIT_SIGNING_KEY as inline PEM (with literal \n) or as a file path gives
+// the same key; AUDIT_CHAIN, AUDIT_CHECKPOINT_INTERVAL and AUDIT_CHECKPOINT_WEBHOOK are read.
+func TestConfigEnvChain(t *testing.T) {
+	priv, text := signingKeyPEM(t)
+	file := filepath.Join(t.TempDir(), "signing.pem")
+	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range map[string]string{
+		"inline":         text,
+		"inline escaped": strings.ReplaceAll(strings.TrimSpace(text), "\n", `\n`),
+		"file":           file,
+	} {
+		c, err, _ := fromEnv(t, "AUDIT_SIGNING_KEY="+v, "AUDIT_CHAIN=false", "AUDIT_CHECKPOINT_INTERVAL=5s",
+			"AUDIT_CHECKPOINT_WEBHOOK=https://keeper.example/checkpoints")
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		got, err := c.ChainSigningKey()
+		if err != nil || !priv.Equal(got) {
+			t.Errorf("%s: ChainSigningKey() = %v, %v; want the key", name, got, err)
+		}
+		pub, err := c.ChainPublicKey()
+		if err != nil || !priv.Public().(ed25519.PublicKey).Equal(pub) {
+			t.Errorf("%s: ChainPublicKey() = %v, %v", name, pub, err)
+		}
+		if !c.Chain.Disabled || c.Chain.CheckpointInterval != 5*time.Second || c.Chain.CheckpointWebhook != "https://keeper.example/checkpoints" {
+			t.Errorf("%s: Chain = %+v", name, c.Chain)
+		}
+	}
+	c, err, _ := fromEnv(t)
+	if err != nil || c.Chain.Disabled || c.Chain.CheckpointInterval != time.Minute || c.Chain.SigningKey != "" {
+		t.Errorf("defaults: %+v, %v", c.Chain, err)
+	}
+	if k, err := c.ChainSigningKey(); k != nil || err != nil {
+		t.Errorf("no key: ChainSigningKey() = %v, %v", k, err)
+	}
+}
+
+// TestConfigEnvChainErrors: every bad chain setting is an error naming its variable (and the file
+// a key came from).
+func TestConfigEnvChainErrors(t *testing.T) {
+	_, signing := signingKeyPEM(t)
+	rsaKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKCS8PrivateKey(rsaKey)
+	rsaPEM := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	rsaFile := filepath.Join(t.TempDir(), "rsa.pem")
+	if err := os.WriteFile(rsaFile, []byte(rsaPEM), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pub := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("x")}))
+	tests := []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"AUDIT_SIGNING_KEY=" + rsaPEM}, "AUDIT_SIGNING_KEY: the key is an RSA key; checkpoints are signed with Ed25519"},
+		{[]string{"AUDIT_SIGNING_KEY=" + rsaFile}, "AUDIT_SIGNING_KEY (file " + rsaFile + "): the key is an RSA key"},
+		{[]string{"AUDIT_SIGNING_KEY=" + pub}, `AUDIT_SIGNING_KEY: the PEM block is "PUBLIC KEY"`},
+		{[]string{"AUDIT_SIGNING_KEY=-----BEGIN PRIVATE KEY-----garbage"}, "AUDIT_SIGNING_KEY: no PEM block found"},
+		{[]string{"AUDIT_SIGNING_KEY=/nonexistent/key.pem"}, "AUDIT_SIGNING_KEY: is neither PEM text nor a readable file"},
+		{[]string{"AUDIT_CHAIN=maybe"}, `AUDIT_CHAIN: "maybe" is not a boolean`},
+		{[]string{"AUDIT_CHECKPOINT_INTERVAL=500ms"}, "AUDIT_CHECKPOINT_INTERVAL: 500ms is out of range 1s..24h0m0s"},
+		{[]string{"AUDIT_CHECKPOINT_INTERVAL=0"}, "AUDIT_CHECKPOINT_INTERVAL: 0s is out of range"},
+		{[]string{"AUDIT_CHECKPOINT_INTERVAL=soon"}, `AUDIT_CHECKPOINT_INTERVAL: "soon" is not a duration`},
+		{[]string{"AUDIT_SIGNING_KEY=" + signing, "AUDIT_CHECKPOINT_WEBHOOK=http://keeper.example/c"}, "AUDIT_CHECKPOINT_WEBHOOK: \"http://keeper.example/c\" uses http on a host that is not a loopback address"},
+		{[]string{"AUDIT_SIGNING_KEY=" + signing, "AUDIT_CHECKPOINT_WEBHOOK=ftp://keeper/c"}, "AUDIT_CHECKPOINT_WEBHOOK: \"ftp://keeper/c\" is not an absolute http or https URL"},
+		{[]string{"AUDIT_CHECKPOINT_WEBHOOK=https://keeper.example/c"}, "AUDIT_CHECKPOINT_WEBHOOK: is set but AUDIT_SIGNING_KEY is not"},
+	}
+	for _, tt := range tests {
+		_, err, _ := fromEnv(t, tt.env...)
+		if err == nil || !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%.60q: error %v; want one containing %q", tt.env, err, tt.want)
+		}
+	}
+	// Loopback http is allowed, for a local relay.
+	for _, u := range []string{"http://127.0.0.1:9000/c", "http://[::1]/c", "http://localhost/c"} {
+		if _, err, _ := fromEnv(t, "AUDIT_SIGNING_KEY="+signing, "AUDIT_CHECKPOINT_WEBHOOK="+u); err != nil {
+			t.Errorf("%s: %v", u, err)
+		}
+	}
+	// Validate names the field, and says the field holds PEM text, not a path.
+	err = Config{Chain: ChainConfig{SigningKey: "/etc/key.pem", CheckpointInterval: time.Millisecond}}.Validate()
+	for _, want := range []string{"Chain.SigningKey: no PEM block found", "not a file path", "Chain.CheckpointInterval: 1ms is out of range"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v; want it to contain %q", err, want)
+		}
+	}
+}
+
+// TestConfigLogValueChain: the signing key is shown by its key id, never its text, and the
+// webhook's query (which may hold a token) is left out.
+func TestConfigLogValueChain(t *testing.T) {
+	priv, text := signingKeyPEM(t)
+	var buf bytes.Buffer
+	c := Config{Chain: ChainConfig{SigningKey: text, CheckpointWebhook: "https://u:pw@keeper.example/c?token=hunter2"}}.WithDefaults()
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("config", "audit", c)
+	out := buf.String()
+	id := KeyID(priv.Public().(ed25519.PublicKey))
+	for _, want := range []string{`audit.chain.signing_key="ed25519 ` + id + `"`, "audit.chain.enabled=true", "audit.chain.checkpoint_interval=1m0s",
+		"audit.chain.checkpoint_webhook=https://u:xxxxx@keeper.example/c?REDACTED"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %s: %s", want, out)
+		}
+	}
+	body := strings.Split(strings.TrimSpace(text), "\n")[1]
+	if strings.Contains(out, body[:20]) || strings.Contains(out, "hunter2") || strings.Contains(out, "pw@") {
+		t.Errorf("log reveals a secret: %s", out)
 	}
 }

@@ -31,6 +31,11 @@ const WriterApplicationName = "auditkit-writer"
 // the database cannot be reached at all (refused, timed out), Open does not fail: an application
 // starts, and requests stay fast, while PostgreSQL is down. The check is then skipped with a
 // warning, and records queue (up to QueueSize) and are written once it answers.
+//
+// Records are chained (docs/chain.md) unless cfg.Chain.Disabled. With cfg.Chain.SigningKey, Open
+// starts a Checkpointer that signs a checkpoint of every chain that moved every
+// cfg.Chain.CheckpointInterval (sending each to cfg.Chain.CheckpointWebhook when set); Close
+// stops it after the last batch, with a last round, before it closes the pool.
 func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -57,13 +62,37 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
+	priv, err := cfg.ChainSigningKey()
+	if err != nil {
+		return nil, err
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("auditkit: %w", err)
 	}
-	opts.OnClose = func(ctx context.Context) error { return closePool(ctx, pool) }
-	w, err := OpenWriter(NewPostgresSink(pool, PostgresSinkOptions{Schema: cfg.Schema}), opts)
+	var cp *Checkpointer
+	if priv != nil {
+		cp, err = StartCheckpointer(pool, priv, CheckpointerOptions{
+			Schema: cfg.Schema, Interval: cfg.Chain.CheckpointInterval, Webhook: cfg.Chain.CheckpointWebhook, Logger: cfg.Logger,
+		})
+		if err != nil {
+			pool.Close()
+			return nil, err
+		}
+	}
+	opts.OnClose = func(ctx context.Context) error {
+		var err error
+		if cp != nil {
+			// After the last batch: the final checkpoint vouches for every record written.
+			err = cp.Stop(ctx)
+		}
+		return errors.Join(err, closePool(ctx, pool))
+	}
+	w, err := OpenWriter(NewPostgresSink(pool, PostgresSinkOptions{Schema: cfg.Schema, DisableChain: cfg.Chain.Disabled}), opts)
 	if err != nil {
+		if cp != nil {
+			_ = cp.Stop(context.Background())
+		}
 		pool.Close()
 		return nil, err
 	}

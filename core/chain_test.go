@@ -669,3 +669,57 @@ func chainChild(t *testing.T, mode string) {
 }
 
 var errRolledBack = errors.New("rolled back on purpose")
+
+// execOnly is an Execer that cannot read rows.
+type execOnly struct{ tx *sql.Tx }
+
+func (e execOnly) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	return e.tx.ExecContext(ctx, q, args...)
+}
+
+// rowsQuerier reads rows through QueryRows only, as an adapter for ent's drivers does.
+type rowsQuerier struct{ execOnly }
+
+func (r rowsQuerier) QueryRows(ctx context.Context, q string, args ...any) (Rows, error) {
+	return r.tx.QueryContext(ctx, q, args...)
+}
+
+// TestChainTxWriterExecers: TxWriter chains through a RowsQuerier, and writes outside the chain
+// (NULL links, heads untouched) through an Execer that cannot read rows or after WithoutChain.
+func TestChainTxWriterExecers(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	sdb, err := sql.Open("pgx", db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sdb.Close()
+	write := func(tw *TxWriter, wrap func(*sql.Tx) Execer, p string) {
+		t.Helper()
+		tx, err := sdb.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback()
+		if err := tw.Write(ctx, wrap(tx), chainRecord(p, 0), chainRecord(p, 3)); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tw := NewTxWriter(db.Schema, nil)
+	write(tw, func(tx *sql.Tx) Execer { return rowsQuerier{execOnly{tx}} }, "rows")
+	if lengths := verifyChains(t, db.Pool); lengths["t_alpha"] != 2 {
+		t.Fatalf("chain lengths %v, want t_alpha 2", lengths)
+	}
+	write(tw, func(tx *sql.Tx) Execer { return execOnly{tx} }, "exec")
+	write(tw.WithoutChain(), func(tx *sql.Tx) Execer { return tx }, "off")
+	var unchained int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM audit_logs WHERE seq IS NULL AND prev_hash IS NULL AND row_hash IS NULL`).Scan(&unchained); err != nil {
+		t.Fatal(err)
+	}
+	if seq, _ := chainHeadOf(t, db.Pool, "t_alpha"); unchained != 4 || seq != 2 {
+		t.Fatalf("%d unchained rows and head seq %d, want 4 and 2", unchained, seq)
+	}
+}

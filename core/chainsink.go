@@ -133,76 +133,103 @@ func truncateMicro(t time.Time) time.Time {
 // rows in batch order after them, copies the rows with their links and moves the heads. With
 // skipStored, ids already in audit_logs (an earlier attempt of the batch committed) and repeated
 // ids of the batch are left out before anything is chained, so that no record is chained twice.
-func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, skipStored bool) error {
-	tx, err := s.pool.Begin(ctx)
+//
+// The heads stay locked until the commit, so the transaction takes as few round trips as it can:
+// BEGIN travels with the lock (and the look-up of stored ids), and the heads' update with COMMIT.
+func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, skipStored bool) (err error) {
+	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	began := false
+	defer func() {
+		if err != nil && began {
+			// Ends the transaction whatever state it is in; a connection that cannot is dropped.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if _, rerr := conn.Exec(rctx, "ROLLBACK"); rerr != nil {
+				_ = conn.Conn().Close(rctx)
+			}
+			cancel()
+		}
+		conn.Release()
+	}()
 
-	c := newChainer(len(rows))
-	hrows, err := tx.Query(ctx, s.chain.lock, chainKeys(rows))
-	if err != nil {
-		return err
+	var ids []string
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	b.Queue(s.chain.lock, chainKeys(rows))
+	if skipStored {
+		ids = make([]string, len(rows))
+		for i, row := range rows {
+			ids[i] = row[0].(uuid.UUID).String()
+		}
+		b.Queue(s.chain.stored, ids)
 	}
-	var (
-		key  string
-		seq  int64
-		hash []byte
-	)
-	_, err = pgx.ForEachRow(hrows, []any{&key, &seq, &hash}, func() error { return c.setHead(key, seq, hash) })
+	began = true
+	br := conn.SendBatch(ctx, b)
+	c := newChainer(len(rows))
+	seen := make(map[string]bool)
+	err = func() error {
+		if _, err := br.Exec(); err != nil {
+			return err
+		}
+		var (
+			key  string
+			seq  int64
+			hash []byte
+		)
+		hrows, _ := br.Query()
+		if _, err := pgx.ForEachRow(hrows, []any{&key, &seq, &hash}, func() error { return c.setHead(key, seq, hash) }); err != nil {
+			return err
+		}
+		if skipStored {
+			var id string
+			idRows, _ := br.Query()
+			if _, err := pgx.ForEachRow(idRows, []any{&id}, func() error { seen[id] = true; return nil }); err != nil {
+				return err
+			}
+		}
+		return br.Close()
+	}()
 	if err != nil {
+		_ = br.Close()
 		return err
 	}
 
 	index := make([]int, 0, len(rows)) // position in the batch of each row copied
-	if skipStored {
-		ids := make([]string, len(rows))
-		for i, row := range rows {
-			ids[i] = row[0].(uuid.UUID).String()
-		}
-		idRows, err := tx.Query(ctx, s.chain.stored, ids)
-		if err != nil {
-			return err
-		}
-		var id string
-		seen := make(map[string]bool, len(rows))
-		if _, err := pgx.ForEachRow(idRows, []any{&id}, func() error { seen[id] = true; return nil }); err != nil {
-			return err
-		}
-		for i, id := range ids {
-			if !seen[id] {
-				seen[id] = true
-				index = append(index, i)
+	for i := range rows {
+		if skipStored {
+			if seen[ids[i]] {
+				continue
 			}
+			seen[ids[i]] = true
 		}
-	} else {
-		for i := range rows {
-			index = append(index, i)
-		}
+		index = append(index, i)
 	}
-	if len(index) == 0 {
-		return tx.Commit(ctx)
-	}
-
 	out := make([][]any, len(index))
 	for j, i := range index {
 		if out[j], err = c.link(rows[i]); err != nil {
 			return &RejectedError{Index: i, Err: err}
 		}
 	}
-	if _, err := tx.CopyFrom(ctx, s.table, s.chainCols, pgx.CopyFromRows(out)); err != nil {
-		if rej, ok := classify(err).(*RejectedError); ok && rej.Index >= 0 && rej.Index < len(index) {
-			rej.Index = index[rej.Index]
-			return rej
+	if len(out) > 0 {
+		if _, err := conn.CopyFrom(ctx, s.table, s.chainCols, pgx.CopyFromRows(out)); err != nil {
+			if rej, ok := classify(err).(*RejectedError); ok && rej.Index >= 0 && rej.Index < len(index) {
+				rej.Index = index[rej.Index]
+				return rej
+			}
+			return err
 		}
-		return err
 	}
 	keys, seqs, hashes := c.advanceArgs()
-	if _, err := tx.Exec(ctx, s.chain.advance, keys, seqs, hashes); err != nil {
+	b = &pgx.Batch{}
+	b.Queue(s.chain.advance, keys, seqs, hashes)
+	b.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return err
 	}
-	return tx.Commit(ctx)
+	began = false
+	return nil
 }
 
 // appendChainJSON appends the chain columns of a TxWriter row to the row's JSON object (buf ends

@@ -134,24 +134,45 @@ func (r rowsResult) RowsAffected() (int64, error) { return int64(r), nil }
 
 // Querier is an Execer that can also read rows: *sql.DB, *sql.Tx, *sql.Conn and GORM's ConnPool
 // are Queriers, and so is what PgxExecer returns for a pgx connection, pool or transaction.
-// TxWriter needs one to chain the records it writes.
+// TxWriter needs one (or a RowsQuerier) to chain the records it writes.
 type Querier interface {
 	Execer
 	// QueryContext runs query with args and returns its rows, as database/sql does.
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
+// RowsQuerier is an Execer that reads rows through a driver of its own, for adapters that cannot
+// return *sql.Rows (ent's drivers fill an ent sql.Rows, which satisfies Rows).
+type RowsQuerier interface {
+	Execer
+	// QueryRows runs query with args and returns its rows.
+	QueryRows(ctx context.Context, query string, args ...any) (Rows, error)
+}
+
+// Rows is what a RowsQuerier returns: *sql.Rows satisfies it.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Close() error
+	Err() error
+}
+
 // readChainHeads runs the lock statement q with arg on db and records the heads it returns in c.
 // It reports false, without running anything, when db cannot read rows.
 func readChainHeads(ctx context.Context, db Execer, q, arg string, c *chainer) (bool, error) {
-	if p, ok := db.(pgxExecer); ok {
-		pq, ok := p.db.(interface {
+	var (
+		rows Rows
+		err  error
+	)
+	switch d := db.(type) {
+	case pgxExecer:
+		pq, ok := d.db.(interface {
 			Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 		})
 		if !ok {
 			return false, nil
 		}
-		rows, err := pq.Query(ctx, q, arg)
+		prows, err := pq.Query(ctx, q, arg)
 		if err != nil {
 			return true, err
 		}
@@ -160,16 +181,20 @@ func readChainHeads(ctx context.Context, db Execer, q, arg string, c *chainer) (
 			seq  int64
 			hash []byte
 		)
-		_, err = pgx.ForEachRow(rows, []any{&key, &seq, &hash}, func() error { return c.setHead(key, seq, hash) })
+		_, err = pgx.ForEachRow(prows, []any{&key, &seq, &hash}, func() error { return c.setHead(key, seq, hash) })
 		return true, err
-	}
-	sq, ok := db.(interface {
+	case interface {
 		QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-	})
-	if !ok {
+	}:
+		var sr *sql.Rows
+		if sr, err = d.QueryContext(ctx, q, arg); err == nil {
+			rows = sr
+		}
+	case RowsQuerier:
+		rows, err = d.QueryRows(ctx, q, arg)
+	default:
 		return false, nil
 	}
-	rows, err := sq.QueryContext(ctx, q, arg)
 	if err != nil {
 		return true, err
 	}
@@ -194,7 +219,7 @@ func readChainHeads(ctx context.Context, db Execer, q, arg string, c *chainer) (
 // transaction: the records commit or roll back with the caller's change. It is the slower, atomic
 // alternative to Writer, for records that must exist if and only if a change committed.
 //
-// Through a Querier (or PgxExecer), TxWriter chains the records like the Writer's sink does
+// Through a Querier, a RowsQuerier or PgxExecer, TxWriter chains the records as the sink does
 // (docs/chain.md): it locks the chain heads of the records' tenants in the caller's transaction,
 // links the records and moves the heads. The locks are held until the caller's transaction
 // ends, so every other write to those tenants' chains (other transactions and the Writer's
@@ -250,8 +275,8 @@ func (t *TxWriter) WithoutChain() *TxWriter {
 	return &c
 }
 
-// Write validates, normalises, redacts and inserts recs with one statement on db (chained through
-// a Querier: one more statement first, which locks the chain heads).
+// Write validates, normalises, redacts and inserts recs with one statement on db (when chained,
+// one more statement first, which locks the chain heads).
 func (t *TxWriter) Write(ctx context.Context, db Execer, recs ...*Record) error {
 	if len(recs) == 0 {
 		return nil

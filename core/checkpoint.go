@@ -198,8 +198,8 @@ func scanCheckpoints(rows pgx.Rows) ([]Checkpoint, error) {
 	return out, err
 }
 
-// checkpointJSON is the JSON form of a Checkpoint.
-type checkpointJSON struct {
+// checkpointWire is the JSON form of a Checkpoint.
+type checkpointWire struct {
 	TenantKey      string    `json:"tenant_key"`
 	Kind           string    `json:"kind"`
 	Seq            int64     `json:"seq"`
@@ -214,7 +214,7 @@ type checkpointJSON struct {
 // "row_hash" (hex), "created_at" (RFC 3339, UTC, microseconds), "prev_checkpoint" (hex, or null
 // for the first), "key_id", "signature" (standard base64)}.
 func (c Checkpoint) MarshalJSON() ([]byte, error) {
-	j := checkpointJSON{
+	j := checkpointWire{
 		TenantKey: c.TenantKey, Kind: c.Kind, Seq: c.Seq, RowHash: hex.EncodeToString(c.RowHash[:]),
 		CreatedAt: c.CreatedAt.UTC().Truncate(time.Microsecond), KeyID: c.KeyID,
 		Signature: base64.StdEncoding.EncodeToString(c.Signature),
@@ -228,7 +228,7 @@ func (c Checkpoint) MarshalJSON() ([]byte, error) {
 
 // UnmarshalJSON decodes the form MarshalJSON writes, so that a kept copy can be verified.
 func (c *Checkpoint) UnmarshalJSON(b []byte) error {
-	var j checkpointJSON
+	var j checkpointWire
 	if err := json.Unmarshal(b, &j); err != nil {
 		return err
 	}

@@ -4,18 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/auditkit/auditkit/core"
 )
 
 // Cleanup deletes the records of one tenant that occurred before olderThan and returns how many
 // it deleted. It deletes in batches of Options.CleanupBatchSize rows, each its own short
-// statement, so it never holds many row locks or one long transaction; when ctx ends it stops
+// transaction, so it never holds many row locks or one long transaction; when ctx ends it stops
 // between batches and returns the count so far with ctx's error. A tenant under legal hold is
 // ErrLegalHold (checked before and within every batch).
+//
+// A batch that deletes the first records of the tenant's hash chain records, in the same
+// transaction, a signed truncation checkpoint (Options.SigningKey) naming the first remaining
+// record, so that the chain still verifies. Records deleted out of chain order (a late record
+// older than records chained before it) leave a gap that verification reports.
 func (s *Store) Cleanup(ctx context.Context, tenantID string, olderThan time.Time) (int64, error) {
 	if err := ValidateTenantID("tenant_id", tenantID); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrInvalidScope, err)
@@ -41,29 +49,91 @@ func (s *Store) Cleanup(ctx context.Context, tenantID string, olderThan time.Tim
 }
 
 // deleteBatches runs a batched DELETE whose last parameter is the batch size until a batch
-// deletes less than a full batch.
+// deletes less than a full batch. Each batch is one transaction that also anchors the hash chains
+// whose first records it deleted (anchorTruncations).
 func (s *Store) deleteBatches(ctx context.Context, sc Scope, stmt string, args ...any) (int64, error) {
 	batch := s.opts.CleanupBatchSize
 	args = append(args, batch)
+	stmt += ` RETURNING coalesce(d.tenant_id, ''), d.seq IS NOT NULL`
 	var total int64
 	for {
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
-		var tag pgconn.CommandTag
-		err := s.scoped(ctx, sc, func(db querier) error {
-			var err error
-			tag, err = db.Exec(ctx, stmt, args...)
-			return err
+		var n int64
+		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+			if err := s.setScope(ctx, tx, sc); err != nil {
+				return err
+			}
+			rows, err := tx.Query(ctx, stmt, args...)
+			if err != nil {
+				return err
+			}
+			var (
+				key     string
+				chained bool
+			)
+			keys := make(map[string]bool)
+			if _, err := pgx.ForEachRow(rows, []any{&key, &chained}, func() error {
+				n++
+				if chained {
+					keys[key] = true
+				}
+				return nil
+			}); err != nil {
+				return err
+			}
+			return s.anchorTruncations(ctx, tx, slices.Sorted(maps.Keys(keys)))
 		})
 		if err != nil {
 			return total, fmt.Errorf("store: cleanup after %d rows: %w", total, err)
 		}
-		total += tag.RowsAffected()
-		if tag.RowsAffected() < int64(batch) {
+		total += n
+		if n < int64(batch) {
 			return total, nil
 		}
 	}
+}
+
+// anchorTruncations records, in tx after a deletion, a signed truncation checkpoint for each of
+// the chains (tenant keys, in byte order) whose first remaining record is now later than before:
+// its seq is that record's, its row hash that record's prev_hash (the row_hash of the last record
+// deleted before it), so the chain verifies from there. A chain deleted entirely is anchored
+// after its head, where its next record will link. Without Options.SigningKey it logs a warning
+// instead.
+func (s *Store) anchorTruncations(ctx context.Context, tx pgx.Tx, keys []string) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	if s.opts.SigningKey == nil {
+		s.log.Warn("auditkit: chained records were deleted without a signing key (store.Options.SigningKey); "+
+			"those chains now start, unvouched for, at their first remaining record", "chains", len(keys))
+		return nil
+	}
+	now := time.Now()
+	for _, key := range keys {
+		cp := core.Checkpoint{TenantKey: key, Kind: core.CheckpointKindTruncation, CreatedAt: now}
+		var hash []byte
+		err := tx.QueryRow(ctx, `SELECT seq, prev_hash FROM `+s.logs+
+			` WHERE coalesce(tenant_id, '') = $1 AND seq IS NOT NULL ORDER BY seq LIMIT 1`, key).Scan(&cp.Seq, &hash)
+		if errors.Is(err, pgx.ErrNoRows) {
+			err = tx.QueryRow(ctx, `SELECT seq + 1, row_hash FROM `+pgx.Identifier{s.schema, "audit_chain_heads"}.Sanitize()+` WHERE tenant_key = $1`, key).Scan(&cp.Seq, &hash)
+			if errors.Is(err, pgx.ErrNoRows) {
+				continue // records chained without a head: nothing to anchor to
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("truncation checkpoint of chain %q: %w", key, err)
+		}
+		if cp.Seq <= 1 || len(hash) != len(cp.RowHash) {
+			continue // the chain still starts at its first record
+		}
+		copy(cp.RowHash[:], hash)
+		if _, err := core.AppendCheckpoint(ctx, tx, s.schema, s.opts.SigningKey, &cp); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // RetentionPolicy is the background retention: records older than MaxAge are deleted, except

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -81,6 +82,12 @@ type Options struct {
 	// trip per call (see BENCHMARKS.md); writers through core are not affected. The tenants,
 	// idempotency-key and stream-listener tables are outside row-level security.
 	RowLevelSecurity bool
+
+	// SigningKey signs the truncation checkpoints that Cleanup and retention record when they
+	// delete the first records of a hash chain, so that the chain still verifies from its first
+	// remaining record. Nil means chained records are deleted without one (with a warning), and
+	// verification of those chains starts, unvouched for, at their first remaining record.
+	SigningKey ed25519.PrivateKey
 
 	// Logger receives background problems (the stream listener, retention). Nil means
 	// slog.Default().

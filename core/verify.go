@@ -484,7 +484,7 @@ func (c *chainChecker) malformed(f *ChainFields, why string) {
 	seq, _ := parseSeq(f[1])
 	c.rep.Rows++
 	c.flushPending()
-	c.add(seq, ProblemHashMismatch, "the record at seq %s is malformed: %s", f[1], why)
+	c.add(seq, ProblemMalformed, "the record at seq %s is malformed: %s", f[1], why)
 }
 
 // row checks one record: f are its fields (f[1] its seq, f[2] its prev_hash, 32 bytes), stored

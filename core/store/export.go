@@ -4,13 +4,17 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"reflect"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/auditkit/auditkit/core"
 )
 
 // Format is an export format.
@@ -25,20 +29,27 @@ const (
 	// FormatNDJSON is one JSON object per line, with the keys of Record's JSON form; NULL columns
 	// are left out.
 	FormatNDJSON Format = "ndjson"
+	// FormatChain is one tenant's hash chain in seq order, for verification without the database
+	// (core.VerifyExport, docs/verify_chain.py): one JSON object per line,
+	// {"seq":N,"fields":[...],"row_hash":"hex"}, where fields are the 32 canonical fields of
+	// docs/chain.md as strings or null, field 3 (prev_hash) in lowercase hex. Under a tenant scope
+	// it is the tenant's chain; under the all-tenants scope, the chain of the records without a
+	// tenant (tenant key ""). It takes no filter and ignores Order; FromSeq and ToSeq bound it.
+	FormatChain Format = "chain"
 )
 
 // ParamFormat is the export format parameter.
 const ParamFormat = "format"
 
-// ParseFormat reads the format parameter: csv or ndjson (there is no default).
+// ParseFormat reads the format parameter: csv, ndjson or chain (there is no default).
 func ParseFormat(s string) (Format, error) {
 	switch Format(s) {
-	case FormatCSV, FormatNDJSON:
+	case FormatCSV, FormatNDJSON, FormatChain:
 		return Format(s), nil
 	case "":
-		return "", paramErr(ParamFormat, "is required: csv or ndjson")
+		return "", paramErr(ParamFormat, "is required: csv, ndjson or chain")
 	}
-	return "", paramErr(ParamFormat, "%q is not csv or ndjson", s)
+	return "", paramErr(ParamFormat, "%q is not csv, ndjson or chain", s)
 }
 
 // ExportColumns are the columns of an export, in CSV column order. They are the columns of
@@ -95,6 +106,9 @@ type ExportOptions struct {
 	// sort them by time within each, which the tenant index serves without sorting the table but
 	// with a random read per row.
 	Order Order
+	// FromSeq and ToSeq bound a FormatChain export to the records with seq from FromSeq to ToSeq;
+	// zero means from the start and to the end.
+	FromSeq, ToSeq int64
 }
 
 // ErrExportWrite wraps an error returned by the export's writer (typically a client that went
@@ -115,10 +129,13 @@ func (s *Store) Export(ctx context.Context, sc Scope, f Filter, opts ExportOptio
 	if err := f.Validate(); err != nil {
 		return 0, err
 	}
-	f.normalize()
 	if _, err := ParseFormat(string(opts.Format)); err != nil {
 		return 0, err
 	}
+	if opts.Format == FormatChain {
+		return s.exportChain(ctx, sc, f, opts, w)
+	}
+	f.normalize()
 	order, err := ParseOrder(string(opts.Order))
 	if err != nil {
 		return 0, err
@@ -178,12 +195,19 @@ func (s *Store) export(ctx context.Context, db querier, query string, args []any
 	}
 	for ; more; more = rows.Next() {
 		vals := rows.RawValues()
-		if len(vals) != len(ExportColumns) {
-			return n, fmt.Errorf("store: export: got %d columns, want %d", len(vals), len(ExportColumns))
+		want := len(ExportColumns)
+		if format == FormatChain {
+			want = core.ChainFieldCount + 1
 		}
-		if format == FormatCSV {
+		if len(vals) != want {
+			return n, fmt.Errorf("store: export: got %d columns, want %d", len(vals), want)
+		}
+		switch format {
+		case FormatChain:
+			line = appendChainRow(line[:0], vals)
+		case FormatCSV:
 			line = appendCSVRow(line[:0], vals)
-		} else {
+		default:
 			line = appendNDJSONRow(line[:0], vals)
 		}
 		if _, err := ew.bw.Write(line); err != nil {
@@ -201,6 +225,60 @@ func (s *Store) export(ctx context.Context, db querier, query string, args []any
 		return n, err
 	}
 	return n, nil
+}
+
+// exportChain writes the chain of sc's tenant (or, for all tenants, of tenant key "") in seq
+// order, each record as its canonical fields and row_hash (FormatChain).
+func (s *Store) exportChain(ctx context.Context, sc Scope, f Filter, opts ExportOptions, w io.Writer) (int64, error) {
+	if !reflect.ValueOf(f).IsZero() {
+		return 0, paramErr(ParamFormat, "chain exports a whole chain: it takes no filter")
+	}
+	if opts.FromSeq < 0 || opts.ToSeq < 0 || (opts.ToSeq > 0 && opts.ToSeq < opts.FromSeq) {
+		return 0, paramErr(ParamFormat, "the seq range %d to %d is not a range", opts.FromSeq, opts.ToSeq)
+	}
+	var b sqlBuilder
+	b.w(core.ChainSQL, " FROM ", s.logs, " WHERE coalesce(tenant_id, '') = ", b.arg(sc.TenantID), " AND seq IS NOT NULL")
+	if opts.FromSeq > 0 {
+		b.w(" AND seq >= ", b.arg(opts.FromSeq))
+	}
+	if opts.ToSeq > 0 {
+		b.w(" AND seq <= ", b.arg(opts.ToSeq))
+	}
+	b.w(" ORDER BY seq")
+	args := append([]any{pgx.QueryResultFormats{pgx.BinaryFormatCode}}, b.args...)
+	var n int64
+	err := s.scoped(ctx, sc, func(db querier) error {
+		var err error
+		n, err = s.export(ctx, db, b.sb.String(), args, FormatChain, w)
+		return err
+	})
+	return n, err
+}
+
+// appendChainRow encodes one row of core.ChainSQL, read in binary (text as its bytes, bytea raw),
+// as a FormatChain line.
+func appendChainRow(dst []byte, vals [][]byte) []byte {
+	dst = append(dst, `{"seq":`...)
+	dst = append(dst, vals[1]...)
+	dst = append(dst, `,"fields":[`...)
+	for i, v := range vals[:core.ChainFieldCount] {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		switch {
+		case v == nil:
+			dst = append(dst, "null"...)
+		case i == 2:
+			dst = append(dst, '"')
+			dst = hex.AppendEncode(dst, v)
+			dst = append(dst, '"')
+		default:
+			dst = appendJSONString(dst, v)
+		}
+	}
+	dst = append(dst, `],"row_hash":"`...)
+	dst = hex.AppendEncode(dst, vals[core.ChainFieldCount])
+	return append(dst, '"', '}', '\n')
 }
 
 // exportWriter marks errors of the destination writer.

@@ -89,28 +89,34 @@ func (c *chainer) setHead(key string, seq int64, hash []byte) error {
 	return nil
 }
 
-// link chains row: it returns the row's values followed by seq, prev_hash and row_hash, and
-// moves its tenant's head. The row's version becomes RecordVersion.
-func (c *chainer) link(row []any) ([]any, error) {
+// prepareChain returns the canonical fields of row that do not depend on its place in the chain
+// (all but seq and prev_hash), so that the work is done before the heads are locked. The row's
+// version becomes RecordVersion.
+func prepareChain(row []any) (ChainFields, error) {
+	row[len(row)-1] = int16(RecordVersion)
+	return chainFieldsOf(row, tenantKeyOf(row), 0, zeroHash)
+}
+
+// link chains row, whose fields prepareChain returned: it returns the row's values followed by
+// seq, prev_hash and row_hash, and moves its tenant's head.
+func (c *chainer) link(row []any, f *ChainFields) ([]any, error) {
 	key := tenantKeyOf(row)
 	h := c.heads[key]
 	if h == nil {
 		return nil, fmt.Errorf("auditkit: no chain head was locked for tenant key %q", key)
 	}
-	row[len(row)-1] = int16(RecordVersion)
 	seq := h.seq + 1
-	f, err := chainFieldsOf(row, key, seq, h.hash)
-	if err != nil {
-		return nil, err
-	}
-	sum := ChainHash(&f)
 	at := len(c.links)
 	c.links = append(c.links, h.hash[:]...)
+	prev := c.links[at : at+32 : at+32]
+	f[1] = strconv.AppendInt(f[1][:0], seq, 10)
+	f[2] = prev
+	sum := ChainHash(f)
 	c.links = append(c.links, sum[:]...)
 	h.seq, h.hash = seq, sum
 	out := make([]any, 0, len(row)+3)
 	out = append(out, row...)
-	return append(out, seq, c.links[at:at+32:at+32], c.links[at+32:at+64:at+64]), nil
+	return append(out, seq, prev, c.links[at+32:at+64:at+64]), nil
 }
 
 // advanceArgs returns the arguments of chainSQL.advance: the heads as three arrays.
@@ -137,6 +143,12 @@ func truncateMicro(t time.Time) time.Time {
 // The heads stay locked until the commit, so the transaction takes as few round trips as it can:
 // BEGIN travels with the lock (and the look-up of stored ids), and the heads' update with COMMIT.
 func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, skipStored bool) (err error) {
+	fields := make([]ChainFields, len(rows))
+	for i, row := range rows {
+		if fields[i], err = prepareChain(row); err != nil {
+			return &RejectedError{Index: i, Err: err}
+		}
+	}
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -208,7 +220,7 @@ func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, skipStore
 	}
 	out := make([][]any, len(index))
 	for j, i := range index {
-		if out[j], err = c.link(rows[i]); err != nil {
+		if out[j], err = c.link(rows[i], &fields[i]); err != nil {
 			return &RejectedError{Index: i, Err: err}
 		}
 	}

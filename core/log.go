@@ -297,7 +297,15 @@ func (t *TxWriter) Write(ctx context.Context, db Execer, recs ...*Record) error 
 		rows[i] = vals
 	}
 	var c *chainer
+	var fields []ChainFields
 	if t.chained {
+		fields = make([]ChainFields, len(rows))
+		for i, vals := range rows {
+			var err error
+			if fields[i], err = prepareChain(vals); err != nil {
+				return fmt.Errorf("auditkit: chaining audit record %s: %w", recs[i].ID, err)
+			}
+		}
 		keys := chainKeys(rows)
 		arg := make([]byte, 0, 16*len(keys))
 		arg = append(arg, '[')
@@ -327,7 +335,7 @@ func (t *TxWriter) Write(ctx context.Context, db Execer, recs ...*Record) error 
 			buf = appendRowJSON(buf, vals)
 			continue
 		}
-		linked, err := c.link(vals)
+		linked, err := c.link(vals, &fields[i])
 		if err != nil {
 			return fmt.Errorf("auditkit: chaining audit record %s: %w", recs[i].ID, err)
 		}

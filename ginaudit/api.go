@@ -2,6 +2,7 @@ package ginaudit
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -88,6 +89,10 @@ type APIOptions struct {
 	// exports_busy. Zero means half the store's connection pool (at least 1), so that exports
 	// never take every connection from searches and writes.
 	MaxExportsTotal int
+
+	// ChainPublicKey verifies the signed checkpoints, served by GET /chain/public-key
+	// (core.Config.ChainPublicKey). Nil means none is configured: that route answers 404.
+	ChainPublicKey ed25519.PublicKey
 
 	// Logger receives server-side failures (database errors behind a 500 response). Nil means
 	// slog.Default().
@@ -221,6 +226,8 @@ func MountAPI(group *gin.RouterGroup, st *store.Store, opts APIOptions) error {
 	auth.POST("/tenants", a.createTenant)
 	auth.GET("/tenants/:id", a.getTenant)
 	auth.PATCH("/tenants/:id", a.updateTenant)
+	auth.GET("/chain/public-key", a.chainPublicKey)
+	auth.GET("/chain/checkpoints", a.chainCheckpoints)
 	return nil
 }
 

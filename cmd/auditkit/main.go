@@ -46,10 +46,13 @@ type command struct {
 	// run executes the command with its arguments (after the command name); env holds the
 	// common flags, already parsed when run is called.
 	run func(ctx context.Context, env *cmdEnv, args []string) int
+	// flags, when set, defines the command's own flags on fs and returns what run reads them
+	// from (env.opts).
+	flags func(fs *flag.FlagSet) any
 }
 
 // commands are the subcommands, in the order usage lists them.
-var commands = []*command{migrateCommand, checkCommand}
+var commands = []*command{migrateCommand, checkCommand, checkpointCommand, tailCommand}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -134,6 +137,7 @@ type cmdEnv struct {
 	databaseURL    string
 	schema         string
 	timeout        time.Duration
+	opts           any // the command's own flags (command.flags)
 	stdout, stderr io.Writer
 }
 
@@ -144,6 +148,9 @@ func newCmdEnv(c *command, environ []string, stdout, stderr io.Writer) *cmdEnv {
 	fs.StringVar(&env.databaseURL, "database-url", "", "PostgreSQL URL or key=value connection string (default: AUDIT_DATABASE_URL)")
 	fs.StringVar(&env.schema, "schema", "", "schema that holds audit_logs (default: AUDIT_DB_SCHEMA, else public)")
 	fs.DurationVar(&env.timeout, "timeout", time.Minute, "give up after this long")
+	if c.flags != nil {
+		env.opts = c.flags(fs)
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: auditkit %s [flags]\n\n%s\n\nFlags:\n", c.name, c.summary)
 		fs.PrintDefaults()

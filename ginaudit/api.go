@@ -220,6 +220,7 @@ func MountAPI(group *gin.RouterGroup, st *store.Store, opts APIOptions) error {
 	auth.GET("/logs/export", a.export)
 	auth.GET("/logs/stats", a.stats)
 	auth.GET("/logs/stream", a.stream)
+	auth.GET("/logs/verify", a.verifyChain)
 	auth.DELETE("/logs/cleanup", a.cleanup)
 	auth.GET("/logs/:id", a.get)
 	auth.GET("/tenants", a.listTenants)

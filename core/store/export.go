@@ -444,3 +444,16 @@ func appendJSONString(dst, s []byte) []byte {
 	dst = append(dst, s[start:]...)
 	return append(dst, '"')
 }
+
+// VerifyChain runs core.Verify on the chain of sc's tenant or, under the all-tenants scope, on
+// the chain of the records without a tenant (tenant key ""), in the store's schema and, with
+// Options.RowLevelSecurity, under sc's row-level security settings. opts.Schema and
+// opts.BeforeRead are the store's.
+func (s *Store) VerifyChain(ctx context.Context, sc Scope, opts core.VerifyOptions) (*core.VerifyReport, error) {
+	if err := sc.Validate(); err != nil {
+		return nil, err
+	}
+	opts.Schema = s.schema
+	opts.BeforeRead = func(ctx context.Context, tx pgx.Tx) error { return s.setScope(ctx, tx, sc) }
+	return core.Verify(ctx, s.pool, sc.TenantID, opts)
+}

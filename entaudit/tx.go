@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"entgo.io/ent/dialect"
+	entsql "entgo.io/ent/dialect/sql"
 
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/internal/xact"
@@ -143,6 +144,16 @@ func (h *hook) writeTx(ctx context.Context, drv dialect.ExecQuerier, ps []pendin
 
 // execer adapts an ent driver to core.Execer.
 type execer struct{ drv dialect.ExecQuerier }
+
+// QueryRows lets core.TxWriter read the hash chain's heads in the transaction, so that records
+// written in it are chained.
+func (e execer) QueryRows(ctx context.Context, query string, args ...any) (core.Rows, error) {
+	var rows entsql.Rows
+	if err := e.drv.Query(ctx, query, args, &rows); err != nil {
+		return nil, err
+	}
+	return &rows, nil
+}
 
 func (e execer) ExecContext(ctx context.Context, query string, args ...any) (stdsql.Result, error) {
 	var res stdsql.Result

@@ -268,6 +268,14 @@ func TestInTransaction(t *testing.T) {
 	if rows[2].Before["age"] != 4.0 || rows[2].After["age"] != 6.0 {
 		t.Errorf("last row = %v", rows[2])
 	}
+	// Written in the application's transactions, the records are links of the hash chain.
+	var unchained, links int
+	if err := e.db.Pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE seq IS NULL), count(seq) FROM audit_logs`).Scan(&unchained, &links); err != nil {
+		t.Fatal(err)
+	}
+	if unchained != 0 || links != 3 {
+		t.Errorf("%d records outside the chain, %d links; want 0 and 3", unchained, links)
+	}
 }
 
 // countInTx counts the rows of audit_logs as the transaction tx sees them.

@@ -155,5 +155,35 @@ func checkSchema(ctx context.Context, cfg Config, pcfg *pgxpool.Config) error {
 		return notReady(fmt.Sprintf("role %s lacks the %s privilege on %s", role, strings.Join(missing, " and "), table),
 			fmt.Sprintf("GRANT INSERT, SELECT ON %s TO %s", table, role))
 	}
+	// The chained writer locks and moves the chain's heads; the checkpointer appends signed
+	// checkpoints.
+	need := map[string]string{}
+	if !cfg.Chain.Disabled {
+		need["audit_chain_heads"] = "SELECT, INSERT, UPDATE"
+	}
+	if cfg.Chain.SigningKey != "" {
+		need["audit_checkpoints"] = "SELECT, INSERT"
+	}
+	for _, name := range []string{"audit_chain_heads", "audit_checkpoints"} {
+		privs, ok := need[name]
+		if !ok {
+			continue
+		}
+		t := schema + "." + name
+		var exists, granted bool
+		err := conn.QueryRow(qctx, `SELECT to_regclass($1) IS NOT NULL,
+			coalesce(bool_and(has_table_privilege(to_regclass($1), p)), false)
+			FROM unnest(string_to_array($2, ', ')) p`, t, privs).Scan(&exists, &granted)
+		if err != nil {
+			return fmt.Errorf("auditkit: checking the audit schema in %s: %w", redactDatabaseURL(cfg.DatabaseURL), err)
+		}
+		switch {
+		case !exists:
+			return notReady(fmt.Sprintf("table %s does not exist", t), migrate)
+		case !granted:
+			return notReady(fmt.Sprintf("role %s lacks one of the %s privileges on %s, which the hash chain needs", role, privs, t),
+				fmt.Sprintf("GRANT %s ON %s TO %s (or set AUDIT_CHAIN=false)", privs, t, role))
+		}
+	}
 	return nil
 }

@@ -66,11 +66,18 @@ func TestOpenChecksTheSchema(t *testing.T) {
 			db := pgtest.New(t)
 			return base, db.Schema
 		}, nil},
-		{"ready for a role with INSERT and SELECT", func(t *testing.T) (string, string) {
+		{"ready for a role with INSERT and SELECT, and the chain's heads", func(t *testing.T) (string, string) {
 			db := pgtest.New(t)
-			role, _ := db.NewRole(t, "writer", "INSERT, SELECT ON "+q(db)+".audit_logs")
+			role, _ := db.NewRole(t, "writer", "INSERT, SELECT ON "+q(db)+".audit_logs",
+				"SELECT, INSERT, UPDATE ON "+q(db)+".audit_chain_heads")
 			return withParam(base, "role="+role), db.Schema
 		}, nil},
+		{"no privilege on the chain's heads", func(t *testing.T) (string, string) {
+			db := pgtest.New(t)
+			role, _ := db.NewRole(t, "unchained", "INSERT, SELECT ON "+q(db)+".audit_logs",
+				"SELECT, INSERT ON "+q(db)+".audit_chain_heads")
+			return withParam(base, "role="+role), db.Schema
+		}, []string{"lacks one of the SELECT, INSERT, UPDATE privileges on", ".audit_chain_heads", "AUDIT_CHAIN=false"}},
 		{"schema missing", func(t *testing.T) (string, string) {
 			return base, "no_such_schema_for_auditkit"
 		}, []string{`schema "no_such_schema_for_auditkit" does not exist`, core.MigrateCommand + " -schema no_such_schema_for_auditkit", "schema.CreateTablesFor"}},

@@ -49,10 +49,16 @@ type command struct {
 	// flags, when set, defines the command's own flags on fs and returns what run reads them
 	// from (env.opts).
 	flags func(fs *flag.FlagSet) any
+	// args names the positional arguments the command takes ("" = none); run gets them.
+	args string
 }
 
 // commands are the subcommands, in the order usage lists them.
-var commands = []*command{migrateCommand, checkCommand, checkpointCommand, tailCommand}
+var commands = []*command{migrateCommand, checkCommand, checkpointCommand, tailCommand,
+	verifyCommand,
+	verifyExportCommand,
+	exportCommand,
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -98,14 +104,14 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer) 
 		}
 		return exitUsage // the flag package has printed the problem and the usage
 	}
-	if env.flags.NArg() > 0 {
+	if env.flags.NArg() > 0 && c.args == "" {
 		fmt.Fprintf(stderr, "auditkit %s: unexpected argument %q\n", c.name, env.flags.Arg(0))
 		env.flags.Usage()
 		return exitUsage
 	}
 	ctx, cancel := context.WithTimeout(ctx, env.timeout)
 	defer cancel()
-	return c.run(ctx, env, rest)
+	return c.run(ctx, env, env.flags.Args())
 }
 
 func lookup(name string) *command {
@@ -152,7 +158,7 @@ func newCmdEnv(c *command, environ []string, stdout, stderr io.Writer) *cmdEnv {
 		env.opts = c.flags(fs)
 	}
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "Usage: auditkit %s [flags]\n\n%s\n\nFlags:\n", c.name, c.summary)
+		fmt.Fprintf(fs.Output(), "Usage: auditkit %s [flags]%s\n\n%s\n\nFlags:\n", c.name, strings.TrimRight(" "+c.args, " "), c.summary)
 		fs.PrintDefaults()
 	}
 	env.flags = fs

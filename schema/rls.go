@@ -94,10 +94,14 @@ var ErrReaderBypassesRLS = errors.New("schema: the reader role is not subject to
 //
 // The reader roles must exist and must be subject to row-level security (ErrReaderBypassesRLS
 // otherwise), and must not have CREATE on the schema, which would let them replace the function. Privileges are the caller's: a reader using core/store needs USAGE on the schema,
-// SELECT, INSERT and DELETE on audit_logs, and SELECT, INSERT, UPDATE and DELETE on
-// audit_tenants, audit_idempotency_keys and audit_stream_listeners. Those tables carry no
-// policies: the tenants registry is managed by platform administrators, and idempotency keys
-// and stream listeners hold no audit data.
+// SELECT, INSERT and DELETE on audit_logs, SELECT, INSERT, UPDATE and DELETE on
+// audit_tenants, audit_idempotency_keys and audit_stream_listeners, SELECT, INSERT and UPDATE on
+// audit_chain_heads (records it ingests are chained), and SELECT and INSERT on audit_checkpoints
+// (retention records signed truncation anchors). Those tables carry no policies: the tenants
+// registry is managed by platform administrators, idempotency keys and stream listeners hold no
+// audit data, and a chain head or checkpoint holds only a position and hashes. A role that may
+// UPDATE audit_chain_heads can move any tenant's head; Verify reports a head that disagrees with
+// the rows, and signed checkpoints catch a rewritten chain.
 func EnableRowLevelSecurity(ctx context.Context, db Beginner, readers []string, opts ...Option) error {
 	o, err := options(opts)
 	if err != nil {

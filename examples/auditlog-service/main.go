@@ -235,6 +235,9 @@ func readerPool(ctx context.Context, owner *pgxpool.Pool, databaseURL, schemaNam
 		`GRANT SELECT, INSERT, DELETE ON ` + q("audit_logs") + ` TO ` + r,
 		`GRANT SELECT, INSERT, UPDATE, DELETE ON ` + q("audit_tenants") + `, ` + q("audit_idempotency_keys") + `, ` +
 			q("audit_stream_listeners") + ` TO ` + r,
+		// Ingested records are links of their tenant's hash chain; retention records signed anchors.
+		`GRANT SELECT, INSERT, UPDATE ON ` + q("audit_chain_heads") + ` TO ` + r,
+		`GRANT SELECT, INSERT ON ` + q("audit_checkpoints") + ` TO ` + r,
 	} {
 		if _, err := owner.Exec(ctx, stmt); err != nil {
 			return nil, fmt.Errorf("granting the reader role: %w", err)

@@ -523,7 +523,7 @@ func (c *chainChecker) row(f *ChainFields, stored *[32]byte) {
 	}
 	r.linkOK = true
 	var want *[32]byte
-	wantBy := ""
+	wantBy := "" // what want is, for the reason; "" = the record before
 	switch {
 	case !c.last.valid:
 		if seq > c.start {
@@ -535,7 +535,7 @@ func (c *chainChecker) row(f *ChainFields, stored *[32]byte) {
 		c.flushPending()
 		c.add(c.last.seq+1, ProblemGap, "%s missing", seqRange(c.last.seq+1, seq-1))
 	default:
-		want, wantBy = &c.last.stored, fmt.Sprintf("the row_hash of the record at seq %d", c.last.seq)
+		want = &c.last.stored
 	}
 	if want != nil && r.prev != *want && !c.inDups(&r.prev) {
 		r.linkOK = false
@@ -563,6 +563,9 @@ func (c *chainChecker) row(f *ChainFields, stored *[32]byte) {
 		kind := ProblemBrokenLink
 		if !c.last.valid {
 			kind = c.startErr
+		}
+		if wantBy == "" {
+			wantBy = fmt.Sprintf("the row_hash of the record at seq %d", c.last.seq)
 		}
 		c.pending = append(c.pending, VerifyProblem{Seq: seq, Kind: kind, Reason: fmt.Sprintf(
 			"the record at seq %d names %s as prev_hash, not %s %s", seq, short(r.prev[:]), wantBy, short(want[:]))})

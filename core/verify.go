@@ -528,7 +528,7 @@ func (c *chainChecker) row(f *ChainFields, stored *[32]byte) {
 	case !c.last.valid:
 		if seq > c.start {
 			c.add(c.start, ProblemGap, "records %d to %d are missing: the first record has seq %d", c.start, seq-1, seq)
-		} else if c.startRef != nil {
+		} else if seq == c.start && c.startRef != nil {
 			want, wantBy = c.startRef, c.startBy
 		}
 	case seq > c.last.seq+1:

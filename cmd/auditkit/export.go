@@ -56,6 +56,9 @@ func runExport(ctx context.Context, env *cmdEnv, _ []string) int {
 	case format != store.FormatChain && (o.manifest != "" || o.signingKey != "" || o.from != 0 || o.to != 0):
 		fmt.Fprintf(env.stderr, "%s: -manifest, -signing-key, -from and -to go with -format chain\n", env.flags.Name())
 		return exitUsage
+	case format != store.FormatChain && o.tenant == "":
+		fmt.Fprintf(env.stderr, "%s: -tenant '' (the records without a tenant) goes with -format chain only\n", env.flags.Name())
+		return exitUsage
 	case o.manifest != "" && o.signingKey == "":
 		fmt.Fprintf(env.stderr, "%s: a manifest is signed: give -signing-key\n", env.flags.Name())
 		return exitUsage

@@ -370,3 +370,24 @@ func TestVerifyWriterChains(t *testing.T) {
 		t.Fatalf("edited metadata: %+v, %v", rep, err)
 	}
 }
+
+// TestVerifyProblemCap: past MaxVerifyProblems, problems are counted, not listed, except the
+// first of a kind not seen yet.
+func TestVerifyProblemCap(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	ctx := context.Background()
+	if _, err := chaintest.Append(ctx, db.Pool, "acme", 300); err != nil {
+		t.Fatal(err)
+	}
+	execSQL(t, db.Pool, `UPDATE audit_logs SET action = 'x' WHERE seq <= 250`)
+	execSQL(t, db.Pool, `DELETE FROM audit_logs WHERE seq > 290`)
+	rep, err := core.Verify(ctx, db.Pool, "acme", core.VerifyOptions{Schema: db.Schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []found{{core.ProblemHashMismatch, 1}, {core.ProblemTruncatedTail, 291}}
+	if len(rep.Problems) != core.MaxVerifyProblems+1 || rep.MoreProblems != 150 || rep.OK || !slices.Equal(firstOfEach(rep), want) {
+		t.Fatalf("%d problems, %d more, first of each %v", len(rep.Problems), rep.MoreProblems, firstOfEach(rep))
+	}
+}

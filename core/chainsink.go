@@ -143,10 +143,10 @@ func truncateMicro(t time.Time) time.Time {
 // The heads stay locked until the commit, so the transaction takes as few round trips as it can:
 // BEGIN travels with the lock (and the look-up of stored ids), and the heads' update with COMMIT.
 func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, skipStored bool) (err error) {
-	fields := make([]ChainFields, len(rows))
-	for i, row := range rows {
-		if fields[i], err = prepareChain(row); err != nil {
-			return &RejectedError{Index: i, Err: err}
+	var fields []ChainFields
+	if s.pii == nil {
+		if fields, err = prepareChainRows(rows); err != nil {
+			return err
 		}
 	}
 	conn, err := s.pool.Acquire(ctx)
@@ -166,9 +166,40 @@ func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, skipStore
 		conn.Release()
 	}()
 
+	if s.pii != nil {
+		// Personal values are encrypted before the chain fields are built, so that the chain
+		// hashes the ciphertext; the subject keys are read or created in this transaction,
+		// which BEGIN opens with the first key statement (none without personal values).
+		query := func(ctx context.Context, q, arg string) (Rows, error) {
+			if began {
+				return pgxQuery(conn)(ctx, q, arg)
+			}
+			b := &pgx.Batch{}
+			b.Queue("BEGIN")
+			b.Queue(q, arg)
+			began = true
+			br := conn.SendBatch(ctx, b)
+			if _, err := br.Exec(); err != nil {
+				_ = br.Close()
+				return nil, err
+			}
+			rows, _ := br.Query()
+			return batchRows{rows, br}, nil
+		}
+		if rows, err = s.pii.encryptRows(ctx, query, s.piiSQL, rows); err != nil {
+			return err
+		}
+		if fields, err = prepareChainRows(rows); err != nil {
+			return err
+		}
+	}
+
 	var ids []string
 	b := &pgx.Batch{}
-	b.Queue("BEGIN")
+	opened := began
+	if !opened {
+		b.Queue("BEGIN")
+	}
 	b.Queue(s.chain.lock, chainKeys(rows))
 	if skipStored {
 		ids = make([]string, len(rows))
@@ -182,8 +213,10 @@ func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, skipStore
 	c := newChainer(len(rows))
 	seen := make(map[string]bool)
 	err = func() error {
-		if _, err := br.Exec(); err != nil {
-			return err
+		if !opened {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
 		}
 		var (
 			key  string
@@ -243,6 +276,27 @@ func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, skipStore
 	began = false
 	return nil
 }
+
+// prepareChainRows returns the fields prepareChain builds for each row; a row whose fields cannot
+// be built is rejected with its index.
+func prepareChainRows(rows [][]any) ([]ChainFields, error) {
+	fields := make([]ChainFields, len(rows))
+	for i, row := range rows {
+		var err error
+		if fields[i], err = prepareChain(row); err != nil {
+			return nil, &RejectedError{Index: i, Err: err}
+		}
+	}
+	return fields, nil
+}
+
+// batchRows is the rows of a batch's last statement; closing them closes the batch.
+type batchRows struct {
+	pgx.Rows
+	br pgx.BatchResults
+}
+
+func (r batchRows) Close() error { r.Rows.Close(); return r.br.Close() }
 
 // appendChainJSON appends the chain columns of a TxWriter row to the row's JSON object (buf ends
 // with its closing brace).

@@ -242,6 +242,10 @@ type Config struct {
 	// The zero value chains every record and signs nothing.
 	Chain ChainConfig
 
+	// Erasure stores personal values encrypted per data subject, so that a subject can be erased
+	// without changing a record (docs/chain.md, "Erasure"). The zero value stores them as they are.
+	Erasure ErasureConfig
+
 	// Logger receives the library's warnings. Nil means slog.Default(). Not read from the environment.
 	Logger *slog.Logger
 }
@@ -294,6 +298,35 @@ type ChainConfig struct {
 	// are kept outside the database (see Checkpoint.MarshalJSON). It must be an https URL, or an
 	// http URL on a loopback address; it needs SigningKey. Environment: AUDIT_CHECKPOINT_WEBHOOK.
 	CheckpointWebhook string
+}
+
+// ErasureConfig configures erasure by crypto-shredding: the personal values of a record are stored
+// encrypted with a key of their data subject, which EraseSubject destroys.
+type ErasureConfig struct {
+	// MasterKey is the base64 text of 32 random bytes (openssl rand -base64 32); it wraps every
+	// subject key. Empty (the default) turns erasure off: values are stored as they are. It is
+	// never logged. Environment: AUDIT_PII_MASTER_KEY, the base64 text or the path of a file
+	// holding it.
+	MasterKey string
+
+	// PersonalFields are the top-level keys of before, after and diff whose values are personal
+	// (email, phone, name ...), matched by exact lower-cased name; they belong to the subject
+	// resource:<resource_type>:<resource_id>. The actor's email, address and user agent are
+	// always personal, of the subject actor:<actor_id>. Needs MasterKey. Environment:
+	// AUDIT_PII_FIELDS, comma-separated.
+	PersonalFields []string
+}
+
+// PIICipher returns the cipher of Erasure, or nil and no error when no master key is configured.
+func (c Config) PIICipher() (*PIICipher, error) {
+	if c.Erasure.MasterKey == "" {
+		return nil, nil
+	}
+	key, err := ParseMasterKey(c.Erasure.MasterKey)
+	if err != nil {
+		return nil, fmt.Errorf("auditkit: %s: %w", fPIIMasterKey.name, err)
+	}
+	return NewPIICipher(key, c.Erasure.PersonalFields)
 }
 
 // JWTConfig configures bearer-token verification. At most one key source may be set: Secret,
@@ -818,6 +851,22 @@ func ConfigFromEnvironment(environ []string, logger *slog.Logger) (Config, error
 		c.Chain.CheckpointWebhook = v
 	}
 
+	// Erasure.
+	if v, ok := get(fPIIMasterKey); ok {
+		if _, err := ParseMasterKey(v); err == nil {
+			c.Erasure.MasterKey = v
+		} else if text, ferr := readPEMFile(v); ferr == nil {
+			c.Erasure.MasterKey = strings.TrimSpace(text)
+			p.rename(fPIIMasterKey, fmt.Sprintf("%s (file %s)", fPIIMasterKey.env, v))
+		} else {
+			p.addf(fPIIMasterKey, "is neither a base64 key nor a readable file: %v", err)
+			p.markBad(fPIIMasterKey)
+		}
+	}
+	if v, ok := get(fPIIFields); ok {
+		c.Erasure.PersonalFields = splitEnvList(p, fPIIFields, v)
+	}
+
 	c.validate(p)
 	if err := p.err(); err != nil {
 		return Config{}, err
@@ -905,6 +954,10 @@ func (c Config) LogValue() slog.Value {
 			slog.String("signing_key", signingKey),
 			slog.Duration("checkpoint_interval", c.Chain.CheckpointInterval),
 			slog.String("checkpoint_webhook", redactWebhookURL(c.Chain.CheckpointWebhook)),
+		),
+		slog.Group("erasure",
+			slog.Bool("master_key", c.Erasure.MasterKey != ""),
+			slog.Any("personal_fields", c.Erasure.PersonalFields),
 		),
 	)
 }
@@ -1067,6 +1120,14 @@ func (c Config) validate(p *cfgProblems) {
 		} else if d.Chain.SigningKey == "" && !p.bad[fSigningKey.name] {
 			p.addf(fCheckpointWebhook, "is set but %s is not: there are no checkpoints to send without a signing key", p.name(fSigningKey))
 		}
+	}
+	if d.Erasure.MasterKey != "" && !p.bad[fPIIMasterKey.name] {
+		if _, err := ParseMasterKey(d.Erasure.MasterKey); err != nil {
+			p.addErr(fPIIMasterKey, err, "%v", err)
+		}
+	}
+	if len(d.Erasure.PersonalFields) > 0 && d.Erasure.MasterKey == "" && !p.bad[fPIIMasterKey.name] {
+		p.addf(fPIIFields, "is set but %s is not: personal fields are encrypted with keys the master key wraps", p.name(fPIIMasterKey))
 	}
 }
 
@@ -1269,6 +1330,8 @@ var (
 	fSigningKey          = cfgField{"Chain.SigningKey", "AUDIT_SIGNING_KEY"}
 	fCheckpointInterval  = cfgField{"Chain.CheckpointInterval", "AUDIT_CHECKPOINT_INTERVAL"}
 	fCheckpointWebhook   = cfgField{"Chain.CheckpointWebhook", "AUDIT_CHECKPOINT_WEBHOOK"}
+	fPIIMasterKey        = cfgField{"Erasure.MasterKey", "AUDIT_PII_MASTER_KEY"}
+	fPIIFields           = cfgField{"Erasure.PersonalFields", "AUDIT_PII_FIELDS"}
 )
 
 var knownEnvVars = func() map[string]bool {
@@ -1281,6 +1344,7 @@ var knownEnvVars = func() map[string]bool {
 		fFlushInterval, fQueueSize, fConnectTimeout, fAttemptTimeout, fMaxBackoff, fTCPKeepAlive,
 		fTCPUserTimeout, fSpoolDir, fSpoolMaxBytes, fSpoolSync, fSpoolSyncInterval, fFailurePolicy,
 		fSkipSchemaCheck, fChain, fSigningKey, fCheckpointInterval, fCheckpointWebhook,
+		fPIIMasterKey, fPIIFields,
 	} {
 		m[f.env] = true
 	}

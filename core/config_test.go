@@ -9,8 +9,10 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"math/big"
@@ -1155,5 +1157,47 @@ func TestConfigLogValueChain(t *testing.T) {
 	body := strings.Split(strings.TrimSpace(text), "\n")[1]
 	if strings.Contains(out, body[:20]) || strings.Contains(out, "hunter2") || strings.Contains(out, "pw@") {
 		t.Errorf("log reveals a secret: %s", out)
+	}
+}
+
+// TestConfigErasureFromEnv: AUDIT_PII_MASTER_KEY takes the base64 key or a file holding it,
+// AUDIT_PII_FIELDS a list; a bad key, or fields without a key, are errors that name the variable.
+func TestConfigErasureFromEnv(t *testing.T) {
+	key := make([]byte, MasterKeySize)
+	_, _ = rand.Read(key)
+	b64 := base64.StdEncoding.EncodeToString(key)
+	file := filepath.Join(t.TempDir(), "pii.key")
+	if err := os.WriteFile(file, []byte(b64+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{b64, file} {
+		c, err := ConfigFromEnvironment([]string{"AUDIT_PII_MASTER_KEY=" + v, "AUDIT_PII_FIELDS=email, phone"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Erasure.MasterKey != b64 || !slices.Equal(c.Erasure.PersonalFields, []string{"email", "phone"}) {
+			t.Fatalf("%s: erasure %+v", v, c.Erasure)
+		}
+		if p, err := c.PIICipher(); err != nil || p == nil {
+			t.Fatalf("PIICipher: %v, %v", p, err)
+		}
+	}
+	for env, want := range map[string]string{
+		"AUDIT_PII_MASTER_KEY=" + base64.StdEncoding.EncodeToString(key[:16]): "AUDIT_PII_MASTER_KEY",
+		"AUDIT_PII_MASTER_KEY=/no/such/file":                                  "AUDIT_PII_MASTER_KEY",
+		"AUDIT_PII_FIELDS=email":                                              "AUDIT_PII_FIELDS",
+	} {
+		if _, err := ConfigFromEnvironment([]string{env}, nil); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: error %v, want one naming %s", env, err, want)
+		}
+	}
+	if err := (Config{Erasure: ErasureConfig{MasterKey: "short"}}).Validate(); err == nil || !strings.Contains(err.Error(), "Erasure.MasterKey") {
+		t.Errorf("Validate: %v", err)
+	}
+	if p, err := (Config{}).PIICipher(); p != nil || err != nil {
+		t.Errorf("no key: %v, %v", p, err)
+	}
+	if s := fmt.Sprint(Config{Erasure: ErasureConfig{MasterKey: b64}}.LogValue()); strings.Contains(s, b64) {
+		t.Errorf("LogValue shows the master key: %s", s)
 	}
 }

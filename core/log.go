@@ -233,6 +233,8 @@ type TxWriter struct {
 	chained     bool
 	lock        string // chainSQL.lock with the tenant keys as a JSON array
 	chainInsert string // the INSERT with the chain columns, then the heads moved
+	pii         *PIICipher
+	piiSQL      piiSQL
 }
 
 // NewTxWriter returns a TxWriter for audit_logs in schema ("" means public), redacting with r
@@ -265,7 +267,18 @@ func NewTxWriter(schema string, r *Redactor) *TxWriter {
 			` FROM jsonb_populate_recordset(NULL::` + table + `, $1::jsonb)) ` +
 			`UPDATE ` + heads + ` AS h SET seq = u.seq, row_hash = decode(u.hash, 'hex'), updated_at = now() ` +
 			`FROM jsonb_to_recordset($2::jsonb) AS u(k text, seq bigint, hash text) WHERE h.tenant_key = u.k`,
+		piiSQL: newPIISQL(schema),
 	}
+}
+
+// WithPII returns a copy of t that stores personal values encrypted with p, as the sink does
+// (PostgresSinkOptions.PII): the subject keys are read or created in the caller's transaction,
+// which db must be able to read rows from (a Querier, a RowsQuerier or PgxExecer). Nil p stores
+// them as they are.
+func (t *TxWriter) WithPII(p *PIICipher) *TxWriter {
+	c := *t
+	c.pii = p
+	return &c
 }
 
 // WithoutChain returns a copy of t that writes records outside every hash chain, taking no lock.
@@ -295,6 +308,16 @@ func (t *TxWriter) Write(ctx context.Context, db Execer, recs ...*Record) error 
 		// Stored as the Writer stores it, the instant the chain hashes.
 		vals[1] = truncateMicro(vals[1].(time.Time))
 		rows[i] = vals
+	}
+	if t.pii != nil {
+		query := execerQuery(db)
+		if query == nil {
+			return errors.New("auditkit: encrypting personal values needs an Execer that can read rows (a Querier, a RowsQuerier or PgxExecer)")
+		}
+		var err error
+		if rows, err = t.pii.encryptRows(ctx, query, t.piiSQL, rows); err != nil {
+			return fmt.Errorf("auditkit: encrypting the personal values of %d audit records: %w", len(recs), err)
+		}
 	}
 	var c *chainer
 	var fields []ChainFields

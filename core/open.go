@@ -66,6 +66,10 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	if err != nil {
 		return nil, err
 	}
+	pii, err := cfg.PIICipher()
+	if err != nil {
+		return nil, err
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("auditkit: %w", err)
@@ -88,7 +92,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 		}
 		return errors.Join(err, closePool(ctx, pool))
 	}
-	w, err := OpenWriter(NewPostgresSink(pool, PostgresSinkOptions{Schema: cfg.Schema, DisableChain: cfg.Chain.Disabled}), opts)
+	w, err := OpenWriter(NewPostgresSink(pool, PostgresSinkOptions{Schema: cfg.Schema, DisableChain: cfg.Chain.Disabled, PII: pii}), opts)
 	if err != nil {
 		if cp != nil {
 			_ = cp.Stop(context.Background())

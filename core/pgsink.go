@@ -30,6 +30,8 @@ type PostgresSink struct {
 	chained   bool
 	chain     chainSQL
 	chainCols []string // Columns, then ChainColumns
+	pii       *PIICipher
+	piiSQL    piiSQL
 }
 
 // PostgresSinkOptions configure a PostgresSink.
@@ -41,6 +43,12 @@ type PostgresSinkOptions struct {
 	// chains. Chaining needs migration 0003 and, for the writer's role, SELECT, INSERT and UPDATE
 	// on audit_chain_heads.
 	DisableChain bool
+	// PII, when set, stores the personal values of every record encrypted with its data
+	// subject's key, read or created in the batch's transaction before the record is chained,
+	// so that EraseSubject can erase them (docs/chain.md, "Erasure"). Nil stores them as they
+	// are. It needs migration 0004 and, for the writer's role, SELECT and INSERT on
+	// audit_subject_keys.
+	PII *PIICipher
 }
 
 // NewPostgresSink returns a sink writing through pool. The caller keeps ownership of the pool.
@@ -62,6 +70,8 @@ func NewPostgresSink(pool *pgxpool.Pool, opts PostgresSinkOptions) *PostgresSink
 		chained:   !opts.DisableChain,
 		chain:     newChainSQL(schema),
 		chainCols: append(slices.Clip(Columns), ChainColumns...),
+		pii:       opts.PII,
+		piiSQL:    newPIISQL(schema),
 	}
 }
 
@@ -73,6 +83,15 @@ func (s *PostgresSink) Write(ctx context.Context, recs []*Record) error {
 	}
 	if s.chained {
 		return s.writeChainedBatch(ctx, rows)
+	}
+	if s.pii != nil {
+		if rows, err = s.pii.encryptRows(ctx, pgxQuery(s.pool), s.piiSQL, rows); err != nil {
+			var rej *RejectedError
+			if errors.As(err, &rej) {
+				return err
+			}
+			return classify(err)
+		}
 	}
 	_, err = s.pool.CopyFrom(ctx, s.table, Columns, pgx.CopyFromRows(rows))
 	if err == nil {

@@ -44,7 +44,7 @@ func TestMigrateThenCheck(t *testing.T) {
 	}
 
 	code, stdout, stderr = runCmd(t, nil, append([]string{"check"}, flags...)...)
-	if code != exitOK || !strings.Contains(stdout, "ready (version 3)") {
+	if code != exitOK || !strings.Contains(stdout, "ready (version 4)") {
 		t.Fatalf("check after migrate: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 

@@ -154,7 +154,10 @@ func (s *Store) List(ctx context.Context, sc Scope, q Query) (Page, error) {
 	err = s.scoped(ctx, sc, func(db querier) error {
 		var err error
 		page.Records, err = queryRecords(ctx, db, page.Records, b.sb.String(), append([]any{customPlan}, b.args...)...)
-		return err
+		if err != nil {
+			return err
+		}
+		return s.decryptRecords(ctx, db, page.Records...)
 	})
 	if err != nil {
 		return Page{}, fmt.Errorf("store: list: %w", err)
@@ -180,8 +183,10 @@ func (s *Store) Get(ctx context.Context, sc Scope, id uuid.UUID) (*Record, error
 	var r *Record
 	err := s.scoped(ctx, sc, func(db querier) error {
 		var err error
-		r, err = scanRecord(db.QueryRow(ctx, b.sb.String(), b.args...))
-		return err
+		if r, err = scanRecord(db.QueryRow(ctx, b.sb.String(), b.args...)); err != nil {
+			return err
+		}
+		return s.decryptRecords(ctx, db, r)
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound

@@ -89,6 +89,12 @@ type Options struct {
 	// verification of those chains starts, unvouched for, at their first remaining record.
 	SigningKey ed25519.PrivateKey
 
+	// PII decrypts the personal values of records on read (core.Config.PIICipher or
+	// core.NewPIICipher with the writers' master key) and encrypts those of ingested records.
+	// A value whose subject was erased reads as core.ErasedValue. Nil leaves encrypted values as
+	// they are stored (core.EncryptedPrefix...) and ingests values plain.
+	PII *core.PIICipher
+
 	// Logger receives background problems (the stream listener, retention). Nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -116,7 +122,7 @@ type Store struct {
 	txw    *core.TxWriter
 
 	// Qualified names, quoted once.
-	logs, tenants, idem, listeners, searchFn string
+	logs, tenants, idem, listeners, searchFn, subjectKeys string
 
 	life   context.Context
 	cancel context.CancelFunc
@@ -176,18 +182,19 @@ func New(pool *pgxpool.Pool, opts Options) (*Store, error) {
 	life, cancel := context.WithCancel(context.Background())
 	q := func(name string) string { return pgx.Identifier{opts.Schema, name}.Sanitize() }
 	return &Store{
-		pool:      pool,
-		schema:    opts.Schema,
-		opts:      opts,
-		log:       logger,
-		txw:       core.NewTxWriter(opts.Schema, opts.Redactor),
-		logs:      q("audit_logs"),
-		tenants:   q("audit_tenants"),
-		idem:      q("audit_idempotency_keys"),
-		listeners: q("audit_stream_listeners"),
-		searchFn:  q("audit_search_document"),
-		life:      life,
-		cancel:    cancel,
+		pool:        pool,
+		schema:      opts.Schema,
+		opts:        opts,
+		log:         logger,
+		txw:         core.NewTxWriter(opts.Schema, opts.Redactor).WithPII(opts.PII),
+		logs:        q("audit_logs"),
+		tenants:     q("audit_tenants"),
+		idem:        q("audit_idempotency_keys"),
+		listeners:   q("audit_stream_listeners"),
+		searchFn:    q("audit_search_document"),
+		subjectKeys: q("audit_subject_keys"),
+		life:        life,
+		cancel:      cancel,
 	}, nil
 }
 

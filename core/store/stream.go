@@ -667,8 +667,10 @@ func (h *hub) serveRanges(g *group, ranges []srange) error {
 		var recs []*Record
 		err := h.s.scoped(h.ctx, g.scope, func(db querier) error {
 			var err error
-			recs, err = queryRecords(h.ctx, db, recs, b.sb.String(), append([]any{customPlan}, b.args...)...)
-			return err
+			if recs, err = queryRecords(h.ctx, db, recs, b.sb.String(), append([]any{customPlan}, b.args...)...); err != nil {
+				return err
+			}
+			return h.s.decryptRecords(h.ctx, db, recs...)
 		})
 		if err != nil {
 			return err

@@ -222,6 +222,7 @@ func MountAPI(group *gin.RouterGroup, st *store.Store, opts APIOptions) error {
 	auth.GET("/logs/stream", a.stream)
 	auth.GET("/logs/verify", a.verifyChain)
 	auth.DELETE("/logs/cleanup", a.cleanup)
+	auth.POST("/subjects/erase", a.eraseSubject)
 	auth.GET("/logs/:id", a.get)
 	auth.GET("/tenants", a.listTenants)
 	auth.POST("/tenants", a.createTenant)

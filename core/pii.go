@@ -595,17 +595,8 @@ func EraseSubject(ctx context.Context, pool *pgxpool.Pool, schema, tenantKey, su
 		}
 		slices.Sort(res.KeyIDs)
 		res.Keys = len(res.KeyIDs)
-		if res.Keys > 0 {
-			pats := make([]string, len(res.KeyIDs))
-			for i, id := range res.KeyIDs {
-				pats[i] = "%" + EncryptedPrefix + id + ":%"
-			}
-			if err := tx.QueryRow(ctx, `SELECT count(*) FROM `+logs+` WHERE coalesce(tenant_id, '') = $1 AND (`+
-				`actor_email LIKE ANY($2) OR user_agent LIKE ANY($2) OR metadata->>'`+IPEncryptedKey+`' LIKE ANY($2) `+
-				`OR before::text LIKE ANY($2) OR after::text LIKE ANY($2) OR diff::text LIKE ANY($2))`,
-				tenantKey, pats).Scan(&res.Records); err != nil {
-				return err
-			}
+		if res.Records, err = countUnderKeys(ctx, tx, logs, tenantKey, res.KeyIDs); err != nil {
+			return err
 		}
 		e := Entry{
 			Action: SubjectErasedAction, Severity: SeverityWarning, Tenant: Tenant{ID: tenantKey},
@@ -619,4 +610,46 @@ func EraseSubject(ctx context.Context, pool *pgxpool.Pool, schema, tenantKey, su
 		return EraseResult{}, fmt.Errorf("auditkit: erasing subject %q: %w", subject, err)
 	}
 	return res, nil
+}
+
+// PreviewErasure returns what EraseSubject would erase now, changing nothing: the subject's keys
+// not erased yet and the number of records holding values under them.
+func PreviewErasure(ctx context.Context, pool *pgxpool.Pool, schema, tenantKey, subject string) (EraseResult, error) {
+	if schema == "" {
+		schema = DefaultSchema
+	}
+	keys := pgx.Identifier{schema, "audit_subject_keys"}.Sanitize()
+	logs := pgx.Identifier{schema, "audit_logs"}.Sanitize()
+	rows, err := pool.Query(ctx, `SELECT key_id FROM `+keys+` WHERE tenant_key = $1 AND subject = $2 AND erased_at IS NULL ORDER BY key_id`, tenantKey, subject)
+	if err != nil {
+		return EraseResult{}, err
+	}
+	res := EraseResult{}
+	if res.KeyIDs, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return EraseResult{}, err
+	}
+	res.Keys = len(res.KeyIDs)
+	if res.Records, err = countUnderKeys(ctx, pool, logs, tenantKey, res.KeyIDs); err != nil {
+		return EraseResult{}, err
+	}
+	return res, nil
+}
+
+// countUnderKeys counts the records of a tenant that hold a value encrypted under one of ids,
+// scanning the tenant's records.
+func countUnderKeys(ctx context.Context, db interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}, logs, tenantKey string, ids []string) (int64, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	pats := make([]string, len(ids))
+	for i, id := range ids {
+		pats[i] = "%" + EncryptedPrefix + id + ":%"
+	}
+	var n int64
+	err := db.QueryRow(ctx, `SELECT count(*) FROM `+logs+` WHERE coalesce(tenant_id, '') = $1 AND (`+
+		`actor_email LIKE ANY($2) OR user_agent LIKE ANY($2) OR metadata->>'`+IPEncryptedKey+`' LIKE ANY($2) `+
+		`OR before::text LIKE ANY($2) OR after::text LIKE ANY($2) OR diff::text LIKE ANY($2))`, tenantKey, pats).Scan(&n)
+	return n, err
 }

@@ -58,6 +58,7 @@ var commands = []*command{migrateCommand, checkCommand, checkpointCommand, tailC
 	verifyCommand,
 	verifyExportCommand,
 	exportCommand,
+	eraseCommand,
 }
 
 func main() {

@@ -39,7 +39,7 @@ func TestMigrateThenCheck(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("migrate: exit %d; stderr %q", code, stderr)
 	}
-	if want := "schema " + db.Schema + " in database test on 127.0.0.1:5432 as postgres: applied migration 1, 2, 3\ncurrent version: 3\n"; stdout != want {
+	if want := "schema " + db.Schema + " in database test on 127.0.0.1:5432 as postgres: applied migration 1, 2, 3, 4\ncurrent version: 4\n"; stdout != want {
 		t.Errorf("migrate printed %q, want %q", stdout, want)
 	}
 
@@ -51,7 +51,7 @@ func TestMigrateThenCheck(t *testing.T) {
 	// The environment gives the defaults, as for core.ConfigFromEnv.
 	environ := []string{"AUDIT_DATABASE_URL=" + pgtest.URL(), "AUDIT_DB_SCHEMA=" + db.Schema, "PATH=/bin"}
 	code, stdout, stderr = runCmd(t, environ, "migrate")
-	if code != exitOK || !strings.Contains(stdout, ": up to date\ncurrent version: 3\n") {
+	if code != exitOK || !strings.Contains(stdout, ": up to date\ncurrent version: 4\n") {
 		t.Fatalf("migrate again from the environment: exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 }

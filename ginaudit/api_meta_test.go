@@ -91,6 +91,10 @@ func TestAPIAdminWorkIsRecordedInTheTenantWorkedOn(t *testing.T) {
 		{"DELETE /logs/cleanup", "DELETE", "/logs/cleanup?tenant_id=" + apiOtherB + "&older_than=30d", "", 200, apiOtherB, "auditlog.cleanup"},
 		{"GET /logs/:id", "GET", "/logs/" + bID, "", 200, apiOtherB, "auditlog.read"},
 		{"GET /logs/:id", "GET", "/logs/" + bID + "?tenant_id=" + apiOtherB, "", 200, apiOtherB, "auditlog.read"},
+		{"GET /logs/verify", "GET", "/logs/verify?tenant_id=" + apiOtherB, "", 200, apiOtherB, "auditlog.verify"},
+		{"GET /chain/public-key", "GET", "/chain/public-key", "", 404, platform, ""}, // no key configured here
+		{"GET /chain/checkpoints", "GET", "/chain/checkpoints?tenant_id=" + apiOtherB, "", 200, apiOtherB, "auditlog.checkpoints"},
+		{"POST /subjects/erase", "POST", "/subjects/erase?tenant_id=" + apiOtherB, `{"subject":"actor:nobody-` + apiMarkB + `"}`, 200, apiOtherB, "audit.subject_erased"},
 		{"GET /tenants", "GET", "/tenants", "", 200, platform, ""},
 		{"POST /tenants", "POST", "/tenants", `{"id":"` + apiCreatedC + `","name":"` + apiMarkB + `"}`, 201, apiCreatedC, "tenant.created"},
 		{"GET /tenants/:id", "GET", "/tenants/" + apiOtherB, "", 200, apiOtherB, ""},

@@ -3,6 +3,7 @@ package core_test
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/base64"
 	"net/netip"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/internal/pgtest"
@@ -195,11 +197,40 @@ func TestErasureTxWriter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The same through database/sql, as the ORM integrations call it.
+	sdb := stdlib.OpenDBFromPool(db.Pool)
+	t.Cleanup(func() { _ = sdb.Close() })
+	stx, err := sdb.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := core.LogTx(ctx, stx, tw, core.Entry{Action: "user.changed", Tenant: core.Tenant{ID: "acme"},
+		Actor: core.Actor{ID: "u9", Email: piiEmail}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := stx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	// An Execer that cannot read rows cannot encrypt: the record is refused, not stored plain.
+	if _, err := core.LogTx(ctx, execOnly{sdb}, tw, core.Entry{Action: "x", Actor: core.Actor{ID: "u9", Email: piiEmail}}); err == nil {
+		t.Fatal("an Execer without rows wrote a record with personal values")
+	}
 	dump := tableText(t, db, "audit_logs")
-	if strings.Contains(dump, piiEmail) || strings.Contains(dump, piiOther) || !strings.Contains(dump, core.EncryptedPrefix) {
+	if strings.Contains(dump, piiEmail) || strings.Contains(dump, piiOther) || strings.Count(dump, core.EncryptedPrefix) != 3 {
 		t.Fatalf("TxWriter stored %s", dump)
 	}
+	var keys int
+	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{db.Schema, "audit_subject_keys"}.Sanitize()).Scan(&keys); err != nil || keys != 2 {
+		t.Fatalf("%d subject keys (%v), want actor:u9 and resource:users:9", keys, err)
+	}
 	verifyChain(t, db, "acme")
+}
+
+// execOnly is an Execer that cannot read rows.
+type execOnly struct{ db *sql.DB }
+
+func (e execOnly) ExecContext(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	return e.db.ExecContext(ctx, q, args...)
 }
 
 // TestErasureConcurrentKeyCreation: writers racing to store the first records of the same new
@@ -266,5 +297,29 @@ func TestErasureOffStoresPlainValues(t *testing.T) {
 	}
 	if strings.Contains(dump, core.EncryptedPrefix) || tableText(t, db, "audit_subject_keys") != "" {
 		t.Fatal("values were encrypted without a master key")
+	}
+}
+
+// TestErasureUnchainedSink: a sink with the chain off encrypts too.
+func TestErasureUnchainedSink(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	key, _ := core.ParseMasterKey(newMasterKey(t))
+	p, err := core.NewPIICipher(key, []string{"email", "phone"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := core.NewWriter(core.NewPostgresSink(db.Pool, core.PostgresSinkOptions{Schema: db.Schema, DisableChain: true, PII: p}),
+		core.WriterOptions{FlushInterval: time.Millisecond})
+	t.Cleanup(func() { _ = w.Close(context.Background()) })
+	writeAll(t, w, piiRecords())
+	dump := tableText(t, db, "audit_logs")
+	for _, v := range []string{piiEmail, piiPhone, piiIP, piiAgent, piiOther} {
+		if strings.Contains(dump, v) {
+			t.Fatalf("the table holds %q in plain text", v)
+		}
+	}
+	if !strings.Contains(dump, core.EncryptedPrefix) {
+		t.Fatal("nothing was encrypted")
 	}
 }

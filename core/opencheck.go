@@ -164,7 +164,11 @@ func checkSchema(ctx context.Context, cfg Config, pcfg *pgxpool.Config) error {
 	if cfg.Chain.SigningKey != "" {
 		need["audit_checkpoints"] = "SELECT, INSERT"
 	}
-	for _, name := range []string{"audit_chain_heads", "audit_checkpoints"} {
+	// Erasure reads and creates the data subjects' keys.
+	if cfg.Erasure.MasterKey != "" {
+		need["audit_subject_keys"] = "SELECT, INSERT"
+	}
+	for _, name := range []string{"audit_chain_heads", "audit_checkpoints", "audit_subject_keys"} {
 		privs, ok := need[name]
 		if !ok {
 			continue
@@ -180,6 +184,9 @@ func checkSchema(ctx context.Context, cfg Config, pcfg *pgxpool.Config) error {
 		switch {
 		case !exists:
 			return notReady(fmt.Sprintf("table %s does not exist", t), migrate)
+		case !granted && name == "audit_subject_keys":
+			return notReady(fmt.Sprintf("role %s lacks one of the %s privileges on %s, which erasure needs", role, privs, t),
+				fmt.Sprintf("GRANT %s ON %s TO %s (or unset AUDIT_PII_MASTER_KEY)", privs, t, role))
 		case !granted:
 			return notReady(fmt.Sprintf("role %s lacks one of the %s privileges on %s, which the hash chain needs", role, privs, t),
 				fmt.Sprintf("GRANT %s ON %s TO %s (or set AUDIT_CHAIN=false)", privs, t, role))

@@ -323,3 +323,21 @@ func TestErasureUnchainedSink(t *testing.T) {
 		t.Fatal("nothing was encrypted")
 	}
 }
+
+// TestErasureSchemaCheck: with a master key, Open refuses a role that cannot read and create
+// subject keys, and names the grant; the same role without erasure is accepted.
+func TestErasureSchemaCheck(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	q := pgx.Identifier{db.Schema}.Sanitize()
+	role, _ := db.NewRole(t, "nokeys", "INSERT, SELECT ON "+q+".audit_logs", "SELECT, INSERT, UPDATE ON "+q+".audit_chain_heads")
+	cfg := core.Config{DatabaseURL: withParam(pgtest.URL(), "role="+role), Schema: db.Schema, ConnectTimeout: 2 * time.Second}
+	if err := core.CheckSchema(context.Background(), cfg); err != nil {
+		t.Fatalf("without erasure: %v", err)
+	}
+	cfg.Erasure.MasterKey = newMasterKey(t)
+	err := core.CheckSchema(context.Background(), cfg)
+	if err == nil || !strings.Contains(err.Error(), "audit_subject_keys") || !strings.Contains(err.Error(), "GRANT SELECT, INSERT") {
+		t.Fatalf("with erasure: %v", err)
+	}
+}

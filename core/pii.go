@@ -409,7 +409,8 @@ func (p *PIICipher) readKeys(ctx context.Context, query rowQuery, q, arg string,
 		}
 		key, err := p.UnwrapKey(ref.tenant, ref.subject, id, wrapped)
 		if err != nil {
-			return err
+			// Another master key than the one the subject's key was wrapped with: no retry helps.
+			return &UnavailableError{Err: err}
 		}
 		aead, err := newAEAD(key)
 		if err != nil {

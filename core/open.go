@@ -84,6 +84,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 			return nil, err
 		}
 	}
+	opts.PII = pii
 	opts.OnClose = func(ctx context.Context) error {
 		var err error
 		if cp != nil {

@@ -118,6 +118,11 @@ type WriterOptions struct {
 	// may finish its work in the background). Open uses it to close the connection pool the
 	// writer owns.
 	OnClose func(context.Context) error
+	// PII is the cipher of personal values (Config.Erasure) that the ORM integrations given this
+	// writer use for the records they write inside the application's transaction (their
+	// InTransaction modes), as the PostgreSQL sink does for the records it stores; the writer itself
+	// ignores it. Open sets it.
+	PII *PIICipher
 	// DisableORMDiffs tells the ORM integrations given this writer (gormaudit, entaudit) to
 	// record no row changes, and to do none of the work of capturing them; the writer itself
 	// ignores it. Open sets it from Config.DisableORMDiffs (AUDIT_CAPTURE_ORM_DIFFS=false).
@@ -302,6 +307,16 @@ func OpenWriter(sink Sink, opts WriterOptions) (*Writer, error) {
 	}
 	go w.run()
 	return w, nil
+}
+
+// PIICipher returns WriterOptions.PII: the cipher of personal values that records written
+// outside the writer (in the application's transaction) must be stored with. Nil for a nil
+// Writer or when erasure is not configured.
+func (w *Writer) PIICipher() *PIICipher {
+	if w == nil {
+		return nil
+	}
+	return w.opts.PII
 }
 
 // CaptureORMDiffs reports whether ORM integrations given w record row changes: false when w was

@@ -136,7 +136,7 @@ func (h *hook) configure(o Options) error {
 		h.redactor = core.NewRedactor(nil, nil)
 	}
 	if o.InTransaction {
-		h.txw = core.NewTxWriter(o.Schema, h.redactor)
+		h.txw = core.NewTxWriter(o.Schema, h.redactor).WithPII(o.Writer.PIICipher())
 	}
 	return err
 }

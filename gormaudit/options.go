@@ -164,7 +164,7 @@ func (o Options) settings() (*settings, error) {
 		s.log = slog.Default()
 	}
 	if o.InTransaction {
-		s.txw = core.NewTxWriter(o.Schema, o.Redactor)
+		s.txw = core.NewTxWriter(o.Schema, o.Redactor).WithPII(o.Writer.PIICipher())
 	}
 	return s, nil
 }

@@ -96,8 +96,9 @@ var ErrReaderBypassesRLS = errors.New("schema: the reader role is not subject to
 // otherwise), and must not have CREATE on the schema, which would let them replace the function. Privileges are the caller's: a reader using core/store needs USAGE on the schema,
 // SELECT, INSERT and DELETE on audit_logs, SELECT, INSERT, UPDATE and DELETE on
 // audit_tenants, audit_idempotency_keys and audit_stream_listeners, SELECT, INSERT and UPDATE on
-// audit_chain_heads (records it ingests are chained), and SELECT and INSERT on audit_checkpoints
-// (retention records signed truncation anchors). Those tables carry no policies: the tenants
+// audit_chain_heads (records it ingests are chained), SELECT and INSERT on audit_checkpoints
+// (retention records signed truncation anchors), and, with erasure configured, SELECT, INSERT and
+// UPDATE on audit_subject_keys (reads decrypt, ingest encrypts, erasure destroys keys). Those tables carry no policies: the tenants
 // registry is managed by platform administrators, idempotency keys and stream listeners hold no
 // audit data, and a chain head or checkpoint holds only a position and hashes. A role that may
 // UPDATE audit_chain_heads can move any tenant's head; Verify reports a head that disagrees with

@@ -110,10 +110,24 @@ func run(ctx context.Context, environ []string, logger *slog.Logger, ready func(
 		logger.Info("auditlog-service: row-level security on", "reader_role", cfg.ReaderRole)
 	}
 
+	// AUDIT_SIGNING_KEY signs retention's truncation anchors and is published for verifiers;
+	// AUDIT_PII_MASTER_KEY decrypts personal values on read and encrypts ingested ones.
+	signingKey, err := cfg.Audit.ChainSigningKey()
+	if err != nil {
+		return err
+	}
+	publicKey, err := cfg.Audit.ChainPublicKey()
+	if err != nil {
+		return err
+	}
+	pii, err := cfg.Audit.PIICipher()
+	if err != nil {
+		return err
+	}
 	st, err := store.New(readPool, store.Options{
 		Schema: cfg.Audit.Schema, CursorKey: cfg.CursorKey, MaxPageSize: cfg.MaxPageSize,
 		IdempotencyWindow: cfg.IdempotencyWindow, Redactor: cfg.Audit.Redactor(), Logger: logger,
-		RowLevelSecurity: cfg.ReaderRole != "",
+		RowLevelSecurity: cfg.ReaderRole != "", SigningKey: signingKey, PII: pii,
 	})
 	if err != nil {
 		return err
@@ -191,7 +205,7 @@ func run(ctx context.Context, environ []string, logger *slog.Logger, ready func(
 		Verifier: verifier, Writer: w, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxBulkRecords: cfg.MaxBulkRecords, MaxBodyBytes: cfg.MaxBodyBytes, MinCleanupAge: cfg.MinCleanupAge,
 		MaxStreams: cfg.MaxStreams, WebSocketOrigins: cfg.WebSocketOrigins, WriteTimeout: cfg.WriteTimeout,
-		MaxExports: cfg.MaxExports, MaxExportsTotal: cfg.MaxExportsTotal, Logger: logger,
+		MaxExports: cfg.MaxExports, MaxExportsTotal: cfg.MaxExportsTotal, ChainPublicKey: publicKey, Logger: logger,
 	})
 	if err != nil {
 		return err
@@ -238,6 +252,8 @@ func readerPool(ctx context.Context, owner *pgxpool.Pool, databaseURL, schemaNam
 		// Ingested records are links of their tenant's hash chain; retention records signed anchors.
 		`GRANT SELECT, INSERT, UPDATE ON ` + q("audit_chain_heads") + ` TO ` + r,
 		`GRANT SELECT, INSERT ON ` + q("audit_checkpoints") + ` TO ` + r,
+		// Personal values are encrypted with per-subject keys when AUDIT_PII_MASTER_KEY is set.
+		`GRANT SELECT, INSERT, UPDATE ON ` + q("audit_subject_keys") + ` TO ` + r,
 	} {
 		if _, err := owner.Exec(ctx, stmt); err != nil {
 			return nil, fmt.Errorf("granting the reader role: %w", err)

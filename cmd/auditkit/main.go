@@ -2,9 +2,19 @@
 //
 // Usage:
 //
-//	auditkit migrate [-database-url URL] [-schema NAME]   create or upgrade the audit tables
-//	auditkit check [-database-url URL] [-schema NAME]     check that a writer could write to them
-//	auditkit help [command]                               show usage
+//	auditkit migrate        create or upgrade the audit tables
+//	auditkit check          check that a writer could write to them
+//	auditkit checkpoint     sign a checkpoint of every chain that moved (AUDIT_SIGNING_KEY)
+//	auditkit tail           follow new audit records live
+//	auditkit verify         verify the hash chains, and with -public-key their checkpoints
+//	auditkit verify-export  verify a chain export against its signed manifest, offline
+//	auditkit export         export a tenant's records (-format chain for verify-export)
+//	auditkit erase          erase a data subject by destroying its keys (-yes to confirm)
+//	auditkit help [command] show usage, or a command's flags
+//
+// Every command takes -database-url, -schema and -timeout. Long work (verify, export) reports
+// progress on standard error: a one-line bar on a terminal, periodic counts otherwise; a finding
+// makes the exit status 1.
 //
 // The database URL and schema default to AUDIT_DATABASE_URL and AUDIT_DB_SCHEMA, as read by
 // core.ConfigFromEnv. Without installing it:
@@ -128,10 +138,14 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "Usage: auditkit <command> [flags]")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Commands:")
+	width := len("help")
 	for _, c := range commands {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		width = max(width, len(c.name))
 	}
-	fmt.Fprintf(w, "  %-8s %s\n", "help", "show this text, or a command's flags (auditkit help migrate)")
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, c.name, c.summary)
+	}
+	fmt.Fprintf(w, "  %-*s  %s\n", width, "help", "show this text, or a command's flags (auditkit help migrate)")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "The database URL and schema default to AUDIT_DATABASE_URL and AUDIT_DB_SCHEMA.")
 	fmt.Fprintln(w, "Exit status: 0 on success, 1 when the command failed, 2 for a usage error.")

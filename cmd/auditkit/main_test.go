@@ -65,8 +65,8 @@ func TestUsage(t *testing.T) {
 		stdout, stderr string // fragments expected
 	}{
 		{nil, exitUsage, "", "Usage: auditkit <command>"},
-		{[]string{"help"}, exitOK, "  migrate  create the audit tables", ""},
-		{[]string{"-h"}, exitOK, "  check    check, as core.Open does", ""},
+		{[]string{"help"}, exitOK, "  migrate        create the audit tables", ""},
+		{[]string{"-h"}, exitOK, "  check          check, as core.Open does", ""},
 		{[]string{"--help"}, exitOK, "Usage: auditkit <command>", ""},
 		{[]string{"help", "migrate"}, exitOK, "-database-url", ""},
 		{[]string{"help", "nope"}, exitUsage, "", `unknown command "nope"`},

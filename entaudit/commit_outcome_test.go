@@ -291,7 +291,9 @@ func TestCommitOutcomeCancelledCommitThatCommitted(t *testing.T) {
 	bg := context.Background()
 	p := e.client.Pet.Create().SetName("a").SaveX(bg)
 	for _, name := range []string{"in-tx", "own-tx", "fails"} {
-		e.exec(t, "INSERT INTO slow_plan VALUES ($1, 300, $2, true, false)", name, name == "fails")
+		// COMMIT sleeps 1.2 s; the cancellation comes 0.6 s after the write began, which leaves the
+		// statements before COMMIT time to finish on a loaded machine.
+		e.exec(t, "INSERT INTO slow_plan VALUES ($1, 1200, $2, true, false)", name, name == "fails")
 	}
 	cases := []struct {
 		name  string
@@ -311,7 +313,7 @@ func TestCommitOutcomeCancelledCommitThatCommitted(t *testing.T) {
 	}
 	for _, c := range cases {
 		ctx, cancel := context.WithCancel(bg)
-		time.AfterFunc(150*time.Millisecond, cancel)
+		time.AfterFunc(600*time.Millisecond, cancel)
 		err := c.write(ctx)
 		cancel()
 		if err == nil || !errors.Is(err, context.Canceled) && !strings.Contains(err.Error(), "cancel") {

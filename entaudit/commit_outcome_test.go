@@ -347,7 +347,7 @@ func TestCommitOutcomeCancelledCommitThatCommitted(t *testing.T) {
 func TestCommitOutcomeUnwrapped(t *testing.T) {
 	e := newEnv(t, unwrapped())
 	e.exec(t, slowCommit)
-	e.exec(t, "INSERT INTO slow_plan VALUES ('during', 300, false, true, false)")
+	e.exec(t, "INSERT INTO slow_plan VALUES ('during', 1200, false, true, false)")
 	bg := context.Background()
 	for _, name := range []string{"before", "during"} {
 		ctx, cancel := context.WithCancel(bg)
@@ -359,7 +359,7 @@ func TestCommitOutcomeUnwrapped(t *testing.T) {
 		if name == "before" {
 			cancel()
 		} else {
-			time.AfterFunc(150*time.Millisecond, cancel)
+			time.AfterFunc(400*time.Millisecond, cancel) // COMMIT sleeps 1.2 s
 		}
 		if err := tx.Commit(); err == nil {
 			t.Fatalf("%s: Commit succeeded despite the cancellation", name)

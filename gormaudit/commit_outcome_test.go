@@ -474,10 +474,12 @@ func TestCommitOutcomeCancelledCommitThatCommitted(t *testing.T) {
 	ctx, cancel := context.WithCancel(identity())
 	defer cancel()
 	err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Create(&Slow{ID: 1, SleepMs: 300, IgnoreCancel: true}).Error; err != nil {
+		// COMMIT sleeps 1.2 s; the cancellation comes 0.4 s after it was asked for, time enough for
+		// what runs before COMMIT on a loaded machine.
+		if err := tx.Create(&Slow{ID: 1, SleepMs: 1200, IgnoreCancel: true}).Error; err != nil {
 			return err
 		}
-		time.AfterFunc(100*time.Millisecond, cancel)
+		time.AfterFunc(400*time.Millisecond, cancel)
 		return nil
 	})
 	if err == nil || !errors.Is(err, context.Canceled) && !strings.Contains(err.Error(), "cancel") && !strings.Contains(err.Error(), "timeout") {

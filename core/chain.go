@@ -34,7 +34,13 @@ func (f *ChainFields) Encode(dst []byte) []byte {
 	}
 	dst = growBytes(dst, n)
 	dst = append(dst, chainMagic...)
-	for _, v := range f {
+	return appendFields(dst, f[:]...)
+}
+
+// appendFields appends each field framed as the canonical encoding frames it (and checkpoints and
+// manifests reuse): 0x00 for NULL (nil), or 0x01, the length as a big-endian uint32 and the bytes.
+func appendFields(dst []byte, fields ...[]byte) []byte {
+	for _, v := range fields {
 		if v == nil {
 			dst = append(dst, 0)
 			continue

@@ -3,7 +3,6 @@ package core
 import (
 	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -55,17 +54,7 @@ func (c *Checkpoint) Message() []byte {
 		strconv.AppendInt(nil, c.CreatedAt.UnixMicro(), 10),
 		c.PrevCheckpoint,
 	}
-	out := append([]byte(nil), checkpointMagic...)
-	for _, f := range fields {
-		if f == nil {
-			out = append(out, 0)
-			continue
-		}
-		out = append(out, 1)
-		out = binary.BigEndian.AppendUint32(out, uint32(len(f)))
-		out = append(out, f...)
-	}
-	return out
+	return appendFields([]byte(checkpointMagic), fields...)
 }
 
 // Hash returns the checkpoint's own hash, which the next checkpoint of the chain names as

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -132,17 +131,7 @@ func (m *ExportManifest) Message() ([]byte, error) {
 		strconv.AppendInt(nil, m.FromSeq, 10), strconv.AppendInt(nil, m.ToSeq, 10),
 		hashes[0], hashes[1], hashes[2], strconv.AppendInt(nil, m.Rows, 10), cp, []byte(m.KeyID),
 	}
-	out := append([]byte(nil), manifestMagic...)
-	for _, f := range fields {
-		if f == nil {
-			out = append(out, 0)
-			continue
-		}
-		out = append(out, 1)
-		out = binary.BigEndian.AppendUint32(out, uint32(len(f)))
-		out = append(out, f...)
-	}
-	return out, nil
+	return appendFields([]byte(manifestMagic), fields...), nil
 }
 
 // Sign fills KeyID and Signature with priv's.

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/auditkit/auditkit/core"
 )
 
@@ -46,12 +44,7 @@ func runErase(ctx context.Context, env *cmdEnv, _ []string) int {
 	if !strings.HasPrefix(o.subject, "actor:") && !strings.HasPrefix(o.subject, "resource:") {
 		return env.fail(errors.New("-subject: want actor:<actor id> or resource:<type>:<id>"))
 	}
-	cfg, err := env.config()
-	if err != nil {
-		return env.fail(err)
-	}
-	cfg = cfg.WithDefaults()
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	cfg, pool, err := env.connect(ctx)
 	if err != nil {
 		return env.fail(err)
 	}

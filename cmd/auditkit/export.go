@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/core/store"
 )
@@ -74,12 +72,7 @@ func runExport(ctx context.Context, env *cmdEnv, _ []string) int {
 			o.manifest = o.out + ".manifest.json"
 		}
 	}
-	cfg, err := env.config()
-	if err != nil {
-		return env.fail(err)
-	}
-	cfg = cfg.WithDefaults()
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	cfg, pool, err := env.connect(ctx)
 	if err != nil {
 		return env.fail(err)
 	}

@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/auditkit/auditkit/core"
 )
@@ -178,6 +179,20 @@ func newCmdEnv(c *command, environ []string, stdout, stderr io.Writer) *cmdEnv {
 	}
 	env.flags = fs
 	return env
+}
+
+// connect returns the configuration (see config), with its defaults, and a pool on its database.
+func (env *cmdEnv) connect(ctx context.Context) (core.Config, *pgxpool.Pool, error) {
+	cfg, err := env.config()
+	if err != nil {
+		return core.Config{}, nil, err
+	}
+	cfg = cfg.WithDefaults()
+	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return core.Config{}, nil, err
+	}
+	return cfg, pool, nil
 }
 
 // config returns the configuration from the AUDIT_* variables, with the -database-url and

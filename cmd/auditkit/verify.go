@@ -14,8 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-
 	"github.com/auditkit/auditkit/core"
 )
 
@@ -65,12 +63,7 @@ func runVerify(ctx context.Context, env *cmdEnv, _ []string) int {
 			return env.fail(err)
 		}
 	}
-	cfg, err := env.config()
-	if err != nil {
-		return env.fail(err)
-	}
-	cfg = cfg.WithDefaults()
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	cfg, pool, err := env.connect(ctx)
 	if err != nil {
 		return env.fail(err)
 	}

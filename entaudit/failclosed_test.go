@@ -13,72 +13,28 @@ import (
 	"github.com/auditkit/auditkit/entaudit"
 	"github.com/auditkit/auditkit/entaudit/internal/entest"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/user"
+	"github.com/auditkit/auditkit/internal/sinktest"
 )
-
-// gatedSink stores into the test's audit_logs, but each write first waits while the sink is
-// stalled (or, when delay is set, sleeps that long): a database that is stalled or slow, so
-// that the Writer's queue fills.
-type gatedSink struct {
-	inner core.Sink // set before the first record is enqueued
-	delay time.Duration
-	mu    sync.Mutex
-	gate  chan struct{} // nil: open
-}
-
-func (s *gatedSink) Write(ctx context.Context, recs []*core.Record) error {
-	if s.delay > 0 {
-		time.Sleep(s.delay)
-	}
-	s.mu.Lock()
-	gate := s.gate
-	s.mu.Unlock()
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return s.inner.Write(ctx, recs)
-}
-
-// stall makes writes wait until open.
-func (s *gatedSink) stall() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.gate == nil {
-		s.gate = make(chan struct{})
-	}
-}
-
-func (s *gatedSink) open() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.gate != nil {
-		close(s.gate)
-		s.gate = nil
-	}
-}
 
 const fcQueue = 4
 
-// fcEnv is an env whose hook writes through a Writer with a tiny queue and a gatedSink.
+// fcEnv is an env whose hook writes through a Writer with a tiny queue and a sinktest.Gated.
 type fcEnv struct {
 	*env
 	t     *testing.T
 	fw    *core.Writer
-	sink  *gatedSink
+	sink  *sinktest.Gated
 	queue int
 }
 
-func newFCEnv(t *testing.T, policy core.FailurePolicy, queue int, sink *gatedSink, options ...envOption) *fcEnv {
+func newFCEnv(t *testing.T, policy core.FailurePolicy, queue int, sink *sinktest.Gated, options ...envOption) *fcEnv {
 	t.Helper()
 	w := core.NewWriter(sink, core.WriterOptions{QueueSize: queue, BatchSize: 1, Workers: 1,
 		FlushInterval: time.Millisecond, FailurePolicy: policy})
 	e := newEnv(t, append(options, withOptions(func(o *entaudit.Options) { o.Writer = w }))...)
-	sink.inner = core.NewPostgresSink(e.db.Pool, core.PostgresSinkOptions{Schema: e.db.Schema})
+	sink.Inner = core.NewPostgresSink(e.db.Pool, core.PostgresSinkOptions{Schema: e.db.Schema})
 	t.Cleanup(func() { // before the database's pool closes
-		sink.open()
+		sink.Open()
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		_ = w.Close(ctx)
@@ -90,7 +46,7 @@ func newFCEnv(t *testing.T, policy core.FailurePolicy, queue int, sink *gatedSin
 // dropping any: a record is enqueued only where Reserve shows room for it.
 func (f *fcEnv) fill() int {
 	f.t.Helper()
-	f.sink.stall()
+	f.sink.Stall()
 	n := 0
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -214,7 +170,7 @@ func TestFailClosedRefusesWhenFull(t *testing.T) {
 	}{{"wrapped", nil}, {"unwrapped", []envOption{unwrapped()}}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			f := newFCEnv(t, core.FailClosed, fcQueue, &gatedSink{}, tc.opts...)
+			f := newFCEnv(t, core.FailClosed, fcQueue, &sinktest.Gated{}, tc.opts...)
 			f.seed()
 			seeded := f.stored()
 			filled := f.fill()
@@ -231,7 +187,7 @@ func TestFailClosedRefusesWhenFull(t *testing.T) {
 			if s := f.fw.Stats(); s.Dropped != 0 {
 				t.Errorf("Stats.Dropped = %d, want 0", s.Dropped)
 			}
-			f.sink.open()
+			f.sink.Open()
 			if n := f.stored(); n != seeded+filled {
 				t.Errorf("%d audit rows, want %d (seed %d, fillers %d)", n, seeded+filled, seeded, filled)
 			}
@@ -241,7 +197,7 @@ func TestFailClosedRefusesWhenFull(t *testing.T) {
 }
 
 func TestFailClosedRollbackMessage(t *testing.T) {
-	f := newFCEnv(t, core.FailClosed, fcQueue, &gatedSink{})
+	f := newFCEnv(t, core.FailClosed, fcQueue, &sinktest.Gated{})
 	f.fill()
 	ctx := context.Background()
 	tx, err := f.client.Tx(ctx)
@@ -258,7 +214,7 @@ func TestFailClosedRollbackMessage(t *testing.T) {
 func TestFailClosedPerCallSite(t *testing.T) {
 	t.Run("closed call site on an open writer", func(t *testing.T) {
 		t.Parallel()
-		f := newFCEnv(t, core.FailOpen, fcQueue, &gatedSink{})
+		f := newFCEnv(t, core.FailOpen, fcQueue, &sinktest.Gated{})
 		f.seed()
 		f.stored()
 		f.fill()
@@ -283,7 +239,7 @@ func TestFailClosedPerCallSite(t *testing.T) {
 	})
 	t.Run("open call site on a closed writer", func(t *testing.T) {
 		t.Parallel()
-		f := newFCEnv(t, core.FailClosed, fcQueue, &gatedSink{})
+		f := newFCEnv(t, core.FailClosed, fcQueue, &sinktest.Gated{})
 		f.seed()
 		f.stored()
 		f.fill()
@@ -310,7 +266,7 @@ func TestFailClosedWithRoom(t *testing.T) {
 			t.Parallel()
 			// Room for the largest write (a bulk delete of 5 rows): a transaction whose records
 			// need more room than the queue has can never commit under FailClosed.
-			f := newFCEnv(t, core.FailClosed, 8, &gatedSink{}, tc.opts...)
+			f := newFCEnv(t, core.FailClosed, 8, &sinktest.Gated{}, tc.opts...)
 			f.seed()
 			for _, wr := range fcWrites() {
 				before := f.stored()
@@ -330,7 +286,7 @@ func TestFailClosedWithRoom(t *testing.T) {
 }
 
 func TestFailClosedCollectorCarriesReservation(t *testing.T) {
-	f := newFCEnv(t, core.FailClosed, fcQueue, &gatedSink{})
+	f := newFCEnv(t, core.FailClosed, fcQueue, &sinktest.Gated{})
 	c := core.NewCollector()
 	ctx := core.NewContext(context.Background(), c)
 	tx, err := f.client.Tx(ctx)
@@ -359,7 +315,7 @@ func TestFailClosedCollectorCarriesReservation(t *testing.T) {
 }
 
 func TestFailClosedConcurrent(t *testing.T) {
-	f := newFCEnv(t, core.FailClosed, 50, &gatedSink{delay: 3 * time.Millisecond})
+	f := newFCEnv(t, core.FailClosed, 50, &sinktest.Gated{Delay: 3 * time.Millisecond})
 	const workers, each = 8, 40
 	type outcome struct {
 		email string

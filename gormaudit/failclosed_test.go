@@ -12,77 +12,33 @@ import (
 	"gorm.io/gorm"
 
 	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/internal/sinktest"
 )
-
-// gatedSink stores into the test's audit_logs, but each write first waits while the sink is
-// stalled (or, when delay is set, sleeps that long): a database that is stalled or slow, so
-// that the Writer's queue fills.
-type gatedSink struct {
-	inner core.Sink // set before the first record is enqueued
-	delay time.Duration
-	mu    sync.Mutex
-	gate  chan struct{} // nil: open
-}
-
-func (s *gatedSink) Write(ctx context.Context, recs []*core.Record) error {
-	if s.delay > 0 {
-		time.Sleep(s.delay)
-	}
-	s.mu.Lock()
-	gate := s.gate
-	s.mu.Unlock()
-	if gate != nil {
-		select {
-		case <-gate:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	return s.inner.Write(ctx, recs)
-}
-
-// stall makes writes wait until open.
-func (s *gatedSink) stall() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.gate == nil {
-		s.gate = make(chan struct{})
-	}
-}
-
-func (s *gatedSink) open() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.gate != nil {
-		close(s.gate)
-		s.gate = nil
-	}
-}
 
 const fcQueue = 4
 
-// fcEnv is an env whose Writer, with a tiny queue, writes through a gatedSink.
+// fcEnv is an env whose Writer, with a tiny queue, writes through a sinktest.Gated.
 type fcEnv struct {
 	*env
 	w    *core.Writer
-	sink *gatedSink
+	sink *sinktest.Gated
 }
 
 func newFCEnv(t *testing.T, cfg envConfig, policy core.FailurePolicy) *fcEnv {
 	t.Helper()
-	sink := &gatedSink{}
+	sink := &sinktest.Gated{}
 	w := core.NewWriter(sink, core.WriterOptions{QueueSize: fcQueue, BatchSize: 1, Workers: 1,
 		FlushInterval: time.Millisecond, FailurePolicy: policy})
 	cfg.opts.Writer = w
 	cfg.opts.CaptureRawSQL = true
 	e := newEnv(t, cfg, &Item{})
 	t.Cleanup(func() { // before the database's pool closes
-		sink.open()
+		sink.Open()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		_ = w.Close(ctx)
 	})
-	sink.inner = core.NewPostgresSink(e.pg.Pool, core.PostgresSinkOptions{Schema: e.pg.Schema})
+	sink.Inner = core.NewPostgresSink(e.pg.Pool, core.PostgresSinkOptions{Schema: e.pg.Schema})
 	return &fcEnv{env: e, w: w, sink: sink}
 }
 
@@ -90,7 +46,7 @@ func newFCEnv(t *testing.T, cfg envConfig, policy core.FailurePolicy) *fcEnv {
 // dropping any: a record is enqueued only where Reserve shows room for it.
 func (f *fcEnv) fill() int {
 	f.t.Helper()
-	f.sink.stall()
+	f.sink.Stall()
 	n := 0
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -222,7 +178,7 @@ func TestFailClosedRefusesWhenFull(t *testing.T) {
 			if s := f.w.Stats(); s.Dropped != 0 {
 				t.Errorf("Stats.Dropped = %d, want 0", s.Dropped)
 			}
-			f.sink.open()
+			f.sink.Open()
 			if n := f.stored(""); n != seeded+filled {
 				t.Errorf("%d audit rows, want %d (seed %d, fillers %d)", n, seeded+filled, seeded, filled)
 			}
@@ -347,8 +303,8 @@ func TestFailClosedCollectorCarriesReservation(t *testing.T) {
 
 func TestFailClosedConcurrent(t *testing.T) {
 	cfg := envConfig{}
-	sink := &gatedSink{}
-	sink.delay = 3 * time.Millisecond
+	sink := &sinktest.Gated{}
+	sink.Delay = 3 * time.Millisecond
 	w := core.NewWriter(sink, core.WriterOptions{QueueSize: 50, BatchSize: 5, Workers: 1,
 		FlushInterval: time.Millisecond, FailurePolicy: core.FailClosed})
 	cfg.opts.Writer = w
@@ -358,7 +314,7 @@ func TestFailClosedConcurrent(t *testing.T) {
 		defer cancel()
 		_ = w.Close(ctx)
 	})
-	sink.inner = core.NewPostgresSink(e.pg.Pool, core.PostgresSinkOptions{Schema: e.pg.Schema})
+	sink.Inner = core.NewPostgresSink(e.pg.Pool, core.PostgresSinkOptions{Schema: e.pg.Schema})
 
 	const workers, each = 8, 40
 	type outcome struct {

@@ -1,0 +1,268 @@
+package natsaudit_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/internal/pgtest"
+	"github.com/auditkit/auditkit/natsaudit"
+)
+
+func TestTenantToken(t *testing.T) {
+	ids := []string{"", "acme", "ACME", "a-b", "a.b", "a_b", "_", "_5F", "a b", "a*", "a>", "ü", "a_2Eb", "a.b.c", "\x00", "\xff"}
+	seen := make(map[string]string)
+	for _, id := range ids {
+		tok := natsaudit.TenantToken(id)
+		if tok == "" || strings.ContainsAny(tok, ". *>\t\r\n") {
+			t.Errorf("TenantToken(%q) = %q: not a valid subject token", id, tok)
+		}
+		for i := 0; i < len(tok); i++ {
+			if tok[i] < 0x21 || tok[i] > 0x7e {
+				t.Errorf("TenantToken(%q) = %q: byte %#x outside printable ASCII", id, tok, tok[i])
+			}
+		}
+		if other, ok := seen[tok]; ok {
+			t.Errorf("TenantToken(%q) = TenantToken(%q) = %q", id, other, tok)
+		}
+		seen[tok] = id
+	}
+	for id, want := range map[string]string{"": natsaudit.NoTenantToken, "acme-1": "acme-1", "a.b": "a_2Eb", "_": "_5F", "é": "_C3_A9"} {
+		if got := natsaudit.TenantToken(id); got != want {
+			t.Errorf("TenantToken(%q) = %q, want %q", id, got, want)
+		}
+	}
+	if got := natsaudit.Subject("audit.eu", "a.b"); got != "audit.eu.a_2Eb" {
+		t.Errorf("Subject = %q", got)
+	}
+}
+
+func TestBadOptions(t *testing.T) {
+	nc := connect(t, natsURL())
+	ctx := context.Background()
+	if _, err := natsaudit.NewSink(nil, natsaudit.SinkOptions{}); err == nil {
+		t.Error("NewSink(nil) succeeded")
+	}
+	for _, o := range []natsaudit.SinkOptions{{Stream: "a.b"}, {SubjectPrefix: "a.*"}, {SubjectPrefix: "a..b"}, {Stream: "a b"}} {
+		if _, err := natsaudit.NewSink(nc, o); err == nil {
+			t.Errorf("NewSink(%+v) succeeded", o)
+		}
+	}
+	if _, err := natsaudit.EnsureStream(ctx, nc, natsaudit.StreamOptions{Name: "x", DuplicateWindow: time.Hour, MaxAge: time.Minute}); err == nil {
+		t.Error("EnsureStream with a duplicate window longer than MaxAge succeeded")
+	}
+	if _, err := natsaudit.NewIngester(ctx, natsaudit.IngestOptions{Conn: nc}); err == nil || !strings.Contains(err.Error(), "Sink") {
+		t.Errorf("NewIngester without a sink: %v", err)
+	}
+	db := pgtest.New(t)
+	sink := core.NewPostgresSink(db.Pool, core.PostgresSinkOptions{Schema: db.Schema})
+	if _, err := natsaudit.NewIngester(ctx, natsaudit.IngestOptions{Conn: nc, Sink: sink, Stream: "NO_SUCH_STREAM_" + uuid.NewString()[:8]}); err == nil {
+		t.Error("NewIngester on a missing stream succeeded")
+	}
+}
+
+// TestPipeline writes records through a Writer with the Sink, ingests them into PostgreSQL and
+// compares them with the same records written directly.
+func TestPipeline(t *testing.T) {
+	const n = 3000
+	ctx := context.Background()
+	nc := connect(t, natsURL())
+	names := newNames(t, nc)
+	stream, err := natsaudit.EnsureStream(ctx, nc, names.streamOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink, err := natsaudit.NewSink(nc, names.sinkOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := core.NewWriter(sink, core.WriterOptions{FlushInterval: 20 * time.Millisecond, Logger: testLogger()})
+	direct := pgtest.New(t)
+	dw := core.NewWriter(core.NewPostgresSink(direct.Pool, core.PostgresSinkOptions{Schema: direct.Schema}),
+		core.WriterOptions{FlushInterval: 20 * time.Millisecond, Logger: testLogger()})
+	at := time.Now().Add(-time.Hour)
+	for i := range n {
+		r, twin := newRecord(i), newRecord(i)
+		r.OccurredAt = at.Add(time.Duration(i) * 1001 * time.Nanosecond)
+		twin.ID, twin.OccurredAt = r.ID, r.OccurredAt
+		if err := w.Enqueue(r); err != nil {
+			t.Fatal(err)
+		}
+		if err := dw.Enqueue(twin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closeWriter(t, w)
+	closeWriter(t, dw)
+	if st := sink.Stats(); st.Published != n || st.Duplicates != 0 {
+		t.Fatalf("sink stats %+v, want %d published", st, n)
+	}
+
+	// One subject per tenant.
+	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(names.prefix+".>"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tenant := range tenants {
+		subj := natsaudit.Subject(names.prefix, tenant)
+		want := uint64(n / len(tenants))
+		if i < n%len(tenants) {
+			want++
+		}
+		if got := info.State.Subjects[subj]; got != want {
+			t.Errorf("subject %s holds %d messages, want %d (subjects %v)", subj, got, want, info.State.Subjects)
+		}
+	}
+
+	db := pgtest.New(t)
+	in := startIngest(t, nc, names, db, nil)
+	waitCount(t, db, n, 30*time.Second)
+	if st := in.Stats(); st.Written != n || st.Fetched != n || st.Failed != 0 || st.Pending != 0 || st.Batches == 0 || st.LastCommit.IsZero() {
+		t.Errorf("ingest stats %+v", st)
+	}
+	verifyChains(t, db)
+
+	cols := strings.Join(core.Columns, ", ")
+	rowsOf := func(db *pgtest.DB) []string {
+		rows, err := db.Pool.Query(ctx, `SELECT jsonb_build_array(`+cols+`)::text FROM audit_logs ORDER BY id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, s)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	got, want := rowsOf(db), rowsOf(direct)
+	if len(got) != len(want) {
+		t.Fatalf("%d rows through JetStream, %d written directly", len(got), len(want))
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("row %d through JetStream:\n%s\nwritten directly:\n%s", i, got[i], want[i])
+		}
+	}
+	if strings.Contains(strings.Join(got, "\n"), "hunter2") {
+		t.Error("a password reached the database unredacted")
+	}
+}
+
+func closeWriter(t *testing.T, w *core.Writer) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := w.Stats(); st.Written != st.Enqueued+st.Replayed || st.Dropped != 0 || st.Failed != 0 {
+		t.Fatalf("writer stats %+v", st)
+	}
+}
+
+// TestReplay publishes records again, within the duplicate window (the stream drops them) and
+// as new messages (as after the window: the consumer skips them), then delivers the whole stream
+// a second time to a new consumer of the same name: the database holds every record once.
+func TestReplay(t *testing.T) {
+	const n = 1200
+	ctx := context.Background()
+	nc := connect(t, natsURL())
+	names := newNames(t, nc)
+	if _, err := natsaudit.EnsureStream(ctx, nc, names.streamOptions()); err != nil {
+		t.Fatal(err)
+	}
+	sink, err := natsaudit.NewSink(nc, names.sinkOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := make([]*core.Record, n)
+	for i := range recs {
+		recs[i] = newRecord(i)
+		recs[i].OccurredAt = time.Now()
+	}
+	for range 2 {
+		if err := sink.Write(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := sink.Stats(); st.Published != n || st.Duplicates != n {
+		t.Fatalf("sink stats %+v, want %d published and %d duplicates", st, n, n)
+	}
+	// The same records under other message ids: the stream keeps them.
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs[:n/2] {
+		data, err := core.AppendRecordRow(nil, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := &nats.Msg{Subject: natsaudit.Subject(names.prefix, r.Tenant.ID), Data: data, Header: nats.Header{}}
+		m.Header.Set(jetstream.MsgIDHeader, "again-"+r.ID.String())
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	db := pgtest.New(t)
+	ictx, cancel := context.WithCancel(ctx)
+	opts := names.ingestOptions(nc, core.NewPostgresSink(db.Pool, core.PostgresSinkOptions{Schema: db.Schema}))
+	opts.BatchSize = 100
+	in, err := natsaudit.NewIngester(ictx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- in.Run(ictx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for in.Stats().Written < n+n/2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := in.Stats(); st.Written != n+n/2 {
+		t.Fatalf("ingest stats %+v, want %d written", st, n+n/2)
+	}
+	ids := storedIDs(t, db)
+	if len(ids) != n {
+		t.Fatalf("%d records stored, want %d", len(ids), n)
+	}
+	for _, r := range recs {
+		if !ids[r.ID] {
+			t.Fatalf("record %s lost", r.ID)
+		}
+	}
+
+	// The whole stream again, through a consumer recreated under the same name.
+	if err := js.DeleteConsumer(ctx, names.stream, names.durable); err != nil {
+		t.Fatal(err)
+	}
+	in2 := startIngest(t, nc, names, db, nil)
+	deadline = time.Now().Add(30 * time.Second)
+	for in2.Stats().Written < n+n/2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := in2.Stats(); st.Written != n+n/2 {
+		t.Fatalf("second ingest stats %+v, want %d written", st, n+n/2)
+	}
+	if ids := storedIDs(t, db); len(ids) != n {
+		t.Fatalf("%d records stored after the replay, want %d", len(ids), n)
+	}
+	verifyChains(t, db)
+}

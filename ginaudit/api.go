@@ -97,6 +97,14 @@ type APIOptions struct {
 	// Logger receives server-side failures (database errors behind a 500 response). Nil means
 	// slog.Default().
 	Logger *slog.Logger
+
+	// ViewerTokens, when set, lets the API accept viewer tokens (short-lived, read-only, scoped
+	// to one tenant) besides the Verifier's JWTs, and lets POST /viewer/tokens mint them. Nil
+	// refuses viewer tokens.
+	ViewerTokens *ViewerTokens
+	// ViewerPath, when set, serves the log viewer (a web page that reads the API) at this path
+	// relative to the group, such as /viewer. Empty serves no page.
+	ViewerPath string
 }
 
 const (
@@ -230,7 +238,7 @@ func MountAPI(group *gin.RouterGroup, st *store.Store, opts APIOptions) error {
 	auth.PATCH("/tenants/:id", a.updateTenant)
 	auth.GET("/chain/public-key", a.chainPublicKey)
 	auth.GET("/chain/checkpoints", a.chainCheckpoints)
-	return nil
+	return a.mountViewer(group, auth)
 }
 
 // apiError is the body of every refusal.
@@ -328,10 +336,8 @@ func (a *apiServer) authenticate(c *gin.Context) {
 		apiFail(c, http.StatusUnauthorized, "unauthorized", err.Error())
 		return
 	}
-	id, err := a.opts.Verifier.Verify(c.Request.Context(), raw)
-	if err != nil {
-		c.Header("WWW-Authenticate", `Bearer realm="audit-log", error="invalid_token"`)
-		apiFail(c, http.StatusUnauthorized, "invalid_token", "the bearer token was refused: "+err.Error())
+	id, ok := a.verifyBearer(c, raw) // viewer tokens, or the Verifier's JWTs
+	if !ok {
 		return
 	}
 	p := &apiPrincipal{id: id, admin: id.Actor.Type == core.ActorPlatformAdmin}

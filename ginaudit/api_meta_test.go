@@ -95,6 +95,7 @@ func TestAPIAdminWorkIsRecordedInTheTenantWorkedOn(t *testing.T) {
 		{"GET /chain/public-key", "GET", "/chain/public-key", "", 404, platform, ""}, // no key configured here
 		{"GET /chain/checkpoints", "GET", "/chain/checkpoints?tenant_id=" + apiOtherB, "", 200, apiOtherB, "auditlog.checkpoints"},
 		{"POST /subjects/erase", "POST", "/subjects/erase?tenant_id=" + apiOtherB, `{"subject":"actor:nobody-` + apiMarkB + `"}`, 200, apiOtherB, "audit.subject_erased"},
+		{"POST /viewer/tokens", "POST", "/viewer/tokens?tenant_id=" + apiOtherB, `{"actor":"customer-` + apiMarkB + `"}`, 404, apiOtherB, ""}, // no ViewerTokens here
 		{"GET /tenants", "GET", "/tenants", "", 200, platform, ""},
 		{"POST /tenants", "POST", "/tenants", `{"id":"` + apiCreatedC + `","name":"` + apiMarkB + `"}`, 201, apiCreatedC, "tenant.created"},
 		{"GET /tenants/:id", "GET", "/tenants/" + apiOtherB, "", 200, apiOtherB, ""},

@@ -1,0 +1,153 @@
+package ginaudit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/core/store"
+)
+
+// viewerTokenKey holds, in the gin context, the ViewerToken of a request authenticated by one.
+const viewerTokenKey = "ginaudit.viewerToken"
+
+// viewerHistoryRoute matches a resource's history route, whatever its parameters are named.
+var viewerHistoryRoute = regexp.MustCompile(`/resources/:[^/]+/:[^/]+/history$`)
+
+// viewerRouteScope returns the scope a viewer token needs for a route (method and the route's
+// full path), or "" when no viewer token may use it: writes, cleanup, erasure, the tenant
+// registry and token minting are never open to one.
+func viewerRouteScope(method, fullPath string) ViewerScope {
+	if method != http.MethodGet {
+		return ""
+	}
+	for _, r := range [...]struct {
+		suffix string
+		scope  ViewerScope
+	}{
+		{"/logs", ViewerScopeRead}, {"/logs/:id", ViewerScopeRead}, {"/logs/stats", ViewerScopeRead},
+		{"/logs/export", ViewerScopeExport}, {"/logs/stream", ViewerScopeStream},
+		{"/logs/verify", ViewerScopeVerify}, {"/chain/checkpoints", ViewerScopeVerify}, {"/chain/public-key", ViewerScopeVerify},
+	} {
+		if strings.HasSuffix(fullPath, r.suffix) {
+			return r.scope
+		}
+	}
+	if viewerHistoryRoute.MatchString(fullPath) {
+		return ViewerScopeRead
+	}
+	return ""
+}
+
+// verifyBearer authenticates raw: a viewer token (IsViewerToken) with APIOptions.ViewerTokens,
+// and only with it, for the routes its scopes open; any other token with the Verifier. On
+// refusal it answers the request and returns false.
+func (a *apiServer) verifyBearer(c *gin.Context, raw string) (Identity, bool) {
+	if !IsViewerToken(raw) {
+		id, err := a.opts.Verifier.Verify(c.Request.Context(), raw)
+		if err != nil {
+			c.Header("WWW-Authenticate", `Bearer realm="audit-log", error="invalid_token"`)
+			apiFail(c, http.StatusUnauthorized, "invalid_token", "the bearer token was refused: "+err.Error())
+			return Identity{}, false
+		}
+		return id, true
+	}
+	if a.opts.ViewerTokens == nil {
+		c.Header("WWW-Authenticate", `Bearer realm="audit-log", error="invalid_token"`)
+		apiFail(c, http.StatusUnauthorized, "invalid_token", "this service does not accept viewer tokens")
+		return Identity{}, false
+	}
+	t, err := a.opts.ViewerTokens.Verify(raw)
+	if err != nil {
+		c.Header("WWW-Authenticate", `Bearer realm="audit-log", error="invalid_token"`)
+		apiFail(c, http.StatusUnauthorized, "invalid_token", "the viewer token was refused: "+err.Error())
+		return Identity{}, false
+	}
+	need := viewerRouteScope(c.Request.Method, c.FullPath())
+	switch {
+	case need == "":
+		c.Header("WWW-Authenticate", `Bearer realm="audit-log", error="insufficient_scope"`)
+		apiFail(c, http.StatusForbidden, "insufficient_scope", "viewer tokens are read-only: they cannot use this route")
+		return Identity{}, false
+	case !t.Allows(need):
+		c.Header("WWW-Authenticate", `Bearer realm="audit-log", error="insufficient_scope", scope="`+string(need)+`"`)
+		apiFail(c, http.StatusForbidden, "insufficient_scope", "the viewer token lacks the scope "+string(need))
+		return Identity{}, false
+	}
+	c.Set(viewerTokenKey, t)
+	return viewerIdentity(t), true
+}
+
+// viewerMintRequest is the body of POST /viewer/tokens.
+type viewerMintRequest struct {
+	Actor      string        `json:"actor"`
+	TTLSeconds int64         `json:"ttl_seconds"`
+	Scopes     []ViewerScope `json:"scopes"`
+}
+
+// mintViewerToken serves POST /viewer/tokens: a caller of a tenant (or a platform administrator
+// naming one with tenant_id) mints a viewer token for that tenant, to hand to a customer.
+func (a *apiServer) mintViewerToken(c *gin.Context) {
+	p := apiPrincipalOf(c)
+	v, ok := a.params(c, apiTenantParam)
+	if !ok {
+		return
+	}
+	if p.admin && !v.Has(apiParamTenant) {
+		apiFailParam(c, http.StatusBadRequest, "invalid_parameter", apiParamTenant, "name the tenant the token reads with tenant_id; a viewer token reads one tenant")
+		return
+	}
+	sc, ok := a.scope(c, p, v)
+	if !ok {
+		return
+	}
+	if a.opts.ViewerTokens == nil {
+		apiFail(c, http.StatusNotFound, "viewer_tokens_disabled", "this service mints no viewer tokens (APIOptions.ViewerTokens is not configured)")
+		return
+	}
+	body, ok := a.readJSON(c)
+	if !ok {
+		return
+	}
+	var req viewerMintRequest
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || dec.More() {
+		msg := "the body is not a JSON object with actor, ttl_seconds and scopes"
+		if err != nil {
+			msg += ": " + err.Error()
+		}
+		apiFail(c, http.StatusBadRequest, "invalid_body", msg)
+		return
+	}
+	maxTTL := a.opts.ViewerTokens.MaxTTL()
+	ttl := time.Duration(req.TTLSeconds) * time.Second
+	switch {
+	case req.TTLSeconds == 0:
+		ttl = min(15*time.Minute, maxTTL)
+	case req.TTLSeconds < 0 || req.TTLSeconds > int64(maxTTL/time.Second):
+		apiFail(c, http.StatusBadRequest, "invalid_body", fmt.Sprintf("ttl_seconds must lie between 1 and %d", int64(maxTTL/time.Second)))
+		return
+	}
+	tok, err := a.opts.ViewerTokens.MintViewerToken(sc.TenantID, req.Actor, ttl, req.Scopes...)
+	if err != nil {
+		apiFail(c, http.StatusBadRequest, "invalid_body", strings.TrimPrefix(err.Error(), "ginaudit: viewer token: "))
+		return
+	}
+	t, err := a.opts.ViewerTokens.Verify(tok)
+	if err != nil {
+		a.fail(c, errors.Join(errors.New("a freshly minted viewer token does not verify"), err))
+		return
+	}
+	a.audit(c, p, core.Entry{Action: "auditlog.viewer_token", Tenant: core.Tenant{ID: sc.TenantID}, ResourceType: store.ResourceAuditLogs,
+		Metadata: map[string]any{"viewer": t.Actor, "scopes": viewerJoinScopes(t.Scopes), "expires_at": t.ExpiresAt.UTC().Format(time.RFC3339), "token_id": t.ID}})
+	c.Header("Cache-Control", "no-store")
+	c.JSON(http.StatusCreated, gin.H{"token": tok, "tenant_id": t.Tenant, "actor": t.Actor, "scopes": t.Scopes, "expires_at": t.ExpiresAt.UTC()})
+}

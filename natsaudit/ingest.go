@@ -469,3 +469,21 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return false
 	}
 }
+
+// Backlog is the durable consumer's view of the work left, shared by every Ingester of it.
+type Backlog struct {
+	Pending    uint64 // messages of the stream not yet delivered to any Ingester
+	AckPending int    // messages delivered and not yet acknowledged (being stored, or held by a crashed process until AckWait)
+}
+
+// Empty reports whether every message of the stream has been stored and acknowledged.
+func (b Backlog) Empty() bool { return b.Pending == 0 && b.AckPending == 0 }
+
+// Backlog asks the server for the durable consumer's backlog.
+func (in *Ingester) Backlog(ctx context.Context) (Backlog, error) {
+	info, err := in.cons.Info(ctx)
+	if err != nil {
+		return Backlog{}, fmt.Errorf("natsaudit: consumer %s on stream %s: %w", in.opts.Durable, in.opts.Stream, err)
+	}
+	return Backlog{Pending: info.NumPending, AckPending: info.NumAckPending}, nil
+}

@@ -70,6 +70,7 @@ var commands = []*command{migrateCommand, checkCommand, checkpointCommand, tailC
 	verifyExportCommand,
 	exportCommand,
 	eraseCommand,
+	ingestCommand,
 }
 
 func main() {

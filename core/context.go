@@ -180,6 +180,7 @@ const metaTenantError = "tenant_error"
 // fails ValidateTenant (the record keeps no tenant and notes the problem under the metadata key
 // "tenant_error").
 func StampFromContext(ctx context.Context, r *Record) {
+	stampMetadata(ctx, r)
 	if !r.IP.IsValid() {
 		if c := FromContext(ctx); c != nil {
 			r.IP = c.ip
@@ -222,6 +223,9 @@ func Dispatch(ctx context.Context, w *Writer, recs ...*Record) error {
 // used to enqueue them on w, and what is left of it is released. res may be nil.
 func DispatchReserved(ctx context.Context, w *Writer, res *Reservation, recs ...*Record) error {
 	if c := FromContext(ctx); c != nil {
+		for _, r := range recs {
+			stampMetadata(ctx, r)
+		}
 		c.AddReserved(res, recs...)
 		return nil
 	}

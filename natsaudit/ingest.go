@@ -453,7 +453,7 @@ func (in *Ingester) terminate(p pending, why error) {
 	}
 	in.opts.Logger.Error("auditkit: audit message cannot be stored; it is left in the stream and not delivered again",
 		"stream", in.opts.Stream, "seq", p.seq, "subject", p.msg.Subject(), "id", id, "error", why)
-	if err := p.msg.TermWithReason("auditkit: cannot be stored"); err != nil {
+	if err := p.msg.Term(); err != nil { // no reason: servers before 2.10 ignore a TERM with one
 		in.opts.Logger.Warn("auditkit: terminating an audit message failed; it will be delivered again", "seq", p.seq, "error", err)
 	}
 }

@@ -2,6 +2,7 @@ package natsaudit_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -263,6 +264,102 @@ func TestReplay(t *testing.T) {
 	}
 	if ids := storedIDs(t, db); len(ids) != n {
 		t.Fatalf("%d records stored after the replay, want %d", len(ids), n)
+	}
+	verifyChains(t, db)
+}
+
+// TestSinkErrors: a missing stream and a closed connection make the sink unavailable; a record
+// over the server's message size is rejected with its position.
+func TestSinkErrors(t *testing.T) {
+	ctx := context.Background()
+	nc := connect(t, natsURL())
+	names := newNames(t, nc)
+	sink, err := natsaudit.NewSink(nc, names.sinkOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := func(i int) *core.Record { r := newRecord(i); r.OccurredAt = time.Now(); return r }
+	var unavail *core.UnavailableError
+	err = sink.Write(ctx, []*core.Record{rec(0)})
+	if !errors.As(err, &unavail) || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("Write without the stream: %v, want an UnavailableError saying the stream does not exist", err)
+	}
+
+	if _, err := natsaudit.EnsureStream(ctx, nc, names.streamOptions()); err != nil {
+		t.Fatal(err)
+	}
+	big := rec(1)
+	big.Metadata = map[string]any{"blob": strings.Repeat("x", int(nc.MaxPayload()))}
+	var rej *core.RejectedError
+	if err := sink.Write(ctx, []*core.Record{rec(0), big, rec(2)}); !errors.As(err, &rej) || rej.Index != 1 {
+		t.Fatalf("Write of a record over the message size: %v, want a RejectedError at index 1", err)
+	}
+
+	other := connect(t, natsURL())
+	closed, err := natsaudit.NewSink(other, names.sinkOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+	if err := closed.Write(ctx, []*core.Record{rec(3)}); !errors.As(err, &unavail) {
+		t.Fatalf("Write on a closed connection: %v, want an UnavailableError", err)
+	}
+}
+
+// TestSharedConsumer: three Ingesters of one durable consumer share the stream; a message that
+// is not a record is terminated and counted, the rest stored once.
+func TestSharedConsumer(t *testing.T) {
+	const n = 6000
+	ctx := context.Background()
+	nc := connect(t, natsURL())
+	names := newNames(t, nc)
+	if _, err := natsaudit.EnsureStream(ctx, nc, names.streamOptions()); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, natsaudit.Subject(names.prefix, "acme"), []byte("not a record")); err != nil {
+		t.Fatal(err)
+	}
+	sink, err := natsaudit.NewSink(nc, names.sinkOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := make([]*core.Record, n)
+	for i := range recs {
+		recs[i] = newRecord(i)
+		recs[i].OccurredAt = time.Now()
+	}
+	for i := 0; i < n; i += 500 {
+		if err := sink.Write(ctx, recs[i:i+500]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db := pgtest.New(t)
+	var ins []*natsaudit.Ingester
+	for range 3 {
+		ins = append(ins, startIngest(t, connect(t, natsURL()), names, db, func(o *natsaudit.IngestOptions) {
+			o.BatchSize = 100
+			o.Logger = quietLogger()
+		}))
+	}
+	waitBacklog(t, ins[0], 60*time.Second)
+	var written, failed uint64
+	for i, in := range ins {
+		st := in.Stats()
+		if st.Written == 0 {
+			t.Errorf("ingester %d stored nothing: %+v", i, st)
+		}
+		written += st.Written
+		failed += st.Failed
+	}
+	if written != n || failed != 1 {
+		t.Errorf("the ingesters stored %d records and failed %d messages, want %d and 1", written, failed, n)
+	}
+	if ids := storedIDs(t, db); len(ids) != n {
+		t.Fatalf("%d records stored, want %d", len(ids), n)
 	}
 	verifyChains(t, db)
 }

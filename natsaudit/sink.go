@@ -168,8 +168,12 @@ func (s *Sink) classify(i int, err error) error {
 		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum:
 		return &core.RejectedError{Index: i, Err: err}
 	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
-		return &core.UnavailableError{Err: fmt.Errorf("natsaudit: no JetStream stream answers on %s* (is stream %s created, and JetStream enabled?): %w",
-			s.prefix, s.opts.Stream, err)}
+		// No stream took the message: the stream is missing (or JetStream is off), which needs an
+		// operator, or its servers are electing a new leader, which passes.
+		if missing := s.streamMissing(); missing != nil {
+			return &core.UnavailableError{Err: fmt.Errorf("natsaudit: no JetStream stream takes %s*: %w", s.prefix, missing)}
+		}
+		return fmt.Errorf("natsaudit: stream %s did not answer (electing a leader?): %w", s.opts.Stream, err)
 	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting),
 		errors.Is(err, nats.ErrConnectionDraining), !s.nc.IsConnected():
 		return &core.UnavailableError{Err: fmt.Errorf("natsaudit: the NATS connection is %s: %w", s.nc.Status(), err)}
@@ -182,3 +186,19 @@ func (s *Sink) classify(i int, err error) error {
 // errCodeStreamNotMatch is JetStream's error code for a message whose Nats-Expected-Stream header
 // names another stream than the one its subject is bound to.
 const errCodeStreamNotMatch jetstream.ErrorCode = 10060
+
+// streamMissing asks the JetStream API for the stream and returns why it cannot take messages
+// when the answer says so (the stream does not exist, JetStream is not enabled); nil when it
+// exists or the question goes unanswered.
+func (s *Sink) streamMissing() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err := s.js.Stream(ctx, s.opts.Stream)
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("stream %s does not exist (create it with natsaudit.EnsureStream or auditkit ingest -create-stream): %w", s.opts.Stream, err)
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount):
+		return fmt.Errorf("JetStream is not enabled on the server (start nats-server with -js): %w", err)
+	}
+	return nil
+}

@@ -17,7 +17,6 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/schema"
 
-	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/core/store"
 )
 
@@ -249,25 +248,6 @@ func tableColumns(ctx context.Context, db *gorm.DB, table string) (map[string]ta
 	return cols, nil
 }
 
-// isMasked reports whether an image value is, or holds, a mask the redactor or erasure left: the
-// stored value is not the row's, and must never be written back.
-func isMasked(v any) bool {
-	switch x := v.(type) {
-	case string:
-		return strings.Contains(x, "[REDACTED") || x == core.ErasedValue || strings.HasPrefix(x, core.EncryptedPrefix) ||
-			strings.HasPrefix(x, "[unencodable: ") || x == "[too deep]"
-	case []any:
-		return slices.ContainsFunc(x, isMasked)
-	case map[string]any:
-		for k, e := range x {
-			if strings.HasPrefix(k, "[REDACTED KEY") || isMasked(e) {
-				return true
-			}
-		}
-	}
-	return false
-}
-
 // DecodeImage decodes a stored row image (store.Snapshot.Image, store.Record.Before or After)
 // into dest, a pointer to a model, through the database and GORM: every column value is cast by
 // PostgreSQL to the type the table's column has now, and the row is scanned by GORM into the
@@ -324,7 +304,7 @@ func decodeInto(ctx context.Context, db *gorm.DB, sch *schema.Schema, img map[st
 		if f := sch.LookUpField(k); f == nil || f.DBName != k {
 			return d, nil, &IncompatibleError{Table: sch.Table, Column: k, Problem: fmt.Sprintf("model %s has no field for it any more", sch.Name)}
 		}
-		if isMasked(img[k]) {
+		if store.IsMasked(img[k]) {
 			d.Masked = append(d.Masked, k)
 			continue
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -355,3 +356,25 @@ const ParamField = "field"
 // ParamAsOf is the query parameter of the time a row is read at (GET
 // /resources/{type}/{id}/history?as_of=...).
 const ParamAsOf = "as_of"
+
+// IsMasked reports whether a value of a stored image (decoded with json.Number numbers, as
+// Snapshot.Fields decodes) is, or holds, a mask that stands for the row's value: core.Redacted or
+// a secret replaced in place, a key moved to "[REDACTED KEY n]", core.ErasedValue, a value still
+// encrypted (core.EncryptedPrefix), or a value the redactor could not encode or descend into. A
+// revert never writes such a value back.
+func IsMasked(v any) bool {
+	switch x := v.(type) {
+	case string:
+		return strings.Contains(x, "[REDACTED") || x == core.ErasedValue || strings.HasPrefix(x, core.EncryptedPrefix) ||
+			strings.HasPrefix(x, "[unencodable: ") || x == "[too deep]"
+	case []any:
+		return slices.ContainsFunc(x, IsMasked)
+	case map[string]any:
+		for k, e := range x {
+			if strings.HasPrefix(k, "[REDACTED KEY") || IsMasked(e) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -103,7 +103,7 @@ export async function download(path, params) {
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 60000);
-  return { name, records: res.headers.get("X-Export-Records") };
+  return { name, bytes: blob.size };
 }
 
 // stream opens the live stream (Server-Sent Events) with the token in access_token, since

@@ -384,7 +384,7 @@ async function exportAs(format) {
   status("Exporting…");
   try {
     const res = await api.download("/logs/export", params);
-    status("Exported " + (res.records ?? "the") + " records to " + res.name + ".");
+    status("Exported to " + res.name + " (" + res.bytes + " bytes).");
   } catch (err) {
     status("");
     setError(describe(err));

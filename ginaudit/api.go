@@ -232,6 +232,7 @@ func MountAPI(group *gin.RouterGroup, st *store.Store, opts APIOptions) error {
 	auth.DELETE("/logs/cleanup", a.cleanup)
 	auth.POST("/subjects/erase", a.eraseSubject)
 	auth.GET("/logs/:id", a.get)
+	auth.GET("/resources/:type/:id/history", a.history)
 	auth.GET("/tenants", a.listTenants)
 	auth.POST("/tenants", a.createTenant)
 	auth.GET("/tenants/:id", a.getTenant)

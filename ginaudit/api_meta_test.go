@@ -91,6 +91,7 @@ func TestAPIAdminWorkIsRecordedInTheTenantWorkedOn(t *testing.T) {
 		{"DELETE /logs/cleanup", "DELETE", "/logs/cleanup?tenant_id=" + apiOtherB + "&older_than=30d", "", 200, apiOtherB, "auditlog.cleanup"},
 		{"GET /logs/:id", "GET", "/logs/" + bID, "", 200, apiOtherB, "auditlog.read"},
 		{"GET /logs/:id", "GET", "/logs/" + bID + "?tenant_id=" + apiOtherB, "", 200, apiOtherB, "auditlog.read"},
+		{"GET /resources/:type/:id/history", "GET", "/resources/items/" + apiMarkB + "/history?tenant_id=" + apiOtherB, "", 200, apiOtherB, "auditlog.history"},
 		{"GET /logs/verify", "GET", "/logs/verify?tenant_id=" + apiOtherB, "", 200, apiOtherB, "auditlog.verify"},
 		{"GET /chain/public-key", "GET", "/chain/public-key", "", 404, platform, ""}, // no key configured here
 		{"GET /chain/checkpoints", "GET", "/chain/checkpoints?tenant_id=" + apiOtherB, "", 200, apiOtherB, "auditlog.checkpoints"},

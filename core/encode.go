@@ -1,0 +1,393 @@
+package core
+
+import (
+	"encoding/json"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// The JSON documents of a row (before, after, diff, metadata) are redacted and encoded in one
+// pass: the encoder walks a map once, judging each key and value as Redactor.Value does while it
+// writes the JSON, instead of building a redacted copy of the map and handing it to encoding/json.
+// The bytes are those json.Marshal gives for the redacted copy: keys sorted bytewise, HTML
+// characters, U+2028 and U+2029 escaped, invalid UTF-8 as \ufffd, floats in the shortest form
+// that round-trips. Anything the fast path does not handle exactly goes through the redacted copy
+// and encoding/json: values of other types (structs, typed maps and slices, JSON held in bytes),
+// and maps with a key that must be sanitised or that carries a secret.
+
+// redactEncoder holds the scratch space of one encoding; encoders are reused through encoders.
+type redactEncoder struct {
+	r     *Redactor
+	buf   []byte
+	pairs []encodePair // the members of the objects being written, a stack
+	diffs []diffPair   // the members of the diff being written
+}
+
+// diffPair is one member of a diff being written.
+type diffPair struct {
+	key string
+	c   Change
+}
+
+// encodePair is one member of an object being written.
+type encodePair struct {
+	key string
+	val any
+}
+
+var encoders = sync.Pool{New: func() any { return new(redactEncoder) }}
+
+func getEncoder(r *Redactor, buf []byte) *redactEncoder {
+	e := encoders.Get().(*redactEncoder)
+	e.r, e.buf = r.rules(), buf
+	return e
+}
+
+// release returns e to the pool and gives its buffer back to the caller.
+func (e *redactEncoder) release() []byte {
+	buf := e.buf
+	clear(e.pairs[:cap(e.pairs)]) // the values must not stay reachable through the pool
+	clear(e.diffs[:cap(e.diffs)])
+	e.r, e.buf, e.pairs, e.diffs = nil, nil, e.pairs[:0], e.diffs[:0]
+	encoders.Put(e)
+	return buf
+}
+
+// appendRedactedMap appends the JSON encoding of m redacted by r to dst: the bytes
+// json.Marshal(r.Map(m)) gives, without building the redacted copy. A nil map appends null.
+func (r *Redactor) appendRedactedMap(dst []byte, m map[string]any) []byte {
+	e := getEncoder(r, dst)
+	if m == nil {
+		e.buf = append(e.buf, "null"...)
+	} else {
+		e.mapAny(m, 0)
+	}
+	return e.release()
+}
+
+// appendRedactedDiff appends the JSON encoding of d redacted by r to dst: the bytes
+// json.Marshal(r.Diff(d)) gives. A nil diff appends null.
+func (r *Redactor) appendRedactedDiff(dst []byte, d map[string]Change) []byte {
+	e := getEncoder(r, dst)
+	if d == nil {
+		e.buf = append(e.buf, "null"...)
+	} else {
+		e.diff(d)
+	}
+	return e.release()
+}
+
+// marshal appends json.Marshal(v) of a value walk returned, which is always encodable.
+func (e *redactEncoder) marshal(v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		// Unreachable for walked values; store a marker rather than fail the record.
+		b = []byte(`"[unencodable]"`)
+	}
+	e.buf = append(e.buf, b...)
+}
+
+// value writes walk(v, depth), encoded.
+func (e *redactEncoder) value(v any, depth int) {
+	switch x := v.(type) {
+	case nil:
+		e.buf = append(e.buf, "null"...)
+	case string:
+		s, _ := e.r.str(x, depth)
+		e.buf = appendJSONStr(e.buf, s)
+	case bool:
+		e.buf = strconv.AppendBool(e.buf, x)
+	case int8:
+		e.buf = strconv.AppendInt(e.buf, int64(x), 10)
+	case int16:
+		e.buf = strconv.AppendInt(e.buf, int64(x), 10)
+	case int32:
+		e.buf = strconv.AppendInt(e.buf, int64(x), 10)
+	case uint8:
+		e.buf = strconv.AppendUint(e.buf, uint64(x), 10)
+	case uint16:
+		e.buf = strconv.AppendUint(e.buf, uint64(x), 10)
+	case uint32:
+		e.buf = strconv.AppendUint(e.buf, uint64(x), 10)
+	case uintptr:
+		e.buf = strconv.AppendUint(e.buf, uint64(x), 10)
+	case int:
+		e.int(int64(x), v)
+	case int64:
+		e.int(x, v)
+	case uint:
+		e.uint(uint64(x), v)
+	case uint64:
+		e.uint(x, v)
+	case json.Number:
+		if redactValidNumber(string(x)) {
+			if redactIsCardNumber(string(x)) {
+				e.buf = appendJSONStr(e.buf, Redacted)
+			} else {
+				e.buf = append(e.buf, x...)
+			}
+			return
+		}
+		s, _ := e.r.str(string(x), depth)
+		e.buf = appendJSONStr(e.buf, s)
+	case float64:
+		e.float(x, 64)
+	case float32:
+		e.float(float64(x), 32)
+	case time.Time:
+		if _, kept := redactTime(x, v).(time.Time); kept {
+			e.buf = append(e.buf, '"')
+			e.buf = x.AppendFormat(e.buf, time.RFC3339Nano)
+			e.buf = append(e.buf, '"')
+			return
+		}
+		e.buf = appendJSONStr(e.buf, Sanitize(x.String()))
+	case map[string]any:
+		switch {
+		case depth >= redactMaxDepth:
+			e.buf = appendJSONStr(e.buf, redactTooDeep)
+		case x == nil:
+			e.buf = append(e.buf, "null"...)
+		default:
+			e.mapAny(x, depth)
+		}
+	case []any:
+		switch {
+		case depth >= redactMaxDepth:
+			e.buf = appendJSONStr(e.buf, redactTooDeep)
+		case x == nil:
+			e.buf = append(e.buf, "null"...)
+		default:
+			e.buf = append(e.buf, '[')
+			for i, el := range x {
+				if i > 0 {
+					e.buf = append(e.buf, ',')
+				}
+				e.value(el, depth+1)
+			}
+			e.buf = append(e.buf, ']')
+		}
+	default:
+		e.marshal(e.r.walk(v, depth))
+	}
+}
+
+// int writes an int or int64 as walk keeps it: a card number becomes Redacted.
+func (e *redactEncoder) int(x int64, v any) {
+	if x >= 1e12 && redactIntCard(v) == Redacted {
+		e.buf = appendJSONStr(e.buf, Redacted)
+		return
+	}
+	e.buf = strconv.AppendInt(e.buf, x, 10)
+}
+
+// uint writes a uint or uint64 as walk keeps it: a card number becomes Redacted.
+func (e *redactEncoder) uint(x uint64, v any) {
+	if x >= 1e12 && redactIntCard(v) == Redacted {
+		e.buf = appendJSONStr(e.buf, Redacted)
+		return
+	}
+	e.buf = strconv.AppendUint(e.buf, x, 10)
+}
+
+// float writes a float as encoding/json does (NaN and infinities spelt out as walk does): the
+// shortest decimal that round-trips at the given size, in exponent form below 1e-6 and from 1e21.
+func (e *redactEncoder) float(f float64, bits int) {
+	switch {
+	case math.IsNaN(f):
+		e.buf = append(e.buf, `"NaN"`...)
+		return
+	case math.IsInf(f, 1):
+		e.buf = append(e.buf, `"+Inf"`...)
+		return
+	case math.IsInf(f, -1):
+		e.buf = append(e.buf, `"-Inf"`...)
+		return
+	}
+	e.buf = appendJSONFloat(e.buf, f, bits)
+}
+
+// appendJSONFloat appends a finite float as encoding/json writes it.
+func appendJSONFloat(b []byte, f float64, bits int) []byte {
+	format := byte('f')
+	if a := math.Abs(f); a != 0 {
+		if bits == 64 && (a < 1e-6 || a >= 1e21) || bits == 32 && (float32(a) < 1e-6 || float32(a) >= 1e21) {
+			format = 'e'
+		}
+	}
+	b = strconv.AppendFloat(b, f, format, -1, bits)
+	if format == 'e' {
+		// A two-digit negative exponent loses its leading zero: 1e-07 is written 1e-7.
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+// members collects the members of m sorted by key, after the members of the objects being
+// written. It reports false, collecting nothing, when a key must be sanitised or carries a
+// secret: walkMap renames such keys, and the map then takes the slow path.
+func (e *redactEncoder) members(m map[string]any, depth int) (start int, ok bool) {
+	start = len(e.pairs)
+	for k, v := range m {
+		if !redactCleanKey(k) || e.r.keySecret(k, false, depth+1) {
+			clear(e.pairs[start:])
+			e.pairs = e.pairs[:start]
+			return start, false
+		}
+		e.pairs = append(e.pairs, encodePair{k, v})
+	}
+	slices.SortFunc(e.pairs[start:], func(a, b encodePair) int { return strings.Compare(a.key, b.key) })
+	return start, true
+}
+
+// mapAny writes walkMap(m, depth), encoded.
+func (e *redactEncoder) mapAny(m map[string]any, depth int) {
+	start, ok := e.members(m, depth)
+	if !ok {
+		e.marshal(e.r.walkMap(m, depth))
+		return
+	}
+	named := e.r.namesSecret(m)
+	e.buf = append(e.buf, '{')
+	for i := start; i < len(e.pairs); i++ {
+		p := e.pairs[i]
+		if i > start {
+			e.buf = append(e.buf, ',')
+		}
+		e.buf = appendJSONStr(e.buf, p.key)
+		e.buf = append(e.buf, ':')
+		if e.r.Sensitive(p.key) || named && redactValueMember(p.key) {
+			e.mask(p.val)
+			continue
+		}
+		e.value(p.val, depth+1)
+	}
+	e.buf = append(e.buf, '}')
+	clear(e.pairs[start:])
+	e.pairs = e.pairs[:start]
+}
+
+// mask writes redactMask(v).
+func (e *redactEncoder) mask(v any) {
+	if v == nil {
+		e.buf = append(e.buf, "null"...)
+		return
+	}
+	e.buf = appendJSONStr(e.buf, Redacted)
+}
+
+// diff writes Diff(d), encoded.
+func (e *redactEncoder) diff(d map[string]Change) {
+	e.diffs = e.diffs[:0]
+	for k, c := range d {
+		if !redactCleanKey(k) || e.r.keySecret(k, false, 1) {
+			clear(e.diffs)
+			e.marshal(e.r.Diff(d))
+			return
+		}
+		e.diffs = append(e.diffs, diffPair{k, c})
+	}
+	slices.SortFunc(e.diffs, func(a, b diffPair) int { return strings.Compare(a.key, b.key) })
+	e.buf = append(e.buf, '{')
+	for i, p := range e.diffs {
+		if i > 0 {
+			e.buf = append(e.buf, ',')
+		}
+		e.buf = appendJSONStr(e.buf, p.key)
+		e.buf = append(e.buf, `:{"from":`...)
+		if e.r.Sensitive(p.key) {
+			e.mask(p.c.From)
+			e.buf = append(e.buf, `,"to":`...)
+			e.mask(p.c.To)
+		} else {
+			e.value(p.c.From, 1)
+			e.buf = append(e.buf, `,"to":`...)
+			e.value(p.c.To, 1)
+		}
+		e.buf = append(e.buf, '}')
+	}
+	e.buf = append(e.buf, '}')
+	clear(e.diffs)
+	e.diffs = e.diffs[:0]
+}
+
+// redactCleanKey reports whether Sanitize leaves k as it is.
+func redactCleanKey(k string) bool {
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c == 0 || c >= utf8.RuneSelf {
+			return Sanitize(k) == k
+		}
+	}
+	return true
+}
+
+// jsonPlain marks the ASCII bytes encoding/json writes as they are (HTML characters escaped).
+var jsonPlain = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
+const jsonHex = "0123456789abcdef"
+
+// appendJSONStr appends s as a JSON string, escaped as encoding/json escapes it: quotes,
+// backslashes and control characters, the HTML characters <, > and &, U+2028 and U+2029; invalid
+// UTF-8 becomes U+FFFD.
+func appendJSONStr(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if jsonPlain[c] {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', jsonHex[c>>4], jsonHex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		ru, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case ru == utf8.RuneError && size == 1:
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+		case ru == '\u2028' || ru == '\u2029':
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', jsonHex[ru&0xf])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

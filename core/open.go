@@ -85,7 +85,9 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 		}
 	}
 	opts.PII = pii
+	parts := startPartitionKeeper(pool, cfg.Schema, cfg.Logger)
 	opts.OnClose = func(ctx context.Context) error {
+		parts.stop()
 		var err error
 		if cp != nil {
 			// After the last batch: the final checkpoint vouches for every record written.
@@ -95,6 +97,7 @@ func Open(ctx context.Context, cfg Config) (*Writer, error) {
 	}
 	w, err := OpenWriter(NewPostgresSink(pool, PostgresSinkOptions{Schema: cfg.Schema, DisableChain: cfg.Chain.Disabled, PII: pii}), opts)
 	if err != nil {
+		parts.stop()
 		if cp != nil {
 			_ = cp.Stop(context.Background())
 		}

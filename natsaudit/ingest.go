@@ -33,11 +33,11 @@ type IngestOptions struct {
 	SubjectPrefix string
 	// BatchSize is the most messages stored in one transaction. Default 500.
 	BatchSize int
-	// MaxWait is how long a fetch waits for a batch to fill before the messages it has are
-	// stored. Default 200ms.
+	// MaxWait is how long a batch waits to fill, from its first message, before the messages it
+	// has are stored. Default 200ms.
 	MaxWait time.Duration
-	// Workers is how many batches one Ingester fetches and stores at once. Default 2: one batch
-	// is fetched and decoded while another is stored.
+	// Workers is how many batches one Ingester stores at once; it pulls up to Workers*BatchSize
+	// messages ahead. Default 2: one batch is decoded while another is stored.
 	Workers int
 	// AckWait is how long the stream waits for a delivered message's acknowledgement before
 	// delivering it again (to any Ingester): the time a crashed ingest process holds its
@@ -210,25 +210,23 @@ func (in *Ingester) Stats() IngestStats {
 	return st
 }
 
-// Run fetches and stores batches with Workers goroutines until ctx ends, and returns nil then. A
-// batch being stored when ctx ends is abandoned unacknowledged (the stream delivers it again,
-// and the sink skips what its transaction had committed). Run returns an error only when the
-// consumer is gone (deleted, or its stream deleted).
+// Run reads the stream and stores its batches until ctx ends, and returns nil then: one
+// goroutine pulls messages continuously (up to Workers*BatchSize ahead) and cuts them into
+// batches, Workers goroutines store them. A batch being stored when ctx ends is abandoned
+// unacknowledged (the stream delivers it again, and the sink skips what its transaction had
+// committed). Run returns an error only when the consumer is gone (deleted, or its stream
+// deleted).
 func (in *Ingester) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var (
-		wg       sync.WaitGroup
-		errOnce  sync.Once
-		firstErr error
-	)
+	batches := make(chan []jetstream.Msg)
+	var wg sync.WaitGroup
 	for range in.opts.Workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := in.work(ctx); err != nil {
-				errOnce.Do(func() { firstErr = err })
-				cancel()
+			for b := range batches {
+				in.store(ctx, b)
 			}
 		}()
 	}
@@ -239,8 +237,11 @@ func (in *Ingester) Run(ctx context.Context) error {
 			in.progress(ctx)
 		}()
 	}
+	err := in.collect(ctx, batches)
+	close(batches)
+	cancel()
 	wg.Wait()
-	return firstErr
+	return err
 }
 
 // progress logs the counters every ProgressInterval while records flow.
@@ -266,45 +267,98 @@ func (in *Ingester) progress(ctx context.Context) {
 	}
 }
 
-// work is one worker's loop: fetch a batch, store it, acknowledge it.
-func (in *Ingester) work(ctx context.Context) error {
+// collect pulls messages and sends them to out in batches: BatchSize messages, or what arrived
+// within MaxWait of a batch's first message. It returns nil when ctx ends, and an error when the
+// consumer is gone.
+func (in *Ingester) collect(ctx context.Context, out chan<- []jetstream.Msg) error {
+	var it jetstream.MessagesContext
+	defer func() {
+		if it != nil {
+			it.Stop()
+		}
+	}()
 	backoff := in.opts.MinBackoff
+	batch := make([]jetstream.Msg, 0, in.opts.BatchSize)
+	var deadline time.Time
+	send := func() bool {
+		select {
+		case out <- batch:
+			batch = make([]jetstream.Msg, 0, in.opts.BatchSize)
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
 	for ctx.Err() == nil {
-		msgs, err := in.fetch()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
-				errors.Is(err, jetstream.ErrStreamNotFound) {
-				return fmt.Errorf("natsaudit: consumer %s on stream %s: %w", in.opts.Durable, in.opts.Stream, err)
+		if it == nil {
+			var err error
+			it, err = in.cons.Messages(jetstream.PullMaxMessages(in.opts.Workers*in.opts.BatchSize),
+				jetstream.PullExpiry(30*time.Second))
+			if err != nil {
+				if gone(err) {
+					return in.goneError(err)
+				}
+				in.opts.Logger.Warn("auditkit: ingest cannot pull from the stream, retrying", "stream", in.opts.Stream, "error", err, "backoff", backoff)
+				if !sleep(ctx, backoff) {
+					return nil
+				}
+				backoff = min(backoff*2, in.opts.MaxBackoff)
+				continue
 			}
-			in.opts.Logger.Warn("auditkit: ingest fetch failed, retrying", "stream", in.opts.Stream, "error", err, "backoff", backoff)
+			backoff = in.opts.MinBackoff
+		}
+		var (
+			m   jetstream.Msg
+			err error
+		)
+		if len(batch) == 0 {
+			m, err = it.Next(jetstream.NextContext(ctx))
+		} else if wait := time.Until(deadline); wait > 0 {
+			m, err = it.Next(jetstream.NextMaxWait(wait))
+		} else {
+			err = nats.ErrTimeout
+		}
+		switch {
+		case err == nil:
+			if len(batch) == 0 {
+				deadline = time.Now().Add(in.opts.MaxWait)
+			}
+			batch = append(batch, m)
+			if len(batch) == in.opts.BatchSize && !send() {
+				return nil
+			}
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, nats.ErrTimeout):
+			if !send() {
+				return nil
+			}
+		case gone(err):
+			return in.goneError(err)
+		default:
+			// The iterator ended (the connection closed, the server said so): pull anew. The
+			// messages of the batch being collected are delivered again after AckWait.
+			in.opts.Logger.Warn("auditkit: ingest pull ended, pulling again", "stream", in.opts.Stream, "error", err)
+			it.Stop()
+			it = nil
+			batch = batch[:0]
 			if !sleep(ctx, backoff) {
 				return nil
 			}
 			backoff = min(backoff*2, in.opts.MaxBackoff)
-			continue
-		}
-		backoff = in.opts.MinBackoff
-		if len(msgs) > 0 {
-			in.store(ctx, msgs)
 		}
 	}
 	return nil
 }
 
-// fetch returns the next batch: up to BatchSize messages, waiting at most MaxWait for them.
-func (in *Ingester) fetch() ([]jetstream.Msg, error) {
-	batch, err := in.cons.Fetch(in.opts.BatchSize, jetstream.FetchMaxWait(in.opts.MaxWait))
-	if err != nil {
-		return nil, err
-	}
-	msgs := make([]jetstream.Msg, 0, in.opts.BatchSize)
-	for m := range batch.Messages() {
-		msgs = append(msgs, m)
-	}
-	if err := batch.Error(); err != nil && len(msgs) == 0 && !errors.Is(err, nats.ErrTimeout) {
-		return nil, err
-	}
-	return msgs, nil
+// gone reports whether err says the consumer or its stream no longer exists.
+func gone(err error) bool {
+	return errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+		errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+func (in *Ingester) goneError(err error) error {
+	return fmt.Errorf("natsaudit: consumer %s on stream %s: %w", in.opts.Durable, in.opts.Stream, err)
 }
 
 // pending is a message being stored and the record it holds.

@@ -2,312 +2,40 @@ package ginaudit
 
 import (
 	"bufio"
-	"bytes"
-	"errors"
-	"io"
-	"mime"
 	"net"
 	"net/http"
-	"strings"
-	"sync"
 
 	"github.com/gin-gonic/gin"
 
-	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/internal/auditmw"
 )
 
-// capturable reports whether a body of content type ct is read into the audit record: JSON, forms,
-// multipart forms, XML, YAML, GraphQL and text (not event streams), or a body without a content
-// type (the redactor decides what its bytes are). Streamed multipart (x-mixed-replace), octet
-// streams, media and archives are not read; their record holds only the content type, the size
-// and why (core.Body.NotCaptured).
-func capturable(ct string) bool {
-	if ct == "" {
-		return true
-	}
-	mt, _, err := mime.ParseMediaType(ct)
-	if err != nil {
-		mt, _, _ = strings.Cut(strings.ToLower(ct), ";")
-		mt = strings.TrimSpace(mt)
-	}
-	switch {
-	case mt == "text/event-stream":
-		return false
-	case strings.HasPrefix(mt, "text/"),
-		mt == "application/json", strings.HasSuffix(mt, "+json"),
-		mt == "application/x-www-form-urlencoded",
-		mt == "multipart/form-data", mt == "multipart/mixed",
-		mt == "application/xml", strings.HasSuffix(mt, "+xml"),
-		mt == "application/yaml", mt == "application/x-yaml", strings.HasSuffix(mt, "+yaml"),
-		mt == "application/graphql", mt == "application/x-ndjson":
-		return true
-	}
-	return false
-}
-
-// captureRequest records the request body for the audit record. A body of known length whose
-// client does not wait for "100 Continue" is read now, at most limit+1 bytes, and the handler gets
-// a body that yields every byte, the read bytes first; a read error (a client gone, an outer
-// http.MaxBytesReader) is handed to the handler after the bytes read before it.
-//
-// A body of unknown length (chunked, HTTP/2 without Content-Length) or one sent only after
-// "100 Continue" is not read ahead of the handler: reading it first would make the server answer
-// 100 Continue to a request the handler refuses unread, and would stall a full-duplex exchange in
-// which the client sends more only after the handler's answer. Such a body is captured as the
-// handler reads it (the returned teeBody; see teeBody.captured).
-//
-// A body with a Content-Encoding other than identity is not read: its bytes are compressed, so
-// it is recorded like a binary body, with the encoding in the content type (see encodedBody).
-func captureRequest(req *http.Request, limit int) (*core.Body, *teeBody) {
-	if req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0 {
-		return nil, nil
-	}
-	ct := req.Header.Get("Content-Type")
-	if enc := contentEncoding(req.Header); enc != "" {
-		return encodedBody(ct, enc, req.ContentLength), nil
-	}
-	if !capturable(ct) {
-		return &core.Body{ContentType: ct, Size: req.ContentLength, NotCaptured: notCapturedType}, nil
-	}
-	orig := req.Body
-	if req.ContentLength < 0 || expectsContinue(req) {
-		t := &teeBody{rc: orig, limit: limit, ct: ct, length: req.ContentLength}
-		req.Body = t
-		return nil, t
-	}
-	// One allocation of the right size; the extra byte detects a body longer than the limit.
-	buf := make([]byte, min(req.ContentLength, int64(limit))+1)
-	n, err := io.ReadFull(orig, buf)
-	buf = buf[:n]
-	if errors.Is(err, io.ErrUnexpectedEOF) && int64(n) == req.ContentLength {
-		err = nil // the whole body; the spare byte stayed empty
-	}
-	// No byte although Content-Length announced some: the handler gets the body's own EOF again,
-	// the record says that nothing was captured.
-	short := err == io.EOF
-	if err == io.EOF {
-		err = nil
-	}
-	rest := io.Reader(orig)
-	if err != nil {
-		rest = errReader{err}
-	}
-	req.Body = &stitchedBody{Reader: io.MultiReader(bytes.NewReader(buf), rest), closer: orig}
-
-	b := &core.Body{ContentType: ct, Data: buf, Size: int64(len(buf))}
-	if len(buf) > limit {
-		b.Data, b.Truncated, b.Size = buf[:limit], true, req.ContentLength
-	} else if err != nil || short {
-		b.Truncated, b.Size = true, req.ContentLength
-		if len(buf) == 0 {
-			b.Truncated, b.NotCaptured = false, notCapturedReadError
-		}
-	}
-	return b, nil
-}
-
-func expectsContinue(req *http.Request) bool {
-	for _, v := range req.Header["Expect"] {
-		if strings.Contains(strings.ToLower(v), "100-continue") {
-			return true
-		}
-	}
-	return false
-}
-
-// contentEncoding returns the Content-Encoding of h, or "" when it is absent or identity.
-func contentEncoding(h http.Header) string {
-	var encs []string
-	for _, v := range h["Content-Encoding"] {
-		for _, e := range strings.Split(v, ",") {
-			if e = strings.ToLower(strings.TrimSpace(e)); e != "" && e != "identity" {
-				encs = append(encs, e)
-			}
-		}
-	}
-	return strings.Join(encs, ",")
-}
-
-// encodedBody is the record of a compressed (Content-Encoding) body: its size, content type and
-// encoding, never its bytes.
-func encodedBody(ct, enc string, size int64) *core.Body {
-	return &core.Body{ContentType: ct, Encoding: enc, Size: size}
-}
-
-// Why a body was not captured (core.Body.NotCaptured).
-const (
-	notCapturedType      = "content type not captured"
-	notCapturedUnread    = "not read by the handler"
-	notCapturedReadError = "read failed before any byte"
-	notCapturedStreamed  = "streamed"
-	notCapturedHijacked  = "connection hijacked"
-)
-
-// teeBody is a request body that keeps the first limit bytes the handler reads, for bodies that
-// must not be read ahead of the handler.
-type teeBody struct {
-	rc     io.ReadCloser
-	limit  int
-	ct     string
-	length int64 // Content-Length, -1 when unknown
-
-	mu   sync.Mutex // a handler may read in another goroutine (full duplex) and panic meanwhile
-	buf  []byte
-	read int64 // bytes the handler has read
-	eof  bool
-	err  error // a read error other than io.EOF
-	done bool  // captured has run; later reads are not kept
-}
-
-func (t *teeBody) Read(p []byte) (int, error) {
-	n, err := t.rc.Read(p)
-	t.mu.Lock()
-	if !t.done {
-		if room := t.limit - len(t.buf); room > 0 && n > 0 {
-			if t.buf == nil {
-				t.buf = make([]byte, 0, min(t.limit, max(n, 512)))
-			}
-			t.buf = append(t.buf, p[:min(n, room)]...)
-		}
-		t.read += int64(n)
-		switch {
-		case err == io.EOF:
-			t.eof = true
-		case err != nil && t.err == nil:
-			t.err = err
-		}
-	}
-	t.mu.Unlock()
-	return n, err
-}
-
-func (t *teeBody) Close() error { return t.rc.Close() }
-
-// captured returns what the handler read. The body is complete when the handler reached its end
-// (EOF, or Content-Length bytes); otherwise partial is true, and the body is marked truncated when
-// more is known to follow. A body the handler did not read at all is recorded as not captured,
-// never as an empty one. Size is the body's size when known, else -1.
-func (t *teeBody) captured() (b *core.Body, partial bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.done = true
-	b = &core.Body{ContentType: t.ct, Data: t.buf, Size: t.length}
-	short := t.eof && t.length >= 0 && t.read < t.length // ended before its Content-Length
-	complete := t.err == nil && !short && (t.eof || t.length >= 0 && t.read >= t.length)
-	if complete {
-		b.Size = t.read
-		b.Truncated = t.read > int64(t.limit)
-		return b, false
-	}
-	if t.read == 0 {
-		b.NotCaptured = notCapturedUnread
-		if t.err != nil || short {
-			b.NotCaptured = notCapturedReadError
-		}
-		return b, true
-	}
-	b.Truncated = t.err != nil || t.read > int64(t.limit) || t.length > t.read
-	return b, true
-}
-
-type stitchedBody struct {
-	io.Reader
-	closer io.Closer
-}
-
-func (b *stitchedBody) Close() error { return b.closer.Close() }
-
-type errReader struct{ err error }
-
-func (r errReader) Read([]byte) (int, error) { return 0, r.err }
-
-// bodyWriter wraps Gin's writer to keep the first bytes of the response. It overrides both Write
-// and WriteString (Gin's text renderers use the latter), notes Flush (a streamed response is not
-// kept) and Hijack (a WebSocket has no response to keep), and unwraps for
-// http.NewResponseController. Embedding keeps Status, Size, Written, CloseNotify and Pusher.
+// bodyWriter wraps Gin's writer to keep the first bytes of the response (auditmw.Capture). It
+// overrides both Write and WriteString (Gin's text renderers use the latter), notes Flush (a
+// streamed response is not kept) and Hijack (a WebSocket has no response to keep), and unwraps
+// for http.NewResponseController. Embedding keeps Status, Size, Written, CloseNotify and Pusher.
 type bodyWriter struct {
 	gin.ResponseWriter
-	limit     int // 0: only Flush and Hijack are noted
-	decided   bool
-	keep      bool
-	buf       []byte
-	truncated bool
-	streamed  bool
-	hijacked  bool
-	ct        string
-	// outerEnc is the Content-Encoding already set when the middleware started: a compression
-	// middleware registered before this one sets it and compresses what passes through here
-	// later, so the bytes seen here are still plain. enc is a Content-Encoding set after that
-	// (by the handler or a compression middleware inside this one): the bytes are compressed.
-	outerEnc string
-	enc      string
+	cap auditmw.Capture
 }
 
 func (w *bodyWriter) Write(p []byte) (int, error) {
-	if w.limit > 0 && !w.decided {
-		w.decide() // before the bytes go on: an outer writer may set headers as it writes
-	}
+	w.cap.Before()
 	n, err := w.ResponseWriter.Write(p)
-	if w.limit > 0 {
-		w.capture(p[:n], "")
-	}
+	w.cap.Keep(p[:n], "")
 	return n, err
 }
 
 func (w *bodyWriter) WriteString(s string) (int, error) {
-	if w.limit > 0 && !w.decided {
-		w.decide()
-	}
+	w.cap.Before()
 	n, err := w.ResponseWriter.WriteString(s)
-	if w.limit > 0 {
-		w.capture(nil, s[:n])
-	}
+	w.cap.Keep(nil, s[:n])
 	return n, err
-}
-
-// decide looks at the response headers once, at the first write: what is kept depends on the
-// content type and the encoding the handler chose.
-func (w *bodyWriter) decide() {
-	w.decided = true
-	h := w.Header()
-	w.ct = h.Get("Content-Type")
-	if enc := contentEncoding(h); enc != "" && enc != w.outerEnc {
-		w.enc = enc
-		return
-	}
-	w.keep = capturable(w.ct)
-	if mt, _, _ := strings.Cut(w.ct, ";"); strings.EqualFold(strings.TrimSpace(mt), "text/event-stream") {
-		w.streamed = true
-	}
-}
-
-func (w *bodyWriter) capture(p []byte, s string) {
-	if !w.keep || w.streamed {
-		return
-	}
-	room := w.limit - len(w.buf)
-	n := len(p) + len(s)
-	if n > room {
-		w.truncated = true
-		n = room
-	}
-	if n <= 0 {
-		return
-	}
-	if w.buf == nil {
-		w.buf = make([]byte, 0, min(w.limit, max(n, 512)))
-	}
-	if p != nil {
-		w.buf = append(w.buf, p[:n]...)
-	} else {
-		w.buf = append(w.buf, s[:n]...)
-	}
 }
 
 // Flush marks the response as streamed: it is passed through and not kept.
 func (w *bodyWriter) Flush() {
-	w.streamed = true
-	w.buf = nil
+	w.cap.Flushed()
 	w.ResponseWriter.Flush()
 }
 
@@ -315,33 +43,10 @@ func (w *bodyWriter) Flush() {
 func (w *bodyWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, rw, err := w.ResponseWriter.Hijack()
 	if err == nil {
-		w.hijacked = true
+		w.cap.Hijacked = true
 	}
 	return conn, rw, err
 }
 
 // Unwrap returns the wrapped writer, for http.NewResponseController.
 func (w *bodyWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// captured returns the kept response body of size bytes.
-func (w *bodyWriter) captured(size int64) *core.Body {
-	if !w.decided {
-		w.decide()
-	}
-	if w.enc != "" {
-		return encodedBody(w.ct, w.enc, size)
-	}
-	if !w.keep {
-		return w.notCaptured(size, notCapturedType)
-	}
-	return &core.Body{ContentType: w.ct, Data: w.buf, Truncated: w.truncated || int64(len(w.buf)) < size, Size: size}
-}
-
-// notCaptured returns the record of a response body whose bytes were not kept: its content type,
-// size (-1 when unknown) and why.
-func (w *bodyWriter) notCaptured(size int64, why string) *core.Body {
-	if !w.decided && !w.hijacked {
-		w.decide()
-	}
-	return &core.Body{ContentType: w.ct, Size: size, NotCaptured: why}
-}

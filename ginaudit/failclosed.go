@@ -1,27 +1,13 @@
 package ginaudit
 
 import (
-	"errors"
-	"log/slog"
 	"net/http"
-	"sync"
-	"sync/atomic"
-	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/internal/auditmw"
 )
-
-// retryAfter is the Retry-After header's value, in seconds, of a request refused with 503
-// because its audit record could not be kept (core.FailClosed).
-const retryAfter = "5"
-
-// stateKeyType is the type of the gin.Context key under which the middleware keeps the state of
-// an audited request, for FailurePolicy.
-type stateKeyType struct{}
-
-var stateKey stateKeyType
 
 // FailurePolicy returns a middleware that sets p as the failure policy of the request's context
 // (core.WithFailurePolicy), for the routes it is registered on: the request's http record (when
@@ -46,18 +32,17 @@ func FailurePolicy(p core.FailurePolicy) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		ctx := core.WithFailurePolicy(c.Request.Context(), p)
 		c.Request = c.Request.WithContext(ctx)
-		if v, ok := c.Get(stateKey); ok {
-			st := v.(*reqState)
+		if st := auditmw.StateFrom(ctx); st != nil {
 			// ORM calls given c itself find the policy through the audit context.
 			c.Set(core.RequestContextKey, ctx)
-			if p == core.FailClosed && st.res == nil {
-				res, err := core.Admit(ctx, st.w, 1)
+			if p == core.FailClosed && st.Res == nil {
+				res, err := core.Admit(ctx, st.E.Writer, 1)
 				if err != nil {
-					st.refused = true
-					st.m.refuse(c, err)
+					st.Refused = true
+					refuse(c, st.E, err)
 					return
 				}
-				st.res = res
+				st.Res = res
 			}
 		}
 		c.Next()
@@ -67,76 +52,10 @@ func FailurePolicy(p core.FailurePolicy) gin.HandlerFunc {
 // refuse answers 503 to a request whose audit record could not be admitted under FailClosed, and
 // stops the chain: the handler never runs. The refusal is logged (at most once a second, with
 // counts).
-func (m *middleware) refuse(c *gin.Context, err error) {
-	m.refusals.add(c.Request.Method, c.Request.URL.Path, err)
-	c.Header("Retry-After", retryAfter)
-	c.AbortWithStatusJSON(http.StatusServiceUnavailable, gin.H{
-		"error":  "audit trail unavailable",
-		"reason": refusalReason(err),
-	})
-}
+func (m *middleware) refuse(c *gin.Context, err error) { refuse(c, m.e, err) }
 
-// refusalReason says in one sentence why a request was refused, without the internal details of
-// err (addresses, SQL states, file names), which are logged instead.
-func refusalReason(err error) string {
-	var unavail *core.UnavailableError
-	switch {
-	case errors.Is(err, core.ErrQueueFull):
-		return "the audit queue is full"
-	case errors.Is(err, core.ErrSpoolFull):
-		return "the audit spool is full"
-	case errors.Is(err, core.ErrClosed):
-		return "the audit writer is shutting down"
-	case errors.As(err, &unavail):
-		return "the audit database refuses writes"
-	}
-	return "audit records cannot be accepted now"
-}
-
-// refusalLog reports requests refused under FailClosed: at once when nothing was reported in the
-// last second, otherwise when that second ends, with the count and the latest reason.
-type refusalLog struct {
-	logger *slog.Logger
-	total  atomic.Uint64
-
-	mu       sync.Mutex // guards the fields below
-	reported uint64
-	last     time.Time
-	timer    *time.Timer
-	method   string
-	path     string
-	err      error
-}
-
-func (l *refusalLog) add(method, path string, err error) {
-	l.total.Add(1)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.method, l.path, l.err = method, path, err
-	if l.timer != nil {
-		return // the scheduled report includes this one
-	}
-	if wait := time.Until(l.last.Add(time.Second)); wait > 0 {
-		l.timer = time.AfterFunc(wait, func() {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			l.timer = nil
-			l.report()
-		})
-		return
-	}
-	l.report()
-}
-
-// report logs the refusals since the last report. mu must be held.
-func (l *refusalLog) report() {
-	total := l.total.Load()
-	if total <= l.reported {
-		return
-	}
-	l.logger.Error("ginaudit: requests refused with 503 because their audit record cannot be kept (fail-closed)",
-		"refused_since_last_report", total-l.reported, "refused_total", total,
-		"latest_method", l.method, "latest_path", l.path, "latest_error", l.err)
-	l.reported = total
-	l.last = time.Now()
+func refuse(c *gin.Context, e *auditmw.Engine, err error) {
+	body := e.Refuse(c.Request, err)
+	c.Header("Retry-After", auditmw.RetryAfter)
+	c.AbortWithStatusJSON(http.StatusServiceUnavailable, body)
 }

@@ -2,43 +2,21 @@ package ginaudit
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/httpaudit"
 )
 
 // WriterHealth is the JSON form of a Writer's condition (core.Health), as HealthHandler answers
-// it.
-type WriterHealth struct {
-	State         string     `json:"state"`  // "healthy", "degraded" or "failing"
-	Reason        string     `json:"reason"` // why the state is not healthy, in one sentence; empty when healthy
-	Since         *time.Time `json:"since"`  // when the condition began, when known; null otherwise
-	QueueDepth    int        `json:"queue_depth"`
-	QueueSize     int        `json:"queue_size"`
-	SpoolBytes    int64      `json:"spool_bytes"`
-	SpoolMaxBytes int64      `json:"spool_max_bytes"`
-	Dropped       uint64     `json:"dropped"`
-}
+// it: state ("healthy", "degraded" or "failing"), reason (why the state is not healthy, in one
+// sentence; empty when healthy), since (when the condition began, when known; null otherwise),
+// queue_depth, queue_size, spool_bytes, spool_max_bytes and dropped.
+type WriterHealth = httpaudit.WriterHealth
 
 // NewWriterHealth returns the JSON form of h.
-func NewWriterHealth(h core.Health) WriterHealth {
-	out := WriterHealth{
-		State:         h.State.String(),
-		Reason:        h.Reason,
-		QueueDepth:    h.QueueDepth,
-		QueueSize:     h.QueueSize,
-		SpoolBytes:    h.SpoolBytes,
-		SpoolMaxBytes: h.SpoolMaxBytes,
-		Dropped:       h.Dropped,
-	}
-	if !h.Since.IsZero() {
-		since := h.Since.UTC()
-		out.Since = &since
-	}
-	return out
-}
+func NewWriterHealth(h core.Health) WriterHealth { return httpaudit.NewWriterHealth(h) }
 
 // HealthHandler returns a handler that reports w's condition (core.Writer.Health) as a
 // WriterHealth, for a readiness probe: 200 while the writer is healthy or degraded (records are

@@ -1,28 +1,17 @@
 package ginaudit
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"net/netip"
-	"net/textproto"
-	"net/url"
-	"slices"
-	"strings"
-	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/internal/auditmw"
 )
 
 // DefaultRequestIDHeader is the header that carries the request id in both directions.
-const DefaultRequestIDHeader = "X-Request-ID"
-
-// maxRequestIDBytes bounds an incoming request id; a longer one is replaced.
-const maxRequestIDBytes = 128
+const DefaultRequestIDHeader = auditmw.DefaultRequestIDHeader
 
 // Options configure Middleware. Only Writer is required; every other zero value is useful.
 type Options struct {
@@ -70,40 +59,30 @@ type Options struct {
 // Metadata keys the middleware writes into the http record. Their names avoid the redaction
 // patterns (a key containing "token" would be masked).
 const (
-	MetaAuthError      = "auth_error"        // why the credentials were refused (string)
-	MetaAuthFailure    = "auth_failure"      // a short code: expired, signature, algorithm, issuer, audience, claims, malformed, crit, missing_subject, unknown_actor_type, invalid_tenant, unknown_key, not_yet_valid, verifier, identify
-	MetaJWTIssuer      = "jwt_iss"           // iss of the verified token
-	MetaJWTID          = "jwt_jti"           // jti of the verified token
-	MetaJWTKeyID       = "jwt_kid"           // kid of the verified token
-	MetaErrors         = "errors"            // c.Errors as strings
-	MetaPanic          = "panic"             // the panic value, formatted
-	MetaRemoteIP       = "remote_ip"         // the socket peer, when it differs from the recorded client IP
-	MetaTenantError    = "tenant_error"      // a tenant value that failed CheckTenant and was ignored
-	MetaActorError     = "actor_error"       // an application-supplied actor type that is not valid
-	MetaRequestIDError = "request_id_error"  // the incoming request id was malformed and replaced
-	MetaHijacked       = "hijacked"          // the connection was hijacked (WebSocket); no status was written by Gin
-	MetaStreamed       = "response_streamed" // the response was streamed (flushed or SSE) and not captured
+	MetaAuthError      = auditmw.MetaAuthError      // why the credentials were refused (string)
+	MetaAuthFailure    = auditmw.MetaAuthFailure    // a short code: expired, signature, algorithm, issuer, audience, claims, malformed, crit, missing_subject, unknown_actor_type, invalid_tenant, unknown_key, not_yet_valid, verifier, identify
+	MetaJWTIssuer      = auditmw.MetaJWTIssuer      // iss of the verified token
+	MetaJWTID          = auditmw.MetaJWTID          // jti of the verified token
+	MetaJWTKeyID       = auditmw.MetaJWTKeyID       // kid of the verified token
+	MetaErrors         = auditmw.MetaErrors         // c.Errors as strings
+	MetaPanic          = auditmw.MetaPanic          // the panic value, formatted
+	MetaRemoteIP       = auditmw.MetaRemoteIP       // the socket peer, when it differs from the recorded client IP
+	MetaTenantError    = auditmw.MetaTenantError    // a tenant value that failed CheckTenant and was ignored
+	MetaActorError     = auditmw.MetaActorError     // an application-supplied actor type that is not valid
+	MetaRequestIDError = auditmw.MetaRequestIDError // the incoming request id was malformed and replaced
+	MetaHijacked       = auditmw.MetaHijacked       // the connection was hijacked (WebSocket); no status was written by Gin
+	MetaStreamed       = auditmw.MetaStreamed       // the response was streamed (flushed or SSE) and not captured
 
 	// MetaRequestBodyPartial (true) says that the handler stopped reading the request body before
 	// its end, and the record holds the part it read. Bodies of unknown length (chunked) and
 	// bodies sent after "100 Continue" are captured as the handler reads them, never ahead of it.
-	MetaRequestBodyPartial = "request_body_partial"
+	MetaRequestBodyPartial = auditmw.MetaRequestBodyPartial
 )
 
 type middleware struct {
-	w           *core.Writer
-	cfg         core.Config
-	verifier    *Verifier
-	verifierErr error
-	identify    func(*gin.Context) (Identity, error)
-	clientIP    func(*gin.Context) string
-	proxies     []netip.Prefix
-	idHeader    string
-	tenantHdr   string
-	captureReq  bool
-	captureResp bool
-	limit       int
-	refusals    refusalLog // requests refused under FailClosed, reported at most once a second
+	e        *auditmw.Engine
+	identify func(*gin.Context) (Identity, error)
+	clientIP func(*gin.Context) string
 }
 
 // Middleware returns the audit middleware. Register it after gin.Recovery so that a panic is
@@ -139,173 +118,83 @@ type middleware struct {
 // Retry-After and is not recorded; see FailurePolicy. Under core.FailOpen a record the Writer
 // cannot accept is dropped and counted by it, and the request is served.
 func Middleware(opts Options) gin.HandlerFunc {
-	cfg := opts.Config.WithDefaults()
-	logger := opts.Logger
-	if logger == nil {
-		logger = cfg.Logger
+	var inner *auditmw.Verifier
+	if opts.Verifier != nil {
+		inner = opts.Verifier.Verifier
 	}
 	m := &middleware{
-		w:           opts.Writer,
-		cfg:         cfg,
-		verifier:    opts.Verifier,
-		identify:    opts.Identify,
-		clientIP:    opts.ClientIP,
-		idHeader:    textproto.CanonicalMIMEHeaderKey(opts.RequestIDHeader),
-		captureReq:  cfg.CaptureRequestBody,
-		captureResp: cfg.CaptureResponseBody,
-		limit:       cfg.MaxBodySizeBytes,
-	}
-	m.refusals.logger = logger
-	if m.idHeader == "" {
-		m.idHeader = textproto.CanonicalMIMEHeaderKey(DefaultRequestIDHeader)
-	}
-	if cfg.TenantHeader != "" {
-		m.tenantHdr = textproto.CanonicalMIMEHeaderKey(cfg.TenantHeader)
-	}
-	if err := opts.Config.Validate(); err != nil {
-		logger.Error("ginaudit: invalid audit configuration", "error", err)
-	}
-	if m.w == nil {
-		logger.Error("ginaudit: Options.Writer is nil; audit records are discarded")
-	}
-	for _, p := range cfg.TrustedProxies {
-		if pfx, err := parseProxy(p); err == nil {
-			m.proxies = append(m.proxies, pfx)
-		}
-	}
-	if m.verifier == nil && m.identify == nil && cfg.JWT.Enabled() {
-		v, err := NewVerifier(context.Background(), cfg.JWT, cfg.ActorTypeAliases, WithLogger(logger))
-		if err != nil {
-			logger.Error("ginaudit: cannot verify JWTs; requests with a token are recorded as failed verifications", "error", err)
-			m.verifierErr = fmt.Errorf("verifier unavailable: %w", err)
-		}
-		m.verifier = v
-	}
-	if cfg.JWT.UnsafeSkipVerification && m.identify == nil {
-		logger.Warn("ginaudit: JWT signatures are not verified (UnsafeSkipVerification); any client can claim any identity unless a gateway in front verifies every token")
+		e: auditmw.NewEngine(auditmw.Settings{
+			Name:            "ginaudit",
+			Writer:          opts.Writer,
+			Config:          opts.Config,
+			Verifier:        inner,
+			CustomIdentity:  opts.Identify != nil,
+			RequestIDHeader: opts.RequestIDHeader,
+			Logger:          opts.Logger,
+		}),
+		identify: opts.Identify,
+		clientIP: opts.ClientIP,
 	}
 	return m.handle
 }
 
-// reqState is everything one audited request needs, allocated once.
+// reqState is everything one audited request needs, allocated once: the shared state, the copy
+// of the request that carries the audit context, and the response writer's wrapper.
 type reqState struct {
-	rec core.Record
-	col core.Collector
-	w   *core.Writer
-	m   *middleware
-
-	// res is the room reserved for the http record under FailClosed (nil under FailOpen). The
-	// records of the request are enqueued in it and in the room the ORM integrations reserved
-	// through the collector, and what is left is released when the request ends.
-	res *core.Reservation
-	// refused is set when the request was answered 503 because its record could not be admitted
-	// (FailurePolicy after the middleware): its http record is not written.
-	refused bool
-
-	// Identity stamped on the request's ORM records, final once the collector is finished.
-	requestID string
-	actor     core.Actor
-	tenant    core.Tenant
-	ip        netip.Addr
-
-	ctxTenant core.Tenant // the tenant put into the context, to notice an application's change
-	idHeader  [1]string   // the response header's value slice, without an allocation of its own
-	authErr   error
-	reqBody   *teeBody // a request body captured as the handler reads it
-	body      *bodyWriter
-	meta      map[string]any
-
-	auth core.Authentication // what the handler's context says about authentication
+	auditmw.State
+	m    *middleware
+	c    *gin.Context
+	req  http.Request
+	body *bodyWriter
 }
 
-func (st *reqState) setMeta(k string, v any) {
-	if st.meta == nil {
-		st.meta = make(map[string]any, 4)
-	}
-	st.meta[k] = v
-}
-
-// stamp fills the identity fields of an ORM record that it does not set itself.
-func (st *reqState) stamp(r *core.Record) {
-	if r.RequestID == "" {
-		r.RequestID = st.requestID
-	}
-	if r.Actor.IsZero() {
-		r.Actor = st.actor
-	}
-	if r.Tenant.IsZero() {
-		r.Tenant = st.tenant
-	}
-	if !r.IP.IsValid() {
-		r.IP = st.ip
-	}
-}
-
-// late handles records added to the collector after the request ended.
-func (st *reqState) late(res *core.Reservation, r *core.Record) {
-	st.stamp(r)
-	if st.w != nil {
-		_ = st.w.EnqueueReserved(res, r) // a refusal is counted and reported by the Writer
-	}
-}
+// identify calls Options.Identify with the request's gin.Context.
+func (st *reqState) identify() (Identity, error) { return st.m.identify(st.c) }
 
 func (m *middleware) handle(c *gin.Context) {
 	req := c.Request
-	if len(m.cfg.SkipMethods) > 0 && slices.Contains(m.cfg.SkipMethods, req.Method) || m.cfg.ExcludesPath(req.URL.Path) {
+	e := m.e
+	if e.Skips(req) {
 		c.Next()
 		return
 	}
 	// Under FailClosed, room for the http record is reserved before anything else is done, and a
 	// request whose record could not be kept is refused before its handler runs. Under FailOpen
 	// Admit returns at once without reserving.
-	res, err := core.Admit(req.Context(), m.w, 1)
+	res, err := core.Admit(req.Context(), e.Writer, 1)
 	if err != nil {
 		m.refuse(c, err)
 		return
 	}
-	st := &reqState{w: m.w, m: m, res: res}
-	rec := &st.rec
-	rec.OccurredAt = time.Now()
-	rec.Kind = core.KindHTTP
-	rec.Method = req.Method
-	rec.Path = req.URL.Path
-	if req.URL.RawQuery != "" {
-		rec.Query, _ = url.ParseQuery(req.URL.RawQuery) // what parses of a malformed query is kept
+	st := &reqState{m: m, c: c}
+	e.Begin(&st.State, req, c.Writer.Header(), res)
+	if m.clientIP != nil {
+		st.IP = auditmw.ParseClientIP(m.clientIP(c))
+	} else {
+		st.IP = e.ClientAddr(&st.State, req)
 	}
-	rec.UserAgent = req.UserAgent()
-	st.requestID = m.requestID(st, req)
-	st.idHeader[0] = st.requestID
-	c.Writer.Header()[m.idHeader] = st.idHeader[:]
-	st.ip = m.addr(st, c)
-
-	ctx := req.Context()
-	m.resolveIdentity(st, c, ctx)
-	st.col.SetClientIP(st.ip)
-	ctx = core.NewContext(ctx, &st.col)
-	ctx = core.WithRequestID(ctx, st.requestID)
-	ctx = core.WithAuthentication(ctx, st.auth)
-	if st.auth.Status == core.AuthVerified {
-		ctx = core.WithActor(ctx, st.actor)
+	var custom func() (Identity, error)
+	if m.identify != nil {
+		custom = st.identify
 	}
-	if !st.tenant.IsZero() {
-		ctx = core.WithTenant(ctx, st.tenant)
-		st.ctxTenant = st.tenant
-	}
-	c.Request = req.WithContext(ctx)
+	ctx := e.Identify(&st.State, req, custom)
+	// The request copy lives in the state: WithContext's own copy stays on the stack.
+	st.req = *req.WithContext(ctx)
+	c.Request = &st.req
 	// For ORM calls given c itself: gin.Context.Value answers only string keys (without
-	// ContextWithFallback), and core's lookups consult this one.
+	// ContextWithFallback), and core's lookups consult this one. FailurePolicy finds the state
+	// through it too.
 	c.Set(core.RequestContextKey, ctx)
-	c.Set(stateKey, st) // for FailurePolicy registered after the middleware
 
-	if m.captureReq {
-		rec.RequestBody, st.reqBody = captureRequest(c.Request, m.limit)
+	if e.CaptureReq {
+		st.Rec.RequestBody, st.ReqBody = auditmw.CaptureRequest(c.Request, e.Limit)
 	}
-	if m.captureResp || req.Header["Upgrade"] != nil {
+	if e.CaptureResp || req.Header["Upgrade"] != nil {
 		limit := 0
-		if m.captureResp {
-			limit = m.limit
+		if e.CaptureResp {
+			limit = e.Limit
 		}
-		st.body = &bodyWriter{ResponseWriter: c.Writer, limit: limit, outerEnc: contentEncoding(c.Writer.Header())}
+		st.body = &bodyWriter{ResponseWriter: c.Writer, cap: auditmw.NewCapture(limit, c.Writer.Header())}
 		c.Writer = st.body
 	}
 
@@ -327,300 +216,25 @@ func (m *middleware) handle(c *gin.Context) {
 	m.finish(c, st, false, nil)
 }
 
-// resolveIdentity establishes the actor and the tenant at the start of the request.
-func (m *middleware) resolveIdentity(st *reqState, c *gin.Context, ctx context.Context) {
-	var id Identity
-	var err error
-	if a, ok := core.ActorFromContext(ctx); ok && !a.IsZero() {
-		id.Actor = a // an outer middleware of the application established it
-		if id.Actor.Auth == "" {
-			id.Actor.Auth = "context"
-		}
-	} else if m.identify != nil {
-		id, err = m.identify(c)
-		if err == nil && !id.Actor.IsZero() && id.Actor.Auth == "" {
-			id.Actor.Auth = "custom"
-		}
-		if errors.Is(err, ErrNoToken) {
-			id, err = Identity{}, nil
-		}
-		if err != nil {
-			id = Identity{}
-			st.authFailure("identify", err)
-		}
-	} else if m.verifier != nil || m.verifierErr != nil {
-		if raw, ok := bearerToken(c.Request); ok {
-			switch {
-			case m.verifierErr != nil:
-				err = m.verifierErr
-			case raw == "":
-				err = tokenError(ErrMalformed, "no credentials after the scheme", nil)
-			default:
-				id, err = m.verifier.Verify(ctx, raw)
-			}
-			if err != nil {
-				st.authFailure(failureCode(err), err)
-			}
-		}
-	}
-	if err == nil {
-		st.actor = st.checkActor(id.Actor)
-		if id.Issuer != "" && (m.verifier == nil || m.verifier.cfg.Issuer == "") {
-			st.setMeta(MetaJWTIssuer, id.Issuer) // with JWTConfig.Issuer set it is always that
-		}
-		if id.TokenID != "" {
-			st.setMeta(MetaJWTID, id.TokenID)
-		}
-		if id.KeyID != "" {
-			st.setMeta(MetaJWTKeyID, id.KeyID)
-		}
-	} else {
-		st.actor = core.Actor{Type: core.ActorAnonymous, Auth: "none"}
-	}
-	// What the handler's context says: a refused credential is never more than none.
-	switch {
-	case st.authErr != nil:
-		st.auth = core.Authentication{Status: core.AuthRefused, Reason: st.authErr.Error()}
-	case !st.actor.IsZero():
-		st.auth = core.Authentication{Status: core.AuthVerified}
-	}
-
-	switch t, terr := core.LookupTenant(ctx); {
-	case terr != nil:
-		// The application named a tenant that cannot be stored: no tenant, rather than falling
-		// back to another source the application did not choose.
-		st.setMeta(MetaTenantError, terr.Error())
-	case !t.IsZero():
-		st.tenant = t
-	case !id.Tenant.IsZero():
-		st.tenant = id.Tenant // checked by Verify; a custom Identify is checked here
-		if m.identify != nil {
-			st.tenant = st.checkTenant(id.Tenant)
-		}
-	case m.tenantHdr != "":
-		if v := c.Request.Header[m.tenantHdr]; len(v) > 0 && v[0] != "" {
-			st.tenant = st.checkTenant(core.Tenant{ID: v[0]})
-		}
-	}
-}
-
-func (st *reqState) authFailure(code string, err error) {
-	st.authErr = err
-	st.setMeta(MetaAuthFailure, code)
-	st.setMeta(MetaAuthError, err.Error())
-}
-
-// checkTenant returns t, or the zero tenant with a note when t fails core.ValidateTenant.
-func (st *reqState) checkTenant(t core.Tenant) core.Tenant {
-	if err := core.ValidateTenant(t); err != nil {
-		st.setMeta(MetaTenantError, err.Error())
-		return core.Tenant{}
-	}
-	return t
-}
-
-// checkActor returns a, with an actor type that is not valid replaced by anonymous (a record
-// with an invalid type would be refused by the Writer, and guessing could grant privileges); such
-// a request is recorded like a failed verification.
-func (st *reqState) checkActor(a core.Actor) core.Actor {
-	if a.Type != "" && !a.Type.Valid() {
-		st.authErr = fmt.Errorf("actor type %q is not valid; recorded as anonymous", a.Type)
-		st.setMeta(MetaActorError, st.authErr.Error())
-		a.Type = core.ActorAnonymous
-	}
-	return a
-}
-
-// finish completes the http record, stamps the ORM records and enqueues everything.
+// finish reports what the chain did to the shared engine, which writes the records.
 func (m *middleware) finish(c *gin.Context, st *reqState, panicked bool, p any) {
-	rec := &st.rec
+	o := auditmw.Outcome{Panicked: panicked, Panic: p, Upgrade: c.Request.Header["Upgrade"] != nil}
 	if st.body != nil {
 		c.Writer = st.body.ResponseWriter // later writes (Gin's 404 body) go straight out
+		o.Body = &st.body.cap
 	}
-	rec.Duration = time.Since(rec.OccurredAt)
-	rec.Route = c.FullPath()
-	rec.Status = c.Writer.Status()
-	if panicked {
-		if !c.Writer.Written() {
-			rec.Status = http.StatusInternalServerError
-		}
-		if p != nil {
-			st.setMeta(MetaPanic, fmt.Sprint(p))
-		} else {
-			st.setMeta(MetaPanic, "handler exited without returning (runtime.Goexit)")
-		}
-	}
-	if b := st.body; b != nil {
-		switch {
-		case b.hijacked:
-			st.setMeta(MetaHijacked, true)
-			if c.Request.Header["Upgrade"] != nil {
-				rec.Status = http.StatusSwitchingProtocols
-			}
-			if m.captureResp {
-				rec.ResponseBody = b.notCaptured(-1, notCapturedHijacked)
-			}
-		case b.streamed:
-			st.setMeta(MetaStreamed, true)
-			if m.captureResp {
-				rec.ResponseBody = b.notCaptured(int64(max(c.Writer.Size(), 0)), notCapturedStreamed)
-			}
-		case m.captureResp && c.Writer.Size() > 0:
-			rec.ResponseBody = b.captured(int64(c.Writer.Size()))
-		}
-	}
-	if st.reqBody != nil {
-		var partial bool
-		if rec.RequestBody, partial = st.reqBody.captured(); partial {
-			st.setMeta(MetaRequestBodyPartial, true)
-		}
-	}
+	o.Route = c.FullPath()
+	o.Status = c.Writer.Status()
+	o.Written = c.Writer.Written()
+	o.Size = c.Writer.Size()
 	if len(c.Errors) > 0 {
-		st.setMeta(MetaErrors, c.Errors.Errors())
+		o.Errors = c.Errors.Errors()
 	}
-
-	// Identity the application supplied while the chain ran takes precedence.
-	if v, ok := c.Get(ActorKey); ok {
-		switch a := v.(type) {
-		case core.Actor:
-			st.actor = st.appActor(a)
-		case *core.Actor:
-			if a != nil {
-				st.actor = st.appActor(*a)
-			}
-		}
+	o.Actor, o.HasActor = c.Get(ActorKey)
+	o.Tenant, o.HasTenant = c.Get(TenantKey)
+	if !o.HasTenant && c.Request != &st.req {
+		o.Ctx = c.Request.Context() // a request the chain replaced may carry another tenant
 	}
-	if v, ok := c.Get(TenantKey); ok {
-		switch t := v.(type) {
-		case core.Tenant:
-			st.tenant = st.checkTenant(t)
-		case *core.Tenant:
-			if t != nil {
-				st.tenant = st.checkTenant(*t)
-			}
-		case string:
-			st.tenant = st.checkTenant(core.Tenant{ID: t})
-		}
-	} else if t, err := core.LookupTenant(c.Request.Context()); err != nil {
-		st.setMeta(MetaTenantError, err.Error())
-		st.tenant = core.Tenant{}
-	} else if t != st.ctxTenant {
-		st.tenant = t
-	}
-
-	rec.RequestID = st.requestID
-	rec.Actor = st.actor
-	rec.Tenant = st.tenant
-	rec.IP = st.ip
-	if rt := c.GetString(apiResourceKey); rt != "" {
-		rec.ResourceType = rt // the read API marks its own requests (MountAPI)
-	}
-	switch {
-	case panicked || rec.Status >= 500:
-		// A handler that wrote its status and then panicked still failed: the client got a
-		// response that may be cut short, and the status alone would hide that.
-		rec.Severity = core.SeverityError
-	case rec.Status == http.StatusUnauthorized || rec.Status == http.StatusForbidden || st.authErr != nil:
-		rec.Severity = core.SeverityWarning
-	default:
-		rec.Severity = core.SeverityInfo
-	}
-	rec.Metadata = st.meta
-
-	recs := st.col.FinishReserved(st.late)
-	// The room reserved for the http record and the room the ORM integrations reserved for their
-	// records (FailClosed) is used by the records enqueued below; the rest is given back. Both are
-	// nil under FailOpen, and EnqueueReserved is then Enqueue.
-	res := st.res
-	st.res = nil
-	if cres := st.col.TakeReservation(); cres != nil {
-		if res == nil {
-			res = cres
-		} else {
-			res.Join(cres)
-		}
-	}
-	anonymous := rec.Actor.ID == "" || rec.Actor.Type == core.ActorAnonymous
-	if m.w == nil {
-		res.Release()
-		return
-	}
-	if !st.refused && (!anonymous || m.cfg.LogAnonymous || st.authErr != nil || len(recs) > 0) {
-		_ = m.w.EnqueueReserved(res, rec) // a refusal is counted and reported by the Writer
-	}
-	for _, r := range recs {
-		st.stamp(r)
-		_ = m.w.EnqueueReserved(res, r)
-	}
-	res.Release()
-}
-
-func (st *reqState) appActor(a core.Actor) core.Actor {
-	if a.IsZero() {
-		return st.actor
-	}
-	if a.Auth == "" {
-		a.Auth = "context"
-	}
-	return st.checkActor(a)
-}
-
-// requestID returns the incoming request id when it is well formed, else a new one.
-func (m *middleware) requestID(st *reqState, req *http.Request) string {
-	if v := req.Header[m.idHeader]; len(v) > 0 && v[0] != "" {
-		if validRequestID(v[0]) {
-			return v[0]
-		}
-		st.setMeta(MetaRequestIDError, "malformed incoming request id replaced")
-	}
-	return core.NewID().String()
-}
-
-func validRequestID(s string) bool {
-	if len(s) == 0 || len(s) > maxRequestIDBytes {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("._-:/+=@", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// bearerToken returns the token of an "Authorization: Bearer" header. ok is false when there is
-// no such header (other schemes are not this middleware's business).
-func bearerToken(req *http.Request) (string, bool) {
-	v := req.Header["Authorization"]
-	if len(v) == 0 {
-		return "", false
-	}
-	h := strings.TrimSpace(v[0])
-	if len(h) < 6 || !strings.EqualFold(h[:6], "bearer") || (len(h) > 6 && h[6] != ' ' && h[6] != '\t') {
-		return "", false
-	}
-	return strings.TrimSpace(h[6:]), true
-}
-
-// failureCode is the short code stored in MetaAuthFailure.
-func failureCode(err error) string {
-	for _, k := range []struct {
-		err  error
-		code string
-	}{
-		{ErrExpired, "expired"}, {ErrSignature, "signature"}, {ErrAlgorithm, "algorithm"},
-		{ErrIssuer, "issuer"}, {ErrAudience, "audience"}, {ErrMalformed, "malformed"},
-		{ErrMissingSubject, "missing_subject"}, {ErrUnknownActorType, "unknown_actor_type"},
-		{ErrInvalidTenant, "invalid_tenant"}, {ErrUnknownKey, "unknown_key"},
-		{ErrNotYetValid, "not_yet_valid"}, {ErrClaims, "claims"}, {ErrCritical, "crit"},
-	} {
-		if errors.Is(err, k.err) {
-			return k.code
-		}
-	}
-	return "verifier"
+	o.ResourceType = c.GetString(apiResourceKey) // the read API marks its own requests (MountAPI)
+	m.e.Finish(&st.State, &o)
 }

@@ -1,6 +1,9 @@
 package ginaudit
 
-import "github.com/auditkit/auditkit/core"
+import (
+	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/internal/auditmw"
+)
 
 // Keys under which an application's own middleware can hand identity to the audit middleware with
 // c.Set, for example after resolving the tenant from a subdomain or authenticating a session:
@@ -21,25 +24,14 @@ const (
 )
 
 // MaxTenantBytes is the longest tenant id or slug CheckTenant accepts (core.MaxTenantIDBytes).
-const MaxTenantBytes = core.MaxTenantIDBytes
+const MaxTenantBytes = auditmw.MaxTenantBytes
 
 // CheckTenant reports whether t can be stored as a tenant: its id and slug each follow
 // core.ValidateTenantID (1 to MaxTenantBytes ASCII letters, digits and . _ - : @, starting and
 // ending with a letter or a digit, without ".."), or are empty. A zero tenant is valid. The error
-// wraps ErrInvalidTenant and core.ErrInvalidTenant.
+// wraps ErrInvalidTenant and core.ErrInvalidTenant. It is httpaudit.CheckTenant.
 //
 // Tenant values arrive from tokens, headers and application code; checking them keeps spaces,
 // control characters, quotes, path segments and megabyte-long values out of a column that the
 // read side filters and exports by.
-func CheckTenant(t core.Tenant) error {
-	if err := core.ValidateTenant(t); err != nil {
-		return &tenantErr{err: err}
-	}
-	return nil
-}
-
-// tenantErr is CheckTenant's error: core's finding, also matching ErrInvalidTenant.
-type tenantErr struct{ err error }
-
-func (e *tenantErr) Error() string   { return e.err.Error() }
-func (e *tenantErr) Unwrap() []error { return []error{ErrInvalidTenant, e.err} }
+func CheckTenant(t core.Tenant) error { return auditmw.CheckTenant(t) }

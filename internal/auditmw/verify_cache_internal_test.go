@@ -1,4 +1,4 @@
-package ginaudit
+package auditmw
 
 import (
 	"context"

@@ -1,0 +1,62 @@
+package httpaudit
+
+import (
+	"bufio"
+	"net"
+	"net/http"
+
+	"github.com/auditkit/auditkit/internal/auditmw"
+)
+
+// responseWriter is the writer the handler gets: it notes the status and the size of the
+// response, keeps its first bytes when response bodies are captured (auditmw.Capture), notes
+// Flush (a streamed response is not kept) and Hijack (a WebSocket has no response to keep), and
+// unwraps for http.NewResponseController.
+type responseWriter struct {
+	http.ResponseWriter
+	status int
+	size   int
+	wrote  bool
+	noted  bool // the capture's findings go into the record (bodies captured, or an upgrade asked)
+	cap    auditmw.Capture
+}
+
+func (w *responseWriter) WriteHeader(code int) {
+	// 1xx responses other than 101 are informational: the final status follows.
+	if !w.wrote && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if !w.wrote {
+		w.status, w.wrote = http.StatusOK, true
+	}
+	w.cap.Before()
+	n, err := w.ResponseWriter.Write(p)
+	w.size += n
+	w.cap.Keep(p[:n], "")
+	return n, err
+}
+
+// Flush sends what was written so far; the response counts as streamed and is not kept.
+func (w *responseWriter) Flush() {
+	if !w.wrote {
+		w.status, w.wrote = http.StatusOK, true
+	}
+	w.cap.Flushed()
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Hijack takes over the connection (a WebSocket upgrade), when the server's writer allows it.
+func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	conn, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.cap.Hijacked = true
+	}
+	return conn, rw, err
+}
+
+// Unwrap returns the wrapped writer, for http.NewResponseController.
+func (w *responseWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

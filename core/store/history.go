@@ -244,15 +244,23 @@ func snapshotOf(rec *Record, t time.Time) (*Snapshot, error) {
 
 // rowRecordAt returns the last record of the row at or before t, or with after the first record
 // after t; nil when there is none.
+//
+// The time comes first, from a subquery that reads one entry of the (tenant, resource type,
+// resource id, occurred_at) index from t on and stops; the id only breaks ties among the records
+// of that microsecond. Ordering by (occurred_at, id) in one query would make PostgreSQL read and
+// sort every version of the row on that side of t, since the index does not hold the id.
 func (s *Store) rowRecordAt(ctx context.Context, db querier, sc Scope, resourceType, id string, t time.Time, after bool) (*Record, error) {
+	cmp, dir := " <= ", " DESC"
+	if after {
+		cmp, dir = " > ", ""
+	}
+	f := historyFilter(resourceType, id)
 	var b sqlBuilder
 	b.w("SELECT ", selectColumns, " FROM ", s.logs)
-	s.where(&b, sc, historyFilter(resourceType, id))
-	if after {
-		b.w(" AND occurred_at > ", b.arg(t), " ORDER BY occurred_at, id LIMIT 1")
-	} else {
-		b.w(" AND occurred_at <= ", b.arg(t), " ORDER BY occurred_at DESC, id DESC LIMIT 1")
-	}
+	s.where(&b, sc, f)
+	b.w(" AND occurred_at = (SELECT occurred_at FROM ", s.logs)
+	s.where(&b, sc, f)
+	b.w(" AND occurred_at", cmp, b.arg(t), " ORDER BY occurred_at", dir, " LIMIT 1) ORDER BY id", dir, " LIMIT 1")
 	r, err := scanRecord(db.QueryRow(ctx, b.sb.String(), b.args...))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil

@@ -1,0 +1,101 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/auditkit/auditkit/core/store"
+	"github.com/auditkit/auditkit/internal/pgtest"
+)
+
+// BenchmarkAsOf reads the image of a row with 10,000 versions at random times, in a table of
+// 1,000,000 records (100 tenants, 20 tables, 5,000 ids each, a year of history). Loading takes a
+// minute or more; the full-text search index, which AsOf does not use, is dropped first so that
+// the load is faster. The plan is checked to read one index entry, not the row's history.
+//
+//	go test ./core/store -run '^$' -bench AsOf -benchtime 2000x
+func BenchmarkAsOf(b *testing.B) {
+	const total, versions = 1_000_000, 10_000
+	db := pgtest.New(b)
+	ctx := context.Background()
+	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, q := range []string{
+		`DROP INDEX audit_logs_search_idx`,
+		// The rest of the table: kinds and images like the ORM integrations' records.
+		fmt.Sprintf(`INSERT INTO audit_logs (id, occurred_at, kind, action, tenant_id, actor_id, resource_type, resource_id, after, diff)
+			SELECT gen_random_uuid(), $1::timestamptz + (g * interval '31 second'), 'update', 'table' || (g %% 20) || '.update',
+				'tenant-' || (g %% 100), 'user-' || (g %% 977), 'table' || (g %% 20), ((g / 2000) %% 5000)::text,
+				jsonb_build_object('id', (g / 2000) %% 5000, 'name', 'name ' || g, 'qty', g %% 17),
+				jsonb_build_object('qty', jsonb_build_object('from', 0, 'to', g %% 17))
+			FROM generate_series(1, %d) g`, total-versions),
+		// The row with many versions, spread over the same year.
+		fmt.Sprintf(`INSERT INTO audit_logs (id, occurred_at, kind, action, tenant_id, actor_id, resource_type, resource_id, after, diff)
+			SELECT gen_random_uuid(), $1::timestamptz + (g * interval '3131 second'), CASE WHEN g = 1 THEN 'insert' ELSE 'update' END::audit_kind,
+				'items.update', 'tenant-7', 'user-1', 'items', '42', jsonb_build_object('id', 42, 'version', g),
+				jsonb_build_object('version', jsonb_build_object('from', g - 1, 'to', g))
+			FROM generate_series(1, %d) g`, versions),
+		`ANALYZE audit_logs`,
+	} {
+		var args []any
+		if strings.Contains(q, "$1") {
+			args = append(args, start)
+		}
+		if _, err := db.Pool.Exec(ctx, q, args...); err != nil {
+			b.Fatalf("%s: %v", q[:40], err)
+		}
+	}
+	st, err := store.New(db.Pool, store.Options{Schema: db.Schema})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	sc := store.TenantScope("tenant-7")
+	first, end := start.Add(3131*time.Second), start.Add(versions*3131*time.Second)
+
+	// The statement AsOf runs reads one entry of the index backwards from t, and the records of
+	// that microsecond.
+	var plan strings.Builder
+	cond := `tenant_id = $1 AND resource_type = 'items' AND resource_id = '42' AND kind::text = ANY('{insert,update,delete}')
+		AND (resource_type IS NULL OR resource_type NOT IN ('audit_logs', 'audit_tenants'))`
+	rows, err := db.Pool.Query(ctx, `EXPLAIN (ANALYZE, BUFFERS, FORMAT TEXT) SELECT id FROM audit_logs WHERE `+cond+`
+		AND occurred_at = (SELECT occurred_at FROM audit_logs WHERE `+cond+` AND occurred_at <= $2 ORDER BY occurred_at DESC LIMIT 1)
+		ORDER BY id DESC LIMIT 1`, "tenant-7", start.Add(end.Sub(start)/2))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			b.Fatal(err)
+		}
+		plan.WriteString(line + "\n")
+	}
+	if rows.Err() != nil {
+		b.Fatal(rows.Err())
+	}
+	backward := false
+	for _, line := range strings.Split(plan.String(), "\n") {
+		backward = backward || strings.Contains(line, "Index Scan Backward using audit_logs_tenant_resource_idx") && strings.Contains(line, "rows=1 loops=1")
+	}
+	if p := plan.String(); !backward || strings.Contains(p, "Seq Scan") || strings.Contains(p, "Sort") {
+		b.Fatalf("AsOf does not read one entry of the tenant/resource index:\n%s", p)
+	}
+	b.Logf("plan:\n%s", plan.String())
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	b.ResetTimer()
+	for b.Loop() {
+		t := first.Add(time.Duration(rng.Int64N(int64(end.Sub(first)))))
+		sn, err := st.AsOf(ctx, sc, "items", "42", t)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if sn.Record.OccurredAt.After(t) {
+			b.Fatalf("record at %s for %s", sn.Record.OccurredAt, t)
+		}
+	}
+}

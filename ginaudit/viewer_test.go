@@ -389,3 +389,39 @@ func TestViewerPage(t *testing.T) {
 		t.Fatalf("ViewerIndex: %d %s", rec.Code, rec.Body)
 	}
 }
+
+// Behind Middleware with ViewerTokens.Identify, a viewer's requests are recorded with the viewer
+// as actor, not as failed authentications, and API tokens are identified as before.
+func TestViewerTokensIdentify(t *testing.T) {
+	e := apiNewEnv(t, nil)
+	vt, err := ginaudit.NewViewerTokens(viewerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := apiVerifier(t)
+	r := gin.New()
+	api := r.Group("/api/v1")
+	api.Use(ginaudit.Middleware(ginaudit.Options{Writer: e.w, Verifier: v, Identify: vt.Identify(v)}))
+	if err := ginaudit.MountAPI(api, e.st, ginaudit.APIOptions{Verifier: v, Writer: e.w, RateLimit: -1, ViewerTokens: vt}); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	audited := *e
+	audited.srv, audited.base = srv, srv.URL+"/api/v1"
+	viewer := viewerMint(t, vt, "acme", time.Minute)
+	for i, tok := range []string{viewer, apiToken(t, "user-a", core.ActorTenantUser, "acme")} {
+		if r := audited.do(http.MethodGet, "/logs", tok, nil, "X-Request-ID", "identify-"+string(rune('a'+i))); r.status != http.StatusOK {
+			t.Fatalf("request %d: %d %s", i, r.status, r.body)
+		}
+	}
+	poll(t, "the http records", func() bool { e.flush(); return e.count("kind = 'http' AND request_id LIKE 'identify-%'") == 2 })
+	for id, where := range map[string]string{
+		"identify-a": "actor_id = 'customer-7' AND actor_auth = 'viewer:HS256' AND tenant_id = 'acme' AND NOT coalesce(metadata ? 'auth_failure', false)",
+		"identify-b": "actor_id = 'user-a' AND actor_auth = 'jwt:HS256' AND tenant_id = 'acme' AND NOT coalesce(metadata ? 'auth_failure', false)",
+	} {
+		if n := e.count("kind = 'http' AND request_id = $1 AND "+where, id); n != 1 {
+			t.Errorf("%s: the http record does not match %s", id, where)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/ginaudit"
 )
 
 // The service's own settings use the AUDITLOG_ prefix; AUDIT_* variables are core's (database,
@@ -35,6 +36,7 @@ const (
 	envAuditRequests     = "AUDITLOG_AUDIT_REQUESTS"     // record every API request (ginaudit.Middleware), default true
 	envShutdownTimeout   = "AUDITLOG_SHUTDOWN_TIMEOUT"   // default 30s
 	envRowLevelSecurity  = "AUDITLOG_ROW_LEVEL_SECURITY" // reader role name; default off
+	envViewerTokenKey    = "AUDITLOG_VIEWER_TOKEN_KEY"   // at least 32 bytes; default: no viewer tokens
 	servicePrefix        = "AUDITLOG_"
 )
 
@@ -42,7 +44,7 @@ var serviceVars = []string{
 	envListenAddr, envBasePath, envCursorKey, envRateLimit, envRateBurst, envMaxPageSize, envMaxBulkRecords,
 	envMaxBodyBytes, envIdempotencyWindow, envRetention, envRetentionInterval, envMinCleanupAge, envMaxStreams,
 	envWebSocketOrigins, envAuditRequests, envShutdownTimeout, envWriteTimeout, envMaxExports, envMaxExportsTotal,
-	envRowLevelSecurity,
+	envRowLevelSecurity, envViewerTokenKey,
 }
 
 // config is everything the service reads from its environment.
@@ -70,6 +72,8 @@ type config struct {
 	ShutdownTimeout   time.Duration
 	// ReaderRole, when set, is the role the read API runs as, under row-level security.
 	ReaderRole string
+	// ViewerTokenKey, when set, signs and verifies viewer tokens (ginaudit.NewViewerTokens).
+	ViewerTokenKey []byte
 }
 
 // loadConfig reads the AUDIT_* variables through core and the AUDITLOG_* variables here, reporting
@@ -140,6 +144,12 @@ func loadConfig(environ []string, logger *slog.Logger) (config, error) {
 			bad(envCursorKey, "is %d bytes long; use at least 32 random bytes", len(s))
 		}
 		cfg.CursorKey = []byte(s)
+	}
+	if s := vals[envViewerTokenKey]; s != "" {
+		if len(s) < ginaudit.MinViewerKeyBytes {
+			bad(envViewerTokenKey, "is %d bytes long; use at least %d random bytes", len(s), ginaudit.MinViewerKeyBytes)
+		}
+		cfg.ViewerTokenKey = []byte(s)
 	}
 	if s := vals[envRateLimit]; s != "" {
 		if strings.EqualFold(s, "off") {

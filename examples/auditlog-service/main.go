@@ -33,6 +33,13 @@
 //	AUDITLOG_SHUTDOWN_TIMEOUT    how long a shutdown waits for requests and the writer (default 30s)
 //	AUDITLOG_ROW_LEVEL_SECURITY  a reader role: the read API runs as it, under PostgreSQL row-level
 //	                             security (default off; see below)
+//	AUDITLOG_VIEWER_TOKEN_KEY    signs viewer tokens, at least 32 bytes: short-lived, read-only tokens of
+//	                             one tenant that POST <base>/viewer/tokens mints for an application's
+//	                             customers (default unset: viewer tokens are refused)
+//
+// The log viewer, a web page that reads the API with the token it is given (an API token or a
+// viewer token, in the address as #token=... or pasted into its form), is served at / and at
+// <base>/viewer/.
 //
 // On start it applies the schema migrations, then serves until SIGINT or SIGTERM. GET /health
 // answers 200 while the database does and the audit writer is not failing, with the writer's
@@ -197,15 +204,31 @@ func run(ctx context.Context, environ []string, logger *slog.Logger, ready func(
 		}
 		c.JSON(http.StatusOK, gin.H{"status": "ok", "audit_writer": writer})
 	})
+	var viewerTokens *ginaudit.ViewerTokens
+	if cfg.ViewerTokenKey != nil {
+		if viewerTokens, err = ginaudit.NewViewerTokens(cfg.ViewerTokenKey); err != nil {
+			return fmt.Errorf("%s: %w", envViewerTokenKey, err)
+		}
+	}
 	api := r.Group(cfg.BasePath)
 	if cfg.AuditRequests {
-		api.Use(ginaudit.Middleware(ginaudit.Options{Writer: w, Config: cfg.Audit, Verifier: verifier, Logger: logger}))
+		mo := ginaudit.Options{Writer: w, Config: cfg.Audit, Verifier: verifier, Logger: logger}
+		if viewerTokens != nil {
+			mo.Identify = viewerTokens.Identify(verifier) // a viewer's requests are recorded as the viewer's
+		}
+		api.Use(ginaudit.Middleware(mo))
 	}
+	page, err := ginaudit.ViewerIndex(cfg.BasePath, "/viewer")
+	if err != nil {
+		return err
+	}
+	r.GET("/", gin.WrapH(page))
 	err = ginaudit.MountAPI(api, st, ginaudit.APIOptions{
 		Verifier: verifier, Writer: w, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxBulkRecords: cfg.MaxBulkRecords, MaxBodyBytes: cfg.MaxBodyBytes, MinCleanupAge: cfg.MinCleanupAge,
 		MaxStreams: cfg.MaxStreams, WebSocketOrigins: cfg.WebSocketOrigins, WriteTimeout: cfg.WriteTimeout,
 		MaxExports: cfg.MaxExports, MaxExportsTotal: cfg.MaxExportsTotal, ChainPublicKey: publicKey, Logger: logger,
+		ViewerTokens: viewerTokens, ViewerPath: "/viewer",
 	})
 	if err != nil {
 		return err

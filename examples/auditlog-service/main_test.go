@@ -94,6 +94,7 @@ func TestServiceEndToEnd(t *testing.T) {
 		"AUDITLOG_RATE_LIMIT=200",
 		"AUDITLOG_MIN_CLEANUP_AGE=1h",
 		"AUDITLOG_RETENTION_INTERVAL=1h",
+		"AUDITLOG_VIEWER_TOKEN_KEY=e2e-viewer-key-0123456789abcdef0123456789",
 	)
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -295,6 +296,44 @@ func TestServiceEndToEnd(t *testing.T) {
 	pollCount("action = 'auditlog.cleanup' AND tenant_id = 'acme' AND actor_id = 'root'", 1)
 	pollCount("kind = 'http' AND severity = 'warning' AND metadata->>'auth_failure' IS NOT NULL", 1)
 
+	// The log viewer at /, and a viewer token minted for a customer of acme: it reads acme's
+	// records and writes nothing.
+	if res, err := (&http.Client{Timeout: 5 * time.Second}).Get("http://" + addr + "/"); err != nil {
+		t.Fatal(err)
+	} else {
+		page, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK || !strings.Contains(string(page), `src="/api/v1/viewer/viewer.js"`) {
+			t.Fatalf("GET /: %d %s", res.StatusCode, page)
+		}
+	}
+	if res, err := (&http.Client{Timeout: 5 * time.Second}).Get(base + "/viewer/viewer.js"); err != nil {
+		t.Fatal(err)
+	} else {
+		script, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK || !strings.Contains(string(script), "import") {
+			t.Fatalf("the viewer's script: %d", res.StatusCode)
+		}
+	}
+	st, body := call("POST", "/viewer/tokens", svc, `{"actor":"customer-1","ttl_seconds":300}`)
+	var minted struct {
+		Token string `json:"token"`
+	}
+	if st != http.StatusCreated || json.Unmarshal(body, &minted) != nil || minted.Token == "" {
+		t.Fatalf("minting a viewer token: %d %s", st, body)
+	}
+	if st, body := call("GET", "/logs", minted.Token, ""); st != http.StatusOK {
+		t.Fatalf("GET /logs with a viewer token: %d %s", st, body)
+	}
+	if st, _ := call("GET", "/logs?tenant_id=globex", minted.Token, ""); st != http.StatusForbidden {
+		t.Fatalf("another tenant with a viewer token: %d", st)
+	}
+	if st, _ := call("POST", "/logs", minted.Token, `{"action":"viewer.write"}`); st != http.StatusForbidden {
+		t.Fatalf("a write with a viewer token: %d", st)
+	}
+	pollCount("kind = 'http' AND route = '/api/v1/logs' AND actor_id = 'customer-1' AND actor_auth = 'viewer:HS256' AND tenant_id = 'acme'", 3)
+
 	// SIGTERM: streams are told, the process exits cleanly.
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -324,10 +363,10 @@ func TestServiceConfiguration(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	_, err := loadConfig([]string{"AUDITLOG_RATE_LIMIT=fast", "AUDITLOG_MAX_PAGE_SIZE=-3", "AUDITLOG_RETENTION=forever",
 		"AUDITLOG_CURSOR_KEY=short", "AUDITLOG_LISTEN_ADRR=:1", "AUDITLOG_BASE_PATH=api", "AUDITLOG_WRITE_TIMEOUT=never",
-		"AUDITLOG_MAX_EXPORTS=0", "AUDITLOG_MAX_EXPORTS_TOTAL=many"}, logger)
+		"AUDITLOG_MAX_EXPORTS=0", "AUDITLOG_MAX_EXPORTS_TOTAL=many", "AUDITLOG_VIEWER_TOKEN_KEY=short"}, logger)
 	for _, want := range []string{"AUDITLOG_RATE_LIMIT", "AUDITLOG_MAX_PAGE_SIZE", "AUDITLOG_RETENTION", "AUDITLOG_CURSOR_KEY",
 		"AUDITLOG_BASE_PATH", "AUDIT_DATABASE_URL", "AUDIT_JWT_SECRET", "AUDITLOG_WRITE_TIMEOUT", "AUDITLOG_MAX_EXPORTS:",
-		"AUDITLOG_MAX_EXPORTS_TOTAL"} {
+		"AUDITLOG_MAX_EXPORTS_TOTAL", "AUDITLOG_VIEWER_TOKEN_KEY"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("the error does not name %s: %v", want, err)
 		}

@@ -64,6 +64,10 @@ const (
 // "before_unknown". It also bounds the keys of one read by primary key.
 const pinMaxParams = 20000
 
+// fewRows is the most rows a statement may change for its RETURNING to carry the transaction's
+// id (see xidColumn): one more text value per row.
+const fewRows = 16
+
 // stmtState is the capture of one statement, from the before to the after callback. It lives in
 // stmtConn, which stands in for the statement's connection pool between the two callbacks.
 type stmtState struct {
@@ -88,6 +92,9 @@ type stmtState struct {
 	pkType string         // database type of the (first) primary key column
 	locked map[string]int // key -> index in before
 	reread bool           // after images are read again after the statement
+	// replay: GORM reads the INSERT's RETURNING itself; the plugin adds its columns to it and
+	// hands GORM only its own (see replay.go), so that nothing is read again.
+	replay bool
 
 	prefix    string // the statement to intercept: "UPDATE", "DELETE" or "INSERT"
 	written   string // its table as GORM writes it; empty when it cannot be told in advance
@@ -102,6 +109,9 @@ type stmtState struct {
 	pinTable   string
 	riskyRead  bool // the before read is more than the statement's table and conditions
 	unreadable bool // the model's columns cannot be read from the table (see readable)
+	// few: the statement changes at most a handful of rows (one struct inserted, the locked
+	// rows of an update), so that its RETURNING may carry the transaction's id on every row.
+	few bool
 
 	// resolved is the model found by the table's name for a statement GORM runs without one
 	// (db.Table("items") with a map): GORM adds no soft-delete scope and reads no RETURNING then.
@@ -127,31 +137,92 @@ func (n rowCount) RowsAffected() (int64, error) { return int64(n), nil }
 
 func (c *stmtConn) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	st := c.st
-	if st.returning == "" || st.ran || !isStatement(query, st.prefix, st.written) {
+	if st.returning == "" || st.replay || st.ran || !isStatement(query, st.prefix, st.written) {
 		if st.pinned && isStatement(query, st.pinPrefix, st.pinTable) {
 			return unprepared(c.ConnPool).ExecContext(ctx, query, args...)
 		}
 		return c.ConnPool.ExecContext(ctx, query, args...)
 	}
 	st.ran = true
-	rows, err := unprepared(c.ConnPool).QueryContext(ctx, query+st.returning, args...)
+	q := query + st.returning
+	var id *string
+	t := txnOf(c.ConnPool)
+	if st.few && t != nil && !t.knowsID() {
+		q += xidColumn
+		id = new(string)
+	}
+	rows, err := unprepared(c.ConnPool).QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
-	st.out, _, err = scanRows(rows, st.m, st.nextra, st.itemiseAfter)
+	st.out, _, err = scanRowsXID(rows, st.m, st.nextra, st.itemiseAfter, id)
 	if err != nil {
 		return nil, fmt.Errorf("gormaudit: reading the rows %s changed: %w", st.table, err)
+	}
+	if id != nil {
+		t.noteID(*id)
 	}
 	return rowCount(len(st.out)), nil
 }
 
+// xidColumn is the column the plugin adds to a statement of a few rows in a commit-aware
+// transaction: the transaction's id (xact.IDQuery's expression), which COMMIT then need not read
+// with a query of its own. After the statement's write the transaction always has one.
+const xidColumn = ", pg_current_xact_id_if_assigned()::text"
+
 // QueryContext runs a statement the plugin pinned (when GORM reads its RETURNING itself) on the
 // unprepared connection, and passes everything else through.
 func (c *stmtConn) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if st := c.st; st.replay && !st.ran && isStatement(query, st.prefix, st.written) && strings.Contains(query, " RETURNING ") {
+		return c.replayInsert(ctx, query, args)
+	}
 	if st := c.st; st.pinned && isStatement(query, st.pinPrefix, st.pinTable) {
 		return unprepared(c.ConnPool).QueryContext(ctx, query, args...)
 	}
 	return c.ConnPool.QueryContext(ctx, query, args...)
+}
+
+// replayInsert runs GORM's INSERT ... RETURNING with the model's columns (and the transaction's
+// id) added, keeps the rows' images, and returns GORM's columns of the result to GORM.
+func (c *stmtConn) replayInsert(ctx context.Context, query string, args []any) (*sql.Rows, error) {
+	st := c.st
+	st.ran = true
+	q := query + st.returning
+	var id *string
+	t := txnOf(c.ConnPool)
+	if st.few && t != nil && !t.knowsID() {
+		q += xidColumn
+		id = new(string)
+	}
+	rows, err := unprepared(c.ConnPool).QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	types, err := rows.ColumnTypes()
+	if err != nil {
+		rows.Close()
+		return nil, err
+	}
+	lead := len(types) - len(st.m.cols)
+	if id != nil {
+		lead--
+	}
+	if lead < 1 {
+		rows.Close()
+		return nil, fmt.Errorf("gormaudit: %d columns returned by the insert into %s", len(types), st.table)
+	}
+	r := &replayed{types: types[:lead]}
+	for _, ct := range r.types {
+		r.cols = append(r.cols, ct.Name())
+	}
+	st.out, _, err = scanResult(rows, st.m, lead, 0, st.itemiseAfter, id, r.keepValues())
+	if err != nil {
+		return nil, err
+	}
+	if id != nil {
+		t.noteID(*id)
+	}
+	return replay(r)
 }
 
 // isStatement reports whether query is GORM's statement of the given kind on table: it starts
@@ -518,6 +589,7 @@ func (p *Plugin) planUpdate(db *gorm.DB, st *stmtState) (bool, error) {
 	if err := p.lockBefore(db, st, where, st.scoped(db.Statement), "NO KEY UPDATE"); err != nil {
 		return false, err
 	}
+	st.few = st.locked != nil && len(st.before) <= fewRows
 	st.pin(db)
 	st.intercept(db, "UPDATE")
 	return true, nil
@@ -550,6 +622,7 @@ func (p *Plugin) planDelete(db *gorm.DB, st *stmtState) (bool, error) {
 	if err := p.lockBefore(db, st, where, st.scoped(stmt), strength); err != nil {
 		return false, err
 	}
+	st.few = st.locked != nil && len(st.before) <= fewRows
 	st.pin(db)
 	if st.soft {
 		st.intercept(db, "UPDATE")
@@ -561,6 +634,7 @@ func (p *Plugin) planCreate(db *gorm.DB, st *stmtState) (bool, error) {
 	stmt := db.Statement
 	st.kind = core.KindInsert
 	st.budget = st.max
+	st.few = reflect.Indirect(stmt.ReflectValue).Kind() == reflect.Struct
 	if c, ok := stmt.Clauses["ON CONFLICT"]; ok {
 		if oc, ok := c.Expression.(clause.OnConflict); ok && (oc.DoNothing || oc.UpdateAll || len(oc.DoUpdates) > 0) {
 			st.upsert = true
@@ -590,10 +664,16 @@ func (p *Plugin) planCreate(db *gorm.DB, st *stmtState) (bool, error) {
 		}
 	}
 	if gormReadsReturning(db) && (st.resolved == nil || hasReturning(stmt)) {
-		// GORM scans RETURNING into the caller's values itself: read the rows again afterwards.
+		// GORM scans RETURNING into the caller's values itself. Its own RETURNING (of columns
+		// with database defaults) gets the model's columns added, and GORM sees only its own;
+		// otherwise, or when the statement is not seen, the rows are read again afterwards.
 		st.reread = true
 		if err := st.begin(db); err != nil {
 			return false, err
+		}
+		if !st.upsert && !hasReturning(stmt) {
+			st.replay, st.prefix, st.written = true, "INSERT", writtenTable(stmt)
+			st.returning = ", " + st.m.list(stmt, st.table)
 		}
 		return true, nil
 	}
@@ -884,12 +964,17 @@ func (p *Plugin) read(db *gorm.DB, st *stmtState, where []clause.Expression, sco
 
 // readKeys reads rows by primary key (keys as returned by keysOf or row.pk), unlocked. For a
 // single-column key the query text comes from a per-table cache instead of a GORM statement.
-func (p *Plugin) readKeys(db *gorm.DB, st *stmtState, keys []any) (*sql.Rows, error) {
+// With withID the transaction's id follows the columns (see xidColumn).
+func (p *Plugin) readKeys(db *gorm.DB, st *stmtState, keys []any, withID bool) (*sql.Rows, error) {
 	stmt := db.Statement
 	if st.m.npk != 1 || (stmt.TableExpr != nil && len(stmt.TableExpr.Vars) > 0) {
-		return p.read(db, st, []clause.Expression{st.m.pkIn(st.table, keys)}, false, "", "")
+		extra := ""
+		if withID {
+			extra = xidColumn
+		}
+		return p.read(db, st, []clause.Expression{st.m.pkIn(st.table, keys)}, false, "", extra)
 	}
-	head, order := st.m.keyQuery(stmt, st.table)
+	head, order := st.m.keyQuery(stmt, st.table, withID)
 	var b strings.Builder
 	b.Grow(len(head) + len(order) + 6*len(keys) + 8)
 	b.WriteString(head)

@@ -11,8 +11,9 @@ import (
 // A COMMIT can fail in a way that does not say whether the transaction committed: the request's
 // context is cancelled while COMMIT is in flight (the client went away), the connection is cut,
 // or a deadline passes. PostgreSQL may well have committed. The records of such a transaction are
-// therefore not dropped on the error alone: the transaction's id is read inside it just before
-// COMMIT (only when records wait for it), and when COMMIT fails without a definite answer its
+// therefore not dropped on the error alone: the transaction's id is known before COMMIT (only
+// when records wait for it): returned by a statement of a few rows the plugin rewrote, or read
+// inside the transaction just before COMMIT; and when COMMIT fails without a definite answer its
 // status is asked on another connection of the pool (pg_xact_status). Committed: the records are
 // delivered. Aborted: they are dropped. No answer within commitResolveTimeout: they are
 // delivered with metadata commit_outcome "unknown" and a warning is logged, because an audit
@@ -23,8 +24,16 @@ import (
 // after a failed COMMIT.
 const commitResolveTimeout = 5 * time.Second
 
-// xid reads the id of t's transaction, with a context the application cannot cancel.
+// xid returns the id of t's transaction: the one a statement of the plugin returned with its
+// rows (an id never changes within a transaction, subtransactions included), or else the one read
+// with a context the application cannot cancel.
 func (t *txn) xid() (string, bool) {
+	t.mu.Lock()
+	id := t.id
+	t.mu.Unlock()
+	if id != "" {
+		return id, true
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(t.ctx), commitResolveTimeout)
 	defer cancel()
 	return xact.ID(ctx, t.Tx)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"math"
 	"strconv"
 	"strings"
@@ -55,27 +56,50 @@ const (
 // whether a row gets an image or only its key. It closes rows. pkType is the database type of
 // the first primary key column, as the driver names it.
 func scanRows(rows *sql.Rows, m *model, nextra int, itemise func(i int, key string) bool) (out []row, pkType string, err error) {
+	return scanRowsXID(rows, m, nextra, itemise, nil)
+}
+
+// scanRowsXID is scanRows for a result whose last column is the transaction's id (xidColumn),
+// when xid is not nil: the value of the first row is stored there, empty when there is none.
+func scanRowsXID(rows *sql.Rows, m *model, nextra int, itemise func(i int, key string) bool, xid *string) (out []row, pkType string, err error) {
+	return scanResult(rows, m, 0, nextra, itemise, xid, nil)
+}
+
+// scanResult is scanRowsXID for a result whose model columns follow lead columns of another
+// reader's: keep receives the lead values of each row (the slice is reused).
+func scanResult(rows *sql.Rows, m *model, lead, nextra int, itemise func(i int, key string) bool, xid *string, keep func([]any)) (out []row, pkType string, err error) {
 	defer rows.Close()
 	types, err := rows.ColumnTypes()
 	if err != nil {
 		return nil, "", err
 	}
-	pkType = types[0].DatabaseTypeName()
 	n := len(m.cols)
+	width := lead + n + nextra
+	if xid != nil {
+		width++
+	}
+	if len(types) != width {
+		return nil, "", fmt.Errorf("gormaudit: %d columns in the result, want %d", len(types), width)
+	}
+	pkType = types[lead].DatabaseTypeName()
 	kinds := make([]colKind, n)
 	for i := range n {
-		kinds[i] = kindOf(types[i].DatabaseTypeName(), m.cols[i].jsonSer)
+		kinds[i] = kindOf(types[lead+i].DatabaseTypeName(), m.cols[i].jsonSer)
 	}
-	vals := make([]any, n+nextra)
-	ptrs := make([]any, n+nextra)
-	for i := range vals {
-		ptrs[i] = &vals[i]
+	all := make([]any, width)
+	ptrs := make([]any, width)
+	for i := range all {
+		ptrs[i] = &all[i]
 	}
+	vals := all[lead:]
 	var pks []any // backing store of the rows' keys, allocated in chunks
 	for rows.Next() {
-		clear(vals)
+		clear(all)
 		if err := rows.Scan(ptrs...); err != nil {
 			return nil, "", err
+		}
+		if keep != nil {
+			keep(all[:lead])
 		}
 		if len(pks) < m.npk {
 			pks = make([]any, 64*m.npk)
@@ -89,6 +113,9 @@ func scanRows(rows *sql.Rows, m *model, nextra int, itemise func(i int, key stri
 		}
 		if nextra > 1 {
 			r.ours, _ = vals[n+1].(bool)
+		}
+		if xid != nil && len(out) == 0 {
+			*xid, _ = all[width-1].(string)
 		}
 		if itemise == nil || itemise(len(out), r.key) {
 			r.vals = make(map[string]any, n)

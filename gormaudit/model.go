@@ -155,9 +155,13 @@ func (m *model) list(stmt *gorm.Statement, table string) string {
 }
 
 // keyQuery returns "SELECT <columns> FROM <table> WHERE <key>" and " ORDER BY <key>" for a
-// single-column key, cached per table.
-func (m *model) keyQuery(stmt *gorm.Statement, table string) (head, order string) {
+// single-column key, cached per table; withID adds the transaction's id (xidColumn) after the
+// columns.
+func (m *model) keyQuery(stmt *gorm.Statement, table string, withID bool) (head, order string) {
 	ck := "k|" + table
+	if withID {
+		ck = "x|" + table
+	}
 	if stmt.TableExpr != nil {
 		ck += "|" + stmt.TableExpr.SQL
 	}
@@ -168,6 +172,9 @@ func (m *model) keyQuery(stmt *gorm.Statement, table string) (head, order string
 	var b strings.Builder
 	b.WriteString("SELECT ")
 	b.WriteString(m.list(stmt, table))
+	if withID {
+		b.WriteString(xidColumn)
+	}
 	b.WriteString(" FROM ")
 	if stmt.TableExpr != nil {
 		b.WriteString(stmt.TableExpr.SQL)

@@ -101,6 +101,9 @@ type txn struct {
 	mu         sync.Mutex
 	pending    []pendingRecord
 	savepoints []savepoint
+	// id is the transaction's id, learned from a column the plugin added to one of its
+	// statements (see xidColumn): COMMIT then needs no query to read it first.
+	id string
 }
 
 // GetDBConn keeps gorm.DB.DB() working inside transactions.
@@ -112,6 +115,23 @@ func (t *txn) add(ctx context.Context, recs []*core.Record) {
 		t.pending = append(t.pending, pendingRecord{ctx: ctx, rec: r})
 	}
 	t.mu.Unlock()
+}
+
+// noteID keeps the transaction's id as a statement of it returned it; empty is ignored.
+func (t *txn) noteID(id string) {
+	if id == "" {
+		return
+	}
+	t.mu.Lock()
+	t.id = id
+	t.mu.Unlock()
+}
+
+// knowsID reports whether the transaction's id is known already.
+func (t *txn) knowsID() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.id != ""
 }
 
 func (t *txn) take() []pendingRecord {

@@ -172,7 +172,7 @@ func (p *Plugin) reread(db *gorm.DB, st *stmtState) ([]row, error) {
 					keys[j] = r.pk
 				}
 			}
-			rows, err := p.readKeys(db, st, keys)
+			rows, err := p.readKeys(db, st, keys, false)
 			if err != nil {
 				return nil, err
 			}
@@ -190,11 +190,21 @@ func (p *Plugin) reread(db *gorm.DB, st *stmtState) ([]row, error) {
 		if len(keys) == 0 {
 			return nil, nil
 		}
-		rows, err := p.readKeys(db, st, keys)
+		// A row or a few: the read also gives the transaction's id, which COMMIT then need
+		// not read on its own.
+		var id *string
+		t := txnOf(st.conn)
+		if len(keys) <= fewRows && t != nil && !t.knowsID() {
+			id = new(string)
+		}
+		rows, err := p.readKeys(db, st, keys, id != nil)
 		if err != nil {
 			return nil, err
 		}
-		out, _, err := scanRows(rows, st.m, 0, st.itemiseAfter)
+		out, _, err := scanRowsXID(rows, st.m, 0, st.itemiseAfter, id)
+		if err == nil && id != nil {
+			t.noteID(*id)
+		}
 		return out, err
 	}
 	var conds []clause.Expression

@@ -197,7 +197,7 @@ function requestParams(r) {
     p.set("limit", "200");
     return p;
   }
-  if (r.view === "history") return only(r.params, ["tenant_id", "limit"]);
+  if (r.view === "history") return only(r.params, ["tenant_id", "limit", "sort"]);
   return only(r.params, [...FILTERS, "sort", "limit", "tenant_id"]);
 }
 
@@ -229,7 +229,7 @@ async function load() {
     $("records").setAttribute("aria-busy", "false");
     return;
   }
-  const logs = page.logs || [];
+  const logs = page.logs || page.history || [];
   $("rows").replaceChildren(...logs.map((x) => row(x)));
   state.rows = logs.length;
   state.next = page.next_cursor || "";
@@ -314,7 +314,8 @@ function onDetailClosed() {
   const r = state.route;
   if (r && r.record) {
     const id = r.record;
-    history.replaceState(null, "", listHash(r));
+    // Closed where it was opened (not by a link to another view): back to the list it came from.
+    if (location.hash === recordHash(r, id)) history.replaceState(null, "", listHash(r));
     r.record = "";
     const tr = [...$("rows").querySelectorAll("tr")].find((x) => x.dataset.id === id);
     focusRow(tr || state.opener);

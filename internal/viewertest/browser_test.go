@@ -229,14 +229,17 @@ func TestViewerInBrowser(t *testing.T) {
 		Method: "PATCH", Route: "/customers/:id", Path: "/customers/cus-42", Status: 200, Duration: 12 * time.Millisecond}
 	child := &core.Record{Kind: core.KindCustom, Action: "billing.plan_changed", OccurredAt: base.Add(150 * time.Minute),
 		Tenant: core.Tenant{ID: "acme"}, RequestID: "req-checkout-1", ResourceType: "subscriptions", ResourceID: "sub-9"}
-	recs = append(recs, update, httpRec, child)
+	created := &core.Record{Kind: core.KindInsert, Action: "customer.created", OccurredAt: base.Add(-time.Hour),
+		Tenant: core.Tenant{ID: "acme"}, Actor: core.Actor{ID: "user-2", Type: core.ActorTenantUser}, ResourceType: "customers", ResourceID: "cus-42",
+		After: map[string]any{"name": "Ada", "email": "ada@old.test", "plan": "free", "api_key": core.Redacted}}
+	recs = append(recs, update, httpRec, child, created)
 	for i := range 30 {
 		recs = append(recs, &core.Record{Kind: core.KindCustom, Action: "globex.secret", OccurredAt: base.Add(time.Duration(i) * time.Minute),
 			Tenant: core.Tenant{ID: "globex"}, Metadata: map[string]any{"mark": "GLOBEXSECRET"}})
 	}
 	e.write(recs...)
 	globexID := recs[len(recs)-1].ID.String()
-	const acmeCount = 123
+	const acmeCount = 124
 
 	ctx := chromium(t, downloads)
 	user := token(t, "user-1", core.ActorTenantUser, "acme")
@@ -330,6 +333,15 @@ func TestViewerInBrowser(t *testing.T) {
 		t.Fatalf("request summary %q", s)
 	}
 	shoot(t, ctx, shots, "viewer-request.png")
+
+	// The resource's history, from one of its records.
+	run(t, ctx, "opening the update from the request", chromedp.Click(chromedp.CSS(`#rows tr[data-id="`+update.ID.String()+`"] td.time`)))
+	until(t, ctx, "the record with its history link", `document.getElementById('detail').open && !document.getElementById('open-history').disabled`)
+	run(t, ctx, "opening the history", chromedp.Click(chromedp.ID("open-history")))
+	until(t, ctx, "the history view", `document.getElementById('view-heading').textContent === 'History of customers cus-42' && document.querySelectorAll('#rows tr').length === 2`)
+	if got := eval[[]string](t, ctx, `[...document.querySelectorAll('#rows tr')].map(r => r.cells[1].textContent)`); strings.Join(got, ",") != "customer.updated,customer.created" {
+		t.Fatalf("history rows %v", got)
+	}
 
 	// Keyboard: from the toolbar, Tab reaches the list; arrows move; Enter opens; Escape closes.
 	run(t, ctx, "back to all records", chromedp.Click(chromedp.ID("back")))

@@ -233,12 +233,16 @@ func (c *capture) update(ctx context.Context, next ent.Mutator, re *reentry) (en
 	wctx := ctx
 	var r *returning
 	if n := len(c.before.ids); n > 0 && n <= c.h.maxRows {
-		r = &returning{t: c.t, update: true, limit: n}
+		r = &returning{t: c.t, update: true, limit: n, withID: c.state != nil && n <= fewRows && !c.state.knowsID()}
+		r.plain = n == 1 && c.op.Is(ent.OpUpdateOne) && c.h.plainTable(ctx, c.drv, c.t)
 		wctx = withReturning(ctx, r)
 	}
 	v, err := next.Mutate(wctx, c.m)
 	if err != nil {
 		return v, nil, err
+	}
+	if r != nil && r.rs != nil && c.state != nil {
+		c.state.noteID(r.rs.xid)
 	}
 	after := r.result(c.before)
 	if after == nil { // the UPDATE's own rows were not seen (or not all of them): read them
@@ -326,6 +330,32 @@ func (c *capture) delete(ctx context.Context, next ent.Mutator, re *reentry) (en
 	}
 	recs = append(recs, c.linkRecords(gone)...)
 	return v, append(recs, c.targetRecords()...), nil
+}
+
+// plainQuery tells whether a table has a trigger or a rule of its own: either could make the row
+// an UPDATE returned differ from the row a read right after it returns.
+const plainQuery = `SELECT (EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = to_regclass($1) AND NOT tgisinternal)
+OR EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite WHERE ev_class = to_regclass($1) AND rulename <> '_RETURN'))::text`
+
+// plainTable reports whether the table of t has no trigger and no rule, asked once per table
+// (an answer that could not be had counts as no and is asked again next time).
+func (h *hook) plainTable(ctx context.Context, drv dialect.Driver, t *typeInfo) bool {
+	switch t.plain.Load() {
+	case 1:
+		return true
+	case 2:
+		return false
+	}
+	s, err := queryText(ctx, drv, plainQuery, []any{quote(t.Table)})
+	if err != nil || !s.Valid {
+		return false
+	}
+	if s.String == "false" {
+		t.plain.Store(1)
+		return true
+	}
+	t.plain.Store(2)
+	return false
 }
 
 func affected(v ent.Value, fallback int) int {

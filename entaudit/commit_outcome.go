@@ -16,8 +16,9 @@ import (
 // A COMMIT can fail in a way that does not say whether the transaction committed: the context is
 // cancelled while COMMIT is in flight (the client went away), the connection is cut, or a
 // deadline passes. PostgreSQL may well have committed. The records of such a transaction are
-// therefore not dropped on the error alone: the transaction's id is read inside it just before
-// COMMIT (only when records wait for it), and when COMMIT fails without a definite answer its
+// therefore not dropped on the error alone: the transaction's id is known before COMMIT (only when
+// records wait for it): returned by an UPDATE of a few rows the Driver wrapper extended, or read
+// inside the transaction just before COMMIT; and when COMMIT fails without a definite answer its
 // status is asked on another connection (pg_xact_status). Committed: the records are delivered.
 // Aborted: they are dropped. No answer within commitResolveTimeout, or no other connection to
 // ask (an ent.Tx on a driver not wrapped with Driver): they are delivered with metadata

@@ -81,7 +81,7 @@ func (a *autoTx) commit() error {
 	if !recorded {
 		return a.tx.Commit()
 	}
-	id, idKnown := txID(a.ctx, a.tx)
+	id, idKnown := a.state.txID(a.ctx, a.tx)
 	err := a.tx.Commit()
 	if err == nil {
 		return nil

@@ -125,6 +125,9 @@ type typeInfo struct {
 	referring []*edgeInfo
 	// layouts caches how the result shapes the hook reads from the table are read.
 	layouts [numShapes]atomic.Pointer[layout]
+	// plain caches whether the table has no trigger or rule (see plainTable): 0 not known yet,
+	// 1 none, 2 some.
+	plain atomic.Int32
 }
 
 type edgeInfo struct {

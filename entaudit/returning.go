@@ -5,6 +5,8 @@ import (
 	stdsql "database/sql"
 	"errors"
 	"fmt"
+	"reflect"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -19,12 +21,18 @@ import (
 type returning struct {
 	t       *typeInfo
 	update  bool
+	withID  bool // the UPDATE also returns the transaction's id (see xidColumn)
 	limit   int
 	claimed atomic.Bool
 	rs      *rowSet // the rows the statement returned, once it ran
 	// pre holds the rows an INSERT ... ON CONFLICT ... DO UPDATE found in its way, read and
 	// locked by the conflict target before it ran: the before images of the rows it updates.
 	pre *rowSet
+	// row is the one row an UPDATE returned, as the driver gave it, when ent may read it back
+	// from it (see serve); plain reports that the table has no trigger or rule.
+	plain bool
+	row   *heldRow
+	stale atomic.Bool // a statement ran after the UPDATE
 }
 
 type returningKey struct{}
@@ -45,6 +53,9 @@ func (r *returning) rewrite(query string, exec bool) (string, int, bool) {
 			return "", 0, false
 		}
 		q, shape = query+` RETURNING *`, shapeSelect
+		if r.withID {
+			q, shape = q+xidColumn, shapeSelectXID
+		}
 	case !strings.HasPrefix(query, `INSERT INTO `+quote(table)+` `):
 		return "", 0, false
 	case exec: // an id given by the application, and no ON CONFLICT: ent expects no rows back
@@ -64,12 +75,44 @@ func (r *returning) rewrite(query string, exec bool) (string, int, bool) {
 	return q, shape, true
 }
 
+// xidColumn is the column an UPDATE of a few rows in one of the hook's transactions also returns:
+// the transaction's id (xact.IDQuery's expression), which COMMIT then need not read with a query
+// of its own. After the statement's write the transaction always has one.
+const xidColumn = ", pg_current_xact_id_if_assigned()::text"
+
+// fewRows is the most rows an UPDATE may change for its RETURNING to carry the transaction's id:
+// one more text value per row.
+const fewRows = 16
+
 // intercept runs a statement on eq; the mutation's own INSERT or UPDATE (see returning) is
-// extended to return the rows it wrote.
+// extended to return the rows it wrote, and ent's read of the row it updated is answered from
+// them (see serve).
 func intercept(ctx context.Context, eq dialect.ExecQuerier, query string, args, v any, exec bool) error {
 	if r, _ := ctx.Value(returningKey{}).(*returning); r != nil {
 		if q, shape, ok := r.rewrite(query, exec); ok {
 			return r.run(ctx, eq, q, shape, args, v, exec)
+		}
+		if r.row != nil && !exec && !r.stale.Load() {
+			fallback := func(dest ...any) error {
+				var rows sql.Rows
+				if err := eq.Query(ctx, query, args, &rows); err != nil {
+					return err
+				}
+				defer rows.Close()
+				if !rows.Next() {
+					if err := rows.Err(); err != nil {
+						return err
+					}
+					return stdsql.ErrNoRows
+				}
+				return errors.Join(rows.Scan(dest...), rows.Close())
+			}
+			if vr, ok := v.(*sql.Rows); ok && r.serve(query, args, vr, fallback) {
+				return nil
+			}
+		}
+		if r.claimed.Load() {
+			r.stale.Store(true)
 		}
 	}
 	if exec {
@@ -116,6 +159,9 @@ func (r *returning) run(ctx context.Context, eq dialect.ExecQuerier, q string, s
 		return err
 	}
 	r.rs = s.rs
+	if r.update && r.plain && n == 1 && len(s.rs.images) == 1 {
+		r.row = &heldRow{vals: slices.Clone(s.vals[s.lead:s.end]), cols: s.l.cols[s.lead:s.end], types: s.l.types[s.lead:s.end], id: s.rs.ids[0]}
+	}
 	switch res := v.(type) {
 	case nil:
 	case *stdsql.Result:
@@ -160,6 +206,176 @@ func (rr *returningRows) Scan(dest ...any) error {
 func (rr *returningRows) Close() error {
 	rr.r.rs = rr.s.rs
 	return rr.ColumnScanner.Close()
+}
+
+// heldRow is the row an UPDATE ... RETURNING * returned, as the driver gave it.
+type heldRow struct {
+	vals  []any
+	cols  []string
+	types []*stdsql.ColumnType
+	id    string
+}
+
+// serve answers ent's read of the row its UpdateOne just updated (SELECT "c", ... FROM "t" WHERE
+// "id" = $1, sent right after the UPDATE, columns and key possibly qualified by the table) from the row the UPDATE returned, which saves
+// a round trip. It does so only when that row is exactly what the read would return: no other
+// statement ran since the UPDATE in the transaction (the row is locked, so no other transaction
+// can change it), and the table has no trigger or rule (see plainTable) that could change the
+// row after the UPDATE returned it. Anything else goes to the database.
+// fallback reads the row from the database after all, for destinations assign cannot fill.
+func (r *returning) serve(query string, args any, v *sql.Rows, fallback func(dest ...any) error) bool {
+	hr := r.row
+	argv, ok := args.([]any)
+	if !ok || len(argv) != 1 || idString(argv[0]) != hr.id {
+		return false
+	}
+	t := quote(r.t.Table)
+	rest, ok := strings.CutPrefix(query, "SELECT ")
+	if !ok {
+		return false
+	}
+	list, ok := strings.CutSuffix(rest, " FROM "+t+" WHERE "+quote(r.t.IDColumn)+" = $1")
+	if !ok {
+		list, ok = strings.CutSuffix(rest, " FROM "+t+" WHERE "+t+"."+quote(r.t.IDColumn)+" = $1")
+	}
+	if !ok || list == "" {
+		return false
+	}
+	var idx []int
+	for _, c := range strings.Split(list, ", ") {
+		name := strings.TrimPrefix(c, t+".")
+		if len(name) < 2 || name[0] != '"' || name[len(name)-1] != '"' || strings.Contains(name[1:len(name)-1], `"`) {
+			return false
+		}
+		j := slices.Index(hr.cols, name[1:len(name)-1])
+		if j < 0 {
+			return false
+		}
+		idx = append(idx, j)
+	}
+	r.row = nil // served once
+	*v = sql.Rows{ColumnScanner: &heldRows{hr: hr, idx: idx, fallback: fallback}}
+	return true
+}
+
+// heldRows shows a heldRow as the result of a query of some of its columns.
+type heldRows struct {
+	hr       *heldRow
+	idx      []int
+	read     bool
+	closed   bool
+	fallback func(dest ...any) error
+}
+
+func (h *heldRows) Columns() ([]string, error) {
+	cols := make([]string, len(h.idx))
+	for i, j := range h.idx {
+		cols[i] = h.hr.cols[j]
+	}
+	return cols, nil
+}
+
+func (h *heldRows) ColumnTypes() ([]*stdsql.ColumnType, error) {
+	types := make([]*stdsql.ColumnType, len(h.idx))
+	for i, j := range h.idx {
+		types[i] = h.hr.types[j]
+	}
+	return types, nil
+}
+
+func (h *heldRows) Next() bool {
+	if h.read || h.closed {
+		return false
+	}
+	h.read = true
+	return true
+}
+
+func (h *heldRows) NextResultSet() bool { return false }
+func (h *heldRows) Err() error          { return nil }
+func (h *heldRows) Close() error        { h.closed = true; return nil }
+
+// Scan assigns the row's values the way database/sql does for the values a driver returns:
+// through the destination's Scan method, or directly when the value fits the destination.
+func (h *heldRows) Scan(dest ...any) error {
+	if !h.read || h.closed {
+		return errors.New("entaudit: Scan called without calling Next")
+	}
+	if len(dest) != len(h.idx) {
+		return fmt.Errorf("entaudit: expected %d destination arguments in Scan, not %d", len(h.idx), len(dest))
+	}
+	for i, d := range dest {
+		src := h.hr.vals[h.idx[i]]
+		if b, ok := src.([]byte); ok {
+			src = slices.Clone(b)
+		}
+		if err := assign(d, src); err != nil {
+			// A destination of a kind database/sql converts to and assign does not: the query
+			// goes to the database, whose rows convert as they would without the hook.
+			return h.fallback(dest...)
+		}
+	}
+	return nil
+}
+
+// assign stores src, a value as a driver returns it, in dest.
+func assign(dest, src any) error {
+	if sc, ok := dest.(stdsql.Scanner); ok {
+		return sc.Scan(src)
+	}
+	switch d := dest.(type) {
+	case *any:
+		*d = src
+		return nil
+	case *[]byte:
+		switch x := src.(type) {
+		case nil:
+			*d = nil
+			return nil
+		case []byte:
+			*d = x
+			return nil
+		case string:
+			*d = []byte(x)
+			return nil
+		}
+	case *string:
+		switch x := src.(type) {
+		case string:
+			*d = x
+			return nil
+		case []byte:
+			*d = string(x)
+			return nil
+		}
+	}
+	dv := reflect.ValueOf(dest)
+	if dv.Kind() != reflect.Pointer || dv.IsNil() {
+		return fmt.Errorf("destination %T is not a pointer", dest)
+	}
+	ev := dv.Elem()
+	if src == nil {
+		switch ev.Kind() {
+		case reflect.Pointer, reflect.Interface, reflect.Slice, reflect.Map:
+			ev.SetZero()
+			return nil
+		}
+		return fmt.Errorf("converting NULL to %s is unsupported", ev.Type())
+	}
+	sv := reflect.ValueOf(src)
+	switch {
+	case sv.Type().AssignableTo(ev.Type()):
+		ev.Set(sv)
+	case ev.Kind() == reflect.Pointer && sv.Type().AssignableTo(ev.Type().Elem()):
+		p := reflect.New(ev.Type().Elem())
+		p.Elem().Set(sv)
+		ev.Set(p)
+	case sv.Kind() == ev.Kind() && sv.Type().ConvertibleTo(ev.Type()):
+		ev.Set(sv.Convert(ev.Type()))
+	default:
+		return fmt.Errorf("unsupported Scan, storing %T into %s", src, ev.Type())
+	}
+	return nil
 }
 
 // affectedRows is the result of an UPDATE turned into a query.

@@ -24,6 +24,7 @@ type rowSet struct {
 	images []map[string]any // images of the first rows, in order
 	xmax   []string         // xmax of the rows, when asked for
 	byID   map[string]int   // id -> index in images
+	xid    string           // the transaction's id, when the statement returned it (see xidColumn)
 }
 
 func (rs *rowSet) image(id string) map[string]any {
@@ -73,6 +74,7 @@ const (
 // driver's column types once and reused while the columns stay the same.
 type layout struct {
 	cols   []string
+	types  []*stdsql.ColumnType
 	kinds  []uint8
 	idIdx  int
 	idType string
@@ -92,9 +94,10 @@ func (l *layout) matches(cols []string) bool {
 
 // The shapes of result the hook reads, each with its cached layout.
 const (
-	shapeSelect   = iota // SELECT * (and UPDATE ... RETURNING *)
-	shapeXmax            // SELECT *, xmax (and INSERT ... RETURNING *, xmax)
-	shapeLeadXmax        // INSERT ... RETURNING "id", *, xmax: the first column is ent's
+	shapeSelect    = iota // SELECT * (and UPDATE ... RETURNING *)
+	shapeXmax             // SELECT *, xmax (and INSERT ... RETURNING *, xmax)
+	shapeLeadXmax         // INSERT ... RETURNING "id", *, xmax: the first column is ent's
+	shapeSelectXID        // UPDATE ... RETURNING *, the transaction's id (see xidColumn)
 	numShapes
 )
 
@@ -105,6 +108,7 @@ type scanner struct {
 	l          *layout
 	lead, end  int // the table's columns are cols[lead:end]; xmax follows when asked
 	xmax       bool
+	xid        bool // the last column is the transaction's id
 	limit      int
 	vals       []any
 	full, skip []any
@@ -121,6 +125,8 @@ func newScanner(rows sql.ColumnScanner, t *typeInfo, limit int, shape int) (*sca
 		s.xmax, s.end = true, len(cols)-1
 	case shapeLeadXmax:
 		s.lead, s.xmax, s.end = 1, true, len(cols)-1
+	case shapeSelectXID:
+		s.xid, s.end = true, len(cols)-1
 	}
 	if s.end <= s.lead {
 		return nil, fmt.Errorf("unexpected columns %v", cols)
@@ -132,7 +138,7 @@ func newScanner(rows sql.ColumnScanner, t *typeInfo, limit int, shape int) (*sca
 		if err != nil {
 			return nil, err
 		}
-		l = &layout{cols: cols, kinds: make([]uint8, len(cols)), idIdx: -1}
+		l = &layout{cols: cols, types: types, kinds: make([]uint8, len(cols)), idIdx: -1}
 		for i := s.lead; i < s.end; i++ {
 			c := cols[i]
 			dt := strings.ToUpper(types[i].DatabaseTypeName())
@@ -193,6 +199,9 @@ func (s *scanner) scan(rows sql.ColumnScanner, lead ...any) error {
 		return err
 	}
 	rs := s.rs
+	if s.xid && len(rs.ids) == 0 {
+		rs.xid = textOf(s.vals[len(s.vals)-1])
+	}
 	id := idString(s.vals[s.l.idIdx])
 	rs.ids = append(rs.ids, id)
 	rs.rawIDs = append(rs.rawIDs, rawID(s.vals[s.l.idIdx]))

@@ -23,6 +23,37 @@ type txState struct {
 	seq   uint64
 	pend  []pending
 	taken int // records take has returned, so that COMMIT knows whether an outcome matters
+	// id is the transaction's id once a statement of the hook returned it (see xidColumn).
+	id string
+}
+
+// noteID keeps the transaction's id; empty is ignored.
+func (s *txState) noteID(id string) {
+	if id == "" {
+		return
+	}
+	s.mu.Lock()
+	s.id = id
+	s.mu.Unlock()
+}
+
+// knowsID reports whether the transaction's id is known already.
+func (s *txState) knowsID() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.id != ""
+}
+
+// txID returns the transaction's id: the one a statement returned, or else the one read through
+// q (see the package-level txID). An id never changes within a transaction.
+func (s *txState) txID(ctx context.Context, q dialect.ExecQuerier) (string, bool) {
+	s.mu.Lock()
+	id := s.id
+	s.mu.Unlock()
+	if id != "" {
+		return id, true
+	}
+	return txID(ctx, q)
 }
 
 // pending are the records of one mutation, with the context the mutation ran with (it carries
@@ -95,7 +126,7 @@ func (h *hook) userTx(tx Tx) *txState {
 		if err := h.admit(p); err != nil {
 			return refusedCommit(err, rollback())
 		}
-		id, idKnown := txID(ctx, key)
+		id, idKnown := st.txID(ctx, key)
 		// ctx is the one the transaction was begun with: once it is done, database/sql no
 		// longer sends COMMIT.
 		done := ctx.Err() != nil

@@ -7,6 +7,8 @@
 #   internal/e2ebench/run.sh                    # 2 rounds, 15 s per run, 2 threads, 16 connections
 #   ROUNDS=3 DURATION=15s internal/e2ebench/run.sh
 #   DROP_INDEX=audit_logs_search_idx internal/e2ebench/run.sh   # audited without the full-text index
+#   OTHER_BIN=/tmp/old/e2ebench MODES="bare audited other" internal/e2ebench/run.sh
+#                                  # also an audited server built from another commit (mode other)
 #
 # Needs wrk (apt-get install -y wrk) and PostgreSQL (E2E_DB, default the test database).
 set -eu
@@ -20,6 +22,7 @@ DROP_INDEX=${DROP_INDEX:-}
 MODES=${MODES:-"bare audited jwt"}
 ENDPOINTS=${ENDPOINTS:-"get post patch"}
 OUT=${OUT:-$(mktemp -d)}
+OTHER_BIN=${OTHER_BIN:-}
 BIN=$OUT/e2ebench
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
@@ -57,7 +60,12 @@ cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT INT TERM
 "$BIN" -mode bare -schema e2e_bare -addr 127.0.0.1:18081 -db "$DB" > "$OUT/bare.log" 2>&1 & PIDS="$PIDS $!"
 "$BIN" -mode audited -schema e2e_audited -addr 127.0.0.1:18082 -db "$DB" -drop-index "$DROP_INDEX" > "$OUT/audited.log" 2>&1 & PIDS="$PIDS $!"
-for port in 18081 18082; do
+PORTS="18081 18082"
+if [ -n "$OTHER_BIN" ]; then
+  "$OTHER_BIN" -mode audited -schema e2e_other -addr 127.0.0.1:18083 -db "$DB" -drop-index "$DROP_INDEX" > "$OUT/other.log" 2>&1 & PIDS="$PIDS $!"
+  PORTS="$PORTS 18083"
+fi
+for port in $PORTS; do
   i=0
   until curl -fs "http://127.0.0.1:$port/items/1" >/dev/null 2>&1; do
     i=$((i + 1)); [ $i -lt 120 ] || { cat "$OUT"/*.log >&2; exit 1; }; sleep 0.5
@@ -75,6 +83,7 @@ while [ $r -le "$ROUNDS" ]; do
     for mode in $order; do
       port=18082; tok=""
       [ "$mode" = bare ] && port=18081
+      [ "$mode" = other ] && port=18083
       [ "$mode" = jwt ] && tok=$TOKEN_VALUE
       load=$(cut -d' ' -f1 /proc/loadavg)
       line=$(ENDPOINT=$ep TOKEN=$tok wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -s "$LUA" "http://127.0.0.1:$port" | grep '^RESULT')

@@ -88,8 +88,8 @@
 // statement order; a rollback or a commit that failed without committing drops them. When a
 // COMMIT fails without saying whether it committed (a cancelled context, a lost connection, a
 // timeout), the hook asks another connection of the wrapped driver what became of the
-// transaction (pg_xact_status of its id, read just before COMMIT: one round trip per transaction
-// that has records) and delivers the records if it committed; with no answer (or no Driver
+// transaction (pg_xact_status of its id: returned with an UPDATE of a few rows, or else read
+// just before COMMIT, one round trip per transaction that has records) and delivers the records if it committed; with no answer (or no Driver
 // wrapper to ask through) they are delivered with metadata commit_outcome "unknown" and a
 // warning. The application gets COMMIT's error unchanged. Outside an ent.Tx, an update or
 // delete runs in a transaction the hook opens through the Driver wrapper (its reads and the
@@ -142,7 +142,9 @@
 //
 // After images come from the statement itself when the driver is wrapped: Driver extends the
 // mutation's own INSERT or UPDATE with a RETURNING clause, so a create costs no round trip
-// beyond ent's own, and an update one (the locked read). Otherwise, and for statements that do
+// beyond ent's own, and an update one (the locked read). ent's read of the row an UpdateOne
+// updated is answered from that RETURNING when nothing ran in between and the table has no
+// trigger or rule (asked once per table), which could change the row after the UPDATE. Otherwise, and for statements that do
 // not look like ent's, the rows are read again right after the write.
 //
 // Records go where core.Dispatch sends them: to the request's Collector when the context

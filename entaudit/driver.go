@@ -22,7 +22,8 @@ import (
 //
 // The wrapper also extends the audited mutation's own INSERT or UPDATE with a RETURNING clause,
 // so that the hook gets the after image from the statement instead of another round trip; what
-// ent sees of the statement's result is unchanged. Everything else passes through unchanged:
+// ent sees of the statement's result is unchanged, and ent's read of the row an UpdateOne just
+// updated is answered from it where that is exactly what the read would return. Everything else passes through unchanged:
 // queries, ent transactions, and migrations, whose transaction is the wrapped driver's own (so
 // the schema.ApplyHook pattern conn.(*sql.Tx) works as without the wrapper). Wrap the driver
 // last (outermost), after tracing or logging wrappers; ent's own Debug wrapper may go around it.

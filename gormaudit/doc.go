@@ -104,9 +104,11 @@
 // that rows inserted concurrently are not changed unrecorded. An upsert tells the rows it
 // inserted from the rows it updated by their system columns (xmax, and xmin checked with
 // pg_xact_status), which needs PostgreSQL 13 or later.
-// After images come from the statement itself through RETURNING where GORM does not read
-// RETURNING (updates, deletes, inserts without database defaults), and otherwise from a SELECT
-// by primary key inside the transaction. A hard delete reads nothing before: the rows DELETE
+// After images come from the statement itself through RETURNING: added where GORM does not read
+// RETURNING (updates, deletes, inserts without database defaults), and added to GORM's own
+// RETURNING of an insert with database defaults, GORM then being handed exactly its own columns;
+// otherwise (a caller's Returning clause, upserts) from a SELECT by primary key inside the
+// transaction. A hard delete reads nothing before: the rows DELETE
 // ... RETURNING yields are its before images. A statement affecting more rows than
 // Options.MaxRowsPerStatement records that many rows in full and one summary record (kind
 // custom, action "<table>.bulk_<kind>", or "<table>.bulk_upsert" with the counts of rows
@@ -128,8 +130,8 @@
 // db.Transaction) drop what they undo; delivery keeps statement order. A COMMIT can fail without
 // saying whether it committed (the request's context cancelled while COMMIT runs, a lost
 // connection, a timeout): the plugin then asks another connection of the pool what became of the
-// transaction (pg_xact_status of its id, read just before COMMIT: one round trip per transaction
-// that has records). Committed: the records are delivered; rolled back: dropped; no answer within
+// transaction (pg_xact_status of its id: returned with a statement of a few rows the plugin
+// rewrote, or else read just before COMMIT, one round trip per transaction that has records). Committed: the records are delivered; rolled back: dropped; no answer within
 // a few seconds: delivered with metadata commit_outcome "unknown" and a warning, because a
 // flagged record is better than a committed change without one. The application gets COMMIT's
 // error unchanged. Register must run right after gorm.Open, before

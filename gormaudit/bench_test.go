@@ -3,6 +3,7 @@ package gormaudit_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -50,7 +51,13 @@ var benchVariants = []string{"bare", "floor", "capture", "audited", "intx"}
 func openBench(b *testing.B, variant string) *benchDB {
 	b.Helper()
 	pg := pgtest.New(b)
-	db, err := gorm.Open(postgres.Open(pg.URL), &gorm.Config{Logger: logger.Discard})
+	url := pg.URL
+	if os.Getenv("GORMAUDIT_BENCH_COMMIT") == "async" {
+		// Commits do not wait for the WAL flush, the noisiest part of a write on a shared machine:
+		// what remains is the round trips and the client's own work.
+		url += "&options=-c%20synchronous_commit%3Doff"
+	}
+	db, err := gorm.Open(postgres.Open(url), &gorm.Config{Logger: logger.Discard})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -22,6 +22,7 @@ const (
 	MetaJWTIssuer          = auditmw.MetaJWTIssuer          // iss of the verified token
 	MetaJWTID              = auditmw.MetaJWTID              // jti of the verified token
 	MetaJWTKeyID           = auditmw.MetaJWTKeyID           // kid of the verified token
+	MetaErrors             = auditmw.MetaErrors             // errors noted with AddError, as strings
 	MetaPanic              = auditmw.MetaPanic              // the panic value, formatted
 	MetaRemoteIP           = auditmw.MetaRemoteIP           // the socket peer, when it differs from the recorded client IP
 	MetaTenantError        = auditmw.MetaTenantError        // a tenant value that failed CheckTenant and was ignored
@@ -159,6 +160,7 @@ type reqState struct {
 	tenant    core.Tenant
 	hasTenant bool
 	route     string
+	errs      []string
 }
 
 func (st *reqState) identify() (Identity, error) { return st.m.identify(st.in) }
@@ -233,6 +235,7 @@ func (m *middleware) finish(st *reqState, panicked bool, p any) {
 	}
 	st.mu.Lock()
 	o.Route = st.route
+	o.Errors = st.errs
 	if st.hasActor {
 		o.Actor, o.HasActor = st.actor, true
 	}
@@ -303,6 +306,21 @@ func SetRoute(ctx context.Context, route string) bool {
 	}
 	st.mu.Lock()
 	st.route = route
+	st.mu.Unlock()
+	return true
+}
+
+// AddError notes err in the record of the audited request whose context ctx is (metadata
+// "errors", a list of strings, as Gin's c.Error does for ginaudit), for an error the handler
+// answered without failing the request's status, or to keep the cause of a 500. It reports false
+// when ctx belongs to no audited request or err is nil.
+func AddError(ctx context.Context, err error) bool {
+	st := state(ctx)
+	if st == nil || err == nil {
+		return false
+	}
+	st.mu.Lock()
+	st.errs = append(st.errs, err.Error())
 	st.mu.Unlock()
 	return true
 }

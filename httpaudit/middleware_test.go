@@ -3,6 +3,7 @@ package httpaudit_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -245,7 +246,7 @@ func TestApplicationValuesAndRoute(t *testing.T) {
 			inner.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, new(string))))
 		})
 	}
-	var set struct{ actor, tenant, route bool }
+	var set struct{ actor, tenant, route, err bool }
 	db := newHarness(t, httpaudit.Options{}, nil) // for its database and writer only
 	opts := httpaudit.Options{Writer: db.w, Logger: discardLogger(), Config: core.Config{LogAnonymous: true},
 		Route: func(r *http.Request) string { return *r.Context().Value(routeKey{}).(*string) }}
@@ -255,12 +256,13 @@ func TestApplicationValuesAndRoute(t *testing.T) {
 			set.actor = httpaudit.SetActor(r.Context(), core.Actor{ID: "u-5", Type: core.ActorTenantUser})
 			set.tenant = httpaudit.SetTenant(r.Context(), core.Tenant{ID: "t-5"})
 			set.route = httpaudit.SetRoute(r.Context(), "/session (custom)")
+			set.err = httpaudit.AddError(r.Context(), errors.New("session renewed late"))
 		},
 	})
 	srv := newServer(t, h)
 	get(t, srv, "/docs/intro")
 	get(t, srv, "/session")
-	if !set.actor || !set.tenant || !set.route {
+	if !set.actor || !set.tenant || !set.route || !set.err {
 		t.Fatalf("Set* reported %+v", set)
 	}
 	if httpaudit.SetActor(context.Background(), core.Actor{ID: "x"}) {
@@ -273,7 +275,8 @@ func TestApplicationValuesAndRoute(t *testing.T) {
 	if rows[0].Route != "/docs/*" {
 		t.Errorf("route from Options.Route = %q", rows[0].Route)
 	}
-	if r := rows[1]; r.Route != "/session (custom)" || r.ActorID != "u-5" || r.ActorAuth != "context" || r.TenantID != "t-5" {
+	if r := rows[1]; r.Route != "/session (custom)" || r.ActorID != "u-5" || r.ActorAuth != "context" || r.TenantID != "t-5" ||
+		fmt.Sprint(r.Metadata[httpaudit.MetaErrors]) != "[session renewed late]" {
 		t.Errorf("row with application values = %+v", r)
 	}
 }

@@ -13,6 +13,12 @@
 //	}
 //	r.Use(gin.Recovery(), ginaudit.Middleware(ginaudit.Options{Writer: w, Config: cfg}))
 //
+// The middleware is httpaudit's for Gin: both are thin layers over one implementation (token
+// verification, client address, tenant, bodies, failure policy, the record), so a request is
+// recorded the same way by either, and a Verifier (which embeds httpaudit.Verifier) serves both.
+// Gin's route template (c.FullPath()) fills the record's route, as the ServeMux pattern does for
+// httpaudit.
+//
 // Handlers pass c.Request.Context() to the ORM (db.WithContext(c.Request.Context())), so that
 // their changes join the request's record. Passing c itself records the same: the middleware
 // stores the request's audit context under core.RequestContextKey, which core's lookups fall

@@ -26,6 +26,10 @@ type SinkOptions struct {
 	MaxInFlight int
 	// AckTimeout bounds the wait for one message's acknowledgement. Default 5s.
 	AckTimeout time.Duration
+	// ReconnectGrace is how long Write waits for a lost connection to come back (the client
+	// moving to another server of a cluster, a server restarting) before it reports the sink
+	// unavailable. Default 2s; keep it below WriterOptions.AttemptTimeout.
+	ReconnectGrace time.Duration
 }
 
 func (o SinkOptions) withDefaults() SinkOptions {
@@ -41,6 +45,9 @@ func (o SinkOptions) withDefaults() SinkOptions {
 	if o.AckTimeout <= 0 {
 		o.AckTimeout = 5 * time.Second
 	}
+	if o.ReconnectGrace <= 0 {
+		o.ReconnectGrace = 2 * time.Second
+	}
 	return o
 }
 
@@ -51,8 +58,9 @@ func (o SinkOptions) withDefaults() SinkOptions {
 // failure, or replayed from the writer's spool, is dropped by the stream's duplicate window
 // rather than stored twice.
 //
-// Write reports a *core.UnavailableError when the connection is down or no stream takes the
-// subjects (the stream is missing, or JetStream is not enabled): a writer with a spool keeps the
+// Write reports a *core.UnavailableError when the connection is closed, or down for longer than
+// ReconnectGrace, or when no stream takes the subjects (the stream is missing, or JetStream is
+// not enabled): a writer with a spool keeps the
 // records on disk and tries again every WriterOptions.RecheckInterval, and Close leaves them in
 // the spool for the next start. A record larger than the server's or stream's message size limit
 // is a *core.RejectedError; every other error (a lost acknowledgement, a timeout during a
@@ -104,7 +112,9 @@ func (s *Sink) Stats() SinkStats {
 // Write publishes recs and returns when the stream has acknowledged all of them. See Sink.
 func (s *Sink) Write(ctx context.Context, recs []*core.Record) error {
 	if !s.nc.IsConnected() {
-		return &core.UnavailableError{Err: fmt.Errorf("natsaudit: the NATS connection is %s", s.nc.Status())}
+		if err := s.awaitConnection(ctx); err != nil {
+			return err
+		}
 	}
 	futures := make([]jetstream.PubAckFuture, 0, len(recs))
 	waited := 0
@@ -160,6 +170,29 @@ func (s *Sink) Write(ctx context.Context, recs []*core.Record) error {
 	return nil
 }
 
+// awaitConnection waits up to ReconnectGrace for the connection to come back. It returns a
+// *core.UnavailableError when the connection is closed or stays down, and ctx's error when ctx
+// ends first.
+func (s *Sink) awaitConnection(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	grace := time.NewTimer(s.opts.ReconnectGrace)
+	defer grace.Stop()
+	for !s.nc.IsConnected() {
+		if s.nc.IsClosed() {
+			return &core.UnavailableError{Err: errors.New("natsaudit: the NATS connection is closed")}
+		}
+		select {
+		case <-t.C:
+		case <-grace.C:
+			return &core.UnavailableError{Err: fmt.Errorf("natsaudit: the NATS connection is %s (for more than %s)", s.nc.Status(), s.opts.ReconnectGrace)}
+		case <-ctx.Done():
+			return fmt.Errorf("natsaudit: waiting for the NATS connection: %w", ctx.Err())
+		}
+	}
+	return nil
+}
+
 // classify turns a publish error of the record at index i into the error the Writer acts on.
 func (s *Sink) classify(i int, err error) error {
 	var apiErr *jetstream.APIError
@@ -174,8 +207,7 @@ func (s *Sink) classify(i int, err error) error {
 			return &core.UnavailableError{Err: fmt.Errorf("natsaudit: no JetStream stream takes %s*: %w", s.prefix, missing)}
 		}
 		return fmt.Errorf("natsaudit: stream %s did not answer (electing a leader?): %w", s.opts.Stream, err)
-	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionReconnecting),
-		errors.Is(err, nats.ErrConnectionDraining), !s.nc.IsConnected():
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrConnectionDraining), s.nc.IsClosed():
 		return &core.UnavailableError{Err: fmt.Errorf("natsaudit: the NATS connection is %s: %w", s.nc.Status(), err)}
 	case errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeStreamNotMatch:
 		return &core.UnavailableError{Err: fmt.Errorf("natsaudit: subject %s* is not bound to stream %s: %w", s.prefix, s.opts.Stream, err)}

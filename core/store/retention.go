@@ -18,7 +18,8 @@ import (
 // it deleted. It deletes in batches of Options.CleanupBatchSize rows, each its own short
 // transaction, so it never holds many row locks or one long transaction; when ctx ends it stops
 // between batches and returns the count so far with ctx's error. A tenant under legal hold is
-// ErrLegalHold (checked before and within every batch).
+// ErrLegalHold (checked before and within every batch): a hold of LegalHold or of the tenant
+// registry. After a complete cleanup, RetainedFrom(tenantID) is at least olderThan.
 //
 // A batch that deletes the first records of the tenant's hash chain records, in the same
 // transaction, a signed truncation checkpoint (Options.SigningKey) naming the first remaining
@@ -32,8 +33,7 @@ func (s *Store) Cleanup(ctx context.Context, tenantID string, olderThan time.Tim
 		return 0, paramErr("older_than", "is required")
 	}
 	var hold bool
-	err := s.pool.QueryRow(ctx, `SELECT legal_hold FROM `+s.tenants+` WHERE id = $1`, tenantID).Scan(&hold)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+	if err := s.pool.QueryRow(ctx, `SELECT `+s.heldSQL("$1::text"), tenantID).Scan(&hold); err != nil {
 		return 0, fmt.Errorf("store: cleanup: %w", err)
 	}
 	if hold {
@@ -42,10 +42,18 @@ func (s *Store) Cleanup(ctx context.Context, tenantID string, olderThan time.Tim
 	stmt := `WITH victims AS (
 		SELECT id, occurred_at FROM ` + s.logs + `
 		WHERE tenant_id = $1 AND occurred_at < $2
-		  AND NOT EXISTS (SELECT 1 FROM ` + s.tenants + ` t WHERE t.id = $1 AND t.legal_hold)
+		  AND NOT ` + s.heldSQL("$1::text") + `
 		LIMIT $3)
 	DELETE FROM ` + s.logs + ` d USING victims v WHERE d.id = v.id AND d.occurred_at = v.occurred_at`
-	return s.deleteBatches(ctx, TenantScope(tenantID), stmt, tenantID, olderThan)
+	n, err := s.deleteBatches(ctx, TenantScope(tenantID), stmt, tenantID, olderThan)
+	if err != nil {
+		return n, err
+	}
+	// Where the tenant's retained history now begins (unless a hold was placed meanwhile).
+	if err := s.markRetained(ctx, s.pool, tenantID, olderThan); err != nil {
+		return n, err
+	}
+	return n, nil
 }
 
 // deleteBatches runs a batched DELETE whose last parameter is the batch size until a batch
@@ -138,7 +146,7 @@ func (s *Store) anchorTruncations(ctx context.Context, tx pgx.Tx, keys []string)
 
 // RetentionPolicy is the background retention: records older than MaxAge are deleted, except
 // for tenants with their own retention_days (which apply instead) and tenants under legal hold
-// (whose records are kept).
+// (whose records are kept). Each pass moves the retention marks that RetainedFrom reads.
 type RetentionPolicy struct {
 	// MaxAge is the default retention, for rows without a tenant and tenants without an override.
 	// Zero applies only the per-tenant overrides.
@@ -148,6 +156,14 @@ type RetentionPolicy struct {
 	// OnCleanup, when set, is called after each cleanup that deleted rows, so that the deletion
 	// itself can be audited.
 	OnCleanup func(RetentionReport)
+	// DropPartitions, with MaxAge, first drops the partitions of a partitioned audit_logs whose
+	// whole range is older than MaxAge (DropPartitions), which costs no row deletes; the
+	// batched deletes then remove the rest. Records of tenants under legal hold, and of tenants
+	// whose own window keeps them, are moved to the default partition rather than dropped.
+	DropPartitions bool
+	// ArchiveDir, with DropPartitions, archives each partition there before it is dropped
+	// (PartitionDropOptions.ArchiveDir).
+	ArchiveDir string
 }
 
 // RetentionReport describes one cleanup of a retention pass.
@@ -156,6 +172,10 @@ type RetentionReport struct {
 	TenantID string
 	Cutoff   time.Time // records that occurred before it were deleted
 	Deleted  int64
+	// Partition names the partition dropped, for a report of a partition drop.
+	Partition string
+	// Archive is the path of the partition's archive, when one was written.
+	Archive string
 }
 
 // ApplyRetention runs one retention pass and reports the cleanups that deleted rows. It also
@@ -176,8 +196,18 @@ func (s *Store) ApplyRetention(ctx context.Context, p RetentionPolicy) ([]Retent
 		}
 	}
 
-	rows, err := s.pool.Query(ctx, `SELECT id, retention_days FROM `+s.tenants+
-		` WHERE retention_days IS NOT NULL AND NOT legal_hold ORDER BY id`)
+	if p.DropPartitions && p.MaxAge > 0 {
+		drops, err := s.DropPartitions(ctx, now.Add(-p.MaxAge), PartitionDropOptions{ArchiveDir: p.ArchiveDir})
+		for _, d := range drops {
+			report(RetentionReport{Cutoff: d.To, Deleted: d.Rows - d.Kept, Partition: d.Partition, Archive: d.Archive})
+		}
+		if err != nil {
+			return reports, err
+		}
+	}
+
+	rows, err := s.pool.Query(ctx, `SELECT id, retention_days FROM `+s.tenants+` t
+		WHERE retention_days IS NOT NULL AND NOT `+s.heldSQL("t.id")+` ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("store: retention: %w", err)
 	}
@@ -214,11 +244,15 @@ func (s *Store) ApplyRetention(ctx context.Context, p RetentionPolicy) ([]Retent
 			WHERE a.occurred_at < $1
 			  AND NOT EXISTS (SELECT 1 FROM ` + s.tenants + ` t
 			                  WHERE t.id = a.tenant_id AND (t.legal_hold OR t.retention_days IS NOT NULL))
+			  AND (a.tenant_id IS NULL OR NOT ` + s.heldSQL("a.tenant_id") + `)
 			LIMIT $2)
 		DELETE FROM ` + s.logs + ` d USING victims v WHERE d.id = v.id AND d.occurred_at = v.occurred_at`
 		n, err := s.deleteBatches(ctx, AllTenantsScope(), stmt, cutoff)
 		report(RetentionReport{Cutoff: cutoff, Deleted: n})
 		if err != nil {
+			return reports, err
+		}
+		if err := s.markRetained(ctx, s.pool, "*", cutoff); err != nil {
 			return reports, err
 		}
 	}

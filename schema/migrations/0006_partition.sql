@@ -37,6 +37,43 @@ CREATE TABLE audit_retention_marks (
     updated_at    timestamptz NOT NULL DEFAULT now()
 );
 
+-- Whether a tenant is under legal hold (audit_legal_holds, or the registry's flag). Retention
+-- calls it for every record it considers; it runs with its owner's rights, so that a reader role
+-- that may clean up needs no privilege on audit_legal_holds.
+CREATE FUNCTION audit_tenant_held(tenant text) RETURNS boolean
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+    SELECT EXISTS (SELECT 1 FROM audit_legal_holds h WHERE h.tenant_id = $1)
+        OR EXISTS (SELECT 1 FROM audit_tenants t WHERE t.id = $1 AND t.legal_hold)
+$$;
+
+-- Moves the retention mark of key to at, if later (retention calls it after removing records).
+CREATE FUNCTION audit_mark_retained(key text, at timestamptz) RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+    INSERT INTO audit_retention_marks AS m (tenant_key, retained_from) VALUES ($1, $2)
+    ON CONFLICT (tenant_key) DO UPDATE SET retained_from = greatest(m.retained_from, excluded.retained_from), updated_at = now()
+$$;
+
+-- Where the retained history of a tenant begins (NULL: nothing was ever removed): its own mark,
+-- or the default policy's ('*') when it is later and the tenant is neither held nor has its own
+-- window.
+CREATE FUNCTION audit_retained_from(key text) RETURNS timestamptz
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+    SELECT greatest(
+        (SELECT m.retained_from FROM audit_retention_marks m WHERE m.tenant_key = $1),
+        (SELECT m.retained_from FROM audit_retention_marks m WHERE m.tenant_key = '*'
+           AND NOT audit_tenant_held($1)
+           AND NOT EXISTS (SELECT 1 FROM audit_tenants o WHERE o.id = $1 AND o.retention_days IS NOT NULL)))
+$$;
+
 -- The state of an online conversion of audit_logs (schema.PartitionExisting): rows are copied
 -- in id order, and cursor is the last id copied, committed with each batch so that a conversion
 -- stopped at any point resumes where it was.
@@ -69,6 +106,39 @@ $$;
 CREATE FUNCTION audit_partition_floor(t timestamptz, period text) RETURNS timestamptz
 LANGUAGE sql IMMUTABLE
 RETURN pg_catalog.date_trunc(period, t, 'UTC');
+
+-- Names the indexes of partition part of parent after the parent's indexes they belong to, with
+-- the partition's suffix: audit_logs_tenant_time_idx_p20261201 for the index of partition
+-- audit_logs_p20261201 that belongs to audit_logs_tenant_time_idx (a plan shows which index it
+-- reads in every partition).
+CREATE FUNCTION audit_name_partition_indexes(part text, parent text) RETURNS void
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    r       record;
+    suffix  text := pg_catalog.substr(part, pg_catalog.length(parent) + 2);
+    newname text;
+BEGIN
+    FOR r IN
+        SELECT ci.relname::text AS child, cp.relname::text AS parent_index, con.conname::text AS con
+        FROM pg_catalog.pg_index ix
+        JOIN pg_catalog.pg_class ci ON ci.oid = ix.indexrelid
+        JOIN pg_catalog.pg_inherits inh ON inh.inhrelid = ix.indexrelid
+        JOIN pg_catalog.pg_class cp ON cp.oid = inh.inhparent
+        LEFT JOIN pg_catalog.pg_constraint con ON con.conindid = ix.indexrelid AND con.conrelid = ix.indrelid
+        WHERE ix.indrelid = pg_catalog.to_regclass(part)
+    LOOP
+        newname := pg_catalog.left(r.parent_index, 62 - pg_catalog.length(suffix)) || '_' || suffix;
+        CONTINUE WHEN newname = r.child;
+        IF r.con IS NOT NULL THEN
+            EXECUTE pg_catalog.format('ALTER TABLE %I RENAME CONSTRAINT %I TO %I', part, r.con, newname);
+        ELSE
+            EXECUTE pg_catalog.format('ALTER INDEX %I RENAME TO %I', r.child, newname);
+        END IF;
+    END LOOP;
+END
+$$;
 
 -- Creates the partitions of parent that cover [from_time, through) and do not exist yet, one per
 -- period (a partition next to one made with another period is shortened so as not to overlap).
@@ -123,6 +193,7 @@ BEGIN
                 USING v_lo, v_hi;
         END IF;
         EXECUTE pg_catalog.format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', parent, part, v_lo, v_hi);
+        PERFORM audit_name_partition_indexes(part, parent);
         created := created + 1;
         v_lo := v_hi;
     END LOOP;
@@ -205,6 +276,7 @@ BEGIN
         EXECUTE pg_catalog.format('CREATE %sINDEX %I ON %I %s', coalesce(m[1], ''), r.name || '_pnew', dst, m[3]);
     END LOOP;
     EXECUTE pg_catalog.format('CREATE TABLE %I PARTITION OF %I DEFAULT', dst || '_default', dst);
+    PERFORM audit_name_partition_indexes(dst || '_default', dst);
 END
 $$;
 
@@ -287,7 +359,9 @@ BEGIN
     EXECUTE pg_catalog.format('ALTER TABLE %I RENAME TO %I', dst, live);
     FOR r IN SELECT p.name FROM audit_partitions(live) p LOOP
         IF pg_catalog.starts_with(r.name, dst || '_') THEN
-            EXECUTE pg_catalog.format('ALTER TABLE %I RENAME TO %I', r.name, live || pg_catalog.substr(r.name, pg_catalog.length(dst) + 1));
+            cmd := live || pg_catalog.substr(r.name, pg_catalog.length(dst) + 1);
+            EXECUTE pg_catalog.format('ALTER TABLE %I RENAME TO %I', r.name, cmd);
+            PERFORM audit_name_partition_indexes(cmd, live);
         END IF;
     END LOOP;
     -- Triggers.

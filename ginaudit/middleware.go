@@ -181,10 +181,12 @@ func (m *middleware) handle(c *gin.Context) {
 	// The request copy lives in the state: WithContext's own copy stays on the stack.
 	st.req = *req.WithContext(ctx)
 	c.Request = &st.req
-	// For ORM calls given c itself: gin.Context.Value answers only string keys (without
-	// ContextWithFallback), and core's lookups consult this one. FailurePolicy finds the state
-	// through it too.
-	c.Set(core.RequestContextKey, ctx)
+	// For ORM calls given c itself: without the engine's ContextWithFallback, gin.Context.Value
+	// answers only string keys, and core's lookups consult this one. With it, c answers core's
+	// keys through c.Request's context, and nothing needs to be stored in c.Keys.
+	if auditmw.StateFrom(c) == nil {
+		c.Set(core.RequestContextKey, ctx)
+	}
 
 	if e.CaptureReq {
 		st.Rec.RequestBody, st.ReqBody = auditmw.CaptureRequest(c.Request, e.Limit)

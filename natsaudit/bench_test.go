@@ -20,7 +20,8 @@ import (
 //
 //	go test -run '^$' -bench Pipeline -benchtime 20000x -count 4 ./natsaudit/
 //
-// rate5000 paces the writer at 5,000 records/s to show the latency under a steady load.
+// rate1000 and rate5000 pace the writer at 1,000 and 5,000 records/s to show the latency under a
+// steady load below and above what the database takes.
 func BenchmarkPipeline(b *testing.B) {
 	b.Run("direct", func(b *testing.B) {
 		db := pgtest.New(b)
@@ -38,6 +39,7 @@ func BenchmarkPipeline(b *testing.B) {
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "rec/s")
 	})
 	b.Run("jetstream", func(b *testing.B) { benchJetStream(b, 0) })
+	b.Run("rate1000", func(b *testing.B) { benchJetStream(b, 1000) })
 	b.Run("rate5000", func(b *testing.B) { benchJetStream(b, 5000) })
 }
 

@@ -265,6 +265,17 @@ func BenchmarkRequestPath(b *testing.B) {
 	b.Run("audit", func(b *testing.B) {
 		runBenchFlushing(b, benchEngine(&ginaudit.Options{Writer: w, Config: base}), "GET", "", nil, flush)
 	})
+	// With the engine's ContextWithFallback the middleware needs no entry in c.Keys.
+	b.Run("bare-fallback", func(b *testing.B) {
+		r := benchEngine(nil)
+		r.ContextWithFallback = true
+		runBench(b, r, "GET", "", nil)
+	})
+	b.Run("audit-fallback", func(b *testing.B) {
+		r := benchEngine(&ginaudit.Options{Writer: w, Config: base})
+		r.ContextWithFallback = true
+		runBenchFlushing(b, r, "GET", "", nil, flush)
+	})
 	b.Run("bare+verify-HS256", func(b *testing.B) { runBench(b, verifyOnly(v), "GET", tok, nil) })
 	b.Run("audit+HS256", func(b *testing.B) {
 		runBenchFlushing(b, benchEngine(&ginaudit.Options{Writer: w, Config: hsConfig()}), "GET", tok, nil, flush)

@@ -77,6 +77,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	token := fs.Bool("token", false, "print a bearer token for -secret, valid for a day, and exit")
 	dropIndex := fs.String("drop-index", "", "comma-separated audit_logs indexes to drop after the migration")
 	pool := fs.Int("pool", 16, "maximum open database connections of the service")
+	fresh := fs.Bool("fresh", false, "drop -schema and everything in it first, so that every run starts from an empty audit_logs")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -94,7 +95,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	gin.SetMode(gin.ReleaseMode)
-	svc, err := open(ctx, *dbURL, *schemaName, *mode == "audited", *secret, *rows, *pool, *dropIndex)
+	svc, err := open(ctx, *dbURL, *schemaName, *mode == "audited", *secret, *rows, *pool, *dropIndex, *fresh)
 	if err != nil {
 		return err
 	}
@@ -123,7 +124,7 @@ type service struct {
 	engine *gin.Engine
 }
 
-func open(ctx context.Context, dbURL, schemaName string, audited bool, secret string, rows, maxConns int, dropIndex string) (*service, error) {
+func open(ctx context.Context, dbURL, schemaName string, audited bool, secret string, rows, maxConns int, dropIndex string, fresh bool) (*service, error) {
 	dsn, err := withSearchPath(dbURL, schemaName)
 	if err != nil {
 		return nil, err
@@ -133,6 +134,11 @@ func open(ctx context.Context, dbURL, schemaName string, audited bool, secret st
 		return nil, err
 	}
 	defer pool.Close()
+	if fresh {
+		if _, err := pool.Exec(ctx, `DROP SCHEMA IF EXISTS `+quoteIdent(schemaName)+` CASCADE`); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := pool.Exec(ctx, `CREATE SCHEMA IF NOT EXISTS `+quoteIdent(schemaName)); err != nil {
 		return nil, err
 	}

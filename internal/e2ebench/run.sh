@@ -9,6 +9,8 @@
 #   DROP_INDEX=audit_logs_search_idx internal/e2ebench/run.sh   # audited without the full-text index
 #   OTHER_BIN=/tmp/old/e2ebench MODES="bare audited other" internal/e2ebench/run.sh
 #                                  # also an audited server built from another commit (mode other)
+#   OTHER_BIN=... OTHER_DROP_INDEX= DROP_INDEX=audit_logs_search_idx MODES="bare audited other" ...
+#                                  # the same build with and without the index, side by side
 #
 # Needs wrk (apt-get install -y wrk) and PostgreSQL (E2E_DB, default the test database).
 set -eu
@@ -23,6 +25,7 @@ MODES=${MODES:-"bare audited jwt"}
 ENDPOINTS=${ENDPOINTS:-"get post patch"}
 OUT=${OUT:-$(mktemp -d)}
 OTHER_BIN=${OTHER_BIN:-}
+OTHER_DROP_INDEX=${OTHER_DROP_INDEX-$DROP_INDEX}
 BIN=$OUT/e2ebench
 
 command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
@@ -58,11 +61,11 @@ TOKEN_VALUE=$("$BIN" -token)
 PIDS=""
 cleanup() { for p in $PIDS; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT INT TERM
-"$BIN" -mode bare -schema e2e_bare -addr 127.0.0.1:18081 -db "$DB" > "$OUT/bare.log" 2>&1 & PIDS="$PIDS $!"
-"$BIN" -mode audited -schema e2e_audited -addr 127.0.0.1:18082 -db "$DB" -drop-index "$DROP_INDEX" > "$OUT/audited.log" 2>&1 & PIDS="$PIDS $!"
+"$BIN" -fresh -mode bare -schema e2e_bare -addr 127.0.0.1:18081 -db "$DB" > "$OUT/bare.log" 2>&1 & PIDS="$PIDS $!"
+"$BIN" -fresh -mode audited -schema e2e_audited -addr 127.0.0.1:18082 -db "$DB" -drop-index "$DROP_INDEX" > "$OUT/audited.log" 2>&1 & PIDS="$PIDS $!"
 PORTS="18081 18082"
 if [ -n "$OTHER_BIN" ]; then
-  "$OTHER_BIN" -mode audited -schema e2e_other -addr 127.0.0.1:18083 -db "$DB" -drop-index "$DROP_INDEX" > "$OUT/other.log" 2>&1 & PIDS="$PIDS $!"
+  "$OTHER_BIN" -fresh -mode audited -schema e2e_other -addr 127.0.0.1:18083 -db "$DB" -drop-index "$OTHER_DROP_INDEX" > "$OUT/other.log" 2>&1 & PIDS="$PIDS $!"
   PORTS="$PORTS 18083"
 fi
 for port in $PORTS; do
@@ -72,7 +75,7 @@ for port in $PORTS; do
   done
 done
 
-echo "# $(date -u +%FT%TZ) rounds=$ROUNDS duration=$DURATION threads=$THREADS connections=$CONNS drop_index=${DROP_INDEX:-none}"
+echo "# $(date -u +%FT%TZ) rounds=$ROUNDS duration=$DURATION threads=$THREADS connections=$CONNS drop_index=${DROP_INDEX:-none} other=${OTHER_BIN:-none} other_drop_index=${OTHER_DROP_INDEX:-none}"
 echo "round endpoint mode rps p50_ms p99_ms errors non2xx load1"
 r=1
 while [ $r -le "$ROUNDS" ]; do

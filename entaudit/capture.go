@@ -200,7 +200,9 @@ func (c *capture) create(ctx context.Context, next ent.Mutator) (ent.Value, []*c
 		rec = c.record(core.KindInsert, c.t, rid, nil, after.images[0])
 	}
 	rec.Metadata = c.edgeMeta(rec.Metadata, rid)
-	c.keepRaw("", after.rawIDs[0])
+	if len(c.edges) > 0 { // the id's value, for the records of the links the create adds
+		c.keepRaw("", after.rawIDs[0])
+	}
 	recs := append([]*core.Record{rec}, c.linkRecords([]string{rid})...)
 	return v, append(recs, c.targetRecords()...), nil
 }
@@ -410,8 +412,10 @@ func (c *capture) lockRows(ctx context.Context, deleting bool) error {
 			return err
 		}
 	}
-	for _, id := range rs.rawIDs {
-		c.keepRaw("", id)
+	if deleting || len(c.edges) > 0 { // the ids' values, for the records of the links changed
+		for _, id := range rs.rawIDs {
+			c.keepRaw("", id)
+		}
 	}
 	if !one {
 		w, ok := c.m.(wherePer)

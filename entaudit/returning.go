@@ -405,6 +405,9 @@ func (rs *rowSet) only(id string) *rowSet {
 	if rs == nil {
 		return nil
 	}
+	if len(rs.ids) == 1 && len(rs.images) == 1 && rs.ids[0] == id {
+		return rs // the one row of a single create: nothing to pick
+	}
 	i, ok := rs.byID[id]
 	if !ok {
 		return nil

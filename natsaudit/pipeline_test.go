@@ -3,7 +3,9 @@ package natsaudit_test
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -178,6 +180,11 @@ func closeWriter(t *testing.T, w *core.Writer) {
 // as new messages (as after the window: the consumer skips them), then delivers the whole stream
 // a second time to a new consumer of the same name: the database holds every record once.
 func TestReplay(t *testing.T) {
+	t.Run("chained", func(t *testing.T) { testReplay(t, true) })
+	t.Run("unchained", func(t *testing.T) { testReplay(t, false) })
+}
+
+func testReplay(t *testing.T, chained bool) {
 	const n = 1200
 	ctx := context.Background()
 	nc := connect(t, natsURL())
@@ -221,7 +228,8 @@ func TestReplay(t *testing.T) {
 
 	db := pgtest.New(t)
 	ictx, cancel := context.WithCancel(ctx)
-	opts := names.ingestOptions(nc, core.NewPostgresSink(db.Pool, core.PostgresSinkOptions{Schema: db.Schema}))
+	pgSink := core.NewPostgresSink(db.Pool, core.PostgresSinkOptions{Schema: db.Schema, DisableChain: !chained})
+	opts := names.ingestOptions(nc, pgSink)
 	opts.BatchSize = 100
 	in, err := natsaudit.NewIngester(ictx, opts)
 	if err != nil {
@@ -254,7 +262,7 @@ func TestReplay(t *testing.T) {
 	if err := js.DeleteConsumer(ctx, names.stream, names.durable); err != nil {
 		t.Fatal(err)
 	}
-	in2 := startIngest(t, nc, names, db, nil)
+	in2 := startIngest(t, nc, names, db, func(o *natsaudit.IngestOptions) { o.Sink = pgSink })
 	deadline = time.Now().Add(30 * time.Second)
 	for in2.Stats().Written < n+n/2 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
@@ -265,7 +273,9 @@ func TestReplay(t *testing.T) {
 	if ids := storedIDs(t, db); len(ids) != n {
 		t.Fatalf("%d records stored after the replay, want %d", len(ids), n)
 	}
-	verifyChains(t, db)
+	if chained {
+		verifyChains(t, db)
+	}
 }
 
 // TestSinkErrors: a missing stream and a closed connection make the sink unavailable; a record
@@ -362,4 +372,61 @@ func TestSharedConsumer(t *testing.T) {
 		t.Fatalf("%d records stored, want %d", len(ids), n)
 	}
 	verifyChains(t, db)
+}
+
+// TestProgressLog: while records flow, the Ingester logs its progress with the records written,
+// the rate and the backlog.
+func TestProgressLog(t *testing.T) {
+	ctx := context.Background()
+	nc := connect(t, natsURL())
+	names := newNames(t, nc)
+	if _, err := natsaudit.EnsureStream(ctx, nc, names.streamOptions()); err != nil {
+		t.Fatal(err)
+	}
+	sink, err := natsaudit.NewSink(nc, names.sinkOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := make([]*core.Record, 300)
+	for i := range recs {
+		recs[i] = newRecord(i)
+		recs[i].OccurredAt = time.Now()
+	}
+	if err := sink.Write(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	var logs lockedBuffer
+	db := pgtest.New(t)
+	in := startIngest(t, nc, names, db, func(o *natsaudit.IngestOptions) {
+		o.ProgressInterval = 50 * time.Millisecond
+		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	waitBacklog(t, in, 30*time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "written=300") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	out := logs.String()
+	for _, want := range []string{"auditkit: ingest progress", "stream=" + names.stream, "consumer=" + names.durable, "written=300", "records_per_second=", "pending=0", "latency="} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the progress log lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -60,14 +60,14 @@ type Settings struct {
 
 // Engine is the framework-independent part of an audit middleware, built once.
 type Engine struct {
-	Writer      *core.Writer
-	Cfg         core.Config
-	Verifier    *Verifier
-	Logger      *slog.Logger
-	Refusals    RefusalLog // requests refused under FailClosed, reported at most once a second
-	CaptureReq  bool
-	CaptureResp bool
-	Limit       int
+	Writer      *core.Writer // receives the records; nil discards them
+	Cfg         core.Config  // the configuration with its defaults
+	Verifier    *Verifier    // checks bearer tokens; nil without a key source or with a custom identity
+	Logger      *slog.Logger // receives configuration problems and refusals
+	Refusals    RefusalLog   // requests refused under FailClosed, reported at most once a second
+	CaptureReq  bool         // request bodies are captured (Config.CaptureRequestBody)
+	CaptureResp bool         // response bodies are captured (Config.CaptureResponseBody)
+	Limit       int          // the most bytes of a body kept (Config.MaxBodySizeBytes)
 
 	name        string
 	verifierErr error
@@ -138,9 +138,9 @@ func (e *Engine) Skips(req *http.Request) bool {
 // State is everything one audited request needs. Integrations embed it in their own per-request
 // state, so that a request allocates it once.
 type State struct {
-	Rec core.Record
-	Col core.Collector
-	E   *Engine
+	Rec core.Record    // the request's http record
+	Col core.Collector // the records the ORM integrations add through the request's context
+	E   *Engine        // the engine the request runs under
 
 	// Res is the room reserved for the http record under FailClosed (nil under FailOpen). The
 	// records of the request are enqueued in it and in the room the ORM integrations reserved

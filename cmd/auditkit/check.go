@@ -22,5 +22,5 @@ func runCheck(ctx context.Context, env *cmdEnv, _ []string) int {
 		return env.fail(err)
 	}
 	fmt.Fprintf(env.stdout, "schema %s in %s: ready (version %d)\n", cfg.WithDefaults().Schema, describe(cfg.DatabaseURL), core.SchemaVersion)
-	return exitOK
+	return reportDefaultPartition(ctx, env, cfg)
 }

@@ -10,6 +10,7 @@
 //	auditkit verify-export  verify a chain export against its signed manifest, offline
 //	auditkit export         export a tenant's records (-format chain for verify-export)
 //	auditkit erase          erase a data subject by destroying its keys (-yes to confirm)
+//	auditkit partitions     list the partitions, report strays, drop (-archive) old ones
 //	auditkit help [command] show usage, or a command's flags
 //
 // Every command takes -database-url, -schema and -timeout. Long work (verify, export) reports
@@ -71,6 +72,7 @@ var commands = []*command{migrateCommand, checkCommand, checkpointCommand, tailC
 	exportCommand,
 	eraseCommand,
 	ingestCommand,
+	partitionsCommand,
 }
 
 func main() {

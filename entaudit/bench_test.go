@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -258,6 +259,7 @@ func BenchmarkUpdateBulk1000(b *testing.B) {
 func (e *benchEnv) paired(b *testing.B, op func(c *entest.Client, ctx context.Context)) {
 	b.ReportAllocs()
 	var d [2]time.Duration
+	var each [2][]time.Duration // per iteration, for the medians
 	clients := [2]*entest.Client{e.bare, e.capture}
 	i := 0
 	for b.Loop() {
@@ -270,13 +272,27 @@ func (e *benchEnv) paired(b *testing.B, op func(c *entest.Client, ctx context.Co
 			}
 			start := time.Now()
 			op(clients[j], ctx)
-			d[j] += time.Since(start)
+			t := time.Since(start)
+			d[j] += t
+			each[j] = append(each[j], t)
 		}
 	}
 	n := float64(b.N)
 	b.ReportMetric(float64(d[0].Microseconds())/n, "off-µs/op")
 	b.ReportMetric(float64(d[1].Microseconds())/n, "capture-µs/op")
 	b.ReportMetric(float64(d[1])/float64(d[0]), "capture/off")
+	b.ReportMetric(float64(median(each[1]))/float64(median(each[0])), "capture/off-median")
+}
+
+// median returns the median of ds; on a loaded machine the ratio of medians is less swayed by the
+// few operations that waited for a core than the ratio of means.
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
 }
 
 func BenchmarkPairedCreate(b *testing.B) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -193,6 +194,7 @@ func runPaired(b *testing.B, variants []string, setup func(b *testing.B, d *benc
 		op(b, dbs[i], 0) // warm up: statement caches, schema parsing
 	}
 	spent := make([]time.Duration, len(variants))
+	each := make([][]time.Duration, len(variants)) // per iteration, for the medians
 	b.ResetTimer()
 	i := 0
 	for b.Loop() {
@@ -204,7 +206,9 @@ func runPaired(b *testing.B, variants []string, setup func(b *testing.B, d *benc
 			}
 			t0 := time.Now()
 			op(b, dbs[j], i)
-			spent[j] += time.Since(t0)
+			d := time.Since(t0)
+			spent[j] += d
+			each[j] = append(each[j], d)
 		}
 	}
 	b.StopTimer()
@@ -215,9 +219,21 @@ func runPaired(b *testing.B, variants []string, setup func(b *testing.B, d *benc
 		b.ReportMetric(float64(spent[j].Microseconds())/float64(i), v+"-µs/op")
 		if j > 0 {
 			b.ReportMetric(float64(spent[j])/float64(spent[0]), v+"/bare")
+			b.ReportMetric(float64(median(each[j]))/float64(median(each[0])), v+"/bare-median")
 		}
 	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// median returns the median of ds; on a loaded machine the ratio of medians is less swayed by the
+// few operations that waited for a core than the ratio of means.
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
 }
 
 func BenchmarkPairedCreate(b *testing.B) {

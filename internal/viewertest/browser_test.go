@@ -30,14 +30,15 @@ const secret = "viewer-browser-test-secret-0123456789"
 
 // env is the API with the viewer, on a real server, store and writer.
 type env struct {
-	t   *testing.T
+	t   testing.TB
+	db  *pgtest.DB
 	st  *store.Store
 	w   *core.Writer
 	vt  *ginaudit.ViewerTokens
 	url string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	gin.SetMode(gin.ReleaseMode)
 	db := pgtest.New(t)
@@ -75,7 +76,7 @@ func newEnv(t *testing.T) *env {
 		defer cancel()
 		_ = w.Close(ctx)
 	})
-	return &env{t: t, st: st, w: w, vt: vt, url: srv.URL}
+	return &env{t: t, db: db, st: st, w: w, vt: vt, url: srv.URL}
 }
 
 func (e *env) write(recs ...*core.Record) {
@@ -92,7 +93,7 @@ func (e *env) write(recs ...*core.Record) {
 	}
 }
 
-func token(t *testing.T, sub string, typ core.ActorType, tenant string) string {
+func token(t testing.TB, sub string, typ core.ActorType, tenant string) string {
 	t.Helper()
 	c := jwt.MapClaims{"sub": sub, "actor_type": string(typ), "exp": time.Now().Add(time.Hour).Unix()}
 	if tenant != "" {
@@ -106,7 +107,7 @@ func token(t *testing.T, sub string, typ core.ActorType, tenant string) string {
 }
 
 // chromium starts a headless browser with a fresh profile; downloads go to dir.
-func chromium(t *testing.T, dir string) context.Context {
+func chromium(t testing.TB, dir string) context.Context {
 	t.Helper()
 	exe := os.Getenv("AUDITKIT_CHROMIUM")
 	if exe == "" {
@@ -136,7 +137,7 @@ func chromium(t *testing.T, dir string) context.Context {
 }
 
 // run runs actions, failing the test with what was being done.
-func run(t *testing.T, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+func run(t testing.TB, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
 	if err := chromedp.Do(ctx, actions...); err != nil {
 		t.Fatalf("%s: %v (page: %s)", what, err, pageState(ctx))
@@ -150,14 +151,14 @@ func pageState(ctx context.Context) string {
 }
 
 // until waits for a JavaScript expression to be true.
-func until(t *testing.T, ctx context.Context, what, expr string) {
+func until(t testing.TB, ctx context.Context, what, expr string) {
 	t.Helper()
 	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(30*time.Second))); err != nil {
 		t.Fatalf("waiting for %s: %v (page: %s)", what, err, pageState(ctx))
 	}
 }
 
-func eval[T any](t *testing.T, ctx context.Context, expr string) T {
+func eval[T any](t testing.TB, ctx context.Context, expr string) T {
 	t.Helper()
 	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr, chromedp.EvalAwaitPromise))
 	if err != nil {
@@ -166,7 +167,7 @@ func eval[T any](t *testing.T, ctx context.Context, expr string) T {
 	return v
 }
 
-func shoot(t *testing.T, ctx context.Context, dir, name string) {
+func shoot(t testing.TB, ctx context.Context, dir, name string) {
 	t.Helper()
 	buf, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	if err != nil {
@@ -181,13 +182,13 @@ func shoot(t *testing.T, ctx context.Context, dir, name string) {
 }
 
 // hash edits the address after its #, as a person would in the address bar.
-func hash(t *testing.T, ctx context.Context, h string) {
+func hash(t testing.TB, ctx context.Context, h string) {
 	t.Helper()
 	eval[string](t, ctx, fmt.Sprintf("location.hash = %q", h))
 }
 
 // fill types value into the filter field name.
-func fill(t *testing.T, ctx context.Context, name, value string) {
+func fill(t testing.TB, ctx context.Context, name, value string) {
 	t.Helper()
 	eval[string](t, ctx, fmt.Sprintf(`document.querySelector('#filters [name=%q]').value = %q`, name, value))
 }

@@ -1,6 +1,7 @@
 package gormaudit_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -367,5 +368,37 @@ func TestGormAsOfConcurrentWriters(t *testing.T) {
 				t.Fatalf("writer %d at %s: %q %v, want %q", w, s.at, d.Title, err, s.title)
 			}
 		}
+	}
+}
+
+// TestGormRevertInTransactionMode: with Options.InTransaction the revert's record is inserted by
+// the application's transaction, and still names the record it undid.
+func TestGormRevertInTransactionMode(t *testing.T) {
+	e := newEnv(t, envConfig{opts: gormaudit.Options{InTransaction: true}}, &HistSeat{})
+	st, err := store.New(e.pg.Pool, store.Options{Schema: e.pg.Schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	ctx := identity()
+	must(t, e.db.WithContext(ctx).Create(&HistSeat{Hall: "B", Num: 1, Guest: "ann"}).Error)
+	must(t, e.db.WithContext(ctx).Model(&HistSeat{Hall: "B", Num: 1}).Update("guest", "bob").Error)
+	id := `{"hall":"B","num":1}`
+	page, err := st.History(ctx, store.TenantScope("t-1"), "hist_seats", id, store.HistoryQuery{Limit: 1})
+	if err != nil || len(page.Records) != 1 {
+		t.Fatalf("history: %v %+v", err, page)
+	}
+	res, err := gormaudit.Revert(ctx, e.db.Model(&HistSeat{}), page.Records[0])
+	if err != nil || res.Op != gormaudit.RevertUpdated {
+		t.Fatalf("revert: %+v %v", res, err)
+	}
+	page, err = st.History(ctx, store.TenantScope("t-1"), "hist_seats", id, store.HistoryQuery{Limit: 1})
+	if err != nil || len(page.Records) != 1 {
+		t.Fatalf("history: %v", err)
+	}
+	var meta map[string]any
+	if err := json.Unmarshal(page.Records[0].Metadata, &meta); err != nil || meta[gormaudit.MetaRevertedFrom] == nil ||
+		!bytes.Contains(page.Records[0].After, []byte(`"ann"`)) {
+		t.Fatalf("the revert's record: %s %s (%v)", page.Records[0].Metadata, page.Records[0].After, err)
 	}
 }

@@ -84,8 +84,81 @@ func (s *Store) History(ctx context.Context, sc Scope, resourceType, id string, 
 	if err := checkRow(resourceType, id); err != nil {
 		return Page{}, err
 	}
-	page, err := s.List(ctx, sc, Query{Filter: historyFilter(resourceType, id), Order: q.Order, Limit: q.Limit, Cursor: q.Cursor})
-	return page, err
+	return s.historyPage(ctx, sc, historyFilter(resourceType, id), q)
+}
+
+// historyPage is List for the records of one row, with List's cursors (the same position and
+// binding), but a statement that reads a bounded part of the row's history however long it is:
+// the time of the record after the page comes first, from limit+1 entries of the (tenant,
+// resource type, resource id, occurred_at) index, and only the records from the cursor to that
+// time are sorted by (occurred_at, id). One statement ordered by (occurred_at, id) alone would
+// read and sort every version of the row on the far side of the cursor, since the index does not
+// hold the id.
+func (s *Store) historyPage(ctx context.Context, sc Scope, f Filter, q HistoryQuery) (Page, error) {
+	if err := sc.Validate(); err != nil {
+		return Page{}, err
+	}
+	if err := f.Validate(); err != nil {
+		return Page{}, err
+	}
+	f.normalize()
+	order, err := ParseOrder(string(q.Order))
+	if err != nil {
+		return Page{}, err
+	}
+	limit := q.Limit
+	switch {
+	case limit == 0:
+		limit = s.opts.DefaultPageSize
+	case limit < 0 || limit > s.opts.MaxPageSize:
+		return Page{}, paramErr(ParamLimit, "%d is not a page size between 1 and %d", limit, s.opts.MaxPageSize)
+	}
+	binding := cursorBinding(sc, order, f)
+	var after *position
+	if q.Cursor != "" {
+		p, err := s.decodeCursor(q.Cursor, binding)
+		if err != nil {
+			return Page{}, err
+		}
+		after = &p
+	}
+	dir, cmp, atCmp, bound, unbounded := "DESC", "<", "<=", ">=", "-infinity"
+	if order == OldestFirst {
+		dir, cmp, atCmp, bound, unbounded = "ASC", ">", ">=", "<=", "infinity"
+	}
+	var b sqlBuilder
+	rest := func() {
+		s.where(&b, sc, f)
+		if after != nil {
+			// The redundant condition on occurred_at alone is the one the index can use.
+			b.w(" AND occurred_at ", atCmp, " ", b.arg(after.at), " AND (occurred_at, id) ", cmp, " (", b.arg(after.at), ", ", b.arg(after.id), ")")
+		}
+	}
+	b.w("SELECT ", selectColumns, " FROM ", s.logs)
+	rest()
+	b.w(" AND occurred_at ", bound, " COALESCE((SELECT occurred_at FROM ", s.logs)
+	rest()
+	b.w(" ORDER BY occurred_at ", dir, " LIMIT 1 OFFSET ", b.arg(limit), "), '", unbounded, "'::timestamptz)")
+	b.w(" ORDER BY occurred_at ", dir, ", id ", dir, " LIMIT ", b.arg(limit+1))
+
+	page := Page{Records: make([]*Record, 0, min(limit, 64))}
+	err = s.scoped(ctx, sc, func(db querier) error {
+		var err error
+		page.Records, err = queryRecords(ctx, db, page.Records, b.sb.String(), append([]any{customPlan}, b.args...)...)
+		if err != nil {
+			return err
+		}
+		return s.decryptRecords(ctx, db, page.Records...)
+	})
+	if err != nil {
+		return Page{}, fmt.Errorf("store: history: %w", err)
+	}
+	if len(page.Records) > limit {
+		page.Records = page.Records[:limit]
+		last := page.Records[limit-1]
+		page.NextCursor = s.encodeCursor(position{at: last.OccurredAt, id: last.ID}, binding)
+	}
+	return page, nil
 }
 
 // FieldChange is one change of one field of a row: the record that made it and the field's
@@ -120,7 +193,7 @@ func (s *Store) FieldHistory(ctx context.Context, sc Scope, resourceType, id, fi
 	}
 	f := historyFilter(resourceType, id)
 	f.Changed = []string{field}
-	page, err := s.List(ctx, sc, Query{Filter: f, Order: q.Order, Limit: q.Limit, Cursor: q.Cursor})
+	page, err := s.historyPage(ctx, sc, f, q)
 	if err != nil {
 		return FieldPage{}, err
 	}

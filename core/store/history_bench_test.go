@@ -8,17 +8,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/core/store"
 	"github.com/auditkit/auditkit/internal/pgtest"
 )
 
-// BenchmarkAsOf reads the image of a row with 10,000 versions at random times, in a table of
-// 1,000,000 records (100 tenants, 20 tables, 5,000 ids each, a year of history). Loading takes a
-// minute or more; the full-text search index, which AsOf does not use, is dropped first so that
-// the load is faster. The plan is checked to read one index entry, not the row's history.
+// BenchmarkHistory reads a row with 10,000 versions, in a table of 1,000,000 records (100
+// tenants, 20 tables, 5,000 ids each, a year of history): AsOf at random times, and pages of 50
+// of History from random cursors. Loading takes a minute or more; the full-text search index,
+// which neither uses, is dropped first so that the load is faster. AsOf's plan is checked to read
+// one index entry, not the row's history.
 //
-//	go test ./core/store -run '^$' -bench AsOf -benchtime 2000x
-func BenchmarkAsOf(b *testing.B) {
+//	go test ./core/store -run '^$' -bench 'History/' -benchtime 2000x
+func BenchmarkHistory(b *testing.B) {
 	const total, versions = 1_000_000, 10_000
 	db := pgtest.New(b)
 	ctx := context.Background()
@@ -85,17 +87,62 @@ func BenchmarkAsOf(b *testing.B) {
 		b.Fatalf("AsOf does not read one entry of the tenant/resource index:\n%s", p)
 	}
 	b.Logf("plan:\n%s", plan.String())
+	b.Run("AsOf", func(b *testing.B) {
+		rng := rand.New(rand.NewPCG(1, 2))
+		for b.Loop() {
+			t := first.Add(time.Duration(rng.Int64N(int64(end.Sub(first)))))
+			sn, err := st.AsOf(ctx, sc, "items", "42", t)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if sn.Record.OccurredAt.After(t) {
+				b.Fatalf("record at %s for %s", sn.Record.OccurredAt, t)
+			}
+		}
+	})
 
-	rng := rand.New(rand.NewPCG(1, 2))
-	b.ResetTimer()
-	for b.Loop() {
-		t := first.Add(time.Duration(rng.Int64N(int64(end.Sub(first)))))
-		sn, err := st.AsOf(ctx, sc, "items", "42", t)
+	// Cursors at random places of the history, taken from pages of one record.
+	var cursors []string
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 50 {
+		p, err := st.History(ctx, sc, "items", "42", store.HistoryQuery{Limit: 1, Cursor: ""})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if sn.Record.OccurredAt.After(t) {
-			b.Fatalf("record at %s for %s", sn.Record.OccurredAt, t)
+		for range rng.IntN(20) {
+			if p, err = st.History(ctx, sc, "items", "42", store.HistoryQuery{Limit: 1 + rng.IntN(500), Cursor: p.NextCursor}); err != nil {
+				b.Fatal(err)
+			}
 		}
+		cursors = append(cursors, p.NextCursor)
 	}
+	b.Run("Page", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			p, err := st.History(ctx, sc, "items", "42", store.HistoryQuery{Limit: 50, Cursor: cursors[i%len(cursors)]})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(p.Records) != 50 {
+				b.Fatalf("%d records", len(p.Records))
+			}
+			i++
+		}
+	})
+	// The same pages through List, whose cursors History shares: one statement ordered by
+	// (occurred_at, id), which sorts the history beyond the cursor.
+	b.Run("PageByList", func(b *testing.B) {
+		f := store.Filter{ResourceType: "items", ResourceID: "42", Kinds: []core.Kind{core.KindInsert, core.KindUpdate, core.KindDelete}}
+		i := 0
+		for b.Loop() {
+			p, err := st.List(ctx, sc, store.Query{Filter: f, Limit: 50, Cursor: cursors[i%len(cursors)]})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if len(p.Records) != 50 {
+				b.Fatalf("%d records", len(p.Records))
+			}
+			i++
+		}
+	})
 }

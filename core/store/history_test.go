@@ -220,6 +220,43 @@ func TestAsOfRandomHistories(t *testing.T) {
 			}
 		}
 
+		// Newest first, in pages of 3, the same records in the other order; a cursor of History
+		// continues in List with the same row's filter (the cursors are List's).
+		var newest []time.Time
+		q = store.HistoryQuery{Limit: 3}
+		for {
+			p, err := e.st.History(ctx, sc, "items", id, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range p.Records {
+				newest = append(newest, r.OccurredAt)
+			}
+			if p.NextCursor == "" {
+				break
+			}
+			if len(newest) == 3 {
+				lp, err := e.st.List(ctx, sc, store.Query{Limit: 3, Cursor: p.NextCursor, Filter: store.Filter{ResourceType: "items",
+					ResourceID: id, Kinds: []core.Kind{core.KindUpdate, core.KindInsert, core.KindDelete}}})
+				if err != nil {
+					t.Fatalf("%s: a History cursor in List: %v", key, err)
+				}
+				hp, err := e.st.History(ctx, sc, "items", id, store.HistoryQuery{Limit: 3, Cursor: p.NextCursor})
+				if err != nil || len(lp.Records) != len(hp.Records) || len(lp.Records) > 0 && lp.Records[0].ID != hp.Records[0].ID {
+					t.Fatalf("%s: List and History differ after the same cursor: %v", key, err)
+				}
+			}
+			q.Cursor = p.NextCursor
+		}
+		if len(newest) != len(states) {
+			t.Fatalf("%s: newest first, %d records, want %d", key, len(newest), len(states))
+		}
+		for k := range newest {
+			if !newest[k].Equal(states[len(states)-1-k].at) {
+				t.Fatalf("%s: newest[%d] at %s, want %s", key, k, newest[k], states[len(states)-1-k].at)
+			}
+		}
+
 		// Every value the name had, newest first.
 		fp, err := e.st.FieldHistory(ctx, sc, "items", id, "name", store.HistoryQuery{Limit: 1000})
 		if err != nil {
@@ -320,5 +357,50 @@ func TestHistoryBadInput(t *testing.T) {
 		if !errors.Is(c.err, c.want) {
 			t.Errorf("%s: got %v, want %v", c.name, c.err, c.want)
 		}
+	}
+}
+
+// TestHistoryTies: records of one row at the same microsecond are paged in id order without a
+// repeat or a gap, and AsOf takes the one with the highest id.
+func TestHistoryTies(t *testing.T) {
+	e := newEnv(t, store.Options{})
+	ctx := context.Background()
+	base := time.Now().Add(-time.Minute).UTC().Truncate(time.Microsecond)
+	var recs []*core.Record
+	for i, d := range []int{0, 0, 0, 1, 1, 2, 0, 2, 1} {
+		after := map[string]any{"n": i}
+		recs = append(recs, &core.Record{ID: core.NewID(), OccurredAt: base.Add(time.Duration(d) * time.Microsecond),
+			Tenant: core.Tenant{ID: "t-a"}, Kind: core.KindUpdate, Action: "items.update", ResourceType: "items",
+			ResourceID: "1", Before: map[string]any{"n": -1}, After: after, Diff: core.Diff(map[string]any{"n": -1}, after, nil)})
+	}
+	e.write(t, recs...)
+	sc := store.TenantScope("t-a")
+	for _, order := range []store.Order{store.NewestFirst, store.OldestFirst} {
+		want := expected(recs, sc, store.Filter{}, order)
+		for _, limit := range []int{1, 2, 4} {
+			var got []string
+			q := store.HistoryQuery{Order: order, Limit: limit}
+			for {
+				p, err := e.st.History(ctx, sc, "items", "1", q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, r := range p.Records {
+					got = append(got, r.ID.String())
+				}
+				if p.NextCursor == "" {
+					break
+				}
+				q.Cursor = p.NextCursor
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("%s by %d:\n got %v\nwant %v", order, limit, got, want)
+			}
+		}
+	}
+	newest := expected(recs, sc, store.Filter{To: base.Add(time.Microsecond)}, store.NewestFirst)[0]
+	sn, err := e.st.AsOf(ctx, sc, "items", "1", base)
+	if err != nil || sn.Record.ID != newest {
+		t.Fatalf("as of the tied time: %v, want %s", err, newest)
 	}
 }

@@ -1,7 +1,9 @@
 // Package store is the read side of auditkit: tenant-scoped queries over the audit_logs table with
 // filters, full-text search and signed keyset cursors, lookup by id, streaming CSV and NDJSON
 // export, statistics, synchronous ingest with idempotency keys, retention cleanup, the tenants
-// registry, and live streams of new records fed by PostgreSQL LISTEN/NOTIFY.
+// registry, live streams of new records fed by PostgreSQL LISTEN/NOTIFY, and the past of one
+// database row: its changes (History, FieldHistory), its image at a time (AsOf) and the net change
+// between two times (Diff).
 //
 // Every query takes a Scope: one tenant, or all tenants (platform administrators). A tenant scope
 // never sees rows of another tenant nor rows without a tenant. Access control (who may use which

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -349,5 +351,35 @@ func TestStreamedResponse(t *testing.T) {
 	r := only(t, h.rows())
 	if r.Metadata[httpaudit.MetaStreamed] != true || r.ResponseBody["reason"] != "streamed" {
 		t.Errorf("row = %+v", r)
+	}
+}
+
+// A file served with http.ServeFile reaches the client whole through the writer's ReadFrom, with
+// and without response bodies kept.
+func TestServeFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "report.txt")
+	content := strings.Repeat("0123456789abcdef", 8192) // 128 KiB
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, capture := range []bool{false, true} {
+		t.Run(fmt.Sprint("capture=", capture), func(t *testing.T) {
+			cfg := core.Config{LogAnonymous: true, CaptureResponseBody: capture, MaxBodySizeBytes: 1024}
+			h := newHarness(t, httpaudit.Options{Config: cfg}, func(mux *http.ServeMux, _ *core.Writer) http.Handler {
+				mux.HandleFunc("GET /report", func(w http.ResponseWriter, r *http.Request) { http.ServeFile(w, r, path) })
+				return nil
+			})
+			resp, body := h.do("GET", "/report", nil)
+			if resp.StatusCode != 200 || body != content {
+				t.Fatalf("client got %d, %d bytes", resp.StatusCode, len(body))
+			}
+			r := only(t, h.rows())
+			if r.Status != 200 || r.Route != "GET /report" {
+				t.Errorf("row = %+v", r)
+			}
+			if capture && (r.ResponseBody["truncated"] != true || r.ResponseBody["size"] != float64(len(content))) {
+				t.Errorf("kept response body = %v", r.ResponseBody)
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package httpaudit
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"net/http"
 
@@ -39,6 +40,24 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	w.cap.Keep(p[:n], "")
 	return n, err
 }
+
+// ReadFrom copies src into the response. When the body is not kept, the copy goes to the server's
+// own writer, which sends files with sendfile; otherwise it goes through Write.
+func (w *responseWriter) ReadFrom(src io.Reader) (int64, error) {
+	if w.cap.Limit > 0 {
+		return io.Copy(writeOnly{w}, src)
+	}
+	if !w.wrote {
+		w.status, w.wrote = http.StatusOK, true
+	}
+	n, err := io.Copy(w.ResponseWriter, src)
+	w.size += int(n)
+	return n, err
+}
+
+// writeOnly hides every method of a writer but Write, so that io.Copy does not call ReadFrom
+// again.
+type writeOnly struct{ io.Writer }
 
 // Flush sends what was written so far; the response counts as streamed and is not kept.
 func (w *responseWriter) Flush() {

@@ -383,3 +383,49 @@ func TestServeFile(t *testing.T) {
 		})
 	}
 }
+
+// Options.Identify replaces the bearer token: its identity is recorded (Auth "custom" when
+// empty), ErrNoToken means no credentials, any other error is recorded like a refused token;
+// Options.ClientIP chooses the address recorded.
+func TestCustomIdentifyAndClientIP(t *testing.T) {
+	identify := func(r *http.Request) (httpaudit.Identity, error) {
+		switch user := r.Header.Get("X-User"); user {
+		case "":
+			return httpaudit.Identity{}, fmt.Errorf("no user header: %w", httpaudit.ErrNoToken)
+		case "banned":
+			return httpaudit.Identity{}, errors.New("user is banned")
+		default:
+			return httpaudit.Identity{Actor: core.Actor{ID: user, Type: core.ActorService}, Tenant: core.Tenant{ID: "t-9"}}, nil
+		}
+	}
+	opts := httpaudit.Options{Config: core.Config{LogAnonymous: true}, Identify: identify,
+		ClientIP: func(r *http.Request) string { return r.Header.Get("X-Client") }}
+	h := newHarness(t, opts, func(mux *http.ServeMux, _ *core.Writer) http.Handler {
+		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprint(w, core.AuthenticationFromContext(r.Context()).Status)
+		})
+		return nil
+	})
+	seen := []string{}
+	for _, user := range []string{"svc-1", "", "banned"} {
+		_, body := h.do("GET", "/", nil, "X-User", user, "X-Client", "192.0.2.44")
+		seen = append(seen, body)
+	}
+	if strings.Join(seen, ",") != "verified,none,refused" {
+		t.Fatalf("handler saw %v", seen)
+	}
+	rows := h.rows()
+	if len(rows) != 3 {
+		t.Fatalf("got %d rows: %+v", len(rows), rows)
+	}
+	if r := rows[0]; r.ActorID != "svc-1" || r.ActorType != "service" || r.ActorAuth != "custom" || r.TenantID != "t-9" || r.IP != "192.0.2.44" {
+		t.Errorf("identified row = %+v", r)
+	}
+	if r := rows[1]; r.ActorType != "anonymous" || r.Severity != "info" || r.Metadata[httpaudit.MetaAuthFailure] != nil {
+		t.Errorf("row without credentials = %+v", r)
+	}
+	if r := rows[2]; r.ActorType != "anonymous" || r.Severity != "warning" || r.Metadata[httpaudit.MetaAuthFailure] != "identify" ||
+		r.Metadata[httpaudit.MetaAuthError] != "user is banned" {
+		t.Errorf("refused row = %+v", r)
+	}
+}

@@ -36,13 +36,14 @@ type IngestOptions struct {
 	// MaxWait is how long a batch waits to fill, from its first message, before the messages it
 	// has are stored. Default 200ms.
 	MaxWait time.Duration
-	// Workers is how many batches one Ingester stores at once; it pulls up to Workers*BatchSize
-	// messages ahead. Default 2: one batch is decoded while another is stored.
+	// Workers is how many batches one Ingester stores at once. Default 2: one batch is decoded
+	// while another is stored.
 	Workers int
 	// AckWait is how long the stream waits for a delivered message's acknowledgement before
 	// delivering it again (to any Ingester): the time a crashed ingest process holds its
-	// messages. A batch whose storing takes longer is kept from redelivery while it is
-	// retried. Default 30s.
+	// messages. A batch being stored, or waiting for a worker, is kept from redelivery (the
+	// Ingester tells the stream it is in progress every third of AckWait); the messages pulled
+	// ahead (up to BatchSize) are not, so keep AckWait above two batch writes. Default 30s.
 	AckWait time.Duration
 	// MaxAckPending bounds the messages delivered and not yet acknowledged, across every
 	// Ingester of the durable consumer. Default 20,000; at least Workers*BatchSize.
@@ -211,8 +212,8 @@ func (in *Ingester) Stats() IngestStats {
 }
 
 // Run reads the stream and stores its batches until ctx ends, and returns nil then: one
-// goroutine pulls messages continuously (up to Workers*BatchSize ahead) and cuts them into
-// batches, Workers goroutines store them. A batch being stored when ctx ends is abandoned
+// goroutine pulls messages continuously (up to BatchSize ahead) and cuts them into batches,
+// Workers goroutines store them. A batch being stored when ctx ends is abandoned
 // unacknowledged (the stream delivers it again, and the sink skips what its transaction had
 // committed). Run returns an error only when the consumer is gone (deleted, or its stream
 // deleted).
@@ -281,18 +282,27 @@ func (in *Ingester) collect(ctx context.Context, out chan<- []jetstream.Msg) err
 	batch := make([]jetstream.Msg, 0, in.opts.BatchSize)
 	var deadline time.Time
 	send := func() bool {
-		select {
-		case out <- batch:
-			batch = make([]jetstream.Msg, 0, in.opts.BatchSize)
-			return true
-		case <-ctx.Done():
-			return false
+		// While every worker is busy the batch waits here: keep it from redelivery meanwhile.
+		t := time.NewTicker(in.opts.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case out <- batch:
+				batch = make([]jetstream.Msg, 0, in.opts.BatchSize)
+				return true
+			case <-ctx.Done():
+				return false
+			case <-t.C:
+				for _, m := range batch {
+					_ = m.InProgress()
+				}
+			}
 		}
 	}
 	for ctx.Err() == nil {
 		if it == nil {
 			var err error
-			it, err = in.cons.Messages(jetstream.PullMaxMessages(in.opts.Workers*in.opts.BatchSize),
+			it, err = in.cons.Messages(jetstream.PullMaxMessages(in.opts.BatchSize),
 				jetstream.PullExpiry(30*time.Second))
 			if err != nil {
 				if gone(err) {
@@ -405,7 +415,9 @@ func (in *Ingester) deliver(ctx context.Context, batch []pending) {
 	backoff := in.opts.MinBackoff
 	for attempt := 0; ; attempt++ {
 		actx, cancel := context.WithTimeout(ctx, in.opts.AttemptTimeout)
+		stop := in.keepAlive(batch)
 		err := in.opts.Sink.Write(actx, recs)
+		stop()
 		cancel()
 		if err == nil {
 			in.committed(batch, attempt)
@@ -442,6 +454,33 @@ func (in *Ingester) deliver(ctx context.Context, batch []pending) {
 		if !sleep(ctx, wait) {
 			return
 		}
+	}
+}
+
+// keepAlive tells the stream, every third of AckWait until the returned function is called, that
+// batch is still being worked on, so that a slow write does not make the stream deliver the
+// batch to another Ingester meanwhile.
+func (in *Ingester) keepAlive(batch []pending) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(in.opts.AckWait / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				for _, p := range batch {
+					_ = p.msg.InProgress()
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
 	}
 }
 

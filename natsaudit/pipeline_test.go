@@ -430,3 +430,64 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// slowSink delays every write by delay before passing it on.
+type slowSink struct {
+	core.Sink
+	delay time.Duration
+}
+
+func (s slowSink) Write(ctx context.Context, recs []*core.Record) error {
+	select {
+	case <-time.After(s.delay):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.Sink.Write(ctx, recs)
+}
+
+// TestSlowWrite: a write that takes three times AckWait keeps its batch: no other Ingester of
+// the durable consumer receives the messages meanwhile.
+func TestSlowWrite(t *testing.T) {
+	ctx := context.Background()
+	nc := connect(t, natsURL())
+	names := newNames(t, nc)
+	if _, err := natsaudit.EnsureStream(ctx, nc, names.streamOptions()); err != nil {
+		t.Fatal(err)
+	}
+	sink, err := natsaudit.NewSink(nc, names.sinkOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := make([]*core.Record, 400)
+	for i := range recs {
+		recs[i] = newRecord(i)
+		recs[i].OccurredAt = time.Now()
+	}
+	if err := sink.Write(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	db := pgtest.New(t)
+	var ins []*natsaudit.Ingester
+	for range 2 {
+		ins = append(ins, startIngest(t, connect(t, natsURL()), names, db, func(o *natsaudit.IngestOptions) {
+			o.Sink = slowSink{Sink: o.Sink, delay: 3 * time.Second}
+			o.AckWait = time.Second
+			o.BatchSize = 400
+			o.Workers = 1
+		}))
+	}
+	waitBacklog(t, ins[0], 60*time.Second)
+	var fetched, redelivered uint64
+	for _, in := range ins {
+		st := in.Stats()
+		fetched += st.Fetched
+		redelivered += st.Redelivered
+	}
+	if fetched != 400 || redelivered != 0 {
+		t.Errorf("the ingesters received %d messages (%d again), want 400 once each", fetched, redelivered)
+	}
+	if got := db.Count(t); got != 400 {
+		t.Fatalf("%d records stored, want 400", got)
+	}
+}

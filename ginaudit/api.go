@@ -237,6 +237,7 @@ func MountAPI(group *gin.RouterGroup, st *store.Store, opts APIOptions) error {
 	auth.POST("/tenants", a.createTenant)
 	auth.GET("/tenants/:id", a.getTenant)
 	auth.PATCH("/tenants/:id", a.updateTenant)
+	a.retentionRoutes(auth)
 	auth.GET("/chain/public-key", a.chainPublicKey)
 	auth.GET("/chain/checkpoints", a.chainCheckpoints)
 	return a.mountViewer(group, auth)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -101,6 +102,10 @@ func TestAPIAdminWorkIsRecordedInTheTenantWorkedOn(t *testing.T) {
 		{"POST /tenants", "POST", "/tenants", `{"id":"` + apiCreatedC + `","name":"` + apiMarkB + `"}`, 201, apiCreatedC, "tenant.created"},
 		{"GET /tenants/:id", "GET", "/tenants/" + apiOtherB, "", 200, apiOtherB, ""},
 		{"PATCH /tenants/:id", "PATCH", "/tenants/" + apiOtherB, `{"name":"` + apiMarkB + `"}`, 200, apiOtherB, "tenant.updated"},
+		{"PUT /tenants/:id/legal-hold", "PUT", "/tenants/" + apiOtherB + "/legal-hold", `{"reason":"` + apiMarkB + `"}`, 200, apiOtherB, "tenant.legal_hold_placed"},
+		{"GET /tenants/:id/legal-hold", "GET", "/tenants/" + apiOtherB + "/legal-hold", "", 200, apiOtherB, ""},
+		{"GET /tenants/:id/retention", "GET", "/tenants/" + apiOtherB + "/retention", "", 200, apiOtherB, ""},
+		{"DELETE /tenants/:id/legal-hold", "DELETE", "/tenants/" + apiOtherB + "/legal-hold", "", 204, apiOtherB, "tenant.legal_hold_released"},
 	}
 	covered := map[string]bool{}
 	for _, c := range cases {
@@ -113,7 +118,7 @@ func TestAPIAdminWorkIsRecordedInTheTenantWorkedOn(t *testing.T) {
 	}
 
 	for i, c := range cases {
-		reqID := "meta-case-" + string(rune('a'+i))
+		reqID := "meta-case-" + strconv.Itoa(i)
 		var status int
 		switch c.method {
 		case "SSE":
@@ -159,7 +164,7 @@ func TestAPIAdminWorkIsRecordedInTheTenantWorkedOn(t *testing.T) {
 
 	// Where each request was recorded.
 	for i, c := range cases {
-		reqID := "meta-case-" + string(rune('a'+i))
+		reqID := "meta-case-" + strconv.Itoa(i)
 		where := "tenant_id IS NULL"
 		if c.tenant != platform {
 			where = "tenant_id = '" + c.tenant + "'"

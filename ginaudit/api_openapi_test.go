@@ -127,14 +127,14 @@ func TestAPIOpenAPIDescribesEveryParameter(t *testing.T) {
 			}
 			concrete := strings.NewReplacer("{id}", "01900000-0000-7000-8000-000000000001").Replace(path)
 			if strings.HasPrefix(path, "/tenants/") {
-				concrete = "/tenants/acme"
+				concrete = "/tenants/acme" + strings.TrimPrefix(path, "/tenants/{id}")
 			}
 			for _, name := range candidates {
 				if name == "access_token" {
 					continue // it is a credential: checked by TestAPIAuthentication
 				}
 				var body []byte
-				if method == "post" || method == "patch" {
+				if method == "post" || method == "patch" || method == "put" {
 					body = []byte(`{}`)
 				}
 				var r apiResp

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -18,32 +18,33 @@ import (
 // viewerTokenKey holds, in the gin context, the ViewerToken of a request authenticated by one.
 const viewerTokenKey = "ginaudit.viewerToken"
 
-// viewerHistoryRoute matches a resource's history route, whatever its parameters are named.
-var viewerHistoryRoute = regexp.MustCompile(`/resources/:[^/]+/:[^/]+/history$`)
+// viewerBases holds the router group path of each mounted API (*apiServer to string), so that
+// routes are matched exactly, never by a suffix that a later route could share.
+var viewerBases sync.Map
+
+// viewerRoutes are the routes (relative to the group) a viewer token may use, with the scope each
+// needs; only GET routes are listed.
+var viewerRoutes = map[string]ViewerScope{
+	"/logs":                        ViewerScopeRead,
+	"/logs/:id":                    ViewerScopeRead,
+	"/logs/stats":                  ViewerScopeRead,
+	"/resources/:type/:id/history": ViewerScopeRead,
+	"/logs/export":                 ViewerScopeExport,
+	"/logs/stream":                 ViewerScopeStream,
+	"/logs/verify":                 ViewerScopeVerify,
+	"/chain/checkpoints":           ViewerScopeVerify,
+	"/chain/public-key":            ViewerScopeVerify,
+}
 
 // viewerRouteScope returns the scope a viewer token needs for a route (method and the route's
-// full path), or "" when no viewer token may use it: writes, cleanup, erasure, the tenant
-// registry and token minting are never open to one.
-func viewerRouteScope(method, fullPath string) ViewerScope {
-	if method != http.MethodGet {
+// full path under the group base), or "" when no viewer token may use it: writes, cleanup,
+// erasure, the tenant registry, token minting and any route not listed are never open to one.
+func viewerRouteScope(method, base, fullPath string) ViewerScope {
+	rel, ok := strings.CutPrefix(fullPath, base)
+	if method != http.MethodGet || !ok {
 		return ""
 	}
-	for _, r := range [...]struct {
-		suffix string
-		scope  ViewerScope
-	}{
-		{"/logs", ViewerScopeRead}, {"/logs/:id", ViewerScopeRead}, {"/logs/stats", ViewerScopeRead},
-		{"/logs/export", ViewerScopeExport}, {"/logs/stream", ViewerScopeStream},
-		{"/logs/verify", ViewerScopeVerify}, {"/chain/checkpoints", ViewerScopeVerify}, {"/chain/public-key", ViewerScopeVerify},
-	} {
-		if strings.HasSuffix(fullPath, r.suffix) {
-			return r.scope
-		}
-	}
-	if viewerHistoryRoute.MatchString(fullPath) {
-		return ViewerScopeRead
-	}
-	return ""
+	return viewerRoutes[rel]
 }
 
 // verifyBearer authenticates raw: a viewer token (IsViewerToken) with APIOptions.ViewerTokens,
@@ -70,7 +71,9 @@ func (a *apiServer) verifyBearer(c *gin.Context, raw string) (Identity, bool) {
 		apiFail(c, http.StatusUnauthorized, "invalid_token", "the viewer token was refused: "+err.Error())
 		return Identity{}, false
 	}
-	need := viewerRouteScope(c.Request.Method, c.FullPath())
+	base, _ := viewerBases.Load(a)
+	baseStr, _ := base.(string)
+	need := viewerRouteScope(c.Request.Method, baseStr, c.FullPath())
 	switch {
 	case need == "":
 		c.Header("WWW-Authenticate", `Bearer realm="audit-log", error="insufficient_scope"`)

@@ -111,6 +111,7 @@ func viewerCheckPath(p string) error {
 // mountViewer registers POST /viewer/tokens and, with APIOptions.ViewerPath, the page and its
 // assets.
 func (a *apiServer) mountViewer(group *gin.RouterGroup, auth *gin.RouterGroup) error {
+	viewerBases.Store(a, strings.TrimSuffix(group.BasePath(), "/"))
 	auth.POST("/viewer/tokens", a.mintViewerToken)
 	p := a.opts.ViewerPath
 	if p == "" {

@@ -188,6 +188,9 @@ func TestViewerTokenScope(t *testing.T) {
 		status              int
 		code                string
 	}{
+		{"GET", "/resources/customers/cus-1/history", read, "", 200, ""},
+		{"GET", "/resources/customers/cus-1/history?tenant_id=globex", read, "", 403, "forbidden"},
+		{"GET", "/tenants/acme/retention", all, "", 403, "insufficient_scope"},
 		{"GET", "/logs?tenant_id=globex", all, "", 403, "forbidden"},
 		{"GET", "/logs/" + theirs.ID.String(), all, "", 404, "not_found"},
 		{"GET", "/logs/" + theirs.ID.String() + "?tenant_id=globex", all, "", 403, "forbidden"},

@@ -14,27 +14,45 @@ import (
 // ChainColumns are the audit_logs columns a chained writer fills after Columns.
 var ChainColumns = []string{"seq", "prev_hash", "row_hash"}
 
-// ChainFieldCount is the number of fields in the canonical encoding of a record.
-const ChainFieldCount = 32
+// ChainFieldCount is the number of fields in the canonical encoding of a record of the current
+// RecordVersion. Rows of record version 1 and 2 have the first ChainFieldCountV2 fields only
+// (fields 33 and 34, the trace context, arrived with version 3); Len says which applies.
+const ChainFieldCount = 34
+
+// ChainFieldCountV2 is the number of fields in the canonical encoding of a version 1 or 2 row.
+const ChainFieldCountV2 = 32
+
+// chainFieldVersion is the index of the version field (field 32) in ChainFields.
+const chainFieldVersion = 31
 
 // chainMagic opens every encoding; it names the encoding's version.
 const chainMagic = "auditkit-chain-v1\x00"
 
 // ChainFields is one row's canonical fields (index i = field i+1 of docs/chain.md; nil = NULL).
 // Field 1 (tenant key) and field 3 (previous hash) are never NULL; a non-nil empty slice is an
-// empty value, distinct from NULL.
+// empty value, distinct from NULL. Only the first Len fields are part of the encoding.
 type ChainFields [ChainFieldCount][]byte
 
+// Len is the number of fields the row's encoding has, decided by its record version (field 32):
+// ChainFieldCountV2 for versions 1 and 2, ChainFieldCount otherwise.
+func (f *ChainFields) Len() int {
+	if v := f[chainFieldVersion]; len(v) == 1 && (v[0] == '1' || v[0] == '2') {
+		return ChainFieldCountV2
+	}
+	return ChainFieldCount
+}
+
 // Encode appends the canonical encoding of f to dst: "auditkit-chain-v1", a zero byte, then
-// each field as 0x00 for NULL or 0x01, its length as a big-endian uint32 and its bytes.
+// each of its Len fields as 0x00 for NULL or 0x01, its length as a big-endian uint32 and its bytes.
 func (f *ChainFields) Encode(dst []byte) []byte {
+	fields := f[:f.Len()]
 	n := len(chainMagic)
-	for _, v := range f {
+	for _, v := range fields {
 		n += 1 + 4 + len(v)
 	}
 	dst = growBytes(dst, n)
 	dst = append(dst, chainMagic...)
-	return appendFields(dst, f[:]...)
+	return appendFields(dst, fields...)
 }
 
 // appendFields appends each field framed as the canonical encoding frames it (and checkpoints and
@@ -57,7 +75,7 @@ func ChainHash(f *ChainFields) [32]byte {
 	h := sha256.New()
 	var hdr [5]byte
 	h.Write([]byte(chainMagic))
-	for _, v := range f {
+	for _, v := range f[:f.Len()] {
 		if v == nil {
 			h.Write(hdr[:1]) // hdr[0] is 0 here
 			continue
@@ -73,8 +91,10 @@ func ChainHash(f *ChainFields) [32]byte {
 	return sum
 }
 
-// ChainSQL selects, from audit_logs, the canonical fields 1 to 32 of each row in the text forms of
-// the encoding (as text or bytea; NULL stays NULL), named f1 to f32, then row_hash: 33 columns.
+// ChainSQL selects, from audit_logs, the canonical fields 1 to 34 of each row in the text forms of
+// the encoding (as text or bytea; NULL stays NULL), named f1 to f34, then row_hash: 35 columns.
+// Rows of record version 1 and 2 have NULL in f33 and f34, which are not part of their encoding
+// (ChainFields.Len).
 // Append the table and the conditions, for example
 //
 //	core.ChainSQL + ` FROM audit_logs WHERE coalesce(tenant_id, '') = $1 AND seq IS NOT NULL ORDER BY seq`
@@ -92,7 +112,8 @@ const chainSelect = `coalesce(tenant_id, '') AS f1, seq::text AS f2, prev_hash A
 	`resource_type AS f15, resource_id AS f16, before::text AS f17, after::text AS f18, diff::text AS f19, ` +
 	`request_id AS f20, method AS f21, route AS f22, path AS f23, query::text AS f24, ` +
 	`status::text AS f25, duration_us::text AS f26, host(ip) AS f27, user_agent AS f28, ` +
-	`request_body::text AS f29, response_body::text AS f30, metadata::text AS f31, version::text AS f32`
+	`request_body::text AS f29, response_body::text AS f30, metadata::text AS f31, version::text AS f32, ` +
+	`trace_id AS f33, span_id AS f34`
 
 // growBytes makes room for n more bytes in b.
 func growBytes(b []byte, n int) []byte {

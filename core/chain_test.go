@@ -105,8 +105,17 @@ func TestChainEncodingFraming(t *testing.T) {
 	if ChainHash(&d) == ChainHash(&e) {
 		t.Fatal("shifting a byte between fields kept the hash")
 	}
-	if got := a.Encode([]byte("prefix")); !bytes.HasPrefix(got, []byte("prefixauditkit-chain-v1\x00")) || len(got) != 6+18+32 {
+	if got := a.Encode([]byte("prefix")); !bytes.HasPrefix(got, []byte("prefixauditkit-chain-v1\x00")) || len(got) != 6+18+ChainFieldCount {
 		t.Fatalf("Encode appended %q", got)
+	}
+	// A record of version 1 or 2 is encoded with its first 32 fields only; fields 33 and 34
+	// arrived with version 3.
+	for v, n := range map[string]int{"1": 32, "2": 32, "3": 34, "4": 34, "": 34} {
+		var f ChainFields
+		f[31] = []byte(v)
+		if got := f.Encode(nil); f.Len() != n || len(got) != 18+n-1+5+len(v) {
+			t.Fatalf("version %q: Len %d, encoding of %d bytes", v, f.Len(), len(got))
+		}
 	}
 }
 

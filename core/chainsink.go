@@ -93,7 +93,7 @@ func (c *chainer) setHead(key string, seq int64, hash []byte) error {
 // (all but seq and prev_hash), so that the work is done before the heads are locked. The row's
 // version becomes RecordVersion.
 func prepareChain(row []any) (ChainFields, error) {
-	row[len(row)-1] = int16(RecordVersion)
+	row[colVersion] = int16(RecordVersion)
 	return chainFieldsOf(row, tenantKeyOf(row), 0, zeroHash)
 }
 

@@ -174,13 +174,15 @@ func FromContext(ctx context.Context) *Collector {
 // metaTenantError is the metadata key under which a tenant that failed ValidateTenant is noted.
 const metaTenantError = "tenant_error"
 
-// StampFromContext fills the identity fields of r that are empty (actor, tenant, request id, and
-// the client address of the request's collector) from the context. Only what ActorFromContext and
+// StampFromContext fills the identity fields of r that are empty (actor, tenant, request id, the
+// client address of the request's collector, and the trace and span ids of the OpenTelemetry span
+// in ctx: TraceFromContext) from the context. Only what ActorFromContext and
 // TenantFromContext return with ok is stamped: no actor after a refused token, no tenant that
 // fails ValidateTenant (the record keeps no tenant and notes the problem under the metadata key
 // "tenant_error").
 func StampFromContext(ctx context.Context, r *Record) {
 	stampMetadata(ctx, r)
+	stampTrace(ctx, r)
 	if !r.IP.IsValid() {
 		if c := FromContext(ctx); c != nil {
 			r.IP = c.ip
@@ -225,6 +227,10 @@ func DispatchReserved(ctx context.Context, w *Writer, res *Reservation, recs ...
 	if c := FromContext(ctx); c != nil {
 		for _, r := range recs {
 			stampMetadata(ctx, r)
+		}
+		// The request's identity is stamped when it ends; the span is the one of the change.
+		for _, r := range recs {
+			stampTrace(ctx, r)
 		}
 		c.AddReserved(res, recs...)
 		return nil

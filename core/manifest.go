@@ -341,13 +341,16 @@ func readChainExport(r io.Reader, fn func(line int, rec *exportRecord) error) er
 }
 
 func parseExportLine(l *exportLine, rec *exportRecord) error {
-	if len(l.Fields) != ChainFieldCount {
-		return fmt.Errorf("%d fields, want %d", len(l.Fields), ChainFieldCount)
+	if len(l.Fields) != ChainFieldCount && len(l.Fields) != ChainFieldCountV2 {
+		return fmt.Errorf("%d fields, want %d (or %d for a record of version 1 or 2)", len(l.Fields), ChainFieldCount, ChainFieldCountV2)
 	}
 	for i, v := range l.Fields {
 		if v != nil {
 			rec.fields[i] = []byte(*v)
 		}
+	}
+	if rec.fields.Len() != len(l.Fields) {
+		return fmt.Errorf("%d fields for a record of version %q", len(l.Fields), rec.fields[chainFieldVersion])
 	}
 	if rec.fields[0] == nil || rec.fields[1] == nil || rec.fields[2] == nil {
 		return errors.New("tenant key, seq or prev_hash is null")

@@ -11,10 +11,11 @@ import (
 	"github.com/google/uuid"
 )
 
-// RecordVersion is the version of the record format written to the version column. Version 2
-// rows carry the hash chain columns (seq, prev_hash, row_hash; NULL when written with chaining
-// off); version 1 rows were written before the chain existed.
-const RecordVersion = 2
+// RecordVersion is the version of the record format written to the version column. Version 3
+// rows carry the trace context columns (trace_id, span_id), which the hash chain covers from this
+// version on; version 2 rows carry the hash chain columns (seq, prev_hash, row_hash; NULL when
+// written with chaining off); version 1 rows were written before the chain existed.
+const RecordVersion = 3
 
 // Kind says what produced a record.
 type Kind string
@@ -195,6 +196,11 @@ type Record struct {
 	RequestBody  *Body               // captured request body, when capture is on; nil otherwise
 	ResponseBody *Body               // captured response body, when capture is on; nil otherwise
 	Metadata     map[string]any      // free-form details, redacted when written
+	// TraceID and SpanID are the W3C trace context of the span that was active when the record was
+	// made (32 and 16 lowercase hexadecimal digits), so that a record links to its trace; empty
+	// outside a trace. StampFromContext fills them from an OpenTelemetry span in the context.
+	TraceID string
+	SpanID  string
 
 	// Set by a Writer with a spool: the record's row values, already redacted and encoded (the
 	// sink stores them as they are), and the spool segment that holds the record until it is stored.
@@ -226,12 +232,44 @@ func (r *Record) Validate() error {
 	if r.Duration < 0 {
 		return fmt.Errorf("%w: negative duration %s", ErrInvalidRecord, r.Duration)
 	}
+	if r.TraceID != "" && !validTraceHex(r.TraceID, 32) {
+		return fmt.Errorf("%w: trace id %q (want 32 lowercase hexadecimal digits, not all zero)", ErrInvalidRecord, truncateRunes(r.TraceID, 40))
+	}
+	if r.SpanID != "" && !validTraceHex(r.SpanID, 16) {
+		return fmt.Errorf("%w: span id %q (want 16 lowercase hexadecimal digits, not all zero)", ErrInvalidRecord, truncateRunes(r.SpanID, 40))
+	}
 	if !r.OccurredAt.IsZero() && (r.OccurredAt.Before(minOccurredAt) || r.OccurredAt.After(maxOccurredAt)) {
 		return fmt.Errorf("%w: occurred_at %s is outside the range PostgreSQL can store (4713 BC to 294276 AD)",
 			ErrInvalidRecord, r.OccurredAt.UTC().Format(time.RFC3339Nano))
 	}
 	return nil
 }
+
+// validTraceHex reports whether s is a W3C trace context id of n lowercase hexadecimal digits
+// that are not all zero (an all-zero id is invalid in the W3C format).
+func validTraceHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	nonzero := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '0':
+		case '1' <= c && c <= '9', 'a' <= c && c <= 'f':
+			nonzero = true
+		default:
+			return false
+		}
+	}
+	return nonzero
+}
+
+// ValidTraceID reports whether s is a W3C trace id: 32 lowercase hexadecimal digits, not all zero.
+func ValidTraceID(s string) bool { return validTraceHex(s, 32) }
+
+// ValidSpanID reports whether s is a W3C span (parent) id: 16 lowercase hexadecimal digits, not all zero.
+func ValidSpanID(s string) bool { return validTraceHex(s, 16) }
 
 // The range of PostgreSQL's timestamptz, in Go's proleptic Gregorian calendar, where year 0 is 1
 // BC. Outside it pgx's encoding (microseconds since 2000) wraps around or the server refuses the

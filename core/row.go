@@ -15,7 +15,11 @@ var Columns = []string{
 	"before", "after", "diff",
 	"request_id", "method", "route", "path", "query", "status", "duration_us",
 	"ip", "user_agent", "request_body", "response_body", "metadata", "version",
+	"trace_id", "span_id",
 }
+
+// colVersion is the index of the version column in Columns.
+const colVersion = 28
 
 // rowValues encodes a redacted record as the values of one audit_logs row, typed for pgx's binary
 // COPY: optional text as nil when empty, JSON documents as []byte, the address as a netip.Prefix.
@@ -62,6 +66,7 @@ func rowValues(r *Record) ([]any, error) {
 		before, after, diff,
 		text(r.RequestID), text(r.Method), text(r.Route), text(r.Path), query, status, duration,
 		ip, text(r.UserAgent), bodyJSON(r.RequestBody), bodyJSON(r.ResponseBody), meta, int16(RecordVersion),
+		text(r.TraceID), text(r.SpanID),
 	}, nil
 }
 

@@ -39,7 +39,13 @@ import (
 // the same bytes. Times are kept as seconds and nanoseconds rather than UnixNano so that every time
 // PostgreSQL can store (4713 BC to 294276 AD) survives, not only 1678 to 2262; the location is not
 // kept, as pgx copies the instant only.
-const spoolRowVersion = 1
+//
+// Version 2 added the trace_id and span_id columns at the end. A version 1 row (the 29 columns
+// before them) still decodes, with both as NULL, so a spool written before the upgrade is replayed.
+const spoolRowVersion = 2
+
+// spoolRowColumnsV1 is the number of columns of a version 1 row.
+const spoolRowColumnsV1 = 29
 
 // Value tags of the spool row format.
 const (
@@ -75,7 +81,8 @@ var spoolColumnTags = [...]uint16{
 	allowOptText, allowOptText, allowOptText, allowOptText, // request_id, method, route, path
 	allowDocument, 1<<tagNull | 1<<tagInt32, 1<<tagNull | 1<<tagInt64, // query, status, duration_us
 	1<<tagNull | 1<<tagPrefix, allowOptText, allowDocument, allowDocument, allowDocument, // ip, user_agent, request_body, response_body, metadata
-	1 << tagInt16, // version
+	1 << tagInt16,              // version
+	allowOptText, allowOptText, // trace_id, span_id
 }
 
 // errSpoolRow is wrapped by the errors of encodeRow, decodeRow and recordFromRow.
@@ -173,12 +180,17 @@ func decodeRow(b []byte) ([]any, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("%w: empty", errSpoolRow)
 	}
-	if b[0] != spoolRowVersion {
-		return nil, fmt.Errorf("%w: format version %d, want %d", errSpoolRow, b[0], spoolRowVersion)
+	n := len(Columns)
+	switch b[0] {
+	case spoolRowVersion:
+	case 1:
+		n = spoolRowColumnsV1
+	default:
+		return nil, fmt.Errorf("%w: format version %d, want %d (or 1)", errSpoolRow, b[0], spoolRowVersion)
 	}
 	d := rowDecoder{buf: bytes.Clone(b), off: 1}
-	row := make([]any, len(Columns))
-	for i := range row {
+	row := make([]any, len(Columns)) // a version 1 row leaves the later columns nil (NULL)
+	for i := range row[:n] {
 		v, err := d.value(i)
 		if err != nil {
 			return nil, err
@@ -391,6 +403,8 @@ func recordFromRow(row []any) (*Record, error) {
 		Route:        str(18),
 		Path:         str(19),
 		UserAgent:    str(24),
+		TraceID:      str(29),
+		SpanID:       str(30),
 	}
 	doc(13, &r.Before)
 	doc(14, &r.After)

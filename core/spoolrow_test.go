@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -48,6 +49,7 @@ func spoolCorpus() []*Record {
 				"items": {From: []any{map[string]any{"sku": "a"}}, To: nil},
 			},
 			Metadata: map[string]any{"reason": "price ↑", "by": map[string]any{"rule": int64(-1 << 62)}},
+			TraceID:  "4bf92f3577b34da6a3ce929d0e0e4736", SpanID: "00f067aa0ba902b7",
 		},
 		{
 			Kind: KindDelete, OccurredAt: base.In(west), Actor: Actor{ID: "svc-billing", Type: ActorService},
@@ -256,7 +258,7 @@ func TestSpoolRowRejects(t *testing.T) {
 	}
 	for name, bad := range map[string][]byte{
 		"empty":           nil,
-		"version 2":       mutate(func(b []byte) []byte { b[0] = 2; return b }),
+		"version 9":       mutate(func(b []byte) []byte { b[0] = 9; return b }),
 		"trailing byte":   append(bytes.Clone(good), 0),
 		"truncated":       good[:len(good)-1],
 		"only version":    good[:1],
@@ -475,6 +477,36 @@ func BenchmarkDecodeRow(b *testing.B) {
 	for b.Loop() {
 		if _, err := decodeRow(buf); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestSpoolRowVersion1: a row spooled before the trace context columns existed (format version
+// 1, 29 columns) still decodes, with trace_id and span_id NULL, so that an upgrade replays it.
+func TestSpoolRowVersion1(t *testing.T) {
+	t.Parallel()
+	for i, row := range spoolCorpusRows(t) {
+		old := slices.Clone(row)
+		old[len(Columns)-2], old[len(Columns)-1] = nil, nil
+		b, err := encodeRow(nil, old)
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		// The current encoding ends with the two NULL tags; version 1 is the rest.
+		if !bytes.HasSuffix(b, []byte{tagNull, tagNull}) {
+			t.Fatalf("record %d: the encoding does not end with two NULLs", i)
+		}
+		v1 := append([]byte{1}, b[1:len(b)-2]...)
+		got, err := decodeRow(v1)
+		if err != nil {
+			t.Fatalf("record %d: decoding version 1: %v", i, err)
+		}
+		if d := sameRow(old, got); d != "" {
+			t.Errorf("record %d: %s", i, d)
+		}
+		// A version 1 row with the later columns present is not a version 1 row.
+		if _, err := decodeRow(append([]byte{1}, b[1:]...)); err == nil {
+			t.Errorf("record %d: a version 1 row with 31 columns decoded", i)
 		}
 	}
 }

@@ -201,6 +201,12 @@ func Verify(ctx context.Context, db *pgxpool.Pool, tenantKey string, opts Verify
 		}
 		copy(stored[:], vals[ChainFieldCount])
 		c.row(&f, &stored)
+		if f.Len() < ChainFieldCount && (f[32] != nil || f[33] != nil) {
+			// Its hash does not cover these columns: whoever wrote them, the row was changed.
+			seq, _ := parseSeq(f[1])
+			c.add(seq, ProblemMalformed, "the record at seq %s is of version %s but carries trace context, which its hash does not cover",
+				f[1], f[chainFieldVersion])
+		}
 		if opts.Progress != nil && c.rep.Rows%verifyProgressEvery == 0 {
 			opts.Progress(c.rep.Rows)
 		}

@@ -4,7 +4,8 @@
 Usage: python3 verify_chain.py EXPORT.ndjson
 
 The export is what `auditkit export -format chain` (store.FormatChain) writes: one JSON object a
-line, {"seq": N, "fields": [32 strings or nulls], "row_hash": "hex"}, in seq order, with field 3
+line, {"seq": N, "fields": [34 strings or nulls; 32 for records of version 1 or 2],
+"row_hash": "hex"}, in seq order, with field 3
 (prev_hash) in hex. Every row_hash is recomputed from the fields as docs/chain.md specifies, and
 every prev_hash compared with the row_hash of the line before. Prints OK, the number of records
 and the last row_hash (compare it with a signed checkpoint or manifest), or BAD, the first bad
@@ -16,7 +17,13 @@ import struct
 import sys
 
 MAGIC = b"auditkit-chain-v1\x00"
-FIELDS = 32
+FIELDS = 34  # record version 3 and later
+FIELDS_V2 = 32  # record versions 1 and 2: no trace context fields
+
+
+def field_count(fields):
+    """The number of fields of a record's encoding, decided by its version (field 32)."""
+    return FIELDS_V2 if len(fields) >= FIELDS_V2 and fields[FIELDS_V2 - 1] in ("1", "2") else FIELDS
 
 
 def encode(fields):
@@ -45,7 +52,7 @@ def main(path):
             try:
                 rec = json.loads(line)
                 seq, fields, row_hash = rec["seq"], rec["fields"], rec["row_hash"]
-                assert isinstance(seq, int) and len(fields) == FIELDS
+                assert isinstance(seq, int) and len(fields) == field_count(fields)
                 assert fields[1] == str(seq) and len(bytes.fromhex(fields[2])) == 32
             except (ValueError, KeyError, TypeError, AssertionError):
                 bad(prev_seq + 1 if prev_seq is not None else 0, f"line {n} is not a chain record")

@@ -59,13 +59,14 @@ var ExportColumns = []string{
 	"actor_id", "actor_type", "actor_email", "actor_auth", "resource_type", "resource_id",
 	"request_id", "method", "route", "path", "status", "duration_us", "ip", "user_agent",
 	"query", "before", "after", "diff", "metadata", "request_body", "response_body", "version",
+	"trace_id", "span_id",
 }
 
 // exportSelect matches ExportColumns; id and occurred_at arrive in binary, the rest as text.
 const exportSelect = `id, occurred_at, kind, action, severity, tenant_id, tenant_slug,
 	actor_id, actor_type, actor_email, actor_auth, resource_type, resource_id,
 	request_id, method, route, path, status, duration_us, host(ip), user_agent,
-	query, before, after, diff, metadata, request_body, response_body, version`
+	query, before, after, diff, metadata, request_body, response_body, version, trace_id, span_id`
 
 // How each export column is encoded.
 const (
@@ -261,7 +262,13 @@ func appendChainRow(dst []byte, vals [][]byte) []byte {
 	dst = append(dst, `{"seq":`...)
 	dst = append(dst, vals[1]...)
 	dst = append(dst, `,"fields":[`...)
-	for i, v := range vals[:core.ChainFieldCount] {
+	fields := vals[:core.ChainFieldCount]
+	if v := fields[core.ChainFieldCountV2-1]; len(v) == 1 && (v[0] == '1' || v[0] == '2') && fields[32] == nil && fields[33] == nil {
+		// A version 1 or 2 record has no trace context fields. One that has them anyway keeps
+		// them, so that verifiers see that they are not covered by its hash.
+		fields = fields[:core.ChainFieldCountV2]
+	}
+	for i, v := range fields {
 		if i > 0 {
 			dst = append(dst, ',')
 		}

@@ -33,6 +33,9 @@ type Filter struct {
 	ResourceType string
 	ResourceID   string
 	RequestID    string
+	// TraceID selects the records made within one OpenTelemetry trace (32 lowercase hexadecimal
+	// digits).
+	TraceID string
 
 	StatusMin int // status >= StatusMin; zero means unbounded
 	StatusMax int // status <= StatusMax; zero means unbounded
@@ -91,6 +94,7 @@ const (
 	ParamResourceType = "resource_type"
 	ParamResourceID   = "resource_id"
 	ParamRequestID    = "request_id"
+	ParamTraceID      = "trace_id"
 	ParamStatusMin    = "status_min"
 	ParamStatusMax    = "status_max"
 	ParamIP           = "ip"
@@ -102,8 +106,8 @@ const (
 // FilterParams lists the query parameters of a Filter.
 var FilterParams = []string{
 	ParamFrom, ParamTo, ParamActorID, ParamActorType, ParamActorEmail, ParamAction, ParamActionPrefix,
-	ParamKind, ParamSeverity, ParamResourceType, ParamResourceID, ParamRequestID, ParamStatusMin,
-	ParamStatusMax, ParamIP, ParamSearch, ParamChanged, ParamIncludeMeta,
+	ParamKind, ParamSeverity, ParamResourceType, ParamResourceID, ParamRequestID, ParamTraceID,
+	ParamStatusMin, ParamStatusMax, ParamIP, ParamSearch, ParamChanged, ParamIncludeMeta,
 }
 
 // Limits on filter values. Longer values cannot match anything the writers store, and bounding
@@ -231,6 +235,8 @@ func ParseFilter(v url.Values) (Filter, error) {
 			f.ResourceID = s
 		case ParamRequestID:
 			f.RequestID = s
+		case ParamTraceID:
+			f.TraceID = s
 		case ParamStatusMin:
 			f.StatusMin, err = parseStatus(p, s)
 		case ParamStatusMax:
@@ -335,6 +341,9 @@ func (f Filter) Validate() error {
 			return err
 		}
 	}
+	if f.TraceID != "" && !core.ValidTraceID(f.TraceID) {
+		return paramErr(ParamTraceID, "%q is not a trace id (32 lowercase hexadecimal digits, not all zero)", truncate(f.TraceID, 40))
+	}
 	if f.ActorType != "" && !f.ActorType.Valid() {
 		return paramErr(ParamActorType, "%q is not an actor type (platform_admin, tenant_user, service, system, anonymous)", f.ActorType)
 	}
@@ -431,6 +440,7 @@ func (f Filter) Values() url.Values {
 	set(ParamResourceType, f.ResourceType)
 	set(ParamResourceID, f.ResourceID)
 	set(ParamRequestID, f.RequestID)
+	set(ParamTraceID, f.TraceID)
 	if f.StatusMin != 0 {
 		v.Set(ParamStatusMin, strconv.Itoa(f.StatusMin))
 	}
@@ -534,6 +544,7 @@ func (s *Store) where(b *sqlBuilder, sc Scope, f Filter) {
 	eq("resource_type", f.ResourceType)
 	eq("resource_id", f.ResourceID)
 	eq("request_id", f.RequestID)
+	eq("trace_id", f.TraceID)
 	if f.StatusMin != 0 {
 		b.w(" AND status >= ", b.arg(f.StatusMin))
 	}

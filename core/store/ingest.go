@@ -47,6 +47,8 @@ type Input struct {
 	After        map[string]any      `json:"after,omitempty"`
 	Diff         map[string]Change   `json:"diff,omitempty"`
 	Metadata     map[string]any      `json:"metadata,omitempty"`
+	TraceID      string              `json:"trace_id,omitempty"` // W3C trace id, 32 lowercase hex digits
+	SpanID       string              `json:"span_id,omitempty"`  // W3C span id, 16 lowercase hex digits
 }
 
 // Change is one field of an Input's diff: {"from": ..., "to": ...}.
@@ -277,6 +279,12 @@ func (in *Input) validate(now time.Time) *ItemError {
 			return e
 		}
 	}
+	if in.TraceID != "" && !core.ValidTraceID(in.TraceID) {
+		return itemErr("trace_id", "%q is not a trace id (32 lowercase hexadecimal digits, not all zero)", truncate(in.TraceID, 64))
+	}
+	if in.SpanID != "" && !core.ValidSpanID(in.SpanID) {
+		return itemErr("span_id", "%q is not a span id (16 lowercase hexadecimal digits, not all zero)", truncate(in.SpanID, 64))
+	}
 	if IsServiceResourceType(in.ResourceType) {
 		return itemErr("resource_type", "%q is reserved for the service's own records", in.ResourceType)
 	}
@@ -403,6 +411,8 @@ func (in *Input) record(tenant core.Tenant, caller core.Actor, now time.Time) *c
 		Query:        in.Query,
 		UserAgent:    in.UserAgent,
 		Metadata:     in.Metadata,
+		TraceID:      in.TraceID,
+		SpanID:       in.SpanID,
 	}
 	if r.Kind == "" {
 		r.Kind = core.KindCustom

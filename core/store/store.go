@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -130,6 +131,8 @@ type Store struct {
 
 	hubOnce sync.Once
 	hub     *hub
+
+	statsRefreshing atomic.Bool // a background RefreshStats runs
 }
 
 // New returns a Store on pool (which the caller keeps owning and closes after the Store). It
@@ -294,13 +297,15 @@ type Record struct {
 	ResponseBody json.RawMessage `json:"response_body,omitempty"`
 	Metadata     json.RawMessage `json:"metadata,omitempty"`
 	Version      int             `json:"version"`
+	TraceID      string          `json:"trace_id,omitempty"`
+	SpanID       string          `json:"span_id,omitempty"`
 }
 
 // selectColumns lists the columns in the order scanRecord and the export encoders expect.
 const selectColumns = `id, occurred_at, kind::text, action, severity::text, tenant_id, tenant_slug,
 	actor_id, actor_type::text, actor_email, actor_auth, resource_type, resource_id,
 	before, after, diff, request_id, method, route, path, query, status, duration_us,
-	host(ip), user_agent, request_body, response_body, metadata, version`
+	host(ip), user_agent, request_body, response_body, metadata, version, trace_id, span_id`
 
 // queryRecords runs a query of selectColumns on db and appends the records it returns to recs.
 func queryRecords(ctx context.Context, db querier, recs []*Record, sql string, args ...any) ([]*Record, error) {
@@ -326,7 +331,7 @@ func scanRecord(row pgx.Row) (*Record, error) {
 		kind, severity, actorType                          string
 		tenantID, tenantSlug, actorID, actorEmail, auth    *string
 		resourceType, resourceID, requestID, method, route *string
-		path, ip, userAgent                                *string
+		path, ip, userAgent, traceID, spanID               *string
 		status                                             *int32
 		duration                                           *int64
 		version                                            int16
@@ -334,7 +339,7 @@ func scanRecord(row pgx.Row) (*Record, error) {
 	err := row.Scan(&r.ID, &r.OccurredAt, &kind, &r.Action, &severity, &tenantID, &tenantSlug,
 		&actorID, &actorType, &actorEmail, &auth, &resourceType, &resourceID,
 		&r.Before, &r.After, &r.Diff, &requestID, &method, &route, &path, &r.Query, &status, &duration,
-		&ip, &userAgent, &r.RequestBody, &r.ResponseBody, &r.Metadata, &version)
+		&ip, &userAgent, &r.RequestBody, &r.ResponseBody, &r.Metadata, &version, &traceID, &spanID)
 	if err != nil {
 		return nil, err
 	}
@@ -351,6 +356,7 @@ func scanRecord(row pgx.Row) (*Record, error) {
 	r.ResourceType, r.ResourceID = str(resourceType), str(resourceID)
 	r.RequestID, r.Method, r.Route, r.Path = str(requestID), str(method), str(route), str(path)
 	r.IP, r.UserAgent = str(ip), str(userAgent)
+	r.TraceID, r.SpanID = str(traceID), str(spanID)
 	if status != nil {
 		v := int(*status)
 		r.Status = &v

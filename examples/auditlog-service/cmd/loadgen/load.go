@@ -152,6 +152,7 @@ func (g *generator) row() []any {
 		before, after, diff,
 		fmt.Sprintf("req-%016x", g.rng.Uint64()), method, route, path, query, status, duration,
 		ip, agent, nil, nil, meta, int16(core.RecordVersion),
+		fmt.Sprintf("%016x%016x", g.rng.Uint64()|1, g.rng.Uint64()), fmt.Sprintf("%016x", g.rng.Uint64()|1),
 	}
 }
 

@@ -34,7 +34,7 @@ func TestLoadBenchDrop(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND tablename = 'audit_logs'`, name).Scan(&indexes); err != nil {
 		t.Fatal(err)
 	}
-	if rows != 3000 || tenants != 5 || indexes != 8 {
+	if rows != 3000 || tenants != 5 || indexes != 9 {
 		t.Fatalf("loaded %d rows of %d tenants with %d indexes", rows, tenants, indexes)
 	}
 	if err := bench(ctx, pgtest.URL(), name, benchOptions{pages: 3}); err != nil {

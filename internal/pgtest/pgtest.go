@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/auditkit/auditkit/internal/tmppg"
 	"github.com/auditkit/auditkit/schema"
 )
 
@@ -31,12 +33,39 @@ const DefaultURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
 const Hint = "start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start " +
 	"(or point " + EnvURL + " at a reachable PostgreSQL)"
 
-// URL returns the base test database URL.
+// URL returns the base test database URL: EnvURL's value when set; otherwise DefaultURL when a
+// server answers on 127.0.0.1:5432; otherwise that of a throw-away cluster started once per test
+// binary from the local PostgreSQL installation (internal/tmppg), which is removed when the
+// binary ends. When none can be started, DefaultURL, and connecting says why.
 func URL() string {
 	if u := os.Getenv(EnvURL); u != "" {
 		return u
 	}
-	return DefaultURL
+	local.once.Do(func() {
+		local.url = DefaultURL
+		if tmppg.Listening(localAddr, 2*time.Second) {
+			return
+		}
+		c, err := tmppg.Start(context.Background())
+		if err != nil {
+			local.err = err
+			return
+		}
+		local.url = c.URL
+		fmt.Fprintf(os.Stderr, "pgtest: nothing answers on %s; using a throw-away PostgreSQL cluster on 127.0.0.1:%d in %s, removed when the tests end\n",
+			localAddr, c.Port, c.Dir)
+	})
+	return local.url
+}
+
+// localAddr is where DefaultURL's server answers.
+var localAddr = tmppg.DefaultAddr
+
+// local is the test database chosen when EnvURL is unset.
+var local struct {
+	once sync.Once
+	url  string
+	err  error // why no throw-away cluster could be started
 }
 
 // DB is one isolated schema in the test database.
@@ -100,6 +129,12 @@ func Create(ctx context.Context, prefix string, migrate bool) (*DB, error) {
 	name := prefix + "_" + hex.EncodeToString(suffix)
 	base := URL()
 	admin, err := pgx.Connect(ctx, base)
+	if err != nil && base == DefaultURL && missingDatabase(err) {
+		// A local server without the test database: create it, as a first run expects.
+		if err = createDatabase(ctx, base); err == nil {
+			admin, err = pgx.Connect(ctx, base)
+		}
+	}
 	if err != nil {
 		return nil, connectError(base, err)
 	}
@@ -153,6 +188,37 @@ func WithSearchPath(databaseURL, schema string) (string, error) {
 	return u.String(), nil
 }
 
+// missingDatabase reports whether err says that the database does not exist.
+func missingDatabase(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "3D000" // invalid_catalog_name
+}
+
+// createDatabase creates the database base names, connecting to the "postgres" database of the
+// same server. Another test binary creating it at the same time is not an error.
+func createDatabase(ctx context.Context, base string) error {
+	cfg, err := pgx.ParseConfig(base)
+	if err != nil {
+		return err
+	}
+	name := cfg.Database
+	cfg.Database = "postgres"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	_, err = conn.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize())
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P04" || pgErr.Code == "23505") { // duplicate_database, or lost the race
+		return nil
+	}
+	if err == nil {
+		fmt.Fprintf(os.Stderr, "pgtest: created the database %q on %s:%d\n", name, cfg.Host, cfg.Port)
+	}
+	return err
+}
+
 // connectError explains a failed connection to the test database: a server that answers but
 // has no such database needs the database created, not a server started.
 func connectError(base string, err error) error {
@@ -168,6 +234,10 @@ func connectError(base string, err error) error {
 		}
 		return fmt.Errorf("pgtest: PostgreSQL answers at %s but the database does not exist: %v; create it with: %s (or point %s at another database)",
 			redactURL(base), err, cmd, EnvURL)
+	}
+	if local.err != nil && base == DefaultURL {
+		return fmt.Errorf("pgtest: PostgreSQL is not reachable at %s: %v; no throw-away cluster could be started either: %v; %s",
+			redactURL(base), err, local.err, Hint)
 	}
 	return fmt.Errorf("pgtest: PostgreSQL is not reachable at %s: %v; %s", redactURL(base), err, Hint)
 }

@@ -257,3 +257,39 @@ func checkArchive(t *testing.T, d store.PartitionDrop, rows int64) {
 		t.Fatalf("archive has %d lines (%v), want %d", n, err, rows)
 	}
 }
+
+// TestApplyRetentionDropsPartitions: a retention pass with DropPartitions drops the partitions
+// older than MaxAge and reports each, then deletes nothing more, and the tenants' retained
+// history begins at the cutoff.
+func TestApplyRetentionDropsPartitions(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, store.Options{})
+	ctx := context.Background()
+	if _, err := schema.CreatePartitions(ctx, e.db.Pool, monthStart(3), monthStart(0), schema.WithSchema(e.db.Schema)); err != nil {
+		t.Fatal(err)
+	}
+	for k := 3; k >= 0; k-- {
+		e.write(t, monthRecords("a", k, 4)...)
+	}
+	reports, err := e.st.ApplyRetention(ctx, store.RetentionPolicy{MaxAge: time.Since(monthStart(1)), DropPartitions: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dropped []string
+	for _, r := range reports {
+		if r.Partition != "" {
+			dropped = append(dropped, r.Partition)
+			if r.Deleted != 4 {
+				t.Errorf("%s: %d deleted, want 4", r.Partition, r.Deleted)
+			}
+		} else if r.Deleted != 0 {
+			t.Errorf("the batched delete removed %d records after the drops", r.Deleted)
+		}
+	}
+	if len(dropped) != 2 || e.db.Count(t) != 8 {
+		t.Fatalf("dropped %v, %d records left; want two partitions dropped and 8 records", dropped, e.db.Count(t))
+	}
+	if from, err := e.st.RetainedFrom(ctx, "a"); err != nil || from.Before(monthStart(1)) {
+		t.Fatalf("retained from %s (%v), want at least %s", from, err, monthStart(1))
+	}
+}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/httpaudit"
 )
@@ -427,5 +429,55 @@ func TestCustomIdentifyAndClientIP(t *testing.T) {
 	if r := rows[2]; r.ActorType != "anonymous" || r.Severity != "warning" || r.Metadata[httpaudit.MetaAuthFailure] != "identify" ||
 		r.Metadata[httpaudit.MetaAuthError] != "user is banned" {
 		t.Errorf("refused row = %+v", r)
+	}
+}
+
+// The record carries the trace and span ids of the span the application's OpenTelemetry
+// instrumentation (otelhttp, running before the middleware) put into the request's context; a
+// request outside a trace has none.
+func TestTraceContext(t *testing.T) {
+	traceID, err := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spanID, err := trace.SpanIDFromHex("00f067aa0ba902b7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := newHarness(t, httpaudit.Options{}, nil) // for its database and writer only
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /traced", func(w http.ResponseWriter, r *http.Request) {})
+	mux.HandleFunc("GET /plain", func(w http.ResponseWriter, r *http.Request) {})
+	audited := httpaudit.Middleware(httpaudit.Options{Writer: db.w, Logger: discardLogger(), Config: core.Config{LogAnonymous: true}})(mux)
+	instrumented := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/traced" {
+			sc := trace.NewSpanContext(trace.SpanContextConfig{TraceID: traceID, SpanID: spanID, TraceFlags: trace.FlagsSampled})
+			r = r.WithContext(trace.ContextWithSpanContext(r.Context(), sc))
+		}
+		audited.ServeHTTP(w, r)
+	})
+	srv := newServer(t, instrumented)
+	get(t, srv, "/traced")
+	get(t, srv, "/plain")
+	db.rows() // flushes
+	rs, err := db.db.Pool.Query(context.Background(), `SELECT path, coalesce(trace_id,''), coalesce(span_id,'') FROM audit_logs ORDER BY occurred_at`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	var got []string
+	for rs.Next() {
+		var path, tid, sid string
+		if err := rs.Scan(&path, &tid, &sid); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, path+" "+tid+" "+sid)
+	}
+	if err := rs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := "/traced 4bf92f3577b34da6a3ce929d0e0e4736 00f067aa0ba902b7,/plain  "
+	if strings.Join(got, ",") != want {
+		t.Fatalf("stored %q, want %q", strings.Join(got, ","), want)
 	}
 }

@@ -203,8 +203,9 @@ func (st *State) late(res *core.Reservation, r *core.Record) {
 	}
 }
 
-// Begin starts the request's record: time, method, path, query, user agent and request id (also
-// set in the response headers h). res is the room Admit reserved (nil under FailOpen).
+// Begin starts the request's record: time, method, path, query, user agent, the trace context of
+// the request's span, and request id (also set in the response headers h). res is the room Admit
+// reserved (nil under FailOpen).
 func (e *Engine) Begin(st *State, req *http.Request, h http.Header, res *core.Reservation) {
 	st.E = e
 	st.Res = res
@@ -217,6 +218,9 @@ func (e *Engine) Begin(st *State, req *http.Request, h http.Header, res *core.Re
 		rec.Query, _ = url.ParseQuery(req.URL.RawQuery) // what parses of a malformed query is kept
 	}
 	rec.UserAgent = req.UserAgent()
+	// The span the application's OpenTelemetry instrumentation, running before the middleware,
+	// started for the request: the record links to its trace.
+	rec.TraceID, rec.SpanID = core.TraceFromContext(req.Context())
 	st.RequestID = e.requestID(st, req)
 	st.idHeader[0] = st.RequestID
 	h[e.idHeader] = st.idHeader[:]

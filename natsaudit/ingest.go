@@ -213,10 +213,11 @@ func (in *Ingester) Stats() IngestStats {
 
 // Run reads the stream and stores its batches until ctx ends, and returns nil then: one
 // goroutine pulls messages continuously (up to BatchSize ahead) and cuts them into batches,
-// Workers goroutines store them. A batch being stored when ctx ends is abandoned
-// unacknowledged (the stream delivers it again, and the sink skips what its transaction had
-// committed). Run returns an error only when the consumer is gone (deleted, or its stream
-// deleted).
+// Workers goroutines store them. When ctx ends, a write under way is finished (within
+// AttemptTimeout) and its batch acknowledged; a batch waiting for a worker or for a retry is
+// abandoned unacknowledged (the stream delivers it again, and the sink skips what an earlier
+// attempt had committed). Run returns an error only when the consumer is gone (deleted, or its
+// stream deleted).
 func (in *Ingester) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -414,7 +415,9 @@ func (in *Ingester) deliver(ctx context.Context, batch []pending) {
 	}
 	backoff := in.opts.MinBackoff
 	for attempt := 0; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, in.opts.AttemptTimeout)
+		// An attempt under way when ctx ends is finished (within AttemptTimeout) rather than
+		// abandoned, so that a shutdown does not leave its batch to be delivered again.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), in.opts.AttemptTimeout)
 		stop := in.keepAlive(batch)
 		err := in.opts.Sink.Write(actx, recs)
 		stop()

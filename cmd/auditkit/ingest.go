@@ -104,15 +104,26 @@ func runIngest(ctx context.Context, env *cmdEnv, _ []string) int {
 		return env.fail(err)
 	}
 	logger := slog.New(slog.NewTextHandler(env.stderr, nil))
+	closed := make(chan struct{})
 	nc, err := nats.Connect(natsURL, nats.Name("auditkit ingest"), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			logger.Warn("auditkit: disconnected from NATS; reconnecting", "error", err)
+			if err != nil { // nil when the connection is closed here
+				logger.Warn("auditkit: disconnected from NATS; reconnecting", "error", err)
+			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { logger.Info("auditkit: reconnected to NATS", "server", c.ConnectedUrlRedacted()) }))
+		nats.ReconnectHandler(func(c *nats.Conn) { logger.Info("auditkit: reconnected to NATS", "server", c.ConnectedUrlRedacted()) }),
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
 	if err != nil {
 		return env.fail(fmt.Errorf("NATS at %s: %w", natsURL, err))
 	}
-	defer nc.Close()
+	defer func() {
+		// The connection's callbacks write to stderr: wait for the last before returning.
+		nc.Close()
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+		}
+	}()
 	if o.create {
 		if _, err := natsaudit.EnsureStream(run, nc, natsaudit.StreamOptions{Name: o.stream, SubjectPrefix: o.prefix, Replicas: o.replicas,
 			DuplicateWindow: o.dupWindow, MaxAge: o.maxAge, MaxBytes: o.maxBytes}); err != nil {

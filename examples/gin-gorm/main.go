@@ -26,6 +26,9 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/auditkit/auditkit/internal/tmppg"
 )
 
 const (
@@ -60,6 +63,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
+	explicit := os.Getenv("AUDIT_DATABASE_URL") != ""
+	fs.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "db" })
+	if !explicit {
+		url, stopLocal, err := localDatabase(ctx, *dbURL, stderr)
+		if err != nil {
+			fmt.Fprintf(stderr, "gin-gorm example: %v\n", err)
+			return 1
+		}
+		defer stopLocal()
+		*dbURL = url
+	}
 
 	a, err := setup(ctx, config{DatabaseURL: *dbURL, Schema: *schemaName, Secret: secret})
 	if err != nil {
@@ -173,4 +188,34 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// localDatabase makes a first run work without set-up when no database was configured: a local
+// server without the database gets it created, and with nothing answering on 127.0.0.1:5432 a
+// throw-away cluster is started from the local PostgreSQL installation (stop removes it). It
+// returns the URL to use.
+func localDatabase(ctx context.Context, dbURL string, stderr io.Writer) (string, func(), error) {
+	if tmppg.Listening(tmppg.DefaultAddr, 2*time.Second) {
+		conn, err := pgx.Connect(ctx, dbURL)
+		if err == nil {
+			_ = conn.Close(ctx)
+		} else if tmppg.MissingDatabase(err) {
+			if created, err := tmppg.CreateDatabase(ctx, dbURL); err != nil {
+				return "", nil, fmt.Errorf("creating the database of %s: %w", dbURL, err)
+			} else if created {
+				fmt.Fprintf(stderr, "gin-gorm example: created the database of %s\n", dbURL)
+			}
+		}
+		return dbURL, func() {}, nil // any other problem is reported by setup, with its fix
+	}
+	c, err := tmppg.Start(ctx)
+	if err != nil {
+		if errors.Is(err, tmppg.ErrNotInstalled) {
+			return "", nil, fmt.Errorf("nothing answers on %s and %w", tmppg.DefaultAddr, err)
+		}
+		return "", nil, fmt.Errorf("nothing answers on %s, and a throw-away PostgreSQL could not be started: %w", tmppg.DefaultAddr, err)
+	}
+	fmt.Fprintf(stderr, "gin-gorm example: nothing answers on %s; using a throw-away PostgreSQL cluster on 127.0.0.1:%d, removed on exit\n",
+		tmppg.DefaultAddr, c.Port)
+	return c.URL, c.Stop, nil
 }

@@ -7,9 +7,12 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/auditkit/auditkit/internal/tmppg"
 )
 
 // TestThrowAwayClusterWhenNothingAnswers: with EnvURL unset and nothing answering where the
@@ -19,11 +22,19 @@ func TestThrowAwayClusterWhenNothingAnswers(t *testing.T) {
 		t.Setenv(EnvURL, "")
 		os.Unsetenv(EnvURL)
 	}
-	localAddr = "127.0.0.1:1" // nothing listens on port 1
-	t.Cleanup(func() { localAddr = "127.0.0.1:5432" })
+	t.Setenv(exampleEnvURL, "")
+	localAddr = "127.0.0.1:1"                               // nothing listens on port 1
+	local.once, local.url, local.err = sync.Once{}, "", nil // init chose already
+	t.Cleanup(func() {
+		localAddr = "127.0.0.1:5432"
+		local.once, local.url, local.err = sync.Once{}, "", nil
+	})
 	u := URL()
 	if u == DefaultURL || local.err != nil {
 		t.Fatalf("URL %q, %v", u, local.err)
+	}
+	if got := os.Getenv(exampleEnvURL); got != u {
+		t.Fatalf("the examples' %s is %q, want %q", exampleEnvURL, got, u)
 	}
 	if !strings.HasPrefix(u, "postgres://postgres@127.0.0.1:") {
 		t.Fatalf("URL %q", u)
@@ -45,12 +56,12 @@ func TestCreateDatabase(t *testing.T) {
 	_, _ = rand.Read(b)
 	name := "pgtest_created_" + hex.EncodeToString(b)
 	base.Path = "/" + name
-	if _, err := pgx.Connect(ctx, base.String()); err == nil || !missingDatabase(err) {
+	if _, err := pgx.Connect(ctx, base.String()); err == nil || !tmppg.MissingDatabase(err) {
 		t.Fatalf("connecting to a missing database: %v", err)
 	}
-	for range 2 {
-		if err := createDatabase(ctx, base.String()); err != nil {
-			t.Fatal(err)
+	for i, want := range []bool{true, false} {
+		if created, err := tmppg.CreateDatabase(ctx, base.String()); err != nil || created != want {
+			t.Fatalf("call %d: created %v, %v", i+1, created, err)
 		}
 	}
 	conn, err := pgx.Connect(ctx, base.String())

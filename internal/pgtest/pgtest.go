@@ -52,10 +52,26 @@ func URL() string {
 			return
 		}
 		local.url = c.URL
+		if os.Getenv(exampleEnvURL) == "" {
+			// The package examples, application code on the public API, read this one.
+			_ = os.Setenv(exampleEnvURL, c.URL)
+		}
 		fmt.Fprintf(os.Stderr, "pgtest: nothing answers on %s; using a throw-away PostgreSQL cluster on 127.0.0.1:%d in %s, removed when the tests end\n",
 			localAddr, c.Port, c.Dir)
 	})
 	return local.url
+}
+
+// exampleEnvURL names the variable the package examples and the runnable examples read.
+const exampleEnvURL = "AUDIT_DATABASE_URL"
+
+// With no database configured at all, the choice is made when a test binary starts, so that the
+// package examples (which read exampleEnvURL and run after the tests) use a throw-away cluster
+// too when one is needed.
+func init() {
+	if os.Getenv(EnvURL) == "" && os.Getenv(exampleEnvURL) == "" {
+		URL()
+	}
 }
 
 // localAddr is where DefaultURL's server answers.
@@ -129,9 +145,13 @@ func Create(ctx context.Context, prefix string, migrate bool) (*DB, error) {
 	name := prefix + "_" + hex.EncodeToString(suffix)
 	base := URL()
 	admin, err := pgx.Connect(ctx, base)
-	if err != nil && base == DefaultURL && missingDatabase(err) {
+	if err != nil && base == DefaultURL && tmppg.MissingDatabase(err) {
 		// A local server without the test database: create it, as a first run expects.
-		if err = createDatabase(ctx, base); err == nil {
+		var created bool
+		if created, err = tmppg.CreateDatabase(ctx, base); err == nil {
+			if created {
+				fmt.Fprintf(os.Stderr, "pgtest: created the database of %s\n", redactURL(base))
+			}
 			admin, err = pgx.Connect(ctx, base)
 		}
 	}
@@ -186,37 +206,6 @@ func WithSearchPath(databaseURL, schema string) (string, error) {
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	return u.String(), nil
-}
-
-// missingDatabase reports whether err says that the database does not exist.
-func missingDatabase(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "3D000" // invalid_catalog_name
-}
-
-// createDatabase creates the database base names, connecting to the "postgres" database of the
-// same server. Another test binary creating it at the same time is not an error.
-func createDatabase(ctx context.Context, base string) error {
-	cfg, err := pgx.ParseConfig(base)
-	if err != nil {
-		return err
-	}
-	name := cfg.Database
-	cfg.Database = "postgres"
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.WithoutCancel(ctx))
-	_, err = conn.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize())
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "42P04" || pgErr.Code == "23505") { // duplicate_database, or lost the race
-		return nil
-	}
-	if err == nil {
-		fmt.Fprintf(os.Stderr, "pgtest: created the database %q on %s:%d\n", name, cfg.Host, cfg.Port)
-	}
-	return err
 }
 
 // connectError explains a failed connection to the test database: a server that answers but

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // DefaultAddr is where a locally running PostgreSQL answers on a usual installation.
@@ -160,6 +161,11 @@ func (c *Cluster) run(ctx context.Context, name string, args ...string) ([]byte,
 	return cmd.CombinedOutput()
 }
 
+// installDirs are the folders (glob patterns) where PostgreSQL's programs are looked for when
+// they are not in PATH.
+var installDirs = []string{"/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin", "/usr/local/pgsql/bin",
+	"/opt/homebrew/opt/postgresql*/bin", "/usr/local/opt/postgresql*/bin", "/opt/homebrew/bin", "/usr/local/bin"}
+
 // findBinaries looks for initdb and pg_ctl of one installation.
 func findBinaries() (initdb, pgCtl string, err error) {
 	if i, err1 := exec.LookPath("initdb"); err1 == nil {
@@ -168,8 +174,7 @@ func findBinaries() (initdb, pgCtl string, err error) {
 		}
 	}
 	var dirs []string
-	for _, pattern := range []string{"/usr/lib/postgresql/*/bin", "/usr/pgsql-*/bin", "/usr/local/pgsql/bin",
-		"/opt/homebrew/opt/postgresql*/bin", "/usr/local/opt/postgresql*/bin", "/opt/homebrew/bin", "/usr/local/bin"} {
+	for _, pattern := range installDirs {
 		m, _ := filepath.Glob(pattern)
 		slices.SortFunc(m, func(a, b string) int { return versionOf(b) - versionOf(a) }) // newest first
 		dirs = append(dirs, m...)
@@ -226,6 +231,35 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// MissingDatabase reports whether err, from connecting, says that the database does not exist.
+func MissingDatabase(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "3D000" // invalid_catalog_name
+}
+
+// CreateDatabase creates the database databaseURL names, connecting to the "postgres" database
+// of the same server, and reports whether it created it: another process creating it at the same
+// time is not an error.
+func CreateDatabase(ctx context.Context, databaseURL string) (bool, error) {
+	cfg, err := pgx.ParseConfig(databaseURL)
+	if err != nil {
+		return false, err
+	}
+	name := cfg.Database
+	cfg.Database = "postgres"
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	_, err = conn.Exec(ctx, `CREATE DATABASE `+pgx.Identifier{name}.Sanitize())
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "42P04" || pgErr.Code == "23505") { // duplicate_database, or lost the race
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // lastLines returns the last n lines of b, trimmed, for error messages.

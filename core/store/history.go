@@ -334,7 +334,9 @@ func (s *Store) rowRecordAt(ctx context.Context, db querier, sc Scope, resourceT
 	b.w(" AND occurred_at = (SELECT occurred_at FROM ", s.logs)
 	s.where(&b, sc, f)
 	b.w(" AND occurred_at", cmp, b.arg(t), " ORDER BY occurred_at", dir, " LIMIT 1) ORDER BY id", dir, " LIMIT 1")
-	r, err := scanRecord(db.QueryRow(ctx, b.sb.String(), b.args...))
+	// Planned for the actual time (customPlan): on a partitioned table a generic plan may append
+	// the partitions' index scans and sort all the row's versions before t.
+	r, err := scanRecord(db.QueryRow(ctx, b.sb.String(), append([]any{customPlan}, b.args...)...))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, nil
 	}

@@ -949,8 +949,10 @@ func (w *Writer) deliver(recs []*Record) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(w.ctx, w.opts.AttemptTimeout)
+		start := time.Now()
 		err := w.sink.Write(ctx, recs)
 		cancel()
+		w.observe(len(recs), attempt, start, err)
 		if err == nil {
 			w.recovered(len(recs), attempt)
 			w.ack(recs)

@@ -3,6 +3,7 @@ package core_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -89,7 +90,7 @@ func TestOpenChecksTheSchema(t *testing.T) {
 			db := pgtest.New(t)
 			exec(t, db, `DELETE FROM `+q(db)+`.auditkit_migrations WHERE version > 1`)
 			return base, db.Schema
-		}, []string{"at migration version 1 and need migration to version 4", core.MigrateCommand}},
+		}, []string{"at migration version 1 and need migration to version " + strconv.Itoa(core.SchemaVersion), core.MigrateCommand}},
 		{"newer version", func(t *testing.T) (string, string) {
 			db := pgtest.New(t)
 			exec(t, db, `INSERT INTO `+q(db)+`.auditkit_migrations (version, name, checksum) VALUES (99, '0099_future', 'x')`)

@@ -868,7 +868,10 @@ func (p *Plugin) lockBefore(db *gorm.DB, st *stmtState, where []clause.Expressio
 	var before []row
 	var pkType string
 	err := st.guard(db.Statement.Context, st.riskyRead, func() error {
-		rows, err := p.read(db, st, where, scoped, strength, "")
+		rows, err := p.readByKey(db, st, where, scoped, strength)
+		if rows == nil && err == nil {
+			rows, err = p.read(db, st, where, scoped, strength, "")
+		}
 		if err != nil {
 			return err
 		}
@@ -960,6 +963,45 @@ func (p *Plugin) read(db *gorm.DB, st *stmtState, where []clause.Expression, sco
 		return nil, q.Error
 	}
 	return st.q().QueryContext(stmt.Context, q.SQL.String(), q.Vars...)
+}
+
+// readByKey runs the locking read of a statement whose only condition is its single-column primary
+// key equal to a value (GORM's Model(&row).Update, Delete(&row)) from the per-table query text,
+// without building a statement: the same SELECT read builds. It returns no rows and no error
+// for any other statement.
+func (p *Plugin) readByKey(db *gorm.DB, st *stmtState, where []clause.Expression, scoped bool, strength string) (*sql.Rows, error) {
+	stmt := db.Statement
+	if len(where) != 1 || st.m.npk != 1 || st.riskyRead || stmt.TableExpr != nil || strength == "" ||
+		(scoped && len(stmt.Schema.QueryClauses) > 0) || len(prefixClauses(db)) > 0 {
+		return nil, nil
+	}
+	if _, from := fromOf(stmt); from {
+		return nil, nil
+	}
+	eq, ok := where[0].(clause.Eq)
+	if !ok {
+		return nil, nil
+	}
+	switch c := eq.Column.(type) {
+	case string:
+		ok = c == st.m.cols[0].name
+	case clause.Column:
+		ok = !c.Raw && c.Alias == "" && c.Name == st.m.cols[0].name && (c.Table == "" || c.Table == clause.CurrentTable || c.Table == st.table)
+	default:
+		ok = false
+	}
+	if !ok || eq.Value == nil {
+		return nil, nil
+	}
+	switch eq.Value.(type) {
+	case clause.Expression, *gorm.DB, []any:
+		return nil, nil
+	}
+	if rv := reflect.ValueOf(eq.Value); rv.Kind() == reflect.Slice && rv.Type().Elem().Kind() != reflect.Uint8 {
+		return nil, nil
+	}
+	head, order := st.m.keyQuery(stmt, st.table, false)
+	return st.q().QueryContext(stmt.Context, head+" = $1"+order+" FOR "+strength, eq.Value)
 }
 
 // readKeys reads rows by primary key (keys as returned by keysOf or row.pk), unlocked. For a

@@ -26,6 +26,25 @@ type redactEncoder struct {
 	buf   []byte
 	pairs []encodePair // the members of the objects being written, a stack
 	diffs []diffPair   // the members of the diff being written
+
+	// An update's images share most of their values: the strings of the before image's top level
+	// are remembered with what str made of them, and a string of the after image's top level
+	// equal to the before image's under the same key is written as it was, without judging it
+	// again (str is a function of the string and its depth).
+	images int         // imageBefore or imageAfter while an image's top level is written
+	memo   []imageMemo // the before image's strings, sorted by key
+	next   int         // where the after image's look-up stands in memo
+}
+
+const (
+	imageBefore = 1 + iota
+	imageAfter
+)
+
+// imageMemo is one string of a before image's top level: its key, the string and what str made
+// of it.
+type imageMemo struct {
+	key, in, out string
 }
 
 // diffPair is one member of a diff being written.
@@ -54,6 +73,7 @@ func (e *redactEncoder) release() []byte {
 	clear(e.pairs[:cap(e.pairs)]) // the values must not stay reachable through the pool
 	clear(e.diffs[:cap(e.diffs)])
 	e.r, e.buf, e.pairs, e.diffs = nil, nil, e.pairs[:0], e.diffs[:0]
+	e.forget()
 	encoders.Put(e)
 	return buf
 }
@@ -80,6 +100,53 @@ func (r *Redactor) appendRedactedDiff(dst []byte, d map[string]Change) []byte {
 		e.diff(d)
 	}
 	return e.release()
+}
+
+// writeImages writes the JSON documents of an update's images, redacted, each capped at its end so that
+// appending to one cannot reach the next; a nil image stays nil.
+func (e *redactEncoder) writeImages(before, after map[string]any) (b, a []byte) {
+	if before != nil {
+		start := len(e.buf)
+		e.images = imageBefore
+		e.mapAny(before, 0)
+		b = e.buf[start:len(e.buf):len(e.buf)]
+	}
+	if after != nil {
+		start := len(e.buf)
+		if before != nil {
+			e.images, e.next = imageAfter, 0
+		} else {
+			e.images = 0
+		}
+		e.mapAny(after, 0)
+		a = e.buf[start:len(e.buf):len(e.buf)]
+	}
+	e.forget()
+	return b, a
+}
+
+// forget drops what images remembered.
+func (e *redactEncoder) forget() {
+	clear(e.memo)
+	e.images, e.memo, e.next = 0, e.memo[:0], 0
+}
+
+// imageString writes the string x found under key at the top level of an image (see writeImages).
+func (e *redactEncoder) imageString(key, x string) {
+	if e.images == imageAfter {
+		for e.next < len(e.memo) && e.memo[e.next].key < key {
+			e.next++
+		}
+		if e.next < len(e.memo) && e.memo[e.next].key == key && e.memo[e.next].in == x {
+			e.buf = appendJSONStr(e.buf, e.memo[e.next].out)
+			return
+		}
+	}
+	out, _ := e.r.str(x, 1)
+	if e.images == imageBefore {
+		e.memo = append(e.memo, imageMemo{key, x, out})
+	}
+	e.buf = appendJSONStr(e.buf, out)
 }
 
 // marshal appends json.Marshal(v) of a value walk returned, which is always encodable.
@@ -256,6 +323,8 @@ func (e *redactEncoder) mapAny(m map[string]any, depth int) {
 		return
 	}
 	named := e.r.namesSecret(m)
+	images := e.images
+	e.images = 0 // only the top level of an image
 	e.buf = append(e.buf, '{')
 	for i := start; i < len(e.pairs); i++ {
 		p := e.pairs[i]
@@ -266,6 +335,12 @@ func (e *redactEncoder) mapAny(m map[string]any, depth int) {
 		e.buf = append(e.buf, ':')
 		if e.r.Sensitive(p.key) || named && redactValueMember(p.key) {
 			e.mask(p.val)
+			continue
+		}
+		if x, ok := p.val.(string); ok && images != 0 {
+			e.images = images
+			e.imageString(p.key, x)
+			e.images = 0
 			continue
 		}
 		e.value(p.val, depth+1)

@@ -75,6 +75,9 @@ func NewPostgresSink(pool *pgxpool.Pool, opts PostgresSinkOptions) *PostgresSink
 	}
 }
 
+// storesRows makes PostgresSink a rowSink: it stores the rows the Writer encodes.
+func (*PostgresSink) storesRows() {}
+
 // Write stores recs in one COPY. See the Sink contract.
 func (s *PostgresSink) Write(ctx context.Context, recs []*Record) error {
 	rows, err := encodeRows(recs)

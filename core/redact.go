@@ -180,7 +180,20 @@ func (r *Redactor) Record(rec *Record) *Record {
 		return nil
 	}
 	r = r.rules()
+	out := r.recordFields(rec)
+	out.Before = r.Map(rec.Before)
+	out.After = r.Map(rec.After)
+	out.Metadata = r.Map(rec.Metadata)
+	out.Diff = r.Diff(rec.Diff)
+	return &out
+}
+
+// recordFields returns the copy Record makes of rec, less its maps of values: Before, After,
+// Metadata and Diff are nil, for the caller to redact (the row encoder redacts them while it
+// encodes them).
+func (r *Redactor) recordFields(rec *Record) Record {
 	out := *rec
+	out.Before, out.After, out.Metadata, out.Diff = nil, nil, nil, nil
 	out.Kind = Kind(Sanitize(string(rec.Kind)))
 	out.Action = Sanitize(rec.Action)
 	out.Severity = Severity(Sanitize(string(rec.Severity)))
@@ -196,18 +209,16 @@ func (r *Redactor) Record(rec *Record) *Record {
 	out.Method = Sanitize(rec.Method)
 	out.Route = Sanitize(rec.Route)
 	out.Path = Sanitize(rec.Path)
-	if p, ok := r.path(out.Path, out.Route); ok {
+	if out.Path == "" {
+		// Nothing to redact (the records of row changes have no path).
+	} else if p, ok := r.path(out.Path, out.Route); ok {
 		out.Path = p
 	}
 	out.UserAgent = r.Text(rec.UserAgent)
-	out.Before = r.Map(rec.Before)
-	out.After = r.Map(rec.After)
-	out.Metadata = r.Map(rec.Metadata)
-	out.Diff = r.Diff(rec.Diff)
 	out.Query = r.Values(rec.Query)
 	out.RequestBody = r.storedBody(rec.RequestBody)
 	out.ResponseBody = r.storedBody(rec.ResponseBody)
-	return &out
+	return out
 }
 
 func (r *Redactor) storedBody(b *Body) *Body {

@@ -212,6 +212,9 @@ type Stats struct {
 type Writer struct {
 	opts WriterOptions
 	sink Sink
+	// encodes is set when the sink stores the rows the Writer encodes (rowSink): the collecting
+	// goroutine then redacts and encodes each batch in one pass while the workers write.
+	encodes bool
 	// The queue is guarded by mu rather than being a channel: the collecting goroutine is woken
 	// when a batch starts (to arm the interval timer) and when it is full, not for every record.
 	mu       sync.Mutex
@@ -281,9 +284,11 @@ func NewWriter(sink Sink, opts WriterOptions) *Writer {
 func OpenWriter(sink Sink, opts WriterOptions) (*Writer, error) {
 	opts = opts.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
+	_, encodes := sink.(rowSink)
 	w := &Writer{
 		opts:      opts,
 		sink:      sink,
+		encodes:   encodes,
 		queue:     newBatchQueue(opts.BatchSize, opts.Workers+2),
 		wake:      make(chan struct{}, 1),
 		flushReq:  make(chan chan struct{}),
@@ -348,8 +353,7 @@ func (w *Writer) enqueue(r *Record, res *Reservation) error {
 	r.normalize(time.Now())
 	var frame *[]byte
 	if w.sp != nil {
-		red := w.opts.Redactor.Record(r)
-		row, err := rowValues(red)
+		red, row, err := w.encodeOne(r)
 		if err == nil {
 			frame = getFrame()
 			*frame, err = encodeRow((*frame)[:0], row)
@@ -885,6 +889,10 @@ func (w *Writer) run() {
 	}
 	send := func(all bool) {
 		for b := w.take(all); b != nil; b = w.take(all) {
+			if w.encodes {
+				// While a worker waits on the database with the batch before this one.
+				w.encode(b)
+			}
 			w.pending.Add(1)
 			w.batches <- b
 		}
@@ -924,8 +932,9 @@ func (w *Writer) depthQueued() int {
 	return w.queue.len
 }
 
-// write redacts a batch once (records from the spool already are) and delivers it; it returns when
-// every record is stored, failed, or abandoned because Close gave up.
+// write redacts a batch once (records from the spool, and records encode has made rows of,
+// already are) and delivers it; it returns when every record is stored, failed, or abandoned
+// because Close gave up.
 func (w *Writer) write(batch []*Record) {
 	recs := make([]*Record, len(batch))
 	for i, r := range batch {
@@ -1058,6 +1067,47 @@ func (w *Writer) reject(r *Record, err error) {
 	w.opts.Logger.Error("auditkit: audit record rejected by the database", "id", r.ID.String(),
 		"action", r.Action, "kind", string(r.Kind), "error", err)
 	if w.opts.OnReject != nil {
-		w.opts.OnReject(r, err)
+		w.opts.OnReject(withDocs(r), err)
 	}
+}
+
+// rowSink is a Sink that stores the rows the Writer encodes: the records it is given carry their
+// row, and their maps of values (Before, After, Diff, Metadata) may be nil since the row holds
+// them. The Writer then redacts and encodes each record in one pass (see rowBatch) instead of
+// building redacted copies of its maps.
+type rowSink interface {
+	Sink
+	storesRows()
+}
+
+// encode replaces the records of batch that have no row yet by redacted records carrying their
+// row, made in one pass; a record that cannot be encoded is left for write to redact, and for
+// the sink to reject.
+func (w *Writer) encode(batch []*Record) {
+	rb := newRowBatch(w.opts.Redactor, len(batch))
+	reds := make([]Record, len(batch))
+	for i, r := range batch {
+		if r.row != nil {
+			continue
+		}
+		row, err := rb.rowOf(r, &reds[i])
+		if err != nil {
+			continue
+		}
+		reds[i].row = row
+		batch[i] = &reds[i]
+	}
+}
+
+// encodeOne returns the redacted record the Writer keeps for r and its row. With a sink that
+// stores rows, the record's maps of values are left out (the row holds them).
+func (w *Writer) encodeOne(r *Record) (*Record, []any, error) {
+	if !w.encodes {
+		red := w.opts.Redactor.Record(r)
+		row, err := rowValues(red)
+		return red, row, err
+	}
+	red := new(Record)
+	row, err := newRowBatch(w.opts.Redactor, 1).rowOf(r, red)
+	return red, row, err
 }

@@ -274,3 +274,84 @@ func BenchmarkSinkRetriedBatch(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkWriterVsCopy compares, in one run, the Writer with pgx CopyFrom of the same rows
+// already redacted and encoded before the clock starts, which is the floor for storing them: the
+// records are built before the clock starts for both. "copy-1conn" copies batches of 500 on one
+// connection and "copy-2conn" on two at once; "writer-1worker" is the Writer with one worker (one
+// connection), "writer" with its default workers; "nochain" variants store the records outside
+// the hash chain (PostgresSinkOptions.DisableChain), as raw COPY does. One op is one row; rows/s
+// is the figure to compare.
+func BenchmarkWriterVsCopy(b *testing.B) {
+	db := pgtest.New(b)
+	ctx := context.Background()
+	const batch = 500
+	records := func(n int) []*core.Record {
+		recs := make([]*core.Record, n)
+		for i := range recs {
+			recs[i] = benchRecord(i)
+		}
+		return recs
+	}
+	copyRows := func(b *testing.B, conns int) {
+		truncate(b, db)
+		red := core.NewRedactor(nil, nil)
+		var batches [][][]any
+		for i, r := range records(b.N) {
+			if i%batch == 0 {
+				batches = append(batches, make([][]any, 0, batch))
+			}
+			batches[len(batches)-1] = append(batches[len(batches)-1], core.RowValuesForBenchmark(red, r))
+		}
+		b.ResetTimer()
+		var next atomic.Int64
+		errs := make(chan error, conns)
+		for range conns {
+			go func() {
+				for i := int(next.Add(1) - 1); i < len(batches); i = int(next.Add(1) - 1) {
+					if _, err := db.Pool.CopyFrom(ctx, pgx.Identifier{db.Schema, "audit_logs"}, core.Columns, pgx.CopyFromRows(batches[i])); err != nil {
+						errs <- err
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range conns {
+			if err := <-errs; err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+	}
+	writer := func(b *testing.B, workers int, noChain bool) {
+		truncate(b, db)
+		recs := records(b.N)
+		w := core.NewWriter(core.NewPostgresSink(db.Pool, core.PostgresSinkOptions{Schema: db.Schema, DisableChain: noChain}),
+			core.WriterOptions{BatchSize: batch, QueueSize: b.N + 1, FlushInterval: time.Millisecond, Workers: workers})
+		b.ResetTimer()
+		for _, r := range recs {
+			if err := w.Enqueue(r); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := w.Flush(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+		if err := w.Close(ctx); err != nil {
+			b.Fatal(err)
+		}
+		if n := db.Count(b); n != b.N {
+			b.Fatalf("%d rows stored, want %d", n, b.N)
+		}
+	}
+	b.Run("copy-1conn", func(b *testing.B) { copyRows(b, 1) })
+	b.Run("writer-1worker", func(b *testing.B) { writer(b, 1, false) })
+	b.Run("writer-1worker-nochain", func(b *testing.B) { writer(b, 1, true) })
+	b.Run("copy-2conn", func(b *testing.B) { copyRows(b, 2) })
+	b.Run("writer", func(b *testing.B) { writer(b, 0, false) })
+	b.Run("writer-nochain", func(b *testing.B) { writer(b, 0, true) })
+}

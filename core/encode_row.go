@@ -1,0 +1,182 @@
+package core
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// rowDocs are the JSON documents of one row, encoded; nil stores NULL.
+type rowDocs struct {
+	before, after, diff, query, meta []byte
+}
+
+// rowBatch turns the records of one batch into their audit_logs rows, redacting while it
+// encodes (see encode.go). The rows share one slice of values and a few large buffers for their
+// JSON documents, and a text value equal to the one in the row before is not boxed again: a batch
+// of ORM records repeats its tenant, actor, kind and resource type, so that a row costs the
+// allocations of what is new in it (its id, its time, its resource id) rather than one per value.
+type rowBatch struct {
+	red   *Redactor
+	vals  []any  // the values of the rows still to be made
+	buf   []byte // the JSON documents of the rows made, and room for more
+	chunk int    // the size of a new buf
+	box   *rowBoxes
+	enc   redactEncoder
+}
+
+// rowBufChunk is the size of the buffers the JSON documents of a batch are written into.
+const rowBufChunk = 64 << 10
+
+// newRowBatch returns a rowBatch for n records.
+func newRowBatch(red *Redactor, n int) *rowBatch {
+	b := &rowBatch{red: red.rules(), vals: make([]any, n*len(Columns)), chunk: min(rowBufChunk, 2048*n)}
+	if n > 1 {
+		b.box = &rowBoxes{last: make([]any, len(Columns))}
+	}
+	return b
+}
+
+// row returns the audit_logs row of rec redacted by the batch's Redactor: the values
+// rowValues(red.Record(rec)) gives, the same JSON bytes included. rec is not modified.
+func (b *rowBatch) row(rec *Record) ([]any, error) {
+	var red Record
+	return b.rowOf(rec, &red)
+}
+
+// rowOf is row that also stores in red the record Redactor.Record would make of rec, less its
+// maps of values (Before, After, Diff and Metadata are nil: the row holds them).
+func (b *rowBatch) rowOf(rec, red *Record) ([]any, error) {
+	*red = b.red.recordFields(rec)
+	var d rowDocs
+	if cap(b.buf)-len(b.buf) < b.chunk/8 {
+		b.buf = make([]byte, 0, b.chunk)
+	}
+	// Each document is capped at its end, so that appending to one cannot reach the next.
+	e := &b.enc
+	e.r, e.buf = b.red, b.buf
+	d.before, d.after = e.writeImages(rec.Before, rec.After)
+	if rec.Diff != nil {
+		start := len(e.buf)
+		e.diff(rec.Diff)
+		d.diff = e.buf[start:len(e.buf):len(e.buf)]
+	}
+	if len(rec.Metadata) != 0 {
+		start := len(e.buf)
+		e.mapAny(rec.Metadata, 0)
+		d.meta = e.buf[start:len(e.buf):len(e.buf)]
+	}
+	b.buf, e.buf = e.buf, nil
+	if err := red.encodeQuery(&d); err != nil {
+		return nil, err
+	}
+	if len(b.vals) < len(Columns) {
+		b.vals = make([]any, len(Columns))
+	}
+	dst := b.vals[:len(Columns):len(Columns)]
+	b.vals = b.vals[len(Columns):]
+	return fillRow(dst, red, &d, b.box), nil
+}
+
+// withDocs returns r, a record the Writer handed to its sink, with the JSON documents of its row
+// decoded into Before, After, Diff and Metadata when the Writer left them out (see rowOf), so that
+// OnReject sees the record as Redactor.Record makes it.
+func withDocs(r *Record) *Record {
+	if r.row == nil || r.Before != nil || r.After != nil || r.Diff != nil || r.Metadata != nil {
+		return r
+	}
+	full, err := recordFromRow(r.row)
+	if err != nil {
+		return r
+	}
+	full.row, full.spoolSeg, full.spooled = r.row, r.spoolSeg, r.spooled
+	return full
+}
+
+// encodeQuery encodes r's query parameters, already redacted, into d.
+func (r *Record) encodeQuery(d *rowDocs) error {
+	if len(r.Query) == 0 {
+		return nil
+	}
+	var err error
+	if d.query, err = json.Marshal(r.Query); err != nil {
+		return fmt.Errorf("encoding query of record %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// rowBoxes holds the values of the row made before, so that an equal value is shared rather than
+// boxed again. A nil *rowBoxes boxes every value.
+type rowBoxes struct {
+	last []any // by column
+	// The default action of the last row that had none, and the fields it was made of.
+	kind         Kind
+	resourceType string
+	action       any
+}
+
+// text returns s as the value of an optional text column: nil when empty.
+func (b *rowBoxes) text(col int, s string) any {
+	if s == "" {
+		return nil
+	}
+	return b.str(col, s)
+}
+
+// str returns s as the value of a text column.
+func (b *rowBoxes) str(col int, s string) any {
+	if b == nil {
+		return s
+	}
+	if p, ok := b.last[col].(string); ok && p == s {
+		return b.last[col]
+	}
+	v := any(s)
+	b.last[col] = v
+	return v
+}
+
+// fillRow writes into dst (len(Columns) values) the row of r, a redacted record whose JSON
+// documents d holds, and returns dst. The values are those rowValues documents.
+func fillRow(dst []any, r *Record, d *rowDocs, box *rowBoxes) []any {
+	var ip any
+	if r.IP.IsValid() {
+		a := r.IP.Unmap()
+		ip = netip.PrefixFrom(a, a.BitLen())
+	}
+	var status, duration any
+	if r.Kind == KindHTTP || r.Status != 0 {
+		status = int32(r.Status)
+		duration = r.Duration.Microseconds()
+	}
+	var action any
+	switch {
+	case r.Action != "":
+		action = box.str(3, r.Action)
+	case box != nil && box.kind == r.Kind && box.resourceType == r.ResourceType && box.action != nil:
+		action = box.action // the default action of the row before
+	default:
+		action = box.str(3, DefaultAction(r.Kind, r.ResourceType))
+		if box != nil {
+			box.kind, box.resourceType, box.action = r.Kind, r.ResourceType, action
+		}
+	}
+	occurred := any(r.OccurredAt)
+	if box != nil {
+		if t, ok := box.last[1].(time.Time); ok && t == r.OccurredAt {
+			occurred = box.last[1]
+		}
+		box.last[1] = occurred
+	}
+	return append(dst[:0],
+		r.ID, occurred, box.str(2, string(r.Kind)), action, box.str(4, string(r.Severity)),
+		box.text(5, r.Tenant.ID), box.text(6, r.Tenant.Slug),
+		box.text(7, r.Actor.ID), box.str(8, string(r.Actor.Type)), box.text(9, r.Actor.Email), box.text(10, r.Actor.Auth),
+		box.text(11, r.ResourceType), box.text(12, r.ResourceID),
+		d.before, d.after, d.diff,
+		box.text(16, r.RequestID), box.text(17, r.Method), box.text(18, r.Route), box.text(19, r.Path), d.query, status, duration,
+		ip, box.text(24, r.UserAgent), bodyJSON(r.RequestBody), bodyJSON(r.ResponseBody), d.meta, int16(RecordVersion),
+		box.text(29, r.TraceID), box.text(30, r.SpanID),
+	)
+}

@@ -69,5 +69,6 @@ func (a *apiServer) verifyChain(c *gin.Context) {
 		"from_seq": from, "to_seq": to, "rows": rep.Rows, "ok": rep.OK, "problems": len(rep.Problems),
 		"checkpoints": rep.Checkpoints,
 	}})
+	c.Set(apiVerifyReportKey, rep) // for APIMetrics
 	c.JSON(http.StatusOK, rep)
 }

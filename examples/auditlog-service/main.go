@@ -41,6 +41,10 @@
 // viewer token, in the address as #token=... or pasted into its form), is served at / and at
 // <base>/viewer/.
 //
+// GET /metrics serves the writer's and the API's metrics (otelaudit, ginaudit.APIMetrics) for
+// Prometheus; GET /healthz answers 200 while the process runs, GET /readyz reports the audit
+// writer's condition (ginaudit.HealthHandler: 200 healthy or degraded, 503 failing).
+//
 // On start it applies the schema migrations, then serves until SIGINT or SIGTERM. GET /health
 // answers 200 while the database does and the audit writer is not failing, with the writer's
 // condition under "audit_writer" (ginaudit.WriterHealth: healthy, degraded or failing, queue and
@@ -156,6 +160,12 @@ func run(ctx context.Context, environ []string, logger *slog.Logger, ready func(
 		}
 	}()
 
+	metrics, err := newServiceMetrics(w)
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	defer metrics.close(context.Background())
+
 	verifier, err := ginaudit.NewVerifier(ctx, cfg.Audit.JWT, cfg.Audit.ActorTypeAliases, ginaudit.WithLogger(logger))
 	if err != nil {
 		return fmt.Errorf("JWT verification: %w", err)
@@ -210,7 +220,8 @@ func run(ctx context.Context, environ []string, logger *slog.Logger, ready func(
 			return fmt.Errorf("%s: %w", envViewerTokenKey, err)
 		}
 	}
-	api := r.Group(cfg.BasePath)
+	metrics.serve(r, w)
+	api := r.Group(cfg.BasePath, metrics.api)
 	if cfg.AuditRequests {
 		mo := ginaudit.Options{Writer: w, Config: cfg.Audit, Verifier: verifier, Logger: logger}
 		if viewerTokens != nil {

@@ -96,3 +96,29 @@ func TestRowBatchLeavesRecordsAlone(t *testing.T) {
 		}
 	}
 }
+
+// TestWithDocsRestoresTheRedactedMaps checks that a record the Writer handed to its sink without
+// maps of values gets them back, redacted, before OnReject sees it.
+func TestWithDocsRestoresTheRedactedMaps(t *testing.T) {
+	red := NewRedactor(nil, nil)
+	r := encodeRowRecords()[0]
+	var shell Record
+	row, err := newRowBatch(red, 1).rowOf(r, &shell)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shell.row = row
+	if shell.Before != nil || shell.After != nil || shell.Diff != nil {
+		t.Fatalf("the record handed to the sink kept maps of values: %v %v %v", shell.Before, shell.After, shell.Diff)
+	}
+	full := withDocs(&shell)
+	if full.Before["password"] != Redacted || full.After["api_token"] != Redacted || full.Diff["password"].From != Redacted {
+		t.Fatalf("maps not restored redacted: %v %v %v", full.Before, full.After, full.Diff)
+	}
+	if full.ID != r.ID || full.Before["email"] != r.Before["email"] {
+		t.Fatalf("restored record differs: %v %v", full.ID, full.Before)
+	}
+	if again := withDocs(full); again != full {
+		t.Fatal("a record with its maps was rebuilt")
+	}
+}

@@ -164,7 +164,10 @@ func (f *freezer) keep(c net.Conn) {
 }
 
 // pipe copies src to dst until frozen; then it reads and drops, so the sender sees no error.
+// When src ends, dst is closed, as a TCP proxy passes on the end of a connection: a server that
+// answers a cancel request by closing the connection must not leave the client waiting.
 func (f *freezer) pipe(dst, src net.Conn) {
+	defer dst.Close()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)

@@ -141,24 +141,7 @@ func (s *Store) historyPage(ctx context.Context, sc Scope, f Filter, q HistoryQu
 	b.w(" ORDER BY occurred_at ", dir, " LIMIT 1 OFFSET ", b.arg(limit), "), '", unbounded, "'::timestamptz)")
 	b.w(" ORDER BY occurred_at ", dir, ", id ", dir, " LIMIT ", b.arg(limit+1))
 
-	page := Page{Records: make([]*Record, 0, min(limit, 64))}
-	err = s.scoped(ctx, sc, func(db querier) error {
-		var err error
-		page.Records, err = queryRecords(ctx, db, page.Records, b.sb.String(), append([]any{customPlan}, b.args...)...)
-		if err != nil {
-			return err
-		}
-		return s.decryptRecords(ctx, db, page.Records...)
-	})
-	if err != nil {
-		return Page{}, fmt.Errorf("store: history: %w", err)
-	}
-	if len(page.Records) > limit {
-		page.Records = page.Records[:limit]
-		last := page.Records[limit-1]
-		page.NextCursor = s.encodeCursor(position{at: last.OccurredAt, id: last.ID}, binding)
-	}
-	return page, nil
+	return s.queryPage(ctx, sc, &b, limit, binding, "history")
 }
 
 // FieldChange is one change of one field of a row: the record that made it and the field's

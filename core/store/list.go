@@ -99,6 +99,29 @@ func (s *Store) ParseQuery(v url.Values) (Query, error) {
 	return q, nil
 }
 
+// queryPage runs the page query b, which asks for limit+1 records, decrypts what it returns,
+// and returns at most limit of them with the cursor after the last when there are more.
+func (s *Store) queryPage(ctx context.Context, sc Scope, b *sqlBuilder, limit int, binding, what string) (Page, error) {
+	page := Page{Records: make([]*Record, 0, min(limit, 64))}
+	err := s.scoped(ctx, sc, func(db querier) error {
+		var err error
+		page.Records, err = queryRecords(ctx, db, page.Records, b.sb.String(), append([]any{customPlan}, b.args...)...)
+		if err != nil {
+			return err
+		}
+		return s.decryptRecords(ctx, db, page.Records...)
+	})
+	if err != nil {
+		return Page{}, fmt.Errorf("store: %s: %w", what, err)
+	}
+	if len(page.Records) > limit {
+		page.Records = page.Records[:limit]
+		last := page.Records[limit-1]
+		page.NextCursor = s.encodeCursor(position{at: last.OccurredAt, id: last.ID}, binding)
+	}
+	return page, nil
+}
+
 // customPlan makes PostgreSQL plan a query for its actual values every time (an unnamed
 // statement, with its description cached by pgx). A cached generic plan cannot know how selective
 // a search term, a tenant or a time range is: for full-text search it scans a tenant's time range
@@ -141,24 +164,7 @@ func (s *Store) List(ctx context.Context, sc Scope, q Query) (Page, error) {
 
 	b := s.listSQL(sc, q.Filter, order, after, limit)
 
-	page := Page{Records: make([]*Record, 0, min(limit, 64))}
-	err = s.scoped(ctx, sc, func(db querier) error {
-		var err error
-		page.Records, err = queryRecords(ctx, db, page.Records, b.sb.String(), append([]any{customPlan}, b.args...)...)
-		if err != nil {
-			return err
-		}
-		return s.decryptRecords(ctx, db, page.Records...)
-	})
-	if err != nil {
-		return Page{}, fmt.Errorf("store: list: %w", err)
-	}
-	if len(page.Records) > limit {
-		page.Records = page.Records[:limit]
-		last := page.Records[limit-1]
-		page.NextCursor = s.encodeCursor(position{at: last.OccurredAt, id: last.ID}, binding)
-	}
-	return page, nil
+	return s.queryPage(ctx, sc, b, limit, binding, "list")
 }
 
 // listSQL builds the statement of one page: limit+1 records of f in scope, in order, after the

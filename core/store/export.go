@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -36,20 +37,22 @@ const (
 	// it is the tenant's chain; under the all-tenants scope, the chain of the records without a
 	// tenant (tenant key ""). It takes no filter and ignores Order; FromSeq and ToSeq bound it.
 	FormatChain Format = "chain"
+	// FormatOCSF is one OCSF event (OCSFEvent, version OCSFVersion) per line.
+	FormatOCSF Format = "ocsf"
 )
 
 // ParamFormat is the export format parameter.
 const ParamFormat = "format"
 
-// ParseFormat reads the format parameter: csv, ndjson or chain (there is no default).
+// ParseFormat reads the format parameter: csv, ndjson, chain or ocsf (there is no default).
 func ParseFormat(s string) (Format, error) {
 	switch Format(s) {
-	case FormatCSV, FormatNDJSON, FormatChain:
+	case FormatCSV, FormatNDJSON, FormatChain, FormatOCSF:
 		return Format(s), nil
 	case "":
-		return "", paramErr(ParamFormat, "is required: csv, ndjson or chain")
+		return "", paramErr(ParamFormat, "is required: csv, ndjson, chain or ocsf")
 	}
-	return "", paramErr(ParamFormat, "%q is not csv, ndjson or chain", s)
+	return "", paramErr(ParamFormat, "%q is not csv, ndjson, chain or ocsf", s)
 }
 
 // ExportColumns are the columns of an export, in CSV column order. They are the columns of
@@ -208,6 +211,14 @@ func (s *Store) export(ctx context.Context, db querier, query string, args []any
 			line = appendChainRow(line[:0], vals)
 		case FormatCSV:
 			line = appendCSVRow(line[:0], vals)
+		case FormatOCSF:
+			var r Record
+			if err := json.Unmarshal(appendNDJSONRow(line[:0], vals), &r); err != nil {
+				return n, fmt.Errorf("store: export: %w", err)
+			}
+			if line, err = AppendOCSF(line[:0], &r); err != nil {
+				return n, fmt.Errorf("store: export: %w", err)
+			}
 		default:
 			line = appendNDJSONRow(line[:0], vals)
 		}

@@ -33,10 +33,15 @@ const (
 // an upgrade. Each new record that matches the filters is sent once, as the JSON of GET /logs.
 func (a *apiServer) stream(c *gin.Context) {
 	p := apiPrincipalOf(c)
-	v, ok := a.params(c, store.FilterParams, apiTenantParam)
+	v, ok := a.params(c, store.FilterParams, apiTenantParam, apiStreamParams)
 	if !ok {
 		return
 	}
+	enc, ok := a.streamEncoder(c, v)
+	if !ok {
+		return
+	}
+	delete(v, store.ParamFormat)
 	sc, ok := a.scope(c, p, v)
 	if !ok {
 		return
@@ -91,9 +96,9 @@ func (a *apiServer) stream(c *gin.Context) {
 		expiry = t.C
 	}
 	if ws {
-		a.streamWebSocket(c, sub, expiry)
+		a.streamWebSocket(c, sub, expiry, enc)
 	} else {
-		a.streamEvents(c, sub, expiry)
+		a.streamEvents(c, sub, expiry, enc)
 	}
 }
 
@@ -170,7 +175,7 @@ func apiStreamEnd(expired bool, sub *store.Subscription) (code, message string) 
 
 // streamEvents writes Server-Sent Events: "event: log" with the record's id and JSON, a comment
 // as keep-alive, and a final "event: error" saying why the stream ended.
-func (a *apiServer) streamEvents(c *gin.Context, sub *store.Subscription, expiry <-chan time.Time) {
+func (a *apiServer) streamEvents(c *gin.Context, sub *store.Subscription, expiry <-chan time.Time, enc apiStreamEncoder) {
 	h := c.Writer.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -207,7 +212,7 @@ func (a *apiServer) streamEvents(c *gin.Context, sub *store.Subscription, expiry
 				end(false)
 				return
 			}
-			buf = apiAppendEvent(buf[:0], r)
+			buf = apiAppendEvent(buf[:0], r, enc)
 			// Send what is already waiting with one write and one flush.
 			closed := false
 		drain:
@@ -218,7 +223,7 @@ func (a *apiServer) streamEvents(c *gin.Context, sub *store.Subscription, expiry
 						closed = true
 						break drain
 					}
-					buf = apiAppendEvent(buf, r)
+					buf = apiAppendEvent(buf, r, enc)
 				default:
 					break drain
 				}
@@ -243,9 +248,29 @@ func (a *apiServer) streamEvents(c *gin.Context, sub *store.Subscription, expiry
 	}
 }
 
-// apiAppendEvent appends one "log" event holding the record's JSON.
-func apiAppendEvent(buf []byte, r *store.Record) []byte {
-	body, err := json.Marshal(r)
+// apiStreamParams are the stream's parameters besides the filters and the tenant.
+var apiStreamParams = []string{store.ParamFormat}
+
+// apiStreamEncoder encodes one record of a stream.
+type apiStreamEncoder func(r *store.Record) ([]byte, error)
+
+// streamEncoder reads the stream's format parameter: absent, records are sent as their JSON;
+// format=ocsf sends each as its OCSF event (store.OCSFEvent).
+func (a *apiServer) streamEncoder(c *gin.Context, v url.Values) (apiStreamEncoder, bool) {
+	vals, ok := v[store.ParamFormat]
+	if !ok {
+		return func(r *store.Record) ([]byte, error) { return json.Marshal(r) }, true
+	}
+	if len(vals) != 1 || vals[0] != string(store.FormatOCSF) {
+		a.fail(c, &store.ParamError{Param: store.ParamFormat, Problem: "must be ocsf, given once (leave it out for records as JSON)"})
+		return nil, false
+	}
+	return func(r *store.Record) ([]byte, error) { return json.Marshal(store.OCSFEvent(r)) }, true
+}
+
+// apiAppendEvent appends one "log" event holding the record encoded by enc.
+func apiAppendEvent(buf []byte, r *store.Record, enc apiStreamEncoder) []byte {
+	body, err := enc(r)
 	if err != nil { // a Record always encodes; keep the stream well-formed regardless
 		return buf
 	}
@@ -259,7 +284,7 @@ func apiAppendEvent(buf []byte, r *store.Record) []byte {
 // streamWebSocket sends each record as a text message holding its JSON; the connection is closed
 // with StreamCloseLagged, StreamCloseTokenExpired, StreamCloseTenantSuspended or 1001 (going
 // away) and a reason.
-func (a *apiServer) streamWebSocket(c *gin.Context, sub *store.Subscription, expiry <-chan time.Time) {
+func (a *apiServer) streamWebSocket(c *gin.Context, sub *store.Subscription, expiry <-chan time.Time, enc apiStreamEncoder) {
 	conn, err := websocket.Accept(c.Writer, c.Request, &websocket.AcceptOptions{OriginPatterns: a.opts.WebSocketOrigins})
 	if err != nil {
 		return // Accept has answered the request
@@ -297,7 +322,7 @@ func (a *apiServer) streamWebSocket(c *gin.Context, sub *store.Subscription, exp
 				closeWith(false)
 				return
 			}
-			body, err := json.Marshal(r)
+			body, err := enc(r)
 			if err != nil {
 				return
 			}

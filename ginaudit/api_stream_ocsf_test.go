@@ -63,3 +63,39 @@ func TestAPIStreamOCSF(t *testing.T) {
 		t.Fatalf("format=ndjson: %d %s", r.status, r.body)
 	}
 }
+
+func TestAPIExportOCSF(t *testing.T) {
+	e := apiNewEnv(t, nil)
+	user := apiToken(t, "u", core.ActorTenantUser, "acme")
+	recs := []*core.Record{
+		{Kind: core.KindHTTP, Action: "invoice.get", Tenant: core.Tenant{ID: "acme"}, Method: "GET", Path: "/invoices/1", Status: 200},
+		{Kind: core.KindDelete, Action: "invoice.deleted", Tenant: core.Tenant{ID: "acme"}, ResourceType: "invoices", ResourceID: "1",
+			Before: map[string]any{"total": 1}},
+		{Kind: core.KindCustom, Action: "invoice.sent", Tenant: core.Tenant{ID: "globex"}},
+	}
+	e.write(recs...)
+	r := e.do(http.MethodGet, "/logs/export?format=ocsf&action_prefix=invoice.", user, nil)
+	if r.status != http.StatusOK || r.header.Get("Content-Type") != "application/x-ndjson" {
+		t.Fatalf("export: %d %s %s", r.status, r.header.Get("Content-Type"), r.body)
+	}
+	lines := strings.Split(strings.TrimSpace(string(r.body)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d events, want 2 (the tenant's):\n%s", len(lines), r.body)
+	}
+	want := map[string]int{recs[0].ID.String(): 600302, recs[1].ID.String(): 300404}
+	for _, l := range lines {
+		var ev struct {
+			TypeUID  int `json:"type_uid"`
+			Metadata struct {
+				UID       string `json:"uid"`
+				TenantUID string `json:"tenant_uid"`
+			} `json:"metadata"`
+		}
+		if err := json.Unmarshal([]byte(l), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if want[ev.Metadata.UID] != ev.TypeUID || ev.Metadata.TenantUID != "acme" {
+			t.Fatalf("event %s", l)
+		}
+	}
+}

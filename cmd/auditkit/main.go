@@ -2,7 +2,7 @@
 //
 // Usage:
 //
-//	auditkit migrate        create or upgrade the audit tables
+//	auditkit migrate        create or upgrade the audit tables (-partition: partition them online)
 //	auditkit check          check that a writer could write to them
 //	auditkit checkpoint     sign a checkpoint of every chain that moved (AUDIT_SIGNING_KEY)
 //	auditkit tail           follow new audit records live
@@ -11,6 +11,7 @@
 //	auditkit export         export a tenant's records (-format chain for verify-export)
 //	auditkit erase          erase a data subject by destroying its keys (-yes to confirm)
 //	auditkit partitions     list the partitions, report strays, drop (-archive) old ones
+//	auditkit ingest         store the records of a NATS JetStream stream (natsaudit)
 //	auditkit help [command] show usage, or a command's flags
 //
 // Every command takes -database-url, -schema and -timeout. Long work (verify, export) reports

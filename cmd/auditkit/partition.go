@@ -16,20 +16,30 @@ import (
 // runPartition converts audit_logs to partitions (migrate -partition), printing progress.
 func runPartition(ctx context.Context, env *cmdEnv, pool *pgxpool.Pool, schemaName string, o *migrateOptions) int {
 	var last time.Time
+	var unsaid *schema.PartitionProgress // the latest copy progress not printed yet
+	copied := func(p schema.PartitionProgress) {
+		pct := ""
+		if p.Estimate > 0 {
+			pct = fmt.Sprintf(" (~%d%%)", min(100, p.Copied*100/p.Estimate))
+		}
+		fmt.Fprintf(env.stderr, "partition: copied %d records%s in %s\n", p.Copied, pct, p.Elapsed.Round(time.Second))
+		last, unsaid = time.Now(), nil
+	}
 	res, err := schema.PartitionExisting(ctx, pool, schema.PartitionOptions{
 		BatchSize: o.batch, LockTimeout: o.lockTimeout, KeepOld: o.keepOld,
 		Progress: func(p schema.PartitionProgress) {
-			if p.Phase == "copy" && time.Since(last) < time.Second {
+			if p.Phase == "copy" {
+				if time.Since(last) < time.Second {
+					unsaid = &p // at most one line a second, and the last count before the next step
+					return
+				}
+				copied(p)
 				return
 			}
-			last = time.Now()
+			if unsaid != nil {
+				copied(*unsaid)
+			}
 			switch p.Phase {
-			case "copy":
-				pct := ""
-				if p.Estimate > 0 {
-					pct = fmt.Sprintf(" (~%d%%)", min(100, p.Copied*100/p.Estimate))
-				}
-				fmt.Fprintf(env.stderr, "partition: copied %d records%s in %s\n", p.Copied, pct, p.Elapsed.Round(time.Second))
 			case "prepare":
 				fmt.Fprintln(env.stderr, "partition: creating the partitioned copy and the triggers that keep it in step")
 			case "swap":

@@ -14,10 +14,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/auditkit/auditkit/core"
 )
 
-var scaleRows = flag.Int("scale.rows", 1_000_000, "BenchmarkScale: rows to generate in audit_logs")
+var (
+	scaleRows      = flag.Int("scale.rows", 1_000_000, "BenchmarkScale: rows to generate in audit_logs")
+	scaleKeep      = flag.Bool("scale.keep", false, "BenchmarkScale: keep the generated database and print its name")
+	scaleDB        = flag.String("scale.db", "", "BenchmarkScale: measure a database kept by -scale.keep instead of generating one")
+	scaleRetention = flag.Bool("scale.retention", false, "BenchmarkScale: end with retention (a batched delete, then a partition drop); it deletes most of the rows")
+)
 
 // BenchmarkScale measures the read side and the writer against an audit_logs of -scale.rows rows
 // (100 tenants over 30 days, half HTTP records, half row changes with before/after images, like
@@ -25,7 +32,11 @@ var scaleRows = flag.Int("scale.rows", 1_000_000, "BenchmarkScale: rows to gener
 // its own, which it drops at the end. It prints one table: the load, filtered pages (tenant + 7
 // days + one filter, 50 per page, through List), an export of every row (rows/s, peak Go heap),
 // the writer's COPY rows/s into the full table, and stats over 30 days (all tenants and one).
-// It runs only when asked for:
+// With -scale.retention it ends with retention on the same rows: a batched delete of the first
+// three days (ApplyRetention's statement), then DropPartitions of the month before the current
+// one, so that both are measured at the table's size. -scale.keep keeps the database (its name is
+// printed) and -scale.db measures a kept one again without generating it. It runs only when
+// asked for:
 //
 //	go test ./core/store -run '^$' -bench Scale -benchtime 1x -timeout 3h -scale.rows 10000000
 func BenchmarkScale(b *testing.B) {
@@ -36,69 +47,30 @@ func BenchmarkScale(b *testing.B) {
 
 func benchScale(b *testing.B, rows int) {
 	ctx := context.Background()
-	pool := ownDatabase(b, "auditkit_scale")
+	var pool *pgxpool.Pool
+	if *scaleDB != "" {
+		pool = existingDatabase(b, *scaleDB)
+	} else {
+		pool = ownDatabase(b, "auditkit_scale")
+	}
 	s, err := New(pool, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer s.Close()
 	report := func(format string, args ...any) { fmt.Printf(format+"\n", args...) }
-	report("## audit_logs with %d rows", rows)
-
-	// Load without the secondary indexes, then build them, as a bulk load would.
-	var defs []string
-	if err := pool.QueryRow(ctx, `SELECT coalesce(array_agg(indexdef), '{}') FROM pg_indexes
-		WHERE schemaname = 'public' AND tablename = 'audit_logs' AND indexname <> 'audit_logs_pkey'`).Scan(&defs); err != nil {
-		b.Fatal(err)
-	}
-	if _, err := pool.Exec(ctx, `DO $$ DECLARE r record; BEGIN
-		FOR r IN SELECT indexname FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'audit_logs' AND indexname <> 'audit_logs_pkey' LOOP
-			EXECUTE format('DROP INDEX %I', r.indexname);
-		END LOOP; END $$`); err != nil {
-		b.Fatal(err)
-	}
-	end := time.Now().UTC().Add(-time.Minute)
-	start := end.AddDate(0, 0, -30)
-	step := fmt.Sprintf("%d microseconds", (end.Sub(start) / time.Duration(rows)).Microseconds())
-	// The partitions a deployment running for a month would have (migration 0006).
-	if _, err := pool.Exec(ctx, `SELECT audit_create_partitions('audit_logs', $1, $2)`, start, end); err != nil {
-		b.Fatal(err)
-	}
-	t0 := time.Now()
-	const chunk = 500_000
-	for lo := 1; lo <= rows; lo += chunk {
-		if _, err := pool.Exec(ctx, scaleInsert, start, step, lo, min(lo+chunk-1, rows)); err != nil {
+	var start, end time.Time
+	if *scaleDB != "" {
+		if err := pool.QueryRow(ctx, `SELECT count(*), min(occurred_at), max(occurred_at) FROM audit_logs`).Scan(&rows, &start, &end); err != nil {
 			b.Fatal(err)
 		}
+		report("## audit_logs with %d rows (database %s, generated earlier)", rows, *scaleDB)
+	} else {
+		start, end = scaleGenerate(ctx, b, pool, rows, report)
 	}
-	loaded := time.Since(t0)
-	t1 := time.Now()
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		b.Fatal(err)
+	if *scaleKeep && *scaleDB == "" {
+		keepDatabase(b, pool)
 	}
-	if _, err := conn.Exec(ctx, `SET maintenance_work_mem = '512MB'`); err != nil {
-		b.Fatal(err)
-	}
-	for _, def := range defs {
-		// A partitioned table's index reads "ON ONLY audit_logs": built that way it would cover no
-		// partition.
-		def = strings.Replace(def, " ON ONLY ", " ON ", 1)
-		if _, err := conn.Exec(ctx, def); err != nil {
-			b.Fatalf("%s: %v", def, err)
-		}
-	}
-	if _, err := conn.Exec(ctx, `VACUUM (ANALYZE) audit_logs`); err != nil {
-		b.Fatal(err)
-	}
-	conn.Release()
-	var size, heap string
-	if err := pool.QueryRow(ctx, `SELECT pg_size_pretty(sum(pg_total_relation_size(c.oid))), pg_size_pretty(sum(pg_relation_size(c.oid)))
-		FROM pg_class c WHERE c.oid = 'audit_logs'::regclass OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'audit_logs'::regclass)`).Scan(&size, &heap); err != nil {
-		b.Fatal(err)
-	}
-	report("generated in %s, indexes and VACUUM ANALYZE in %s; %s with indexes (table %s)\n",
-		loaded.Round(time.Second), time.Since(t1).Round(time.Second), size, heap)
 
 	// Filtered pages.
 	rng := rand.New(rand.NewPCG(7, 11))
@@ -111,6 +83,7 @@ func benchScale(b *testing.B, rows int) {
 		return func() Filter { f := week; g(&f); return f }
 	}
 	filters := []filter{
+		{"no time range", func() Filter { return Filter{} }},
 		{"actor_id", with(func(f *Filter) { f.ActorID = fmt.Sprintf("user-%02d", rng.IntN(50)) })},
 		{"action", with(func(f *Filter) { f.Action = scaleResources[rng.IntN(len(scaleResources))] + ".update" })},
 		{"action_prefix", with(func(f *Filter) { f.ActionPrefix = scaleResources[rng.IntN(len(scaleResources))] + "." })},
@@ -234,6 +207,108 @@ func benchScale(b *testing.B, rows int) {
 		}
 	}
 	report("| all tenants, one scan of audit_logs (no counts), best of 3 | day | | | %s |\n", scaleMS(scanned))
+
+	if *scaleRetention {
+		scaleRetentionPhase(ctx, b, s, start, report)
+	}
+}
+
+// scaleRetentionPhase measures both ways of retention on the same table: ApplyRetention's
+// batched delete of the records of the first three days, then DropPartitions of every partition
+// before the current month.
+func scaleRetentionPhase(ctx context.Context, b *testing.B, s *Store, start time.Time, report func(string, ...any)) {
+	cutoff := start.Add(72 * time.Hour)
+	t := time.Now()
+	reps, err := s.ApplyRetention(ctx, RetentionPolicy{MaxAge: time.Since(cutoff)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	deleteTook := time.Since(t)
+	var deleted int64
+	for _, r := range reps {
+		deleted += r.Deleted
+	}
+	deleteRate := float64(deleted) / deleteTook.Seconds()
+	report("retention, batched delete (ApplyRetention, records before %s): %d records in %s, %.0f records/s",
+		cutoff.Format(time.DateTime), deleted, deleteTook.Round(10*time.Millisecond), deleteRate)
+	now := time.Now().UTC()
+	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	t = time.Now()
+	drops, err := s.DropPartitions(ctx, month, PartitionDropOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	dropTook := time.Since(t)
+	var dropped int64
+	for _, d := range drops {
+		dropped += d.Rows - d.Kept
+	}
+	report("retention, partition drop (DropPartitions before %s): %d partitions, %d records in %s; the batched delete's rate would take %s for them",
+		month.Format(time.DateOnly), len(drops), dropped, dropTook.Round(10*time.Millisecond),
+		(time.Duration(float64(dropped)/deleteRate) * time.Second).Round(time.Second))
+}
+
+// scaleGenerate fills pool's audit_logs with rows rows over the 30 days before now, builds its
+// indexes and returns the time range.
+func scaleGenerate(ctx context.Context, b *testing.B, pool *pgxpool.Pool, rows int, report func(string, ...any)) (start, end time.Time) {
+	report("## audit_logs with %d rows", rows)
+
+	// Load without the secondary indexes, then build them, as a bulk load would.
+	var defs []string
+	if err := pool.QueryRow(ctx, `SELECT coalesce(array_agg(indexdef), '{}') FROM pg_indexes
+		WHERE schemaname = 'public' AND tablename = 'audit_logs' AND indexname <> 'audit_logs_pkey'`).Scan(&defs); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `DO $$ DECLARE r record; BEGIN
+		FOR r IN SELECT indexname FROM pg_indexes WHERE schemaname = 'public' AND tablename = 'audit_logs' AND indexname <> 'audit_logs_pkey' LOOP
+			EXECUTE format('DROP INDEX %I', r.indexname);
+		END LOOP; END $$`); err != nil {
+		b.Fatal(err)
+	}
+	end = time.Now().UTC().Add(-time.Minute)
+	start = end.AddDate(0, 0, -30)
+	step := fmt.Sprintf("%d microseconds", (end.Sub(start) / time.Duration(rows)).Microseconds())
+	// The partitions a deployment running for a month would have (migration 0006).
+	if _, err := pool.Exec(ctx, `SELECT audit_create_partitions('audit_logs', $1, $2)`, start, end); err != nil {
+		b.Fatal(err)
+	}
+	t0 := time.Now()
+	const chunk = 500_000
+	for lo := 1; lo <= rows; lo += chunk {
+		if _, err := pool.Exec(ctx, scaleInsert, start, step, lo, min(lo+chunk-1, rows)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	loaded := time.Since(t0)
+	t1 := time.Now()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `SET maintenance_work_mem = '512MB'`); err != nil {
+		b.Fatal(err)
+	}
+	for _, def := range defs {
+		// A partitioned table's index reads "ON ONLY audit_logs": built that way it would cover no
+		// partition.
+		def = strings.Replace(def, " ON ONLY ", " ON ", 1)
+		if _, err := conn.Exec(ctx, def); err != nil {
+			b.Fatalf("%s: %v", def, err)
+		}
+	}
+	if _, err := conn.Exec(ctx, `VACUUM (ANALYZE) audit_logs`); err != nil {
+		b.Fatal(err)
+	}
+	conn.Release()
+	var size, heap string
+	if err := pool.QueryRow(ctx, `SELECT pg_size_pretty(sum(pg_total_relation_size(c.oid))), pg_size_pretty(sum(pg_relation_size(c.oid)))
+		FROM pg_class c WHERE c.oid = 'audit_logs'::regclass OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'audit_logs'::regclass)`).Scan(&size, &heap); err != nil {
+		b.Fatal(err)
+	}
+	report("generated in %s, indexes and VACUUM ANALYZE in %s; %s with indexes (table %s)\n",
+		loaded.Round(time.Second), time.Since(t1).Round(time.Second), size, heap)
+
+	return start, end
 }
 
 var scaleResources = []string{"invoices", "customers", "orders", "users", "projects", "tickets", "payments", "subscriptions", "documents", "teams"}

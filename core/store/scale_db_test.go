@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +35,9 @@ func ownDatabase(tb testing.TB, prefix string) *pgxpool.Pool {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() {
+		if _, kept := keptDatabases.Load(name); kept {
+			return
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		conn, err := pgx.Connect(ctx, pgtest.URL())
@@ -58,5 +63,31 @@ func ownDatabase(tb testing.TB, prefix string) *pgxpool.Pool {
 	if _, err := schema.Migrate(ctx, pool); err != nil {
 		tb.Fatal(err)
 	}
+	return pool
+}
+
+// keptDatabases holds the names of the databases of ownDatabase that keepDatabase kept.
+var keptDatabases sync.Map
+
+// keepDatabase keeps pool's database, made by ownDatabase, when tb ends, and prints its name.
+func keepDatabase(tb testing.TB, pool *pgxpool.Pool) {
+	name := pool.Config().ConnConfig.Database
+	keptDatabases.Store(name, true)
+	fmt.Printf("database %s is kept; drop it with: psql -h 127.0.0.1 -U postgres -c 'DROP DATABASE %s'\n", name, name)
+}
+
+// existingDatabase connects to the database name, kept earlier by keepDatabase.
+func existingDatabase(tb testing.TB, name string) *pgxpool.Pool {
+	tb.Helper()
+	u, err := url.Parse(pgtest.URL())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	u.Path = "/" + name
+	pool, err := pgxpool.New(context.Background(), u.String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(pool.Close)
 	return pool
 }

@@ -73,6 +73,14 @@ type APIOptions struct {
 	// pages may open the WebSocket stream. Nil allows same-origin pages and non-browser clients.
 	WebSocketOrigins []string
 
+	// Live is the source of the live stream (GET /logs/stream). Nil means the Store itself,
+	// which follows PostgreSQL's notifications of new rows. A natsaudit.Live follows the NATS
+	// JetStream subjects the records are published on instead: records then arrive when they are
+	// published, and a stream with a full-text search (q) is refused with 400, since only
+	// PostgreSQL evaluates it. Tenant scope, filters, formats, suspension and token expiry apply
+	// the same with either source.
+	Live store.LiveSource
+
 	// WriteTimeout bounds how long one write to a client may block: each chunk of an export and
 	// each Server-Sent Event (WebSocket writes have their own 10s bound). A client that stops
 	// reading for longer is cut off, which ends the export's database query and frees its

@@ -75,7 +75,13 @@ func (a *apiServer) stream(c *gin.Context) {
 	ctx := c.Request.Context()
 	// A suspension shuts a tenant's users out of its log, open streams included (platform
 	// administrators keep access); the store notices it, made by any process, within a second.
-	sub, err := a.st.SubscribeWith(ctx, sc, f, store.SubscribeOptions{EndOnSuspend: !p.admin})
+	// The live source is the Store (PostgreSQL notifications) unless APIOptions.Live names
+	// another, such as a message queue the records pass through.
+	var src store.LiveSource = a.st
+	if a.opts.Live != nil {
+		src = a.opts.Live
+	}
+	sub, err := src.SubscribeLive(ctx, sc, f, store.SubscribeOptions{EndOnSuspend: !p.admin})
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -156,7 +162,7 @@ func apiAcceptsEventStream(r *http.Request) bool {
 }
 
 // apiStreamEnd says why a stream ended, as a code and a message for the client.
-func apiStreamEnd(expired bool, sub *store.Subscription) (code, message string) {
+func apiStreamEnd(expired bool, sub store.LiveStream) (code, message string) {
 	err := sub.Err()
 	switch {
 	case expired:
@@ -175,7 +181,7 @@ func apiStreamEnd(expired bool, sub *store.Subscription) (code, message string) 
 
 // streamEvents writes Server-Sent Events: "event: log" with the record's id and JSON, a comment
 // as keep-alive, and a final "event: error" saying why the stream ended.
-func (a *apiServer) streamEvents(c *gin.Context, sub *store.Subscription, expiry <-chan time.Time, enc apiStreamEncoder) {
+func (a *apiServer) streamEvents(c *gin.Context, sub store.LiveStream, expiry <-chan time.Time, enc apiStreamEncoder) {
 	h := c.Writer.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
@@ -205,9 +211,10 @@ func (a *apiServer) streamEvents(c *gin.Context, sub *store.Subscription, expiry
 		send([]byte("event: error\ndata: " + string(body) + "\n\n"))
 	}
 	buf := make([]byte, 0, 4096)
+	records := sub.Records()
 	for {
 		select {
-		case r, ok := <-sub.C:
+		case r, ok := <-records:
 			if !ok {
 				end(false)
 				return
@@ -218,7 +225,7 @@ func (a *apiServer) streamEvents(c *gin.Context, sub *store.Subscription, expiry
 		drain:
 			for len(buf) < 256<<10 {
 				select {
-				case r, ok := <-sub.C:
+				case r, ok := <-records:
 					if !ok {
 						closed = true
 						break drain
@@ -284,7 +291,7 @@ func apiAppendEvent(buf []byte, r *store.Record, enc apiStreamEncoder) []byte {
 // streamWebSocket sends each record as a text message holding its JSON; the connection is closed
 // with StreamCloseLagged, StreamCloseTokenExpired, StreamCloseTenantSuspended or 1001 (going
 // away) and a reason.
-func (a *apiServer) streamWebSocket(c *gin.Context, sub *store.Subscription, expiry <-chan time.Time, enc apiStreamEncoder) {
+func (a *apiServer) streamWebSocket(c *gin.Context, sub store.LiveStream, expiry <-chan time.Time, enc apiStreamEncoder) {
 	conn, err := websocket.Accept(c.Writer, c.Request, &websocket.AcceptOptions{OriginPatterns: a.opts.WebSocketOrigins})
 	if err != nil {
 		return // Accept has answered the request
@@ -295,6 +302,7 @@ func (a *apiServer) streamWebSocket(c *gin.Context, sub *store.Subscription, exp
 	ctx := conn.CloseRead(context.WithoutCancel(c.Request.Context()))
 	tick := time.NewTicker(a.opts.StreamHeartbeat)
 	defer tick.Stop()
+	records := sub.Records()
 	closeWith := func(expired bool) {
 		code, msg := apiStreamEnd(expired, sub)
 		status := websocket.StatusNormalClosure
@@ -317,7 +325,7 @@ func (a *apiServer) streamWebSocket(c *gin.Context, sub *store.Subscription, exp
 	}
 	for {
 		select {
-		case r, ok := <-sub.C:
+		case r, ok := <-records:
 			if !ok {
 				closeWith(false)
 				return

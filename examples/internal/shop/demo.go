@@ -1,4 +1,4 @@
-package main
+package shop
 
 import (
 	"bytes"
@@ -25,18 +25,18 @@ type demoStep struct {
 	want   int
 }
 
-// runDemo plays the scenario against the server at base, over real HTTP, and prints the audit
-// trail it left.
-func runDemo(ctx context.Context, a *app, base string, out io.Writer) error {
+// runDemo plays the scenario against the server at base, over real HTTP, with userAgent as the
+// requests' User-Agent, and prints the audit trail it left.
+func runDemo(ctx context.Context, a *App, userAgent, base string, out io.Writer) error {
 	idb := make([]byte, 3)
 	_, _ = rand.Read(idb)
 	run := "demo-" + hex.EncodeToString(idb)
-	alice := a.token("alice", "alice@acme.example", "acme", "acme", time.Hour)
-	bob := a.token("bob", "bob@globex.example", "globex", "globex", time.Hour)
-	forged := signToken(strings.Repeat("f", 32), "mallory", "mallory@evil.example", "acme", "acme", time.Hour)
+	alice := a.Token("alice", "alice@acme.example", "acme", "acme", time.Hour)
+	bob := a.Token("bob", "bob@globex.example", "globex", "globex", time.Hour)
+	forged := signToken(strings.Repeat("f", 32), a.Cfg.Audience, "mallory", "mallory@evil.example", "acme", "acme", time.Hour)
 	client := &http.Client{Timeout: 10 * time.Second}
 
-	fmt.Fprintf(out, "Scenario %s against %s (schema %s)\n\n", run, base, a.cfg.Schema)
+	fmt.Fprintf(out, "Scenario %s against %s (schema %s)\n\n", run, base, a.Cfg.Schema)
 	n := 0
 	do := func(s demoStep) (map[string]any, error) {
 		n++
@@ -46,7 +46,7 @@ func runDemo(ctx context.Context, a *app, base string, out io.Writer) error {
 		}
 		req.Header.Set("Authorization", "Bearer "+s.token)
 		req.Header.Set("X-Request-ID", fmt.Sprintf("%s-%02d", run, n))
-		req.Header.Set("User-Agent", "http-gorm-demo")
+		req.Header.Set("User-Agent", userAgent)
 		if s.body != "" {
 			req.Header.Set("Content-Type", "application/json")
 		}
@@ -100,14 +100,14 @@ func runDemo(ctx context.Context, a *app, base string, out io.Writer) error {
 
 	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := a.writer.Flush(fctx); err != nil {
+	if err := a.Writer.Flush(fctx); err != nil {
 		return err
 	}
 	rows, err := a.trail(fctx, run+"-%")
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\nAudit trail (%d rows in %s.audit_logs):\n\n", len(rows), a.cfg.Schema)
+	fmt.Fprintf(out, "\nAudit trail (%d rows in %s.audit_logs):\n\n", len(rows), a.Cfg.Schema)
 	printTrail(out, rows)
 	return nil
 }
@@ -123,8 +123,8 @@ type trailRow struct {
 }
 
 // trail reads the rows whose request id matches pattern (a LIKE pattern).
-func (a *app) trail(ctx context.Context, pattern string) ([]trailRow, error) {
-	rs, err := a.pool.Query(ctx, `SELECT occurred_at, request_id, kind::text, action, severity::text,
+func (a *App) trail(ctx context.Context, pattern string) ([]trailRow, error) {
+	rs, err := a.Pool.Query(ctx, `SELECT occurred_at, request_id, kind::text, action, severity::text,
 		coalesce(actor_id, ''), actor_type::text, coalesce(tenant_id, ''), coalesce(method, ''),
 		coalesce(route, ''), coalesce(resource_type, ''), coalesce(resource_id, ''), status,
 		diff, after, metadata, request_body
@@ -160,7 +160,7 @@ func printTrail(out io.Writer, rows []trailRow) {
 			status = fmt.Sprint(*r.status)
 		}
 		if r.kind == "http" {
-			what = r.route // a ServeMux pattern names the method: "POST /customers"
+			what = r.route // a ServeMux pattern names the method ("POST /customers"), a Gin route does not
 			if !strings.HasPrefix(r.route, r.method+" ") {
 				what = r.method + " " + r.route
 			}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/google/uuid"
 )
 
 // rowDocs are the JSON documents of one row, encoded; nil stores NULL.
@@ -15,8 +17,9 @@ type rowDocs struct {
 // rowBatch turns the records of one batch into their audit_logs rows, redacting while it
 // encodes (see encode.go). The rows share one slice of values and a few large buffers for their
 // JSON documents, and a text value equal to the one in the row before is not boxed again: a batch
-// of ORM records repeats its tenant, actor, kind and resource type, so that a row costs the
-// allocations of what is new in it (its id, its time, its resource id) rather than one per value.
+// of ORM records repeats its tenant, actor, kind and resource type. The values that are new in a
+// row (its id, its time, its resource id, its JSON documents) are boxed into slots of per-batch
+// arenas (see rowbox.go), so that a row costs no allocation of its own beyond its share of those.
 type rowBatch struct {
 	red   *Redactor
 	vals  []any  // the values of the rows still to be made
@@ -33,7 +36,16 @@ const rowBufChunk = 64 << 10
 func newRowBatch(red *Redactor, n int) *rowBatch {
 	b := &rowBatch{red: red.rules(), vals: make([]any, n*len(Columns)), chunk: min(rowBufChunk, 2048*n)}
 	if n > 1 {
-		b.box = &rowBoxes{last: make([]any, len(Columns))}
+		b.box = &rowBoxes{
+			last:    make([]any, len(Columns)),
+			ids:     newBoxArena[uuid.UUID](n),
+			times:   newBoxArena[time.Time](n),
+			strs:    newBoxArena[string](n),
+			docs:    newBoxArena[[]byte](3 * n),
+			ints:    newBoxArena[int64](n),
+			int32s:  newBoxArena[int32](n),
+			address: newBoxArena[netip.Prefix](n),
+		}
 	}
 	return b
 }
@@ -107,13 +119,50 @@ func (r *Record) encodeQuery(d *rowDocs) error {
 }
 
 // rowBoxes holds the values of the row made before, so that an equal value is shared rather than
-// boxed again. A nil *rowBoxes boxes every value.
+// boxed again, and the arenas the values new in a row are boxed into. A nil *rowBoxes boxes every
+// value the ordinary way.
 type rowBoxes struct {
 	last []any // by column
 	// The default action of the last row that had none, and the fields it was made of.
 	kind         Kind
 	resourceType string
 	action       any
+
+	ids     boxArena[uuid.UUID]
+	times   boxArena[time.Time]
+	strs    boxArena[string]
+	docs    boxArena[[]byte]
+	ints    boxArena[int64]
+	int32s  boxArena[int32]
+	address boxArena[netip.Prefix]
+}
+
+// id returns the value of the id column.
+func (b *rowBoxes) id(u uuid.UUID) any {
+	if b == nil {
+		return u
+	}
+	return b.ids.box(u)
+}
+
+// doc returns the value of a JSON column: the document, or a nil []byte (NULL).
+func (b *rowBoxes) doc(d []byte) any {
+	if b == nil || d == nil {
+		return d
+	}
+	return b.docs.box(d)
+}
+
+// body returns the value of a body column: the JSON document of a body that the redactor has
+// already converted, or nil.
+func (b *rowBoxes) body(x *Body) any {
+	if x == nil || len(x.Data) == 0 {
+		return nil
+	}
+	if b == nil {
+		return x.Data
+	}
+	return b.docs.box(x.Data)
 }
 
 // text returns s as the value of an optional text column: nil when empty.
@@ -132,7 +181,7 @@ func (b *rowBoxes) str(col int, s string) any {
 	if p, ok := b.last[col].(string); ok && p == s {
 		return b.last[col]
 	}
-	v := any(s)
+	v := b.strs.box(s)
 	b.last[col] = v
 	return v
 }
@@ -143,12 +192,19 @@ func fillRow(dst []any, r *Record, d *rowDocs, box *rowBoxes) []any {
 	var ip any
 	if r.IP.IsValid() {
 		a := r.IP.Unmap()
-		ip = netip.PrefixFrom(a, a.BitLen())
+		if box != nil {
+			ip = box.address.box(netip.PrefixFrom(a, a.BitLen()))
+		} else {
+			ip = netip.PrefixFrom(a, a.BitLen())
+		}
 	}
 	var status, duration any
 	if r.Kind == KindHTTP || r.Status != 0 {
-		status = int32(r.Status)
-		duration = r.Duration.Microseconds()
+		if box != nil {
+			status, duration = box.int32s.box(int32(r.Status)), box.ints.box(r.Duration.Microseconds())
+		} else {
+			status, duration = int32(r.Status), r.Duration.Microseconds()
+		}
 	}
 	var action any
 	switch {
@@ -162,21 +218,25 @@ func fillRow(dst []any, r *Record, d *rowDocs, box *rowBoxes) []any {
 			box.kind, box.resourceType, box.action = r.Kind, r.ResourceType, action
 		}
 	}
-	occurred := any(r.OccurredAt)
-	if box != nil {
+	var occurred any
+	if box == nil {
+		occurred = r.OccurredAt
+	} else {
 		if t, ok := box.last[1].(time.Time); ok && t == r.OccurredAt {
 			occurred = box.last[1]
+		} else {
+			occurred = box.times.box(r.OccurredAt)
 		}
 		box.last[1] = occurred
 	}
 	return append(dst[:0],
-		r.ID, occurred, box.str(2, string(r.Kind)), action, box.str(4, string(r.Severity)),
+		box.id(r.ID), occurred, box.str(2, string(r.Kind)), action, box.str(4, string(r.Severity)),
 		box.text(5, r.Tenant.ID), box.text(6, r.Tenant.Slug),
 		box.text(7, r.Actor.ID), box.str(8, string(r.Actor.Type)), box.text(9, r.Actor.Email), box.text(10, r.Actor.Auth),
 		box.text(11, r.ResourceType), box.text(12, r.ResourceID),
-		d.before, d.after, d.diff,
-		box.text(16, r.RequestID), box.text(17, r.Method), box.text(18, r.Route), box.text(19, r.Path), d.query, status, duration,
-		ip, box.text(24, r.UserAgent), bodyJSON(r.RequestBody), bodyJSON(r.ResponseBody), d.meta, int16(RecordVersion),
+		box.doc(d.before), box.doc(d.after), box.doc(d.diff),
+		box.text(16, r.RequestID), box.text(17, r.Method), box.text(18, r.Route), box.text(19, r.Path), box.doc(d.query), status, duration,
+		ip, box.text(24, r.UserAgent), box.body(r.RequestBody), box.body(r.ResponseBody), box.doc(d.meta), int16(RecordVersion),
 		box.text(29, r.TraceID), box.text(30, r.SpanID),
 	)
 }

@@ -50,11 +50,3 @@ func rowValues(r *Record) ([]any, error) {
 	}
 	return fillRow(make([]any, len(Columns)), r, &d, nil), nil
 }
-
-// bodyJSON returns the JSON document of a body that Redactor.Record has already converted.
-func bodyJSON(b *Body) any {
-	if b == nil || len(b.Data) == 0 {
-		return nil
-	}
-	return b.Data
-}

@@ -126,22 +126,24 @@ func (s *Store) historyPage(ctx context.Context, sc Scope, f Filter, q HistoryQu
 	if order == OldestFirst {
 		dir, cmp, atCmp, bound, unbounded = "ASC", ">", ">=", "<=", "infinity"
 	}
-	var b sqlBuilder
-	rest := func() {
-		s.where(&b, sc, f)
-		if after != nil {
-			// The redundant condition on occurred_at alone is the one the index can use.
-			b.w(" AND occurred_at ", atCmp, " ", b.arg(after.at), " AND (occurred_at, id) ", cmp, " (", b.arg(after.at), ", ", b.arg(after.id), ")")
+	build := func(f Filter, need int) *sqlBuilder {
+		var b sqlBuilder
+		rest := func() {
+			s.where(&b, sc, f)
+			if after != nil {
+				// The redundant condition on occurred_at alone is the one the index can use.
+				b.w(" AND occurred_at ", atCmp, " ", b.arg(after.at), " AND (occurred_at, id) ", cmp, " (", b.arg(after.at), ", ", b.arg(after.id), ")")
+			}
 		}
+		b.w("SELECT ", selectColumns, " FROM ", s.logs)
+		rest()
+		b.w(" AND occurred_at ", bound, " COALESCE((SELECT occurred_at FROM ", s.logs)
+		rest()
+		b.w(" ORDER BY occurred_at ", dir, " LIMIT 1 OFFSET ", b.arg(need-1), "), '", unbounded, "'::timestamptz)")
+		b.w(" ORDER BY occurred_at ", dir, ", id ", dir, " LIMIT ", b.arg(need))
+		return &b
 	}
-	b.w("SELECT ", selectColumns, " FROM ", s.logs)
-	rest()
-	b.w(" AND occurred_at ", bound, " COALESCE((SELECT occurred_at FROM ", s.logs)
-	rest()
-	b.w(" ORDER BY occurred_at ", dir, " LIMIT 1 OFFSET ", b.arg(limit), "), '", unbounded, "'::timestamptz)")
-	b.w(" ORDER BY occurred_at ", dir, ", id ", dir, " LIMIT ", b.arg(limit+1))
-
-	return s.queryPage(ctx, sc, &b, limit, binding, "history")
+	return s.queryPage(ctx, sc, f, order, after, limit, build, binding, "history")
 }
 
 // FieldChange is one change of one field of a row: the record that made it and the field's

@@ -99,15 +99,29 @@ func (s *Store) ParseQuery(v url.Values) (Query, error) {
 	return q, nil
 }
 
-// queryPage runs the page query b, which asks for limit+1 records, decrypts what it returns,
-// and returns at most limit of them with the cursor after the last when there are more.
-func (s *Store) queryPage(ctx context.Context, sc Scope, b *sqlBuilder, limit int, binding, what string) (Page, error) {
+// pageQuery builds the statement of a page: the first need records of f in the page's order
+// after its cursor.
+type pageQuery func(f Filter, need int) *sqlBuilder
+
+// queryPage runs the page query of f in order after the position after (nil for a first page),
+// asking for limit+1 records, window by window on a partitioned table (page_window.go), decrypts
+// what it returns, and returns at most limit of them with the cursor after the last when there
+// are more.
+func (s *Store) queryPage(ctx context.Context, sc Scope, f Filter, order Order, after *position, limit int, build pageQuery, binding, what string) (Page, error) {
+	windows := newPageWindows(s.pageBounds(ctx), f, order, after, time.Now())
 	page := Page{Records: make([]*Record, 0, min(limit, 64))}
 	err := s.scoped(ctx, sc, func(db querier) error {
-		var err error
-		page.Records, err = queryRecords(ctx, db, page.Records, b.sb.String(), append([]any{customPlan}, b.args...)...)
-		if err != nil {
-			return err
+		for len(page.Records) <= limit {
+			wf, ok := windows.window()
+			if !ok {
+				break
+			}
+			b := build(wf, limit+1-len(page.Records))
+			var err error
+			page.Records, err = queryRecords(ctx, db, page.Records, b.sb.String(), append([]any{customPlan}, b.args...)...)
+			if err != nil {
+				return err
+			}
 		}
 		return s.decryptRecords(ctx, db, page.Records...)
 	})
@@ -162,9 +176,8 @@ func (s *Store) List(ctx context.Context, sc Scope, q Query) (Page, error) {
 		after = &p
 	}
 
-	b := s.listSQL(sc, q.Filter, order, after, limit)
-
-	return s.queryPage(ctx, sc, b, limit, binding, "list")
+	build := func(f Filter, need int) *sqlBuilder { return s.listSQL(sc, f, order, after, need-1) }
+	return s.queryPage(ctx, sc, q.Filter, order, after, limit, build, binding, "list")
 }
 
 // listSQL builds the statement of one page: limit+1 records of f in scope, in order, after the
@@ -192,7 +205,19 @@ func (s *Store) listSQL(sc Scope, f Filter, order Order, after *position, limit 
 	orderBy := " ORDER BY occurred_at " + dir + ", id " + dir
 	b.w(orderBy, " LIMIT ", b.arg(limit+1))
 	if keysFirst {
-		b.w(") k USING (id, occurred_at)", orderBy)
+		b.w(") k USING (id, occurred_at)")
+		// The time range again on the outer side, so that on a partitioned table it too is
+		// planned over the range's partitions only: the join's equality does not carry a range
+		// over to it.
+		conj := " WHERE "
+		if !f.From.IsZero() {
+			b.w(conj, s.logs, ".occurred_at >= ", b.arg(f.From))
+			conj = " AND "
+		}
+		if !f.To.IsZero() {
+			b.w(conj, s.logs, ".occurred_at < ", b.arg(f.To))
+		}
+		b.w(orderBy)
 	}
 	return b
 }

@@ -133,6 +133,8 @@ type Store struct {
 	hub     *hub
 
 	statsRefreshing atomic.Bool // a background RefreshStats runs
+
+	partBounds partitionBounds // the partition bounds pages are read by (page_window.go)
 }
 
 // New returns a Store on pool (which the caller keeps owning and closes after the Store). It

@@ -90,6 +90,7 @@ type stmtState struct {
 	where  []clause.Expression // the statement's filter, without the pin
 	before []row
 	pkType string         // database type of the (first) primary key column
+	kinds  []colKind      // the kinds of the model's columns, as the locking read found them
 	locked map[string]int // key -> index in before
 	reread bool           // after images are read again after the statement
 	// replay: GORM reads the INSERT's RETURNING itself; the plugin adds its columns to it and
@@ -112,6 +113,8 @@ type stmtState struct {
 	// few: the statement changes at most a handful of rows (one struct inserted, the locked
 	// rows of an update), so that its RETURNING may carry the transaction's id on every row.
 	few bool
+
+	sc stmtConn // the statement's connection pool while it is captured
 
 	// resolved is the model found by the table's name for a statement GORM runs without one
 	// (db.Table("items") with a map): GORM adds no soft-delete scope and reads no RETURNING then.
@@ -144,18 +147,20 @@ func (c *stmtConn) ExecContext(ctx context.Context, query string, args ...any) (
 		return c.ConnPool.ExecContext(ctx, query, args...)
 	}
 	st.ran = true
-	q := query + st.returning
 	var id *string
+	xid := ""
 	t := txnOf(c.ConnPool)
 	if st.few && t != nil && !t.knowsID() {
-		q += xidColumn
+		xid = xidColumn
 		id = new(string)
 	}
+	q := query + st.returning + xid
 	rows, err := unprepared(c.ConnPool).QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
-	st.out, _, err = scanRowsXID(rows, st.m, st.nextra, st.itemiseAfter, id)
+	// The columns are those the locking read returned, of the same table, still locked.
+	st.out, _, _, err = scanResult(rows, st.m, scanShape{nextra: st.nextra, xid: id, kinds: st.knownKinds()}, st.itemiseAfter)
 	if err != nil {
 		return nil, fmt.Errorf("gormaudit: reading the rows %s changed: %w", st.table, err)
 	}
@@ -187,13 +192,14 @@ func (c *stmtConn) QueryContext(ctx context.Context, query string, args ...any) 
 func (c *stmtConn) replayInsert(ctx context.Context, query string, args []any) (*sql.Rows, error) {
 	st := c.st
 	st.ran = true
-	q := query + st.returning
 	var id *string
+	xid := ""
 	t := txnOf(c.ConnPool)
 	if st.few && t != nil && !t.knowsID() {
-		q += xidColumn
+		xid = xidColumn
 		id = new(string)
 	}
+	q := query + st.returning + xid
 	rows, err := unprepared(c.ConnPool).QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
@@ -215,7 +221,7 @@ func (c *stmtConn) replayInsert(ctx context.Context, query string, args []any) (
 	for _, ct := range r.types {
 		r.cols = append(r.cols, ct.Name())
 	}
-	st.out, _, err = scanResult(rows, st.m, lead, 0, st.itemiseAfter, id, r.keepValues())
+	st.out, _, _, err = scanResult(rows, st.m, scanShape{lead: lead, xid: id, keep: r.keepValues(), types: types}, st.itemiseAfter)
 	if err != nil {
 		return nil, err
 	}
@@ -321,6 +327,21 @@ func cutWordFold(s, word string) (string, bool) {
 	return s, true
 }
 
+// knownKinds returns the kinds of the model's columns as the locking read found them, for the
+// statement's RETURNING: the same columns of the same table, whose lock (taken by the read,
+// held until the transaction ends) keeps their types from changing. Nil when the statement's
+// table could not be told in advance (see writtenTable): the intercepted statement is then
+// known only by its kind.
+func (st *stmtState) knownKinds() []colKind {
+	if st.written == "" {
+		return nil
+	}
+	return st.kinds
+}
+
+// itemiseBefore decides which rows of the locking read get an image: the first st.max.
+func (st *stmtState) itemiseBefore(i int, _ string) bool { return i < st.max }
+
 // itemiseAfter decides which rows read after the statement get an image: those whose before
 // image was itemised, and, up to the cap, rows with no before image.
 func (st *stmtState) itemiseAfter(i int, key string) bool {
@@ -382,7 +403,8 @@ func (p *Plugin) before(o op) func(*gorm.DB) {
 				db.AddError(err)
 				return
 			}
-			db.Statement.ConnPool = &stmtConn{ConnPool: st.conn, st: st}
+			st.sc = stmtConn{ConnPool: st.conn, st: st}
+			db.Statement.ConnPool = &st.sc
 			return
 		}
 		var (
@@ -412,7 +434,8 @@ func (p *Plugin) before(o op) func(*gorm.DB) {
 		if !capture {
 			return
 		}
-		db.Statement.ConnPool = &stmtConn{ConnPool: st.conn, st: st}
+		st.sc = stmtConn{ConnPool: st.conn, st: st}
+		db.Statement.ConnPool = &st.sc
 	}
 }
 
@@ -672,8 +695,12 @@ func (p *Plugin) planCreate(db *gorm.DB, st *stmtState) (bool, error) {
 			return false, err
 		}
 		if !st.upsert && !hasReturning(stmt) {
-			st.replay, st.prefix, st.written = true, "INSERT", writtenTable(stmt)
-			st.returning = ", " + st.m.list(stmt, st.table)
+			st.replay, st.prefix = true, "INSERT"
+			if t := st.text(stmt); t != nil {
+				st.written, st.returning = t.written, t.addList
+			} else {
+				st.written, st.returning = writtenTable(stmt), ", "+st.m.list(stmt, st.table)
+			}
 		}
 		return true, nil
 	}
@@ -838,8 +865,21 @@ func (st *stmtState) intercept(db *gorm.DB, prefix string) {
 		return
 	}
 	st.prefix = prefix
+	if t := st.text(db.Statement); t != nil {
+		st.written, st.returning = t.written, t.returning
+		return
+	}
 	st.written = writtenTable(db.Statement)
 	st.returning = " RETURNING " + st.m.list(db.Statement, st.table)
+}
+
+// text returns the model's texts for the statement's table (see tableText), or nil when the
+// statement names its table through a table expression.
+func (st *stmtState) text(stmt *gorm.Statement) *tableText {
+	if stmt.TableExpr != nil {
+		return nil
+	}
+	return st.m.text(stmt, st.table)
 }
 
 // writtenTable returns the statement's table as GORM writes it into INSERT, UPDATE and DELETE:
@@ -867,6 +907,7 @@ func (p *Plugin) lockBefore(db *gorm.DB, st *stmtState, where []clause.Expressio
 	}
 	var before []row
 	var pkType string
+	var kinds []colKind
 	err := st.guard(db.Statement.Context, st.riskyRead, func() error {
 		rows, err := p.readByKey(db, st, where, scoped, strength)
 		if rows == nil && err == nil {
@@ -875,7 +916,7 @@ func (p *Plugin) lockBefore(db *gorm.DB, st *stmtState, where []clause.Expressio
 		if err != nil {
 			return err
 		}
-		before, pkType, err = scanRows(rows, st.m, 0, func(i int, _ string) bool { return i < st.max })
+		before, kinds, pkType, err = scanResult(rows, st.m, scanShape{}, st.itemiseBefore)
 		return err
 	})
 	if err != nil {
@@ -899,7 +940,7 @@ func (p *Plugin) lockBefore(db *gorm.DB, st *stmtState, where []clause.Expressio
 		st.locked[r.key] = len(kept)
 		kept = append(kept, r)
 	}
-	st.before, st.pkType = kept, pkType
+	st.before, st.pkType, st.kinds = kept, pkType, kinds
 	st.budget = max(st.max-len(kept), 0)
 	return nil
 }
@@ -1000,8 +1041,13 @@ func (p *Plugin) readByKey(db *gorm.DB, st *stmtState, where []clause.Expression
 	if rv := reflect.ValueOf(eq.Value); rv.Kind() == reflect.Slice && rv.Type().Elem().Kind() != reflect.Uint8 {
 		return nil, nil
 	}
-	head, order := st.m.keyQuery(stmt, st.table, false)
-	return st.q().QueryContext(stmt.Context, head+" = $1"+order+" FOR "+strength, eq.Value)
+	t := st.m.text(stmt, st.table) // stmt.TableExpr is nil
+	for i, s := range strengths {
+		if s == strength {
+			return st.q().QueryContext(stmt.Context, t.lockByKey[i], eq.Value)
+		}
+	}
+	return st.q().QueryContext(stmt.Context, t.keyHead[0]+" = $1"+t.keyOrder+" FOR "+strength, eq.Value)
 }
 
 // readKeys reads rows by primary key (keys as returned by keysOf or row.pk), unlocked. For a
@@ -1045,7 +1091,13 @@ func (st *stmtState) pin(db *gorm.DB) {
 		return // the read failed: the statement runs as without the plugin
 	}
 	st.pinned = true
-	st.pinPrefix, st.pinTable = "UPDATE", writtenTable(db.Statement)
+	st.pinPrefix = "UPDATE"
+	t := st.text(db.Statement)
+	if t != nil {
+		st.pinTable = t.written
+	} else {
+		st.pinTable = writtenTable(db.Statement)
+	}
 	if st.op == opDelete && !st.soft {
 		st.pinPrefix = "DELETE"
 	}
@@ -1058,15 +1110,26 @@ func (st *stmtState) pin(db *gorm.DB) {
 	if len(st.before)*st.m.npk > pinMaxParams {
 		return
 	}
-	keys := make([]any, len(st.before))
-	for i, r := range st.before {
-		if st.m.npk == 1 {
-			keys[i] = r.pk[0]
-		} else {
-			keys[i] = r.pk
+	var keys []any
+	if len(st.before) == 1 && st.m.npk == 1 {
+		keys = st.before[0].pk // one key of one column: a list of one value already
+	} else {
+		keys = make([]any, len(st.before))
+		for i, r := range st.before {
+			if st.m.npk == 1 {
+				keys[i] = r.pk[0]
+			} else {
+				keys[i] = r.pk
+			}
 		}
 	}
-	db.Statement.AddClause(clause.Where{Exprs: []clause.Expression{st.m.pkIn(st.table, keys)}})
+	var in clause.Expression
+	if t != nil {
+		in = clause.IN{Column: t.pkCol, Values: keys}
+	} else {
+		in = st.m.pkIn(st.table, keys)
+	}
+	db.Statement.AddClause(clause.Where{Exprs: []clause.Expression{in}})
 }
 
 // anyOf returns "<column> = ANY(?::<type>[])" with the keys as one array literal, for keys the

@@ -222,71 +222,65 @@ func prefixClauses(db *gorm.DB) []string {
 
 // hasSubquery reports whether conditions hold a subquery (a *gorm.DB value), at any depth.
 func hasSubquery(exprs []clause.Expression) bool {
-	var vals func(vs ...any) bool
-	vals = func(vs ...any) bool {
-		for _, v := range vs {
-			switch x := v.(type) {
-			case *gorm.DB:
-				return true
-			case clause.Expression:
-				if hasSubquery([]clause.Expression{x}) {
-					return true
-				}
-			case []any:
-				if vals(x...) {
-					return true
-				}
-			}
-		}
-		return false
-	}
 	for _, e := range exprs {
-		switch x := e.(type) {
-		case clause.Expr:
-			if vals(x.Vars...) {
-				return true
-			}
-		case clause.NamedExpr:
-			if vals(x.Vars...) {
-				return true
-			}
-		case clause.IN:
-			if vals(x.Values...) {
-				return true
-			}
-		case clause.Eq:
-			if vals(x.Value) {
-				return true
-			}
-		case clause.Neq:
-			if vals(x.Value) {
-				return true
-			}
-		case clause.AndConditions:
-			if hasSubquery(x.Exprs) {
-				return true
-			}
-		case clause.OrConditions:
-			if hasSubquery(x.Exprs) {
-				return true
-			}
-		case clause.NotConditions:
-			if hasSubquery(x.Exprs) {
-				return true
-			}
-		case clause.Where:
-			if hasSubquery(x.Exprs) {
-				return true
-			}
-		default:
-			// Comparison clauses of other types hold a Value field.
-			rv := reflect.Indirect(reflect.ValueOf(e))
-			if rv.Kind() == reflect.Struct {
-				if f := rv.FieldByName("Value"); f.IsValid() && f.CanInterface() && vals(f.Interface()) {
-					return true
-				}
-			}
+		if subqueryIn(e) {
+			return true
 		}
+	}
+	return false
+}
+
+// subqueryIn reports whether one condition holds a subquery, at any depth.
+func subqueryIn(e clause.Expression) bool {
+	switch x := e.(type) {
+	case clause.Expr:
+		return subqueryValues(x.Vars)
+	case clause.NamedExpr:
+		return subqueryValues(x.Vars)
+	case clause.IN:
+		return subqueryValues(x.Values)
+	case clause.Eq:
+		return subqueryValue(x.Value)
+	case clause.Neq:
+		return subqueryValue(x.Value)
+	case clause.AndConditions:
+		return hasSubquery(x.Exprs)
+	case clause.OrConditions:
+		return hasSubquery(x.Exprs)
+	case clause.NotConditions:
+		return hasSubquery(x.Exprs)
+	case clause.Where:
+		return hasSubquery(x.Exprs)
+	}
+	// Comparison clauses of other types hold a Value field.
+	rv := reflect.Indirect(reflect.ValueOf(e))
+	if rv.Kind() == reflect.Struct {
+		if f := rv.FieldByName("Value"); f.IsValid() && f.CanInterface() && subqueryValue(f.Interface()) {
+			return true
+		}
+	}
+	return false
+}
+
+// subqueryValues reports whether bound values hold a subquery, at any depth.
+func subqueryValues(vs []any) bool {
+	for _, v := range vs {
+		if subqueryValue(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// subqueryValue reports whether a bound value is or holds a subquery.
+func subqueryValue(v any) bool {
+	switch x := v.(type) {
+	case *gorm.DB:
+		return true
+	case clause.Expression:
+		return subqueryIn(x)
+	case []any:
+		return subqueryValues(x)
 	}
 	return false
 }

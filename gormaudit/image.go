@@ -56,38 +56,80 @@ const (
 // whether a row gets an image or only its key. It closes rows. pkType is the database type of
 // the first primary key column, as the driver names it.
 func scanRows(rows *sql.Rows, m *model, nextra int, itemise func(i int, key string) bool) (out []row, pkType string, err error) {
-	return scanRowsXID(rows, m, nextra, itemise, nil)
+	out, _, pkType, err = scanResult(rows, m, scanShape{nextra: nextra}, itemise)
+	return out, pkType, err
 }
 
 // scanRowsXID is scanRows for a result whose last column is the transaction's id (xidColumn),
 // when xid is not nil: the value of the first row is stored there, empty when there is none.
 func scanRowsXID(rows *sql.Rows, m *model, nextra int, itemise func(i int, key string) bool, xid *string) (out []row, pkType string, err error) {
-	return scanResult(rows, m, 0, nextra, itemise, xid, nil)
+	out, _, pkType, err = scanResult(rows, m, scanShape{nextra: nextra, xid: xid}, itemise)
+	return out, pkType, err
 }
 
-// scanResult is scanRowsXID for a result whose model columns follow lead columns of another
-// reader's: keep receives the lead values of each row (the slice is reused).
-func scanResult(rows *sql.Rows, m *model, lead, nextra int, itemise func(i int, key string) bool, xid *string, keep func([]any)) (out []row, pkType string, err error) {
+// scanShape describes a result scanResult reads beyond the model's columns, and what is known
+// of it already.
+type scanShape struct {
+	lead   int // columns of another reader before the model's columns
+	nextra int // boolean columns after them (see row.fresh and row.ours)
+	// xid, when not nil, receives the value of the last column of the first row: the
+	// transaction's id (xidColumn), empty when there is no row.
+	xid *string
+	// keep receives the lead values of each row (the slice is reused).
+	keep func([]any)
+	// types are the result's column types when the caller has read them already.
+	types []*sql.ColumnType
+	// kinds are the kinds of the model's columns when they are known already: from a read of
+	// the same columns of the same table earlier in the same transaction, after which the
+	// table's lock keeps their types from changing. The column types are not read then, and
+	// pkType is returned empty.
+	kinds []colKind
+}
+
+// scanResult reads a result whose model columns follow shape.lead columns of another reader's
+// and are followed by shape.nextra boolean columns and, with shape.xid, the transaction's id.
+// It returns the rows, the kinds of the model's columns and the database type of the first
+// primary key column (see scanRows), and closes rows.
+func scanResult(rows *sql.Rows, m *model, shape scanShape, itemise func(i int, key string) bool) (out []row, kinds []colKind, pkType string, err error) {
 	defer rows.Close()
-	types, err := rows.ColumnTypes()
-	if err != nil {
-		return nil, "", err
-	}
+	lead, nextra, xid := shape.lead, shape.nextra, shape.xid
 	n := len(m.cols)
 	width := lead + n + nextra
 	if xid != nil {
 		width++
 	}
-	if len(types) != width {
-		return nil, "", fmt.Errorf("gormaudit: %d columns in the result, want %d", len(types), width)
+	types, kinds := shape.types, shape.kinds
+	if len(kinds) != n {
+		kinds = nil
 	}
-	pkType = types[lead].DatabaseTypeName()
-	kinds := make([]colKind, n)
-	for i := range n {
-		kinds[i] = kindOf(types[lead+i].DatabaseTypeName(), m.cols[i].jsonSer)
+	var got int
+	switch {
+	case types != nil:
+		got = len(types)
+	case kinds != nil:
+		cols, err := rows.Columns()
+		if err != nil {
+			return nil, nil, "", err
+		}
+		got = len(cols)
+	default:
+		if types, err = rows.ColumnTypes(); err != nil {
+			return nil, nil, "", err
+		}
+		got = len(types)
 	}
-	all := make([]any, width)
-	ptrs := make([]any, width)
+	if got != width {
+		return nil, nil, "", fmt.Errorf("gormaudit: %d columns in the result, want %d", got, width)
+	}
+	if kinds == nil {
+		pkType = types[lead].DatabaseTypeName()
+		kinds = make([]colKind, n)
+		for i := range n {
+			kinds[i] = kindOf(types[lead+i].DatabaseTypeName(), m.cols[i].jsonSer)
+		}
+	}
+	buf := make([]any, 2*width) // the values, then pointers to them
+	all, ptrs := buf[:width:width], buf[width:]
 	for i := range all {
 		ptrs[i] = &all[i]
 	}
@@ -96,10 +138,10 @@ func scanResult(rows *sql.Rows, m *model, lead, nextra int, itemise func(i int, 
 	for rows.Next() {
 		clear(all)
 		if err := rows.Scan(ptrs...); err != nil {
-			return nil, "", err
+			return nil, nil, "", err
 		}
-		if keep != nil {
-			keep(all[:lead])
+		if shape.keep != nil {
+			shape.keep(all[:lead])
 		}
 		if len(pks) < m.npk {
 			pks = make([]any, 64*m.npk)
@@ -130,7 +172,7 @@ func scanResult(rows *sql.Rows, m *model, lead, nextra int, itemise func(i int, 
 		}
 		out = append(out, r)
 	}
-	return out, pkType, rows.Err()
+	return out, kinds, pkType, rows.Err()
 }
 
 func kindOf(dbType string, jsonSer bool) colKind {

@@ -22,6 +22,47 @@ type model struct {
 	npk      int      // number of primary key columns
 	softCol  string   // the soft-delete column (gorm.DeletedAt), if any
 	lists    sync.Map // per table: the quoted column list (string), key queries (*[2]string)
+	texts    sync.Map // per table named plainly (no table expression): *tableText
+}
+
+// tableText is the SQL text the plugin writes for the statements of a model on one table that
+// the statement names plainly (no table expression), built once: a statement then costs no
+// quoting and no concatenation beyond joining GORM's own text to it.
+type tableText struct {
+	list      string // the quoted, qualified column list
+	written   string // the table as GORM writes it into INSERT, UPDATE and DELETE
+	returning string // " RETURNING <list>", added to an UPDATE, DELETE or INSERT
+	addList   string // ", <list>", added to GORM's own RETURNING of an INSERT
+	// keyHead[withID] and keyOrder are keyQuery's texts; lockByKey[strength] is readByKey's
+	// query for each lock strength in strengths.
+	keyHead   [2]string
+	keyOrder  string
+	lockByKey [len(strengths)]string
+	pkCol     any // pkColumn's value
+}
+
+// strengths are the lock strengths of the plugin's locking reads.
+var strengths = [...]string{"NO KEY UPDATE", "UPDATE", "KEY SHARE"}
+
+// text returns the model's texts for a statement on table without a table expression.
+func (m *model) text(stmt *gorm.Statement, table string) *tableText {
+	if v, ok := m.texts.Load(table); ok {
+		return v.(*tableText)
+	}
+	t := &tableText{list: m.list(stmt, table)}
+	var b strings.Builder
+	stmt.QuoteTo(&b, table)
+	t.written = b.String()
+	t.returning = " RETURNING " + t.list
+	t.addList = ", " + t.list
+	t.pkCol = m.pkColumn(table)
+	t.keyHead[0], t.keyOrder = m.keyQuery(stmt, table, false)
+	t.keyHead[1], _ = m.keyQuery(stmt, table, true)
+	for i, s := range strengths {
+		t.lockByKey[i] = t.keyHead[0] + " = $1" + t.keyOrder + " FOR " + s
+	}
+	v, _ := m.texts.LoadOrStore(table, t)
+	return v.(*tableText)
 }
 
 // column is one column read into the images.

@@ -77,6 +77,48 @@ func newNames(tb testing.TB, nc *nats.Conn) names {
 	return n
 }
 
+// pipe is a test's NATS connection, its own stream (deleted when the test ends) and a Sink
+// publishing to it.
+type pipe struct {
+	nc     *nats.Conn
+	names  names
+	stream jetstream.Stream
+	sink   *natsaudit.Sink
+}
+
+// newPipe connects to the test NATS server and creates the test's own stream and a Sink on it.
+func newPipe(tb testing.TB) pipe {
+	tb.Helper()
+	nc := connect(tb, natsURL())
+	p := pipe{nc: nc, names: newNames(tb, nc)}
+	var err error
+	if p.stream, err = natsaudit.EnsureStream(context.Background(), nc, p.names.streamOptions()); err != nil {
+		tb.Fatal(err)
+	}
+	if p.sink, err = natsaudit.NewSink(nc, p.names.sinkOptions()); err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+// publish writes recs through the pipe's Sink.
+func (p pipe) publish(tb testing.TB, recs []*core.Record) {
+	tb.Helper()
+	if err := p.sink.Write(context.Background(), recs); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// nowRecords returns records 0 to n-1 of a test load, occurring now.
+func nowRecords(n int) []*core.Record {
+	recs := make([]*core.Record, n)
+	for i := range recs {
+		recs[i] = newRecord(i)
+		recs[i].OccurredAt = time.Now()
+	}
+	return recs
+}
+
 func (n names) streamOptions() natsaudit.StreamOptions {
 	return natsaudit.StreamOptions{Name: n.stream, SubjectPrefix: n.prefix}
 }

@@ -75,17 +75,8 @@ func TestBadOptions(t *testing.T) {
 func TestPipeline(t *testing.T) {
 	const n = 3000
 	ctx := context.Background()
-	nc := connect(t, natsURL())
-	names := newNames(t, nc)
-	stream, err := natsaudit.EnsureStream(ctx, nc, names.streamOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sink, err := natsaudit.NewSink(nc, names.sinkOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := core.NewWriter(sink, core.WriterOptions{FlushInterval: 20 * time.Millisecond, Logger: testLogger()})
+	p := newPipe(t)
+	w := core.NewWriter(p.sink, core.WriterOptions{FlushInterval: 20 * time.Millisecond, Logger: testLogger()})
 	direct := pgtest.New(t)
 	dw := core.NewWriter(core.NewPostgresSink(direct.Pool, core.PostgresSinkOptions{Schema: direct.Schema}),
 		core.WriterOptions{FlushInterval: 20 * time.Millisecond, Logger: testLogger()})
@@ -103,17 +94,17 @@ func TestPipeline(t *testing.T) {
 	}
 	closeWriter(t, w)
 	closeWriter(t, dw)
-	if st := sink.Stats(); st.Published != n || st.Duplicates != 0 {
+	if st := p.sink.Stats(); st.Published != n || st.Duplicates != 0 {
 		t.Fatalf("sink stats %+v, want %d published", st, n)
 	}
 
 	// One subject per tenant.
-	info, err := stream.Info(ctx, jetstream.WithSubjectFilter(names.prefix+".>"))
+	info, err := p.stream.Info(ctx, jetstream.WithSubjectFilter(p.names.prefix+".>"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, tenant := range tenants {
-		subj := natsaudit.Subject(names.prefix, tenant)
+		subj := natsaudit.Subject(p.names.prefix, tenant)
 		want := uint64(n / len(tenants))
 		if i < n%len(tenants) {
 			want++
@@ -124,7 +115,7 @@ func TestPipeline(t *testing.T) {
 	}
 
 	db := pgtest.New(t)
-	in := startIngest(t, nc, names, db, nil)
+	in := startIngest(t, p.nc, p.names, db, nil)
 	waitCount(t, db, n, 30*time.Second)
 	if st := in.Stats(); st.Written != n || st.Fetched != n || st.Failed != 0 || st.Pending != 0 || st.Batches == 0 || st.LastCommit.IsZero() {
 		t.Errorf("ingest stats %+v", st)
@@ -187,26 +178,13 @@ func TestReplay(t *testing.T) {
 func testReplay(t *testing.T, chained bool) {
 	const n = 1200
 	ctx := context.Background()
-	nc := connect(t, natsURL())
-	names := newNames(t, nc)
-	if _, err := natsaudit.EnsureStream(ctx, nc, names.streamOptions()); err != nil {
-		t.Fatal(err)
+	p := newPipe(t)
+	nc, names := p.nc, p.names
+	recs := nowRecords(n)
+	for range 2 { // the second time within the duplicate window
+		p.publish(t, recs)
 	}
-	sink, err := natsaudit.NewSink(nc, names.sinkOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs := make([]*core.Record, n)
-	for i := range recs {
-		recs[i] = newRecord(i)
-		recs[i].OccurredAt = time.Now()
-	}
-	for range 2 {
-		if err := sink.Write(ctx, recs); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if st := sink.Stats(); st.Published != n || st.Duplicates != n {
+	if st := p.sink.Stats(); st.Published != n || st.Duplicates != n {
 		t.Fatalf("sink stats %+v, want %d published and %d duplicates", st, n, n)
 	}
 	// The same records under other message ids: the stream keeps them.
@@ -321,36 +299,22 @@ func TestSinkErrors(t *testing.T) {
 func TestSharedConsumer(t *testing.T) {
 	const n = 6000
 	ctx := context.Background()
-	nc := connect(t, natsURL())
-	names := newNames(t, nc)
-	if _, err := natsaudit.EnsureStream(ctx, nc, names.streamOptions()); err != nil {
-		t.Fatal(err)
-	}
-	js, err := jetstream.New(nc)
+	p := newPipe(t)
+	js, err := jetstream.New(p.nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.Publish(ctx, natsaudit.Subject(names.prefix, "acme"), []byte("not a record")); err != nil {
+	if _, err := js.Publish(ctx, natsaudit.Subject(p.names.prefix, "acme"), []byte("not a record")); err != nil {
 		t.Fatal(err)
 	}
-	sink, err := natsaudit.NewSink(nc, names.sinkOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs := make([]*core.Record, n)
-	for i := range recs {
-		recs[i] = newRecord(i)
-		recs[i].OccurredAt = time.Now()
-	}
+	recs := nowRecords(n)
 	for i := 0; i < n; i += 500 {
-		if err := sink.Write(ctx, recs[i:i+500]); err != nil {
-			t.Fatal(err)
-		}
+		p.publish(t, recs[i:i+500])
 	}
 	db := pgtest.New(t)
 	var ins []*natsaudit.Ingester
 	for range 3 {
-		ins = append(ins, startIngest(t, connect(t, natsURL()), names, db, func(o *natsaudit.IngestOptions) {
+		ins = append(ins, startIngest(t, connect(t, natsURL()), p.names, db, func(o *natsaudit.IngestOptions) {
 			o.BatchSize = 100
 			o.Logger = quietLogger()
 		}))
@@ -377,27 +341,11 @@ func TestSharedConsumer(t *testing.T) {
 // TestProgressLog: while records flow, the Ingester logs its progress with the records written,
 // the rate and the backlog.
 func TestProgressLog(t *testing.T) {
-	ctx := context.Background()
-	nc := connect(t, natsURL())
-	names := newNames(t, nc)
-	if _, err := natsaudit.EnsureStream(ctx, nc, names.streamOptions()); err != nil {
-		t.Fatal(err)
-	}
-	sink, err := natsaudit.NewSink(nc, names.sinkOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs := make([]*core.Record, 300)
-	for i := range recs {
-		recs[i] = newRecord(i)
-		recs[i].OccurredAt = time.Now()
-	}
-	if err := sink.Write(ctx, recs); err != nil {
-		t.Fatal(err)
-	}
+	p := newPipe(t)
+	p.publish(t, nowRecords(300))
 	var logs lockedBuffer
 	db := pgtest.New(t)
-	in := startIngest(t, nc, names, db, func(o *natsaudit.IngestOptions) {
+	in := startIngest(t, p.nc, p.names, db, func(o *natsaudit.IngestOptions) {
 		o.ProgressInterval = 50 * time.Millisecond
 		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	})
@@ -407,7 +355,7 @@ func TestProgressLog(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	out := logs.String()
-	for _, want := range []string{"auditkit: ingest progress", "stream=" + names.stream, "consumer=" + names.durable, "written=300", "records_per_second=", "pending=0", "latency="} {
+	for _, want := range []string{"auditkit: ingest progress", "stream=" + p.names.stream, "consumer=" + p.names.durable, "written=300", "records_per_second=", "pending=0", "latency="} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the progress log lacks %q:\n%s", want, out)
 		}
@@ -449,28 +397,12 @@ func (s slowSink) Write(ctx context.Context, recs []*core.Record) error {
 // TestSlowWrite: a write that takes three times AckWait keeps its batch: no other Ingester of
 // the durable consumer receives the messages meanwhile.
 func TestSlowWrite(t *testing.T) {
-	ctx := context.Background()
-	nc := connect(t, natsURL())
-	names := newNames(t, nc)
-	if _, err := natsaudit.EnsureStream(ctx, nc, names.streamOptions()); err != nil {
-		t.Fatal(err)
-	}
-	sink, err := natsaudit.NewSink(nc, names.sinkOptions())
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs := make([]*core.Record, 400)
-	for i := range recs {
-		recs[i] = newRecord(i)
-		recs[i].OccurredAt = time.Now()
-	}
-	if err := sink.Write(ctx, recs); err != nil {
-		t.Fatal(err)
-	}
+	p := newPipe(t)
+	p.publish(t, nowRecords(400))
 	db := pgtest.New(t)
 	var ins []*natsaudit.Ingester
 	for range 2 {
-		ins = append(ins, startIngest(t, connect(t, natsURL()), names, db, func(o *natsaudit.IngestOptions) {
+		ins = append(ins, startIngest(t, connect(t, natsURL()), p.names, db, func(o *natsaudit.IngestOptions) {
 			o.Sink = slowSink{Sink: o.Sink, delay: 3 * time.Second}
 			o.AckWait = time.Second
 			o.BatchSize = 400

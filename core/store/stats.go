@@ -173,6 +173,12 @@ const (
 // the answer is exact either way. Other filters, and every query under
 // Options.RowLevelSecurity, are counted in one scan of the matching records.
 func (s *Store) Stats(ctx context.Context, sc Scope, q StatsQuery) (Stats, error) {
+	return s.stats(ctx, sc, q, true)
+}
+
+// stats is Stats; weeks false reads the counts of whole days and hours only, as before
+// migration 0008 (benchmarks compare the two).
+func (s *Store) stats(ctx context.Context, sc Scope, q StatsQuery, weeks bool) (Stats, error) {
 	if err := sc.Validate(); err != nil {
 		return Stats{}, err
 	}
@@ -221,7 +227,7 @@ func (s *Store) Stats(ctx context.Context, sc Scope, q StatsQuery) (Stats, error
 	counted := false
 	if rollupEligible(f) && !s.opts.RowLevelSecurity {
 		var err error
-		if counted, err = s.statsFromRollup(ctx, sc, f, bucket, top, &st, counts); err != nil {
+		if counted, err = s.statsFromRollup(ctx, sc, f, bucket, top, weeks, &st, counts); err != nil {
 			return Stats{}, fmt.Errorf("store: stats: %w", err)
 		}
 	}

@@ -245,3 +245,130 @@ func TestStatsCountsMatchFullCount(t *testing.T) {
 		t.Fatalf("a whole counted day is not read from the daily counts: by kind %v, full count %v", got.ByKind, want.ByKind)
 	}
 }
+
+// Stats over ranges holding whole ISO weeks read the weekly counts of migration 0008 and still
+// equal a full count: ranges that start or end inside a week, exactly one week, weeks with hours
+// at the edges, through late records into a summed week, retention and tenant cleanup.
+func TestStatsWeeksMatchFullCount(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, store.Options{CleanupBatchSize: 50, Logger: slog.New(slog.DiscardHandler)})
+	rng := rand.New(rand.NewPCG(8, 13))
+	now := time.Now().UTC()
+	today := now.Truncate(24 * time.Hour)
+	// week0 is the Monday at least three weeks before today; the data starts two days earlier.
+	week0 := today.AddDate(0, 0, -21-(int(today.Weekday())+6)%7)
+	start := week0.AddDate(0, 0, -2)
+	recs := statsRecords(rng, 2500, start, now.Add(-time.Second))
+	e.write(t, recs...)
+
+	type query struct {
+		sc store.Scope
+		q  store.StatsQuery
+	}
+	var queries []query
+	ranges := [][2]time.Time{
+		{start.Add(90*time.Minute + 17*time.Second), now},                                    // partial days at both ends, whole weeks inside
+		{week0, week0.AddDate(0, 0, 7)},                                                      // exactly one week
+		{week0.Add(-time.Hour), week0.AddDate(0, 0, 14).Add(time.Hour)},                      // two weeks and an hour on each side
+		{week0.AddDate(0, 0, 3), week0.AddDate(0, 0, 10)},                                    // seven days across a week's end, no whole week
+		{week0.AddDate(0, 0, 1).Add(5 * time.Hour), week0.AddDate(0, 0, 15).Add(-time.Hour)}, // one whole week, days and hours around it
+	}
+	for _, sc := range []store.Scope{store.AllTenantsScope(), store.TenantScope("t1"), store.TenantScope("t3")} {
+		for _, r := range ranges {
+			for _, b := range []store.Bucket{store.BucketDay, store.BucketHour} {
+				queries = append(queries,
+					query{sc, store.StatsQuery{Filter: store.Filter{From: r[0], To: r[1]}, Bucket: b, Top: 2}},
+					query{sc, store.StatsQuery{Filter: store.Filter{From: r[0], To: r[1], IncludeMeta: true}, Bucket: b, Top: 100}})
+			}
+		}
+	}
+	check := func(step string) {
+		t.Helper()
+		for _, q := range queries {
+			got, err := e.st.Stats(ctx, q.sc, q.q)
+			if err != nil {
+				t.Fatalf("%s: %v", step, err)
+			}
+			if d := diffStats(got, fullStats(t, e, q.sc, q.q)); d != "" {
+				t.Fatalf("%s: stats of %s %+v: %s", step, q.sc, q.q, d)
+			}
+		}
+	}
+	refresh := func() {
+		t.Helper()
+		if err := e.st.RefreshStats(ctx, start, now.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	units := pgx.Identifier{e.db.Schema, "audit_stats_units"}.Sanitize()
+	currentWeeks := func() []time.Time {
+		t.Helper()
+		rows, err := e.db.Pool.Query(ctx, `SELECT start FROM `+units+` WHERE grain = 'w' AND rolled_mark IS NOT NULL ORDER BY start`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		weeks, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (time.Time, error) {
+			var w time.Time
+			err := r.Scan(&w)
+			return w.UTC(), err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return weeks
+	}
+
+	check("before counting")
+	refresh()
+	// The weeks summed are the three whole ones before the current week (whose days are not all
+	// closed).
+	if w := currentWeeks(); !slices.EqualFunc(w, []time.Time{week0, week0.AddDate(0, 0, 7), week0.AddDate(0, 0, 14)}, time.Time.Equal) {
+		t.Fatalf("summed weeks %v, want the 3 starting %s", w, week0)
+	}
+	check("counted")
+
+	// Late records into the middle of a summed week: it is read from its days and hours until
+	// summed again.
+	late := statsRecords(rng, 150, week0.AddDate(0, 0, 9), week0.AddDate(0, 0, 9).Add(5*time.Hour))
+	e.write(t, late...)
+	check("late records")
+	refresh()
+	check("late records counted")
+
+	// Retention of one tenant inside the first week, and a tenant's records deleted entirely.
+	if _, err := e.st.Cleanup(ctx, "t1", week0.AddDate(0, 0, 3).Add(7*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	check("retention")
+	if _, err := e.st.Cleanup(ctx, "t2", now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	check("tenant cleaned up")
+	refresh()
+	if w := currentWeeks(); len(w) != 3 {
+		t.Fatalf("summed weeks after the cleanups %v, want 3", w)
+	}
+	check("cleanups counted")
+
+	// The answers come from the weekly counts: a count changed behind the store's back shows.
+	if _, err := e.db.Pool.Exec(ctx, `UPDATE `+pgx.Identifier{e.db.Schema, "audit_stats_weekly"}.Sanitize()+
+		` SET n = n + 1000 WHERE week = $1 AND dim = 'k' AND value = 'custom' AND tenant_key = '*' AND NOT meta`, week0.AddDate(0, 0, 7)); err != nil {
+		t.Fatal(err)
+	}
+	q := store.StatsQuery{Filter: store.Filter{From: week0.AddDate(0, 0, 6), To: week0.AddDate(0, 0, 15)}}
+	got, err := e.st.Stats(ctx, store.AllTenantsScope(), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fullStats(t, e, store.AllTenantsScope(), q)
+	custom := func(l []store.Count) int64 {
+		i := slices.IndexFunc(l, func(c store.Count) bool { return c.Value == "custom" })
+		if i < 0 {
+			t.Fatalf("no kind custom in %v", l)
+		}
+		return l[i].Count
+	}
+	if custom(got.ByKind) != custom(want.ByKind)+1000 {
+		t.Fatalf("a whole summed week is not read from the weekly counts: by kind %v, full count %v", got.ByKind, want.ByKind)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -246,10 +247,17 @@ func load(ctx context.Context, dbURL, name string, o loadOptions) error {
 	}
 	for _, ix := range indexes {
 		t := time.Now()
-		if _, err := conn.Exec(ctx, ix.def); err != nil {
+		// On a partitioned audit_logs the definition reads CREATE INDEX ... ON ONLY, which would
+		// build no index on the partitions (and leave the parent's invalid): build them all.
+		if _, err := conn.Exec(ctx, strings.Replace(ix.def, " ON ONLY ", " ON ", 1)); err != nil {
 			return fmt.Errorf("%s: %w", ix.name, err)
 		}
 		fmt.Printf("index %s built in %s\n", ix.name, since(t))
+	}
+	// The partitions' copies take the names the migrations give them.
+	if _, err := conn.Exec(ctx, `SELECT `+pgx.Identifier{name, "audit_name_partition_indexes"}.Sanitize()+`(p.name, 'audit_logs')
+		FROM `+pgx.Identifier{name, "audit_partitions"}.Sanitize()+`('audit_logs') p`); err != nil {
+		return fmt.Errorf("naming the partitions' indexes: %w", err)
 	}
 	if _, err := conn.Exec(ctx, `ALTER TABLE `+table.Sanitize()+` ENABLE TRIGGER audit_logs_notify`); err != nil {
 		return err

@@ -54,7 +54,7 @@ func liveNATSURL() string {
 	return "nats://127.0.0.1:4222"
 }
 
-func newLiveEnv(t *testing.T, liveOpts func(*natsaudit.LiveOptions)) *liveEnv {
+func newLiveEnv(t testing.TB, liveOpts func(*natsaudit.LiveOptions)) *liveEnv {
 	t.Helper()
 	gin.SetMode(gin.ReleaseMode)
 	nc, err := nats.Connect(liveNATSURL(), nats.Timeout(3*time.Second))
@@ -166,7 +166,7 @@ type liveSSE struct {
 }
 
 // open opens GET <source>/logs/stream with q, failing unless it answers 200.
-func (e *liveEnv) open(t *testing.T, source, token string, q url.Values) *liveSSE {
+func (e *liveEnv) open(t testing.TB, source, token string, q url.Values) *liveSSE {
 	t.Helper()
 	resp, status, body := e.get(t, source, token, q)
 	if status != http.StatusOK {
@@ -201,7 +201,7 @@ func (e *liveEnv) open(t *testing.T, source, token string, q url.Values) *liveSS
 }
 
 // get starts the request; it returns the response (open, for a 200) or the status and body.
-func (e *liveEnv) get(t *testing.T, source, token string, q url.Values) (*http.Response, int, string) {
+func (e *liveEnv) get(t testing.TB, source, token string, q url.Values) (*http.Response, int, string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodGet, e.srv.URL+source+"/logs/stream?"+q.Encode(), nil)
 	if err != nil {
@@ -224,7 +224,7 @@ func (e *liveEnv) get(t *testing.T, source, token string, q url.Values) (*http.R
 }
 
 // collect reads log events until want ids arrived or timeout; it returns them by id.
-func (s *liveSSE) collect(t *testing.T, want int, timeout time.Duration) map[string]liveEvent {
+func (s *liveSSE) collect(t testing.TB, want int, timeout time.Duration) map[string]liveEvent {
 	t.Helper()
 	got := map[string]liveEvent{}
 	deadline := time.After(timeout)
@@ -249,7 +249,7 @@ func (s *liveSSE) collect(t *testing.T, want int, timeout time.Duration) map[str
 }
 
 // quiet fails on any log event arriving within d.
-func (s *liveSSE) quiet(t *testing.T, d time.Duration) {
+func (s *liveSSE) quiet(t testing.TB, d time.Duration) {
 	t.Helper()
 	deadline := time.After(d)
 	for {
@@ -293,7 +293,7 @@ func liveRecords(n int) []*core.Record {
 	return out
 }
 
-func (e *liveEnv) publish(t *testing.T, recs ...*core.Record) {
+func (e *liveEnv) publish(t testing.TB, recs ...*core.Record) {
 	t.Helper()
 	for _, r := range recs {
 		if err := e.app.Enqueue(r); err != nil {

@@ -104,11 +104,19 @@ func (s *Store) ParseQuery(v url.Values) (Query, error) {
 type pageQuery func(f Filter, need int) *sqlBuilder
 
 // queryPage runs the page query of f in order after the position after (nil for a first page),
-// asking for limit+1 records, window by window on a partitioned table (page_window.go), decrypts
-// what it returns, and returns at most limit of them with the cursor after the last when there
-// are more.
+// asking for limit+1 records, window by window on a partitioned table (page_window.go) for the
+// filters a time index serves, decrypts what it returns, and returns at most limit of them with
+// the cursor after the last when there are more.
 func (s *Store) queryPage(ctx context.Context, sc Scope, f Filter, order Order, after *position, limit int, build pageQuery, binding, what string) (Page, error) {
-	windows := newPageWindows(s.pageBounds(ctx), f, order, after, time.Now())
+	// Windows serve the filters that a scan of a time index evaluates as it goes: the page then
+	// lies in the first window or the next few. A filter on a column with its own index (request,
+	// trace, resource, actor, search) matches few records anywhere in time, and is answered by
+	// one statement over every partition faster than by a window walk through them all.
+	var bounds []time.Time
+	if coveredByTenantTime(f) {
+		bounds = s.pageBounds(ctx)
+	}
+	windows := newPageWindows(bounds, f, order, after, time.Now())
 	page := Page{Records: make([]*Record, 0, min(limit, 64))}
 	err := s.scoped(ctx, sc, func(db querier) error {
 		for len(page.Records) <= limit {
@@ -185,11 +193,15 @@ func (s *Store) List(ctx context.Context, sc Scope, q Query) (Page, error) {
 func (s *Store) listSQL(sc Scope, f Filter, order Order, after *position, limit int) *sqlBuilder {
 	b := &sqlBuilder{}
 	// A tenant's page whose filter the tenant/time index covers finds its keys in the index alone
-	// and then reads only the rows of the page: otherwise every row of the range that the filter
-	// rejects is read from the table first, one page read per row.
+	// and then reads only the rows of the page, one by key each: otherwise every row of the range
+	// that the filter rejects is read from the table first, one page read per row. The rows are
+	// read in a LATERAL subquery with a LIMIT, which PostgreSQL cannot flatten into a join: it
+	// must look each one up by key (and, on a partitioned table, in the one partition of its
+	// time), where a join of the two would be free to read whole partitions for a hash join, as
+	// it does on a partitioned table when it counts a key lookup once per partition.
 	keysFirst := !sc.AllTenants && coveredByTenantTime(f)
 	if keysFirst {
-		b.w("SELECT ", selectColumns, " FROM ", s.logs, " JOIN (SELECT id, occurred_at FROM ", s.logs)
+		b.w("SELECT r.* FROM (SELECT id, occurred_at FROM ", s.logs)
 	} else {
 		b.w("SELECT ", selectColumns, " FROM ", s.logs)
 	}
@@ -205,19 +217,16 @@ func (s *Store) listSQL(sc Scope, f Filter, order Order, after *position, limit 
 	orderBy := " ORDER BY occurred_at " + dir + ", id " + dir
 	b.w(orderBy, " LIMIT ", b.arg(limit+1))
 	if keysFirst {
-		b.w(") k USING (id, occurred_at)")
-		// The time range again on the outer side, so that on a partitioned table it too is
-		// planned over the range's partitions only: the join's equality does not carry a range
-		// over to it.
-		conj := " WHERE "
+		b.w(") k CROSS JOIN LATERAL (SELECT ", selectColumns, " FROM ", s.logs, " l WHERE l.id = k.id AND l.occurred_at = k.occurred_at")
+		// The time range again, so that on a partitioned table the lookups too are planned over
+		// the range's partitions only.
 		if !f.From.IsZero() {
-			b.w(conj, s.logs, ".occurred_at >= ", b.arg(f.From))
-			conj = " AND "
+			b.w(" AND l.occurred_at >= ", b.arg(f.From))
 		}
 		if !f.To.IsZero() {
-			b.w(conj, s.logs, ".occurred_at < ", b.arg(f.To))
+			b.w(" AND l.occurred_at < ", b.arg(f.To))
 		}
-		b.w(orderBy)
+		b.w(" LIMIT 1) r ORDER BY k.occurred_at ", dir, ", k.id ", dir)
 	}
 	return b
 }

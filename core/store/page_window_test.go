@@ -159,6 +159,8 @@ func TestPagesAcrossPartitionsMatchThePlainTable(t *testing.T) {
 		{store.Filter{RequestID: "req-8-7"}, 1},
 		{store.Filter{RequestID: "stray-1"}, 1},
 		{store.Filter{IP: netip.MustParsePrefix("10.0.1.0/24"), ActorID: "u-1"}, 6},
+		{store.Filter{IP: netip.MustParsePrefix("10.0.1.0/24"), ResourceType: "orders"}, 6},
+		{store.Filter{Kinds: []core.Kind{core.KindDelete}, Action: "user.login", StatusMax: 300}, 3},
 		{store.Filter{Search: "word3"}, 8},
 		{store.Filter{From: monthStart(5), To: monthStart(1)}, 11},
 		{store.Filter{From: monthStart(8).Add(-time.Microsecond)}, 17},

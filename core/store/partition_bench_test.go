@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,9 +95,9 @@ func BenchmarkPartitionCopy(b *testing.B) {
 
 // BenchmarkPartitionRetentionAndPages builds AUDITKIT_BENCH_ROWS records (default 1,000,000) of
 // 20 tenants spread over 11 months, once in a partitioned audit_logs and once in a plain one,
-// then measures first and second pages of a tenant (p50 and p95 over 200 of each) on both, and
-// the retention of the records older than two months: partition drops on the partitioned table,
-// the batched delete of ApplyRetention on the plain one. Run with -benchtime 1x.
+// then measures pages (pageTimes) and the retention of the records older than two months:
+// partition drops on the partitioned table, the batched delete of ApplyRetention on the plain
+// one. Run with -benchtime 1x.
 func BenchmarkPartitionRetentionAndPages(b *testing.B) {
 	rows := 1_000_000
 	if v := os.Getenv("AUDITKIT_BENCH_ROWS"); v != "" {
@@ -127,40 +128,8 @@ func BenchmarkPartitionRetentionAndPages(b *testing.B) {
 	}
 	b.Logf("filled the partitioned table in %s, the plain one in %s", fill(part).Round(time.Second), fill(plain).Round(time.Second))
 
-	pages := func(db *pgtest.DB) (p50, p95 time.Duration) {
-		st, err := store.New(db.Pool, store.Options{Schema: db.Schema})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer st.Close()
-		rng := rand.New(rand.NewPCG(1, 2))
-		var times []time.Duration
-		for i := range 400 {
-			tenant := "t-" + strconv.Itoa(rng.IntN(20))
-			q := store.Query{Limit: 50}
-			if i%2 == 1 {
-				p, err := st.List(ctx, store.TenantScope(tenant), q)
-				if err != nil {
-					b.Fatal(err)
-				}
-				q.Cursor = p.NextCursor
-			}
-			start := time.Now()
-			p, err := st.List(ctx, store.TenantScope(tenant), q)
-			times = append(times, time.Since(start))
-			if err != nil || len(p.Records) != 50 {
-				b.Fatalf("page: %d records, %v", len(p.Records), err)
-			}
-		}
-		slices.Sort(times)
-		return times[len(times)/2], times[len(times)*95/100]
-	}
 	for b.Loop() {
-		pp50, pp95 := pages(part)
-		lp50, lp95 := pages(plain)
-		b.ReportMetric(float64(pp95.Microseconds())/1000, "page-p95-ms-partitioned")
-		b.ReportMetric(float64(lp95.Microseconds())/1000, "page-p95-ms-plain")
-		b.Logf("pages of %d records: partitioned p50 %s p95 %s; plain p50 %s p95 %s", rows, pp50, pp95, lp50, lp95)
+		pageTimes(b, part, plain, rows)
 
 		cutoff := month.AddDate(0, -2, 0)
 		st, err := store.New(part.Pool, store.Options{Schema: part.Schema})
@@ -215,4 +184,67 @@ func batchedDelete(b *testing.B, pool *pgxpool.Pool, schemaName string, cutoff t
 		b.Fatal(fmt.Sprintf("the batched delete removed nothing before %s", cutoff))
 	}
 	return n, elapsed
+}
+
+// pageTimes measures, interleaved, first and second pages of 50 records of a random tenant
+// (p50 and p95 over 200 of each) on the partitioned table read window by window, on the same
+// table read with one unbounded statement per page, and on the plain table; then a page
+// filtered by one request id (one record, which no window holds until the last) the same three
+// ways. Each round runs the three in a rotating order, so that load from elsewhere falls on all
+// three alike.
+func pageTimes(b *testing.B, part, plain *pgtest.DB, rows int) {
+	b.Helper()
+	ctx := context.Background()
+	newStore := func(db *pgtest.DB) *store.Store {
+		st, err := store.New(db.Pool, store.Options{Schema: db.Schema})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(st.Close)
+		return st
+	}
+	windowed, unwindowed, flat := newStore(part), newStore(part), newStore(plain)
+	store.UnwindowedPages(unwindowed)
+	names := []string{"partitioned, windows", "partitioned, unbounded", "plain"}
+	stores := []*store.Store{windowed, unwindowed, flat}
+	for _, kind := range []string{"tenant page", "request id"} {
+		rng := rand.New(rand.NewPCG(1, 2))
+		times := make([][]time.Duration, len(stores))
+		for i := range 400 {
+			var sc store.Scope
+			q := store.Query{Limit: 50}
+			want := 50
+			if kind == "tenant page" {
+				sc = store.TenantScope("t-" + strconv.Itoa(rng.IntN(20)))
+			} else {
+				g := 1 + rng.IntN(rows)
+				sc, q.Filter.RequestID, want = store.TenantScope("t-"+strconv.Itoa(g%20)), "req-"+strconv.Itoa(g), 1
+			}
+			for k := range stores {
+				k = (k + i) % len(stores)
+				q := q
+				if kind == "tenant page" && i%2 == 1 {
+					p, err := stores[k].List(ctx, sc, q)
+					if err != nil {
+						b.Fatal(err)
+					}
+					q.Cursor = p.NextCursor
+				}
+				start := time.Now()
+				p, err := stores[k].List(ctx, sc, q)
+				times[k] = append(times[k], time.Since(start))
+				if err != nil || len(p.Records) != want {
+					b.Fatalf("%s %s: %d records, %v", names[k], kind, len(p.Records), err)
+				}
+			}
+		}
+		for k, ts := range times {
+			slices.Sort(ts)
+			p50, p95 := ts[len(ts)/2], ts[len(ts)*95/100]
+			b.Logf("%s of %d records, %s: p50 %s p95 %s", kind, rows, names[k], p50, p95)
+			if kind == "tenant page" {
+				b.ReportMetric(float64(p95.Microseconds())/1000, "page-p95-ms-"+strings.ReplaceAll(strings.ReplaceAll(names[k], ", ", "-"), " ", ""))
+			}
+		}
+	}
 }

@@ -13,7 +13,7 @@ type Collector struct {
 	mu      sync.Mutex
 	records []*Record
 	done    bool
-	late    func(*Reservation, *Record)
+	late    LateRecords
 	res     *Reservation // room reserved for the records held (FailClosed)
 }
 
@@ -44,7 +44,7 @@ func (c *Collector) AddReserved(res *Reservation, recs ...*Record) {
 	c.mu.Unlock()
 	if late != nil {
 		for _, r := range recs {
-			late(res, r)
+			late.LateRecord(res, r)
 		}
 	}
 	res.Release()
@@ -96,13 +96,35 @@ func (c *Collector) Finish(late func(*Record)) []*Record {
 // (nil when none; use Writer.EnqueueReserved). The collector releases what is left of it after
 // late returns.
 func (c *Collector) FinishReserved(late func(*Reservation, *Record)) []*Record {
+	if late == nil {
+		return c.FinishTo(nil)
+	}
+	return c.FinishTo(lateFunc(late))
+}
+
+// LateRecords receives the records added to a Collector after FinishTo.
+type LateRecords interface {
+	// LateRecord is called with each record added after the collector finished, and the
+	// Reservation it was added with (nil when none), like FinishReserved's function.
+	LateRecord(res *Reservation, r *Record)
+}
+
+// lateFunc is a FinishReserved function as a LateRecords.
+type lateFunc func(*Reservation, *Record)
+
+func (f lateFunc) LateRecord(res *Reservation, r *Record) { f(res, r) }
+
+// FinishTo is FinishReserved with the late records handed to l (nil discards them): an
+// integration whose per-request state implements LateRecords finishes its collector without
+// allocating a function value per request.
+func (c *Collector) FinishTo(l LateRecords) []*Record {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.done {
 		return nil
 	}
 	c.done = true
-	c.late = late
+	c.late = l
 	out := c.records
 	c.records = nil
 	return out

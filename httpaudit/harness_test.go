@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,6 +28,10 @@ type harness struct {
 	db  *pgtest.DB
 	w   *core.Writer
 	srv *httptest.Server
+
+	// inflight counts the requests whose handling (the middleware included) has not returned: a
+	// client can have read a whole response before the middleware enqueued its record.
+	inflight *atomic.Int64
 }
 
 // newHarness serves a ServeMux wrapped by the middleware built from opts (its Writer filled in).
@@ -52,10 +57,16 @@ func newHarness(t *testing.T, opts httpaudit.Options, routes func(mux *http.Serv
 			h = wrapped
 		}
 	}
-	srv := httptest.NewServer(httpaudit.Middleware(opts)(h))
+	audited := httpaudit.Middleware(opts)(h)
+	inflight := new(atomic.Int64)
+	srv := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		inflight.Add(1)
+		defer inflight.Add(-1)
+		audited.ServeHTTP(rw, r)
+	}))
 	t.Cleanup(srv.Close)
 	srv.Client().Timeout = 30 * time.Second
-	return &harness{t: t, db: db, w: w, srv: srv}
+	return &harness{t: t, db: db, w: w, srv: srv, inflight: inflight}
 }
 
 // do sends a request with headers given as name, value pairs and returns the response with its
@@ -99,6 +110,11 @@ func (h *harness) rows() []row {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
+	// The requests whose responses were read finish first (a test's request that is still meant
+	// to be running delays this by at most 5 s).
+	for wait := time.Now().Add(5 * time.Second); h.inflight.Load() > 0 && time.Now().Before(wait); {
+		time.Sleep(time.Millisecond)
+	}
 	if err := h.w.Flush(ctx); err != nil {
 		h.t.Fatalf("flush: %v", err)
 	}

@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/textproto"
-	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -164,9 +163,10 @@ type State struct {
 	// them while Finish updates Actor and Tenant.
 	ctx       auditContext
 	ctxActor  core.Actor
-	ctxTenant core.Tenant // also to notice an application's change
-	idHeader  [1]string   // the response header's value slice, without an allocation of its own
-	idBuf     [36]byte    // the bytes of a generated request id (RequestID points into it)
+	ctxTenant core.Tenant       // also to notice an application's change
+	idHeader  [1]string         // the response header's value slice, without an allocation of its own
+	idBuf     [36]byte          // the bytes of a generated request id (RequestID points into it)
+	qvals     [queryRoom]string // the first values of the query (Rec.Query's slices point into it)
 	meta      map[string]any
 	auth      core.Authentication // what the handler's context says about authentication
 }
@@ -195,8 +195,9 @@ func (st *State) stamp(r *core.Record) {
 	}
 }
 
-// late handles records added to the collector after the request ended.
-func (st *State) late(res *core.Reservation, r *core.Record) {
+// LateRecord handles a record added to the collector after the request ended: it is stamped with
+// the request's identity and enqueued in the room reserved for it (core.LateRecords).
+func (st *State) LateRecord(res *core.Reservation, r *core.Record) {
 	st.stamp(r)
 	if st.E.Writer != nil {
 		_ = st.E.Writer.EnqueueReserved(res, r) // a refusal is counted and reported by the Writer
@@ -215,7 +216,7 @@ func (e *Engine) Begin(st *State, req *http.Request, h http.Header, res *core.Re
 	rec.Method = req.Method
 	rec.Path = req.URL.Path
 	if req.URL.RawQuery != "" {
-		rec.Query, _ = url.ParseQuery(req.URL.RawQuery) // what parses of a malformed query is kept
+		rec.Query = st.parseQuery(req.URL.RawQuery) // what parses of a malformed query is kept
 	}
 	rec.UserAgent = req.UserAgent()
 	// The span the application's OpenTelemetry instrumentation, running before the middleware,
@@ -481,7 +482,7 @@ func (e *Engine) Finish(st *State, o *Outcome) {
 	}
 	rec.Metadata = st.meta
 
-	recs := st.Col.FinishReserved(st.late)
+	recs := st.Col.FinishTo(st) // an interface holding st: no function value to allocate
 	// The room reserved for the http record and the room the ORM integrations reserved for their
 	// records (FailClosed) is used by the records enqueued below; the rest is given back. Both are
 	// nil under FailOpen, and EnqueueReserved is then Enqueue.

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -479,5 +481,46 @@ func TestTraceContext(t *testing.T) {
 	want := "/traced 4bf92f3577b34da6a3ce929d0e0e4736 00f067aa0ba902b7,/plain  "
 	if strings.Join(got, ",") != want {
 		t.Fatalf("stored %q, want %q", strings.Join(got, ","), want)
+	}
+}
+
+// The stored query is what url.ParseQuery makes of the raw query, for queries the middleware
+// parses into its own room (up to four parameters) and for longer ones: repeated keys, escapes,
+// a value-less key, and pairs that do not parse (a bad escape, a semicolon) left out.
+func TestQueryStoredAsParsed(t *testing.T) {
+	h := newHarness(t, httpaudit.Options{Config: core.Config{LogAnonymous: true}}, func(mux *http.ServeMux, _ *core.Writer) http.Handler {
+		mux.HandleFunc("GET /q", func(w http.ResponseWriter, r *http.Request) {})
+		return nil
+	})
+	queries := []string{
+		"expand=orders",
+		"a=1&b=x%20y&a=2&c",
+		"a=1&b=%zz&c=3;d&e+f=g+h",
+		"k=1&k=2&k=3&k=4&z=%zz&e=&m=%2B",
+		"p1=1&p2=2&p3=3&p4=4&p5=5&p1=6",
+	}
+	for i, q := range queries {
+		if resp, _ := h.do("GET", "/q?"+q, nil, "X-Request-ID", fmt.Sprint("q-", i)); resp.StatusCode != 200 {
+			t.Fatalf("GET /q?%s: %d", q, resp.StatusCode)
+		}
+	}
+	rows := h.rows()
+	if len(rows) != len(queries) {
+		t.Fatalf("got %d rows, want %d", len(rows), len(queries))
+	}
+	for i, q := range queries {
+		want, _ := url.ParseQuery(q)
+		found := false
+		for _, r := range rows {
+			if r.RequestID == fmt.Sprint("q-", i) {
+				found = true
+				if !reflect.DeepEqual(url.Values(r.Query), want) {
+					t.Errorf("query %q stored as %v, want %v", q, r.Query, want)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no row for query %q", q)
+		}
 	}
 }

@@ -9,34 +9,41 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/ginaudit"
+	"github.com/auditkit/auditkit/natsaudit"
 )
 
 // The service's own settings use the AUDITLOG_ prefix; AUDIT_* variables are core's (database,
 // schema, JWT, redaction, writer) and are read by core.ConfigFromEnvironment.
 const (
-	envListenAddr        = "AUDITLOG_LISTEN_ADDR"        // default ":8080"
-	envBasePath          = "AUDITLOG_BASE_PATH"          // default "/api/v1"
-	envCursorKey         = "AUDITLOG_CURSOR_KEY"         // at least 32 bytes; default random per process
-	envRateLimit         = "AUDITLOG_RATE_LIMIT"         // requests per second per tenant, default 20, "off" disables
-	envRateBurst         = "AUDITLOG_RATE_BURST"         // default twice the rate
-	envMaxPageSize       = "AUDITLOG_MAX_PAGE_SIZE"      // default 1000
-	envMaxBulkRecords    = "AUDITLOG_MAX_BULK_RECORDS"   // default 1000
-	envMaxBodyBytes      = "AUDITLOG_MAX_BODY_BYTES"     // default 10485760
-	envIdempotencyWindow = "AUDITLOG_IDEMPOTENCY_WINDOW" // default 24h
-	envRetention         = "AUDITLOG_RETENTION"          // default age kept: 2160h or 90d; "off" stops the background job
-	envRetentionInterval = "AUDITLOG_RETENTION_INTERVAL" // default 1h
-	envMinCleanupAge     = "AUDITLOG_MIN_CLEANUP_AGE"    // default 24h
-	envMaxStreams        = "AUDITLOG_MAX_STREAMS"        // per tenant, default 10
-	envWebSocketOrigins  = "AUDITLOG_WEBSOCKET_ORIGINS"  // comma list of host patterns
-	envWriteTimeout      = "AUDITLOG_WRITE_TIMEOUT"      // per export chunk or event, default 30s
-	envMaxExports        = "AUDITLOG_MAX_EXPORTS"        // per tenant, default 2
-	envMaxExportsTotal   = "AUDITLOG_MAX_EXPORTS_TOTAL"  // across tenants, default half the pool
-	envAuditRequests     = "AUDITLOG_AUDIT_REQUESTS"     // record every API request (ginaudit.Middleware), default true
-	envShutdownTimeout   = "AUDITLOG_SHUTDOWN_TIMEOUT"   // default 30s
-	envRowLevelSecurity  = "AUDITLOG_ROW_LEVEL_SECURITY" // reader role name; default off
-	envViewerTokenKey    = "AUDITLOG_VIEWER_TOKEN_KEY"   // at least 32 bytes; default: no viewer tokens
+	envListenAddr        = "AUDITLOG_LISTEN_ADDR"         // default ":8080"
+	envBasePath          = "AUDITLOG_BASE_PATH"           // default "/api/v1"
+	envCursorKey         = "AUDITLOG_CURSOR_KEY"          // at least 32 bytes; default random per process
+	envRateLimit         = "AUDITLOG_RATE_LIMIT"          // requests per second per tenant, default 20, "off" disables
+	envRateBurst         = "AUDITLOG_RATE_BURST"          // default twice the rate
+	envMaxPageSize       = "AUDITLOG_MAX_PAGE_SIZE"       // default 1000
+	envMaxBulkRecords    = "AUDITLOG_MAX_BULK_RECORDS"    // default 1000
+	envMaxBodyBytes      = "AUDITLOG_MAX_BODY_BYTES"      // default 10485760
+	envIdempotencyWindow = "AUDITLOG_IDEMPOTENCY_WINDOW"  // default 24h
+	envRetention         = "AUDITLOG_RETENTION"           // default age kept: 2160h or 90d; "off" stops the background job
+	envRetentionInterval = "AUDITLOG_RETENTION_INTERVAL"  // default 1h
+	envMinCleanupAge     = "AUDITLOG_MIN_CLEANUP_AGE"     // default 24h
+	envMaxStreams        = "AUDITLOG_MAX_STREAMS"         // per tenant, default 10
+	envWebSocketOrigins  = "AUDITLOG_WEBSOCKET_ORIGINS"   // comma list of host patterns
+	envWriteTimeout      = "AUDITLOG_WRITE_TIMEOUT"       // per export chunk or event, default 30s
+	envMaxExports        = "AUDITLOG_MAX_EXPORTS"         // per tenant, default 2
+	envMaxExportsTotal   = "AUDITLOG_MAX_EXPORTS_TOTAL"   // across tenants, default half the pool
+	envAuditRequests     = "AUDITLOG_AUDIT_REQUESTS"      // record every API request (ginaudit.Middleware), default true
+	envShutdownTimeout   = "AUDITLOG_SHUTDOWN_TIMEOUT"    // default 30s
+	envRowLevelSecurity  = "AUDITLOG_ROW_LEVEL_SECURITY"  // reader role name; default off
+	envViewerTokenKey    = "AUDITLOG_VIEWER_TOKEN_KEY"    // at least 32 bytes; default: no viewer tokens
+	envStreamSource      = "AUDITLOG_STREAM_SOURCE"       // postgres (default) or nats: what live streams follow
+	envNATSURL           = "AUDITLOG_NATS_URL"            // with nats: server URL(s); default NATS_URL, else nats.DefaultURL
+	envNATSStream        = "AUDITLOG_NATS_STREAM"         // with nats: the stream auditkit ingest reads; default AUDIT
+	envNATSSubjectPrefix = "AUDITLOG_NATS_SUBJECT_PREFIX" // with nats: the sinks' subject prefix; default audit
 	servicePrefix        = "AUDITLOG_"
 )
 
@@ -44,7 +51,7 @@ var serviceVars = []string{
 	envListenAddr, envBasePath, envCursorKey, envRateLimit, envRateBurst, envMaxPageSize, envMaxBulkRecords,
 	envMaxBodyBytes, envIdempotencyWindow, envRetention, envRetentionInterval, envMinCleanupAge, envMaxStreams,
 	envWebSocketOrigins, envAuditRequests, envShutdownTimeout, envWriteTimeout, envMaxExports, envMaxExportsTotal,
-	envRowLevelSecurity, envViewerTokenKey,
+	envRowLevelSecurity, envViewerTokenKey, envStreamSource, envNATSURL, envNATSStream, envNATSSubjectPrefix,
 }
 
 // config is everything the service reads from its environment.
@@ -74,6 +81,11 @@ type config struct {
 	ReaderRole string
 	// ViewerTokenKey, when set, signs and verifies viewer tokens (ginaudit.NewViewerTokens).
 	ViewerTokenKey []byte
+	// NATSURL, when set, makes live streams follow the NATS JetStream subjects the records are
+	// published on (natsaudit.Live) rather than PostgreSQL's notifications.
+	NATSURL string
+	// NATSStream and NATSSubjectPrefix name the stream and its subjects.
+	NATSStream, NATSSubjectPrefix string
 }
 
 // loadConfig reads the AUDIT_* variables through core and the AUDITLOG_* variables here, reporting
@@ -199,6 +211,31 @@ func loadConfig(environ []string, logger *slog.Logger) (config, error) {
 		}
 		cfg.ReaderRole = s
 	}
+	switch src := strings.ToLower(vals[envStreamSource]); src {
+	case "", "postgres", "postgresql":
+		for _, name := range []string{envNATSURL, envNATSStream, envNATSSubjectPrefix} {
+			if vals[name] != "" {
+				bad(name, "is only used with %s=nats", envStreamSource)
+			}
+		}
+	case "nats":
+		cfg.NATSURL = vals[envNATSURL]
+		if cfg.NATSURL == "" {
+			cfg.NATSURL = envValue(environ, "NATS_URL")
+		}
+		if cfg.NATSURL == "" {
+			cfg.NATSURL = nats.DefaultURL
+		}
+		cfg.NATSStream, cfg.NATSSubjectPrefix = natsaudit.DefaultStream, natsaudit.DefaultSubjectPrefix
+		if s := vals[envNATSStream]; s != "" {
+			cfg.NATSStream = s
+		}
+		if s := vals[envNATSSubjectPrefix]; s != "" {
+			cfg.NATSSubjectPrefix = s
+		}
+	default:
+		bad(envStreamSource, "%q is not postgres or nats", vals[envStreamSource])
+	}
 	if err == nil {
 		if cfg.Audit.DatabaseURL == "" {
 			bad("AUDIT_DATABASE_URL", "is required")
@@ -208,6 +245,16 @@ func loadConfig(environ []string, logger *slog.Logger) (config, error) {
 		}
 	}
 	return cfg, errors.Join(errs...)
+}
+
+// envValue returns the value of the variable name in environ, or "".
+func envValue(environ []string, name string) string {
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && k == name {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 // parseAge reads a Go duration or a whole number of days ("90d").

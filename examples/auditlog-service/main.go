@@ -36,6 +36,15 @@
 //	AUDITLOG_VIEWER_TOKEN_KEY    signs viewer tokens, at least 32 bytes: short-lived, read-only tokens of
 //	                             one tenant that POST <base>/viewer/tokens mints for an application's
 //	                             customers (default unset: viewer tokens are refused)
+//	AUDITLOG_STREAM_SOURCE       what live streams (GET <base>/logs/stream) follow: postgres, the
+//	                             database's notifications of new rows (default), or nats, the NATS
+//	                             JetStream subjects applications publish to (natsaudit.Sink) and
+//	                             auditkit ingest reads: records arrive when published, before they
+//	                             are stored; streams with a full-text search (q) are refused
+//	AUDITLOG_NATS_URL            with nats: the server URL(s) (default NATS_URL, else nats://127.0.0.1:4222)
+//	AUDITLOG_NATS_STREAM         with nats: the stream, as auditkit ingest -stream (default AUDIT)
+//	AUDITLOG_NATS_SUBJECT_PREFIX with nats: the subject prefix, as auditkit ingest -subject-prefix
+//	                             (default audit)
 //
 // The log viewer, a web page that reads the API with the token it is given (an API token or a
 // viewer token, in the address as #token=... or pasted into its form), is served at / and at
@@ -76,10 +85,12 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
 
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/core/store"
 	"github.com/auditkit/auditkit/ginaudit"
+	"github.com/auditkit/auditkit/natsaudit"
 	"github.com/auditkit/auditkit/schema"
 )
 
@@ -234,12 +245,29 @@ func run(ctx context.Context, environ []string, logger *slog.Logger, ready func(
 		return err
 	}
 	r.GET("/", gin.WrapH(page))
+	var live store.LiveSource
+	if cfg.NATSURL != "" {
+		nc, err := nats.Connect(cfg.NATSURL, nats.Name("auditlog-service"), nats.MaxReconnects(-1),
+			nats.ReconnectWait(250*time.Millisecond))
+		if err != nil {
+			return fmt.Errorf("%s: %w", envNATSURL, err)
+		}
+		defer nc.Close()
+		nl, err := natsaudit.NewLive(natsaudit.LiveOptions{Conn: nc, Stream: cfg.NATSStream, SubjectPrefix: cfg.NATSSubjectPrefix,
+			Tenants: st, Logger: logger})
+		if err != nil {
+			return err
+		}
+		defer nl.Close()
+		live = nl
+		logger.Info("auditlog-service: live streams follow NATS JetStream", "stream", cfg.NATSStream, "subject_prefix", cfg.NATSSubjectPrefix)
+	}
 	err = ginaudit.MountAPI(api, st, ginaudit.APIOptions{
 		Verifier: verifier, Writer: w, RateLimit: cfg.RateLimit, RateBurst: cfg.RateBurst,
 		MaxBulkRecords: cfg.MaxBulkRecords, MaxBodyBytes: cfg.MaxBodyBytes, MinCleanupAge: cfg.MinCleanupAge,
 		MaxStreams: cfg.MaxStreams, WebSocketOrigins: cfg.WebSocketOrigins, WriteTimeout: cfg.WriteTimeout,
 		MaxExports: cfg.MaxExports, MaxExportsTotal: cfg.MaxExportsTotal, ChainPublicKey: publicKey, Logger: logger,
-		ViewerTokens: viewerTokens, ViewerPath: "/viewer",
+		ViewerTokens: viewerTokens, ViewerPath: "/viewer", Live: live,
 	})
 	if err != nil {
 		return err
@@ -263,6 +291,9 @@ func run(ctx context.Context, environ []string, logger *slog.Logger, ready func(
 	}
 	logger.Info("auditlog-service: shutting down")
 	// Live streams never end by themselves: close them first so that Shutdown can finish.
+	if nl, ok := live.(*natsaudit.Live); ok {
+		nl.Close()
+	}
 	st.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()

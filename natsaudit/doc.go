@@ -20,6 +20,17 @@
 // by the ingest process, when it stores them: the stream holds them as the application redacted
 // them, so give it the access control and retention the audit data needs.
 //
+// A Live follows the same subjects for the read side's live stream (ginaudit.APIOptions.Live):
+// each stream is an ordered, ephemeral consumer of its tenant's subject (prefix + ".>" for the
+// all-tenants scope) from the stream's next message. Each message is decoded into the Record the
+// read API returns for the stored row (store.RecordOf: JSON documents as PostgreSQL's jsonb
+// writes them), checked against the stream's tenant and filter in Go (store.Scope.Contains,
+// store.Filter.Match), and delivered without blocking: a consumer that falls behind is ended
+// with store.ErrLagged, a tenant suspended in the registry ends its users' streams. Events are
+// then byte for byte those of the PostgreSQL source, but arrive when the record is published,
+// before it is stored. Full-text search (q) is PostgreSQL's and refused; records written to
+// PostgreSQL without passing through the stream are not seen.
+//
 // Start a NATS server with JetStream, for example:
 //
 //	nats-server -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server

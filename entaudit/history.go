@@ -1,7 +1,6 @@
 package entaudit
 
 import (
-	"bytes"
 	"context"
 	"encoding"
 	"encoding/json"
@@ -14,7 +13,11 @@ import (
 	"time"
 
 	"github.com/auditkit/auditkit/core/store"
+	"github.com/auditkit/auditkit/internal/revertcore"
 )
+
+// rc holds what reverting shares with gormaudit; its errors start with "entaudit".
+const rc = revertcore.Prefix("entaudit")
 
 // ErrIncompatibleImage is wrapped by the *IncompatibleError returned when a stored image no
 // longer fits the entity or its table: a column of the image is gone, or its value no longer
@@ -169,19 +172,6 @@ func entityField(rt reflect.Type, column string) (reflect.StructField, bool) {
 	return byName, found
 }
 
-func decodeImageMap(image json.RawMessage) (map[string]any, error) {
-	if len(image) == 0 || bytes.Equal(image, []byte("null")) {
-		return nil, nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(image))
-	dec.UseNumber()
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("entaudit: the image is not a JSON object: %w", err)
-	}
-	return m, nil
-}
-
 // DecodeImage decodes a stored row image (store.Snapshot.Image, store.Record.Before or After) into
 // dest, a pointer to a generated entity of s. Fields of masked columns, and of columns the image
 // lacks, are left as they are (the result lists them); the foreign keys of edges are skipped. A
@@ -192,7 +182,7 @@ func DecodeImage(s Schema, dest any, image json.RawMessage) (Decoded, error) {
 	if err != nil {
 		return Decoded{}, err
 	}
-	img, err := decodeImageMap(image)
+	img, err := rc.ImageMap(image)
 	if err != nil {
 		return Decoded{}, err
 	}

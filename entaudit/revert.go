@@ -69,30 +69,18 @@ type Mutator interface {
 // anything is written. Run it on an ent.Tx's client to make the check and the write one
 // transaction.
 func Revert(ctx context.Context, client Mutator, s Schema, rec *store.Record) (*RevertResult, error) {
-	switch {
-	case rec == nil:
-		return nil, errors.New("entaudit: Revert: nil record")
-	case client == nil || s == nil:
-		return nil, errors.New("entaudit: Revert needs a client and the Schema")
+	before, _, meta, err := rc.Undo(rec)
+	if err != nil {
+		return nil, err
 	}
-	switch rec.Kind {
-	case core.KindInsert, core.KindUpdate, core.KindDelete:
-	default:
-		return nil, fmt.Errorf("entaudit: Revert: record %s is of kind %s; only insert, update and delete records change one row", rec.ID, rec.Kind)
+	if client == nil || s == nil {
+		return nil, errors.New("entaudit: Revert needs a client and the Schema")
 	}
 	typ, err := typeOfTable(s, rec.ResourceType)
 	if err != nil {
 		return nil, err
 	}
-	before, err := decodeImageMap(rec.Before)
-	if err != nil {
-		return nil, err
-	}
-	if rec.Kind != core.KindInsert && before == nil {
-		return nil, fmt.Errorf("entaudit: Revert: record %s has no before image (before_unknown): there is nothing to write back", rec.ID)
-	}
-	ctx = core.WithMetadata(ctx, map[string]any{MetaRevertedFrom: rec.ID.String()})
-	res, err := revertRow(ctx, client, s, typ, rec.ResourceID, before)
+	res, err := revertRow(core.WithMetadata(ctx, meta), client, s, typ, rec.ResourceID, before)
 	if err != nil {
 		return nil, err
 	}
@@ -117,24 +105,9 @@ func (h History) RevertTo(ctx context.Context, client Mutator, entity any, id an
 	if err != nil {
 		return nil, err
 	}
-	var target map[string]any
-	var from *store.Record
-	sn, err := h.Store.AsOf(ctx, h.Scope, typ.Table, rid, t)
-	switch {
-	case errors.Is(err, store.ErrBeforeHistory):
-	case err != nil:
+	target, from, meta, err := rc.Target(ctx, h.Store, h.Scope, typ.Table, rid, t)
+	if err != nil {
 		return nil, err
-	case sn.Deleted:
-		from = sn.Record
-	default:
-		from = sn.Record
-		if target, err = decodeImageMap(sn.Image); err != nil {
-			return nil, err
-		}
-	}
-	meta := map[string]any{MetaRevertedTo: t.UTC().Format(time.RFC3339Nano)}
-	if from != nil {
-		meta[MetaRevertedFrom] = from.ID.String()
 	}
 	res, err := revertRow(core.WithMetadata(ctx, meta), client, h.Schema, typ, rid, target)
 	if err != nil {

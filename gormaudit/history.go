@@ -1,7 +1,6 @@
 package gormaudit
 
 import (
-	"bytes"
 	"context"
 	"encoding"
 	"encoding/base64"
@@ -18,7 +17,11 @@ import (
 	"gorm.io/gorm/schema"
 
 	"github.com/auditkit/auditkit/core/store"
+	"github.com/auditkit/auditkit/internal/revertcore"
 )
+
+// rc holds what reverting shares with entaudit; its errors start with "gormaudit".
+const rc = revertcore.Prefix("gormaudit")
 
 // ErrIncompatibleImage is wrapped by the *IncompatibleError returned when a stored image no
 // longer fits the model or its table: a column of the image is gone, or its value no longer
@@ -259,7 +262,7 @@ func DecodeImage(ctx context.Context, db *gorm.DB, dest any, image json.RawMessa
 	if err != nil {
 		return Decoded{}, err
 	}
-	img, err := decodeImageMap(image)
+	img, err := rc.ImageMap(image)
 	if err != nil {
 		return Decoded{}, err
 	}
@@ -268,19 +271,6 @@ func DecodeImage(ctx context.Context, db *gorm.DB, dest any, image json.RawMessa
 	}
 	d, _, err := decodeInto(ctx, db, sch, img, dest)
 	return d, err
-}
-
-func decodeImageMap(image json.RawMessage) (map[string]any, error) {
-	if len(image) == 0 || bytes.Equal(image, []byte("null")) {
-		return nil, nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(image))
-	dec.UseNumber()
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("gormaudit: the image is not a JSON object: %w", err)
-	}
-	return m, nil
 }
 
 // decodeInto casts the columns of img to the table's types and scans them into dest. It returns

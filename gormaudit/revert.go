@@ -61,31 +61,16 @@ type RevertResult struct {
 // GORM sets on every write (UpdatedAt) take the time of the revert. An image that no longer fits
 // the model or its table is refused with an *IncompatibleError before anything is written.
 func Revert(ctx context.Context, db *gorm.DB, rec *store.Record) (*RevertResult, error) {
-	if rec == nil {
-		return nil, errors.New("gormaudit: Revert: nil record")
+	before, after, meta, err := rc.Undo(rec)
+	if err != nil {
+		return nil, err
 	}
 	if db == nil {
 		return nil, errors.New("gormaudit: Revert: nil *gorm.DB")
 	}
-	switch rec.Kind {
-	case core.KindInsert, core.KindUpdate, core.KindDelete:
-	default:
-		return nil, fmt.Errorf("gormaudit: Revert: record %s is of kind %s; only insert, update and delete records change one row", rec.ID, rec.Kind)
-	}
 	sch, err := revertModel(db, rec.ResourceType)
 	if err != nil {
 		return nil, err
-	}
-	before, err := decodeImageMap(rec.Before)
-	if err != nil {
-		return nil, err
-	}
-	after, err := decodeImageMap(rec.After)
-	if err != nil {
-		return nil, err
-	}
-	if rec.Kind != core.KindInsert && before == nil {
-		return nil, fmt.Errorf("gormaudit: Revert: record %s has no before image (before_unknown): there is nothing to write back", rec.ID)
 	}
 	keySrc := before
 	if keySrc == nil {
@@ -99,8 +84,7 @@ func Revert(ctx context.Context, db *gorm.DB, rec *store.Record) (*RevertResult,
 		}
 		key[f.DBName] = v
 	}
-	ctx = core.WithMetadata(ctx, map[string]any{MetaRevertedFrom: rec.ID.String()})
-	res, err := writeImage(ctx, db, sch, key, before)
+	res, err := writeImage(core.WithMetadata(ctx, meta), db, sch, key, before)
 	if err != nil {
 		return nil, err
 	}
@@ -129,24 +113,9 @@ func (h History) RevertTo(ctx context.Context, db *gorm.DB, model any, id any, t
 	if err != nil {
 		return nil, err
 	}
-	var target map[string]any
-	var from *store.Record
-	sn, err := h.Store.AsOf(ctx, h.Scope, sch.Table, rid, t)
-	switch {
-	case errors.Is(err, store.ErrBeforeHistory):
-	case err != nil:
+	target, from, meta, err := rc.Target(ctx, h.Store, h.Scope, sch.Table, rid, t)
+	if err != nil {
 		return nil, err
-	case sn.Deleted:
-		from = sn.Record
-	default:
-		from = sn.Record
-		if target, err = decodeImageMap(sn.Image); err != nil {
-			return nil, err
-		}
-	}
-	meta := map[string]any{MetaRevertedTo: t.UTC().Format(time.RFC3339Nano)}
-	if from != nil {
-		meta[MetaRevertedFrom] = from.ID.String()
 	}
 	res, err := writeImage(core.WithMetadata(ctx, meta), db, sch, key, target)
 	if err != nil {

@@ -91,7 +91,8 @@ type stmtState struct {
 	before []row
 	pkType string         // database type of the (first) primary key column
 	kinds  []colKind      // the kinds of the model's columns, as the locking read found them
-	locked map[string]int // key -> index in before
+	read   bool           // the locking read succeeded: before holds the rows it locked
+	locked map[string]int // key -> index in before, when there are more than fewLocked
 	reread bool           // after images are read again after the statement
 	// replay: GORM reads the INSERT's RETURNING itself; the plugin adds its columns to it and
 	// hands GORM only its own (see replay.go), so that nothing is read again.
@@ -217,11 +218,8 @@ func (c *stmtConn) replayInsert(ctx context.Context, query string, args []any) (
 		rows.Close()
 		return nil, fmt.Errorf("gormaudit: %d columns returned by the insert into %s", len(types), st.table)
 	}
-	r := &replayed{types: types[:lead]}
-	for _, ct := range r.types {
-		r.cols = append(r.cols, ct.Name())
-	}
-	st.out, _, _, err = scanResult(rows, st.m, scanShape{lead: lead, xid: id, keep: r.keepValues(), types: types}, st.itemiseAfter)
+	r := newReplayed(types[:lead])
+	st.out, _, _, err = scanResult(rows, st.m, scanShape{lead: lead, xid: id, keep: r.keep, types: types}, st.itemiseAfter)
 	if err != nil {
 		return nil, err
 	}
@@ -339,16 +337,34 @@ func (st *stmtState) knownKinds() []colKind {
 	return st.kinds
 }
 
+// fewLocked is the most locked rows looked up by their key without an index.
+const fewLocked = 8
+
+// lockedAt returns the index in st.before of the locked row with the given key.
+func (st *stmtState) lockedAt(key string) (int, bool) {
+	if !st.read {
+		return 0, false
+	}
+	if st.locked != nil {
+		j, ok := st.locked[key]
+		return j, ok
+	}
+	for j := range st.before {
+		if st.before[j].key == key {
+			return j, true
+		}
+	}
+	return 0, false
+}
+
 // itemiseBefore decides which rows of the locking read get an image: the first st.max.
 func (st *stmtState) itemiseBefore(i int, _ string) bool { return i < st.max }
 
 // itemiseAfter decides which rows read after the statement get an image: those whose before
 // image was itemised, and, up to the cap, rows with no before image.
 func (st *stmtState) itemiseAfter(i int, key string) bool {
-	if st.locked != nil {
-		if j, ok := st.locked[key]; ok {
-			return st.before[j].vals != nil
-		}
+	if j, ok := st.lockedAt(key); ok {
+		return st.before[j].vals != nil
 	}
 	if st.budget > 0 {
 		st.budget--
@@ -612,7 +628,7 @@ func (p *Plugin) planUpdate(db *gorm.DB, st *stmtState) (bool, error) {
 	if err := p.lockBefore(db, st, where, st.scoped(db.Statement), "NO KEY UPDATE"); err != nil {
 		return false, err
 	}
-	st.few = st.locked != nil && len(st.before) <= fewRows
+	st.few = st.read && len(st.before) <= fewRows
 	st.pin(db)
 	st.intercept(db, "UPDATE")
 	return true, nil
@@ -645,7 +661,7 @@ func (p *Plugin) planDelete(db *gorm.DB, st *stmtState) (bool, error) {
 	if err := p.lockBefore(db, st, where, st.scoped(stmt), strength); err != nil {
 		return false, err
 	}
-	st.few = st.locked != nil && len(st.before) <= fewRows
+	st.few = st.read && len(st.before) <= fewRows
 	st.pin(db)
 	if st.soft {
 		st.intercept(db, "UPDATE")
@@ -927,17 +943,27 @@ func (p *Plugin) lockBefore(db *gorm.DB, st *stmtState, where []clause.Expressio
 		p.s.log.Warn("gormaudit: the rows could not be read before the change; the statement runs as "+
 			"without the plugin and its rows are recorded without a before image (before_unknown)",
 			"table", st.table, "error", err)
-		st.before, st.locked, st.budget = nil, nil, st.max
+		st.before, st.read, st.locked, st.budget = nil, false, nil, st.max
 		return nil
 	}
 	// A join (UPDATE ... FROM) yields a row once per match: keep each row once.
-	st.locked = make(map[string]int, len(before))
+	st.read, st.locked = true, nil
+	if len(before) > fewLocked {
+		st.locked = make(map[string]int, len(before))
+	}
 	kept := before[:0]
 	for _, r := range before {
-		if _, dup := st.locked[r.key]; dup {
-			continue
+		if st.locked == nil {
+			st.before = kept
+			if _, dup := st.lockedAt(r.key); dup {
+				continue
+			}
+		} else {
+			if _, dup := st.locked[r.key]; dup {
+				continue
+			}
+			st.locked[r.key] = len(kept)
 		}
-		st.locked[r.key] = len(kept)
 		kept = append(kept, r)
 	}
 	st.before, st.pkType, st.kinds = kept, pkType, kinds
@@ -1087,7 +1113,7 @@ func (p *Plugin) readKeys(db *gorm.DB, st *stmtState, keys []any, withID bool) (
 // of a single-column key "<key> = ANY(<one array parameter>)", which PostgreSQL plans and binds
 // much faster than thousands of parameters.
 func (st *stmtState) pin(db *gorm.DB) {
-	if st.locked == nil {
+	if !st.read {
 		return // the read failed: the statement runs as without the plugin
 	}
 	st.pinned = true

@@ -144,7 +144,12 @@ func scanResult(rows *sql.Rows, m *model, shape scanShape, itemise func(i int, k
 			shape.keep(all[:lead])
 		}
 		if len(pks) < m.npk {
-			pks = make([]any, 64*m.npk)
+			// One row's first (the usual statement changes one), then 64 rows' at a time.
+			chunk := 64
+			if len(out) == 0 {
+				chunk = 1
+			}
+			pks = make([]any, chunk*m.npk)
 		}
 		r := row{pk: pks[:m.npk:m.npk]}
 		pks = pks[m.npk:]

@@ -126,7 +126,7 @@ func (p *Plugin) afterUnknown(db *gorm.DB, st *stmtState) []*core.Record {
 	}
 	for _, k := range keysOf(db.Statement, db.Statement.Schema.PrimaryFields) {
 		key := st.m.keyOf(k)
-		if _, seen := st.locked[key]; !seen {
+		if _, seen := st.lockedAt(key); !seen {
 			add(key, nil)
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"io"
 	"reflect"
-	"slices"
 	"sync"
 )
 
@@ -22,7 +21,22 @@ import (
 type replayed struct {
 	cols  []string
 	types []*sql.ColumnType
-	rows  [][]any
+	vals  []any // the rows' values, len(cols) per row
+	rr    replayRows
+
+	// Room for the usual result (a key or a few columns of one row) without more allocations.
+	colsBuf [4]string
+	valsBuf [4]any
+}
+
+// newReplayed returns a replayed result with the given column types.
+func newReplayed(types []*sql.ColumnType) *replayed {
+	r := &replayed{types: types}
+	r.cols, r.vals = r.colsBuf[:0], r.valsBuf[:0]
+	for _, ct := range types {
+		r.cols = append(r.cols, ct.Name())
+	}
+	return r
 }
 
 var (
@@ -71,7 +85,8 @@ func (replayConn) QueryContext(_ context.Context, _ string, args []driver.NamedV
 	if !ok {
 		return nil, errors.New("gormaudit: replay wants a result to replay")
 	}
-	return &replayRows{r: r}, nil
+	r.rr = replayRows{r: r}
+	return &r.rr, nil
 }
 
 // replayRows yields a replayed result, with the column types of the statement's own.
@@ -84,13 +99,14 @@ func (rr *replayRows) Columns() []string { return rr.r.cols }
 func (rr *replayRows) Close() error      { return nil }
 
 func (rr *replayRows) Next(dest []driver.Value) error {
-	if rr.i >= len(rr.r.rows) {
+	n := len(rr.r.cols)
+	if n == 0 || rr.i+n > len(rr.r.vals) {
 		return io.EOF
 	}
-	for i, v := range rr.r.rows[rr.i] {
+	for i, v := range rr.r.vals[rr.i : rr.i+n] {
 		dest[i] = v
 	}
-	rr.i++
+	rr.i += n
 	return nil
 }
 
@@ -108,10 +124,8 @@ func (rr *replayRows) ColumnTypePrecisionScale(i int) (precision, scale int64, o
 	return rr.r.types[i].DecimalSize()
 }
 
-// keepValues returns a function for scanResult that appends the lead values of each row to r
-// (database/sql copied any bytes when it scanned them into an any).
-func (r *replayed) keepValues() func([]any) {
-	return func(vals []any) {
-		r.rows = append(r.rows, slices.Clone(vals))
-	}
+// keep appends the lead values of one row to r, for scanResult (database/sql copied any bytes
+// when it scanned them into an any).
+func (r *replayed) keep(vals []any) {
+	r.vals = append(r.vals, vals...)
 }

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/gin-gonic/gin"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/nats-io/nats.go"
@@ -512,5 +513,44 @@ func TestLiveOptions(t *testing.T) {
 	}
 	if _, err := l.SubscribeLive(ctx, store.AllTenantsScope(), store.Filter{}, store.SubscribeOptions{}); err == nil || !strings.Contains(err.Error(), "AUDITLIVE_NO_SUCH_STREAM") {
 		t.Errorf("missing stream: %v", err)
+	}
+}
+
+// TestLiveWebSocket: the WebSocket transport of the stream works with the NATS source, and a
+// stream a platform administrator opens for one tenant (tenant_id) sees that tenant only.
+func TestLiveWebSocket(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	u := strings.Replace(e.srv.URL, "http", "ws", 1) + "/nats/logs/stream?tenant_id=globex&access_token=" + liveToken(t, core.ActorPlatformAdmin, "")
+	ws, _, err := websocket.Dial(ctx, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	recs := liveRecords(8)
+	e.publish(t, recs...)
+	var want []string
+	for _, r := range recs {
+		if r.Tenant.ID == "globex" {
+			want = append(want, r.ID.String())
+		}
+	}
+	var got []string
+	for len(got) < len(want) {
+		_, msg, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatalf("after %d of %d records: %v", len(got), len(want), err)
+		}
+		var rec store.Record
+		if err := json.Unmarshal(msg, &rec); err != nil || rec.TenantID != "globex" {
+			t.Fatalf("message %s: %v", msg, err)
+		}
+		got = append(got, rec.ID.String())
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("streamed %v, want %v", got, want)
 	}
 }

@@ -196,7 +196,13 @@ func (s *Store) statsFromRollup(ctx context.Context, sc Scope, f Filter, bucket 
 			return nil
 		}
 		ok = true
-		if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '`+statsWorkMem+`'; SET LOCAL jit = off`); err != nil {
+		set := `SET LOCAL work_mem = '` + statsWorkMem + `'; SET LOCAL jit = off`
+		if !sc.AllTenants {
+			// One tenant's counts are a few thousand rows: starting parallel workers costs more
+			// than it saves (on the 1M-row data set 2 to 10 times the serial plan's time).
+			set += `; SET LOCAL max_parallel_workers_per_gather = 0`
+		}
+		if _, err := tx.Exec(ctx, set); err != nil {
 			return err
 		}
 		var b sqlBuilder

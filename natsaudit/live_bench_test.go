@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/core/store"
 )
 
 // BenchmarkLiveLatency measures, one record at a time, the time from Writer.Enqueue (the
@@ -47,4 +48,32 @@ func BenchmarkLiveLatency(b *testing.B) {
 	b.ReportMetric(q(dn, 0.95), "nats-p95-ms")
 	b.ReportMetric(q(dp, 0.5), "pg-p50-ms")
 	b.ReportMetric(q(dp, 0.95), "pg-p95-ms")
+}
+
+// BenchmarkLiveDecode measures what a live stream spends on each message it receives: decoding
+// the row (core.RecordFromRow), building the read side's record (store.RecordOf) and evaluating
+// the scope and a filter. Every stream following a subject pays it for every message.
+func BenchmarkLiveDecode(b *testing.B) {
+	r := liveRecords(2)[1] // an HTTP record with metadata
+	r.ID, r.OccurredAt, r.Severity = core.NewID(), time.Now(), core.SeverityInfo
+	row, err := core.AppendRecordRow(nil, r)
+	if err != nil {
+		b.Fatal(err)
+	}
+	sc, f := store.TenantScope(r.Tenant.ID), store.Filter{ActionPrefix: "user."}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(row)))
+	for b.Loop() {
+		rec, err := core.RecordFromRow(row)
+		if err != nil {
+			b.Fatal(err)
+		}
+		sr, err := store.RecordOf(rec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !sc.Contains(sr) || !f.Match(sr) {
+			b.Fatal("the record does not match")
+		}
+	}
 }

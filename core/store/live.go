@@ -54,8 +54,10 @@ func (s *Store) SubscribeLive(ctx context.Context, sc Scope, f Filter, o Subscri
 // are those PostgreSQL gives back, JSON documents in the form of PostgreSQL's jsonb (keys
 // ordered by length then bytes, numbers as numeric writes them), the time in microseconds, the
 // address as host(ip). Personal values are as r holds them: a Store with
-// Options.PII decrypts its rows to the same values. The encoding of the returned record with
-// encoding/json is the encoding of the stored row's Record, byte for byte.
+// Options.PII decrypts its rows to the same values. Version is this library's
+// core.RecordVersion, which the chained PostgreSQL sink gives every row it stores. The encoding
+// of the returned record with encoding/json is the encoding of the stored row's Record, byte for
+// byte.
 func RecordOf(r *core.Record) (*Record, error) {
 	if r == nil {
 		return nil, errors.New("store: RecordOf: nil record")

@@ -1,11 +1,15 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -84,16 +88,105 @@ func benchStatsRead(b *testing.B, schemaName string) {
 			}
 		}
 		for _, weeks := range []bool{true, false} {
-			name := "weeks, days, hours (0008)"
-			if !weeks {
-				name = "days, hours (0007)"
-			}
 			l := lat[weeks]
 			slices.Sort(l)
 			p := func(q int) string { return fmt.Sprintf("%.1f ms", float64(l[(len(l)-1)*q/100].Microseconds())/1000) }
-			fmt.Printf("| %s | %s | %s | %s | %s | %s | %.2f ms |\n", c.name, c.bucket, name, p(50), p(95), p(100), float64(cpu[weeks].Microseconds())/1000/float64(len(l)))
+			fmt.Printf("| %s | %s | %s | %s | %s | %s | %.2f ms |\n", c.name, c.bucket, readsName(weeks), p(50), p(95), p(100), float64(cpu[weeks].Microseconds())/1000/float64(len(l)))
 		}
 	}
+
+	// The server's CPU time per request, which the load of other processes changes far less
+	// than latency: one connection without parallel workers, its process's user and system
+	// time read from /proc before and after each request, interleaved.
+	cfg, err := pgxpool.ParseConfig(pgtest.URL())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.MaxConns = 1
+	cfg.ConnConfig.RuntimeParams["max_parallel_workers_per_gather"] = "0"
+	one, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer one.Close()
+	s1, err := New(one, Options{Schema: schemaName})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s1.Close()
+	var pid int
+	if err := one.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := backendCPU(pid); err != nil {
+		fmt.Printf("\nno server CPU time (the server's processes are not readable here: %v)\n", err)
+		return
+	}
+	fmt.Printf("\nserver CPU time per request (one connection, no parallel workers, %d requests each, interleaved):\n\n| scope | bucket | reads | server CPU per request |\n|---|---|---|---:|\n", runs)
+	for _, c := range []struct {
+		name   string
+		sc     func() Scope
+		bucket Bucket
+	}{
+		{"all tenants", AllTenantsScope, BucketDay},
+		{"one tenant", func() Scope { return TenantScope(fmt.Sprintf("tenant-%03d", rng.IntN(100))) }, BucketDay},
+	} {
+		cpu := map[bool]time.Duration{}
+		for i := range runs + 5 {
+			for _, weeks := range []bool{i%2 == 0, i%2 != 0} {
+				to := time.Now().UTC()
+				q := StatsQuery{Filter: Filter{From: to.AddDate(0, 0, -30), To: to}, Bucket: c.bucket}
+				c0, err := backendCPU(pid)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := s1.stats(ctx, c.sc(), q, weeks); err != nil {
+					b.Fatal(err)
+				}
+				c1, err := backendCPU(pid)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if i >= 5 {
+					cpu[weeks] += c1 - c0
+				}
+			}
+		}
+		for _, weeks := range []bool{true, false} {
+			fmt.Printf("| %s | %s | %s | %.1f ms |\n", c.name, c.bucket, readsName(weeks), float64(cpu[weeks].Microseconds())/1000/runs)
+		}
+	}
+}
+
+func readsName(weeks bool) string {
+	if weeks {
+		return "weeks, days, hours (0008)"
+	}
+	return "days, hours (0007)"
+}
+
+// backendCPU is the user and system CPU time of a server process on this machine, from
+// /proc/<pid>/stat (in clock ticks, 100 a second on Linux; only averages over many requests mean anything).
+func backendCPU(pid int) (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command name (which is in parentheses): state is field 3, utime 14, stime 15.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
 }
 
 // cpuTime is the user and system CPU time of this process so far.

@@ -50,6 +50,11 @@ type LiveOptions struct {
 // (store.RecordOf), and filtered in Go (store.Filter.Match): a filter with a full-text search
 // (q) is refused with a *store.ParamError, since only PostgreSQL evaluates it.
 //
+// Records carry personal values as the application redacted them (the ingest process encrypts
+// them when it stores them): a Store with store.Options.PII shows the same values once it
+// decrypted them, in documents it re-encodes, and an erased subject's values as erased, which
+// this stream cannot know. Give the stream the access control the audit data needs.
+//
 // A record published twice (a spool replayed after JetStream's duplicate window) is delivered
 // once when both copies arrive within the last 4096 records of the stream; the PostgreSQL source
 // never delivers a record twice.

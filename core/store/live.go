@@ -53,8 +53,10 @@ func (s *Store) SubscribeLive(ctx context.Context, sc Scope, f Filter, o Subscri
 // sink receives it (already redacted, for example decoded with core.RecordFromRow): the values
 // are those PostgreSQL gives back, JSON documents in the form of PostgreSQL's jsonb (keys
 // ordered by length then bytes, numbers as numeric writes them), the time in microseconds, the
-// address as host(ip). Personal values are as r holds them: a Store with
-// Options.PII decrypts its rows to the same values. Version is this library's
+// address as host(ip). Personal values are as r holds them. A Store with Options.PII decrypts
+// its rows to the same values, but re-encodes the documents that held encrypted values (keys in
+// Go's order, values as encrypted): those documents are then equal in content, not byte for
+// byte, and a value whose subject was erased reads as erased there only. Version is this library's
 // core.RecordVersion, which the chained PostgreSQL sink gives every row it stores. The encoding
 // of the returned record with encoding/json is the encoding of the stored row's Record, byte for
 // byte.

@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -194,6 +195,7 @@ func runPaired(b *testing.B, variants []string, setup func(b *testing.B, d *benc
 		op(b, dbs[i], 0) // warm up: statement caches, schema parsing
 	}
 	spent := make([]time.Duration, len(variants))
+	cpu := make([]time.Duration, len(variants))
 	each := make([][]time.Duration, len(variants)) // per iteration, for the medians
 	b.ResetTimer()
 	i := 0
@@ -204,9 +206,11 @@ func runPaired(b *testing.B, variants []string, setup func(b *testing.B, d *benc
 			if i%2 == 1 {
 				j = len(variants) - 1 - k
 			}
+			c0 := processCPU()
 			t0 := time.Now()
 			op(b, dbs[j], i)
 			d := time.Since(t0)
+			cpu[j] += processCPU() - c0
 			spent[j] += d
 			each[j] = append(each[j], d)
 		}
@@ -217,12 +221,26 @@ func runPaired(b *testing.B, variants []string, setup func(b *testing.B, d *benc
 	}
 	for j, v := range variants {
 		b.ReportMetric(float64(spent[j].Microseconds())/float64(i), v+"-µs/op")
+		b.ReportMetric(float64(cpu[j].Microseconds())/float64(i), v+"-cpu-µs/op")
 		if j > 0 {
 			b.ReportMetric(float64(spent[j])/float64(spent[0]), v+"/bare")
 			b.ReportMetric(float64(median(each[j]))/float64(median(each[0])), v+"/bare-median")
+			b.ReportMetric(float64(cpu[j])/float64(cpu[0]), v+"/bare-cpu")
 		}
 	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// processCPU returns the CPU time the process has used (user and system): around one operation,
+// the client's own work for it, which the load of other processes on the machine does not
+// inflate as it inflates the wall time (garbage collection and the driver's goroutines are
+// counted with the operation that runs while they do).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // median returns the median of ds; on a loaded machine the ratio of medians is less swayed by the

@@ -554,3 +554,36 @@ func TestLiveWebSocket(t *testing.T) {
 		t.Fatalf("streamed %v, want %v", got, want)
 	}
 }
+
+// TestLiveEndsWhenNATSIsGone: a stream whose connection closes for good ends with
+// store.ErrInterrupted, so that its client knows to catch up with GET /logs.
+func TestLiveEndsWhenNATSIsGone(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	nc, err := nats.Connect(liveNATSURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := natsaudit.NewLive(natsaudit.LiveOptions{Conn: nc, Stream: e.stream, SubjectPrefix: e.prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := l.SubscribeLive(context.Background(), store.AllTenantsScope(), store.Filter{}, store.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	done := make(chan struct{})
+	go func() {
+		for range sub.Records() {
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the stream goes on without its connection")
+	}
+	if !errors.Is(sub.Err(), store.ErrInterrupted) {
+		t.Fatalf("ended with %v, want ErrInterrupted", sub.Err())
+	}
+}

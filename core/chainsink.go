@@ -1,11 +1,14 @@
 package core
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -72,10 +75,21 @@ type chainer struct {
 	heads map[string]*chainHead
 	// links holds prev_hash and row_hash of each chained row, 64 bytes a row.
 	links []byte
+	// vals holds the values of the linked rows still to be made; seqs and hashes box their
+	// links (see rowbox.go).
+	vals   []any
+	seqs   boxArena[int64]
+	hashes boxArena[[]byte]
 }
 
 func newChainer(n int) *chainer {
-	return &chainer{heads: make(map[string]*chainHead, 4), links: make([]byte, 0, 64*n)}
+	return &chainer{
+		heads:  make(map[string]*chainHead, 4),
+		links:  make([]byte, 0, 64*n),
+		vals:   make([]any, 0, n*(len(Columns)+len(ChainColumns))),
+		seqs:   newBoxArena[int64](n),
+		hashes: newBoxArena[[]byte](2 * n),
+	}
 }
 
 // setHead records a head read from audit_chain_heads.
@@ -114,9 +128,14 @@ func (c *chainer) link(row []any, f *ChainFields) ([]any, error) {
 	sum := ChainHash(f)
 	c.links = append(c.links, sum[:]...)
 	h.seq, h.hash = seq, sum
-	out := make([]any, 0, len(row)+3)
-	out = append(out, row...)
-	return append(out, seq, prev, c.links[at+32:at+64:at+64]), nil
+	n := len(row) + len(ChainColumns)
+	if cap(c.vals)-len(c.vals) < n {
+		c.vals = make([]any, 0, n)
+	}
+	start := len(c.vals)
+	c.vals = append(c.vals, row...)
+	c.vals = append(c.vals, c.seqs.box(seq), c.hashes.box(prev), c.hashes.box(c.links[at+32:at+64:at+64]))
+	return c.vals[start:len(c.vals):len(c.vals)], nil
 }
 
 // advanceArgs returns the arguments of chainSQL.advance: the heads as three arrays.
@@ -140,11 +159,13 @@ func truncateMicro(t time.Time) time.Time {
 // skipStored, ids already in audit_logs (an earlier attempt of the batch committed) and repeated
 // ids of the batch are left out before anything is chained, so that no record is chained twice.
 //
-// The heads stay locked until the commit, so the transaction takes as few round trips as it can:
-// BEGIN travels with the lock (and the look-up of stored ids), and the heads' update with COMMIT.
-func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, skipStored bool) (err error) {
-	var fields []ChainFields
-	if s.pii == nil {
+// fields, when not nil, are the fields prepareChainRows returned for rows (without personal-value
+// encryption only). The heads stay locked until the commit, so the transaction takes as few
+// round trips as it can: BEGIN travels with the lock (and the look-up of stored ids), and the
+// heads' update with COMMIT. Once the batch is linked, its heads become the sink's cached heads
+// (writeLinked).
+func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, fields []ChainFields, skipStored bool) (err error) {
+	if s.pii == nil && fields == nil {
 		if fields, err = prepareChainRows(rows); err != nil {
 			return err
 		}
@@ -257,6 +278,16 @@ func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, skipStore
 			return &RejectedError{Index: i, Err: err}
 		}
 	}
+	// The heads this batch leaves are known now: the sink's next batches are linked after them
+	// while this one is copied.
+	done := make(chan struct{})
+	s.heads.publish(c.heads, done)
+	defer func() {
+		if err != nil {
+			s.heads.forget(slices.Collect(maps.Keys(c.heads)))
+		}
+		close(done)
+	}()
 	if len(out) > 0 {
 		if _, err := conn.CopyFrom(ctx, s.table, s.chainCols, pgx.CopyFromRows(out)); err != nil {
 			if rej, ok := classify(err).(*RejectedError); ok && rej.Index >= 0 && rej.Index < len(index) {
@@ -309,4 +340,173 @@ func appendChainJSON(buf []byte, seq int64, prev, hash []byte) []byte {
 	buf = append(buf, `","row_hash":"\\x`...)
 	buf = hex.AppendEncode(buf, hash)
 	return append(buf, `"}`...)
+}
+
+// chainCache holds, for each chain this sink appends to, the head its last linked batch moved
+// the chain to: committed, or expected to commit. A batch whose chains all have a cached head is
+// linked after them before its transaction starts (writeLinked), so that two batches of the same
+// tenant copy their rows at the same time and only the heads' update waits for the batch before;
+// the database's heads stay the authority, checked under their locks before the commit.
+type chainCache struct {
+	mu    sync.Mutex
+	heads map[string]cachedHead
+}
+
+// cachedHead is what chainCache knows of one chain: the head the batches linked so far move it
+// to, and the last of those batches.
+type cachedHead struct {
+	head chainHead
+	// done is closed when the batch that moves the chain to head ends, stored or not; nil for a
+	// batch already stored.
+	done chan struct{}
+}
+
+// linkedBatch is a batch linkAhead linked.
+type linkedBatch struct {
+	keys []string
+	rows [][]any               // the rows with their links
+	prev map[string]chainHead  // the heads it was linked after: the database must hold them
+	next map[string]*chainHead // the heads it moves them to
+	wait []chan struct{}       // closed when the batches linked before it on its chains end
+	done chan struct{}         // closed when it ends
+}
+
+// linkAhead links rows after the cached heads of their chains and moves those heads past them.
+// It returns nil, without linking anything, when the head of a chain of the batch is not known.
+// The caller must close the batch's done once it is stored or not.
+func (cc *chainCache) linkAhead(keys []string, rows [][]any, fields []ChainFields) (*linkedBatch, error) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	c := newChainer(len(rows))
+	lb := &linkedBatch{keys: keys, prev: make(map[string]chainHead, len(keys)), done: make(chan struct{})}
+	for _, k := range keys {
+		h, found := cc.heads[k]
+		if !found {
+			return nil, nil
+		}
+		lb.prev[k] = h.head
+		c.heads[k] = &chainHead{seq: h.head.seq, hash: h.head.hash}
+		if h.done != nil && !slices.Contains(lb.wait, h.done) {
+			lb.wait = append(lb.wait, h.done)
+		}
+	}
+	lb.rows = make([][]any, len(rows))
+	for i, row := range rows {
+		var err error
+		if lb.rows[i], err = c.link(row, &fields[i]); err != nil {
+			return nil, &RejectedError{Index: i, Err: err}
+		}
+	}
+	for k, h := range c.heads {
+		cc.heads[k] = cachedHead{*h, lb.done}
+	}
+	lb.next = c.heads
+	return lb, nil
+}
+
+// forget drops the heads of keys, so that the next batches of those chains read their heads from
+// the database under its locks.
+func (cc *chainCache) forget(keys []string) {
+	cc.mu.Lock()
+	for _, k := range keys {
+		delete(cc.heads, k)
+	}
+	cc.mu.Unlock()
+}
+
+// publish records heads a batch moves its chains to, linked under the heads' locks: the next
+// batches of those chains are linked after them, and wait for done before they take the locks.
+func (cc *chainCache) publish(heads map[string]*chainHead, done chan struct{}) {
+	cc.mu.Lock()
+	if cc.heads == nil {
+		cc.heads = make(map[string]cachedHead, len(heads))
+	}
+	for k, h := range heads {
+		cc.heads[k] = cachedHead{*h, done}
+	}
+	cc.mu.Unlock()
+}
+
+// writeLinked stores rows linked after the cached heads of their chains. It copies them in a
+// transaction, waits for the batches linked before it on the same chains to end, then locks the
+// heads (in the order writeChained does) and commits only when each head is the one the batch was
+// linked after, moving it to the batch's last link. It returns stored false and no error, having
+// stored nothing, when a chain has no cached head or a head is not the one expected (a batch
+// linked before it was not stored, or another process appended to the chain): the caller then
+// writes the batch with writeChained. On every failure the batch's chains leave the cache.
+//
+// The connection is acquired before the batch is linked, so that a batch waiting for the one
+// linked before it never holds a connection that one still needs.
+func (s *PostgresSink) writeLinked(ctx context.Context, rows [][]any, fields []ChainFields) (stored bool, err error) {
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	began := false
+	defer func() {
+		if began {
+			// Ends the transaction whatever state it is in; a connection that cannot is dropped.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if _, rerr := conn.Exec(rctx, "ROLLBACK"); rerr != nil {
+				_ = conn.Conn().Close(rctx)
+			}
+			cancel()
+		}
+		conn.Release()
+	}()
+	lb, err := s.heads.linkAhead(chainKeys(rows), rows, fields)
+	if err != nil || lb == nil {
+		return false, err
+	}
+	defer func() {
+		if !stored {
+			s.heads.forget(lb.keys)
+		}
+		close(lb.done)
+	}()
+	if _, err := conn.Exec(ctx, "BEGIN"); err != nil {
+		return false, err
+	}
+	began = true
+	if _, err := conn.CopyFrom(ctx, s.table, s.chainCols, pgx.CopyFromRows(lb.rows)); err != nil {
+		return false, err
+	}
+	for _, done := range lb.wait {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+	var (
+		key  string
+		seq  int64
+		hash []byte
+	)
+	moved := false
+	hrows, _ := conn.Query(ctx, s.chain.lock, lb.keys)
+	if _, err := pgx.ForEachRow(hrows, []any{&key, &seq, &hash}, func() error {
+		if h, found := lb.prev[key]; !found || h.seq != seq || !bytes.Equal(h.hash[:], hash) {
+			moved = true
+		}
+		return nil
+	}); err != nil {
+		return false, err
+	}
+	if moved {
+		return false, nil // rolled back by the deferred function
+	}
+	seqs, hashes := make([]int64, len(lb.keys)), make([][]byte, len(lb.keys))
+	for i, k := range lb.keys {
+		seqs[i], hashes[i] = lb.next[k].seq, lb.next[k].hash[:]
+	}
+	b := &pgx.Batch{}
+	b.Queue(s.chain.advance, lb.keys, seqs, hashes)
+	b.Queue("COMMIT")
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return false, err
+	}
+	began = false
+	s.ahead.Add(1)
+	return true, nil
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -29,7 +30,9 @@ type PostgresSink struct {
 	stage     string // INSERT … SELECT from the staging table, skipping ids already stored
 	chained   bool
 	chain     chainSQL
-	chainCols []string // Columns, then ChainColumns
+	heads     chainCache    // the heads of the chains this sink appended to
+	ahead     atomic.Uint64 // batches stored linked ahead (writeLinked)
+	chainCols []string      // Columns, then ChainColumns
 	pii       *PIICipher
 	piiSQL    piiSQL
 }
@@ -114,9 +117,24 @@ func (s *PostgresSink) Write(ctx context.Context, recs []*Record) error {
 // batch committed, or a record is in the batch twice) it runs again in a new transaction that
 // skips the ids already stored.
 func (s *PostgresSink) writeChainedBatch(ctx context.Context, rows [][]any) error {
-	err := s.writeChained(ctx, rows, false)
+	var (
+		fields []ChainFields
+		stored bool
+		err    error
+	)
+	if s.pii == nil {
+		// Without personal values to encrypt in the transaction, the rows' fields are built
+		// once, and the batch is linked ahead when the sink knows its chains' heads.
+		if fields, err = prepareChainRows(rows); err != nil {
+			return err
+		}
+		stored, err = s.writeLinked(ctx, rows, fields)
+	}
+	if err == nil && !stored {
+		err = s.writeChained(ctx, rows, fields, false)
+	}
 	if err != nil && isUniqueViolation(err) {
-		err = s.writeChained(ctx, rows, true)
+		err = s.writeChained(ctx, rows, fields, true)
 	}
 	var rej *RejectedError
 	if err == nil || errors.As(err, &rej) {

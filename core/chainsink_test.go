@@ -1,0 +1,137 @@
+package core
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/auditkit/auditkit/internal/pgtest"
+)
+
+// chainBatch returns n records of writer p, normalized, over the three chains of chainTenants.
+func chainBatch(p string, n int) []*Record {
+	recs := make([]*Record, n)
+	for i := range recs {
+		recs[i] = chainRecord(p, i)
+		recs[i].normalize(time.Now())
+	}
+	return recs
+}
+
+// TestChainLinkedAhead: once a sink knows its chains' heads, two goroutines writing batches of
+// the same tenants at once link them ahead of their transactions, and the chains stay unbroken:
+// every record stored once, seqs without gaps, every hash as Verify recomputes it.
+func TestChainLinkedAhead(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	sink := NewPostgresSink(db.Pool, PostgresSinkOptions{Schema: db.Schema})
+	if err := sink.Write(ctx, chainBatch("first", 6)); err != nil {
+		t.Fatal(err)
+	}
+	if n := sink.ahead.Load(); n != 0 {
+		t.Fatalf("%d batches linked ahead before any head was known", n)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*10)
+	for g := range 2 {
+		wg.Go(func() {
+			for b := range 10 {
+				errs <- sink.Write(ctx, chainBatch(string(rune('a'+g))+string(rune('0'+b)), 30))
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Nothing else appends to the chains and no batch fails: every batch after the first is
+	// linked ahead.
+	if n := sink.ahead.Load(); n != 20 {
+		t.Fatalf("%d of 20 batches linked ahead, want all", n)
+	}
+	if n := db.Count(t); n != 6+2*10*30 {
+		t.Fatalf("audit_logs has %d rows, want %d", n, 6+2*10*30)
+	}
+	lengths := verifyChains(t, db.Pool)
+	if lengths["t_alpha"] != 202 || lengths["t_beta"] != 202 || lengths[""] != 202 {
+		t.Fatalf("chain lengths %v, want 202 each", lengths)
+	}
+}
+
+// TestChainLinkedAheadHeadMoved: a batch linked after heads the database does not hold (another
+// sink appended to the chains, or a batch linked before it was never stored) is not stored as
+// linked; it is stored after the database's heads instead, and the chains stay unbroken.
+func TestChainLinkedAheadHeadMoved(t *testing.T) {
+	ctx := context.Background()
+	t.Run("another sink", func(t *testing.T) {
+		db := pgtest.New(t)
+		a := NewPostgresSink(db.Pool, PostgresSinkOptions{Schema: db.Schema})
+		b := NewPostgresSink(db.Pool, PostgresSinkOptions{Schema: db.Schema})
+		for i, w := range []*PostgresSink{a, b, a, a} {
+			if err := w.Write(ctx, chainBatch(string(rune('p'+i)), 9)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// a's second batch found its cached heads moved by b; its third was linked ahead.
+		if n := a.ahead.Load(); n != 1 {
+			t.Fatalf("a linked %d batches ahead, want 1", n)
+		}
+		if lengths := verifyChains(t, db.Pool); lengths["t_alpha"] != 12 || lengths["t_beta"] != 12 || lengths[""] != 12 {
+			t.Fatalf("chain lengths %v, want 12 each", lengths)
+		}
+	})
+	t.Run("batch before it not stored", func(t *testing.T) {
+		db := pgtest.New(t)
+		s := NewPostgresSink(db.Pool, PostgresSinkOptions{Schema: db.Schema})
+		if err := s.Write(ctx, chainBatch("first", 3)); err != nil {
+			t.Fatal(err)
+		}
+		// A batch is linked after the heads and then lost, as if its transaction failed.
+		lost, err := encodeRows(chainBatch("lost", 3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fields, err := prepareChainRows(lost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lb, err := s.heads.linkAhead(chainKeys(lost), lost, fields)
+		if err != nil || lb == nil {
+			t.Fatalf("linkAhead: %v, %v", lb, err)
+		}
+		close(lb.done)
+		next, err := encodeRows(chainBatch("next", 3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fields, err = prepareChainRows(next); err != nil {
+			t.Fatal(err)
+		}
+		stored, err := s.writeLinked(ctx, next, fields)
+		if err != nil || stored {
+			t.Fatalf("a batch linked after a lost one: stored %v, error %v", stored, err)
+		}
+		if n := db.Count(t); n != 3 {
+			t.Fatalf("audit_logs has %d rows, want 3", n)
+		}
+		if err := s.writeChainedBatch(ctx, next); err != nil {
+			t.Fatal(err)
+		}
+		if lengths := verifyChains(t, db.Pool); lengths["t_alpha"] != 2 || lengths["t_beta"] != 2 || lengths[""] != 2 {
+			t.Fatalf("chain lengths %v, want 2 each", lengths)
+		}
+		if err := s.Write(ctx, chainBatch("after", 3)); err != nil {
+			t.Fatal(err)
+		}
+		if n := s.ahead.Load(); n != 1 {
+			t.Fatalf("%d batches linked ahead, want 1 (the last)", n)
+		}
+		if lengths := verifyChains(t, db.Pool); lengths["t_alpha"] != 3 {
+			t.Fatalf("chain lengths %v, want 3 each", lengths)
+		}
+	})
+}

@@ -66,6 +66,62 @@ type Live struct {
 	mu     sync.Mutex
 	subs   map[*liveSub]struct{}
 	closed bool
+
+	// decoded shares the records decoded from the last messages between the streams that
+	// receive them: an all-tenants stream and a tenant's stream decode each message once.
+	decMu   sync.Mutex
+	decoded map[uint64]*store.Record
+	decRing []uint64
+	decNext int
+}
+
+// liveDecodedShared is how many decoded messages a Live keeps for its other streams.
+const liveDecodedShared = 4096
+
+// decode returns the record of msg, decoded once for every stream that receives it. A shared
+// record is used only when its id is the message id the Sink set, so that a stream deleted and
+// made again (its sequence numbers start over) never yields another message's record; messages
+// without a message id or JetStream metadata are decoded each time.
+func (l *Live) decode(msg jetstream.Msg) (*store.Record, error) {
+	id := msg.Headers().Get(jetstream.MsgIDHeader)
+	meta, err := msg.Metadata()
+	if id == "" || err != nil || meta == nil {
+		return decodeRecord(msg.Data())
+	}
+	seq := meta.Sequence.Stream
+	l.decMu.Lock()
+	r := l.decoded[seq]
+	l.decMu.Unlock()
+	if r != nil && r.ID.String() == id {
+		return r, nil
+	}
+	if r, err = decodeRecord(msg.Data()); err != nil {
+		return nil, err
+	}
+	l.decMu.Lock()
+	defer l.decMu.Unlock()
+	if _, ok := l.decoded[seq]; ok {
+		l.decoded[seq] = r
+		return r, nil
+	}
+	if len(l.decRing) < liveDecodedShared {
+		l.decRing = append(l.decRing, seq)
+	} else {
+		delete(l.decoded, l.decRing[l.decNext])
+		l.decRing[l.decNext] = seq
+		l.decNext = (l.decNext + 1) % len(l.decRing)
+	}
+	l.decoded[seq] = r
+	return r, nil
+}
+
+// decodeRecord decodes one message's row into the read side's record.
+func decodeRecord(b []byte) (*store.Record, error) {
+	rec, err := core.RecordFromRow(b)
+	if err != nil {
+		return nil, err
+	}
+	return store.RecordOf(rec)
 }
 
 // NewLive returns a Live reading the stream of opts.
@@ -105,7 +161,7 @@ func NewLive(opts LiveOptions) (*Live, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Live{opts: opts, js: js, log: log, subs: map[*liveSub]struct{}{}}, nil
+	return &Live{opts: opts, js: js, log: log, subs: map[*liveSub]struct{}{}, decoded: map[uint64]*store.Record{}}, nil
 }
 
 // SubscribeLive starts a live stream of the records in sc that match f and are published from
@@ -248,11 +304,7 @@ func (s *liveSub) end(err error) {
 
 // handle decodes, filters and delivers one message without blocking.
 func (s *liveSub) handle(msg jetstream.Msg) {
-	rec, err := core.RecordFromRow(msg.Data())
-	var r *store.Record
-	if err == nil {
-		r, err = store.RecordOf(rec)
-	}
+	r, err := s.l.decode(msg)
 	if err != nil {
 		s.mu.Lock()
 		first := !s.bad

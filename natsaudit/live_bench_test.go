@@ -52,7 +52,7 @@ func BenchmarkLiveLatency(b *testing.B) {
 
 // BenchmarkLiveDecode measures what a live stream spends on each message it receives: decoding
 // the row (core.RecordFromRow), building the read side's record (store.RecordOf) and evaluating
-// the scope and a filter. Every stream following a subject pays it for every message.
+// the scope and a filter: a Live pays it once for each message its streams receive.
 func BenchmarkLiveDecode(b *testing.B) {
 	r := liveRecords(2)[1] // an HTTP record with metadata
 	r.ID, r.OccurredAt, r.Severity = core.NewID(), time.Now(), core.SeverityInfo

@@ -587,3 +587,37 @@ func TestLiveEndsWhenNATSIsGone(t *testing.T) {
 		t.Fatalf("ended with %v, want ErrInterrupted", sub.Err())
 	}
 }
+
+// TestLiveDecodesOncePerMessage: the streams of one Live that receive the same message share
+// the record decoded from it (records are read-only, as the Store's).
+func TestLiveDecodesOncePerMessage(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	ctx := context.Background()
+	all, err := e.live.SubscribeLive(ctx, store.AllTenantsScope(), store.Filter{}, store.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer all.Close()
+	acme, err := e.live.SubscribeLive(ctx, store.TenantScope("acme"), store.Filter{}, store.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer acme.Close()
+	r := &core.Record{Kind: core.KindCustom, Action: "invoice.sent", Tenant: core.Tenant{ID: "acme"}}
+	e.publish(t, r)
+	recv := func(s store.LiveStream) *store.Record {
+		select {
+		case got := <-s.Records():
+			if got == nil || got.ID != r.ID {
+				t.Fatalf("received %+v, want %s", got, r.ID)
+			}
+			return got
+		case <-time.After(10 * time.Second):
+			t.Fatal("the record was not streamed")
+		}
+		return nil
+	}
+	if a, b := recv(all), recv(acme); a != b {
+		t.Fatal("each stream decoded the message itself")
+	}
+}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"regexp"
 	"strings"
@@ -170,3 +171,52 @@ func TestFirstPageWindowPrunesPartitions(t *testing.T) {
 }
 
 var partitionScan = regexp.MustCompile(`on (audit_logs_(?:p\d+|default))\b`)
+
+// Concurrent pages share the cached partition bounds and read them again when they expire;
+// run with -race.
+func TestPageBoundsConcurrentReads(t *testing.T) {
+	db := pgtest.New(t)
+	s, err := New(db.Pool, Options{Schema: db.Schema})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	ctx := context.Background()
+	if _, err := db.Pool.Exec(ctx, `INSERT INTO audit_logs (id, occurred_at, kind, action, tenant_id)
+		SELECT gen_random_uuid(), now() - g * interval '1 day', 'custom', 'doc.touched', 't-0' FROM generate_series(1, 90) g`); err != nil {
+		t.Fatal(err)
+	}
+	want := len(s.pageBounds(ctx))
+	if want < 2 {
+		t.Fatalf("%d partition bounds on a partitioned table", want)
+	}
+	errs := make(chan error, 8)
+	for g := range 8 {
+		go func() {
+			for i := range 10 {
+				if g%2 == 0 && i%3 == 0 {
+					s.partBounds.mu.Lock()
+					s.partBounds.read = time.Time{} // expired: the next page reads them again
+					s.partBounds.mu.Unlock()
+				}
+				p, err := s.List(ctx, TenantScope("t-0"), Query{Limit: 40})
+				if err == nil && len(p.Records) != 40 {
+					err = fmt.Errorf("%d records, want 40", len(p.Records))
+				}
+				if err == nil && len(s.pageBounds(ctx)) != want {
+					err = fmt.Errorf("%d partition bounds, want %d", len(s.pageBounds(ctx)), want)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 8 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -207,6 +207,8 @@ func (l *Live) SubscribeLive(ctx context.Context, sc store.Scope, f store.Filter
 		FilterSubjects: []string{subject},
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
 		OptStartSeq:    info.State.LastSeq + 1,
+		// The server drops a consumer left behind by a process that died after this long.
+		InactiveThreshold: time.Minute,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("natsaudit: live stream: consumer of %s: %w", subject, err)
@@ -225,19 +227,33 @@ func (l *Live) SubscribeLive(ctx context.Context, sc store.Scope, f store.Filter
 	}))
 	if err != nil {
 		sub.end(nil)
+		go l.release(nil, cons)
 		return nil, fmt.Errorf("natsaudit: live stream: consuming %s: %w", subject, err)
 	}
 	sub.mu.Lock()
-	sub.cc = cc
+	sub.cc, sub.cons = cc, cons
 	ended := sub.ended
 	sub.mu.Unlock()
 	if ended {
-		cc.Stop()
+		go l.release(cc, cons)
 		return sub, nil
 	}
 	stop := context.AfterFunc(ctx, func() { sub.end(ctx.Err()) })
 	go sub.watch(cc, stop, watch)
 	return sub, nil
+}
+
+// release stops consuming and deletes the consumer: stopping leaves it on the server until its
+// inactivity limit.
+func (l *Live) release(cc jetstream.ConsumeContext, cons jetstream.Consumer) {
+	if cc != nil {
+		cc.Stop()
+	}
+	if info := cons.CachedInfo(); info != nil && !l.opts.Conn.IsClosed() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = l.js.DeleteConsumer(ctx, l.opts.Stream, info.Name)
+	}
 }
 
 // Close ends every live stream with store.ErrClosed and refuses new ones.
@@ -263,6 +279,7 @@ type liveSub struct {
 	mu    sync.Mutex
 	ch    chan *store.Record
 	cc    jetstream.ConsumeContext
+	cons  jetstream.Consumer
 	ended bool
 	err   error
 	done  chan struct{}
@@ -291,11 +308,11 @@ func (s *liveSub) end(err error) {
 	s.err = err
 	close(s.ch)
 	close(s.done)
-	cc := s.cc
+	cc, cons := s.cc, s.cons
 	s.mu.Unlock()
 	if cc != nil {
 		// Not inline: end may run on the consumer's own goroutine.
-		go cc.Stop()
+		go s.l.release(cc, cons)
 	}
 	s.l.mu.Lock()
 	delete(s.l.subs, s)

@@ -621,3 +621,46 @@ func TestLiveDecodesOncePerMessage(t *testing.T) {
 		t.Fatal("each stream decoded the message itself")
 	}
 }
+
+// TestLiveRemovesItsConsumers: a stream's consumer leaves the server when the stream ends.
+func TestLiveRemovesItsConsumers(t *testing.T) {
+	e := newLiveEnv(t, nil)
+	js, err := jetstream.New(e.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s, err := js.Stream(ctx, e.stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	consumers := func() int {
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Consumers
+	}
+	base := consumers() // the ingest process's durable consumer
+	var subs []store.LiveStream
+	for _, tenant := range []string{"acme", "globex", "acme"} {
+		sub, err := e.live.SubscribeLive(ctx, store.TenantScope(tenant), store.Filter{}, store.SubscribeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, sub)
+	}
+	if n := consumers(); n != base+3 {
+		t.Fatalf("%d consumers with three streams open, want %d", n, base+3)
+	}
+	for _, sub := range subs {
+		sub.Close()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for consumers() != base {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d consumers left after the streams ended, want %d", consumers(), base)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

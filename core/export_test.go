@@ -17,3 +17,6 @@ func RowValuesForBenchmark(red *Redactor, r *Record) []any {
 // NormalizeForBenchmark fills a record's defaults (id, time, action) as Enqueue does, for
 // benchmarks that hand records to a Sink directly.
 func NormalizeForBenchmark(r *Record) { r.normalize(time.Now()) }
+
+// ProcessCPUForBenchmark returns the CPU time the process has used (processCPU).
+func ProcessCPUForBenchmark() time.Duration { return processCPU() }

@@ -13,7 +13,7 @@ import (
 
 // SchemaVersion is the migration version of the audit tables this release writes: the highest
 // migration embedded in package schema. Open refuses a schema at another version.
-const SchemaVersion = 8
+const SchemaVersion = 9
 
 // MigrateCommand is the command that creates or upgrades the audit tables.
 const MigrateCommand = "go run github.com/auditkit/auditkit/cmd/auditkit@latest migrate"

@@ -102,6 +102,6 @@ func ExampleMigrate() {
 	}
 	fmt.Println("applied again:", res.Applied)
 	// Output:
-	// applied: [1 2 3 4 5 6 7 8]
+	// applied: [1 2 3 4 5 6 7 8 9]
 	// applied again: []
 }

@@ -173,12 +173,11 @@ const (
 // the answer is exact either way. Other filters, and every query under
 // Options.RowLevelSecurity, are counted in one scan of the matching records.
 func (s *Store) Stats(ctx context.Context, sc Scope, q StatsQuery) (Stats, error) {
-	return s.stats(ctx, sc, q, true)
+	return s.stats(ctx, sc, q, statsReadsSpans)
 }
 
-// stats is Stats; weeks false reads the counts of whole days and hours only, as before
-// migration 0008 (benchmarks compare the two).
-func (s *Store) stats(ctx context.Context, sc Scope, q StatsQuery, weeks bool) (Stats, error) {
+// stats is Stats reading the counts of reads (benchmarks compare the levels).
+func (s *Store) stats(ctx context.Context, sc Scope, q StatsQuery, reads statsReads) (Stats, error) {
 	if err := sc.Validate(); err != nil {
 		return Stats{}, err
 	}
@@ -227,7 +226,7 @@ func (s *Store) stats(ctx context.Context, sc Scope, q StatsQuery, weeks bool) (
 	counted := false
 	if rollupEligible(f) && !s.opts.RowLevelSecurity {
 		var err error
-		if counted, err = s.statsFromRollup(ctx, sc, f, bucket, top, weeks, &st, counts); err != nil {
+		if counted, err = s.statsFromRollup(ctx, sc, f, bucket, top, reads, &st, counts); err != nil {
 			return Stats{}, fmt.Errorf("store: stats: %w", err)
 		}
 	}

@@ -21,9 +21,10 @@ import (
 var statsReadSchema = flag.String("statsread.schema", "", "BenchmarkStatsRead: schema of a data set made by loadgen load (for example stats_1m)")
 
 // BenchmarkStatsRead measures Stats over the last 30 days on a data set made by loadgen, across
-// all tenants and for one tenant, with day and hour buckets, answered from the counts of
-// migration 0008 (weeks, days, hours) and, interleaved request by request in the same process,
-// from days and hours only (the reads of migration 0007). It counts the closed hours first.
+// all tenants and for one tenant, with day and hour buckets, answered from a span's sums
+// (migration 0009; the first request of a span sums it in the background), from weeks, days and
+// hours (0008) and from days and hours (0007), interleaved request by request in one process. It
+// counts the closed hours first.
 //
 //	loadgen load -schema stats_1m -rows 1000000 -tenants 100 -days 30
 //	go test ./core/store -run '^$' -bench StatsRead -benchtime 1x -statsread.schema stats_1m
@@ -70,28 +71,28 @@ func benchStatsRead(b *testing.B, schemaName string) {
 		{"one tenant", func() Scope { return TenantScope(fmt.Sprintf("tenant-%03d", rng.IntN(100))) }, BucketDay},
 		{"one tenant", func() Scope { return TenantScope(fmt.Sprintf("tenant-%03d", rng.IntN(100))) }, BucketHour},
 	} {
-		lat := map[bool][]time.Duration{}
-		cpu := map[bool]time.Duration{}
+		lat := map[statsReads][]time.Duration{}
+		cpu := map[statsReads]time.Duration{}
 		for i := range runs + 5 {
-			for _, weeks := range []bool{i%2 == 0, i%2 != 0} {
+			for _, reads := range readsOrder(i) {
 				to := time.Now().UTC()
 				q := StatsQuery{Filter: Filter{From: to.AddDate(0, 0, -30), To: to}, Bucket: c.bucket}
 				c0 := cpuTime()
 				t := time.Now()
-				if _, err := s.stats(ctx, c.sc(), q, weeks); err != nil {
+				if _, err := s.stats(ctx, c.sc(), q, reads); err != nil {
 					b.Fatal(err)
 				}
 				if i >= 5 {
-					lat[weeks] = append(lat[weeks], time.Since(t))
-					cpu[weeks] += cpuTime() - c0
+					lat[reads] = append(lat[reads], time.Since(t))
+					cpu[reads] += cpuTime() - c0
 				}
 			}
 		}
-		for _, weeks := range []bool{true, false} {
-			l := lat[weeks]
+		for _, reads := range readsOrder(0) {
+			l := lat[reads]
 			slices.Sort(l)
 			p := func(q int) string { return fmt.Sprintf("%.1f ms", float64(l[(len(l)-1)*q/100].Microseconds())/1000) }
-			fmt.Printf("| %s | %s | %s | %s | %s | %s | %.2f ms |\n", c.name, c.bucket, readsName(weeks), p(50), p(95), p(100), float64(cpu[weeks].Microseconds())/1000/float64(len(l)))
+			fmt.Printf("| %s | %s | %s | %s | %s | %s | %.2f ms |\n", c.name, c.bucket, readsName(reads), p(50), p(95), p(100), float64(cpu[reads].Microseconds())/1000/float64(len(l)))
 		}
 	}
 
@@ -131,16 +132,16 @@ func benchStatsRead(b *testing.B, schemaName string) {
 		{"all tenants", AllTenantsScope, BucketDay},
 		{"one tenant", func() Scope { return TenantScope(fmt.Sprintf("tenant-%03d", rng.IntN(100))) }, BucketDay},
 	} {
-		cpu := map[bool]time.Duration{}
+		cpu := map[statsReads]time.Duration{}
 		for i := range runs + 5 {
-			for _, weeks := range []bool{i%2 == 0, i%2 != 0} {
+			for _, reads := range readsOrder(i) {
 				to := time.Now().UTC()
 				q := StatsQuery{Filter: Filter{From: to.AddDate(0, 0, -30), To: to}, Bucket: c.bucket}
 				c0, err := backendCPU(pid)
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := s1.stats(ctx, c.sc(), q, weeks); err != nil {
+				if _, err := s1.stats(ctx, c.sc(), q, reads); err != nil {
 					b.Fatal(err)
 				}
 				c1, err := backendCPU(pid)
@@ -148,18 +149,28 @@ func benchStatsRead(b *testing.B, schemaName string) {
 					b.Fatal(err)
 				}
 				if i >= 5 {
-					cpu[weeks] += c1 - c0
+					cpu[reads] += c1 - c0
 				}
 			}
 		}
-		for _, weeks := range []bool{true, false} {
-			fmt.Printf("| %s | %s | %s | %.1f ms |\n", c.name, c.bucket, readsName(weeks), float64(cpu[weeks].Microseconds())/1000/runs)
+		for _, reads := range readsOrder(0) {
+			fmt.Printf("| %s | %s | %s | %.1f ms |\n", c.name, c.bucket, readsName(reads), float64(cpu[reads].Microseconds())/1000/runs)
 		}
 	}
 }
 
-func readsName(weeks bool) string {
-	if weeks {
+// readsOrder is the order of the levels of counts in round i: rotated each round.
+func readsOrder(i int) []statsReads {
+	all := []statsReads{statsReadsSpans, statsReadsWeeks, statsReadsDaysHours}
+	i %= len(all)
+	return append(all[i:len(all):len(all)], all[:i]...)
+}
+
+func readsName(r statsReads) string {
+	switch r {
+	case statsReadsSpans:
+		return "span, hours at the edges (0009)"
+	case statsReadsWeeks:
 		return "weeks, days, hours (0008)"
 	}
 	return "days, hours (0007)"

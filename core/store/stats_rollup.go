@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -56,6 +57,15 @@ var statsWeekOrigin = time.Date(2000, 1, 3, 0, 0, 0, 0, time.UTC)
 func weekStart(t time.Time) time.Time {
 	return t.Add(-(t.Sub(statsWeekOrigin)%statsWeek + statsWeek) % statsWeek)
 }
+
+// statsReads is which counts Stats reads; each level reads those of the levels before it too.
+type statsReads int
+
+const (
+	statsReadsDaysHours statsReads = iota // days and hours (migration 0007)
+	statsReadsWeeks                       // and whole weeks (migration 0008)
+	statsReadsSpans                       // and the sums of whole spans (migration 0009)
+)
 
 // statsPlan is how a stats range is read: whole weeks, days and hours from the counts, the rest
 // from audit_logs.
@@ -164,6 +174,32 @@ func planStats(from, to time.Time, hours, days, weeks map[time.Time]bool, closed
 	return p
 }
 
+// span returns the hours [from, to) that the plan's weeks, days and hours cover when they are
+// contiguous and more than one: a span summed once can answer for all of them.
+func (p statsPlan) span() (from, to time.Time, ok bool) {
+	type unit struct{ a, b time.Time }
+	var us []unit
+	for _, w := range p.weeks {
+		us = append(us, unit{w, w.Add(statsWeek)})
+	}
+	for _, d := range p.days {
+		us = append(us, unit{d, d.Add(statsDay)})
+	}
+	for _, h := range p.hours {
+		us = append(us, unit{h, h.Add(time.Hour)})
+	}
+	if len(us) < 2 {
+		return time.Time{}, time.Time{}, false
+	}
+	slices.SortFunc(us, func(x, y unit) int { return x.a.Compare(y.a) })
+	for i := 1; i < len(us); i++ {
+		if !us[i].a.Equal(us[i-1].b) {
+			return time.Time{}, time.Time{}, false
+		}
+	}
+	return us[0].a, us[len(us)-1].b, true
+}
+
 func maxTime(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
@@ -180,15 +216,22 @@ func minTime(a, b time.Time) time.Time {
 
 // statsFromRollup answers a stats query from the counts and audit_logs. It returns ok false,
 // without error, when no whole day or hour of the range is counted: the caller then scans.
-func (s *Store) statsFromRollup(ctx context.Context, sc Scope, f Filter, bucket Bucket, top int, weeks bool, st *Stats, counts map[int64]int64) (ok bool, err error) {
+func (s *Store) statsFromRollup(ctx context.Context, sc Scope, f Filter, bucket Bucket, top int, reads statsReads, st *Stats, counts map[int64]int64) (ok bool, err error) {
 	closedBefore := time.Now().UTC().Add(-statsGrace).Truncate(time.Hour)
+	key := "*"
+	if !sc.AllTenants {
+		key = sc.TenantID
+	}
 	var plan statsPlan
+	var spanID int64
+	var spanFrom, spanTo time.Time
+	wantSpan := false
 	err = pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
 		hours, days, wk, err := s.currentUnits(ctx, tx, f.From.Truncate(statsDay), f.To)
 		if err != nil {
 			return err
 		}
-		if !weeks {
+		if reads < statsReadsWeeks {
 			wk = nil
 		}
 		plan = planStats(f.From, f.To, hours, days, wk, closedBefore)
@@ -196,6 +239,19 @@ func (s *Store) statsFromRollup(ctx context.Context, sc Scope, f Filter, bucket 
 			return nil
 		}
 		ok = true
+		if a, b, whole := plan.span(); whole && reads >= statsReadsSpans && !plan.stale {
+			spanFrom, spanTo = a, b
+			err := tx.QueryRow(ctx, `SELECT s.id FROM `+s.statsTable("audit_stats_spans")+` s
+				WHERE s.tenant_key = $1 AND s.start = $2 AND s.stop = $3 AND s.rolled_mark IS NOT NULL
+				  AND s.start >= `+s.retainedFromSQL()+`
+				  AND NOT EXISTS (SELECT 1 FROM `+s.statsTable("audit_stats_dirty")+` x
+				                  WHERE x.start >= s.start AND x.start < s.stop AND x.id > s.rolled_mark)`, key, a, b).Scan(&spanID)
+			if errors.Is(err, pgx.ErrNoRows) {
+				wantSpan = true
+			} else if err != nil {
+				return err
+			}
+		}
 		set := `SET LOCAL work_mem = '` + statsWorkMem + `'; SET LOCAL jit = off`
 		if !sc.AllTenants {
 			// One tenant's counts are a few thousand rows: starting parallel workers costs more
@@ -207,29 +263,46 @@ func (s *Store) statsFromRollup(ctx context.Context, sc Scope, f Filter, bucket 
 		}
 		var b sqlBuilder
 		width := b.arg("1 " + string(bucket))
-		// The counts of all tenants together are kept under the key '*' (never a tenant id).
-		cond := " AND tenant_key = '*'"
-		if !sc.AllTenants {
-			cond = " AND tenant_key = " + b.arg(sc.TenantID)
-		}
-		if !f.IncludeMeta {
-			cond += " AND NOT meta"
+		// The counts of all tenants together are kept under the key '*' (never a tenant id). The
+		// tenant's parameter is added when first used: a statement may not have one it never reads.
+		cond := ""
+		unitCond := func() string {
+			if cond == "" {
+				cond = " AND tenant_key = '*'"
+				if !sc.AllTenants {
+					cond = " AND tenant_key = " + b.arg(sc.TenantID)
+				}
+				if !f.IncludeMeta {
+					cond += " AND NOT meta"
+				}
+			}
+			return cond
 		}
 		b.w(`WITH c(dim, value, b, n) AS (`)
 		union := ""
+		if spanID != 0 {
+			// The span holds the sums of exactly the weeks, days and hours of the plan.
+			b.w(`SELECT dim::text AS dim, value, CASE WHEN dim = 'h' THEN date_bin(`, width, `::interval, `, b.arg(spanFrom), `::timestamptz + value::int * interval '1 hour', `, statsOrigin, `) END AS b, n
+	FROM `, s.statsTable("audit_stats_span_counts"), ` WHERE span = `, b.arg(spanID))
+			if !f.IncludeMeta {
+				b.w(" AND NOT meta")
+			}
+			union = "\n	UNION ALL "
+			plan.weeks, plan.days, plan.hours = nil, nil, nil
+		}
 		if len(plan.weeks) > 0 {
 			b.w(`SELECT dim::text AS dim, value, CASE WHEN dim = 'h' THEN date_bin(`, width, `::interval, week + value::int * interval '1 hour', `, statsOrigin, `) END AS b, n
-	FROM `, s.statsTable("audit_stats_weekly"), ` WHERE week = ANY(`, b.arg(plan.weeks), `::timestamptz[])`, cond)
+	FROM `, s.statsTable("audit_stats_weekly"), ` WHERE week = ANY(`, b.arg(plan.weeks), `::timestamptz[])`, unitCond())
 			union = "\n	UNION ALL "
 		}
 		if len(plan.days) > 0 {
 			b.w(union, `SELECT dim::text AS dim, value, CASE WHEN dim = 'h' THEN date_bin(`, width, `::interval, day + value::int * interval '1 hour', `, statsOrigin, `) END AS b, n
-	FROM `, s.statsTable("audit_stats_daily"), ` WHERE day = ANY(`, b.arg(plan.days), `::timestamptz[])`, cond)
+	FROM `, s.statsTable("audit_stats_daily"), ` WHERE day = ANY(`, b.arg(plan.days), `::timestamptz[])`, unitCond())
 			union = "\n	UNION ALL "
 		}
 		if len(plan.hours) > 0 {
 			b.w(union, `SELECT dim::text, value, CASE WHEN dim = 't' THEN date_bin(`, width, `::interval, hour, `, statsOrigin, `) END, n
-	FROM `, s.statsTable("audit_stats_hourly"), ` WHERE hour = ANY(`, b.arg(plan.hours), `::timestamptz[])`, cond)
+	FROM `, s.statsTable("audit_stats_hourly"), ` WHERE hour = ANY(`, b.arg(plan.hours), `::timestamptz[])`, unitCond())
 			union = "\n	UNION ALL "
 		}
 		if len(plan.raw) > 0 {
@@ -296,6 +369,8 @@ SELECT 't', '', b, sum(n)::bigint FROM s WHERE dim IN ('t', 'h') GROUP BY b`)
 	}
 	if plan.stale {
 		s.refreshStatsLater(f.From, f.To)
+	} else if wantSpan {
+		s.sumSpanLater(key, spanFrom, spanTo)
 	}
 	return ok, nil
 }
@@ -456,6 +531,11 @@ func (s *Store) countHours(ctx context.Context, hours []time.Time, mark int64) e
 			WHERE (grain = 'd' AND start = $1) OR (grain = 'w' AND start = $2)`, lo.Truncate(statsDay), weekStart(lo.Truncate(statsDay))); err != nil {
 			return err
 		}
+		// The dirty entries removed below are what made the spans over these hours stale.
+		if _, err := tx.Exec(ctx, `UPDATE `+s.statsTable("audit_stats_spans")+` SET rolled_mark = NULL
+			WHERE rolled_mark IS NOT NULL AND start < $2 AND stop > $1`, lo, hi); err != nil {
+			return err
+		}
 		_, err := tx.Exec(ctx, `DELETE FROM `+s.statsTable("audit_stats_dirty")+` WHERE start = ANY($1::timestamptz[]) AND id <= $2`, hours, mark)
 		return err
 	})
@@ -570,6 +650,91 @@ func (s *Store) sumWeeks(ctx context.Context, weeks []time.Time) error {
 			ON CONFLICT (grain, start) DO UPDATE SET rolled_mark = excluded.rolled_mark, rolled_at = excluded.rolled_at`, ready, marks)
 		return err
 	})
+}
+
+// maxStatsSpans is how many spans are kept per tenant key (and for all tenants): the most recent,
+// enough for the few ranges a dashboard asks for at once.
+const maxStatsSpans = 8
+
+// sumSpan sums the counts of the whole hours [from, to) for key (a tenant id, or '*' for all
+// tenants) into a span, if every week, day and hour that planStats reads for them is current. Its
+// mark is the lowest of theirs: any later change of one of its hours has a higher dirty entry, and
+// recounting one of its hours (which removes the entries) marks the span stale. It holds the
+// stats lock from its first statement, so no counting changes the units and counts it reads
+// between its statements. The oldest spans of key beyond maxStatsSpans are removed.
+func (s *Store) sumSpan(ctx context.Context, key string, from, to time.Time) error {
+	closedBefore := time.Now().UTC().Add(-statsGrace).Truncate(time.Hour)
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := s.statsLock(ctx, tx); err != nil {
+			return err
+		}
+		hours, days, weeks, err := s.currentUnits(ctx, tx, from.Truncate(statsDay), to)
+		if err != nil {
+			return err
+		}
+		p := planStats(from, to, hours, days, weeks, closedBefore)
+		if a, b, whole := p.span(); p.stale || len(p.raw) > 0 || !whole || !a.Equal(from) || !b.Equal(to) {
+			return nil
+		}
+		var mark *int64
+		if err := tx.QueryRow(ctx, `SELECT min(rolled_mark) FROM `+s.statsTable("audit_stats_units")+`
+			WHERE (grain = 'w' AND start = ANY($1::timestamptz[])) OR (grain = 'd' AND start = ANY($2::timestamptz[]))
+			   OR (grain = 'h' AND start = ANY($3::timestamptz[]))`, p.weeks, p.days, p.hours).Scan(&mark); err != nil {
+			return err
+		}
+		if mark == nil {
+			return nil
+		}
+		spans := s.statsTable("audit_stats_spans")
+		if _, err := tx.Exec(ctx, `DELETE FROM `+spans+` WHERE tenant_key = $1 AND start = $2 AND stop = $3`, key, from, to); err != nil {
+			return err
+		}
+		var id int64
+		err = tx.QueryRow(ctx, `INSERT INTO `+spans+` (tenant_key, start, stop, rolled_mark) VALUES ($1, $2, $3, $4)
+			ON CONFLICT DO NOTHING RETURNING id`, key, from, to, *mark).Scan(&id)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil // summed at the same time by another process
+		}
+		if err != nil {
+			return err
+		}
+		// Hour totals become dim 'h' with the hour's offset from the span's start as value.
+		if _, err := tx.Exec(ctx, `SET LOCAL work_mem = '`+statsWorkMem+`'; SET LOCAL jit = off`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO `+s.statsTable("audit_stats_span_counts")+` (span, meta, dim, value, n)
+			SELECT $1, meta, dim, value, sum(n) FROM (
+				SELECT meta, dim, CASE WHEN dim = 'h' THEN (extract(epoch FROM week - $2) / 3600 + value::int)::int::text ELSE value END AS value, n
+				FROM `+s.statsTable("audit_stats_weekly")+` WHERE tenant_key = $3 AND week = ANY($4::timestamptz[])
+				UNION ALL
+				SELECT meta, dim, CASE WHEN dim = 'h' THEN (extract(epoch FROM day - $2) / 3600 + value::int)::int::text ELSE value END, n
+				FROM `+s.statsTable("audit_stats_daily")+` WHERE tenant_key = $3 AND day = ANY($5::timestamptz[])
+				UNION ALL
+				SELECT meta, CASE WHEN dim = 't' THEN 'h' ELSE dim END, CASE WHEN dim = 't' THEN (extract(epoch FROM hour - $2) / 3600)::int::text ELSE value END, n
+				FROM `+s.statsTable("audit_stats_hourly")+` WHERE tenant_key = $3 AND hour = ANY($6::timestamptz[])) c
+			GROUP BY meta, dim, value`, id, from, key, p.weeks, p.days, p.hours); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, `DELETE FROM `+spans+` WHERE tenant_key = $1 AND id NOT IN
+			(SELECT id FROM `+spans+` WHERE tenant_key = $1 ORDER BY id DESC LIMIT `+strconv.Itoa(maxStatsSpans)+`)`, key)
+		return err
+	})
+}
+
+// sumSpanLater starts sumSpan in the background unless a refresh or another sum runs.
+func (s *Store) sumSpanLater(key string, from, to time.Time) {
+	if s.closed() || !s.statsRefreshing.CompareAndSwap(false, true) {
+		return
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.statsRefreshing.Store(false)
+		err := s.sumSpan(s.life, key, from, to)
+		if err != nil && s.life.Err() == nil && !errors.Is(err, context.Canceled) {
+			s.log.Warn("auditkit: summing stats in the background failed; stats sum the counts meanwhile", "error", err)
+		}
+	}()
 }
 
 // refreshStatsLater starts RefreshStats for a stats range in the background unless one is

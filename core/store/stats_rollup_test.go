@@ -318,6 +318,27 @@ func TestStatsWeeksMatchFullCount(t *testing.T) {
 		return weeks
 	}
 
+	spans := pgx.Identifier{e.db.Schema, "audit_stats_spans"}.Sanitize()
+	// Every range of more than one whole unit gets a span for each scope: the first answer sums it
+	// in the background (one at a time), later answers read it. Ask until all are summed.
+	waitSpans := func(step string) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); ; {
+			check(step)
+			var n int
+			if err := e.db.Pool.QueryRow(ctx, `SELECT count(*) FROM `+spans+` WHERE rolled_mark IS NOT NULL`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n == 12 { // 4 of the 5 ranges (not exactly one week) × 3 scopes
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d spans summed, want 12", step, n)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
 	check("before counting")
 	refresh()
 	// The weeks summed are the three whole ones before the current week (whose days are not all
@@ -326,6 +347,8 @@ func TestStatsWeeksMatchFullCount(t *testing.T) {
 		t.Fatalf("summed weeks %v, want the 3 starting %s", w, week0)
 	}
 	check("counted")
+	waitSpans("spans summed")
+	check("read from spans")
 
 	// Late records into the middle of a summed week: it is read from its days and hours until
 	// summed again.
@@ -349,6 +372,34 @@ func TestStatsWeeksMatchFullCount(t *testing.T) {
 		t.Fatalf("summed weeks after the cleanups %v, want 3", w)
 	}
 	check("cleanups counted")
+	waitSpans("spans summed again")
+	check("read from spans again")
+
+	custom := func(l []store.Count) int64 {
+		i := slices.IndexFunc(l, func(c store.Count) bool { return c.Value == "custom" })
+		if i < 0 {
+			t.Fatalf("no kind custom in %v", l)
+		}
+		return l[i].Count
+	}
+	// The answers come from the spans: a count changed behind the store's back shows.
+	spanFrom, spanTo := week0.Add(-time.Hour), week0.AddDate(0, 0, 14).Add(time.Hour)
+	tag, err := e.db.Pool.Exec(ctx, `UPDATE `+pgx.Identifier{e.db.Schema, "audit_stats_span_counts"}.Sanitize()+` SET n = n + 1000
+		WHERE span = (SELECT id FROM `+spans+` WHERE tenant_key = '*' AND start = $1 AND stop = $2) AND dim = 'k' AND value = 'custom' AND NOT meta`, spanFrom, spanTo)
+	if err != nil || tag.RowsAffected() != 1 {
+		t.Fatalf("changing a span's count: %v, %d rows", err, tag.RowsAffected())
+	}
+	sq := store.StatsQuery{Filter: store.Filter{From: spanFrom, To: spanTo}, Bucket: store.BucketHour}
+	sgot, err := e.st.Stats(ctx, store.AllTenantsScope(), sq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if swant := fullStats(t, e, store.AllTenantsScope(), sq); custom(sgot.ByKind) != custom(swant.ByKind)+1000 || sgot.Total != swant.Total {
+		t.Fatalf("a span is not read from its sums: by kind %v, full count %v", sgot.ByKind, swant.ByKind)
+	}
+	// A record written into the span's hours makes it stale: answers are exact again.
+	e.write(t, statsRecords(rng, 1, week0.AddDate(0, 0, 4), week0.AddDate(0, 0, 4).Add(time.Hour))...)
+	check("a span made stale")
 
 	// The answers come from the weekly counts: a count changed behind the store's back shows.
 	if _, err := e.db.Pool.Exec(ctx, `UPDATE `+pgx.Identifier{e.db.Schema, "audit_stats_weekly"}.Sanitize()+
@@ -361,13 +412,6 @@ func TestStatsWeeksMatchFullCount(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := fullStats(t, e, store.AllTenantsScope(), q)
-	custom := func(l []store.Count) int64 {
-		i := slices.IndexFunc(l, func(c store.Count) bool { return c.Value == "custom" })
-		if i < 0 {
-			t.Fatalf("no kind custom in %v", l)
-		}
-		return l[i].Count
-	}
 	if custom(got.ByKind) != custom(want.ByKind)+1000 {
 		t.Fatalf("a whole summed week is not read from the weekly counts: by kind %v, full count %v", got.ByKind, want.ByKind)
 	}

@@ -168,9 +168,10 @@ const (
 // actor id and resource type (the Top most frequent values of each), and per time bucket.
 //
 // A filter that only bounds the time (and may include the service's own records) is answered
-// from counts kept per hour and per day (see RefreshStats) for the whole hours and days of the
-// range that are counted and unchanged since, and from audit_logs for the rest, in one snapshot:
-// the answer is exact either way. Other filters, and every query under
+// from counts kept per hour, day and ISO week (see RefreshStats) for the whole hours, days and
+// weeks of the range that are counted and unchanged since, or from their sum kept after a first
+// request for the same whole hours, and from audit_logs for the rest, in one snapshot: the
+// answer is exact either way. Other filters, and every query under
 // Options.RowLevelSecurity, are counted in one scan of the matching records.
 func (s *Store) Stats(ctx context.Context, sc Scope, q StatsQuery) (Stats, error) {
 	return s.stats(ctx, sc, q, statsReadsSpans)

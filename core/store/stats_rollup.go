@@ -11,20 +11,22 @@ import (
 	"github.com/jackc/pgx/v5"
 )
 
-// Pre-aggregated counts (migrations 0007 and 0008). Closed hours are counted once into
+// Pre-aggregated counts (migrations 0007 to 0009). Closed hours are counted once into
 // audit_stats_hourly, days whose 24 hours are counted are summed into audit_stats_daily, and ISO
 // weeks whose 7 days are summed into audit_stats_weekly. Stats reads those counts for the whole
 // weeks, days and hours of its range that are current and counts the rest (the open hour, the
 // partial hours at the edges, hours not counted yet or changed since) from audit_logs, all in one
-// snapshot, so every answer is exact.
+// snapshot, so every answer is exact. When those weeks, days and hours are contiguous, their sums
+// are kept as a span (per scope, the last maxStatsSpans), made in the background after the first
+// request, and later requests for the same whole hours read the span instead.
 //
-// Why weeks: a unit's counts hold one row per distinct value of each dimension, and across all
-// tenants the actor ids make nearly all of them (as many rows per day as actors active that day).
-// Summing 30 days read 30 times the actors; whole weeks cut that to 3 or 4 weeks and at most 9
-// days. A top list kept per unit would read less but is not exact (the top values of a sum are
-// not the top values of its parts), and running totals would have to be rewritten from the day of
-// every late record onwards; the weeks stay exact by the same marks as the days, at no cost to
-// writers.
+// Why weeks and spans: a unit's counts hold one row per distinct value of each dimension, and
+// across all tenants the actor ids make nearly all of them (as many rows per day as actors active
+// that day). Summing 30 days read 30 times the actors; whole weeks cut that to 3 or 4 weeks and
+// at most 9 days, and a span to one row per value. A top list kept per unit would read less but
+// is not exact (the top values of a sum are not the top values of its parts), and running totals
+// would have to be rewritten from the day of every late record onwards; weeks and spans stay
+// exact by the same marks as the days, at no cost to writers.
 //
 // Writers do not maintain the counts. A statement-level trigger adds an audit_stats_dirty entry
 // for each counted hour a statement inserts into or deletes from; such an hour, and its day, are

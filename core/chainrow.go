@@ -23,7 +23,16 @@ func chainFieldsOf(row []any, tenantKey string, seq int64, prev [32]byte) (Chain
 	}
 	type span struct{ lo, hi int }
 	var spans [ChainFieldCount]span
-	buf := make([]byte, 0, 512)
+	// Room for every field, so that the buffer is not grown: jsonb's text form of a document is
+	// its JSON with a space after each colon and comma, which the slack covers for the usual
+	// documents.
+	size := 512 + len(tenantKey)
+	for _, v := range row {
+		if b, ok := v.([]byte); ok {
+			size += len(b) + len(b)/8
+		}
+	}
+	buf := make([]byte, 0, size)
 	add := func(i int, lo int) { spans[i] = span{lo, len(buf)} }
 	buf = append(buf, tenantKey...)
 	add(0, 0)

@@ -76,7 +76,8 @@ func keepDatabase(tb testing.TB, pool *pgxpool.Pool) {
 	fmt.Printf("database %s is kept; drop it with: psql -h 127.0.0.1 -U postgres -c 'DROP DATABASE %s'\n", name, name)
 }
 
-// existingDatabase connects to the database name, kept earlier by keepDatabase.
+// existingDatabase connects to the database name, kept earlier by keepDatabase, and applies the
+// migrations added since.
 func existingDatabase(tb testing.TB, name string) *pgxpool.Pool {
 	tb.Helper()
 	u, err := url.Parse(pgtest.URL())
@@ -89,5 +90,8 @@ func existingDatabase(tb testing.TB, name string) *pgxpool.Pool {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(pool.Close)
+	if _, err := schema.Migrate(context.Background(), pool); err != nil {
+		tb.Fatal(err)
+	}
 	return pool
 }

@@ -501,6 +501,13 @@ const (
 	searchTo   = `                `
 )
 
+// searchCond appends the full-text condition for the words of q on the row's search document.
+// The expression is the one the search index is built on, so the index can serve it.
+func (s *Store) searchCond(b *sqlBuilder, q string) {
+	b.w(" AND ", s.searchFn, "(action, resource_type, resource_id, path, metadata) @@ websearch_to_tsquery('pg_catalog.simple', translate(",
+		b.arg(q), ", '", searchFrom, "', '", searchTo, "'))")
+}
+
 // where writes the conditions of scope and f, each preceded by " AND ", after a leading "TRUE".
 func (s *Store) where(b *sqlBuilder, sc Scope, f Filter) {
 	b.w(" WHERE TRUE")
@@ -555,8 +562,7 @@ func (s *Store) where(b *sqlBuilder, sc Scope, f Filter) {
 		b.w(" AND ip <<= ", b.arg(f.IP.String()), "::cidr")
 	}
 	if f.Search != "" {
-		b.w(" AND ", s.searchFn, "(action, resource_type, resource_id, path, metadata) @@ websearch_to_tsquery('pg_catalog.simple', translate(",
-			b.arg(f.Search), ", '", searchFrom, "', '", searchTo, "'))")
+		s.searchCond(b, f.Search)
 	}
 	switch len(f.Changed) {
 	case 0:

@@ -41,3 +41,6 @@ func LinkRowsForBenchmark(rows [][]any) ([][]any, error) {
 	}
 	return out, nil
 }
+
+// LinkedAheadForBenchmark returns how many batches s stored linked ahead of their transaction.
+func LinkedAheadForBenchmark(s *PostgresSink) uint64 { return s.ahead.Load() }

@@ -184,9 +184,6 @@ func (s *Store) List(ctx context.Context, sc Scope, q Query) (Page, error) {
 		after = &p
 	}
 
-	if walksSearch(sc, q.Filter) {
-		return s.searchPage(ctx, sc, q.Filter, order, after, limit, binding, "list")
-	}
 	build := func(f Filter, need int) *sqlBuilder { return s.listSQL(sc, f, order, after, need-1) }
 	return s.queryPage(ctx, sc, q.Filter, order, after, limit, build, binding, "list")
 }

@@ -174,6 +174,18 @@ func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, fields []
 	if err != nil {
 		return err
 	}
+	// Claimed with the connection in hand: a batch waiting for this one's heads holds a
+	// connection of its own, and this one needs no other.
+	claimed, published := chainKeys(rows), make(chan struct{})
+	s.heads.claim(claimed, published)
+	defer func() {
+		select {
+		case <-published:
+		default:
+			s.heads.unclaim(claimed, published)
+			close(published)
+		}
+	}()
 	began := false
 	defer func() {
 		if err != nil && began {
@@ -282,6 +294,7 @@ func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, fields []
 	// while this one is copied.
 	done := make(chan struct{})
 	s.heads.publish(c.heads, done)
+	close(published)
 	defer func() {
 		if err != nil {
 			s.heads.forget(slices.Collect(maps.Keys(c.heads)))
@@ -356,6 +369,9 @@ type chainCache struct {
 // to, and the last of those batches.
 type cachedHead struct {
 	head chainHead
+	// known is false while the head is being read under the heads' locks by a batch that will
+	// publish it (writeChained): done is then closed when it is published, or not to be.
+	known bool
 	// done is closed when the batch that moves the chain to head ends, stored or not; nil for a
 	// batch already stored.
 	done chan struct{}
@@ -372,9 +388,10 @@ type linkedBatch struct {
 }
 
 // linkAhead links rows after the cached heads of their chains and moves those heads past them.
-// It returns nil, without linking anything, when the head of a chain of the batch is not known.
-// The caller must close the batch's done once it is stored or not.
-func (cc *chainCache) linkAhead(keys []string, rows [][]any, fields []ChainFields) (*linkedBatch, error) {
+// It returns nil, without linking anything, when a chain of the batch has no cached head, or,
+// with a channel to wait for before asking again, when a head is about to be published. The
+// caller must close the batch's done once it is stored or not.
+func (cc *chainCache) linkAhead(keys []string, rows [][]any, fields []ChainFields) (*linkedBatch, chan struct{}, error) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	c := newChainer(len(rows))
@@ -382,7 +399,10 @@ func (cc *chainCache) linkAhead(keys []string, rows [][]any, fields []ChainField
 	for _, k := range keys {
 		h, found := cc.heads[k]
 		if !found {
-			return nil, nil
+			return nil, nil, nil
+		}
+		if !h.known {
+			return nil, h.done, nil
 		}
 		lb.prev[k] = h.head
 		c.heads[k] = &chainHead{seq: h.head.seq, hash: h.head.hash}
@@ -394,14 +414,14 @@ func (cc *chainCache) linkAhead(keys []string, rows [][]any, fields []ChainField
 	for i, row := range rows {
 		var err error
 		if lb.rows[i], err = c.link(row, &fields[i]); err != nil {
-			return nil, &RejectedError{Index: i, Err: err}
+			return nil, nil, &RejectedError{Index: i, Err: err}
 		}
 	}
 	for k, h := range c.heads {
-		cc.heads[k] = cachedHead{*h, lb.done}
+		cc.heads[k] = cachedHead{head: *h, known: true, done: lb.done}
 	}
 	lb.next = c.heads
-	return lb, nil
+	return lb, nil, nil
 }
 
 // forget drops the heads of keys, so that the next batches of those chains read their heads from
@@ -422,7 +442,34 @@ func (cc *chainCache) publish(heads map[string]*chainHead, done chan struct{}) {
 		cc.heads = make(map[string]cachedHead, len(heads))
 	}
 	for k, h := range heads {
-		cc.heads[k] = cachedHead{*h, done}
+		cc.heads[k] = cachedHead{head: *h, known: true, done: done}
+	}
+	cc.mu.Unlock()
+}
+
+// claim marks the chains of keys as about to have a head published by a batch that reads them
+// under their locks (writeChained): a later batch of one of them waits for published to be
+// closed, then is linked after that head, rather than be linked after a head the batch will move
+// (and fail its check) or read the heads under their locks too (and publish a head of its own
+// that the other's next batch is not linked after).
+func (cc *chainCache) claim(keys []string, published chan struct{}) {
+	cc.mu.Lock()
+	if cc.heads == nil {
+		cc.heads = make(map[string]cachedHead, len(keys))
+	}
+	for _, k := range keys {
+		cc.heads[k] = cachedHead{done: published}
+	}
+	cc.mu.Unlock()
+}
+
+// unclaim drops the marks claim left with published.
+func (cc *chainCache) unclaim(keys []string, published chan struct{}) {
+	cc.mu.Lock()
+	for _, k := range keys {
+		if h, found := cc.heads[k]; found && !h.known && h.done == published {
+			delete(cc.heads, k)
+		}
 	}
 	cc.mu.Unlock()
 }
@@ -454,7 +501,16 @@ func (s *PostgresSink) writeLinked(ctx context.Context, rows [][]any, fields []C
 		}
 		conn.Release()
 	}()
-	lb, err := s.heads.linkAhead(chainKeys(rows), rows, fields)
+	keys := chainKeys(rows)
+	lb, wait, err := s.heads.linkAhead(keys, rows, fields)
+	for wait != nil {
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+		lb, wait, err = s.heads.linkAhead(keys, rows, fields)
+	}
 	if err != nil || lb == nil {
 		return false, err
 	}

@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -99,9 +100,9 @@ func TestChainLinkedAheadHeadMoved(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		lb, err := s.heads.linkAhead(chainKeys(lost), lost, fields)
-		if err != nil || lb == nil {
-			t.Fatalf("linkAhead: %v, %v", lb, err)
+		lb, wait, err := s.heads.linkAhead(chainKeys(lost), lost, fields)
+		if err != nil || lb == nil || wait != nil {
+			t.Fatalf("linkAhead: %v, %v, %v", lb, wait, err)
 		}
 		close(lb.done)
 		next, err := encodeRows(chainBatch("next", 3))
@@ -134,4 +135,58 @@ func TestChainLinkedAheadHeadMoved(t *testing.T) {
 			t.Fatalf("chain lengths %v, want 3 each", lengths)
 		}
 	})
+}
+
+// TestChainClaimedHeads: a batch that reads the heads under their locks makes the batches that
+// begin meanwhile wait for the heads it publishes, and be linked after them.
+func TestChainClaimedHeads(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	if err := NewPostgresSink(db.Pool, PostgresSinkOptions{Schema: db.Schema}).Write(ctx, chainBatch("first", 6)); err != nil {
+		t.Fatal(err)
+	}
+	fresh := NewPostgresSink(db.Pool, PostgresSinkOptions{Schema: db.Schema})
+	rows, err := encodeRows(chainBatch("claimed", 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	published := make(chan struct{})
+	fresh.heads.claim(chainKeys(rows), published)
+	stored := make(chan error, 1)
+	go func() {
+		fields, err := prepareChainRows(rows)
+		if err == nil {
+			var ok bool
+			if ok, err = fresh.writeLinked(ctx, rows, fields); err == nil && !ok {
+				err = errors.New("not linked ahead after the published heads")
+			}
+		}
+		stored <- err
+	}()
+	select {
+	case err := <-stored:
+		t.Fatalf("a batch did not wait for claimed heads: %v", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	var heads map[string]*chainHead
+	for _, k := range chainTenants {
+		seq, hash := chainHeadOf(t, db.Pool, k)
+		h := &chainHead{seq: seq}
+		copy(h.hash[:], hash)
+		if heads == nil {
+			heads = map[string]*chainHead{}
+		}
+		heads[k] = h
+	}
+	fresh.heads.publish(heads, nil) // as if read by a batch already stored
+	close(published)
+	if err := <-stored; err != nil {
+		t.Fatal(err)
+	}
+	if n := db.Count(t); n != 9 {
+		t.Fatalf("audit_logs has %d rows, want 9", n)
+	}
+	if lengths := verifyChains(t, db.Pool); lengths["t_alpha"] != 3 || lengths["t_beta"] != 3 || lengths[""] != 3 {
+		t.Fatalf("chain lengths %v, want 3 each", lengths)
+	}
 }

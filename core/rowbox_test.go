@@ -80,9 +80,6 @@ func TestBoxArenaMakesTheValuesAnyMakes(t *testing.T) {
 // of the writer's default size: at most 2 per record, the redaction and the JSON encoding
 // included.
 func TestRowBatchAllocations(t *testing.T) {
-	if testing.Short() {
-		t.Skip("counts allocations of 500 rows several times")
-	}
 	recs := make([]*Record, 500)
 	for i := range recs {
 		recs[i] = encodeBenchRecord(i)

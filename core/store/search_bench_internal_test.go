@@ -9,9 +9,6 @@ import (
 	"strconv"
 	"testing"
 	"time"
-
-	"github.com/auditkit/auditkit/internal/pgtest"
-	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 var searchBenchSchema = flag.String("searchbench.schema", "", "BenchmarkSearchPages: schema of a data set made by loadgen load (for example search_1m)")
@@ -34,16 +31,7 @@ func BenchmarkSearchPages(b *testing.B) {
 
 func benchSearchPages(b *testing.B, schemaName string) {
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, pgtest.URL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
-	s, err := New(pool, Options{Schema: schemaName})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s, pool := loadgenStore(b, schemaName)
 	var last time.Time
 	if err := pool.QueryRow(ctx, `SELECT max(occurred_at) FROM `+s.logs).Scan(&last); err != nil {
 		b.Fatal(err)

@@ -39,16 +39,7 @@ func BenchmarkStatsRead(b *testing.B) {
 
 func benchStatsRead(b *testing.B, schemaName string) {
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, pgtest.URL())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pool.Close()
-	s, err := New(pool, Options{Schema: schemaName})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s, pool := loadgenStore(b, schemaName)
 	var first, last time.Time
 	if err := pool.QueryRow(ctx, `SELECT min(occurred_at), max(occurred_at) FROM `+s.logs).Scan(&first, &last); err != nil {
 		b.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"net/url"
 	"time"
 
 	"github.com/google/uuid"
@@ -188,7 +189,7 @@ type Record struct {
 	Method       string              // HTTP method
 	Route        string              // route template, e.g. /users/:id
 	Path         string              // the request's path, without the query string
-	Query        map[string][]string // query parameters, redacted when written
+	Query        map[string][]string // query parameters, redacted when written (see also SetRawQuery)
 	Status       int                 // HTTP status code, 0..999; 0 when not an HTTP record
 	Duration     time.Duration       // stored in microseconds
 	IP           netip.Addr          // the client's address; the zero Addr stores NULL
@@ -207,6 +208,27 @@ type Record struct {
 	row      []any
 	spoolSeg uint64
 	spooled  bool
+
+	// rawQuery is the query string SetRawQuery gave, parsed into Query when the record is
+	// redacted for writing.
+	rawQuery string
+}
+
+// SetRawQuery gives the record its query as the request's raw query string (what follows the
+// "?", without it), so that the caller need not parse it on the request path: when the record is
+// redacted for writing (by a Writer, TxWriter, Log or Redactor.Record) and Query is nil, Query is
+// filled from q as url.ParseQuery parses it, the pairs that do not parse being left out. A Query
+// that is not nil is kept and q ignored. An empty q clears a query set earlier by SetRawQuery.
+func (r *Record) SetRawQuery(q string) { r.rawQuery = q }
+
+// queryValues returns the record's query parameters: Query, or when it is nil the parameters
+// parsed from the raw query SetRawQuery gave (nil when there is none).
+func (r *Record) queryValues() map[string][]string {
+	if r.Query != nil || r.rawQuery == "" {
+		return r.Query
+	}
+	v, _ := url.ParseQuery(r.rawQuery) // what parses of a malformed query is kept
+	return v
 }
 
 // ErrInvalidRecord is wrapped by the errors Validate returns.

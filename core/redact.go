@@ -162,7 +162,7 @@ func (r *Redactor) Header(h http.Header) map[string][]string {
 
 // Record returns a redacted and sanitised copy of rec, ready to be stored: a shallow copy of the
 // struct with new maps. Before, After and Metadata are redacted by Map, Diff by Diff, Query by
-// Values; bodies are converted by Body to a JSON document (ContentType "application/json", Size
+// Values (when Query is nil, the query SetRawQuery gave is parsed first); bodies are converted by Body to a JSON document (ContentType "application/json", Size
 // kept); UserAgent goes through Text; every string field is sanitised. rec is not modified. It
 // returns nil for nil.
 //
@@ -215,7 +215,8 @@ func (r *Redactor) recordFields(rec *Record) Record {
 		out.Path = p
 	}
 	out.UserAgent = r.Text(rec.UserAgent)
-	out.Query = r.Values(rec.Query)
+	out.Query = r.Values(rec.queryValues())
+	out.rawQuery = ""
 	out.RequestBody = r.storedBody(rec.RequestBody)
 	out.ResponseBody = r.storedBody(rec.ResponseBody)
 	return out

@@ -163,10 +163,9 @@ type State struct {
 	// them while Finish updates Actor and Tenant.
 	ctx       auditContext
 	ctxActor  core.Actor
-	ctxTenant core.Tenant       // also to notice an application's change
-	idHeader  [1]string         // the response header's value slice, without an allocation of its own
-	idBuf     [36]byte          // the bytes of a generated request id (RequestID points into it)
-	qvals     [queryRoom]string // the first values of the query (Rec.Query's slices point into it)
+	ctxTenant core.Tenant // also to notice an application's change
+	idHeader  [1]string   // the response header's value slice, without an allocation of its own
+	idBuf     [36]byte    // the bytes of a generated request id (RequestID points into it)
 	meta      map[string]any
 	auth      core.Authentication // what the handler's context says about authentication
 }
@@ -215,9 +214,8 @@ func (e *Engine) Begin(st *State, req *http.Request, h http.Header, res *core.Re
 	rec.Kind = core.KindHTTP
 	rec.Method = req.Method
 	rec.Path = req.URL.Path
-	if req.URL.RawQuery != "" {
-		rec.Query = st.parseQuery(req.URL.RawQuery) // what parses of a malformed query is kept
-	}
+	// The query is parsed when the Writer encodes the record, off the request path.
+	rec.SetRawQuery(req.URL.RawQuery)
 	rec.UserAgent = req.UserAgent()
 	// The span the application's OpenTelemetry instrumentation, running before the middleware,
 	// started for the request: the record links to its trace.

@@ -120,7 +120,11 @@ func (r *Redactor) Diff(d map[string]Change) map[string]Change {
 	r = r.rules()
 	out := make(map[string]Change, len(d))
 	var bad []redactKeyed[Change]
+	lose := redactLosers(d)
 	for k, c := range d {
+		if lose[k] {
+			continue
+		}
 		k = Sanitize(k)
 		if r.keySecret(k, false, 1) {
 			bad = append(bad, redactKeyed[Change]{k, Change{From: redactMask(c.From), To: redactMask(c.To)}})
@@ -482,11 +486,53 @@ func (r *Redactor) walk(v any, depth int) any {
 	return r.viaJSON(v, depth)
 }
 
+// redactLosers returns the keys of m whose entry is left out because another key of m sanitizes
+// to the same text, so that the entry kept does not depend on the order of a map's iteration: a
+// key that is already clean wins, and among keys that are not, the smallest. It returns nil when no
+// two keys collide.
+func redactLosers[V any](m map[string]V) map[string]bool {
+	var win map[string]string
+	var lose map[string]bool
+	for k0 := range m {
+		if redactCleanKey(k0) {
+			continue
+		}
+		k := Sanitize(k0)
+		if _, clean := m[k]; clean {
+			if lose == nil {
+				lose = make(map[string]bool)
+			}
+			lose[k0] = true
+			continue
+		}
+		w, ok := win[k]
+		switch {
+		case !ok:
+			if win == nil {
+				win = make(map[string]string)
+			}
+			win[k] = k0
+			continue
+		case k0 < w:
+			win[k], k0 = k0, w
+		}
+		if lose == nil {
+			lose = make(map[string]bool)
+		}
+		lose[k0] = true
+	}
+	return lose
+}
+
 func (r *Redactor) walkMap(m map[string]any, depth int) map[string]any {
 	out := make(map[string]any, len(m))
 	named := r.namesSecret(m)
 	var bad []redactKeyed[any]
+	lose := redactLosers(m)
 	for k, e := range m {
+		if lose[k] {
+			continue
+		}
 		k = Sanitize(k)
 		if r.keySecret(k, false, depth+1) {
 			bad = append(bad, redactKeyed[any]{k, redactMask(e)})
@@ -524,7 +570,11 @@ func (r *Redactor) walkValues(v map[string][]string, depth int) map[string][]str
 		return "", false
 	})
 	var bad []redactKeyed[[]string]
+	lose := redactLosers(v)
 	for k, vs := range v {
+		if lose[k] {
+			continue
+		}
 		k = Sanitize(k)
 		secretKey := r.keySecret(k, redactBareValues(vs), depth+1)
 		if vs == nil && !secretKey {

@@ -1,7 +1,8 @@
 // Command e2ebench is a small Gin + GORM service for measuring auditkit end to end under a load
 // generator: GET of one row, POST of a row and PATCH of one column of a row, served without
 // auditing (-mode bare) or with ginaudit.Middleware, gormaudit.Register and a core.Writer storing
-// the records in PostgreSQL (-mode audited; requests with an HS256 bearer token are verified).
+// the records in PostgreSQL (-mode audited: every request is recorded, anonymous ones too;
+// requests with an HS256 bearer token are verified).
 // run.sh starts one server per mode and drives them with wrk, interleaved.
 //
 //	go run ./internal/e2ebench -mode audited -schema e2e_audited -addr 127.0.0.1:18082
@@ -159,6 +160,9 @@ func open(ctx context.Context, dbURL, schemaName string, audited bool, secret st
 			DatabaseURL: dbURL,
 			Schema:      schemaName,
 			JWT:         core.JWTConfig{Secret: secret, Issuer: tokenIssuer, Audience: []string{tokenAudience}},
+			// Requests without a token are recorded too, so that every request stores its record
+			// whether or not wrk sends a token (by default an anonymous GET stores nothing).
+			LogAnonymous: true,
 		}
 		if svc.writer, err = core.Open(ctx, cfg); err != nil {
 			return nil, err

@@ -100,7 +100,11 @@ func (l *Live) decode(msg jetstream.Msg) (*store.Record, error) {
 	}
 	l.decMu.Lock()
 	defer l.decMu.Unlock()
-	if _, ok := l.decoded[seq]; ok {
+	if prev, ok := l.decoded[seq]; ok {
+		// Another stream decoded the message meanwhile: every stream gets the record stored first.
+		if prev.ID.String() == id {
+			return prev, nil
+		}
 		l.decoded[seq] = r
 		return r, nil
 	}

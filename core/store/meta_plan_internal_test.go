@@ -35,26 +35,11 @@ func TestIncludeMetaPagePlan(t *testing.T) {
 		b.w("SELECT ", selectColumns, " FROM ", s.logs)
 		s.where(&b, TenantScope("t-0"), f)
 		b.w(" ORDER BY occurred_at DESC, id DESC LIMIT ", b.arg(51))
-		rows, err := db.Pool.Query(ctx, "EXPLAIN (ANALYZE, COSTS OFF) "+b.sb.String(), b.args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, line)
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		text := strings.Join(plan, "\n")
+		text := explain(t, db.Pool, "EXPLAIN (ANALYZE, COSTS OFF) "+b.sb.String(), b.args...)
 		if !strings.Contains(text, "audit_logs_tenant_time_idx") || strings.Contains(text, "Seq Scan") || strings.Contains(text, "Sort (") {
 			t.Errorf("filter %+v: the page does not read the tenant/time index in order:\n%s", f, text)
 		}
-		t.Logf("filter %v: %s", f.Values().Encode(), plan[len(plan)-1])
+		t.Logf("filter %v: %s", f.Values().Encode(), text[strings.LastIndexByte(text, '\n')+1:])
 	}
 	// The same page, timed through List.
 	start := time.Now()

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"regexp"
-	"strings"
 	"testing"
 	"time"
 
@@ -139,22 +138,7 @@ func TestFirstPageWindowPrunesPartitions(t *testing.T) {
 			t.Fatalf("%s: the first window is unbounded: %v", order, f)
 		}
 		b := s.listSQL(TenantScope("t-0"), f, order, nil, 50)
-		rows, err := db.Pool.Query(ctx, "EXPLAIN (COSTS OFF) "+b.sb.String(), b.args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var line string
-			if err := rows.Scan(&line); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, line)
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatal(err)
-		}
-		text := strings.Join(plan, "\n")
+		text := explain(t, db.Pool, "EXPLAIN (COSTS OFF) "+b.sb.String(), b.args...)
 		scanned := map[string]bool{}
 		for _, m := range partitionScan.FindAllStringSubmatch(text, -1) {
 			scanned[m[1]] = true

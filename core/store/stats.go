@@ -279,7 +279,7 @@ func (s *Store) scanStats(ctx context.Context, sc Scope, f Filter, bucket Bucket
 	GROUP BY GROUPING SETS ((action), (kind), (severity), (actor_id), (resource_type), (b), ()))
 SELECT g, coalesce(action, kind, severity, actor_id, resource_type, ''), b, n FROM (
 	SELECT s.*, row_number() OVER (PARTITION BY g ORDER BY n DESC,
-	       coalesce(action, kind, severity, actor_id, resource_type)) AS rn
+	       coalesce(action, kind, severity, actor_id, resource_type, '') COLLATE "C") AS rn
 	FROM s) t
 WHERE rn <= `, b.arg(top), ` OR g = `, strconv.Itoa(gsBucket))
 

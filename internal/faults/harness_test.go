@@ -88,7 +88,8 @@ func newEnv(t *testing.T, name string, viaProxy bool, mod func(*core.Config)) *e
 	t.Helper()
 	e := &env{t: t, name: name, db: pgtest.New(t), logs: &logBuffer{}}
 	ctx := context.Background()
-	if _, err := e.db.Pool.Exec(ctx, `CREATE TABLE fault_items (id bigserial PRIMARY KEY, name text NOT NULL)`); err != nil {
+	if _, err := e.db.Pool.Exec(ctx, `CREATE TABLE fault_items (id bigserial PRIMARY KEY, name text NOT NULL);
+		CREATE TABLE fault_control (id bigserial PRIMARY KEY, name text NOT NULL)`); err != nil {
 		t.Fatal(err)
 	}
 	suffix := make([]byte, 4)
@@ -207,6 +208,7 @@ type sample struct {
 type load struct {
 	mu       sync.Mutex
 	samples  []sample
+	control  []sample // unaudited inserts paced with the GORM writes, in the same process
 	okIDs    []string // request ids answered 2xx
 	statuses map[int]int
 	gormErrs []error
@@ -215,7 +217,9 @@ type load struct {
 	cancel   context.CancelFunc
 }
 
-// startLoad runs one GORM create every gormEvery and one request every httpEvery until stop.
+// startLoad runs one GORM create every gormEvery and one request every httpEvery until stop,
+// and, as a control, one unaudited insert every gormEvery on the test's own pool: the control
+// shows what the machine's load alone did to latency while the scenario ran.
 func (e *env) startLoad(gormEvery, httpEvery time.Duration) *load {
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &load{cancel: cancel, statuses: map[int]int{}}
@@ -232,7 +236,17 @@ func (e *env) startLoad(gormEvery, httpEvery time.Duration) *load {
 			}
 		}
 	}
-	l.wg.Add(2)
+	l.wg.Add(3)
+	go paced(gormEvery, func() {
+		start := time.Now()
+		_, err := e.db.Pool.Exec(context.Background(), `INSERT INTO fault_control (name) VALUES ('control')`)
+		d := time.Since(start)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if err == nil {
+			l.control = append(l.control, sample{start, d})
+		}
+	})
 	go paced(gormEvery, func() {
 		start := time.Now()
 		err := e.createGORM(context.Background())
@@ -269,12 +283,23 @@ func (l *load) stop() {
 	l.wg.Wait()
 }
 
-// p99 returns the 99th percentile of the operations started in [from, to).
+// p99 returns the 99th percentile of the audited operations started in [from, to).
 func (l *load) p99(from, to time.Time) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return p99Of(l.samples, from, to)
+}
+
+// controlP99 returns the 99th percentile of the control's inserts started in [from, to).
+func (l *load) controlP99(from, to time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return p99Of(l.control, from, to)
+}
+
+func p99Of(samples []sample, from, to time.Time) time.Duration {
 	var ds []time.Duration
-	for _, s := range l.samples {
+	for _, s := range samples {
 		if !s.at.Before(from) && s.at.Before(to) {
 			ds = append(ds, s.d)
 		}

@@ -153,7 +153,8 @@ func TestRefused(t *testing.T) {
 			})
 			started, peak := time.Now(), heapPeak()
 			l := e.startLoad(gormEvery, httpEvery)
-			time.Sleep(2 * time.Second)
+			// Five seconds of writes before the outage, so that its p99 is read from ~1,000 operations.
+			time.Sleep(5 * time.Second)
 			faultStart := time.Now()
 			if err := e.proxy.Refuse(); err != nil {
 				t.Fatal(err)
@@ -186,9 +187,15 @@ func TestRefused(t *testing.T) {
 					t.Errorf("Config.Spool.Dir is set but no record went through the spool: %+v", st)
 				}
 			}
-			// The load adds 2ms of slack to the 2× bound: the scenarios share two cores.
-			if during > 2*before+2*time.Millisecond {
-				t.Errorf("p99 of the audited writes rose from %v before the outage to %v during it", before, during)
+			// The audited writes may not slow down by more than 2× (and 2ms of slack) during the
+			// outage. Other tests share the two cores and may load them during the outage and not
+			// before it, so what the unaudited control inserts slowed down by in the same windows
+			// is allowed on top, twice: an audited write does more work than the control's insert.
+			cBefore, cDuring := l.controlP99(started.Add(500*time.Millisecond), faultStart), l.controlP99(faultStart, faultEnd)
+			machine := max(0, cDuring-cBefore)
+			if during > 2*before+2*time.Millisecond+2*machine {
+				t.Errorf("p99 of the audited writes rose from %v before the outage to %v during it, while unaudited inserts went from %v to %v",
+					before, during, cBefore, cDuring)
 			}
 			const heapBound = 256 << 20
 			if p := peakOf(t); p > heapBound {

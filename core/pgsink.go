@@ -102,7 +102,10 @@ func (s *PostgresSink) Write(ctx context.Context, recs []*Record) error {
 			return classify(err)
 		}
 	}
-	_, err = s.pool.CopyFrom(ctx, s.table, Columns, newCopySource(rows))
+	err = s.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
+		_, err := copyRows(ctx, c, s.table, Columns, rows)
+		return err
+	})
 	if err == nil {
 		return nil
 	}
@@ -159,7 +162,7 @@ func (s *PostgresSink) writeSkippingDuplicates(ctx context.Context, rows [][]any
 		if _, err := tx.Exec(ctx, `TRUNCATE pg_temp.auditkit_stage`); err != nil {
 			return err
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"pg_temp", "auditkit_stage"}, Columns, newCopySource(rows)); err != nil {
+		if _, err := copyRows(ctx, tx, pgx.Identifier{"pg_temp", "auditkit_stage"}, Columns, rows); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, s.stage)

@@ -20,6 +20,38 @@ func BenchmarkChainLink(b *testing.B) {
 		}
 		rows[i] = row
 	}
+	// "encode-parse" and "encode-canon" are the Writer's encoding of a row followed by its
+	// fields: the documents parsed again by jsonbText, or their texts written by the encoder
+	// while it encodes them (canon.go). Run with -count to interleave them.
+	recs := make([]*Record, batch)
+	for i := range recs {
+		recs[i] = encodeBenchRecord(i)
+	}
+	for _, canon := range []bool{false, true} {
+		name := "encode-parse"
+		if canon {
+			name = "encode-canon"
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			defer reportCPU(b)()
+			var rb *rowBatch
+			for i := 0; b.Loop(); i++ {
+				if i%batch == 0 {
+					rb = newRowBatch(red, batch)
+					rb.canon = canon
+				}
+				var r Record
+				row, err := rb.rowOf(recs[i%batch], &r)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := prepareChainWith(row, r.canon); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 	b.Run("fields", func(b *testing.B) {
 		b.ReportAllocs()
 		defer reportCPU(b)()

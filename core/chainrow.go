@@ -17,6 +17,13 @@ var zeroHash [32]byte
 // jsonb's text form, occurred_at as the microseconds pgx stores (the instant truncated towards the
 // past), the address as host(ip). The fields share one buffer.
 func chainFieldsOf(row []any, tenantKey string, seq int64, prev [32]byte) (ChainFields, error) {
+	return chainFieldsWith(row, nil, tenantKey, seq, prev)
+}
+
+// chainFieldsWith is chainFieldsOf for a row whose documents' jsonb texts canon may hold (nil
+// holds none): a JSON field canon holds for the document the row holds is that text, and the
+// others are parsed.
+func chainFieldsWith(row []any, canon *rowCanon, tenantKey string, seq int64, prev [32]byte) (ChainFields, error) {
 	var f ChainFields
 	if len(row) != len(Columns) {
 		return f, fmt.Errorf("chain: row has %d values, want %d", len(row), len(Columns))
@@ -27,8 +34,8 @@ func chainFieldsOf(row []any, tenantKey string, seq int64, prev [32]byte) (Chain
 	// its JSON with a space after each colon and comma, which the slack covers for the usual
 	// documents.
 	size := 512 + len(tenantKey)
-	for _, v := range row {
-		if b, ok := v.([]byte); ok {
+	for col, v := range row {
+		if b, ok := v.([]byte); ok && canon.text(col, b) == nil {
 			size += len(b) + len(b)/8
 		}
 	}
@@ -54,6 +61,11 @@ func chainFieldsOf(row []any, tenantKey string, seq int64, prev [32]byte) (Chain
 			buf = append(buf, x...)
 		case []byte:
 			if x == nil {
+				spans[i] = span{-1, -1}
+				continue
+			}
+			if t := canon.text(i-3, x); t != nil {
+				f[i] = t // capped where the encoder wrote it, and never written again
 				spans[i] = span{-1, -1}
 				continue
 			}

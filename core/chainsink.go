@@ -107,8 +107,14 @@ func (c *chainer) setHead(key string, seq int64, hash []byte) error {
 // (all but seq and prev_hash), so that the work is done before the heads are locked. The row's
 // version becomes RecordVersion.
 func prepareChain(row []any) (ChainFields, error) {
+	return prepareChainWith(row, nil)
+}
+
+// prepareChainWith is prepareChain for a row whose documents' jsonb texts canon may hold (see
+// chainFieldsWith).
+func prepareChainWith(row []any, canon *rowCanon) (ChainFields, error) {
 	row[colVersion] = int16(RecordVersion)
-	return chainFieldsOf(row, tenantKeyOf(row), 0, zeroHash)
+	return chainFieldsWith(row, canon, tenantKeyOf(row), 0, zeroHash)
 }
 
 // link chains row, whose fields prepareChain returned: it returns the row's values followed by
@@ -324,10 +330,20 @@ func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, fields []
 // prepareChainRows returns the fields prepareChain builds for each row; a row whose fields cannot
 // be built is rejected with its index.
 func prepareChainRows(rows [][]any) ([]ChainFields, error) {
+	return prepareChainRecs(rows, nil)
+}
+
+// prepareChainRecs is prepareChainRows for the rows of recs (recs[i] carries rows[i], or recs is
+// nil): the jsonb texts a record carries for its row's documents are used rather than parsed.
+func prepareChainRecs(rows [][]any, recs []*Record) ([]ChainFields, error) {
 	fields := make([]ChainFields, len(rows))
 	for i, row := range rows {
+		var canon *rowCanon
+		if recs != nil {
+			canon = recs[i].canon
+		}
 		var err error
-		if fields[i], err = prepareChain(row); err != nil {
+		if fields[i], err = prepareChainWith(row, canon); err != nil {
 			return nil, &RejectedError{Index: i, Err: err}
 		}
 	}

@@ -19,6 +19,9 @@ import (
 // that round-trips. Anything the fast path does not handle exactly goes through the redacted copy
 // and encoding/json: values of other types (structs, typed maps and slices, JSON held in bytes),
 // and maps with a key that must be sanitised or that carries a secret.
+//
+// For a hash chain the encoder can also write each document's text in jsonb's form as it goes
+// (canon.go); without it, that costs a predictable branch per value.
 
 // redactEncoder holds the scratch space of one encoding; encoders are reused through encoders.
 type redactEncoder struct {
@@ -34,6 +37,14 @@ type redactEncoder struct {
 	images int         // imageBefore or imageAfter while an image's top level is written
 	memo   []imageMemo // the before image's strings, sorted by key
 	next   int         // where the after image's look-up stands in memo
+
+	// With canon set, every value written to buf is also written to cbuf in jsonb's text form
+	// (see canon.go); cfail is set when a document's text could not be made exactly.
+	canon    bool
+	cfail    bool
+	cbuf     []byte
+	segs     []canonSeg // the members of the objects being written to cbuf, a stack
+	cscratch []byte     // an object's members while they are reordered
 }
 
 const (
@@ -73,6 +84,7 @@ func (e *redactEncoder) release() []byte {
 	clear(e.pairs[:cap(e.pairs)]) // the values must not stay reachable through the pool
 	clear(e.diffs[:cap(e.diffs)])
 	e.r, e.buf, e.pairs, e.diffs = nil, nil, e.pairs[:0], e.diffs[:0]
+	e.canon, e.cfail, e.cbuf, e.segs = false, false, nil, e.segs[:0]
 	e.forget()
 	encoders.Put(e)
 	return buf
@@ -83,7 +95,7 @@ func (e *redactEncoder) release() []byte {
 func (r *Redactor) appendRedactedMap(dst []byte, m map[string]any) []byte {
 	e := getEncoder(r, dst)
 	if m == nil {
-		e.buf = append(e.buf, "null"...)
+		e.raw("null")
 	} else {
 		e.mapAny(m, 0)
 	}
@@ -95,7 +107,7 @@ func (r *Redactor) appendRedactedMap(dst []byte, m map[string]any) []byte {
 func (r *Redactor) appendRedactedDiff(dst []byte, d map[string]Change) []byte {
 	e := getEncoder(r, dst)
 	if d == nil {
-		e.buf = append(e.buf, "null"...)
+		e.raw("null")
 	} else {
 		e.diff(d)
 	}
@@ -103,16 +115,18 @@ func (r *Redactor) appendRedactedDiff(dst []byte, d map[string]Change) []byte {
 }
 
 // writeImages writes the JSON documents of an update's images, redacted, each capped at its end so that
-// appending to one cannot reach the next; a nil image stays nil.
-func (e *redactEncoder) writeImages(before, after map[string]any) (b, a []byte) {
+// appending to one cannot reach the next; a nil image stays nil. With e.canon, cb and ca are their
+// texts in jsonb's form (nil when not made, see docEnd).
+func (e *redactEncoder) writeImages(before, after map[string]any) (b, a, cb, ca []byte) {
 	if before != nil {
-		start := len(e.buf)
+		start, cstart := len(e.buf), e.docStart()
 		e.images = imageBefore
 		e.mapAny(before, 0)
 		b = e.buf[start:len(e.buf):len(e.buf)]
+		cb = e.docEnd(cstart)
 	}
 	if after != nil {
-		start := len(e.buf)
+		start, cstart := len(e.buf), e.docStart()
 		if before != nil {
 			e.images, e.next = imageAfter, 0
 		} else {
@@ -120,9 +134,10 @@ func (e *redactEncoder) writeImages(before, after map[string]any) (b, a []byte) 
 		}
 		e.mapAny(after, 0)
 		a = e.buf[start:len(e.buf):len(e.buf)]
+		ca = e.docEnd(cstart)
 	}
 	e.forget()
-	return b, a
+	return b, a, cb, ca
 }
 
 // forget drops what images remembered.
@@ -138,7 +153,7 @@ func (e *redactEncoder) imageString(key, x string) {
 			e.next++
 		}
 		if e.next < len(e.memo) && e.memo[e.next].key == key && e.memo[e.next].in == x {
-			e.buf = appendJSONStr(e.buf, e.memo[e.next].out)
+			e.str(e.memo[e.next].out)
 			return
 		}
 	}
@@ -146,7 +161,7 @@ func (e *redactEncoder) imageString(key, x string) {
 	if e.images == imageBefore {
 		e.memo = append(e.memo, imageMemo{key, x, out})
 	}
-	e.buf = appendJSONStr(e.buf, out)
+	e.str(out)
 }
 
 // marshal appends json.Marshal(v) of a value walk returned, which is always encodable.
@@ -157,32 +172,39 @@ func (e *redactEncoder) marshal(v any) {
 		b = []byte(`"[unencodable]"`)
 	}
 	e.buf = append(e.buf, b...)
+	if e.canon {
+		e.canonParse(b)
+	}
 }
 
 // value writes walk(v, depth), encoded.
 func (e *redactEncoder) value(v any, depth int) {
 	switch x := v.(type) {
 	case nil:
-		e.buf = append(e.buf, "null"...)
+		e.raw("null")
 	case string:
 		s, _ := e.r.str(x, depth)
-		e.buf = appendJSONStr(e.buf, s)
+		e.str(s)
 	case bool:
-		e.buf = strconv.AppendBool(e.buf, x)
+		if x {
+			e.raw("true")
+		} else {
+			e.raw("false")
+		}
 	case int8:
-		e.buf = strconv.AppendInt(e.buf, int64(x), 10)
+		e.int64(int64(x))
 	case int16:
-		e.buf = strconv.AppendInt(e.buf, int64(x), 10)
+		e.int64(int64(x))
 	case int32:
-		e.buf = strconv.AppendInt(e.buf, int64(x), 10)
+		e.int64(int64(x))
 	case uint8:
-		e.buf = strconv.AppendUint(e.buf, uint64(x), 10)
+		e.uint64(uint64(x))
 	case uint16:
-		e.buf = strconv.AppendUint(e.buf, uint64(x), 10)
+		e.uint64(uint64(x))
 	case uint32:
-		e.buf = strconv.AppendUint(e.buf, uint64(x), 10)
+		e.uint64(uint64(x))
 	case uintptr:
-		e.buf = strconv.AppendUint(e.buf, uint64(x), 10)
+		e.uint64(uint64(x))
 	case int:
 		e.int(int64(x), v)
 	case int64:
@@ -194,72 +216,124 @@ func (e *redactEncoder) value(v any, depth int) {
 	case json.Number:
 		if redactValidNumber(string(x)) {
 			if redactIsCardNumber(string(x)) {
-				e.buf = appendJSONStr(e.buf, Redacted)
+				e.str(Redacted)
 			} else {
+				at := len(e.buf)
 				e.buf = append(e.buf, x...)
+				if e.canon {
+					e.canonNumber(at)
+				}
 			}
 			return
 		}
 		s, _ := e.r.str(string(x), depth)
-		e.buf = appendJSONStr(e.buf, s)
+		e.str(s)
 	case float64:
 		e.float(x, 64)
 	case float32:
 		e.float(float64(x), 32)
 	case time.Time:
 		if _, kept := redactTime(x, v).(time.Time); kept {
+			at := len(e.buf)
 			e.buf = append(e.buf, '"')
 			e.buf = x.AppendFormat(e.buf, time.RFC3339Nano)
 			e.buf = append(e.buf, '"')
+			if e.canon {
+				e.canonCopy(at)
+			}
 			return
 		}
-		e.buf = appendJSONStr(e.buf, Sanitize(x.String()))
+		e.str(Sanitize(x.String()))
 	case map[string]any:
 		switch {
 		case depth >= redactMaxDepth:
-			e.buf = appendJSONStr(e.buf, redactTooDeep)
+			e.str(redactTooDeep)
 		case x == nil:
-			e.buf = append(e.buf, "null"...)
+			e.raw("null")
 		default:
 			e.mapAny(x, depth)
 		}
 	case []any:
 		switch {
 		case depth >= redactMaxDepth:
-			e.buf = appendJSONStr(e.buf, redactTooDeep)
+			e.str(redactTooDeep)
 		case x == nil:
-			e.buf = append(e.buf, "null"...)
+			e.raw("null")
 		default:
 			e.buf = append(e.buf, '[')
+			if e.canon {
+				e.cbuf = append(e.cbuf, '[')
+			}
 			for i, el := range x {
 				if i > 0 {
 					e.buf = append(e.buf, ',')
+					if e.canon {
+						e.cbuf = append(e.cbuf, ", "...)
+					}
 				}
 				e.value(el, depth+1)
 			}
 			e.buf = append(e.buf, ']')
+			if e.canon {
+				e.cbuf = append(e.cbuf, ']')
+			}
 		}
 	default:
 		e.marshal(e.r.walk(v, depth))
 	}
 }
 
+// raw writes s, a JSON text that jsonb prints as it is (null, true, false).
+func (e *redactEncoder) raw(s string) {
+	e.buf = append(e.buf, s...)
+	if e.canon {
+		e.cbuf = append(e.cbuf, s...)
+	}
+}
+
+// str writes the JSON string s.
+func (e *redactEncoder) str(s string) {
+	at := len(e.buf)
+	e.buf = appendJSONStr(e.buf, s)
+	if e.canon {
+		e.canonStr(at, s)
+	}
+}
+
+// int64 writes an integer.
+func (e *redactEncoder) int64(x int64) {
+	at := len(e.buf)
+	e.buf = strconv.AppendInt(e.buf, x, 10)
+	if e.canon {
+		e.canonCopy(at)
+	}
+}
+
+// uint64 writes an unsigned integer.
+func (e *redactEncoder) uint64(x uint64) {
+	at := len(e.buf)
+	e.buf = strconv.AppendUint(e.buf, x, 10)
+	if e.canon {
+		e.canonCopy(at)
+	}
+}
+
 // int writes an int or int64 as walk keeps it: a card number becomes Redacted.
 func (e *redactEncoder) int(x int64, v any) {
 	if x >= 1e12 && redactIntCard(v) == Redacted {
-		e.buf = appendJSONStr(e.buf, Redacted)
+		e.str(Redacted)
 		return
 	}
-	e.buf = strconv.AppendInt(e.buf, x, 10)
+	e.int64(x)
 }
 
 // uint writes a uint or uint64 as walk keeps it: a card number becomes Redacted.
 func (e *redactEncoder) uint(x uint64, v any) {
 	if x >= 1e12 && redactIntCard(v) == Redacted {
-		e.buf = appendJSONStr(e.buf, Redacted)
+		e.str(Redacted)
 		return
 	}
-	e.buf = strconv.AppendUint(e.buf, x, 10)
+	e.uint64(x)
 }
 
 // float writes a float as encoding/json does (NaN and infinities spelt out as walk does): the
@@ -267,16 +341,20 @@ func (e *redactEncoder) uint(x uint64, v any) {
 func (e *redactEncoder) float(f float64, bits int) {
 	switch {
 	case math.IsNaN(f):
-		e.buf = append(e.buf, `"NaN"`...)
+		e.raw(`"NaN"`)
 		return
 	case math.IsInf(f, 1):
-		e.buf = append(e.buf, `"+Inf"`...)
+		e.raw(`"+Inf"`)
 		return
 	case math.IsInf(f, -1):
-		e.buf = append(e.buf, `"-Inf"`...)
+		e.raw(`"-Inf"`)
 		return
 	}
+	at := len(e.buf)
 	e.buf = appendJSONFloat(e.buf, f, bits)
+	if e.canon {
+		e.canonNumber(at)
+	}
 }
 
 // appendJSONFloat appends a finite float as encoding/json writes it.
@@ -326,12 +404,19 @@ func (e *redactEncoder) mapAny(m map[string]any, depth int) {
 	images := e.images
 	e.images = 0 // only the top level of an image
 	e.buf = append(e.buf, '{')
+	segs := e.objectStart()
 	for i := start; i < len(e.pairs); i++ {
 		p := e.pairs[i]
 		if i > start {
 			e.buf = append(e.buf, ',')
 		}
+		at := len(e.buf)
 		e.buf = appendJSONStr(e.buf, p.key)
+		if e.canon {
+			e.canonMember(segs, len(p.key))
+			e.canonStr(at, p.key)
+			e.cbuf = append(e.cbuf, ": "...)
+		}
 		e.buf = append(e.buf, ':')
 		if e.r.Sensitive(p.key) || named && redactValueMember(p.key) {
 			e.mask(p.val)
@@ -346,6 +431,9 @@ func (e *redactEncoder) mapAny(m map[string]any, depth int) {
 		e.value(p.val, depth+1)
 	}
 	e.buf = append(e.buf, '}')
+	if e.canon {
+		e.objectEnd(segs)
+	}
 	clear(e.pairs[start:])
 	e.pairs = e.pairs[:start]
 }
@@ -353,10 +441,10 @@ func (e *redactEncoder) mapAny(m map[string]any, depth int) {
 // mask writes redactMask(v).
 func (e *redactEncoder) mask(v any) {
 	if v == nil {
-		e.buf = append(e.buf, "null"...)
+		e.raw("null")
 		return
 	}
-	e.buf = appendJSONStr(e.buf, Redacted)
+	e.str(Redacted)
 }
 
 // diff writes Diff(d), encoded.
@@ -372,24 +460,48 @@ func (e *redactEncoder) diff(d map[string]Change) {
 	}
 	slices.SortFunc(e.diffs, func(a, b diffPair) int { return strings.Compare(a.key, b.key) })
 	e.buf = append(e.buf, '{')
+	segs := e.objectStart()
 	for i, p := range e.diffs {
 		if i > 0 {
 			e.buf = append(e.buf, ',')
 		}
+		at := len(e.buf)
 		e.buf = appendJSONStr(e.buf, p.key)
+		var change int
+		if e.canon {
+			e.canonMember(segs, len(p.key))
+			e.canonStr(at, p.key)
+			e.cbuf = append(e.cbuf, ": "...)
+			change = e.objectStart()
+			e.canonMember(change, len("from"))
+			e.cbuf = append(e.cbuf, `"from": `...)
+		}
 		e.buf = append(e.buf, `:{"from":`...)
-		if e.r.Sensitive(p.key) {
+		sensitive := e.r.Sensitive(p.key)
+		if sensitive {
 			e.mask(p.c.From)
-			e.buf = append(e.buf, `,"to":`...)
-			e.mask(p.c.To)
 		} else {
 			e.value(p.c.From, 1)
-			e.buf = append(e.buf, `,"to":`...)
+		}
+		e.buf = append(e.buf, `,"to":`...)
+		if e.canon {
+			e.canonMember(change, len("to"))
+			e.cbuf = append(e.cbuf, `"to": `...)
+		}
+		if sensitive {
+			e.mask(p.c.To)
+		} else {
 			e.value(p.c.To, 1)
 		}
 		e.buf = append(e.buf, '}')
+		if e.canon {
+			e.objectEnd(change)
+		}
 	}
 	e.buf = append(e.buf, '}')
+	if e.canon {
+		e.objectEnd(segs)
+	}
 	clear(e.diffs)
 	e.diffs = e.diffs[:0]
 }

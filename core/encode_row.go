@@ -27,6 +27,13 @@ type rowBatch struct {
 	chunk int    // the size of a new buf
 	box   *rowBoxes
 	enc   redactEncoder
+
+	// With canon set (the rows go to a hash chain, see canon.go), the jsonb texts of the rows'
+	// documents are written into cbuf while the documents are encoded, and each redacted record
+	// carries them in one of canons.
+	canon  bool
+	cbuf   []byte
+	canons []rowCanon
 }
 
 // rowBufChunk is the size of the buffers the JSON documents of a batch are written into.
@@ -68,18 +75,38 @@ func (b *rowBatch) rowOf(rec, red *Record) ([]any, error) {
 	// Each document is capped at its end, so that appending to one cannot reach the next.
 	e := &b.enc
 	e.r, e.buf = b.red, b.buf
-	d.before, d.after = e.writeImages(rec.Before, rec.After)
+	var texts [4][]byte
+	if b.canon {
+		if cap(b.cbuf)-len(b.cbuf) < b.chunk/8 {
+			b.cbuf = make([]byte, 0, b.chunk)
+		}
+		e.canon, e.cbuf = true, b.cbuf
+	}
+	d.before, d.after, texts[0], texts[1] = e.writeImages(rec.Before, rec.After)
 	if rec.Diff != nil {
-		start := len(e.buf)
+		start, cstart := len(e.buf), e.docStart()
 		e.diff(rec.Diff)
 		d.diff = e.buf[start:len(e.buf):len(e.buf)]
+		texts[2] = e.docEnd(cstart)
 	}
 	if len(rec.Metadata) != 0 {
-		start := len(e.buf)
+		start, cstart := len(e.buf), e.docStart()
 		e.mapAny(rec.Metadata, 0)
 		d.meta = e.buf[start:len(e.buf):len(e.buf)]
+		texts[3] = e.docEnd(cstart)
 	}
 	b.buf, e.buf = e.buf, nil
+	red.canon = nil
+	if b.canon {
+		b.cbuf, e.cbuf, e.canon = e.cbuf, nil, false
+		if len(b.canons) == 0 {
+			b.canons = make([]rowCanon, max(len(b.vals)/len(Columns), 1))
+		}
+		c := &b.canons[0]
+		b.canons = b.canons[1:]
+		*c = rowCanon{docs: [4][]byte{d.before, d.after, d.diff, d.meta}, texts: texts}
+		red.canon = c
+	}
 	if err := red.encodeQuery(&d); err != nil {
 		return nil, err
 	}

@@ -91,7 +91,7 @@ func (s *PostgresSink) Write(ctx context.Context, recs []*Record) error {
 		return err
 	}
 	if s.chained {
-		return s.writeChainedBatch(ctx, rows)
+		return s.writeChainedRecs(ctx, rows, recs)
 	}
 	if s.pii != nil {
 		if rows, err = s.pii.encryptRows(ctx, pgxQuery(s.pool), s.piiSQL, rows); err != nil {
@@ -123,6 +123,13 @@ func (s *PostgresSink) Write(ctx context.Context, recs []*Record) error {
 // batch committed, or a record is in the batch twice) it runs again in a new transaction that
 // skips the ids already stored.
 func (s *PostgresSink) writeChainedBatch(ctx context.Context, rows [][]any) error {
+	return s.writeChainedRecs(ctx, rows, nil)
+}
+
+// writeChainedRecs is writeChainedBatch for the rows of recs (recs[i] carries rows[i], or recs
+// is nil): the jsonb texts the records carry for their rows' documents are used, not parsed again,
+// unless personal values are encrypted (which rewrites the documents).
+func (s *PostgresSink) writeChainedRecs(ctx context.Context, rows [][]any, recs []*Record) error {
 	var (
 		fields []ChainFields
 		stored bool
@@ -131,7 +138,7 @@ func (s *PostgresSink) writeChainedBatch(ctx context.Context, rows [][]any) erro
 	if s.pii == nil {
 		// Without personal values to encrypt in the transaction, the rows' fields are built
 		// once, and the batch is linked ahead when the sink knows its chains' heads.
-		if fields, err = prepareChainRows(rows); err != nil {
+		if fields, err = prepareChainRecs(rows, recs); err != nil {
 			return err
 		}
 		stored, err = s.writeLinked(ctx, rows, fields)

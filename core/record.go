@@ -208,6 +208,9 @@ type Record struct {
 	row      []any
 	spoolSeg uint64
 	spooled  bool
+	// canon holds the jsonb texts of row's documents when the Writer wrote them while it encoded
+	// the row for a hash chain (see canon.go); nil otherwise.
+	canon *rowCanon
 
 	// rawQuery is the query string SetRawQuery gave, parsed into Query when the record is
 	// redacted for writing.

@@ -1085,6 +1085,7 @@ type rowSink interface {
 // the sink to reject.
 func (w *Writer) encode(batch []*Record) {
 	rb := newRowBatch(w.opts.Redactor, len(batch))
+	rb.canon = w.chainsRows()
 	reds := make([]Record, len(batch))
 	for i, r := range batch {
 		if r.row != nil {
@@ -1108,6 +1109,16 @@ func (w *Writer) encodeOne(r *Record) (*Record, []any, error) {
 		return red, row, err
 	}
 	red := new(Record)
-	row, err := newRowBatch(w.opts.Redactor, 1).rowOf(r, red)
+	rb := newRowBatch(w.opts.Redactor, 1)
+	rb.canon = w.chainsRows()
+	row, err := rb.rowOf(r, red)
 	return red, row, err
+}
+
+// chainsRows reports whether the sink hashes the rows the Writer encodes into a chain as they
+// are, its documents in jsonb's text form: the Writer then writes those texts while it encodes
+// the documents (see canon.go). A sink that encrypts personal values rewrites the documents first.
+func (w *Writer) chainsRows() bool {
+	s, ok := w.sink.(*PostgresSink)
+	return ok && s.chained && s.pii == nil
 }

@@ -1,0 +1,234 @@
+package core
+
+import (
+	"slices"
+	"unicode/utf8"
+)
+
+// With the hash chain on, every JSON document of a row is hashed in the text PostgreSQL prints
+// for it as jsonb (see jsonbtext.go). The encoder can write that text while it writes the
+// document (redactEncoder.canon), so that the chain does not parse the document again: each value
+// written to buf is also written to cbuf in jsonb's form, an object's members are written in the
+// order buf has them (bytewise) and reordered by key length when the object ends, and a value that
+// goes through encoding/json gets its text from jsonbText. When the text of a document cannot be
+// made exactly (a string jsonb refuses, a number numeric cannot hold) the encoder gives it up, and
+// the chain parses the document as before.
+
+// canonSeg is one member of an object being written to cbuf: where its key begins, where the
+// member ends (set when the object ends) and the key's length in bytes.
+type canonSeg struct {
+	at, end, klen int
+}
+
+// rowCanon holds the jsonb texts the encoder wrote for the JSON documents of one row, with the
+// documents they were made from: a text stands for its column only while the row holds that very
+// document (the same bytes at the same address), so that a row changed after it was encoded (its
+// personal values encrypted, a document replaced) is parsed again.
+type rowCanon struct {
+	docs  [4][]byte // before, after, diff, metadata, as the row holds them
+	texts [4][]byte // their jsonb texts; nil when not made
+}
+
+// canonSlot returns the index in rowCanon of the JSON column col (an index in Columns), or -1.
+func canonSlot(col int) int {
+	switch col {
+	case colBefore:
+		return 0
+	case colAfter:
+		return 1
+	case colDiff:
+		return 2
+	case colMetadata:
+		return 3
+	}
+	return -1
+}
+
+// text returns the jsonb text of doc, the value of column col, when c holds it; nil otherwise.
+func (c *rowCanon) text(col int, doc []byte) []byte {
+	if c == nil || len(doc) == 0 {
+		return nil
+	}
+	k := canonSlot(col)
+	if k < 0 || c.texts[k] == nil {
+		return nil
+	}
+	if d := c.docs[k]; len(d) != len(doc) || &d[0] != &doc[0] {
+		return nil
+	}
+	return c.texts[k]
+}
+
+// docStart begins the jsonb text of a document and returns where it starts in cbuf.
+func (e *redactEncoder) docStart() int {
+	e.cfail = false
+	return len(e.cbuf)
+}
+
+// docEnd returns the jsonb text of the document begun at start, capped at its end, or nil (the
+// text dropped) when it was given up or the encoder does not write texts.
+func (e *redactEncoder) docEnd(start int) []byte {
+	if !e.canon {
+		return nil
+	}
+	if e.cfail {
+		e.cbuf = e.cbuf[:start]
+		e.cfail = false
+		return nil
+	}
+	return e.cbuf[start:len(e.cbuf):len(e.cbuf)]
+}
+
+// objectStart begins an object in cbuf and returns the base of its members on the stack of
+// segments.
+func (e *redactEncoder) objectStart() int {
+	if e.canon {
+		e.cbuf = append(e.cbuf, '{')
+	}
+	return len(e.segs)
+}
+
+// canonMember begins a member of the object whose members start at base on the stack: its
+// separator, and its segment. The caller writes the key, ": " and the value.
+func (e *redactEncoder) canonMember(base, klen int) {
+	if len(e.segs) > base {
+		e.cbuf = append(e.cbuf, ", "...)
+	}
+	e.segs = append(e.segs, canonSeg{at: len(e.cbuf), klen: klen})
+}
+
+// objectEnd ends the object whose members start at base: written in bytewise order of their keys,
+// they are put in jsonb's order, by key length and then bytewise, which a stable sort by length
+// gives.
+func (e *redactEncoder) objectEnd(base int) {
+	segs := e.segs[base:]
+	sorted := true
+	for i := 1; i < len(segs); i++ {
+		if segs[i].klen < segs[i-1].klen {
+			sorted = false
+			break
+		}
+	}
+	if !sorted {
+		for i := range segs {
+			if i+1 < len(segs) {
+				segs[i].end = segs[i+1].at - len(", ")
+			} else {
+				segs[i].end = len(e.cbuf)
+			}
+		}
+		first := segs[0].at
+		e.cscratch = append(e.cscratch[:0], e.cbuf[first:]...)
+		if len(segs) <= 32 { // an insertion sort, stable, without calls
+			for i := 1; i < len(segs); i++ {
+				for j := i; j > 0 && segs[j].klen < segs[j-1].klen; j-- {
+					segs[j], segs[j-1] = segs[j-1], segs[j]
+				}
+			}
+		} else {
+			slices.SortStableFunc(segs, func(a, b canonSeg) int { return a.klen - b.klen })
+		}
+		e.cbuf = e.cbuf[:first]
+		for i, s := range segs {
+			if i > 0 {
+				e.cbuf = append(e.cbuf, ", "...)
+			}
+			e.cbuf = append(e.cbuf, e.cscratch[s.at-first:s.end-first]...)
+		}
+	}
+	e.segs = e.segs[:base]
+	e.cbuf = append(e.cbuf, '}')
+}
+
+// canonCopy writes to cbuf the bytes buf holds from at, which jsonb prints as they are.
+func (e *redactEncoder) canonCopy(at int) {
+	e.cbuf = append(e.cbuf, e.buf[at:]...)
+}
+
+// canonStr writes to cbuf the jsonb text of the string s, which buf holds encoded from at. When
+// encoding/json escaped nothing (the encoding is the string and its quotes), jsonb escapes nothing
+// either.
+func (e *redactEncoder) canonStr(at int, s string) {
+	if len(e.buf)-at == len(s)+2 {
+		e.cbuf = append(e.cbuf, e.buf[at:]...)
+		return
+	}
+	e.canonEscaped(s)
+}
+
+// canonEscaped writes to cbuf the jsonb text of the string s, which encoding/json escaped.
+func (e *redactEncoder) canonEscaped(s string) {
+	var ok bool
+	if e.cbuf, ok = appendJSONBStr(e.cbuf, s); !ok {
+		e.cfail = true
+	}
+}
+
+// canonNumber writes to cbuf the jsonb text of the JSON number buf holds from at, as numeric
+// prints it.
+func (e *redactEncoder) canonNumber(at int) {
+	n, err := parseNumeric(e.buf[at:])
+	if err != nil {
+		e.cfail = true
+		return
+	}
+	e.cbuf = n.appendText(e.cbuf)
+}
+
+// canonParse writes to cbuf the jsonb text of doc, a JSON value encoding/json wrote.
+func (e *redactEncoder) canonParse(doc []byte) {
+	var err error
+	if e.cbuf, err = jsonbText(e.cbuf, doc); err != nil {
+		e.cfail = true
+	}
+}
+
+// appendJSONBStr appends the jsonb text of the string appendJSONStr encodes from s: `"` and `\`
+// escaped, \b \f \n \r \t, other control characters as \u00xx, everything else raw, an invalid
+// byte as U+FFFD. It reports false for a string jsonb refuses (one holding NUL).
+func appendJSONBStr(b []byte, s string) ([]byte, bool) {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case 0:
+				return b, false
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', jsonHex[c>>4], jsonHex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		ru, size := utf8.DecodeRuneInString(s[i:])
+		if ru == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, "\uFFFD"...)
+			i++
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"'), true
+}

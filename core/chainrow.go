@@ -32,11 +32,19 @@ func chainFieldsWith(row []any, canon *rowCanon, tenantKey string, seq int64, pr
 	var spans [ChainFieldCount]span
 	// Room for every field, so that the buffer is not grown: jsonb's text form of a document is
 	// its JSON with a space after each colon and comma, which the slack covers for the usual
-	// documents.
-	size := 512 + len(tenantKey)
+	// documents; a document whose text canon holds takes no room.
+	size := 64 + len(tenantKey) + 20 + len(prev)
 	for col, v := range row {
-		if b, ok := v.([]byte); ok && canon.text(col, b) == nil {
-			size += len(b) + len(b)/8
+		switch x := v.(type) {
+		case nil:
+		case string:
+			size += len(x)
+		case []byte:
+			if canon.text(col, x) == nil {
+				size += len(x) + len(x)/8
+			}
+		default:
+			size += 40 // a uuid, a time, a number or an address
 		}
 	}
 	buf := make([]byte, 0, size)

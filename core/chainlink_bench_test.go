@@ -22,7 +22,8 @@ func BenchmarkChainLink(b *testing.B) {
 	}
 	// "encode-parse" and "encode-canon" are the Writer's encoding of a row followed by its
 	// fields: the documents parsed again by jsonbText, or their texts written by the encoder
-	// while it encodes them (canon.go). Run with -count to interleave them.
+	// while it encodes them (canon.go). To compare them, run the benchmark several times rather
+	// than with -count, which repeats each sub-benchmark before the next.
 	recs := make([]*Record, batch)
 	for i := range recs {
 		recs[i] = encodeBenchRecord(i)

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"math"
 	"slices"
 	"unicode/utf8"
 )
@@ -20,13 +21,33 @@ type canonSeg struct {
 	at, end, klen int
 }
 
-// rowCanon holds the jsonb texts the encoder wrote for the JSON documents of one row, with the
-// documents they were made from: a text stands for its column only while the row holds that very
-// document (the same bytes at the same address), so that a row changed after it was encoded (its
-// personal values encrypted, a document replaced) is parsed again.
+// rowCanon holds the jsonb texts the encoder wrote for the JSON documents of one row (before,
+// after, diff, metadata), with the documents they were made from: a text stands for its column
+// only while the row holds that very document (the same length at the same address), so that a
+// row changed after it was encoded (its personal values encrypted, a document replaced) is parsed
+// again. It holds few pointers, as a batch holds one for each of its rows.
 type rowCanon struct {
-	docs  [4][]byte // before, after, diff, metadata, as the row holds them
-	texts [4][]byte // their jsonb texts; nil when not made
+	all  []byte    // the texts, one after the other
+	ends [4]uint32 // where each text ends in all; it begins where the one before ends
+	docs [4]*byte  // the first byte of the document each text was made from; nil when none was made
+	lens [4]uint32 // the length of that document
+}
+
+// newRowCanon returns the rowCanon of texts, the texts made for docs (nil when none was made),
+// which lie one after the other in all.
+func newRowCanon(c *rowCanon, all []byte, docs, texts *[4][]byte) {
+	*c = rowCanon{all: all}
+	if uint64(len(all)) > math.MaxUint32 {
+		return // no texts
+	}
+	end := 0
+	for k, t := range texts {
+		if t != nil {
+			end += len(t)
+			c.docs[k], c.lens[k] = &docs[k][0], uint32(len(docs[k]))
+		}
+		c.ends[k] = uint32(end)
+	}
 }
 
 // canonSlot returns the index in rowCanon of the JSON column col (an index in Columns), or -1.
@@ -50,13 +71,14 @@ func (c *rowCanon) text(col int, doc []byte) []byte {
 		return nil
 	}
 	k := canonSlot(col)
-	if k < 0 || c.texts[k] == nil {
+	if k < 0 || c.docs[k] != &doc[0] || c.lens[k] != uint32(len(doc)) || uint64(len(doc)) > math.MaxUint32 {
 		return nil
 	}
-	if d := c.docs[k]; len(d) != len(doc) || &d[0] != &doc[0] {
-		return nil
+	start := uint32(0)
+	if k > 0 {
+		start = c.ends[k-1]
 	}
-	return c.texts[k]
+	return c.all[start:c.ends[k]:c.ends[k]]
 }
 
 // docStart begins the jsonb text of a document and returns where it starts in cbuf.

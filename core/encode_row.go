@@ -82,6 +82,7 @@ func (b *rowBatch) rowOf(rec, red *Record) ([]any, error) {
 		}
 		e.canon, e.cbuf = true, b.cbuf
 	}
+	cstart := len(b.cbuf)
 	d.before, d.after, texts[0], texts[1] = e.writeImages(rec.Before, rec.After)
 	if rec.Diff != nil {
 		start, cstart := len(e.buf), e.docStart()
@@ -104,7 +105,9 @@ func (b *rowBatch) rowOf(rec, red *Record) ([]any, error) {
 		}
 		c := &b.canons[0]
 		b.canons = b.canons[1:]
-		*c = rowCanon{docs: [4][]byte{d.before, d.after, d.diff, d.meta}, texts: texts}
+		// The texts lie one after the other from cstart (a text given up leaves nothing), in
+		// cbuf as it ends: were it grown, its bytes were copied to the same offsets.
+		newRowCanon(c, b.cbuf[cstart:len(b.cbuf):len(b.cbuf)], &[4][]byte{d.before, d.after, d.diff, d.meta}, &texts)
 		red.canon = c
 	}
 	if err := red.encodeQuery(&d); err != nil {

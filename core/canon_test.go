@@ -402,60 +402,85 @@ func FuzzCanonicalText(f *testing.F) {
 	})
 }
 
-// TestCanonicalChainedWriter: a chained Writer writes the texts while it encodes, and the rows
-// it stores are those Verify accepts, their hashes those PostgreSQL's jsonb text gives.
+// TestCanonicalChainedWriter: a chained Writer writes the texts while it encodes, with and
+// without a spool, and the rows it stores are those Verify accepts, their hashes those
+// PostgreSQL's jsonb text gives.
 func TestCanonicalChainedWriter(t *testing.T) {
 	db := pgtest.New(t)
 	ctx := context.Background()
-	sink := NewPostgresSink(db.Pool, PostgresSinkOptions{Schema: db.Schema})
-	w := NewWriter(sink, WriterOptions{BatchSize: 50, FlushInterval: time.Hour})
-	if !w.chainsRows() {
-		t.Fatal("a Writer to a chained sink does not write the jsonb texts")
-	}
-	g := &canonGen{r: rand.New(rand.NewPCG(1, 2)), stored: true}
-	const n = 200
-	recs := make([]*Record, n)
-	for i := range recs {
-		recs[i] = g.record()
-		recs[i].Tenant.ID = []string{"canon_a", "canon_b"}[i%2]
-	}
-	// The records as the Writer hands them to the sink carry texts.
-	probe := make([]*Record, len(recs))
-	copy(probe, recs)
-	w.encode(probe)
-	carried := 0
-	for _, r := range probe {
-		if r.canon == nil {
-			t.Fatal("an encoded record carries no texts")
-		}
-		for _, d := range r.canon.docs {
-			if d != nil {
-				carried++
+	for _, spool := range []bool{false, true} {
+		name := map[bool]string{false: "memory", true: "spool"}[spool]
+		t.Run(name, func(t *testing.T) {
+			opts := WriterOptions{BatchSize: 50, FlushInterval: time.Hour}
+			if spool {
+				opts.Spool.Dir = t.TempDir()
 			}
-		}
+			w, err := OpenWriter(NewPostgresSink(db.Pool, PostgresSinkOptions{Schema: db.Schema}), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !w.chainsRows() {
+				t.Fatal("a Writer to a chained sink does not write the jsonb texts")
+			}
+			g := &canonGen{r: rand.New(rand.NewPCG(1, 2)), stored: true}
+			const n = 200
+			keys := []string{name + "_a", name + "_b"}
+			recs := make([]*Record, n)
+			for i := range recs {
+				recs[i] = g.record()
+				recs[i].Tenant.ID = keys[i%2]
+			}
+			// The records as the Writer hands them to the sink carry texts.
+			probe := make([]*Record, len(recs))
+			copy(probe, recs)
+			if spool {
+				for i, r := range recs {
+					if probe[i], _, err = w.encodeOne(r); err != nil {
+						t.Fatal(err)
+					}
+				}
+			} else {
+				w.encode(probe)
+			}
+			carried := 0
+			for _, r := range probe {
+				if r.canon == nil {
+					t.Fatal("an encoded record carries no texts")
+				}
+				for _, d := range r.canon.docs {
+					if d != nil {
+						carried++
+					}
+				}
+			}
+			if carried < n {
+				t.Fatalf("%d texts carried by %d records", carried, n)
+			}
+			for _, r := range recs {
+				if err := w.Enqueue(r); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := w.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range keys {
+				rep, err := Verify(ctx, db.Pool, k, VerifyOptions{Schema: db.Schema})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !rep.OK || rep.Rows != n/2 {
+					var first VerifyProblem
+					if len(rep.Problems) > 0 {
+						first = rep.Problems[0]
+					}
+					t.Fatalf("tenant %s: verify read %d rows, want %d; %d problems, the first %+v", k, rep.Rows, n/2, len(rep.Problems), first)
+				}
+			}
+		})
 	}
-	if carried < n {
-		t.Fatalf("%d texts carried by %d records", carried, n)
-	}
-	for _, r := range recs {
-		if err := w.Enqueue(r); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := w.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got := db.Count(t); got != n {
-		t.Fatalf("audit_logs has %d rows, want %d", got, n)
+	if got := db.Count(t); got != 2*200 {
+		t.Fatalf("audit_logs has %d rows, want %d", got, 2*200)
 	}
 	verifyChains(t, db.Pool)
-	for _, k := range []string{"canon_a", "canon_b"} {
-		rep, err := Verify(ctx, db.Pool, k, VerifyOptions{Schema: db.Schema})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !rep.OK || rep.Rows != n/2 {
-			t.Fatalf("tenant %s: verify %+v", k, rep)
-		}
-	}
 }

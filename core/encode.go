@@ -148,20 +148,30 @@ func (e *redactEncoder) forget() {
 
 // imageString writes the string x found under key at the top level of an image (see writeImages).
 func (e *redactEncoder) imageString(key, x string) {
+	var out string
 	if e.images == imageAfter {
 		for e.next < len(e.memo) && e.memo[e.next].key < key {
 			e.next++
 		}
 		if e.next < len(e.memo) && e.memo[e.next].key == key && e.memo[e.next].in == x {
-			e.str(e.memo[e.next].out)
+			out = e.memo[e.next].out
+			if e.canon {
+				e.strCanon(out)
+			} else {
+				e.buf = appendJSONStr(e.buf, out)
+			}
 			return
 		}
 	}
-	out, _ := e.r.str(x, 1)
+	out, _ = e.r.str(x, 1)
 	if e.images == imageBefore {
 		e.memo = append(e.memo, imageMemo{key, x, out})
 	}
-	e.str(out)
+	if e.canon {
+		e.strCanon(out)
+	} else {
+		e.buf = appendJSONStr(e.buf, out)
+	}
 }
 
 // marshal appends json.Marshal(v) of a value walk returned, which is always encodable.
@@ -184,7 +194,11 @@ func (e *redactEncoder) value(v any, depth int) {
 		e.raw("null")
 	case string:
 		s, _ := e.r.str(x, depth)
-		e.str(s)
+		if e.canon {
+			e.strCanon(s)
+		} else {
+			e.buf = appendJSONStr(e.buf, s)
+		}
 	case bool:
 		if x {
 			e.raw("true")
@@ -293,29 +307,50 @@ func (e *redactEncoder) raw(s string) {
 
 // str writes the JSON string s.
 func (e *redactEncoder) str(s string) {
+	if e.canon {
+		e.strCanon(s)
+		return
+	}
+	e.buf = appendJSONStr(e.buf, s)
+}
+
+// strCanon is str when the jsonb text is written too.
+func (e *redactEncoder) strCanon(s string) {
 	at := len(e.buf)
 	e.buf = appendJSONStr(e.buf, s)
-	if e.canon {
-		e.canonStr(at, s)
-	}
+	e.canonStr(at, s)
 }
 
 // int64 writes an integer.
 func (e *redactEncoder) int64(x int64) {
+	if e.canon {
+		e.intCanon(x)
+		return
+	}
+	e.buf = strconv.AppendInt(e.buf, x, 10)
+}
+
+// intCanon is int64 when the jsonb text is written too.
+func (e *redactEncoder) intCanon(x int64) {
 	at := len(e.buf)
 	e.buf = strconv.AppendInt(e.buf, x, 10)
-	if e.canon {
-		e.canonCopy(at)
-	}
+	e.canonCopy(at)
 }
 
 // uint64 writes an unsigned integer.
 func (e *redactEncoder) uint64(x uint64) {
+	if e.canon {
+		e.uintCanon(x)
+		return
+	}
+	e.buf = strconv.AppendUint(e.buf, x, 10)
+}
+
+// uintCanon is uint64 when the jsonb text is written too.
+func (e *redactEncoder) uintCanon(x uint64) {
 	at := len(e.buf)
 	e.buf = strconv.AppendUint(e.buf, x, 10)
-	if e.canon {
-		e.canonCopy(at)
-	}
+	e.canonCopy(at)
 }
 
 // int writes an int or int64 as walk keeps it: a card number becomes Redacted.
@@ -324,7 +359,11 @@ func (e *redactEncoder) int(x int64, v any) {
 		e.str(Redacted)
 		return
 	}
-	e.int64(x)
+	if e.canon {
+		e.intCanon(x)
+		return
+	}
+	e.buf = strconv.AppendInt(e.buf, x, 10)
 }
 
 // uint writes a uint or uint64 as walk keeps it: a card number becomes Redacted.
@@ -333,7 +372,11 @@ func (e *redactEncoder) uint(x uint64, v any) {
 		e.str(Redacted)
 		return
 	}
-	e.uint64(x)
+	if e.canon {
+		e.uintCanon(x)
+		return
+	}
+	e.buf = strconv.AppendUint(e.buf, x, 10)
 }
 
 // float writes a float as encoding/json does (NaN and infinities spelt out as walk does): the

@@ -65,7 +65,8 @@ func (b *rowBatch) row(rec *Record) ([]any, error) {
 }
 
 // rowOf is row that also stores in red the record Redactor.Record would make of rec, less its
-// maps of values (Before, After, Diff and Metadata are nil: the row holds them).
+// maps of values (Before, After, Diff and Metadata are nil: the row holds them). With b.canon, red
+// also carries the jsonb texts of the row's documents.
 func (b *rowBatch) rowOf(rec, red *Record) ([]any, error) {
 	*red = b.red.recordFields(rec)
 	var d rowDocs
@@ -82,7 +83,7 @@ func (b *rowBatch) rowOf(rec, red *Record) ([]any, error) {
 		}
 		e.canon, e.cbuf = true, b.cbuf
 	}
-	cstart := len(b.cbuf)
+	textsStart := len(b.cbuf)
 	d.before, d.after, texts[0], texts[1] = e.writeImages(rec.Before, rec.After)
 	if rec.Diff != nil {
 		start, cstart := len(e.buf), e.docStart()
@@ -105,9 +106,9 @@ func (b *rowBatch) rowOf(rec, red *Record) ([]any, error) {
 		}
 		c := &b.canons[0]
 		b.canons = b.canons[1:]
-		// The texts lie one after the other from cstart (a text given up leaves nothing), in
-		// cbuf as it ends: were it grown, its bytes were copied to the same offsets.
-		newRowCanon(c, b.cbuf[cstart:len(b.cbuf):len(b.cbuf)], &[4][]byte{d.before, d.after, d.diff, d.meta}, &texts)
+		// The texts lie one after the other from textsStart (a text given up leaves nothing),
+		// in cbuf as it ends: were it grown, its bytes were copied to the same offsets.
+		newRowCanon(c, b.cbuf[textsStart:len(b.cbuf):len(b.cbuf)], &[4][]byte{d.before, d.after, d.diff, d.meta}, &texts)
 		red.canon = c
 	}
 	if err := red.encodeQuery(&d); err != nil {

@@ -315,8 +315,18 @@ func TestCanonicalTextCases(t *testing.T) {
 	large := &Record{Kind: KindUpdate, ResourceType: "things", ResourceID: "1",
 		Before: map[string]any{"bb": 1, "a": "x"}, Metadata: big}
 	large.normalize(time.Now())
-	if docs, gaveUp := checkCanon(t, red, []*Record{rec, large}); docs != 6 || gaveUp != 0 {
-		t.Fatalf("%d documents, %d texts given up; want 6 and 0", docs, gaveUp)
+	// Nesting past the redactor's depth, in maps and in arrays.
+	var deepMap any = "leaf"
+	var deepArr any = 1.5
+	for i := range redactMaxDepth + 3 {
+		deepMap = map[string]any{strconv.Itoa(i % 3): deepMap, "b": i}
+		deepArr = []any{deepArr, i}
+	}
+	deep := &Record{Kind: KindUpdate, ResourceType: "things", ResourceID: "1",
+		After: map[string]any{"m": deepMap, "a": deepArr}}
+	deep.normalize(time.Now())
+	if docs, gaveUp := checkCanon(t, red, []*Record{rec, large, deep}); docs != 7 || gaveUp != 0 {
+		t.Fatalf("%d documents, %d texts given up; want 7 and 0", docs, gaveUp)
 	}
 }
 

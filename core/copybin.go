@@ -175,7 +175,13 @@ func appendCopyBytes(buf []byte, s string) []byte { return append(buf, s...) }
 
 // copyReader is COPY's binary data of a set of rows, made as it is read: a Read encodes rows
 // until p is full, so that the batch is never held twice in memory.
+//
+// pgconn reads it from a goroutine of its own, which can still be inside Read when CopyFrom has
+// returned (after an error from the server or a lost connection); close waits for that Read to
+// end, and a Read after it reads nothing, so that the rows and the buffer are the caller's again.
 type copyReader struct {
+	mu      sync.Mutex
+	closed  bool
 	rows    [][]any
 	types   []copyType
 	next    int    // the next row to encode
@@ -188,8 +194,23 @@ type copyReader struct {
 // copyBufs holds the buffers of copyReaders.
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
+// errCopyClosed ends a Read after the COPY that asked for it returned.
+var errCopyClosed = errors.New("auditkit: the COPY ended")
+
+// close waits for a Read in progress and makes the Reads after it fail.
+func (r *copyReader) close() {
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+}
+
 // Read fills p with the next bytes of the data.
 func (r *copyReader) Read(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return 0, errCopyClosed
+	}
 	n := 0
 	for n < len(p) {
 		if r.off < len(r.pending) {
@@ -259,6 +280,7 @@ func copyRowsBinary(ctx context.Context, conn *pgconn.PgConn, table pgx.Identifi
 	bp := copyBufs.Get().(*[]byte)
 	r := &copyReader{rows: rows, types: types, scratch: (*bp)[:0]}
 	tag, err := conn.CopyFrom(ctx, r, sql.String())
+	r.close()
 	if cap(r.scratch) <= 1<<20 {
 		*bp = r.scratch[:0]
 		copyBufs.Put(bp)

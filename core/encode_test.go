@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // The fused encoder must give the bytes json.Marshal gives for the redacted copy Redactor.Map and
@@ -250,4 +252,41 @@ func FuzzEncode(f *testing.F) {
 			t.Fatalf("the images differ from json.Marshal of the redacted copies: %s %s", got[colBefore], got[colAfter])
 		}
 	})
+}
+
+// TestJSONPlain8 checks the eight-byte test of appendJSONStr against the byte table: every value
+// at every position among plain bytes, and random words.
+func TestJSONPlain8(t *testing.T) {
+	want := func(s string) bool {
+		for i := 0; i < len(s); i++ {
+			if s[i] >= utf8.RuneSelf || !jsonPlain[s[i]] {
+				return false
+			}
+		}
+		return true
+	}
+	for _, fill := range []byte{'a', ' ', '~', 0x7f, '!', '=', '?', ']'} {
+		for pos := range 8 {
+			for c := range 256 {
+				b := bytes.Repeat([]byte{fill}, 8)
+				b[pos] = byte(c)
+				if got := jsonPlain8(string(b)); got != want(string(b)) {
+					t.Fatalf("%q: %v, want %v", b, got, !got)
+				}
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	var b [8]byte
+	for range 1_000_000 {
+		for i := range b {
+			b[i] = byte(rng.IntN(256))
+			if rng.IntN(4) != 0 {
+				b[i] = byte(0x20 + rng.IntN(0x60))
+			}
+		}
+		if got := jsonPlain8(string(b[:])); got != want(string(b[:])) {
+			t.Fatalf("%q: %v, want %v", b, got, !got)
+		}
+	}
 }

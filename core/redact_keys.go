@@ -599,20 +599,45 @@ func redactNamesSecret[V any](r *Redactor, m map[string]V, str func(V) (string, 
 	if len(m) < 2 || len(m) > redactMaxNamedMembers {
 		return false
 	}
-	var buf [32]byte
 	for k, v := range m {
-		if len(k) < 3 || len(k) > len(buf) || !redactNameFirst[k[0]|0x20] {
-			continue
-		}
-		if _, ok := redactNameMembers[string(redactNorm(buf[:0], k))]; !ok {
-			continue
-		}
-		s, ok := str(v)
-		if ok && len(s) <= 256 && strings.IndexFunc(s, unicode.IsSpace) < 0 && r.Sensitive(s) {
-			return true
+		if redactNamesSecretKey(k) {
+			if s, ok := str(v); ok && r.namesSecretValue(s) {
+				return true
+			}
 		}
 	}
 	return false
+}
+
+// namesSecretPairs is namesSecret of the map whose members are pairs.
+func (r *Redactor) namesSecretPairs(pairs []encodePair) bool {
+	if len(pairs) < 2 || len(pairs) > redactMaxNamedMembers {
+		return false
+	}
+	for _, p := range pairs {
+		if redactNamesSecretKey(p.key) {
+			if s, ok := p.val.(string); ok && r.namesSecretValue(s) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// redactNamesSecretKey reports whether namesSecret looks at the value under k: k names the name
+// member of a name/value structure.
+func redactNamesSecretKey(k string) bool {
+	var buf [32]byte
+	if len(k) < 3 || len(k) > len(buf) || !redactNameFirst[k[0]|0x20] {
+		return false
+	}
+	_, ok := redactNameMembers[string(redactNorm(buf[:0], k))]
+	return ok
+}
+
+// namesSecretValue reports whether s, the value of a name member, names a secret for namesSecret.
+func (r *Redactor) namesSecretValue(s string) bool {
+	return len(s) <= 256 && strings.IndexFunc(s, unicode.IsSpace) < 0 && r.Sensitive(s)
 }
 
 // redactValueMember reports whether k names the value member of a name/value structure.

@@ -199,23 +199,39 @@ func TestCheckpointsConcurrentNeverFork(t *testing.T) {
 	var wg sync.WaitGroup
 	var created atomic.Int64
 	errs := make(chan error, 16)
+	// The checkpointers go on until the writers are done, and one round after, so that they run
+	// while the heads move however the goroutines are scheduled, and the last heads are signed.
+	writersDone := make(chan struct{})
+	moving := func() bool {
+		select {
+		case <-writersDone:
+			return false
+		default:
+			return true
+		}
+	}
 	for _, pool := range []*pgxpool.Pool{db.Pool, second, db.Pool, second} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for range rounds {
+			for i := 1; ; i++ {
+				done := !moving()
 				cps, err := core.CreateCheckpoints(ctx, pool, db.Schema, priv, time.Now())
 				if err != nil {
 					errs <- err
 					return
 				}
 				created.Add(int64(len(cps)))
+				if i >= rounds && done {
+					return
+				}
 			}
 		}()
 	}
 	wg.Add(1)
 	go func() { // the writers
 		defer wg.Done()
+		defer close(writersDone)
 		for seq := int64(1); seq <= rounds; seq++ {
 			for _, k := range tenants {
 				if _, err := db.Pool.Exec(ctx, `INSERT INTO audit_chain_heads (tenant_key, seq, row_hash) VALUES ($1, $2, $3)

@@ -308,7 +308,7 @@ func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, fields []
 		close(done)
 	}()
 	if len(out) > 0 {
-		if _, err := copyRows(ctx, conn, s.table, s.chainCols, out); err != nil {
+		if _, err := copyRows(ctx, s.bin, conn, s.table, s.chainCols, out); err != nil {
 			if rej, ok := classify(err).(*RejectedError); ok && rej.Index >= 0 && rej.Index < len(index) {
 				rej.Index = index[rej.Index]
 				return rej
@@ -540,7 +540,7 @@ func (s *PostgresSink) writeLinked(ctx context.Context, rows [][]any, fields []C
 		return false, err
 	}
 	began = true
-	if _, err := copyRows(ctx, conn, s.table, s.chainCols, lb.rows); err != nil {
+	if _, err := copyRows(ctx, s.bin, conn, s.table, s.chainCols, lb.rows); err != nil {
 		return false, err
 	}
 	for _, done := range lb.wait {

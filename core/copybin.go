@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -334,12 +335,98 @@ type copyFromConn interface {
 	Conn() *pgx.Conn
 }
 
-// copyRows stores rows with COPY on c: in binary format written by appendCopyRow, or through pgx's
-// CopyFrom when a value is of a type the binary writer does not write.
-func copyRows(ctx context.Context, c copyFromConn, table pgx.Identifier, cols []string, rows [][]any) (int64, error) {
-	n, err := copyRowsBinary(ctx, c.Conn().PgConn(), table, cols, rows)
-	if errors.Is(err, errCopyValue) {
-		return c.CopyFrom(ctx, table, cols, newCopySource(rows))
+// copyRows stores rows with COPY on c: in binary format written by appendCopyRow when bin says the
+// table's columns have the types it writes, otherwise (or when a value is of a type the binary
+// writer does not write) through pgx's CopyFrom, which asks the server for the types.
+func copyRows(ctx context.Context, bin *binaryCopy, c copyFromConn, table pgx.Identifier, cols []string, rows [][]any) (int64, error) {
+	if bin.usable() {
+		n, err := copyRowsBinary(ctx, c.Conn().PgConn(), table, cols, rows)
+		if !errors.Is(err, errCopyValue) {
+			return n, err
+		}
 	}
-	return n, err
+	return c.CopyFrom(ctx, table, cols, newCopySource(rows))
+}
+
+// binaryCopy says whether a sink's table takes the binary COPY: whether each of its columns has
+// the type copyTypes gives (text, varchar or an enum where text is written). Binary COPY sends
+// each value in its column's binary form with no conversion, so a table whose columns were given
+// other types (an int4 column made bigint) would refuse every batch; such a table is copied
+// through pgx's CopyFrom, which converts. The table is checked once, before the first batch.
+type binaryCopy struct {
+	table pgx.Identifier
+	state atomic.Int32 // binaryUnknown, binaryYes or binaryNo
+}
+
+const (
+	binaryUnknown = iota
+	binaryYes
+	binaryNo
+)
+
+// usable reports whether the table was checked and takes the binary COPY.
+func (b *binaryCopy) usable() bool { return b != nil && b.state.Load() == binaryYes }
+
+// check reads the types of the table's columns once (until a read succeeds); an error leaves the
+// table unchecked, and its batches go through pgx's CopyFrom meanwhile.
+func (b *binaryCopy) check(ctx context.Context, q interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}) {
+	if b == nil || b.state.Load() != binaryUnknown {
+		return
+	}
+	rows, err := q.Query(ctx, `SELECT a.attname, t.typname, t.typtype FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+		WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped`, b.table.Sanitize())
+	if err != nil {
+		return
+	}
+	types := map[string]string{}
+	for rows.Next() {
+		var name, typ, kind string
+		if rows.Scan(&name, &typ, &kind) != nil {
+			rows.Close()
+			return
+		}
+		if kind == "e" {
+			typ = "enum"
+		}
+		types[name] = typ
+	}
+	if rows.Err() != nil {
+		return
+	}
+	state := int32(binaryYes)
+	for col, t := range copyTypes {
+		if !copyTypeMatches(t, types[col]) {
+			state = binaryNo
+			break
+		}
+	}
+	b.state.Store(state)
+}
+
+// copyTypeMatches reports whether a column of the named PostgreSQL type ("enum" for any enum)
+// takes the binary form appendCopyValue writes for t.
+func copyTypeMatches(t copyType, typ string) bool {
+	switch t {
+	case copyText:
+		return typ == "text" || typ == "varchar" || typ == "enum"
+	case copyJSONB:
+		return typ == "jsonb"
+	case copyUUID:
+		return typ == "uuid"
+	case copyTimestamptz:
+		return typ == "timestamptz"
+	case copyInt2:
+		return typ == "int2"
+	case copyInt4:
+		return typ == "int4"
+	case copyInt8:
+		return typ == "int8"
+	case copyInet:
+		return typ == "inet"
+	case copyBytea:
+		return typ == "bytea"
+	}
+	return false
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"net/netip"
 	"strings"
@@ -179,7 +180,12 @@ func TestCopyBinaryMatchesPgx(t *testing.T) {
 	if err != nil || n != int64(len(rows)) {
 		t.Fatalf("binary COPY: %d rows of %d, %v", n, len(rows), err)
 	}
-	n, err = copyRows(ctx, conn, pgx.Identifier{db.Schema, "audit_logs"}, cols, rows)
+	bin := &binaryCopy{table: pgx.Identifier{db.Schema, "audit_logs"}}
+	bin.check(ctx, db.Pool)
+	if !bin.usable() {
+		t.Fatal("audit_logs as migrated does not take the binary COPY")
+	}
+	n, err = copyRows(ctx, bin, conn, pgx.Identifier{db.Schema, "audit_logs"}, cols, rows)
 	if err != nil || n != int64(len(rows)) {
 		t.Fatalf("copyRows into audit_logs: %d rows of %d, %v", n, len(rows), err)
 	}
@@ -225,7 +231,9 @@ func TestCopyRowsFallsBackToPgx(t *testing.T) {
 	if _, err := copyRowsBinary(ctx, conn.Conn().PgConn(), pgx.Identifier{db.Schema, "audit_logs"}, cols, rows); !errors.Is(err, errCopyValue) {
 		t.Fatalf("binary COPY of an int status: %v, want errCopyValue", err)
 	}
-	n, err := copyRows(ctx, conn, pgx.Identifier{db.Schema, "audit_logs"}, cols, rows)
+	bin := &binaryCopy{table: pgx.Identifier{db.Schema, "audit_logs"}}
+	bin.check(ctx, db.Pool)
+	n, err := copyRows(ctx, bin, conn, pgx.Identifier{db.Schema, "audit_logs"}, cols, rows)
 	if err != nil || n != int64(len(rows)) {
 		t.Fatalf("copyRows: %d rows, %v", n, err)
 	}
@@ -236,7 +244,7 @@ func TestCopyRowsFallsBackToPgx(t *testing.T) {
 	bad := [][]any{append([]any(nil), rows[0]...)}
 	bad[0][0] = uuid.Must(uuid.NewV7())
 	bad[0][13] = []byte(`{"not json`)
-	if _, err := copyRows(ctx, conn, pgx.Identifier{db.Schema, "audit_logs"}, cols, bad); err == nil ||
+	if _, err := copyRows(ctx, bin, conn, pgx.Identifier{db.Schema, "audit_logs"}, cols, bad); err == nil ||
 		!strings.Contains(err.Error(), "json") {
 		t.Fatalf("a bad document: %v, want PostgreSQL's json error", err)
 	}
@@ -310,4 +318,48 @@ func BenchmarkCopyEncode(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestCopyBinaryLeavesRetypedTablesToPgx: a sink whose audit_logs has a column of another type
+// than the migrations give it (status made bigint) stores its batches through
+// pgx's CopyFrom, which converts, chained or not; a sink on a migrated table uses the binary COPY.
+func TestCopyBinaryLeavesRetypedTablesToPgx(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	plain := pgtest.New(t)
+	retyped := pgtest.New(t)
+	if _, err := retyped.Pool.Exec(ctx, `ALTER TABLE audit_logs ALTER COLUMN status TYPE bigint`); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		db     *pgtest.DB
+		binary bool
+	}{{plain, true}, {retyped, false}} {
+		for _, noChain := range []bool{false, true} {
+			sink := NewPostgresSink(tc.db.Pool, PostgresSinkOptions{Schema: tc.db.Schema, DisableChain: noChain})
+			batch := chainBatch(fmt.Sprintf("retyped-%v-%v", tc.binary, noChain), 10)
+			for i, r := range batch {
+				r.Kind, r.Status, r.Method, r.Path = KindHTTP, 200+i, "GET", "/x"
+			}
+			if err := sink.Write(ctx, batch); err != nil {
+				t.Fatalf("binary %v, chain off %v: %v", tc.binary, noChain, err)
+			}
+			if got := sink.bin.usable(); got != tc.binary {
+				t.Fatalf("binary COPY usable %v on %s, want %v", got, tc.db.Schema, tc.binary)
+			}
+		}
+		var n, sum int
+		if err := tc.db.Pool.QueryRow(ctx, `SELECT count(*), coalesce(sum(status), 0) FROM audit_logs`).Scan(&n, &sum); err != nil {
+			t.Fatal(err)
+		}
+		if n != 20 || sum != 2*(10*200+45) {
+			t.Fatalf("%s: %d rows, statuses summing to %d", tc.db.Schema, n, sum)
+		}
+	}
+	// An enum or varchar column still takes the text the binary COPY writes.
+	for typ, want := range map[string]bool{"text": true, "varchar": true, "enum": true, "int4": false, "bpchar": false} {
+		if got := copyTypeMatches(copyText, typ); got != want {
+			t.Errorf("text column of type %s: %v", typ, got)
+		}
+	}
 }

@@ -38,6 +38,7 @@ type PostgresSink struct {
 	chainCols []string      // Columns, then ChainColumns
 	pii       *PIICipher
 	piiSQL    piiSQL
+	bin       *binaryCopy // whether audit_logs takes the binary COPY
 }
 
 // PostgresSinkOptions configure a PostgresSink.
@@ -78,6 +79,7 @@ func NewPostgresSink(pool *pgxpool.Pool, opts PostgresSinkOptions) *PostgresSink
 		chainCols: append(slices.Clip(Columns), ChainColumns...),
 		pii:       opts.PII,
 		piiSQL:    newPIISQL(schema),
+		bin:       &binaryCopy{table: table},
 	}
 }
 
@@ -90,6 +92,7 @@ func (s *PostgresSink) Write(ctx context.Context, recs []*Record) error {
 	if err != nil {
 		return err
 	}
+	s.bin.check(ctx, s.pool)
 	if s.chained {
 		return s.writeChainedRecs(ctx, rows, recs)
 	}
@@ -103,7 +106,7 @@ func (s *PostgresSink) Write(ctx context.Context, recs []*Record) error {
 		}
 	}
 	err = s.pool.AcquireFunc(ctx, func(c *pgxpool.Conn) error {
-		_, err := copyRows(ctx, c, s.table, Columns, rows)
+		_, err := copyRows(ctx, s.bin, c, s.table, Columns, rows)
 		return err
 	})
 	if err == nil {
@@ -169,7 +172,7 @@ func (s *PostgresSink) writeSkippingDuplicates(ctx context.Context, rows [][]any
 		if _, err := tx.Exec(ctx, `TRUNCATE pg_temp.auditkit_stage`); err != nil {
 			return err
 		}
-		if _, err := copyRows(ctx, tx, pgx.Identifier{"pg_temp", "auditkit_stage"}, Columns, rows); err != nil {
+		if _, err := copyRows(ctx, s.bin, tx, pgx.Identifier{"pg_temp", "auditkit_stage"}, Columns, rows); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, s.stage)

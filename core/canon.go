@@ -218,25 +218,10 @@ func appendJSONBStr(b []byte, s string) ([]byte, bool) {
 				i++
 				continue
 			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case 0:
+			if c == 0 {
 				return b, false
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', jsonHex[c>>4], jsonHex[c&0xf])
 			}
+			b = appendASCIIEscape(append(b, s[start:i]...), c)
 			i++
 			start = i
 			continue

@@ -112,7 +112,7 @@ func appendCopyValue(buf []byte, v any, t copyType) ([]byte, bool) {
 	case copyText:
 		switch x := v.(type) {
 		case string:
-			return appendCopyBytes(binary.BigEndian.AppendUint32(buf, uint32(len(x))), x), true
+			return append(binary.BigEndian.AppendUint32(buf, uint32(len(x))), x...), true
 		case []byte:
 			if x == nil {
 				return binary.BigEndian.AppendUint32(buf, 0xFFFFFFFF), true
@@ -170,9 +170,6 @@ func appendCopyValue(buf []byte, v any, t copyType) ([]byte, bool) {
 	}
 	return buf, false
 }
-
-// appendCopyBytes appends s.
-func appendCopyBytes(buf []byte, s string) []byte { return append(buf, s...) }
 
 // copyReader is COPY's binary data of a set of rows, made as it is read: a Read encodes rows
 // until p is full, so that the batch is never held twice in memory.

@@ -583,6 +583,26 @@ func jsonPlain8(s string) bool {
 	return bad&hi == 0
 }
 
+// appendASCIIEscape appends the escape of the ASCII byte c that encoding/json and jsonb's text
+// both write: \" and \\, \b \f \n \r \t, and \u00xx (lowercase hex) for any other byte.
+func appendASCIIEscape(b []byte, c byte) []byte {
+	switch c {
+	case '"', '\\':
+		return append(b, '\\', c)
+	case '\b':
+		return append(b, '\\', 'b')
+	case '\f':
+		return append(b, '\\', 'f')
+	case '\n':
+		return append(b, '\\', 'n')
+	case '\r':
+		return append(b, '\\', 'r')
+	case '\t':
+		return append(b, '\\', 't')
+	}
+	return append(b, '\\', 'u', '0', '0', jsonHex[c>>4], jsonHex[c&0xf])
+}
+
 // appendJSONStr appends s as a JSON string, escaped as encoding/json escapes it: quotes,
 // backslashes and control characters, the HTML characters <, > and &, U+2028 and U+2029; invalid
 // UTF-8 becomes U+FFFD.
@@ -603,23 +623,7 @@ func appendJSONStr(b []byte, s string) []byte {
 				i++
 				continue
 			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', jsonHex[c>>4], jsonHex[c&0xf])
-			}
+			b = appendASCIIEscape(append(b, s[start:i]...), c)
 			i++
 			start = i
 			continue

@@ -29,7 +29,9 @@ import (
 // The lock makes the images exact under concurrency: no other writer can change these rows
 // until the transaction ends. The statement is then pinned to the locked keys (an extra
 // "AND <primary key> IN (...)", or "= ANY(<array>)" for many keys), so that a row inserted by
-// another session after the read (a phantom) is not changed without a before image.
+// another session after the read (a phantom) is not changed without a before image. An update
+// or soft delete whose conditions fix the primary keys runs the read as a subquery of the
+// statement itself instead (fuse.go).
 //
 // After images come from the statement itself where GORM lets the plugin do so invisibly: when
 // GORM executes an UPDATE, DELETE or INSERT without reading results, the plugin runs it with
@@ -117,6 +119,14 @@ type stmtState struct {
 
 	sc stmtConn // the statement's connection pool while it is captured
 
+	// fuse, when not nil, runs the statement as one that locks, reads and changes its rows
+	// (see fuse.go): the texts whereBuilder writes around stmt's conditions; fused is set once
+	// it wrote them. paired: st.before[i] and st.out[i] are the same row.
+	fuse   *fuseText
+	stmt   *gorm.Statement
+	fused  bool
+	paired bool
+
 	// resolved is the model found by the table's name for a statement GORM runs without one
 	// (db.Table("items") with a map): GORM adds no soft-delete scope and reads no RETURNING then.
 	resolved *schema.Schema
@@ -155,6 +165,9 @@ func (c *stmtConn) ExecContext(ctx context.Context, query string, args ...any) (
 		xid = xidColumn
 		id = new(string)
 	}
+	if st.fuse != nil {
+		return c.execFused(ctx, query, args, xid, id, t)
+	}
 	q := query + st.returning + xid
 	rows, err := unprepared(c.ConnPool).QueryContext(ctx, q, args...)
 	if err != nil {
@@ -169,6 +182,41 @@ func (c *stmtConn) ExecContext(ctx context.Context, query string, args ...any) (
 		t.noteID(*id)
 	}
 	return rowCount(len(st.out)), nil
+}
+
+// execFused runs a statement the plugin writes as one (see fuse.go): its RETURNING holds each
+// changed row's image before the statement, then after it.
+func (c *stmtConn) execFused(ctx context.Context, query string, args []any, xid string, id *string, t *txn) (sql.Result, error) {
+	st := c.st
+	var before []row
+	shape := scanShape{xid: id, before: &before}
+	q := query + st.fuse.returning + xid
+	if !st.fused {
+		// The conditions were built by someone else's clause builder: the statement is GORM's
+		// own, unpinned, and its rows are recorded without a before image (before_unknown).
+		st.p.warnOnce("unfused:"+st.table, "gormaudit: the UPDATE was not built as the plugin planned; its rows "+
+			"are recorded without a before image", "table", st.table)
+		shape.before = nil
+		q = query + st.m.text(st.stmt, st.table).returning + xid
+	}
+	rows, err := unprepared(c.ConnPool).QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	out, kinds, pkType, err := scanResult(rows, st.m, shape, st.itemiseBefore)
+	if err != nil {
+		return nil, fmt.Errorf("gormaudit: reading the rows %s changed: %w", st.table, err)
+	}
+	st.out = out
+	if st.fused {
+		st.before, st.kinds, st.pkType, st.read, st.paired = before, kinds, pkType, true, true
+	} else {
+		st.budget = st.max
+	}
+	if id != nil {
+		t.noteID(*id)
+	}
+	return rowCount(len(out)), nil
 }
 
 // xidColumn is the column the plugin adds to a statement of a few rows in a commit-aware
@@ -625,6 +673,9 @@ func (p *Plugin) planUpdate(db *gorm.DB, st *stmtState) (bool, error) {
 	if err := st.begin(db); err != nil {
 		return false, err
 	}
+	if st.planFused(db, where) {
+		return true, nil
+	}
 	if err := p.lockBefore(db, st, where, st.scoped(db.Statement), "NO KEY UPDATE"); err != nil {
 		return false, err
 	}
@@ -653,6 +704,9 @@ func (p *Plugin) planDelete(db *gorm.DB, st *stmtState) (bool, error) {
 	}
 	if err := st.begin(db); err != nil {
 		return false, err
+	}
+	if st.soft && st.planFused(db, where) {
+		return true, nil
 	}
 	strength := "UPDATE" // what DELETE takes
 	if st.soft {
@@ -729,6 +783,20 @@ func (p *Plugin) planCreate(db *gorm.DB, st *stmtState) (bool, error) {
 		st.nextra = 1
 	}
 	return true, nil
+}
+
+// planFused plans an update or soft delete as one statement (see fuse.go) when it can run so.
+func (st *stmtState) planFused(db *gorm.DB, where []clause.Expression) bool {
+	st.riskyRead = risky(db, where)
+	n, ok := st.fusable(db, where)
+	if !ok {
+		return false
+	}
+	t := st.text(db.Statement)
+	st.fuse, st.stmt = &t.fuse, db.Statement
+	st.few = n <= fewRows
+	st.prefix, st.written, st.returning = "UPDATE", t.written, t.fuse.returning
+	return true
 }
 
 // conflictTarget returns the fields of an upsert's conflict target: its columns, or those of

@@ -101,7 +101,12 @@
 // Before an update, a soft delete or an upsert, the affected rows are read with SELECT ... FOR
 // <the lock the statement itself takes, e.g. NO KEY UPDATE for an update>, ordered by primary
 // key, on the statement's own transaction, and the statement is pinned to the locked keys so
-// that rows inserted concurrently are not changed unrecorded. An upsert tells the rows it
+// that rows inserted concurrently are not changed unrecorded. An update or soft delete whose
+// conditions fix the rows' primary keys (Model(&row).Update, Save, Updates of a struct,
+// Where("id IN ?", ids)) takes no round trip for that read: the locking SELECT becomes a
+// subquery of the UPDATE's FROM list, joined by primary key, and the UPDATE's RETURNING yields
+// each row's before and after image (see fuse.go for why it changes exactly the rows the UPDATE
+// alone changes). GORM's logger then shows that statement. An upsert tells the rows it
 // inserted from the rows it updated by their system columns (xmax, and xmin checked with
 // pg_xact_status), which needs PostgreSQL 13 or later.
 // After images come from the statement itself through RETURNING: added where GORM does not read

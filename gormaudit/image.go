@@ -77,6 +77,10 @@ type scanShape struct {
 	xid *string
 	// keep receives the lead values of each row (the slice is reused).
 	keep func([]any)
+	// before, when not nil, makes the lead columns the model's columns once more: each row's
+	// image before the statement (see fuse.go), appended to *before with the same kinds,
+	// itemised as its after image is.
+	before *[]row
 	// types are the result's column types when the caller has read them already.
 	types []*sql.ColumnType
 	// kinds are the kinds of the model's columns when they are known already: from a read of
@@ -94,6 +98,9 @@ func scanResult(rows *sql.Rows, m *model, shape scanShape, itemise func(i int, k
 	defer rows.Close()
 	lead, nextra, xid := shape.lead, shape.nextra, shape.xid
 	n := len(m.cols)
+	if shape.before != nil {
+		lead = n
+	}
 	width := lead + n + nextra
 	if xid != nil {
 		width++
@@ -135,6 +142,10 @@ func scanResult(rows *sql.Rows, m *model, shape scanShape, itemise func(i int, k
 	}
 	vals := all[lead:]
 	var pks []any // backing store of the rows' keys, allocated in chunks
+	need := m.npk // key values per result row
+	if shape.before != nil {
+		need *= 2
+	}
 	for rows.Next() {
 		clear(all)
 		if err := rows.Scan(ptrs...); err != nil {
@@ -143,18 +154,22 @@ func scanResult(rows *sql.Rows, m *model, shape scanShape, itemise func(i int, k
 		if shape.keep != nil {
 			shape.keep(all[:lead])
 		}
-		if len(pks) < m.npk {
+		if len(pks) < need {
 			// One row's first (the usual statement changes one), then 64 rows' at a time.
 			chunk := 64
 			if len(out) == 0 {
 				chunk = 1
 			}
-			pks = make([]any, chunk*m.npk)
+			pks = make([]any, chunk*need)
+		}
+		if shape.before != nil {
+			b := row{pk: pks[:m.npk:m.npk]}
+			pks = pks[m.npk:]
+			fill(&b, m, all[:n], kinds, itemise == nil || itemise(len(out), ""))
+			*shape.before = append(*shape.before, b)
 		}
 		r := row{pk: pks[:m.npk:m.npk]}
 		pks = pks[m.npk:]
-		copy(r.pk, vals[:m.npk])
-		r.key = keyText(m, vals[:m.npk], kinds)
 		if nextra > 0 {
 			r.fresh, _ = vals[n].(bool)
 		}
@@ -164,20 +179,36 @@ func scanResult(rows *sql.Rows, m *model, shape scanShape, itemise func(i int, k
 		if xid != nil && len(out) == 0 {
 			*xid, _ = all[width-1].(string)
 		}
-		if itemise == nil || itemise(len(out), r.key) {
-			r.vals = make(map[string]any, n)
-			for i, c := range m.cols {
-				switch {
-				case c.fingerprint:
-					r.fp = append(r.fp, vals[i])
-				case !c.omit:
-					r.vals[c.name] = normalise(vals[i], kinds[i])
-				}
-			}
+		if shape.before != nil {
+			fill(&r, m, vals, kinds, (*shape.before)[len(out)].vals != nil)
+		} else {
+			r.key = keyText(m, vals[:m.npk], kinds)
+			fill(&r, m, vals, kinds, itemise == nil || itemise(len(out), r.key))
 		}
 		out = append(out, r)
 	}
 	return out, kinds, pkType, rows.Err()
+}
+
+// fill sets a row's key from the values of the model's columns (vals[:n]) and, when it is
+// itemised, its image and fingerprints. r.pk must have room for the key's values.
+func fill(r *row, m *model, vals []any, kinds []colKind, itemised bool) {
+	copy(r.pk, vals[:m.npk])
+	if r.key == "" {
+		r.key = keyText(m, vals[:m.npk], kinds)
+	}
+	if !itemised {
+		return
+	}
+	r.vals = make(map[string]any, len(m.cols))
+	for i, c := range m.cols {
+		switch {
+		case c.fingerprint:
+			r.fp = append(r.fp, vals[i])
+		case !c.omit:
+			r.vals[c.name] = normalise(vals[i], kinds[i])
+		}
+	}
 }
 
 func kindOf(dbType string, jsonSer bool) colKind {

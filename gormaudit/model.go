@@ -39,6 +39,7 @@ type tableText struct {
 	keyOrder  string
 	lockByKey [len(strengths)]string
 	pkCol     any // pkColumn's value
+	fuse      fuseText
 }
 
 // strengths are the lock strengths of the plugin's locking reads.
@@ -61,6 +62,7 @@ func (m *model) text(stmt *gorm.Statement, table string) *tableText {
 	for i, s := range strengths {
 		t.lockByKey[i] = t.keyHead[0] + " = $1" + t.keyOrder + " FOR " + s
 	}
+	t.fuse = m.fuseText(stmt, table, t)
 	v, _ := m.texts.LoadOrStore(table, t)
 	return v.(*tableText)
 }

@@ -67,6 +67,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 	if err := p.wrapPool(db); err != nil {
 		return err
 	}
+	installWhereBuilder(db)
 	cb := db.Callback()
 	// The before callbacks sit right before the statement, inside GORM's transaction; the after
 	// callbacks right after it, before associations and model hooks run further statements,

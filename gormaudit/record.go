@@ -269,13 +269,19 @@ func (b *builder) changes(after []row) {
 	if st.soft {
 		meta = map[string]any{"soft_delete": true}
 	}
-	index := make(map[string]int, len(after))
-	for i, r := range after {
-		index[r.key] = i
+	var index map[string]int
+	if !st.paired {
+		index = make(map[string]int, len(after))
+		for i, r := range after {
+			index[r.key] = i
+		}
 	}
 	paired := make([]bool, len(after))
-	for _, bf := range st.before {
-		i, ok := index[bf.key]
+	for j, bf := range st.before {
+		i, ok := j, st.paired
+		if !ok {
+			i, ok = index[bf.key]
+		}
 		if !ok {
 			if len(st.before) != 1 || len(after) != 1 || st.upsert {
 				continue // locked but left alone: an upsert's DO NOTHING, or a DO UPDATE ... WHERE

@@ -297,6 +297,31 @@ func BenchmarkPairedBulkUpdate1000(b *testing.B) {
 		})
 }
 
+// BenchmarkPairedBulkUpdateByKey1000 is the bulk update of 1,000 rows named by their keys
+// (Where("id IN ?", ids)), which the plugin runs as one statement (fuse.go).
+func BenchmarkPairedBulkUpdateByKey1000(b *testing.B) {
+	ids := make([]int64, 1000)
+	runPaired(b, []string{"bare", "capture", "intx"},
+		func(b *testing.B, d *benchDB) {
+			rows := make([]BenchItem, len(ids))
+			for i := range rows {
+				rows[i] = BenchItem{Grp: 2, SKU: fmt.Sprint("bykey-", i)}
+			}
+			if err := d.db.CreateInBatches(&rows, 500).Error; err != nil {
+				b.Fatal(err)
+			}
+			for i, r := range rows {
+				ids[i] = int64(r.ID)
+			}
+		},
+		func(b *testing.B, d *benchDB, _ int) {
+			res := d.db.WithContext(d.ctx()).Model(&BenchItem{}).Where("id IN ?", ids).Update("qty", gorm.Expr("qty + 1"))
+			if res.Error != nil || res.RowsAffected != int64(len(ids)) {
+				b.Fatal(res.Error, res.RowsAffected)
+			}
+		})
+}
+
 // BenchmarkPairedUpdateSubquery measures the savepoint around a locking read that is more than
 // the statement's table and conditions: the same single-row update with the plugin capturing,
 // by a plain condition and by a subquery (read under a savepoint inside GORM's transaction),

@@ -25,8 +25,16 @@ func chainFieldsOf(row []any, tenantKey string, seq int64, prev [32]byte) (Chain
 // others are parsed.
 func chainFieldsWith(row []any, canon *rowCanon, tenantKey string, seq int64, prev [32]byte) (ChainFields, error) {
 	var f ChainFields
+	_, err := chainFieldsInto(&f, nil, 0, row, canon, tenantKey, seq, prev)
+	return f, err
+}
+
+// chainFieldsInto is chainFieldsWith writing into f, which must be zero, with the fields' bytes
+// appended to buf when it has room for them, or else to a new buffer of at least chunk bytes; it
+// returns the buffer, for the fields of the next row. Earlier bytes of buf are never written.
+func chainFieldsInto(f *ChainFields, buf []byte, chunk int, row []any, canon *rowCanon, tenantKey string, seq int64, prev [32]byte) ([]byte, error) {
 	if len(row) != len(Columns) {
-		return f, fmt.Errorf("chain: row has %d values, want %d", len(row), len(Columns))
+		return buf, fmt.Errorf("chain: row has %d values, want %d", len(row), len(Columns))
 	}
 	type span struct{ lo, hi int }
 	var spans [ChainFieldCount]span
@@ -47,11 +55,14 @@ func chainFieldsWith(row []any, canon *rowCanon, tenantKey string, seq int64, pr
 			size += 40 // a uuid, a time, a number or an address
 		}
 	}
-	buf := make([]byte, 0, size)
+	if cap(buf)-len(buf) < size {
+		buf = make([]byte, 0, max(size, chunk))
+	}
 	add := func(i int, lo int) { spans[i] = span{lo, len(buf)} }
-	buf = append(buf, tenantKey...)
-	add(0, 0)
 	lo := len(buf)
+	buf = append(buf, tenantKey...)
+	add(0, lo)
+	lo = len(buf)
 	buf = strconv.AppendInt(buf, seq, 10)
 	add(1, lo)
 	lo = len(buf)
@@ -78,7 +89,7 @@ func chainFieldsWith(row []any, canon *rowCanon, tenantKey string, seq int64, pr
 				continue
 			}
 			if buf, err = jsonbText(buf, x); err != nil {
-				return f, fmt.Errorf("chain: column %s: %w", Columns[i-3], err)
+				return buf, fmt.Errorf("chain: column %s: %w", Columns[i-3], err)
 			}
 		case uuid.UUID:
 			var s [36]byte
@@ -95,7 +106,7 @@ func chainFieldsWith(row []any, canon *rowCanon, tenantKey string, seq int64, pr
 		case netip.Prefix:
 			buf = appendHost(buf, x.Addr())
 		default:
-			return f, fmt.Errorf("chain: column %s holds a %T", Columns[i-3], v)
+			return buf, fmt.Errorf("chain: column %s holds a %T", Columns[i-3], v)
 		}
 		add(i, lo)
 	}
@@ -104,7 +115,7 @@ func chainFieldsWith(row []any, canon *rowCanon, tenantKey string, seq int64, pr
 			f[i] = buf[s.lo:s.hi:s.hi]
 		}
 	}
-	return f, nil
+	return buf, nil
 }
 
 // appendUnixMicro appends the microseconds from the Unix epoch to t, rounded towards the past, in

@@ -337,18 +337,23 @@ func prepareChainRows(rows [][]any) ([]ChainFields, error) {
 // nil): the jsonb texts a record carries for its row's documents are used rather than parsed.
 func prepareChainRecs(rows [][]any, recs []*Record) ([]ChainFields, error) {
 	fields := make([]ChainFields, len(rows))
+	var buf []byte // the fields' bytes, rows after rows
 	for i, row := range rows {
 		var canon *rowCanon
 		if recs != nil {
 			canon = recs[i].canon
 		}
+		row[colVersion] = int16(RecordVersion)
 		var err error
-		if fields[i], err = prepareChainWith(row, canon); err != nil {
+		if buf, err = chainFieldsInto(&fields[i], buf, chainFieldsChunk, row, canon, tenantKeyOf(row), 0, zeroHash); err != nil {
 			return nil, &RejectedError{Index: i, Err: err}
 		}
 	}
 	return fields, nil
 }
+
+// chainFieldsChunk is the size of the buffers the chain fields of a batch's rows share.
+const chainFieldsChunk = 32 << 10
 
 // batchRows is the rows of a batch's last statement; closing them closes the batch.
 type batchRows struct {

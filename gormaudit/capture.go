@@ -120,11 +120,10 @@ type stmtState struct {
 	sc stmtConn // the statement's connection pool while it is captured
 
 	// fuse, when not nil, runs the statement as one that locks, reads and changes its rows
-	// (see fuse.go): the texts whereBuilder writes around stmt's conditions; fused is set once
-	// it wrote them. paired: st.before[i] and st.out[i] are the same row.
+	// (see fuse.go): the texts whereBuilder writes around stmt's conditions. paired:
+	// st.before[i] and st.out[i] are the same row.
 	fuse   *fuseText
 	stmt   *gorm.Statement
-	fused  bool
 	paired bool
 
 	// resolved is the model found by the table's name for a statement GORM runs without one
@@ -191,9 +190,11 @@ func (c *stmtConn) execFused(ctx context.Context, query string, args []any, xid 
 	var before []row
 	shape := scanShape{xid: id, before: &before}
 	q := query + st.fuse.returning + xid
-	if !st.fused {
-		// The conditions were built by someone else's clause builder: the statement is GORM's
-		// own, unpinned, and its rows are recorded without a before image (before_unknown).
+	// The statement as it comes: built by whereBuilder, or, when someone else's clause builder
+	// or code built its conditions, GORM's own, unpinned, its rows then recorded without a
+	// before image (before_unknown).
+	fused := strings.Contains(query, st.fuse.mid)
+	if !fused {
 		st.p.warnOnce("unfused:"+st.table, "gormaudit: the UPDATE was not built as the plugin planned; its rows "+
 			"are recorded without a before image", "table", st.table)
 		shape.before = nil
@@ -208,7 +209,7 @@ func (c *stmtConn) execFused(ctx context.Context, query string, args []any, xid 
 		return nil, fmt.Errorf("gormaudit: reading the rows %s changed: %w", st.table, err)
 	}
 	st.out = out
-	if st.fused {
+	if fused {
 		st.before, st.kinds, st.pkType, st.read, st.paired = before, kinds, pkType, true, true
 	} else {
 		st.budget = st.max

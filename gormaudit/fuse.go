@@ -108,11 +108,10 @@ func (m *model) fuseText(stmt *gorm.Statement, table string, t *tableText) fuseT
 // conditions; every other WHERE it builds as GORM does.
 func whereBuilder(c clause.Clause, b clause.Builder) {
 	if stmt, ok := b.(*gorm.Statement); ok {
-		if sc, ok := stmt.ConnPool.(*stmtConn); ok && sc.st.fuse != nil && !sc.st.fused && sc.st.stmt == stmt {
+		if sc, ok := stmt.ConnPool.(*stmtConn); ok && sc.st.fuse != nil && sc.st.stmt == stmt {
 			if w, ok := c.Expression.(clause.Where); ok && len(w.Exprs) > 0 && c.Builder == nil &&
 				c.BeforeExpression == nil && c.AfterNameExpression == nil && c.AfterExpression == nil {
 				f := sc.st.fuse
-				sc.st.fused = true
 				stmt.WriteString(f.head)
 				start := stmt.SQL.Len()
 				w.Build(stmt)
@@ -253,7 +252,7 @@ func (m *model) allKeys(table string, cols []clause.Column) bool {
 // writtenKeyCond recognises a written condition on the single-column primary key, "id = ?" or
 // "id IN ?" (also "id IN (?)"), the column bare or quoted, optionally qualified by the table.
 func (m *model) writtenKeyCond(table, sql string) (op string, ok bool) {
-	s := strings.TrimSpace(sql)
+	s := trimBlank(sql)
 	name, rest, ok := cutName(s)
 	if !ok {
 		return "", false
@@ -269,20 +268,36 @@ func (m *model) writtenKeyCond(table, sql string) (op string, ok bool) {
 	if name != m.cols[0].name {
 		return "", false
 	}
-	rest = strings.TrimSpace(rest)
+	rest = trimBlank(rest)
 	switch {
 	case strings.HasPrefix(rest, "="):
 		op, rest = "=", rest[1:]
-	case len(rest) > 2 && strings.EqualFold(rest[:2], "IN") && (rest[2] == ' ' || rest[2] == '(' || rest[2] == '?'):
+	case len(rest) > 2 && strings.EqualFold(rest[:2], "IN") && (blank(rest[2]) || rest[2] == '(' || rest[2] == '?'):
 		op, rest = "IN", rest[2:]
 	default:
 		return "", false
 	}
-	rest = strings.TrimSpace(rest)
+	rest = trimBlank(rest)
 	if op == "IN" && strings.HasPrefix(rest, "(") && strings.HasSuffix(rest, ")") {
-		rest = strings.TrimSpace(rest[1 : len(rest)-1])
+		rest = trimBlank(rest[1 : len(rest)-1])
 	}
-	return op, rest == "?"
+	if rest != "?" {
+		return "", false
+	}
+	return op, true
+}
+
+// blank reports whether c is white space to PostgreSQL's lexer.
+func blank(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' }
+
+func trimBlank(s string) string {
+	for s != "" && blank(s[0]) {
+		s = s[1:]
+	}
+	for s != "" && blank(s[len(s)-1]) {
+		s = s[:len(s)-1]
+	}
+	return s
 }
 
 // cutName cuts an identifier, bare (PostgreSQL folds it to lower case) or double-quoted, from

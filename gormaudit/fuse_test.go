@@ -285,3 +285,40 @@ func waitForLock(t *testing.T, db *sql.DB, table string) {
 	}
 	t.Fatal("no session waits for a lock")
 }
+
+// When code between the plugin's callback and GORM's builds the conditions its own way, the
+// update runs as GORM sends it, with the same result; its rows are recorded without a before
+// image (before_unknown) and a warning is logged.
+func TestFusedUpdateBuiltByOthers(t *testing.T) {
+	e := newEnv(t, envConfig{})
+	fzFixture(t, e.db)
+	fixture := len(e.audit(""))
+	err := e.db.Callback().Update().After("gormaudit:before_update").Before("gorm:update").
+		Register("test:own_where", func(db *gorm.DB) {
+			if c, ok := db.Statement.Clauses["WHERE"]; ok {
+				c.Builder = func(c clause.Clause, b clause.Builder) {
+					c.Builder = nil
+					c.Build(b)
+				}
+				db.Statement.Clauses["WHERE"] = c
+			}
+		})
+	must(t, err)
+	res := e.db.Model(&FzItem{}).Where("id = ?", 2).Update("qty", 70)
+	must(t, res.Error)
+	if res.RowsAffected != 1 {
+		t.Fatalf("%d rows affected, want 1", res.RowsAffected)
+	}
+	var qty int
+	must(t, e.db.Raw("SELECT qty FROM fz_items WHERE id = 2").Scan(&qty).Error)
+	if qty != 70 {
+		t.Fatalf("qty = %d, want 70", qty)
+	}
+	recs := e.audit("")[fixture:]
+	if len(recs) != 1 || recs[0].Metadata["before_unknown"] != true || str(recs[0].After["qty"]) != "70" {
+		t.Fatalf("records:%s", dump(recs))
+	}
+	if !strings.Contains(e.logs.String(), "not built as the plugin planned") {
+		t.Errorf("no warning logged:\n%s", e.logs.String())
+	}
+}

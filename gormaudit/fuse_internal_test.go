@@ -11,16 +11,18 @@ import (
 
 // keyCondRef is an independent statement of the written conditions writtenKeyCond accepts for
 // the key column id of table items: the column bare (any case) or quoted, optionally qualified by
-// the table, then "=" or IN, then one placeholder (in parentheses after IN).
-var keyCondRef = regexp.MustCompile(`^\s*(?:(?:"items"|[iI][tT][eE][mM][sS])\.)?(?:"id"|[iI][dD])` +
-	`(?:\s*(=)\s*\?|\s*([iI][nN])(?:\s+|(?:\s*\())?\s*\?\s*\)?)\s*$`)
+// the table, then "=" or IN (after a bare name, only with a blank between: "idin" is another
+// name), then one placeholder (in parentheses after IN).
+var keyCondRef = regexp.MustCompile(`^\s*(?:(?:"items"|[iI][tT][eE][mM][sS])\.)?` +
+	`(?:"id"\s*(?:=\s*\?|` + inRef + `)|[iI][dD]\s*=\s*\?|[iI][dD]\s+` + inRef + `)\s*$`)
+
+const inRef = `[iI][nN](?:\s+|\s*\()?\s*\?\s*\)?`
 
 func refKeyCond(sql string) (string, bool) {
-	m := keyCondRef.FindStringSubmatch(sql)
-	if m == nil {
+	if !keyCondRef.MatchString(sql) {
 		return "", false
 	}
-	if m[1] == "=" {
+	if strings.Contains(sql, "=") {
 		return "=", true
 	}
 	// "IN (?" needs its ")", "IN ?" must not have one.

@@ -11,6 +11,8 @@ import (
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
 	"gorm.io/gorm/logger"
+
+	"github.com/auditkit/auditkit/gormaudit"
 )
 
 // An update whose conditions fix its rows' primary keys runs as one statement that locks, reads
@@ -320,5 +322,31 @@ func TestFusedUpdateBuiltByOthers(t *testing.T) {
 	}
 	if !strings.Contains(e.logs.String(), "not built as the plugin planned") {
 		t.Errorf("no warning logged:\n%s", e.logs.String())
+	}
+}
+
+// An update by keys past Options.MaxRowsPerStatement records that many rows in full and one
+// summary with the statement's own filter, as the update with a separate read does.
+func TestFusedUpdateCapWritesSummary(t *testing.T) {
+	seen := &sqlSeen{}
+	e := newEnv(t, envConfig{gorm: gorm.Config{Logger: seen}, opts: gormaudit.Options{MaxRowsPerStatement: 2}})
+	fzFixture(t, e.db)
+	fixture := len(e.audit(""))
+	n := seen.len()
+	res := e.db.Model(&FzItem{}).Where("id IN ?", []int64{1, 2, 3}).Update("qty", gorm.Expr("qty * 10"))
+	must(t, res.Error)
+	if q := strings.Join(seen.since(n), "\n"); !strings.Contains(q, "gormaudit_before") {
+		t.Fatalf("the update did not run as one statement:\n%s", q)
+	}
+	recs := e.audit("")[fixture:]
+	if len(recs) != 3 || recs[0].Kind != "update" || recs[1].Kind != "update" {
+		t.Fatalf("records:%s", dump(recs))
+	}
+	wantDiff(t, recs[0].Diff, map[string][2]any{"qty": {1, 10}})
+	wantDiff(t, recs[1].Diff, map[string][2]any{"qty": {2, 20}})
+	s := recs[2]
+	if s.Action != "fz_items.bulk_update" || str(s.Metadata["affected"]) != "3" || str(s.Metadata["itemised"]) != "2" ||
+		str(s.Metadata["not_itemised"]) != `["3"]` || s.Metadata["filter"] != "id IN ($1,$2,$3)" || str(s.Metadata["filter_args"]) != "[1,2,3]" {
+		t.Fatalf("summary:%s", dump([]auditRow{s}))
 	}
 }

@@ -66,18 +66,40 @@ func BenchmarkChainLink(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Run("link", func(b *testing.B) {
-		b.ReportAllocs()
-		defer reportCPU(b)()
-		var c *chainer
-		for i := 0; b.Loop(); i++ {
-			if i%batch == 0 {
-				c = newChainer(batch)
-				c.heads[tenantKeyOf(rows[0])] = &chainHead{}
-			}
-			if _, err := c.link(rows[i%batch], &fields[i%batch]); err != nil {
-				b.Fatal(err)
-			}
+	// "link" copies each row with its chain columns; "link-in-place" links the rows of a
+	// chained rowBatch, which have room for them (rowBatch.chain).
+	chained := newRowBatch(red, batch)
+	chained.chain()
+	roomy := make([][]any, batch)
+	for i := range roomy {
+		r := encodeBenchRecord(i)
+		r.normalize(r.OccurredAt)
+		if roomy[i], err = chained.row(r); err != nil {
+			b.Fatal(err)
 		}
-	})
+	}
+	roomyFields, err := prepareChainRows(roomy)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, v := range []struct {
+		name   string
+		rows   [][]any
+		fields []ChainFields
+	}{{"link", rows, fields}, {"link-in-place", roomy, roomyFields}} {
+		b.Run(v.name, func(b *testing.B) {
+			b.ReportAllocs()
+			defer reportCPU(b)()
+			var c *chainer
+			for i := 0; b.Loop(); i++ {
+				if i%batch == 0 {
+					c = newChainer(batch)
+					c.heads[tenantKeyOf(v.rows[0])] = &chainHead{}
+				}
+				if _, err := c.link(v.rows[i%batch], &v.fields[i%batch]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

@@ -75,9 +75,11 @@ type chainer struct {
 	heads map[string]*chainHead
 	// links holds prev_hash and row_hash of each chained row, 64 bytes a row.
 	links []byte
-	// vals holds the values of the linked rows still to be made; seqs and hashes box their
-	// links (see rowbox.go).
+	// vals holds the values of the linked rows still to be made, for rows with no room for
+	// their links (expect: the rows the first such row makes room for); seqs and hashes box
+	// their links (see rowbox.go).
 	vals   []any
+	expect int
 	seqs   boxArena[int64]
 	hashes boxArena[[]byte]
 }
@@ -86,7 +88,7 @@ func newChainer(n int) *chainer {
 	return &chainer{
 		heads:  make(map[string]*chainHead, 4),
 		links:  make([]byte, 0, 64*n),
-		vals:   make([]any, 0, n*(len(Columns)+len(ChainColumns))),
+		expect: n,
 		seqs:   newBoxArena[int64](n),
 		hashes: newBoxArena[[]byte](2 * n),
 	}
@@ -118,7 +120,10 @@ func prepareChainWith(row []any, canon *rowCanon) (ChainFields, error) {
 }
 
 // link chains row, whose fields prepareChain returned: it returns the row's values followed by
-// seq, prev_hash and row_hash, and moves its tenant's head.
+// seq, prev_hash and row_hash, and moves its tenant's head. A row with room for those three
+// after its values (the rows of a chained rowBatch: see rowBatch.chain) gets them there, in
+// place of the ones an earlier link of the same row wrote; any other row is copied. Spare
+// capacity of row must therefore be the row's own.
 func (c *chainer) link(row []any, f *ChainFields) ([]any, error) {
 	key := tenantKeyOf(row)
 	h := c.heads[key]
@@ -135,8 +140,13 @@ func (c *chainer) link(row []any, f *ChainFields) ([]any, error) {
 	c.links = append(c.links, sum[:]...)
 	h.seq, h.hash = seq, sum
 	n := len(row) + len(ChainColumns)
+	if cap(row) >= n {
+		out := append(row, c.seqs.box(seq), c.hashes.box(prev), c.hashes.box(c.links[at+32:at+64:at+64]))
+		return out[:n:n], nil
+	}
 	if cap(c.vals)-len(c.vals) < n {
-		c.vals = make([]any, 0, n)
+		c.vals = make([]any, 0, max(c.expect, 1)*n)
+		c.expect = 1
 	}
 	start := len(c.vals)
 	c.vals = append(c.vals, row...)

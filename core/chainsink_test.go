@@ -85,56 +85,81 @@ func TestChainLinkedAheadHeadMoved(t *testing.T) {
 			t.Fatalf("chain lengths %v, want 12 each", lengths)
 		}
 	})
-	t.Run("batch before it not stored", func(t *testing.T) {
-		db := pgtest.New(t)
-		s := NewPostgresSink(db.Pool, PostgresSinkOptions{Schema: db.Schema})
-		if err := s.Write(ctx, chainBatch("first", 3)); err != nil {
-			t.Fatal(err)
-		}
-		// A batch is linked after the heads and then lost, as if its transaction failed.
-		lost, err := encodeRows(chainBatch("lost", 3))
-		if err != nil {
-			t.Fatal(err)
-		}
-		fields, err := prepareChainRows(lost)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lb, wait, err := s.heads.linkAhead(chainKeys(lost), lost, fields)
-		if err != nil || lb == nil || wait != nil {
-			t.Fatalf("linkAhead: %v, %v, %v", lb, wait, err)
-		}
-		close(lb.done)
-		next, err := encodeRows(chainBatch("next", 3))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fields, err = prepareChainRows(next); err != nil {
-			t.Fatal(err)
-		}
-		stored, err := s.writeLinked(ctx, next, fields)
-		if err != nil || stored {
-			t.Fatalf("a batch linked after a lost one: stored %v, error %v", stored, err)
-		}
-		if n := db.Count(t); n != 3 {
-			t.Fatalf("audit_logs has %d rows, want 3", n)
-		}
-		if err := s.writeChainedBatch(ctx, next); err != nil {
-			t.Fatal(err)
-		}
-		if lengths := verifyChains(t, db.Pool); lengths["t_alpha"] != 2 || lengths["t_beta"] != 2 || lengths[""] != 2 {
-			t.Fatalf("chain lengths %v, want 2 each", lengths)
-		}
-		if err := s.Write(ctx, chainBatch("after", 3)); err != nil {
-			t.Fatal(err)
-		}
-		if n := s.ahead.Load(); n != 1 {
-			t.Fatalf("%d batches linked ahead, want 1 (the last)", n)
-		}
-		if lengths := verifyChains(t, db.Pool); lengths["t_alpha"] != 3 {
-			t.Fatalf("chain lengths %v, want 3 each", lengths)
-		}
+	t.Run("batch before it not stored", func(t *testing.T) { linkedAfterLost(t, encodeRows) })
+	// The rows the Writer makes for a chained sink have room for their chain columns, which link
+	// writes in place: linked ahead, then again after the heads were read, they hold the second.
+	t.Run("rows with room, linked twice", func(t *testing.T) {
+		linkedAfterLost(t, func(recs []*Record) ([][]any, error) {
+			rb := newRowBatch(NewRedactor(nil, nil), len(recs))
+			rb.chain()
+			rows := make([][]any, len(recs))
+			for i, r := range recs {
+				row, err := rb.row(r)
+				if err != nil {
+					return nil, err
+				}
+				if cap(row) != len(row)+len(ChainColumns) {
+					t.Fatalf("a row of %d values has room for %d", len(row), cap(row))
+				}
+				rows[i] = row
+			}
+			return rows, nil
+		})
 	})
+}
+
+// linkedAfterLost writes a batch linked ahead after a batch that was linked and then lost: it is
+// not stored linked ahead, and is stored by reading the heads, its rows made by encode.
+func linkedAfterLost(t *testing.T, encode func([]*Record) ([][]any, error)) {
+	ctx := context.Background()
+	db := pgtest.New(t)
+	s := NewPostgresSink(db.Pool, PostgresSinkOptions{Schema: db.Schema})
+	if err := s.Write(ctx, chainBatch("first", 3)); err != nil {
+		t.Fatal(err)
+	}
+	// A batch is linked after the heads and then lost, as if its transaction failed.
+	lost, err := encodeRows(chainBatch("lost", 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields, err := prepareChainRows(lost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb, wait, err := s.heads.linkAhead(chainKeys(lost), lost, fields)
+	if err != nil || lb == nil || wait != nil {
+		t.Fatalf("linkAhead: %v, %v, %v", lb, wait, err)
+	}
+	close(lb.done)
+	next, err := encode(chainBatch("next", 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fields, err = prepareChainRows(next); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := s.writeLinked(ctx, next, fields)
+	if err != nil || stored {
+		t.Fatalf("a batch linked after a lost one: stored %v, error %v", stored, err)
+	}
+	if n := db.Count(t); n != 3 {
+		t.Fatalf("audit_logs has %d rows, want 3", n)
+	}
+	if err := s.writeChainedBatch(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if lengths := verifyChains(t, db.Pool); lengths["t_alpha"] != 2 || lengths["t_beta"] != 2 || lengths[""] != 2 {
+		t.Fatalf("chain lengths %v, want 2 each", lengths)
+	}
+	if err := s.Write(ctx, chainBatch("after", 3)); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.ahead.Load(); n != 1 {
+		t.Fatalf("%d batches linked ahead, want 1 (the last)", n)
+	}
+	if lengths := verifyChains(t, db.Pool); lengths["t_alpha"] != 3 {
+		t.Fatalf("chain lengths %v, want 3 each", lengths)
+	}
 }
 
 // TestChainClaimedHeads: a batch that reads the heads under their locks makes the batches that

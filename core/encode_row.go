@@ -21,12 +21,16 @@ type rowDocs struct {
 // row (its id, its time, its resource id, its JSON documents) are boxed into slots of per-batch
 // arenas (see rowbox.go), so that a row costs no allocation of its own beyond its share of those.
 type rowBatch struct {
-	red   *Redactor
-	vals  []any  // the values of the rows still to be made
-	buf   []byte // the JSON documents of the rows made, and room for more
-	chunk int    // the size of a new buf
-	box   *rowBoxes
-	enc   redactEncoder
+	red  *Redactor
+	vals []any // the values of the rows still to be made
+	n    int   // the rows vals is first made for
+	// stride is the room each row takes in vals: its values, and with chain the chain's
+	// columns after them, which the chainer writes in place (see chainer.link).
+	stride int
+	buf    []byte // the JSON documents of the rows made, and room for more
+	chunk  int    // the size of a new buf
+	box    *rowBoxes
+	enc    redactEncoder
 
 	// With canon set (the rows go to a hash chain, see canon.go), the jsonb texts of the rows'
 	// documents are written into cbuf while the documents are encoded, and each redacted record
@@ -41,7 +45,7 @@ const rowBufChunk = 64 << 10
 
 // newRowBatch returns a rowBatch for n records.
 func newRowBatch(red *Redactor, n int) *rowBatch {
-	b := &rowBatch{red: red.rules(), vals: make([]any, n*len(Columns)), chunk: min(rowBufChunk, 2048*n)}
+	b := &rowBatch{red: red.rules(), n: n, stride: len(Columns), chunk: min(rowBufChunk, 2048*n)}
 	if n > 1 {
 		b.box = &rowBoxes{
 			last:    make([]any, len(Columns)),
@@ -57,6 +61,14 @@ func newRowBatch(red *Redactor, n int) *rowBatch {
 	return b
 }
 
+// chain makes the batch's rows go to a hash chain: the jsonb texts of their documents are
+// written while they are encoded (see canon.go), and each row has room after its values for
+// the chain's columns. Call it before the first row is made.
+func (b *rowBatch) chain() {
+	b.canon = true
+	b.stride = len(Columns) + len(ChainColumns)
+}
+
 // row returns the audit_logs row of rec redacted by the batch's Redactor: the values
 // rowValues(red.Record(rec)) gives, the same JSON bytes included. rec is not modified.
 func (b *rowBatch) row(rec *Record) ([]any, error) {
@@ -69,6 +81,10 @@ func (b *rowBatch) row(rec *Record) ([]any, error) {
 // also carries the jsonb texts of the row's documents.
 func (b *rowBatch) rowOf(rec, red *Record) ([]any, error) {
 	*red = b.red.recordFields(rec)
+	if len(b.vals) < b.stride {
+		b.vals = make([]any, max(b.n, 1)*b.stride)
+		b.n = 1
+	}
 	var d rowDocs
 	if cap(b.buf)-len(b.buf) < b.chunk/8 {
 		b.buf = make([]byte, 0, b.chunk)
@@ -102,7 +118,7 @@ func (b *rowBatch) rowOf(rec, red *Record) ([]any, error) {
 	if b.canon {
 		b.cbuf, e.cbuf, e.canon = e.cbuf, nil, false
 		if len(b.canons) == 0 {
-			b.canons = make([]rowCanon, max(len(b.vals)/len(Columns), 1))
+			b.canons = make([]rowCanon, max(len(b.vals)/b.stride, 1))
 		}
 		c := &b.canons[0]
 		b.canons = b.canons[1:]
@@ -114,11 +130,8 @@ func (b *rowBatch) rowOf(rec, red *Record) ([]any, error) {
 	if err := red.encodeQuery(&d); err != nil {
 		return nil, err
 	}
-	if len(b.vals) < len(Columns) {
-		b.vals = make([]any, len(Columns))
-	}
-	dst := b.vals[:len(Columns):len(Columns)]
-	b.vals = b.vals[len(Columns):]
+	dst := b.vals[:len(Columns):b.stride]
+	b.vals = b.vals[b.stride:]
 	return fillRow(dst, red, &d, b.box), nil
 }
 

@@ -1085,7 +1085,9 @@ type rowSink interface {
 // the sink to reject.
 func (w *Writer) encode(batch []*Record) {
 	rb := newRowBatch(w.opts.Redactor, len(batch))
-	rb.canon = w.chainsRows()
+	if w.chainsRows() {
+		rb.chain()
+	}
 	reds := make([]Record, len(batch))
 	for i, r := range batch {
 		if r.row != nil {
@@ -1110,7 +1112,9 @@ func (w *Writer) encodeOne(r *Record) (*Record, []any, error) {
 	}
 	red := new(Record)
 	rb := newRowBatch(w.opts.Redactor, 1)
-	rb.canon = w.chainsRows()
+	if w.chainsRows() {
+		rb.chain()
+	}
 	row, err := rb.rowOf(r, red)
 	return red, row, err
 }

@@ -202,6 +202,26 @@ func disturbedWrite(t *testing.T, e *env, rng *rand.Rand, c *change) error {
 	return tx.Commit()
 }
 
+// cancelWhenSleeping calls cancel once the backend named app, holding a lock on pets, sleeps in
+// the deferred trigger its COMMIT runs, however long what comes before COMMIT takes.
+func cancelWhenSleeping(e *env, app string, cancel context.CancelFunc) error {
+	defer cancel()
+	ctx := context.Background()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		var n int
+		err := e.db.Pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE application_name = $1 AND wait_event = 'PgSleep'
+			AND pid IN (SELECT pid FROM pg_locks WHERE relation = 'pets'::regclass)`, app).Scan(&n)
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("no backend named %s slept in COMMIT", app)
+}
+
 // killWhenSeen terminates the backend named app, delay after it is first seen.
 func killWhenSeen(e *env, app string, delay time.Duration) {
 	ctx := context.Background()
@@ -313,9 +333,12 @@ func TestCommitOutcomeCancelledCommitThatCommitted(t *testing.T) {
 	}
 	for _, c := range cases {
 		ctx, cancel := context.WithCancel(bg)
-		time.AfterFunc(600*time.Millisecond, cancel)
+		seen := make(chan error, 1)
+		go func() { seen <- cancelWhenSleeping(e, "slow-"+c.name, cancel) }()
 		err := c.write(ctx)
-		cancel()
+		if serr := <-seen; serr != nil {
+			t.Fatalf("%s: %v (write: %v)", c.name, serr, err)
+		}
 		if err == nil || !errors.Is(err, context.Canceled) && !strings.Contains(err.Error(), "cancel") {
 			t.Fatalf("%s: %v, want the cancellation of COMMIT", c.name, err)
 		}
@@ -356,12 +379,19 @@ func TestCommitOutcomeUnwrapped(t *testing.T) {
 			t.Fatal(err)
 		}
 		tx.Pet.Create().SetName(name).ExecX(ctx)
+		seen := make(chan error, 1)
 		if name == "before" {
 			cancel()
+			seen <- nil
 		} else {
-			time.AfterFunc(400*time.Millisecond, cancel) // COMMIT sleeps 1.2 s
+			// COMMIT sleeps 1.2 s ignoring cancellation; the context is cancelled during it.
+			go func() { seen <- cancelWhenSleeping(e, "slow-"+name, cancel) }()
 		}
-		if err := tx.Commit(); err == nil {
+		err = tx.Commit()
+		if serr := <-seen; serr != nil {
+			t.Fatalf("%s: %v (Commit: %v)", name, serr, err)
+		}
+		if err == nil {
 			t.Fatalf("%s: Commit succeeded despite the cancellation", name)
 		}
 		cancel()

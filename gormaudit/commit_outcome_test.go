@@ -473,15 +473,37 @@ func TestCommitOutcomeCancelledCommitThatCommitted(t *testing.T) {
 	must(t, e.db.Exec(slowTrigger).Error)
 	ctx, cancel := context.WithCancel(identity())
 	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	watchErr := make(chan error, 1)
 	err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		// COMMIT sleeps 1.2 s; the cancellation comes 0.4 s after it was asked for, time enough for
-		// what runs before COMMIT on a loaded machine.
+		// COMMIT runs the deferred trigger, which sleeps 1.2 s ignoring cancellation. The context
+		// is cancelled once PostgreSQL shows that backend sleeping in COMMIT, however long what
+		// runs before COMMIT takes on a loaded machine.
 		if err := tx.Create(&Slow{ID: 1, SleepMs: 1200, IgnoreCancel: true}).Error; err != nil {
 			return err
 		}
-		time.AfterFunc(400*time.Millisecond, cancel)
+		var pid int
+		if err := tx.Raw("SELECT pg_backend_pid()").Scan(&pid).Error; err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer cancel()
+			watchErr <- waitForSleepingCommit(e, pid)
+		}()
 		return nil
 	})
+	wg.Wait()
+	select {
+	case werr := <-watchErr:
+		if werr != nil {
+			t.Fatal(werr)
+		}
+	default:
+		t.Fatalf("Transaction = %v before COMMIT", err)
+	}
 	if err == nil || !errors.Is(err, context.Canceled) && !strings.Contains(err.Error(), "cancel") && !strings.Contains(err.Error(), "timeout") {
 		t.Fatalf("Transaction = %v, want the cancellation of COMMIT", err)
 	}
@@ -502,6 +524,24 @@ func TestCommitOutcomeCancelledCommitThatCommitted(t *testing.T) {
 	if got := e.audit("resource_id = '2'"); len(got) != 0 {
 		t.Fatalf("records of a rolled-back change: %s", dump(got))
 	}
+}
+
+// waitForSleepingCommit waits until the backend pid runs COMMIT and sleeps in it.
+func waitForSleepingCommit(e *env, pid int) error {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		var query, wait string
+		err := e.pg.Pool.QueryRow(context.Background(),
+			"SELECT coalesce(query, ''), coalesce(wait_event, '') FROM pg_stat_activity WHERE pid = $1", pid).Scan(&query, &wait)
+		if err != nil {
+			return fmt.Errorf("backend %d: %w", pid, err)
+		}
+		if strings.EqualFold(strings.TrimSpace(query), "COMMIT") && wait == "PgSleep" {
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return fmt.Errorf("backend %d never slept in COMMIT", pid)
 }
 
 // BenchmarkPairedSkipDefaultTransaction measures what running each audited statement in a

@@ -434,8 +434,22 @@ func (e *redactEncoder) members(m map[string]any, depth int) (start int, ok bool
 		}
 		e.pairs = append(e.pairs, encodePair{k, v})
 	}
-	slices.SortFunc(e.pairs[start:], func(a, b encodePair) int { return strings.Compare(a.key, b.key) })
+	sortPairs(e.pairs[start:])
 	return start, true
+}
+
+// sortPairs sorts pairs by key, bytewise. The objects of audit records are small: an insertion
+// sort comparing keys with < is faster there than a sort calling a comparison function.
+func sortPairs(pairs []encodePair) {
+	if len(pairs) > 16 {
+		slices.SortFunc(pairs, func(a, b encodePair) int { return strings.Compare(a.key, b.key) })
+		return
+	}
+	for i := 1; i < len(pairs); i++ {
+		for j := i; j > 0 && pairs[j].key < pairs[j-1].key; j-- {
+			pairs[j], pairs[j-1] = pairs[j-1], pairs[j]
+		}
+	}
 }
 
 // mapAny writes walkMap(m, depth), encoded.

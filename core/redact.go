@@ -46,6 +46,7 @@ type Redactor struct {
 	patterns []redactPattern      // compiled patterns, deduplicated, sorted
 	last     [256][]redactPattern // patterns by their last byte
 	first    [256][]string        // pattern texts by their first byte
+	starts   *[1 << 10]uint64     // bit a<<8|b set when a pattern begins with the bytes a, b
 	minLen   int                  // length of the shortest pattern
 	allow    map[string]struct{}  // normalised keys exempt from redaction
 	verdicts *redactVerdicts      // Sensitive's verdicts on keys seen before
@@ -826,7 +827,10 @@ func (r *Redactor) mayLeak(s string) bool {
 	if strings.Contains(s, "://") || redactMentionsAuthScheme(s) {
 		return true
 	}
-	if !strings.ContainsAny(s, "=:< ") { // the blank for secrets told in sentences (see prose)
+	// The blank is for secrets told in sentences (see prose). strings.IndexByte, unlike
+	// ContainsAny, scans many bytes at a time.
+	if strings.IndexByte(s, ' ') < 0 && strings.IndexByte(s, ':') < 0 && strings.IndexByte(s, '=') < 0 &&
+		strings.IndexByte(s, '<') < 0 {
 		return false
 	}
 	var buf [256]byte
@@ -835,10 +839,19 @@ func (r *Redactor) mayLeak(s string) bool {
 
 // redactMentionsAuthScheme reports whether s contains "bearer" or "basic" in any case.
 func redactMentionsAuthScheme(s string) bool {
+	// Both words begin with b or B, the only bytes c with c|0x20 == 'b'.
+	return redactMentionsAuthSchemeAt(s, 'b') || redactMentionsAuthSchemeAt(s, 'B')
+}
+
+// redactMentionsAuthSchemeAt reports whether "bearer" or "basic", in any case, begins at one of
+// the bytes b of s.
+func redactMentionsAuthSchemeAt(s string, b byte) bool {
 	for i := 0; i+5 <= len(s); i++ {
-		if s[i]|0x20 != 'b' {
-			continue
+		j := strings.IndexByte(s[i:len(s)-4], b)
+		if j < 0 {
+			return false
 		}
+		i += j
 		if len(s)-i >= 6 && strings.EqualFold(s[i:i+6], "bearer") || strings.EqualFold(s[i:i+5], "basic") {
 			return true
 		}

@@ -148,6 +148,13 @@ func NewRedactor(fields, allow []string) *Redactor {
 	for _, p := range r.patterns {
 		r.minLen = min(r.minLen, len(p.text))
 	}
+	if r.minLen >= 2 {
+		r.starts = new([1 << 10]uint64)
+		for _, p := range r.patterns {
+			k := uint(p.text[0])<<8 | uint(p.text[1])
+			r.starts[k>>6] |= 1 << (k & 63)
+		}
+	}
 	for _, a := range allow {
 		if n := string(redactNorm(nil, a)); n != "" {
 			if r.allow == nil {
@@ -300,6 +307,12 @@ func redactWords(dst []byte, ends []int, key string) ([]byte, []int) {
 // It is the cheap filter before Text looks for pairs.
 func (r *Redactor) containsPattern(n []byte) bool {
 	for i := 0; i+r.minLen <= len(n); i++ {
+		if r.starts != nil {
+			// No pattern begins with these two bytes (n[i+1] exists: minLen >= 2).
+			if k := uint(n[i])<<8 | uint(n[i+1]); r.starts[k>>6]&(1<<(k&63)) == 0 {
+				continue
+			}
+		}
 		for _, p := range r.first[n[i]] {
 			if len(n)-i >= len(p) && string(n[i:i+len(p)]) == p {
 				return true
@@ -478,6 +491,17 @@ func redactWordAt(ends []int, w, s int) (int, bool) {
 // without recording where words end.
 func redactLetters(dst []byte, s string) []byte {
 	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			i++
+			switch redactASCIIClass[b] {
+			case rwSep:
+			case rwUpper:
+				dst = append(dst, b+'a'-'A')
+			default:
+				dst = append(dst, b)
+			}
+			continue
+		}
 		ru, n := redactDecodeRune(s, i)
 		i += n
 		switch c := redactRuneClass(ru); {

@@ -187,11 +187,9 @@ func redactToken(s string, i, j int, spans []redactSpan) []redactSpan {
 			return append(spans, redactSpan{i, e})
 		}
 	}
-	for p := 0; p < len(t); p++ {
-		// A prefix starts the token or follows a dot ("key.AKIA...") or a dash.
-		if p > 0 && t[p-1] != '.' && t[p-1] != '-' && t[p-1] != '_' {
-			continue
-		}
+	// A prefix starts the token or follows a dot ("key.AKIA..."), a dash or an underscore.
+	seps := redactSeps{at: [3]int{-2, -2, -2}}
+	for p := 0; p < len(t); {
 		for _, x := range redactKeyPrefixIndex[t[p]] {
 			k := &redactKeyPrefixes[x]
 			if !strings.HasPrefix(t[p:], k.prefix) {
@@ -207,8 +205,43 @@ func redactToken(s string, i, j int, spans []redactSpan) []redactSpan {
 				break
 			}
 		}
+		// The next place a prefix may start is after the first separator at p or later (past a
+		// credential found, at its end).
+		q := seps.next(t, p)
+		if q < 0 {
+			break
+		}
+		p = q + 1
 	}
 	return spans
+}
+
+// redactSeps finds the separators after which a key prefix may start ('.', '-', '_') with
+// strings.IndexByte, which scans many bytes at a time, remembering where each was found so that a
+// token is scanned once for each.
+type redactSeps struct {
+	// at holds where each separator was found last: -1 when it does not occur from where the
+	// search began, -2 before the first search.
+	at [3]int
+}
+
+// next returns the offset of the first separator of t at p or after it, or -1. Calls on one
+// token must come with p not decreasing.
+func (s *redactSeps) next(t string, p int) int {
+	best := -1
+	for k, c := range [3]byte{'.', '-', '_'} {
+		if s.at[k] == -2 || s.at[k] >= 0 && s.at[k] < p {
+			// A separator found at or after p is the first there: the search that found it
+			// began at or before p.
+			if s.at[k] = strings.IndexByte(t[p:], c); s.at[k] >= 0 {
+				s.at[k] += p
+			}
+		}
+		if s.at[k] >= 0 && (best < 0 || s.at[k] < best) {
+			best = s.at[k]
+		}
+	}
+	return best
 }
 
 // redactJWT returns the length of the JWS (three segments) or JWE (five segments, its header

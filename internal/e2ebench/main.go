@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -79,8 +80,20 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	dropIndex := fs.String("drop-index", "", "comma-separated audit_logs indexes to drop after the migration")
 	pool := fs.Int("pool", 16, "maximum open database connections of the service")
 	fresh := fs.Bool("fresh", false, "drop -schema and everything in it first, so that every run starts from an empty audit_logs")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the service, from start to shutdown, to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	if *token {
 		s, err := signToken(*secret, 24*time.Hour)

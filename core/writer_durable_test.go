@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,6 +26,7 @@ type gateSink struct {
 	// loseAck, when set, stores the batch and then reports a failure, like a connection lost
 	// after the commit.
 	loseAck bool
+	waiting atomic.Int64 // records of the writes waiting for the gate
 }
 
 func newGateSink(inner core.Sink) *gateSink {
@@ -45,9 +47,12 @@ func (g *gateSink) Write(ctx context.Context, recs []*core.Record) error {
 	g.mu.Lock()
 	open, loseAck := g.open, g.loseAck
 	g.mu.Unlock()
+	g.waiting.Add(int64(len(recs)))
 	select {
 	case <-open:
+		g.waiting.Add(-int64(len(recs)))
 	case <-ctx.Done():
+		g.waiting.Add(-int64(len(recs)))
 		return ctx.Err()
 	}
 	err := g.inner.Write(ctx, recs)
@@ -55,6 +60,16 @@ func (g *gateSink) Write(ctx context.Context, recs []*core.Record) error {
 		return errors.New("connection lost after commit")
 	}
 	return err
+}
+
+// holdsNextBatch reports whether w, a writer with one worker whose batch waits at g, also holds
+// the batch after it (waiting for the worker): it then takes no more records out of its queue
+// until the gate opens.
+func (g *gateSink) holdsNextBatch(w *core.Writer) bool {
+	atGate := g.waiting.Load()
+	h := w.Health()
+	// QueueDepth counts the queue (at most QueueSize) and the batches taken out of it.
+	return atGate > 0 && int64(h.QueueDepth-h.QueueSize) > atGate
 }
 
 func countIDs(t *testing.T, db *pgtest.DB) (rows, distinct int) {
@@ -492,16 +507,22 @@ func TestLogUnderEachPolicy(t *testing.T) {
 	w := core.NewWriter(gate, core.WriterOptions{BatchSize: 2, QueueSize: 2, Workers: 1, Logger: log})
 	defer func() { gate.Open(); closeWriter(t, w) }()
 	entry := core.Entry{Action: "invoice.sent", ResourceType: "invoices", ResourceID: "1"}
-	// Fill the worker's batch and the queue.
+	// Fill the worker's batch, the batch waiting for the worker and the queue: once the writer
+	// holds the batch after the worker's, it takes nothing more out of the queue, and a refusal
+	// after that is for good.
+	deadline := time.Now().Add(30 * time.Second)
 	for i := 0; ; i++ {
+		held := gate.holdsNextBatch(w)
 		if _, err := core.Log(context.Background(), w, entry); err != nil {
 			if !errors.Is(err, core.ErrQueueFull) {
 				t.Fatalf("Log %d under FailOpen = %v, want ErrQueueFull", i, err)
 			}
-			break
+			if held {
+				break
+			}
 		}
-		if i > 100 {
-			t.Fatal("the queue never filled")
+		if time.Now().After(deadline) {
+			t.Fatalf("the queue never filled: %+v", w.Stats())
 		}
 		time.Sleep(time.Millisecond)
 	}

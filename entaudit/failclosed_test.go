@@ -42,24 +42,28 @@ func newFCEnv(t *testing.T, policy core.FailurePolicy, queue int, sink *sinktest
 	return &fcEnv{env: e, t: t, fw: w, sink: sink, queue: queue}
 }
 
+// fcHeld is how many records the Writer (one worker, batches of one) holds outside its queue
+// once the sink stalls: the batch the worker is writing and the one waiting for the worker.
+const fcHeld = 2
+
 // fill stalls the sink and takes all the room of the Writer's queue with records, without
-// dropping any: a record is enqueued only where Reserve shows room for it.
+// dropping any: a record is enqueued only where Reserve shows room for it. It returns once the
+// queue is full and the Writer also holds fcHeld records outside it, so that the writer can take
+// none out of the queue any more: the room stays refused.
 func (f *fcEnv) fill() int {
 	f.t.Helper()
 	f.sink.Stall()
 	n := 0
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		res, err := f.fw.Reserve(1)
 		if err != nil {
-			// The writer may still be taking records into its stalled batch: full only when
-			// the room stays refused.
-			time.Sleep(20 * time.Millisecond)
-			res, err := f.fw.Reserve(1)
-			if err != nil {
+			// The writer may still be taking records into its stalled batches, making room: full
+			// only when it holds all it can.
+			if h := f.fw.Health(); h.QueueDepth >= h.QueueSize+fcHeld {
 				return n
 			}
-			res.Release()
+			time.Sleep(5 * time.Millisecond)
 			continue
 		}
 		if err := f.fw.EnqueueReserved(res, &core.Record{Kind: core.KindCustom, Action: "filler"}); err != nil {

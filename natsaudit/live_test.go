@@ -425,7 +425,8 @@ func TestLiveEndsOnSuspend(t *testing.T) {
 // TestLiveEndsWithTheToken: a viewer's or user's stream ends when its token expires.
 func TestLiveEndsWithTheToken(t *testing.T) {
 	e := newLiveEnv(t, nil)
-	s := e.open(t, "/nats", liveToken(t, core.ActorTenantUser, "acme", "exp", time.Now().Add(2*time.Second).Unix()), nil)
+	// The token must outlive the opening of the stream, however loaded the machine.
+	s := e.open(t, "/nats", liveToken(t, core.ActorTenantUser, "acme", "exp", time.Now().Add(5*time.Second).Unix()), nil)
 	select {
 	case ev := <-s.events:
 		if ev.name != "error" || !strings.Contains(ev.data, `"token_expired"`) {

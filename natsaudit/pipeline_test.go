@@ -403,8 +403,10 @@ func TestSlowWrite(t *testing.T) {
 	var ins []*natsaudit.Ingester
 	for range 2 {
 		ins = append(ins, startIngest(t, connect(t, natsURL()), p.names, db, func(o *natsaudit.IngestOptions) {
-			o.Sink = slowSink{Sink: o.Sink, delay: 3 * time.Second}
-			o.AckWait = time.Second
+			// The Ingester tells the stream a batch is in progress every third of AckWait: an
+			// AckWait of seconds leaves those reports room to be late on a loaded machine.
+			o.Sink = slowSink{Sink: o.Sink, delay: 9 * time.Second}
+			o.AckWait = 3 * time.Second
 			o.BatchSize = 400
 			o.Workers = 1
 		}))

@@ -93,6 +93,29 @@ func (e *env) write(recs ...*core.Record) {
 	}
 }
 
+// streamsOpened returns how many live streams the API has recorded opening (auditlog.stream).
+func (e *env) streamsOpened() int {
+	e.t.Helper()
+	var n int
+	if err := e.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM audit_logs WHERE action = 'auditlog.stream'`).Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// waitStreamsOpened waits until the API has recorded opening n live streams: it records a stream
+// once the stream is subscribed, so that a record written afterwards reaches it.
+func (e *env) waitStreamsOpened(n int) {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for e.streamsOpened() < n {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("the API recorded %d live streams within 30s, want %d", e.streamsOpened(), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func token(t testing.TB, sub string, typ core.ActorType, tenant string) string {
 	t.Helper()
 	c := jwt.MapClaims{"sub": sub, "actor_type": string(typ), "exp": time.Now().Add(time.Hour).Unix()}
@@ -366,9 +389,10 @@ func TestViewerInBrowser(t *testing.T) {
 	until(t, ctx, "page 1 by keyboard", `document.getElementById('page-no').textContent === 'Page 1'`)
 
 	// Live: a new record of acme appears at the top; globex's does not.
+	opened := e.streamsOpened()
 	run(t, ctx, "following live", chromedp.Click(chromedp.ID("live")))
 	until(t, ctx, "the stream", `document.getElementById('live').getAttribute('aria-pressed') === 'true'`)
-	time.Sleep(500 * time.Millisecond) // the stream subscribes before it answers; leave it a moment
+	e.waitStreamsOpened(opened + 1) // the stream subscribes before it is recorded
 	e.write(&core.Record{Kind: core.KindCustom, Action: "globex.live", Tenant: core.Tenant{ID: "globex"}},
 		&core.Record{Kind: core.KindCustom, Action: "live.arrived", Tenant: core.Tenant{ID: "acme"}, Actor: core.Actor{ID: "user-3", Type: core.ActorTenantUser}})
 	until(t, ctx, "the live record", `document.querySelector('#rows tr.live')?.cells[1].textContent === 'live.arrived'`)

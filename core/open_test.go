@@ -38,7 +38,9 @@ func TestOpenClosesPromptlyOnASilentPeer(t *testing.T) {
 	defer cancel()
 	start := time.Now()
 	err = w.Close(ctx)
-	if d := time.Since(start); d > time.Second {
+	// The bounds in these tests leave a loaded machine room; what they guard against takes
+	// AttemptTimeout (10s by default) or never ends.
+	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("Close took %s for a 300ms context", d)
 	}
 	if err == nil || !strings.Contains(err.Error(), "12 audit records were not written") {
@@ -68,7 +70,7 @@ func TestOpenBlackHoleKeepsDeadlines(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open must not fail while the database does not answer: %v", err)
 	}
-	if d := time.Since(start); d > time.Second {
+	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("Open took %s with a 200ms ConnectTimeout", d)
 	}
 	if !strings.Contains(logs.String(), "schema check is deferred") {
@@ -90,8 +92,8 @@ func TestOpenBlackHoleKeepsDeadlines(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if d := time.Since(start); d > time.Second {
-		t.Errorf("the first attempt failed after %s; with ConnectTimeout 200ms it must fail within 1s", d)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("the first attempt failed after %s; with ConnectTimeout 200ms it must fail well before AttemptTimeout (10s)", d)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -244,7 +246,7 @@ func TestOpenFrozenConnectionEndsByAttemptTimeout(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if d := time.Since(start); d < 400*time.Millisecond || d > 1500*time.Millisecond {
+	if d := time.Since(start); d < 400*time.Millisecond || d > 3*time.Second {
 		t.Errorf("the attempt ended after %s; with AttemptTimeout 500ms it must end after about 500ms", d)
 	}
 
@@ -273,7 +275,7 @@ func TestOpenUnreachableDatabase(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open failed while the database is down: %v", err)
 	}
-	if d := time.Since(start); d > time.Second {
+	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("Open took %s against a closed port", d)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -502,17 +502,9 @@ func redactLetters(dst []byte, s string) []byte {
 			}
 			continue
 		}
-		ru, n := redactDecodeRune(s, i)
+		ru, n := utf8.DecodeRuneInString(s[i:]) // not ASCII: invalid bytes give U+FFFD
 		i += n
-		switch c := redactRuneClass(ru); {
-		case c == rwSep:
-		case ru < utf8.RuneSelf:
-			b := byte(ru)
-			if 'A' <= b && b <= 'Z' {
-				b += 'a' - 'A'
-			}
-			dst = append(dst, b)
-		default:
+		if redactRuneClass(ru) != rwSep {
 			dst = utf8.AppendRune(dst, unicode.ToLower(ru))
 		}
 	}

@@ -31,6 +31,11 @@ type rowCanon struct {
 	ends [4]uint32 // where each text ends in all; it begins where the one before ends
 	docs [4]*byte  // the first byte of the document each text was made from; nil when none was made
 	lens [4]uint32 // the length of that document
+	// fields, when not nil, are the chain fields of the row whose first value is at rowAt, made
+	// by the Writer's encoding goroutine while a worker stores the batch before (see
+	// rowBatch.prepareChain): the sink's worker then links the row without making them again.
+	fields *ChainFields
+	rowAt  *any
 }
 
 // newRowCanon returns the rowCanon of texts, the texts made for docs (nil when none was made),

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -230,6 +231,28 @@ func checkCanon(t *testing.T, red *Redactor, recs []*Record) (docs, gaveUp int) 
 		}
 		if err == nil && !fieldsEqual(&got, &want) {
 			t.Fatalf("record %d: the chain fields made with the texts differ from those parsed", i)
+		}
+		// The fields the Writer's encoding goroutine makes ahead are those, and the sink takes
+		// them instead of making its own.
+		with.prepareChain(row, &r1)
+		if (r1.canon.fields != nil) != (werr == nil) {
+			t.Fatalf("record %d: fields made ahead: %v, parsed: %v", i, r1.canon.fields != nil, werr)
+		}
+		if werr != nil {
+			continue
+		}
+		if !fieldsEqual(r1.canon.fields, &want) {
+			t.Fatalf("record %d: the chain fields made ahead differ from those parsed", i)
+		}
+		ahead, err := prepareChainRecs([][]any{row}, []*Record{&r1})
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		if !fieldsEqual(ahead[0], &want) || &ahead[0][3][0] != &r1.canon.fields[3][0] {
+			t.Fatalf("record %d: the sink did not take the fields made ahead", i)
+		}
+		if other, err := prepareChainRecs([][]any{slices.Clone(row)}, []*Record{&r1}); err != nil || &other[0][3][0] == &r1.canon.fields[3][0] {
+			t.Fatalf("record %d: the fields made ahead were taken for another row (%v)", i, err)
 		}
 	}
 	return docs, gaveUp

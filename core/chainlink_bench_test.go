@@ -85,7 +85,7 @@ func BenchmarkChainLink(b *testing.B) {
 	for _, v := range []struct {
 		name   string
 		rows   [][]any
-		fields []ChainFields
+		fields []*ChainFields
 	}{{"link", rows, fields}, {"link-in-place", roomy, roomyFields}} {
 		b.Run(v.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -96,7 +96,7 @@ func BenchmarkChainLink(b *testing.B) {
 					c = newChainer(batch)
 					c.heads[tenantKeyOf(v.rows[0])] = &chainHead{}
 				}
-				if _, err := c.link(v.rows[i%batch], &v.fields[i%batch]); err != nil {
+				if _, err := c.link(v.rows[i%batch], v.fields[i%batch]); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -180,7 +180,7 @@ func truncateMicro(t time.Time) time.Time {
 // round trips as it can: BEGIN travels with the lock (and the look-up of stored ids), and the
 // heads' update with COMMIT. Once the batch is linked, its heads become the sink's cached heads
 // (writeLinked).
-func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, fields []ChainFields, skipStored bool) (err error) {
+func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, fields []*ChainFields, skipStored bool) (err error) {
 	if s.pii == nil && fields == nil {
 		if fields, err = prepareChainRows(rows); err != nil {
 			return err
@@ -302,7 +302,7 @@ func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, fields []
 	}
 	out := make([][]any, len(index))
 	for j, i := range index {
-		if out[j], err = c.link(rows[i], &fields[i]); err != nil {
+		if out[j], err = c.link(rows[i], fields[i]); err != nil {
 			return &RejectedError{Index: i, Err: err}
 		}
 	}
@@ -339,25 +339,39 @@ func (s *PostgresSink) writeChained(ctx context.Context, rows [][]any, fields []
 
 // prepareChainRows returns the fields prepareChain builds for each row; a row whose fields cannot
 // be built is rejected with its index.
-func prepareChainRows(rows [][]any) ([]ChainFields, error) {
+func prepareChainRows(rows [][]any) ([]*ChainFields, error) {
 	return prepareChainRecs(rows, nil)
 }
 
 // prepareChainRecs is prepareChainRows for the rows of recs (recs[i] carries rows[i], or recs is
-// nil): the jsonb texts a record carries for its row's documents are used rather than parsed.
-func prepareChainRecs(rows [][]any, recs []*Record) ([]ChainFields, error) {
-	fields := make([]ChainFields, len(rows))
-	var buf []byte // the fields' bytes, rows after rows
+// nil): the jsonb texts a record carries for its row's documents are used rather than parsed, and
+// the fields the Writer made for the row ahead (rowBatch.prepareChain) are taken as they are.
+func prepareChainRecs(rows [][]any, recs []*Record) ([]*ChainFields, error) {
+	fields := make([]*ChainFields, len(rows))
+	var (
+		made []ChainFields // the fields made here
+		buf  []byte        // their bytes, rows after rows
+	)
 	for i, row := range rows {
 		var canon *rowCanon
 		if recs != nil {
 			canon = recs[i].canon
 		}
+		if canon != nil && canon.fields != nil && len(row) > 0 && canon.rowAt == &row[0] {
+			fields[i] = canon.fields // made while the batch before was stored
+			continue
+		}
+		if len(made) == 0 {
+			made = make([]ChainFields, len(rows)-i)
+		}
+		f := &made[0]
+		made = made[1:]
 		row[colVersion] = int16(RecordVersion)
 		var err error
-		if buf, err = chainFieldsInto(&fields[i], buf, chainFieldsChunk, row, canon, tenantKeyOf(row), 0, zeroHash); err != nil {
+		if buf, err = chainFieldsInto(f, buf, chainFieldsChunk, row, canon, tenantKeyOf(row), 0, zeroHash); err != nil {
 			return nil, &RejectedError{Index: i, Err: err}
 		}
+		fields[i] = f
 	}
 	return fields, nil
 }
@@ -422,7 +436,7 @@ type linkedBatch struct {
 // It returns nil, without linking anything, when a chain of the batch has no cached head, or,
 // with a channel to wait for before asking again, when a head is about to be published. The
 // caller must close the batch's done once it is stored or not.
-func (cc *chainCache) linkAhead(keys []string, rows [][]any, fields []ChainFields) (*linkedBatch, chan struct{}, error) {
+func (cc *chainCache) linkAhead(keys []string, rows [][]any, fields []*ChainFields) (*linkedBatch, chan struct{}, error) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	c := newChainer(len(rows))
@@ -444,7 +458,7 @@ func (cc *chainCache) linkAhead(keys []string, rows [][]any, fields []ChainField
 	lb.rows = make([][]any, len(rows))
 	for i, row := range rows {
 		var err error
-		if lb.rows[i], err = c.link(row, &fields[i]); err != nil {
+		if lb.rows[i], err = c.link(row, fields[i]); err != nil {
 			return nil, nil, &RejectedError{Index: i, Err: err}
 		}
 	}
@@ -515,7 +529,7 @@ func (cc *chainCache) unclaim(keys []string, published chan struct{}) {
 //
 // The connection is acquired before the batch is linked, so that a batch waiting for the one
 // linked before it never holds a connection that one still needs.
-func (s *PostgresSink) writeLinked(ctx context.Context, rows [][]any, fields []ChainFields) (stored bool, err error) {
+func (s *PostgresSink) writeLinked(ctx context.Context, rows [][]any, fields []*ChainFields) (stored bool, err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return false, err

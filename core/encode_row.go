@@ -38,6 +38,9 @@ type rowBatch struct {
 	canon  bool
 	cbuf   []byte
 	canons []rowCanon
+	// fields and fbuf hold the chain fields prepareChain makes of the rows, and their bytes.
+	fields []ChainFields
+	fbuf   []byte
 }
 
 // rowBufChunk is the size of the buffers the JSON documents of a batch are written into.
@@ -133,6 +136,30 @@ func (b *rowBatch) rowOf(rec, red *Record) ([]any, error) {
 	dst := b.vals[:len(Columns):b.stride]
 	b.vals = b.vals[b.stride:]
 	return fillRow(dst, red, &d, b.box), nil
+}
+
+// prepareChain makes the chain fields of row, which rowOf made with red for a hash chain (see
+// chain), and keeps them with the row's jsonb texts, so that the sink links the row without
+// making them (see prepareChainRecs). It sets the row's version, as prepareChain does. A row whose
+// fields cannot be made is left without: the sink makes them, and rejects the row.
+func (b *rowBatch) prepareChain(row []any, red *Record) {
+	c := red.canon
+	if c == nil || len(row) != len(Columns) {
+		return
+	}
+	if len(b.fields) == 0 {
+		b.fields = make([]ChainFields, max(len(b.vals)/b.stride+1, 1))
+	}
+	f := &b.fields[0]
+	row[colVersion] = int16(RecordVersion)
+	buf, err := chainFieldsInto(f, b.fbuf, chainFieldsChunk, row, c, tenantKeyOf(row), 0, zeroHash)
+	b.fbuf = buf
+	if err != nil {
+		*f = ChainFields{}
+		return
+	}
+	b.fields = b.fields[1:]
+	c.fields, c.rowAt = f, &row[0]
 }
 
 // withDocs returns r, a record the Writer handed to its sink, with the JSON documents of its row

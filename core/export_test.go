@@ -35,7 +35,7 @@ func LinkRowsForBenchmark(rows [][]any) ([][]any, error) {
 	}
 	out := make([][]any, len(rows))
 	for i, row := range rows {
-		if out[i], err = c.link(row, &fields[i]); err != nil {
+		if out[i], err = c.link(row, fields[i]); err != nil {
 			return nil, err
 		}
 	}

@@ -134,7 +134,7 @@ func (s *PostgresSink) writeChainedBatch(ctx context.Context, rows [][]any) erro
 // unless personal values are encrypted (which rewrites the documents).
 func (s *PostgresSink) writeChainedRecs(ctx context.Context, rows [][]any, recs []*Record) error {
 	var (
-		fields []ChainFields
+		fields []*ChainFields
 		stored bool
 		err    error
 	)

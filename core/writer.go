@@ -1097,6 +1097,7 @@ func (w *Writer) encode(batch []*Record) {
 		if err != nil {
 			continue
 		}
+		rb.prepareChain(row, &reds[i])
 		reds[i].row = row
 		batch[i] = &reds[i]
 	}

@@ -178,15 +178,19 @@ func appendCopyValue(buf []byte, v any, t copyType) ([]byte, bool) {
 // returned (after an error from the server or a lost connection); close waits for that Read to
 // end, and a Read after it reads nothing, so that the rows and the buffer are the caller's again.
 type copyReader struct {
-	mu      sync.Mutex
-	closed  bool
-	rows    [][]any
-	types   []copyType
-	next    int    // the next row to encode
-	pending []byte // encoded bytes not yet read
-	off     int    // where pending's unread bytes start
-	done    bool   // the trailer is in pending
-	scratch []byte
+	mu     sync.Mutex
+	closed bool
+	rows   [][]any
+	types  []copyType
+	next   int // the next row to encode
+	// With progress, rows are still being made while they are read (see copyLinkedBinary):
+	// rows[i] may be read once progress has sent a number above i, or avail is above i.
+	progress <-chan int
+	avail    int
+	pending  []byte // encoded bytes not yet read
+	off      int    // where pending's unread bytes start
+	done     bool   // the trailer is in pending
+	scratch  []byte
 }
 
 // copyBufs holds the buffers of copyReaders.
@@ -194,6 +198,10 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return 
 
 // errCopyClosed ends a Read after the COPY that asked for it returned.
 var errCopyClosed = errors.New("auditkit: the COPY ended")
+
+// errCopyRowsStopped ends a COPY whose rows stopped being made before the last (see
+// copyLinkedBinary): the COPY fails, and the caller reports why the rows stopped.
+var errCopyRowsStopped = errors.New("auditkit: the rows of the COPY stopped before the last")
 
 // close waits for a Read in progress and makes the Reads after it fail.
 func (r *copyReader) close() {
@@ -223,12 +231,23 @@ func (r *copyReader) Read(p []byte) (int, error) {
 			}
 			return n, nil
 		}
-		// Encode straight into p while rows fit, and into pending for the one that does not.
+		if r.next < len(r.rows) && r.next >= r.avail {
+			if n > 0 {
+				return n, nil // what is ready goes out before waiting for more
+			}
+			a, ok := <-r.progress
+			if !ok {
+				return 0, errCopyRowsStopped
+			}
+			r.avail = a
+			continue
+		}
+		// Encode while rows fit in p, the last one past it kept in pending.
 		buf := r.scratch[:0]
 		if r.next == 0 {
 			buf = append(buf, copyHeader...)
 		}
-		for r.next < len(r.rows) && len(buf) < len(p)-n {
+		for r.next < r.avail && len(buf) < len(p)-n {
 			var err error
 			if buf, err = appendCopyRow(buf, r.rows[r.next], r.types); err != nil {
 				return n, err
@@ -246,25 +265,61 @@ func (r *copyReader) Read(p []byte) (int, error) {
 
 // copyRowsBinary stores rows into the table's columns with COPY in binary format on conn, and
 // returns the number of rows stored. It reports errCopyValue, having sent nothing, when a column
-// is not one of audit_logs' or a value is not of a type appendCopyValue writes.
-func copyRowsBinary(ctx context.Context, conn *pgconn.PgConn, table pgx.Identifier, cols []string, rows [][]any) (int64, error) {
+// is not one of audit_logs' or a value is not of a type appendCopyValue writes. With begin, the
+// query string opens a transaction before the COPY (and nothing is sent when an error is returned
+// before the COPY starts): a multi-statement query runs its statements in order, COPY included,
+// and the transaction an explicit BEGIN opens stays open after it.
+func copyRowsBinary(ctx context.Context, conn *pgconn.PgConn, begin bool, table pgx.Identifier, cols []string, rows [][]any) (int64, error) {
 	types, ok := copyTypesOf(cols)
 	if !ok {
 		return 0, errCopyValue
 	}
-	// Every value is checked before COPY starts, so that a value written the other way never
-	// leaves a COPY half sent.
+	if err := checkCopyRows(rows, types); err != nil {
+		return 0, err
+	}
+	return runCopyBinary(ctx, conn, begin, table, cols, &copyReader{rows: rows, types: types, avail: len(rows)})
+}
+
+// copyLinkedBinary is copyRowsBinary, with begin, for chained rows that a linker makes while they
+// are copied: out[i] is the row base[i] followed by its chain columns (seq, prev_hash and
+// row_hash, of types appendCopyValue always writes), and may be read once progress has sent a
+// number above i. The linker closes progress when it ends, having made every row or not; the
+// COPY fails when it ends early. cols are Columns followed by ChainColumns. The values of base
+// are checked before anything is sent, as copyRowsBinary checks its rows'.
+func copyLinkedBinary(ctx context.Context, conn *pgconn.PgConn, table pgx.Identifier, cols []string, base, out [][]any, progress <-chan int) (int64, error) {
+	types, ok := copyTypesOf(cols)
+	if !ok || len(types) != len(Columns)+len(ChainColumns) {
+		return 0, errCopyValue
+	}
+	if err := checkCopyRows(base, types[:len(Columns)]); err != nil {
+		return 0, err
+	}
+	return runCopyBinary(ctx, conn, true, table, cols, &copyReader{rows: out, types: types, progress: progress})
+}
+
+// checkCopyRows checks every value of rows before COPY starts, so that a value written the other
+// way never leaves a COPY half sent.
+func checkCopyRows(rows [][]any, types []copyType) error {
 	for _, row := range rows {
 		if len(row) != len(types) {
-			return 0, fmt.Errorf("auditkit: a row of %d values for %d columns", len(row), len(types))
+			return fmt.Errorf("auditkit: a row of %d values for %d columns", len(row), len(types))
 		}
 		for i, v := range row {
 			if !copyWrites(v, types[i]) {
-				return 0, errCopyValue
+				return errCopyValue
 			}
 		}
 	}
+	return nil
+}
+
+// runCopyBinary sends the COPY of cols in binary format, its data read from r, and returns the
+// number of rows stored; with begin, BEGIN goes before it in the same query string.
+func runCopyBinary(ctx context.Context, conn *pgconn.PgConn, begin bool, table pgx.Identifier, cols []string, r *copyReader) (int64, error) {
 	var sql strings.Builder
+	if begin {
+		sql.WriteString("BEGIN; ")
+	}
 	sql.WriteString("COPY ")
 	sql.WriteString(table.Sanitize())
 	sql.WriteString(" (")
@@ -276,7 +331,7 @@ func copyRowsBinary(ctx context.Context, conn *pgconn.PgConn, table pgx.Identifi
 	}
 	sql.WriteString(") FROM STDIN (FORMAT binary)")
 	bp := copyBufs.Get().(*[]byte)
-	r := &copyReader{rows: rows, types: types, scratch: (*bp)[:0]}
+	r.scratch = (*bp)[:0]
 	tag, err := conn.CopyFrom(ctx, r, sql.String())
 	r.close()
 	if cap(r.scratch) <= 1<<20 {
@@ -337,10 +392,26 @@ type copyFromConn interface {
 // writer does not write) through pgx's CopyFrom, which asks the server for the types.
 func copyRows(ctx context.Context, bin *binaryCopy, c copyFromConn, table pgx.Identifier, cols []string, rows [][]any) (int64, error) {
 	if bin.usable() {
-		n, err := copyRowsBinary(ctx, c.Conn().PgConn(), table, cols, rows)
+		n, err := copyRowsBinary(ctx, c.Conn().PgConn(), false, table, cols, rows)
 		if !errors.Is(err, errCopyValue) {
 			return n, err
 		}
+	}
+	return c.CopyFrom(ctx, table, cols, newCopySource(rows))
+}
+
+// beginCopyRows opens a transaction on c and stores rows in it as copyRows does. With the binary
+// COPY, BEGIN travels in the COPY's query string and takes no round trip of its own. On an error
+// the transaction may or may not be open: the caller rolls back either way.
+func beginCopyRows(ctx context.Context, bin *binaryCopy, c copyFromConn, table pgx.Identifier, cols []string, rows [][]any) (int64, error) {
+	if bin.usable() {
+		n, err := copyRowsBinary(ctx, c.Conn().PgConn(), true, table, cols, rows)
+		if !errors.Is(err, errCopyValue) {
+			return n, err
+		}
+	}
+	if _, err := c.Conn().Exec(ctx, "BEGIN"); err != nil {
+		return 0, err
 	}
 	return c.CopyFrom(ctx, table, cols, newCopySource(rows))
 }

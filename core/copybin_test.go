@@ -176,7 +176,7 @@ func TestCopyBinaryMatchesPgx(t *testing.T) {
 	if err != nil || n != int64(len(rows)) {
 		t.Fatalf("pgx CopyFrom: %d rows, %v", n, err)
 	}
-	n, err = copyRowsBinary(ctx, conn.Conn().PgConn(), pgx.Identifier{db.Schema, "copy_bin"}, cols, rows)
+	n, err = copyRowsBinary(ctx, conn.Conn().PgConn(), false, pgx.Identifier{db.Schema, "copy_bin"}, cols, rows)
 	if err != nil || n != int64(len(rows)) {
 		t.Fatalf("binary COPY: %d rows of %d, %v", n, len(rows), err)
 	}
@@ -228,7 +228,7 @@ func TestCopyRowsFallsBackToPgx(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Release()
-	if _, err := copyRowsBinary(ctx, conn.Conn().PgConn(), pgx.Identifier{db.Schema, "audit_logs"}, cols, rows); !errors.Is(err, errCopyValue) {
+	if _, err := copyRowsBinary(ctx, conn.Conn().PgConn(), false, pgx.Identifier{db.Schema, "audit_logs"}, cols, rows); !errors.Is(err, errCopyValue) {
 		t.Fatalf("binary COPY of an int status: %v, want errCopyValue", err)
 	}
 	bin := &binaryCopy{table: pgx.Identifier{db.Schema, "audit_logs"}}
@@ -256,7 +256,7 @@ func TestCopyRowsFallsBackToPgx(t *testing.T) {
 		t.Fatalf("audit_logs holds %d rows after the failed COPY, want %d", got, len(rows))
 	}
 	// Columns that are not audit_logs' are left to pgx.
-	if _, err := copyRowsBinary(ctx, conn.Conn().PgConn(), pgx.Identifier{db.Schema, "audit_logs"}, []string{"nope"}, nil); !errors.Is(err, errCopyValue) {
+	if _, err := copyRowsBinary(ctx, conn.Conn().PgConn(), false, pgx.Identifier{db.Schema, "audit_logs"}, []string{"nope"}, nil); !errors.Is(err, errCopyValue) {
 		t.Fatalf("unknown column: %v", err)
 	}
 }
@@ -337,22 +337,33 @@ func TestCopyBinaryLeavesRetypedTablesToPgx(t *testing.T) {
 	}{{plain, true}, {retyped, false}} {
 		for _, noChain := range []bool{false, true} {
 			sink := NewPostgresSink(tc.db.Pool, PostgresSinkOptions{Schema: tc.db.Schema, DisableChain: noChain})
-			batch := chainBatch(fmt.Sprintf("retyped-%v-%v", tc.binary, noChain), 10)
-			for i, r := range batch {
-				r.Kind, r.Status, r.Method, r.Path = KindHTTP, 200+i, "GET", "/x"
-			}
-			if err := sink.Write(ctx, batch); err != nil {
-				t.Fatalf("binary %v, chain off %v: %v", tc.binary, noChain, err)
+			// Two batches: with the chain, the second is linked ahead (writeLinked).
+			for b := range 2 {
+				batch := chainBatch(fmt.Sprintf("retyped-%v-%v-%d", tc.binary, noChain, b), 10)
+				for i, r := range batch {
+					r.Kind, r.Status, r.Method, r.Path = KindHTTP, 200+i, "GET", "/x"
+				}
+				if err := sink.Write(ctx, batch); err != nil {
+					t.Fatalf("binary %v, chain off %v: %v", tc.binary, noChain, err)
+				}
 			}
 			if got := sink.bin.usable(); got != tc.binary {
 				t.Fatalf("binary COPY usable %v on %s, want %v", got, tc.db.Schema, tc.binary)
+			}
+			if want := uint64(map[bool]int{false: 1, true: 0}[noChain]); sink.ahead.Load() != want {
+				t.Fatalf("binary %v, chain off %v: %d batches linked ahead, want %d", tc.binary, noChain, sink.ahead.Load(), want)
+			}
+			if !noChain { // written first: the table holds only chained rows
+				if lengths := verifyChains(t, tc.db.Pool); lengths["t_alpha"] != 8 || lengths["t_beta"] != 6 || lengths[""] != 6 {
+					t.Fatalf("%s: chain lengths %v", tc.db.Schema, lengths)
+				}
 			}
 		}
 		var n, sum int
 		if err := tc.db.Pool.QueryRow(ctx, `SELECT count(*), coalesce(sum(status), 0) FROM audit_logs`).Scan(&n, &sum); err != nil {
 			t.Fatal(err)
 		}
-		if n != 20 || sum != 2*(10*200+45) {
+		if n != 40 || sum != 4*(10*200+45) {
 			t.Fatalf("%s: %d rows, statuses summing to %d", tc.db.Schema, n, sum)
 		}
 	}
@@ -361,5 +372,153 @@ func TestCopyBinaryLeavesRetypedTablesToPgx(t *testing.T) {
 		if got := copyTypeMatches(copyText, typ); got != want {
 			t.Errorf("text column of type %s: %v", typ, got)
 		}
+	}
+}
+
+// TestBeginCopyRows checks that beginCopyRows leaves its rows in a transaction it opened, on the
+// binary COPY (BEGIN in the COPY's query string) and on pgx's: nobody else sees them before the
+// COMMIT, a ROLLBACK removes them, and after a COPY the server refused, a ROLLBACK leaves the
+// connection as it was.
+func TestBeginCopyRows(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	ctx := context.Background()
+	table := pgx.Identifier{db.Schema, "audit_logs"}
+	cols := append(append([]string(nil), Columns...), ChainColumns...)
+	for _, binary := range []bool{true, false} {
+		t.Run(fmt.Sprintf("binary=%v", binary), func(t *testing.T) {
+			if _, err := db.Pool.Exec(ctx, `TRUNCATE audit_logs`); err != nil {
+				t.Fatal(err)
+			}
+			bin := &binaryCopy{table: table}
+			if binary {
+				bin.check(ctx, db.Pool)
+				if !bin.usable() {
+					t.Fatal("audit_logs as migrated does not take the binary COPY")
+				}
+			}
+			conn, err := db.Pool.Acquire(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Release()
+			rows := copyTestRows(t)
+			copied := func() {
+				t.Helper()
+				n, err := beginCopyRows(ctx, bin, conn, table, cols, rows)
+				if err != nil || n != int64(len(rows)) {
+					t.Fatalf("beginCopyRows: %d rows of %d, %v", n, len(rows), err)
+				}
+				if s := conn.Conn().PgConn().TxStatus(); s != 'T' {
+					t.Fatalf("transaction status %q after the COPY, want T", s)
+				}
+				if n := db.Count(t); n != 0 {
+					t.Fatalf("another session sees %d rows before the COMMIT", n)
+				}
+			}
+			copied()
+			if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+				t.Fatal(err)
+			}
+			if n := db.Count(t); n != 0 {
+				t.Fatalf("%d rows after ROLLBACK", n)
+			}
+			copied()
+			if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
+				t.Fatal(err)
+			}
+			if n := db.Count(t); n != len(rows) {
+				t.Fatalf("%d rows after COMMIT, want %d", n, len(rows))
+			}
+			// The same ids again: the server refuses the COPY inside the transaction.
+			if _, err := beginCopyRows(ctx, bin, conn, table, cols, rows); !isUniqueViolation(err) {
+				t.Fatalf("copying the rows again: %v, want a unique violation", err)
+			}
+			if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+				t.Fatal(err)
+			}
+			var one int
+			if err := conn.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil || one != 1 {
+				t.Fatalf("the connection after the ROLLBACK: %d, %v", one, err)
+			}
+			if s := conn.Conn().PgConn().TxStatus(); s != 'I' {
+				t.Fatalf("transaction status %q after the ROLLBACK, want I", s)
+			}
+			if n := db.Count(t); n != len(rows) {
+				t.Fatalf("%d rows, want %d", n, len(rows))
+			}
+		})
+	}
+}
+
+// TestCopyLinkedBinary checks the COPY of rows made while they are sent: every row arrives as
+// the binary COPY of the finished rows sends it, however the rows come; rows that stop coming
+// before the last fail the COPY, which stores none of them, and leave the connection usable.
+func TestCopyLinkedBinary(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	ctx := context.Background()
+	if _, err := db.Pool.Exec(ctx, `CREATE TABLE copy_all (LIKE audit_logs INCLUDING DEFAULTS)`); err != nil {
+		t.Fatal(err)
+	}
+	cols := append(append([]string(nil), Columns...), ChainColumns...)
+	rows := copyTestRows(t) // thousands of rows: many reads of the COPY
+	conn, err := db.Pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	if n, err := copyRowsBinary(ctx, conn.Conn().PgConn(), false, pgx.Identifier{db.Schema, "copy_all"}, cols, rows); err != nil || n != int64(len(rows)) {
+		t.Fatalf("binary COPY of the finished rows: %d of %d, %v", n, len(rows), err)
+	}
+	base := make([][]any, len(rows))
+	for i, row := range rows {
+		base[i] = row[:len(Columns)]
+	}
+	// produce hands the rows to out as a linker does, chunk rows at a time, and stops after stop
+	// rows; it pauses after its first chunks, so that the COPY waits for rows.
+	produce := func(out [][]any, progress chan<- int, chunk, stop int) {
+		defer close(progress)
+		for i := range stop {
+			out[i] = rows[i]
+			if (i+1)%chunk == 0 || i+1 == stop {
+				progress <- i + 1
+				if i < 20*chunk {
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}
+	}
+	table := pgx.Identifier{db.Schema, "audit_logs"}
+	for _, chunk := range []int{1, 7, 16, len(rows)} {
+		out := make([][]any, len(rows))
+		progress := make(chan int, len(rows)+1)
+		go produce(out, progress, chunk, len(rows))
+		n, err := copyLinkedBinary(ctx, conn.Conn().PgConn(), table, cols, base, out, progress)
+		if err != nil || n != int64(len(rows)) {
+			t.Fatalf("chunks of %d: %d rows of %d, %v", chunk, n, len(rows), err)
+		}
+		if _, err := conn.Exec(ctx, "COMMIT"); err != nil {
+			t.Fatal(err)
+		}
+		var diff int
+		if err := conn.QueryRow(ctx, `SELECT count(*) FROM (SELECT * FROM copy_all EXCEPT ALL SELECT * FROM audit_logs) d`).Scan(&diff); err != nil || diff != 0 {
+			t.Fatalf("chunks of %d: %d rows differ from the COPY of the finished rows (%v)", chunk, diff, err)
+		}
+		if _, err := conn.Exec(ctx, "TRUNCATE audit_logs"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := make([][]any, len(rows))
+	progress := make(chan int, len(rows)+1)
+	go produce(out, progress, 16, len(rows)/2)
+	if _, err := copyLinkedBinary(ctx, conn.Conn().PgConn(), table, cols, base, out, progress); err == nil {
+		t.Fatal("a COPY whose rows stopped at half succeeded")
+	}
+	if _, err := conn.Exec(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if n := db.Count(t); n != 0 {
+		t.Fatalf("%d rows stored by a COPY whose rows stopped at half", n)
 	}
 }

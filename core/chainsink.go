@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -431,7 +430,6 @@ type linkedBatch struct {
 	next map[string]*chainHead // the heads it moves them to
 	wait []chan struct{}       // closed when the batches linked before it on its chains end
 	done chan struct{}         // closed when it ends
-	c    *chainer              // links its rows (see reserve and link)
 }
 
 // linkAhead links rows after the cached heads of their chains and moves those heads past them.
@@ -439,73 +437,36 @@ type linkedBatch struct {
 // with a channel to wait for before asking again, when a head is about to be published. The
 // caller must close the batch's done once it is stored or not.
 func (cc *chainCache) linkAhead(keys []string, rows [][]any, fields []*ChainFields) (*linkedBatch, chan struct{}, error) {
-	lb, wait := cc.reserve(keys, len(rows))
-	if lb == nil {
-		return nil, wait, nil
-	}
-	if err := lb.link(cc, rows, fields, nil); err != nil {
-		return nil, nil, err
-	}
-	return lb, nil, nil
-}
-
-// reserve is the first half of linkAhead: it reads the cached heads of keys for a batch of n
-// rows. When it returns a batch, it returns with cc locked, and link must be called: it links
-// the rows, moves the cached heads and unlocks cc, so that the batches of a sink are linked one
-// after the other in the order reserve returned them.
-func (cc *chainCache) reserve(keys []string, n int) (*linkedBatch, chan struct{}) {
 	cc.mu.Lock()
-	lb := &linkedBatch{keys: keys, prev: make(map[string]chainHead, len(keys)), done: make(chan struct{}), c: newChainer(n)}
+	defer cc.mu.Unlock()
+	c := newChainer(len(rows))
+	lb := &linkedBatch{keys: keys, prev: make(map[string]chainHead, len(keys)), done: make(chan struct{})}
 	for _, k := range keys {
 		h, found := cc.heads[k]
 		if !found {
-			cc.mu.Unlock()
-			return nil, nil
+			return nil, nil, nil
 		}
 		if !h.known {
-			cc.mu.Unlock()
-			return nil, h.done
+			return nil, h.done, nil
 		}
 		lb.prev[k] = h.head
-		lb.c.heads[k] = &chainHead{seq: h.head.seq, hash: h.head.hash}
+		c.heads[k] = &chainHead{seq: h.head.seq, hash: h.head.hash}
 		if h.done != nil && !slices.Contains(lb.wait, h.done) {
 			lb.wait = append(lb.wait, h.done)
 		}
 	}
-	lb.rows = make([][]any, n)
-	return lb, nil
-}
-
-// linkChunk is how many rows link makes before it tells a COPY reading them.
-const linkChunk = 16
-
-// link is the second half of linkAhead: it links rows into lb.rows in order, moves the cached
-// heads past them (unless a row is rejected, which leaves the cache as it was) and unlocks cc.
-// With progress, it sends the number of rows made every linkChunk rows and at the end, then
-// closes progress, so that a COPY sends the first rows while the last are linked (see
-// copyLinkedBinary); progress must have room for every number it is sent.
-func (lb *linkedBatch) link(cc *chainCache, rows [][]any, fields []*ChainFields, progress chan<- int) error {
-	defer cc.mu.Unlock()
-	if progress != nil {
-		defer close(progress)
-	}
+	lb.rows = make([][]any, len(rows))
 	for i, row := range rows {
 		var err error
-		if lb.rows[i], err = lb.c.link(row, fields[i]); err != nil {
-			return &RejectedError{Index: i, Err: err}
-		}
-		if progress != nil && (i+1)%linkChunk == 0 {
-			progress <- i + 1
+		if lb.rows[i], err = c.link(row, fields[i]); err != nil {
+			return nil, nil, &RejectedError{Index: i, Err: err}
 		}
 	}
-	if progress != nil && len(rows)%linkChunk != 0 {
-		progress <- len(rows)
-	}
-	for k, h := range lb.c.heads {
+	for k, h := range c.heads {
 		cc.heads[k] = cachedHead{head: *h, known: true, done: lb.done}
 	}
-	lb.next = lb.c.heads
-	return nil
+	lb.next = c.heads
+	return lb, nil, nil
 }
 
 // forget drops the heads of keys, so that the next batches of those chains read their heads from
@@ -586,20 +547,18 @@ func (s *PostgresSink) writeLinked(ctx context.Context, rows [][]any, fields []*
 		conn.Release()
 	}()
 	keys := chainKeys(rows)
-	lb, wait := s.heads.reserve(keys, len(rows))
+	lb, wait, err := s.heads.linkAhead(keys, rows, fields)
 	for wait != nil {
 		select {
 		case <-wait:
 		case <-ctx.Done():
 			return false, ctx.Err()
 		}
-		lb, wait = s.heads.reserve(keys, len(rows))
+		lb, wait, err = s.heads.linkAhead(keys, rows, fields)
 	}
-	if lb == nil {
-		return false, nil
+	if err != nil || lb == nil {
+		return false, err
 	}
-	// From here the batch is the next linked of its chains, and cc stays locked until link
-	// returns. The deferred function runs after link: it forgets heads link published.
 	defer func() {
 		if !stored {
 			s.heads.forget(lb.keys)
@@ -607,30 +566,8 @@ func (s *PostgresSink) writeLinked(ctx context.Context, rows [][]any, fields []*
 		close(lb.done)
 	}()
 	began = true // a ROLLBACK outside a transaction only warns
-	if s.bin.usable() {
-		// The rows are linked while the COPY sends the first of them: PostgreSQL stores rows
-		// while the rest are hashed, rather than wait for the hashes of all.
-		progress := make(chan int, len(rows)/linkChunk+2)
-		linked := make(chan error, 1)
-		go func() { linked <- lb.link(&s.heads, rows, fields, progress) }()
-		_, err := copyLinkedBinary(ctx, conn.Conn().PgConn(), s.table, s.chainCols, rows, lb.rows, progress)
-		if lerr := <-linked; lerr != nil {
-			return false, lerr
-		}
-		if errors.Is(err, errCopyValue) {
-			// A value the binary COPY does not write, found before anything was sent.
-			_, err = beginCopyRows(ctx, nil, conn, s.table, s.chainCols, lb.rows)
-		}
-		if err != nil {
-			return false, err
-		}
-	} else {
-		if err := lb.link(&s.heads, rows, fields, nil); err != nil {
-			return false, err
-		}
-		if _, err := beginCopyRows(ctx, s.bin, conn, s.table, s.chainCols, lb.rows); err != nil {
-			return false, err
-		}
+	if _, err := beginCopyRows(ctx, s.bin, conn, s.table, s.chainCols, lb.rows); err != nil {
+		return false, err
 	}
 	for _, done := range lb.wait {
 		select {

@@ -178,19 +178,15 @@ func appendCopyValue(buf []byte, v any, t copyType) ([]byte, bool) {
 // returned (after an error from the server or a lost connection); close waits for that Read to
 // end, and a Read after it reads nothing, so that the rows and the buffer are the caller's again.
 type copyReader struct {
-	mu     sync.Mutex
-	closed bool
-	rows   [][]any
-	types  []copyType
-	next   int // the next row to encode
-	// With progress, rows are still being made while they are read (see copyLinkedBinary):
-	// rows[i] may be read once progress has sent a number above i, or avail is above i.
-	progress <-chan int
-	avail    int
-	pending  []byte // encoded bytes not yet read
-	off      int    // where pending's unread bytes start
-	done     bool   // the trailer is in pending
-	scratch  []byte
+	mu      sync.Mutex
+	closed  bool
+	rows    [][]any
+	types   []copyType
+	next    int    // the next row to encode
+	pending []byte // encoded bytes not yet read
+	off     int    // where pending's unread bytes start
+	done    bool   // the trailer is in pending
+	scratch []byte
 }
 
 // copyBufs holds the buffers of copyReaders.
@@ -198,10 +194,6 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return 
 
 // errCopyClosed ends a Read after the COPY that asked for it returned.
 var errCopyClosed = errors.New("auditkit: the COPY ended")
-
-// errCopyRowsStopped ends a COPY whose rows stopped being made before the last (see
-// copyLinkedBinary): the COPY fails, and the caller reports why the rows stopped.
-var errCopyRowsStopped = errors.New("auditkit: the rows of the COPY stopped before the last")
 
 // close waits for a Read in progress and makes the Reads after it fail.
 func (r *copyReader) close() {
@@ -231,23 +223,12 @@ func (r *copyReader) Read(p []byte) (int, error) {
 			}
 			return n, nil
 		}
-		if r.next < len(r.rows) && r.next >= r.avail {
-			if n > 0 {
-				return n, nil // what is ready goes out before waiting for more
-			}
-			a, ok := <-r.progress
-			if !ok {
-				return 0, errCopyRowsStopped
-			}
-			r.avail = a
-			continue
-		}
 		// Encode while rows fit in p, the last one past it kept in pending.
 		buf := r.scratch[:0]
 		if r.next == 0 {
 			buf = append(buf, copyHeader...)
 		}
-		for r.next < r.avail && len(buf) < len(p)-n {
+		for r.next < len(r.rows) && len(buf) < len(p)-n {
 			var err error
 			if buf, err = appendCopyRow(buf, r.rows[r.next], r.types); err != nil {
 				return n, err
@@ -277,24 +258,7 @@ func copyRowsBinary(ctx context.Context, conn *pgconn.PgConn, begin bool, table 
 	if err := checkCopyRows(rows, types); err != nil {
 		return 0, err
 	}
-	return runCopyBinary(ctx, conn, begin, table, cols, &copyReader{rows: rows, types: types, avail: len(rows)})
-}
-
-// copyLinkedBinary is copyRowsBinary, with begin, for chained rows that a linker makes while they
-// are copied: out[i] is the row base[i] followed by its chain columns (seq, prev_hash and
-// row_hash, of types appendCopyValue always writes), and may be read once progress has sent a
-// number above i. The linker closes progress when it ends, having made every row or not; the
-// COPY fails when it ends early. cols are Columns followed by ChainColumns. The values of base
-// are checked before anything is sent, as copyRowsBinary checks its rows'.
-func copyLinkedBinary(ctx context.Context, conn *pgconn.PgConn, table pgx.Identifier, cols []string, base, out [][]any, progress <-chan int) (int64, error) {
-	types, ok := copyTypesOf(cols)
-	if !ok || len(types) != len(Columns)+len(ChainColumns) {
-		return 0, errCopyValue
-	}
-	if err := checkCopyRows(base, types[:len(Columns)]); err != nil {
-		return 0, err
-	}
-	return runCopyBinary(ctx, conn, true, table, cols, &copyReader{rows: out, types: types, progress: progress})
+	return runCopyBinary(ctx, conn, begin, table, cols, &copyReader{rows: rows, types: types})
 }
 
 // checkCopyRows checks every value of rows before COPY starts, so that a value written the other

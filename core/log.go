@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -296,12 +295,20 @@ func (t *TxWriter) Write(ctx context.Context, db Execer, recs ...*Record) error 
 	}
 	now := time.Now()
 	rows := make([][]any, len(recs))
+	// Redacted and encoded in one pass, as the Writer does (see rowBatch); with the chain and
+	// nothing to encrypt, the documents' jsonb texts are written on the way, for the chain's fields.
+	rb := newRowBatch(t.redactor, len(recs))
+	canon := t.chained && t.pii == nil
+	if canon {
+		rb.chain()
+	}
+	reds := make([]Record, len(recs))
 	for i, r := range recs {
 		if err := r.Validate(); err != nil {
 			return err
 		}
 		r.normalize(now)
-		vals, err := rowValues(t.redactor.Record(r))
+		vals, err := rb.rowOf(r, &reds[i])
 		if err != nil {
 			return fmt.Errorf("auditkit: %w", err)
 		}
@@ -324,8 +331,12 @@ func (t *TxWriter) Write(ctx context.Context, db Execer, recs ...*Record) error 
 	if t.chained {
 		fields = make([]ChainFields, len(rows))
 		for i, vals := range rows {
+			var c *rowCanon
+			if canon {
+				c = reds[i].canon
+			}
 			var err error
-			if fields[i], err = prepareChain(vals); err != nil {
+			if fields[i], err = prepareChainWith(vals, c); err != nil {
 				return fmt.Errorf("auditkit: chaining audit record %s: %w", recs[i].ID, err)
 			}
 		}
@@ -420,8 +431,10 @@ func appendRowJSON(buf []byte, vals []any) []byte {
 		case string:
 			buf = appendJSONString(buf, x)
 		case uuid.UUID:
+			var u [36]byte
+			encodeUUID(u[:], x)
 			buf = append(buf, '"')
-			buf = append(buf, x.String()...)
+			buf = append(buf, u[:]...)
 			buf = append(buf, '"')
 		case time.Time:
 			buf = append(buf, '"')
@@ -453,10 +466,10 @@ func appendTimestamp(buf []byte, t time.Time) []byte {
 	return append(buf, " BC"...)
 }
 
-// appendJSONString appends s as a JSON string. s has been sanitised (valid UTF-8, no NUL).
+// appendJSONString appends s as a JSON string, as json.Marshal writes it. s has been sanitised
+// (valid UTF-8, no NUL).
 func appendJSONString(buf []byte, s string) []byte {
-	b, _ := json.Marshal(s) // a string always encodes
-	return append(buf, b...)
+	return appendJSONStr(buf, s)
 }
 
 // LogTx writes a manual audit record synchronously through db (typically the caller's

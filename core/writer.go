@@ -285,6 +285,9 @@ func OpenWriter(sink Sink, opts WriterOptions) (*Writer, error) {
 	opts = opts.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
 	_, encodes := sink.(rowSink)
+	if _, takes := sink.(RowSink); takes {
+		encodes = true
+	}
 	w := &Writer{
 		opts:      opts,
 		sink:      sink,
@@ -1069,6 +1072,18 @@ func (w *Writer) reject(r *Record, err error) {
 	if w.opts.OnReject != nil {
 		w.opts.OnReject(withDocs(r), err)
 	}
+}
+
+// RowSink is a Sink that takes the records it is given as audit_logs rows: each record carries
+// its row, which AppendRecordRow writes out as it is, and its maps of values (Before, After, Diff
+// and Metadata) are nil, the row holding them redacted. The Writer then redacts and encodes each
+// batch in one pass, while its workers write the batch before, instead of building redacted
+// copies of every map and encoding them again. A sink that forwards records with
+// AppendRecordRow implements it (natsaudit's does); a sink that reads the maps must not.
+type RowSink interface {
+	Sink
+	// TakesRows marks the sink as a RowSink; the Writer never calls it.
+	TakesRows()
 }
 
 // rowSink is a Sink that stores the rows the Writer encodes: the records it is given carry their

@@ -104,6 +104,13 @@ func NewSink(nc *nats.Conn, opts SinkOptions) (*Sink, error) {
 	return &Sink{nc: nc, js: js, opts: opts, prefix: opts.SubjectPrefix + "."}, nil
 }
 
+// TakesRows makes the sink a core.RowSink: it publishes each record's row as AppendRecordRow
+// writes it, and reads no map of the record, so the Writer hands it rows redacted and encoded
+// in one pass.
+func (s *Sink) TakesRows() {}
+
+var _ core.RowSink = (*Sink)(nil)
+
 // Stats returns the current counters.
 func (s *Sink) Stats() SinkStats {
 	return SinkStats{Published: s.published.Load(), Duplicates: s.duplicates.Load()}

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/auditkit/auditkit/core"
 )
@@ -142,6 +143,7 @@ func scanResult(rows *sql.Rows, m *model, shape scanShape, itemise func(i int, k
 	}
 	vals := all[lead:]
 	var pks []any // backing store of the rows' keys, allocated in chunks
+	var keys keyTexts
 	need := m.npk // key values per result row
 	if shape.before != nil {
 		need *= 2
@@ -165,7 +167,7 @@ func scanResult(rows *sql.Rows, m *model, shape scanShape, itemise func(i int, k
 		if shape.before != nil {
 			b := row{pk: pks[:m.npk:m.npk]}
 			pks = pks[m.npk:]
-			fill(&b, m, all[:n], kinds, itemise == nil || itemise(len(out), ""))
+			fill(&b, m, all[:n], kinds, &keys, itemise == nil || itemise(len(out), ""))
 			*shape.before = append(*shape.before, b)
 		}
 		r := row{pk: pks[:m.npk:m.npk]}
@@ -180,10 +182,10 @@ func scanResult(rows *sql.Rows, m *model, shape scanShape, itemise func(i int, k
 			*xid, _ = all[width-1].(string)
 		}
 		if shape.before != nil {
-			fill(&r, m, vals, kinds, (*shape.before)[len(out)].vals != nil)
+			fill(&r, m, vals, kinds, &keys, (*shape.before)[len(out)].vals != nil)
 		} else {
-			r.key = keyText(m, vals[:m.npk], kinds)
-			fill(&r, m, vals, kinds, itemise == nil || itemise(len(out), r.key))
+			r.key = keys.text(m, vals[:m.npk], kinds)
+			fill(&r, m, vals, kinds, &keys, itemise == nil || itemise(len(out), r.key))
 		}
 		out = append(out, r)
 	}
@@ -192,10 +194,10 @@ func scanResult(rows *sql.Rows, m *model, shape scanShape, itemise func(i int, k
 
 // fill sets a row's key from the values of the model's columns (vals[:n]) and, when it is
 // itemised, its image and fingerprints. r.pk must have room for the key's values.
-func fill(r *row, m *model, vals []any, kinds []colKind, itemised bool) {
+func fill(r *row, m *model, vals []any, kinds []colKind, keys *keyTexts, itemised bool) {
 	copy(r.pk, vals[:m.npk])
 	if r.key == "" {
-		r.key = keyText(m, vals[:m.npk], kinds)
+		r.key = keys.text(m, vals[:m.npk], kinds)
 	}
 	if !itemised {
 		return
@@ -289,6 +291,29 @@ func decodeJSON(b []byte) (any, bool) {
 		return nil, false
 	}
 	return v, true
+}
+
+// keyTexts renders the keys of a result's rows as keyText does, writing integer keys (the usual
+// kind) into shared buffers rather than a string each: a buffer's bytes are only appended to,
+// never written again, so the strings made over them stay as they were made.
+type keyTexts struct{ buf []byte }
+
+func (k *keyTexts) text(m *model, pk []any, kinds []colKind) string {
+	if len(pk) == 1 {
+		if x, ok := pk[0].(int64); ok {
+			if x >= 0 && x < 100 {
+				return strconv.FormatInt(x, 10) // one of strconv's own strings
+			}
+			if cap(k.buf)-len(k.buf) < 20 {
+				// Room for one key first (the usual statement changes one row), then for many.
+				k.buf = make([]byte, 0, min(20+cap(k.buf)*4, 2048))
+			}
+			start := len(k.buf)
+			k.buf = strconv.AppendInt(k.buf, x, 10)
+			return unsafe.String(&k.buf[start], len(k.buf)-start)
+		}
+	}
+	return keyText(m, pk, kinds)
 }
 
 // keyText renders a primary key as the resource id: the value's text for a single column, a

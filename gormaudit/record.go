@@ -57,13 +57,14 @@ func (p *Plugin) collect(db *gorm.DB, st *stmtState) ([]*core.Record, error) {
 		}
 		return nil, nil // GORM sent nothing, e.g. an update without assignments
 	}
-	b := &builder{p: p, st: st, now: time.Now()}
+	b := &builder{p: p, st: st, now: time.Now(), want: len(after)}
 	switch {
 	case st.op == opDelete && !st.soft:
 		gone := after
 		if !st.ran {
 			gone = st.before
 		}
+		b.want = len(gone)
 		for _, r := range gone {
 			b.affected++
 			if r.vals == nil {
@@ -241,6 +242,8 @@ type builder struct {
 	st          *stmtState
 	now         time.Time
 	recs        []*core.Record
+	arena       []core.Record // the records add makes next, allocated in chunks
+	want        int           // how many records the statement makes at most
 	affected    int
 	notItemised []string
 
@@ -361,7 +364,14 @@ func (b *builder) add(kind core.Kind, key string, before, after map[string]any, 
 	}
 	maskImage(m, before)
 	maskImage(m, after)
-	b.recs = append(b.recs, &core.Record{
+	if len(b.arena) == 0 {
+		// At most 64 records a chunk, so that one record kept long keeps few others' memory.
+		b.arena = make([]core.Record, min(max(b.want-len(b.recs), 1), 64))
+	}
+	rec := &b.arena[0]
+	b.arena = b.arena[1:]
+	b.recs = append(b.recs, rec)
+	*rec = core.Record{
 		ID:           core.NewID(),
 		OccurredAt:   b.now,
 		Kind:         kind,
@@ -371,7 +381,7 @@ func (b *builder) add(kind core.Kind, key string, before, after map[string]any, 
 		After:        after,
 		Diff:         d,
 		Metadata:     meta,
-	})
+	}
 }
 
 // onlyAutoUpdate reports whether every column of d is one GORM sets on each update.

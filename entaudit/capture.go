@@ -38,6 +38,12 @@ type capture struct {
 	// raws keeps the values behind the ids of join-table links, for the link records' keys and
 	// images: the mutated rows' ids, and per join-table edge the ids at the other end.
 	raws map[string]any
+
+	// arena holds the records record makes next: one for the first, then up to 64 at a time,
+	// so that a bulk mutation does not allocate each record alone and one record kept long
+	// keeps few others' memory.
+	arena []core.Record
+	made  int
 }
 
 // rawKey is the key of an id's value in capture.raws: the edge ("" for the mutated rows).
@@ -719,7 +725,13 @@ func (c *capture) targetRecords() []*core.Record {
 // record builds the record of one row: images with omitted columns already removed, the diff of
 // an update, redacted columns masked.
 func (c *capture) record(kind core.Kind, t *typeInfo, id string, before, after map[string]any) *core.Record {
-	r := &core.Record{
+	if len(c.arena) == 0 {
+		c.arena = make([]core.Record, min(max(c.made, 1), 64))
+	}
+	r := &c.arena[0]
+	c.arena = c.arena[1:]
+	c.made++
+	*r = core.Record{
 		OccurredAt:   c.at,
 		Kind:         kind,
 		ResourceType: t.Table,

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"entgo.io/ent/dialect"
 	"entgo.io/ent/dialect/sql"
@@ -112,6 +113,25 @@ type scanner struct {
 	limit      int
 	vals       []any
 	full, skip []any
+	// idBuf holds the text of the rows' integer ids: a buffer's bytes are only appended to,
+	// never written again, so the ids made over them stay as they were made.
+	idBuf []byte
+}
+
+// idText is idString(v), with an integer id of more than two digits written into s.idBuf rather
+// than a string of its own.
+func (s *scanner) idText(v any) string {
+	x, ok := v.(int64)
+	if !ok || x >= 0 && x < 100 {
+		return idString(v) // small integers are strconv's own strings
+	}
+	if cap(s.idBuf)-len(s.idBuf) < 20 {
+		// Room for one id first (the usual mutation changes one row), then for many.
+		s.idBuf = make([]byte, 0, min(20+cap(s.idBuf)*4, 2048))
+	}
+	start := len(s.idBuf)
+	s.idBuf = strconv.AppendInt(s.idBuf, x, 10)
+	return unsafe.String(&s.idBuf[start], len(s.idBuf)-start)
 }
 
 func newScanner(rows sql.ColumnScanner, t *typeInfo, limit int, shape int) (*scanner, error) {
@@ -202,7 +222,7 @@ func (s *scanner) scan(rows sql.ColumnScanner, lead ...any) error {
 	if s.xid && len(rs.ids) == 0 {
 		rs.xid = textOf(s.vals[len(s.vals)-1])
 	}
-	id := idString(s.vals[s.l.idIdx])
+	id := s.idText(s.vals[s.l.idIdx])
 	rs.ids = append(rs.ids, id)
 	rs.rawIDs = append(rs.rawIDs, rawID(s.vals[s.l.idIdx]))
 	if s.xmax {

@@ -255,31 +255,18 @@ func copyRowsBinary(ctx context.Context, conn *pgconn.PgConn, begin bool, table 
 	if !ok {
 		return 0, errCopyValue
 	}
-	if err := checkCopyRows(rows, types); err != nil {
-		return 0, err
-	}
-	return runCopyBinary(ctx, conn, begin, table, cols, &copyReader{rows: rows, types: types})
-}
-
-// checkCopyRows checks every value of rows before COPY starts, so that a value written the other
-// way never leaves a COPY half sent.
-func checkCopyRows(rows [][]any, types []copyType) error {
+	// Every value is checked before COPY starts, so that a value written the other way never
+	// leaves a COPY half sent.
 	for _, row := range rows {
 		if len(row) != len(types) {
-			return fmt.Errorf("auditkit: a row of %d values for %d columns", len(row), len(types))
+			return 0, fmt.Errorf("auditkit: a row of %d values for %d columns", len(row), len(types))
 		}
 		for i, v := range row {
 			if !copyWrites(v, types[i]) {
-				return errCopyValue
+				return 0, errCopyValue
 			}
 		}
 	}
-	return nil
-}
-
-// runCopyBinary sends the COPY of cols in binary format, its data read from r, and returns the
-// number of rows stored; with begin, BEGIN goes before it in the same query string.
-func runCopyBinary(ctx context.Context, conn *pgconn.PgConn, begin bool, table pgx.Identifier, cols []string, r *copyReader) (int64, error) {
 	var sql strings.Builder
 	if begin {
 		sql.WriteString("BEGIN; ")
@@ -295,7 +282,7 @@ func runCopyBinary(ctx context.Context, conn *pgconn.PgConn, begin bool, table p
 	}
 	sql.WriteString(") FROM STDIN (FORMAT binary)")
 	bp := copyBufs.Get().(*[]byte)
-	r.scratch = (*bp)[:0]
+	r := &copyReader{rows: rows, types: types, scratch: (*bp)[:0]}
 	tag, err := conn.CopyFrom(ctx, r, sql.String())
 	r.close()
 	if cap(r.scratch) <= 1<<20 {

@@ -9,11 +9,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unsafe"
 
 	"entgo.io/ent/dialect"
 	"entgo.io/ent/dialect/sql"
 	"github.com/google/uuid"
+
+	"github.com/auditkit/auditkit/internal/inttext"
 )
 
 // rowSet holds rows read from one table: the images of the first rows (up to a limit) and the
@@ -113,25 +114,15 @@ type scanner struct {
 	limit      int
 	vals       []any
 	full, skip []any
-	// idBuf holds the text of the rows' integer ids: a buffer's bytes are only appended to,
-	// never written again, so the ids made over them stay as they were made.
-	idBuf []byte
+	ids        inttext.Texts // the text of the rows' integer ids
 }
 
-// idText is idString(v), with an integer id of more than two digits written into s.idBuf rather
-// than a string of its own.
+// idText is idString(v), an integer id's text sharing a buffer with the others' (see inttext).
 func (s *scanner) idText(v any) string {
-	x, ok := v.(int64)
-	if !ok || x >= 0 && x < 100 {
-		return idString(v) // small integers are strconv's own strings
+	if x, ok := v.(int64); ok {
+		return s.ids.Format(x)
 	}
-	if cap(s.idBuf)-len(s.idBuf) < 20 {
-		// Room for one id first (the usual mutation changes one row), then for many.
-		s.idBuf = make([]byte, 0, min(20+cap(s.idBuf)*4, 2048))
-	}
-	start := len(s.idBuf)
-	s.idBuf = strconv.AppendInt(s.idBuf, x, 10)
-	return unsafe.String(&s.idBuf[start], len(s.idBuf)-start)
+	return idString(v)
 }
 
 func newScanner(rows sql.ColumnScanner, t *typeInfo, limit int, shape int) (*scanner, error) {

@@ -10,9 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unsafe"
 
 	"github.com/auditkit/auditkit/core"
+	"github.com/auditkit/auditkit/internal/inttext"
 )
 
 // Images are read from the database, never from the application's structs: a struct may be
@@ -293,25 +293,13 @@ func decodeJSON(b []byte) (any, bool) {
 	return v, true
 }
 
-// keyTexts renders the keys of a result's rows as keyText does, writing integer keys (the usual
-// kind) into shared buffers rather than a string each: a buffer's bytes are only appended to,
-// never written again, so the strings made over them stay as they were made.
-type keyTexts struct{ buf []byte }
+// keyTexts renders the keys of a result's rows as keyText does, an integer key's text sharing
+// a buffer with the others' (see inttext).
+type keyTexts struct{ ints inttext.Texts }
 
 func (k *keyTexts) text(m *model, pk []any, kinds []colKind) string {
-	if len(pk) == 1 {
-		if x, ok := pk[0].(int64); ok {
-			if x >= 0 && x < 100 {
-				return strconv.FormatInt(x, 10) // one of strconv's own strings
-			}
-			if cap(k.buf)-len(k.buf) < 20 {
-				// Room for one key first (the usual statement changes one row), then for many.
-				k.buf = make([]byte, 0, min(20+cap(k.buf)*4, 2048))
-			}
-			start := len(k.buf)
-			k.buf = strconv.AppendInt(k.buf, x, 10)
-			return unsafe.String(&k.buf[start], len(k.buf)-start)
-		}
+	if x, ok := pk[0].(int64); ok && len(pk) == 1 {
+		return k.ints.Format(x)
 	}
 	return keyText(m, pk, kinds)
 }

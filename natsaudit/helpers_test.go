@@ -335,3 +335,24 @@ func (s *server) logText() string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// waitWritten waits until the ingesters have counted want records written. An Ingester counts a
+// batch after its commit and its acknowledgements, so the rows and an empty backlog are seen
+// before the count: a test that judges the counts waits for them too.
+func waitWritten(tb testing.TB, want uint64, timeout time.Duration, ins ...*natsaudit.Ingester) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		var got uint64
+		for _, in := range ins {
+			got += in.Stats().Written
+		}
+		if got >= want {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("the ingesters counted %d records written after %s, want %d", got, timeout, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -117,6 +117,7 @@ func TestPipeline(t *testing.T) {
 	db := pgtest.New(t)
 	in := startIngest(t, p.nc, p.names, db, nil)
 	waitCount(t, db, n, 30*time.Second)
+	waitWritten(t, n, 10*time.Second, in)
 	if st := in.Stats(); st.Written != n || st.Fetched != n || st.Failed != 0 || st.Pending != 0 || st.Batches == 0 || st.LastCommit.IsZero() {
 		t.Errorf("ingest stats %+v", st)
 	}
@@ -320,6 +321,7 @@ func TestSharedConsumer(t *testing.T) {
 		}))
 	}
 	waitBacklog(t, ins[0], 60*time.Second)
+	waitWritten(t, n, 10*time.Second, ins...)
 	var written, failed uint64
 	for i, in := range ins {
 		st := in.Stats()

@@ -73,7 +73,9 @@ func (b *rowBatch) chain() {
 }
 
 // row returns the audit_logs row of rec redacted by the batch's Redactor: the values
-// rowValues(red.Record(rec)) gives, the same JSON bytes included. rec is not modified.
+// rowValues(red.Record(rec)) gives, the same JSON bytes included, except that the rows of a
+// chained batch (see chain) hold each document in jsonb's text form when it was made: the same
+// jsonb once stored. rec is not modified.
 func (b *rowBatch) row(rec *Record) ([]any, error) {
 	var red Record
 	return b.rowOf(rec, &red)
@@ -92,6 +94,7 @@ func (b *rowBatch) rowOf(rec, red *Record) ([]any, error) {
 	if cap(b.buf)-len(b.buf) < b.chunk/8 {
 		b.buf = make([]byte, 0, b.chunk)
 	}
+	bufStart := len(b.buf)
 	// Each document is capped at its end, so that appending to one cannot reach the next.
 	e := &b.enc
 	e.r, e.buf = b.red, b.buf
@@ -120,6 +123,21 @@ func (b *rowBatch) rowOf(rec, red *Record) ([]any, error) {
 	red.canon = nil
 	if b.canon {
 		b.cbuf, e.cbuf, e.canon = e.cbuf, nil, false
+		// A document whose jsonb text was made is stored as that text: PostgreSQL parses it
+		// into the same jsonb, and the JSON bytes, written only to make it, are not kept.
+		kept := false
+		for k, doc := range [4]*[]byte{&d.before, &d.after, &d.diff, &d.meta} {
+			switch {
+			case *doc == nil:
+			case texts[k] == nil:
+				kept = true
+			default:
+				*doc = texts[k]
+			}
+		}
+		if !kept {
+			b.buf = b.buf[:bufStart]
+		}
 		if len(b.canons) == 0 {
 			b.canons = make([]rowCanon, max(len(b.vals)/b.stride, 1))
 		}

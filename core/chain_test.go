@@ -83,6 +83,11 @@ func TestChainEncodingWorkedExample(t *testing.T) {
 	if h != sha256.Sum256(enc) {
 		t.Fatal("ChainHash differs from SHA-256 of Encode")
 	}
+	// A row whose encoding is larger than the room ChainHash keeps on the stack.
+	f[16] = bytes.Repeat([]byte(`{"k": "v"}`), 1000)
+	if ChainHash(&f) != sha256.Sum256(f.Encode(nil)) {
+		t.Fatal("ChainHash differs from SHA-256 of Encode for a 10 kB row")
+	}
 }
 
 // TestChainEncodingFraming: NULL, empty and non-empty values encode differently, and moving a

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -405,4 +407,100 @@ func BenchmarkWriterVsCopy(b *testing.B) {
 	b.Run("copy-2conn-chained", func(b *testing.B) { copyRows(b, 2, true) })
 	b.Run("writer", func(b *testing.B) { writer(b, 0, false) })
 	b.Run("writer-nochain", func(b *testing.B) { writer(b, 0, true) })
+}
+
+// BenchmarkRowCost measures what PostgreSQL spends storing one audit row, chained, as the
+// migrations leave audit_logs and with parts of it taken away: COPY of pre-encoded rows on one
+// connection, in batches of 500, so that the rate is the backend's. pg-cpu-ns/op is the CPU time
+// of that backend (from /proc, on Linux with PostgreSQL on the same machine; left out
+// otherwise); the WAL writer and checkpointer are not in it.
+//
+//	go test -run '^$' -bench 'RowCost' -benchtime 50000x ./core
+func BenchmarkRowCost(b *testing.B) {
+	type variant struct {
+		name string
+		drop []string
+	}
+	indexes := []string{"audit_logs_search_idx", "audit_logs_tenant_time_idx", "audit_logs_tenant_resource_idx",
+		"audit_logs_tenant_actor_idx", "audit_logs_request_id_idx", "audit_logs_trace_idx", "audit_logs_occurred_brin_idx"}
+	triggers := []string{`DROP TRIGGER audit_logs_notify ON audit_logs`, `DROP TRIGGER audit_stats_touch_insert ON audit_logs`}
+	variants := []variant{{"as-migrated", nil}}
+	var all []string
+	for _, ix := range indexes {
+		variants = append(variants, variant{"without-" + strings.TrimPrefix(ix, "audit_logs_"), []string{`DROP INDEX ` + ix}})
+		all = append(all, `DROP INDEX `+ix)
+	}
+	variants = append(variants, variant{"without-insert-triggers", triggers},
+		variant{"primary-key-and-chain-only", append(all, triggers...)},
+		variant{"as-migrated-again", nil}) // the first and last runs show how much the order moves them
+	for _, v := range variants {
+		b.Run(v.name, func(b *testing.B) {
+			db := pgtest.New(b)
+			ctx := context.Background()
+			for _, q := range v.drop {
+				if _, err := db.Pool.Exec(ctx, q); err != nil {
+					b.Fatalf("%s: %v", q, err)
+				}
+			}
+			truncate(b, db)
+			red := core.NewRedactor(nil, nil)
+			rows := make([][]any, b.N)
+			for i := range rows {
+				rows[i] = core.RowValuesForBenchmark(red, benchRecord(i))
+			}
+			rows, err := core.LinkRowsForBenchmark(rows)
+			if err != nil {
+				b.Fatal(err)
+			}
+			cols := append(slices.Clip(core.Columns), core.ChainColumns...)
+			conn, err := db.Pool.Acquire(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Release()
+			var pid int
+			if err := conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+				b.Fatal(err)
+			}
+			cpu0, cpuOK := backendCPU(pid)
+			b.ResetTimer()
+			for i := 0; i < len(rows); i += 500 {
+				batch := rows[i:min(i+500, len(rows))]
+				if _, err := conn.CopyFrom(ctx, pgx.Identifier{db.Schema, "audit_logs"}, cols, pgx.CopyFromRows(batch)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+			if cpu1, ok := backendCPU(pid); ok && cpuOK {
+				b.ReportMetric(float64(cpu1-cpu0)/float64(b.N), "pg-cpu-ns/op")
+			}
+		})
+	}
+}
+
+// backendCPU returns the CPU time a process on this machine used so far (user and system), read
+// from /proc/<pid>/stat in clock ticks of 10 ms; false where that cannot be read.
+func backendCPU(pid int) (time.Duration, bool) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	// The fields after the command (in parentheses, which may hold blanks): state is field 3,
+	// utime and stime are fields 14 and 15.
+	s := string(data)
+	end := strings.LastIndexByte(s, ')')
+	if end < 0 {
+		return 0, false
+	}
+	f := strings.Fields(s[end+1:])
+	if len(f) < 13 {
+		return 0, false
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, true
 }

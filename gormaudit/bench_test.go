@@ -180,8 +180,8 @@ func BenchmarkBulkUpdate1000(b *testing.B) {
 	}
 }
 
-// Paired benchmarks run one operation on every variant per iteration, alternating their order,
-// and report each variant's mean time and its ratio to bare GORM: on a shared, noisy machine the
+// Paired benchmarks run one operation on every variant per iteration, in a random order, and
+// report each variant's mean time and its ratio to bare GORM: on a shared, noisy machine the
 // variants then see the same load, which separate sub-benchmarks running seconds apart do not.
 // The asynchronous Writer is left out of them: its COPY would run under the other variants'
 // operations and slow them all. Allocations per operation come from the benchmarks above.

@@ -469,6 +469,98 @@ func (cc *chainCache) linkAhead(keys []string, rows [][]any, fields []*ChainFiel
 	return lb, nil, nil
 }
 
+// prelinked is a batch the Writer's encoding goroutine linked after the heads its chains had in
+// the sink's cache at the time (PostgresSink.prelink), while a worker stored the batch before.
+type prelinked struct {
+	keys []string
+	rows [][]any               // the rows with their links, in place in the rows given
+	prev map[string]chainHead  // the heads it was linked after
+	next map[string]*chainHead // the heads it moves them to
+}
+
+// prelink links the batch recs, which the Writer encoded and is about to hand to the sink, after
+// the heads the cache holds for its chains now, and keeps the result on its first record: the
+// rows are hashed while a worker stores the batch before, not by the worker that stores them.
+// The links are only a guess. writeLinked takes them (adopt) only when the cache still holds
+// those heads. Otherwise it links the batch itself, as it does when nothing is kept. A batch
+// whose chains have no known head in the cache is not linked here.
+func (s *PostgresSink) prelink(recs []*Record) {
+	if len(recs) == 0 {
+		return
+	}
+	rows := make([][]any, len(recs))
+	for i, r := range recs {
+		if r.row == nil {
+			return
+		}
+		rows[i] = r.row
+	}
+	fields, err := prepareChainRecs(rows, recs)
+	if err != nil {
+		return
+	}
+	recs[0].link = s.heads.speculate(chainKeys(rows), rows, fields)
+}
+
+// speculate links rows after the heads the cache holds for keys, without moving them; nil when
+// a chain of the batch has no known head.
+func (cc *chainCache) speculate(keys []string, rows [][]any, fields []*ChainFields) *prelinked {
+	prev := make(map[string]chainHead, len(keys))
+	cc.mu.Lock()
+	for _, k := range keys {
+		h, found := cc.heads[k]
+		if !found || !h.known {
+			cc.mu.Unlock()
+			return nil
+		}
+		prev[k] = h.head
+	}
+	cc.mu.Unlock()
+	c := newChainer(len(rows))
+	for k, h := range prev {
+		c.heads[k] = &chainHead{seq: h.seq, hash: h.hash}
+	}
+	out := make([][]any, len(rows))
+	for i, row := range rows {
+		var err error
+		if out[i], err = c.link(row, fields[i]); err != nil {
+			return nil
+		}
+	}
+	return &prelinked{keys: keys, rows: out, prev: prev, next: c.heads}
+}
+
+// adopt is linkAhead for a batch the encoding goroutine linked (pl, nil when it did not): when
+// pl holds these rows, linked in place, and the cache still holds the heads pl was linked after,
+// it moves them past the batch as linkAhead does and returns the batch. Otherwise it returns
+// nil and changes nothing.
+func (cc *chainCache) adopt(keys []string, rows [][]any, pl *prelinked) *linkedBatch {
+	if pl == nil || len(pl.rows) != len(rows) || !slices.Equal(pl.keys, keys) {
+		return nil
+	}
+	for i, row := range rows {
+		if len(row) == 0 || len(pl.rows[i]) == 0 || &pl.rows[i][0] != &row[0] {
+			return nil
+		}
+	}
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	lb := &linkedBatch{keys: keys, rows: pl.rows, prev: pl.prev, next: pl.next, done: make(chan struct{})}
+	for _, k := range keys {
+		h, found := cc.heads[k]
+		if !found || !h.known || h.head != pl.prev[k] {
+			return nil
+		}
+		if h.done != nil && !slices.Contains(lb.wait, h.done) {
+			lb.wait = append(lb.wait, h.done)
+		}
+	}
+	for k, h := range pl.next {
+		cc.heads[k] = cachedHead{head: *h, known: true, done: lb.done}
+	}
+	return lb
+}
+
 // forget drops the heads of keys, so that the next batches of those chains read their heads from
 // the database under its locks.
 func (cc *chainCache) forget(keys []string) {
@@ -529,7 +621,7 @@ func (cc *chainCache) unclaim(keys []string, published chan struct{}) {
 //
 // The connection is acquired before the batch is linked, so that a batch waiting for the one
 // linked before it never holds a connection that one still needs.
-func (s *PostgresSink) writeLinked(ctx context.Context, rows [][]any, fields []*ChainFields) (stored bool, err error) {
+func (s *PostgresSink) writeLinked(ctx context.Context, rows [][]any, fields []*ChainFields, pl *prelinked) (stored bool, err error) {
 	conn, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return false, err
@@ -547,7 +639,12 @@ func (s *PostgresSink) writeLinked(ctx context.Context, rows [][]any, fields []*
 		conn.Release()
 	}()
 	keys := chainKeys(rows)
-	lb, wait, err := s.heads.linkAhead(keys, rows, fields)
+	var wait chan struct{}
+	lb := s.heads.adopt(keys, rows, pl)
+	adopted := lb != nil
+	if !adopted {
+		lb, wait, err = s.heads.linkAhead(keys, rows, fields)
+	}
 	for wait != nil {
 		select {
 		case <-wait:
@@ -606,5 +703,8 @@ func (s *PostgresSink) writeLinked(ctx context.Context, rows [][]any, fields []*
 	}
 	began = false
 	s.ahead.Add(1)
+	if adopted {
+		s.adopted.Add(1)
+	}
 	return true, nil
 }

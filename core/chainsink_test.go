@@ -138,7 +138,7 @@ func linkedAfterLost(t *testing.T, encode func([]*Record) ([][]any, error)) {
 	if fields, err = prepareChainRows(next); err != nil {
 		t.Fatal(err)
 	}
-	stored, err := s.writeLinked(ctx, next, fields)
+	stored, err := s.writeLinked(ctx, next, fields, nil)
 	if err != nil || stored {
 		t.Fatalf("a batch linked after a lost one: stored %v, error %v", stored, err)
 	}
@@ -182,7 +182,7 @@ func TestChainClaimedHeads(t *testing.T) {
 		fields, err := prepareChainRows(rows)
 		if err == nil {
 			var ok bool
-			if ok, err = fresh.writeLinked(ctx, rows, fields); err == nil && !ok {
+			if ok, err = fresh.writeLinked(ctx, rows, fields, nil); err == nil && !ok {
 				err = errors.New("not linked ahead after the published heads")
 			}
 		}
@@ -214,4 +214,133 @@ func TestChainClaimedHeads(t *testing.T) {
 	if lengths := verifyChains(t, db.Pool); lengths["t_alpha"] != 3 || lengths["t_beta"] != 3 || lengths[""] != 3 {
 		t.Fatalf("chain lengths %v, want 3 each", lengths)
 	}
+}
+
+// encodedBatch returns the records of chainBatch(p, n) as the Writer hands a chained sink a
+// batch it encoded: each with its row, made with room for the chain's columns, and the jsonb
+// texts and chain fields made on the way.
+func encodedBatch(t *testing.T, p string, n int) []*Record {
+	t.Helper()
+	rb := newRowBatch(NewRedactor(nil, nil), n)
+	rb.chain()
+	reds := make([]Record, n)
+	out := make([]*Record, n)
+	for i, r := range chainBatch(p, n) {
+		row, err := rb.rowOf(r, &reds[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		rb.prepareChain(row, &reds[i])
+		reds[i].row = row
+		out[i] = &reds[i]
+	}
+	return out
+}
+
+// TestChainPrelinked: a batch the Writer's encoding goroutine linked after the cached heads is
+// stored with those links when the heads have not moved since; when another batch moved them
+// first, its links are dropped and it is linked again after that batch. The chains verify either
+// way, and the links are taken by one write only.
+func TestChainPrelinked(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	s := NewPostgresSink(db.Pool, PostgresSinkOptions{Schema: db.Schema})
+	first := encodedBatch(t, "first", 3)
+	s.prelink(first)
+	if first[0].link != nil {
+		t.Fatal("a batch was linked before the sink knew any head")
+	}
+	if err := s.Write(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+
+	second := encodedBatch(t, "second", 3)
+	s.prelink(second)
+	if second[0].link == nil {
+		t.Fatal("a batch was not linked ahead after known heads")
+	}
+	if err := s.Write(ctx, second); err != nil {
+		t.Fatal(err)
+	}
+	if second[0].link != nil {
+		t.Fatal("the links made ahead were left for another write")
+	}
+	if a, b := s.adopted.Load(), s.ahead.Load(); a != 1 || b != 1 {
+		t.Fatalf("%d batches stored with the links made ahead, %d linked ahead; want 1 and 1", a, b)
+	}
+
+	// The third batch is linked after the second's heads, but the fourth is stored first.
+	third := encodedBatch(t, "third", 3)
+	s.prelink(third)
+	if third[0].link == nil {
+		t.Fatal("the third batch was not linked ahead")
+	}
+	if err := s.Write(ctx, encodedBatch(t, "fourth", 3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(ctx, third); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := s.adopted.Load(), s.ahead.Load(); a != 1 || b != 3 {
+		t.Fatalf("%d batches stored with the links made ahead, %d linked ahead; want 1 and 3", a, b)
+	}
+	if lengths := verifyChains(t, db.Pool); lengths["t_alpha"] != 4 || lengths["t_beta"] != 4 || lengths[""] != 4 {
+		t.Fatalf("chain lengths %v, want 4 each", lengths)
+	}
+	rep, err := Verify(ctx, db.Pool, "t_alpha", VerifyOptions{Schema: db.Schema})
+	if err != nil || !rep.OK {
+		t.Fatalf("verify: %+v, %v", rep, err)
+	}
+
+	// Links made for other rows (the same records encoded again) are not taken.
+	fifth := encodedBatch(t, "fifth", 3)
+	s.prelink(fifth)
+	again := encodedBatch(t, "fifth", 3)
+	again[0].link, fifth[0].link = fifth[0].link, nil
+	if err := s.Write(ctx, again); err != nil {
+		t.Fatal(err)
+	}
+	if a := s.adopted.Load(); a != 1 {
+		t.Fatalf("links made for other rows were taken (%d)", a)
+	}
+	if lengths := verifyChains(t, db.Pool); lengths["t_alpha"] != 5 {
+		t.Fatalf("chain lengths %v, want 5 each", lengths)
+	}
+}
+
+// TestWriterPrelinks: a Writer with one worker links each batch while the batch before is
+// stored, and its sink stores batches with those links; every chain verifies.
+func TestWriterPrelinks(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	s := NewPostgresSink(db.Pool, PostgresSinkOptions{Schema: db.Schema})
+	w := NewWriter(s, WriterOptions{BatchSize: 20, Workers: 1, QueueSize: 2000, FlushInterval: time.Hour})
+	defer func() { _ = w.Close(ctx) }()
+	// Batches are written until one is stored with its links made ahead, which a batch encoded
+	// while the one before it was stored is, unless a goroutine waited long for a core.
+	n := 0
+	for round := 0; round < 20 && s.adopted.Load() == 0; round++ {
+		for range 200 {
+			if err := w.Enqueue(chainRecord("w", n)); err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+		if err := w.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s.adopted.Load() == 0 {
+		t.Fatalf("none of %d batches was stored with links made ahead", n/20)
+	}
+	if got := db.Count(t); got != n {
+		t.Fatalf("audit_logs has %d rows, want %d", got, n)
+	}
+	for _, k := range chainTenants {
+		rep, err := Verify(ctx, db.Pool, k, VerifyOptions{Schema: db.Schema})
+		if err != nil || !rep.OK {
+			t.Fatalf("verify %q: %+v, %v", k, rep, err)
+		}
+	}
+	t.Logf("%d of %d batches stored with links made ahead", s.adopted.Load(), n/20)
 }

@@ -35,6 +35,7 @@ type PostgresSink struct {
 	chain     chainSQL
 	heads     chainCache    // the heads of the chains this sink appended to
 	ahead     atomic.Uint64 // batches stored linked ahead (writeLinked)
+	adopted   atomic.Uint64 // of those, the batches linked by the Writer's encoding goroutine (prelink)
 	chainCols []string      // Columns, then ChainColumns
 	pii       *PIICipher
 	piiSQL    piiSQL
@@ -88,13 +89,18 @@ func (*PostgresSink) storesRows() {}
 
 // Write stores recs in one COPY. See the Sink contract.
 func (s *PostgresSink) Write(ctx context.Context, recs []*Record) error {
+	var pl *prelinked
+	if len(recs) > 0 {
+		// The links the Writer made ahead serve this attempt only: a later one links again.
+		pl, recs[0].link = recs[0].link, nil
+	}
 	rows, err := encodeRows(recs)
 	if err != nil {
 		return err
 	}
 	s.bin.check(ctx, s.pool)
 	if s.chained {
-		return s.writeChainedRecs(ctx, rows, recs)
+		return s.writeChainedRecs(ctx, rows, recs, pl)
 	}
 	if s.pii != nil {
 		if rows, err = s.pii.encryptRows(ctx, pgxQuery(s.pool), s.piiSQL, rows); err != nil {
@@ -126,13 +132,13 @@ func (s *PostgresSink) Write(ctx context.Context, recs []*Record) error {
 // batch committed, or a record is in the batch twice) it runs again in a new transaction that
 // skips the ids already stored.
 func (s *PostgresSink) writeChainedBatch(ctx context.Context, rows [][]any) error {
-	return s.writeChainedRecs(ctx, rows, nil)
+	return s.writeChainedRecs(ctx, rows, nil, nil)
 }
 
 // writeChainedRecs is writeChainedBatch for the rows of recs (recs[i] carries rows[i], or recs
 // is nil): the jsonb texts the records carry for their rows' documents are used, not parsed again,
 // unless personal values are encrypted (which rewrites the documents).
-func (s *PostgresSink) writeChainedRecs(ctx context.Context, rows [][]any, recs []*Record) error {
+func (s *PostgresSink) writeChainedRecs(ctx context.Context, rows [][]any, recs []*Record, pl *prelinked) error {
 	var (
 		fields []*ChainFields
 		stored bool
@@ -144,7 +150,7 @@ func (s *PostgresSink) writeChainedRecs(ctx context.Context, rows [][]any, recs 
 		if fields, err = prepareChainRecs(rows, recs); err != nil {
 			return err
 		}
-		stored, err = s.writeLinked(ctx, rows, fields)
+		stored, err = s.writeLinked(ctx, rows, fields, pl)
 	}
 	if err == nil && !stored {
 		err = s.writeChained(ctx, rows, fields, false)

@@ -211,6 +211,10 @@ type Record struct {
 	// canon holds the jsonb texts of row's documents when the Writer wrote them while it encoded
 	// the row for a hash chain (see canon.go); nil otherwise.
 	canon *rowCanon
+	// link, on the first record of a batch the Writer encoded for a chained PostgresSink, is the
+	// batch linked ahead by the encoding goroutine (see PostgresSink.prelink); taken, once, by
+	// the batch's first write.
+	link *prelinked
 
 	// rawQuery is the query string SetRawQuery gave, parsed into Query when the record is
 	// redacted for writing.

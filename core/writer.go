@@ -1116,6 +1116,10 @@ func (w *Writer) encode(batch []*Record) {
 		reds[i].row = row
 		batch[i] = &reds[i]
 	}
+	if s, ok := w.sink.(*PostgresSink); ok && rb.canon {
+		// Linked here, while a worker stores the batch before, when the heads are known.
+		s.prelink(batch)
+	}
 }
 
 // encodeOne returns the redacted record the Writer keeps for r and its row. With a sink that

@@ -44,3 +44,7 @@ func LinkRowsForBenchmark(rows [][]any) ([][]any, error) {
 
 // LinkedAheadForBenchmark returns how many batches s stored linked ahead of their transaction.
 func LinkedAheadForBenchmark(s *PostgresSink) uint64 { return s.ahead.Load() }
+
+// PrelinkedForBenchmark returns how many of those batches s stored with the links the Writer's
+// encoding goroutine made (prelink).
+func PrelinkedForBenchmark(s *PostgresSink) uint64 { return s.adopted.Load() }

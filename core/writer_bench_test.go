@@ -387,6 +387,8 @@ func BenchmarkWriterVsCopy(b *testing.B) {
 		if !noChain { // every row is a link of the one chain, in order
 			// The batches linked ahead of their transaction (the others took the heads' locks first).
 			b.ReportMetric(float64(core.LinkedAheadForBenchmark(sink)), "ahead-batches")
+			// Of those, the batches linked by the Writer's encoding goroutine, not by the worker.
+			b.ReportMetric(float64(core.PrelinkedForBenchmark(sink)), "prelinked-batches")
 			rep, err := core.Verify(ctx, db.Pool, "tenant-42", core.VerifyOptions{Schema: db.Schema})
 			if err != nil {
 				b.Fatal(err)

@@ -285,6 +285,25 @@ func BenchmarkPairedUpdate(b *testing.B) {
 		})
 }
 
+// BenchmarkPairedUpdateAlone is BenchmarkPairedUpdate with bare GORM and the capture only: no
+// other variant's work runs between their operations. Interleaved with the floor and the
+// in-transaction variant as well, the capture's share grows (its longer path through the
+// plugin, the driver and PostgreSQL runs colder when more runs between two of its operations);
+// bare GORM's does not. BENCHMARKS.md gives both.
+func BenchmarkPairedUpdateAlone(b *testing.B) {
+	runPaired(b, []string{"bare", "capture"},
+		func(b *testing.B, d *benchDB) {
+			if err := d.db.Create(&BenchItem{ID: 1, SKU: "one"}).Error; err != nil {
+				b.Fatal(err)
+			}
+		},
+		func(b *testing.B, d *benchDB, i int) {
+			if err := d.db.WithContext(d.ctx()).Model(&BenchItem{ID: 1}).Update("qty", i).Error; err != nil {
+				b.Fatal(err)
+			}
+		})
+}
+
 func BenchmarkPairedBulkUpdate1000(b *testing.B) {
 	runPaired(b, []string{"bare", "capture", "intx"},
 		func(b *testing.B, d *benchDB) {

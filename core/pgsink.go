@@ -90,8 +90,9 @@ func (*PostgresSink) storesRows() {}
 // Write stores recs in one COPY. See the Sink contract.
 func (s *PostgresSink) Write(ctx context.Context, recs []*Record) error {
 	var pl *prelinked
-	if len(recs) > 0 {
+	if len(recs) > 0 && recs[0].link != nil {
 		// The links the Writer made ahead serve this attempt only: a later one links again.
+		// Only the Writer's own records carry links; a caller's records are not written to.
 		pl, recs[0].link = recs[0].link, nil
 	}
 	rows, err := encodeRows(recs)

@@ -314,13 +314,13 @@ func TestWriterPrelinks(t *testing.T) {
 	db := pgtest.New(t)
 	ctx := context.Background()
 	s := NewPostgresSink(db.Pool, PostgresSinkOptions{Schema: db.Schema})
-	w := NewWriter(s, WriterOptions{BatchSize: 20, Workers: 1, QueueSize: 2000, FlushInterval: time.Hour})
+	w := NewWriter(s, WriterOptions{BatchSize: 50, Workers: 1, QueueSize: 2000, FlushInterval: time.Hour})
 	defer func() { _ = w.Close(ctx) }()
 	// Batches are written until one is stored with its links made ahead, which a batch encoded
 	// while the one before it was stored is, unless a goroutine waited long for a core.
 	n := 0
 	for round := 0; round < 20 && s.adopted.Load() == 0; round++ {
-		for range 200 {
+		for range 500 {
 			if err := w.Enqueue(chainRecord("w", n)); err != nil {
 				t.Fatal(err)
 			}
@@ -331,7 +331,7 @@ func TestWriterPrelinks(t *testing.T) {
 		}
 	}
 	if s.adopted.Load() == 0 {
-		t.Fatalf("none of %d batches was stored with links made ahead", n/20)
+		t.Fatalf("none of %d batches was stored with links made ahead", n/50)
 	}
 	if got := db.Count(t); got != n {
 		t.Fatalf("audit_logs has %d rows, want %d", got, n)
@@ -342,7 +342,7 @@ func TestWriterPrelinks(t *testing.T) {
 			t.Fatalf("verify %q: %+v, %v", k, rep, err)
 		}
 	}
-	t.Logf("%d of %d batches stored with links made ahead", s.adopted.Load(), n/20)
+	t.Logf("%d of %d batches stored with links made ahead", s.adopted.Load(), n/50)
 }
 
 // TestWriterPrelinksManyWorkers: with four workers and batches that span several tenants, the

@@ -154,6 +154,19 @@ func (c *chainer) link(row []any, f *ChainFields) ([]any, error) {
 	return c.vals[start:len(c.vals):len(c.vals)], nil
 }
 
+// linkAll links rows, in order, with their fields (see link); a row that cannot be linked is
+// rejected with its index.
+func (c *chainer) linkAll(rows [][]any, fields []*ChainFields) ([][]any, error) {
+	out := make([][]any, len(rows))
+	for i, row := range rows {
+		var err error
+		if out[i], err = c.link(row, fields[i]); err != nil {
+			return nil, &RejectedError{Index: i, Err: err}
+		}
+	}
+	return out, nil
+}
+
 // advanceArgs returns the arguments of chainSQL.advance: the heads as three arrays.
 func (c *chainer) advanceArgs() (keys []string, seqs []int64, hashes [][]byte) {
 	for k, h := range c.heads {
@@ -455,12 +468,9 @@ func (cc *chainCache) linkAhead(keys []string, rows [][]any, fields []*ChainFiel
 			lb.wait = append(lb.wait, h.done)
 		}
 	}
-	lb.rows = make([][]any, len(rows))
-	for i, row := range rows {
-		var err error
-		if lb.rows[i], err = c.link(row, fields[i]); err != nil {
-			return nil, nil, &RejectedError{Index: i, Err: err}
-		}
+	var err error
+	if lb.rows, err = c.linkAll(rows, fields); err != nil {
+		return nil, nil, err
 	}
 	for k, h := range c.heads {
 		cc.heads[k] = cachedHead{head: *h, known: true, done: lb.done}
@@ -520,12 +530,9 @@ func (cc *chainCache) speculate(keys []string, rows [][]any, fields []*ChainFiel
 	for k, h := range prev {
 		c.heads[k] = &chainHead{seq: h.seq, hash: h.hash}
 	}
-	out := make([][]any, len(rows))
-	for i, row := range rows {
-		var err error
-		if out[i], err = c.link(row, fields[i]); err != nil {
-			return nil
-		}
+	out, err := c.linkAll(rows, fields)
+	if err != nil {
+		return nil
 	}
 	return &prelinked{keys: keys, rows: out, prev: prev, next: c.heads}
 }

@@ -173,7 +173,7 @@ func (c *stmtConn) ExecContext(ctx context.Context, query string, args ...any) (
 		return nil, err
 	}
 	// The columns are those the locking read returned, of the same table, still locked.
-	st.out, _, _, err = scanResult(rows, st.m, scanShape{nextra: st.nextra, xid: id, kinds: st.knownKinds()}, st.itemiseAfter)
+	st.out, _, _, err = scanResult(rows, st.m, scanShape{nextra: st.nextra, xid: id, kinds: st.knownKinds(), rows: len(st.before)}, st.itemiseAfter)
 	if err != nil {
 		return nil, fmt.Errorf("gormaudit: reading the rows %s changed: %w", st.table, err)
 	}

@@ -89,6 +89,9 @@ type scanShape struct {
 	// table's lock keeps their types from changing. The column types are not read then, and
 	// pkType is returned empty.
 	kinds []colKind
+	// rows is how many rows the result is expected to hold, when the caller knows (a statement
+	// pinned to the rows read before it): the rows are then allocated at once, not grown into.
+	rows int
 }
 
 // scanResult reads a result whose model columns follow shape.lead columns of another reader's
@@ -142,6 +145,9 @@ func scanResult(rows *sql.Rows, m *model, shape scanShape, itemise func(i int, k
 		ptrs[i] = &all[i]
 	}
 	vals := all[lead:]
+	if shape.rows > 0 {
+		out = make([]row, 0, shape.rows)
+	}
 	var pks []any // backing store of the rows' keys, allocated in chunks
 	var keys keyTexts
 	need := m.npk // key values per result row

@@ -2,7 +2,9 @@
 // generator: GET of one row, POST of a row and PATCH of one column of a row, served without
 // auditing (-mode bare) or with ginaudit.Middleware, gormaudit.Register and a core.Writer storing
 // the records in PostgreSQL (-mode audited: every request is recorded, anonymous ones too;
-// requests with an HS256 bearer token are verified).
+// requests with an HS256 bearer token are verified), or audited with a Writer that encodes every
+// record and stores none (-mode unstored: what the application's process and its statements pay,
+// without PostgreSQL's work on the audit rows).
 // run.sh starts one server per mode and drives them with wrk, interleaved.
 //
 //	go run ./internal/e2ebench -mode audited -schema e2e_audited -addr 127.0.0.1:18082
@@ -73,7 +75,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	addr := fs.String("addr", "127.0.0.1:18080", "listen address")
 	dbURL := fs.String("db", "postgres://postgres@127.0.0.1:5432/test?sslmode=disable", "PostgreSQL URL")
 	schemaName := fs.String("schema", "e2ebench", "schema of the service's table (and of audit_logs when audited)")
-	mode := fs.String("mode", "bare", "bare (no auditing) or audited")
+	mode := fs.String("mode", "bare", "bare (no auditing), audited, or unstored (audited, the records encoded and discarded)")
 	rows := fs.Int("rows", 1000, "rows of e2e_items at start (the table is emptied first)")
 	secret := fs.String("secret", "e2ebench-secret-0123456789abcdef0123456789", "HS256 secret, at least 32 bytes")
 	token := fs.Bool("token", false, "print a bearer token for -secret, valid for a day, and exit")
@@ -103,13 +105,13 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		_, err = fmt.Fprintln(stdout, s)
 		return err
 	}
-	if *mode != "bare" && *mode != "audited" {
-		return fmt.Errorf("-mode must be bare or audited, not %q", *mode)
+	if *mode != "bare" && *mode != "audited" && *mode != "unstored" {
+		return fmt.Errorf("-mode must be bare, audited or unstored, not %q", *mode)
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	gin.SetMode(gin.ReleaseMode)
-	svc, err := open(ctx, *dbURL, *schemaName, *mode == "audited", *secret, *rows, *pool, *dropIndex, *fresh)
+	svc, err := open(ctx, *dbURL, *schemaName, *mode, *secret, *rows, *pool, *dropIndex, *fresh)
 	if err != nil {
 		return err
 	}
@@ -138,7 +140,7 @@ type service struct {
 	engine *gin.Engine
 }
 
-func open(ctx context.Context, dbURL, schemaName string, audited bool, secret string, rows, maxConns int, dropIndex string, fresh bool) (*service, error) {
+func open(ctx context.Context, dbURL, schemaName, mode string, secret string, rows, maxConns int, dropIndex string, fresh bool) (*service, error) {
 	dsn, err := withSearchPath(dbURL, schemaName)
 	if err != nil {
 		return nil, err
@@ -158,6 +160,7 @@ func open(ctx context.Context, dbURL, schemaName string, audited bool, secret st
 	}
 	svc := &service{}
 	var cfg core.Config
+	audited := mode != "bare"
 	if audited {
 		if _, err := schema.Migrate(ctx, pool, schema.WithSchema(schemaName)); err != nil {
 			return nil, err
@@ -177,7 +180,9 @@ func open(ctx context.Context, dbURL, schemaName string, audited bool, secret st
 			// whether or not wrk sends a token (by default an anonymous GET stores nothing).
 			LogAnonymous: true,
 		}
-		if svc.writer, err = core.Open(ctx, cfg); err != nil {
+		if mode == "unstored" {
+			svc.writer = core.NewWriter(discardRows{}, core.WriterOptions{})
+		} else if svc.writer, err = core.Open(ctx, cfg); err != nil {
 			return nil, err
 		}
 	}
@@ -224,11 +229,22 @@ SELECT 'sku-' || i, 'item ' || i, 1, 100, now() FROM generate_series(1, $1::int)
 	return err
 }
 
+// discardRows is the unstored mode's sink: it takes the records as encoded rows, as the
+// PostgreSQL sink does, so that the Writer redacts and encodes them as it would to store them,
+// and then drops them.
+type discardRows struct{}
+
+func (discardRows) Write(context.Context, []*core.Record) error { return nil }
+func (discardRows) TakesRows()                                  {}
+
 func (s *service) close() {
 	if s.writer != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		_ = s.writer.Close(ctx)
+		st := s.writer.Stats()
+		fmt.Fprintf(os.Stderr, "e2ebench: the writer stored %d records in %d batches (dropped %d, failed %d)\n",
+			st.Written, st.Batches, st.Dropped, st.Failed)
 	}
 	if s.db != nil {
 		if sqlDB, err := s.db.DB(); err == nil {

@@ -7,6 +7,9 @@
 #   internal/e2ebench/run.sh                    # 2 rounds, 15 s per run, 2 threads, 16 connections
 #   ROUNDS=3 DURATION=15s internal/e2ebench/run.sh
 #   DROP_INDEX=audit_logs_search_idx internal/e2ebench/run.sh   # audited without the full-text index
+#   MODES="bare unstored audited" internal/e2ebench/run.sh
+#                                  # also audited with every record encoded and none stored (mode
+#                                  # unstored): the audit rows' cost in PostgreSQL is the difference
 #   OTHER_BIN=/tmp/old/e2ebench MODES="bare audited other" internal/e2ebench/run.sh
 #                                  # also an audited server built from another commit (mode other)
 #   OTHER_BIN=... OTHER_DROP_INDEX= DROP_INDEX=audit_logs_search_idx MODES="bare audited other" ...
@@ -64,6 +67,10 @@ trap cleanup EXIT INT TERM
 "$BIN" -fresh -mode bare -schema e2e_bare -addr 127.0.0.1:18081 -db "$DB" > "$OUT/bare.log" 2>&1 & PIDS="$PIDS $!"
 "$BIN" -fresh -mode audited -schema e2e_audited -addr 127.0.0.1:18082 -db "$DB" -drop-index "$DROP_INDEX" > "$OUT/audited.log" 2>&1 & PIDS="$PIDS $!"
 PORTS="18081 18082"
+case " $MODES " in *" unstored "*)
+  "$BIN" -fresh -mode unstored -schema e2e_unstored -addr 127.0.0.1:18084 -db "$DB" > "$OUT/unstored.log" 2>&1 & PIDS="$PIDS $!"
+  PORTS="$PORTS 18084";;
+esac
 if [ -n "$OTHER_BIN" ]; then
   "$OTHER_BIN" -fresh -mode audited -schema e2e_other -addr 127.0.0.1:18083 -db "$DB" -drop-index "$OTHER_DROP_INDEX" > "$OUT/other.log" 2>&1 & PIDS="$PIDS $!"
   PORTS="$PORTS 18083"
@@ -87,6 +94,7 @@ while [ $r -le "$ROUNDS" ]; do
       port=18082; tok=""
       [ "$mode" = bare ] && port=18081
       [ "$mode" = other ] && port=18083
+      [ "$mode" = unstored ] && port=18084
       [ "$mode" = jwt ] && tok=$TOKEN_VALUE
       load=$(cut -d' ' -f1 /proc/loadavg)
       line=$(ENDPOINT=$ep TOKEN=$tok wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" -s "$LUA" "http://127.0.0.1:$port" | grep '^RESULT')

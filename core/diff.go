@@ -24,8 +24,16 @@ func Diff(before, after map[string]any, skip func(field string) bool) map[string
 		}
 		d[k] = Change{From: b, To: a}
 	}
+	shared := 0 // fields of after that before has too
 	for k, a := range after {
-		add(k, before[k], a)
+		b, ok := before[k]
+		if ok {
+			shared++
+		}
+		add(k, b, a)
+	}
+	if shared == len(before) {
+		return d // before has no field that after lacks: the usual update, whose images share their fields
 	}
 	for k, b := range before {
 		if _, ok := after[k]; !ok {

@@ -36,6 +36,14 @@ func TestDiff(t *testing.T) {
 	if d := core.Diff(nil, map[string]any{"a": 1}, nil); !reflect.DeepEqual(d, map[string]core.Change{"a": {From: nil, To: 1}}) {
 		t.Fatalf("Diff of an insert = %v", d)
 	}
+	if d := core.Diff(map[string]any{"a": 1}, nil, nil); !reflect.DeepEqual(d, map[string]core.Change{"a": {From: 1, To: nil}}) {
+		t.Fatalf("Diff of a delete = %v", d)
+	}
+	// As many fields on each side, not the same ones: the field only before is still a change.
+	d := core.Diff(map[string]any{"a": 1, "gone": "x"}, map[string]any{"a": 1, "new": "y"}, nil)
+	if want := map[string]core.Change{"gone": {From: "x", To: nil}, "new": {From: nil, To: "y"}}; !reflect.DeepEqual(d, want) {
+		t.Fatalf("Diff of images with different fields = %v, want %v", d, want)
+	}
 }
 
 func TestMaskChange(t *testing.T) {

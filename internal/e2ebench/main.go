@@ -2,9 +2,10 @@
 // generator: GET of one row, POST of a row and PATCH of one column of a row, served without
 // auditing (-mode bare) or with ginaudit.Middleware, gormaudit.Register and a core.Writer storing
 // the records in PostgreSQL (-mode audited: every request is recorded, anonymous ones too;
-// requests with an HS256 bearer token are verified), or audited with a Writer that encodes every
-// record and stores none (-mode unstored: what the application's process and its statements pay,
-// without PostgreSQL's work on the audit rows).
+// requests with an HS256 bearer token are verified), or audited with a Writer that redacts and
+// encodes every record and stores none (-mode unstored: what the application's process and its
+// statements pay, without PostgreSQL's work on the audit rows and without the hash chain's links,
+// which are made for PostgreSQL's sink only).
 // run.sh starts one server per mode and drives them with wrk, interleaved.
 //
 //	go run ./internal/e2ebench -mode audited -schema e2e_audited -addr 127.0.0.1:18082
@@ -230,8 +231,8 @@ SELECT 'sku-' || i, 'item ' || i, 1, 100, now() FROM generate_series(1, $1::int)
 }
 
 // discardRows is the unstored mode's sink: it takes the records as encoded rows, as the
-// PostgreSQL sink does, so that the Writer redacts and encodes them as it would to store them,
-// and then drops them.
+// PostgreSQL sink does, so that the Writer redacts and encodes them as it would to store them
+// (the hash chain's links apart), and then drops them.
 type discardRows struct{}
 
 func (discardRows) Write(context.Context, []*core.Record) error { return nil }
@@ -243,7 +244,7 @@ func (s *service) close() {
 		defer cancel()
 		_ = s.writer.Close(ctx)
 		st := s.writer.Stats()
-		fmt.Fprintf(os.Stderr, "e2ebench: the writer stored %d records in %d batches (dropped %d, failed %d)\n",
+		fmt.Fprintf(os.Stderr, "e2ebench: the writer's sink took %d records in %d batches (dropped %d, failed %d)\n",
 			st.Written, st.Batches, st.Dropped, st.Failed)
 	}
 	if s.db != nil {

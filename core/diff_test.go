@@ -2,6 +2,7 @@ package core_test
 
 import (
 	"encoding/json"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 	"time"
@@ -82,6 +83,47 @@ func BenchmarkDiff(b *testing.B) {
 	for b.Loop() {
 		if len(core.Diff(before, after, skip)) != 1 {
 			b.Fatal("want one change")
+		}
+	}
+}
+
+// TestDiffAnyFields compares Diff, over images with every relation of their field sets (the same
+// fields, more, fewer, as many but others, none), with the definition: every field of either
+// image whose values differ, a missing field counting as null.
+func TestDiffAnyFields(t *testing.T) {
+	keys := []string{"a", "b", "c", "d", "e", "f", "g", "h", "i", "j"}
+	rng := rand.New(rand.NewPCG(7, 13))
+	image := func() map[string]any {
+		if rng.IntN(8) == 0 {
+			return nil
+		}
+		m := map[string]any{}
+		for _, k := range keys {
+			switch rng.IntN(4) {
+			case 0: // absent
+			case 1:
+				m[k] = nil
+			default:
+				m[k] = int64(rng.IntN(3))
+			}
+		}
+		return m
+	}
+	for range 5000 {
+		before, after := image(), image()
+		want := map[string]core.Change{}
+		for _, k := range keys {
+			b, a := before[k], after[k]
+			if !core.Equal(b, a) {
+				want[k] = core.Change{From: b, To: a}
+			}
+		}
+		got := core.Diff(before, after, nil)
+		if len(want) == 0 {
+			want = nil
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("Diff(%v, %v) = %v, want %v", before, after, got, want)
 		}
 	}
 }

@@ -132,21 +132,30 @@ func TestServiceMetricsAndProbes(t *testing.T) {
 	}
 	const requests = n + 2
 
+	// The requests' records, the verification's own record among them, are all stored once the
+	// writer is idle: wait for a scrape that shows it idle, with every record it accepted written
+	// and the table holding as many rows as it wrote. Waiting for a count of records instead
+	// would race with a record accepted after the response of its request.
 	var m map[string]float64
+	var stored int
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		m = scrape(t, addr)
-		if v, _ := sample(m, "auditkit_writer_records_written_total"); v >= requests {
-			break
+		written, _ := sample(m, "auditkit_writer_records_written_total")
+		accepted, _ := sample(m, "auditkit_writer_records_accepted_total")
+		depth, _ := sample(m, "auditkit_writer_queue_depth")
+		if written >= requests && written == accepted && depth == 0 {
+			if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{db.Schema, "audit_logs"}.Sanitize()).Scan(&stored); err != nil {
+				t.Fatal(err)
+			}
+			if float64(stored) == written {
+				break
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("records written never reached %d: %v", requests, m)
+			t.Fatalf("the writer never settled with at least %d records written and as many stored (%d rows): %v", requests, stored, m)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	var stored int
-	if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{db.Schema, "audit_logs"}.Sanitize()).Scan(&stored); err != nil {
-		t.Fatal(err)
 	}
 	want := map[string]float64{
 		"auditkit_writer_records_written_total":  float64(stored),

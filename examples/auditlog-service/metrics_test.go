@@ -144,6 +144,11 @@ func TestServiceMetricsAndProbes(t *testing.T) {
 		written, _ := sample(m, "auditkit_writer_records_written_total")
 		accepted, _ := sample(m, "auditkit_writer_records_accepted_total")
 		depth, _ := sample(m, "auditkit_writer_queue_depth")
+		dropped, _ := sample(m, "auditkit_writer_records_dropped_total")
+		failed, _ := sample(m, "auditkit_writer_records_failed_total")
+		if dropped > 0 || failed > 0 {
+			break // lost records: reported below
+		}
 		if written >= requests && written == accepted && depth == 0 {
 			if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM `+pgx.Identifier{db.Schema, "audit_logs"}.Sanitize()).Scan(&stored); err != nil {
 				t.Fatal(err)

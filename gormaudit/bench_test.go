@@ -294,18 +294,21 @@ func BenchmarkPairedCreate(b *testing.B) {
 		})
 }
 
+// seedOne and updateOne are the single-row update benchmarks' setup and operation.
+func seedOne(b *testing.B, d *benchDB) {
+	if err := d.db.Create(&BenchItem{ID: 1, SKU: "one"}).Error; err != nil {
+		b.Fatal(err)
+	}
+}
+
+func updateOne(b *testing.B, d *benchDB, i int) {
+	if err := d.db.WithContext(d.ctx()).Model(&BenchItem{ID: 1}).Update("qty", i).Error; err != nil {
+		b.Fatal(err)
+	}
+}
+
 func BenchmarkPairedUpdate(b *testing.B) {
-	runPaired(b, []string{"bare", "floor", "capture", "intx"},
-		func(b *testing.B, d *benchDB) {
-			if err := d.db.Create(&BenchItem{ID: 1, SKU: "one"}).Error; err != nil {
-				b.Fatal(err)
-			}
-		},
-		func(b *testing.B, d *benchDB, i int) {
-			if err := d.db.WithContext(d.ctx()).Model(&BenchItem{ID: 1}).Update("qty", i).Error; err != nil {
-				b.Fatal(err)
-			}
-		})
+	runPaired(b, []string{"bare", "floor", "capture", "intx"}, seedOne, updateOne)
 }
 
 // BenchmarkPairedUpdateAlone is BenchmarkPairedUpdate with bare GORM and the capture only: no
@@ -314,17 +317,7 @@ func BenchmarkPairedUpdate(b *testing.B) {
 // plugin, the driver and PostgreSQL runs colder when more runs between two of its operations);
 // bare GORM's does not. BENCHMARKS.md gives both.
 func BenchmarkPairedUpdateAlone(b *testing.B) {
-	runPaired(b, []string{"bare", "capture"},
-		func(b *testing.B, d *benchDB) {
-			if err := d.db.Create(&BenchItem{ID: 1, SKU: "one"}).Error; err != nil {
-				b.Fatal(err)
-			}
-		},
-		func(b *testing.B, d *benchDB, i int) {
-			if err := d.db.WithContext(d.ctx()).Model(&BenchItem{ID: 1}).Update("qty", i).Error; err != nil {
-				b.Fatal(err)
-			}
-		})
+	runPaired(b, []string{"bare", "capture"}, seedOne, updateOne)
 }
 
 // BenchmarkPairedBulkUpdate1000 runs the bulk update with its floor: bare GORM plus the one

@@ -25,14 +25,14 @@ func chainFieldsOf(row []any, tenantKey string, seq int64, prev [32]byte) (Chain
 // others are parsed.
 func chainFieldsWith(row []any, canon *rowCanon, tenantKey string, seq int64, prev [32]byte) (ChainFields, error) {
 	var f ChainFields
-	_, err := chainFieldsInto(&f, nil, 0, row, canon, tenantKey, seq, prev)
+	_, err := chainFieldsInto(&f, nil, nil, row, canon, tenantKey, seq, prev)
 	return f, err
 }
 
 // chainFieldsInto is chainFieldsWith writing into f, which must be zero, with the fields' bytes
-// appended to buf when it has room for them, or else to a new buffer of at least chunk bytes; it
-// returns the buffer, for the fields of the next row. Earlier bytes of buf are never written.
-func chainFieldsInto(f *ChainFields, buf []byte, chunk int, row []any, canon *rowCanon, tenantKey string, seq int64, prev [32]byte) ([]byte, error) {
+// appended to buf when it has room for them, or else to the next buffer of chunks; it returns the
+// buffer, for the fields of the next row. Earlier bytes of buf are never written.
+func chainFieldsInto(f *ChainFields, buf []byte, chunks *byteChunks, row []any, canon *rowCanon, tenantKey string, seq int64, prev [32]byte) ([]byte, error) {
 	if len(row) != len(Columns) {
 		return buf, fmt.Errorf("chain: row has %d values, want %d", len(row), len(Columns))
 	}
@@ -56,7 +56,7 @@ func chainFieldsInto(f *ChainFields, buf []byte, chunk int, row []any, canon *ro
 		}
 	}
 	if cap(buf)-len(buf) < size {
-		buf = make([]byte, 0, max(size, chunk))
+		buf = chunks.next(size)
 	}
 	add := func(i int, lo int) { spans[i] = span{lo, len(buf)} }
 	lo := len(buf)

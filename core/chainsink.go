@@ -364,6 +364,7 @@ func prepareChainRecs(rows [][]any, recs []*Record) ([]*ChainFields, error) {
 	var (
 		made []ChainFields // the fields made here
 		buf  []byte        // their bytes, rows after rows
+		bufs = byteChunks{size: chainFieldsChunk}
 	)
 	for i, row := range rows {
 		var canon *rowCanon
@@ -381,7 +382,7 @@ func prepareChainRecs(rows [][]any, recs []*Record) ([]*ChainFields, error) {
 		made = made[1:]
 		row[colVersion] = int16(RecordVersion)
 		var err error
-		if buf, err = chainFieldsInto(f, buf, chainFieldsChunk, row, canon, tenantKeyOf(row), 0, zeroHash); err != nil {
+		if buf, err = chainFieldsInto(f, buf, &bufs, row, canon, tenantKeyOf(row), 0, zeroHash); err != nil {
 			return nil, &RejectedError{Index: i, Err: err}
 		}
 		fields[i] = f

@@ -20,6 +20,9 @@ type rowDocs struct {
 // of ORM records repeats its tenant, actor, kind and resource type. The values that are new in a
 // row (its id, its time, its resource id, its JSON documents) are boxed into slots of per-batch
 // arenas (see rowbox.go), so that a row costs no allocation of its own beyond its share of those.
+//
+// Once the sink has stored the rows and nothing holds them any more, the Writer hands a rowBatch
+// to the next batch (recycle), which then makes its rows in the same memory instead of new memory.
 type rowBatch struct {
 	red  *Redactor
 	vals []any // the values of the rows still to be made
@@ -41,7 +44,68 @@ type rowBatch struct {
 	// fields and fbuf hold the chain fields prepareChain makes of the rows, and their bytes.
 	fields []ChainFields
 	fbuf   []byte
+
+	// The memory the rows are made in, kept for the batches that reuse the rowBatch: the first
+	// slices of values, canons, fields and records a batch takes (see block), and the buffers
+	// buf, cbuf and fbuf are taken from.
+	mem                    rowMem
+	bufs, cbufs, fbufs     byteChunks
+	valsTaken, canonsTaken bool
+	fieldsTaken, recsTaken bool
 }
+
+// rowMem is the memory of a rowBatch's slices that a batch reusing it takes again.
+type rowMem struct {
+	vals   []any
+	canons []rowCanon
+	fields []ChainFields
+	recs   []Record
+	ptrs   []*Record
+}
+
+// block returns n zero values for a batch: the first time in the batch (taken unset) those of
+// mem, made or grown to n and kept for the batches that reuse the memory; after that new ones.
+func block[T any](mem *[]T, taken *bool, n int) []T {
+	if *taken {
+		return make([]T, n)
+	}
+	*taken = true
+	if cap(*mem) < n {
+		*mem = make([]T, n)
+	}
+	return (*mem)[:n]
+}
+
+// byteChunks hands out the buffers a batch appends its rows' bytes to, each of at least size
+// bytes, and hands them out again after reset. A nil *byteChunks makes a new buffer each time.
+type byteChunks struct {
+	size int
+	kept [][]byte
+	used int // how many of kept have been taken since reset
+}
+
+// next returns an empty buffer with room for n bytes or more.
+func (c *byteChunks) next(n int) []byte {
+	if c == nil {
+		return make([]byte, 0, n)
+	}
+	for c.used < len(c.kept) {
+		b := c.kept[c.used]
+		c.used++
+		if cap(b) >= n {
+			return b[:0]
+		}
+	}
+	b := make([]byte, 0, max(n, c.size))
+	if cap(b) <= c.size { // a buffer made larger for one value is not kept
+		c.kept = append(c.kept, b)
+		c.used = len(c.kept)
+	}
+	return b
+}
+
+// reset hands out the kept buffers again. Call it only when no byte of them is read any more.
+func (c *byteChunks) reset() { c.used = 0 }
 
 // rowBufChunk is the size of the buffers the JSON documents of a batch are written into.
 const rowBufChunk = 64 << 10
@@ -49,6 +113,7 @@ const rowBufChunk = 64 << 10
 // newRowBatch returns a rowBatch for n records.
 func newRowBatch(red *Redactor, n int) *rowBatch {
 	b := &rowBatch{red: red.rules(), n: n, stride: len(Columns), chunk: min(rowBufChunk, 2048*n)}
+	b.bufs.size, b.cbufs.size, b.fbufs.size = b.chunk, b.chunk, chainFieldsChunk
 	if n > 1 {
 		b.box = &rowBoxes{
 			last:    make([]any, len(Columns)),
@@ -62,6 +127,41 @@ func newRowBatch(red *Redactor, n int) *rowBatch {
 		}
 	}
 	return b
+}
+
+// release zeroes every value the rows of b's last batch held and hands their memory out again,
+// so that b then makes the rows a new rowBatch would, in the same memory. Call it only when
+// nothing holds those rows or the records made with them any more (the sink has stored them and
+// returned; see Writer.recycle), and set n before the next batch.
+func (b *rowBatch) release() {
+	m := &b.mem
+	clear(m.vals[:cap(m.vals)])
+	clear(m.canons[:cap(m.canons)])
+	clear(m.fields[:cap(m.fields)])
+	clear(m.recs[:cap(m.recs)])
+	clear(m.ptrs[:cap(m.ptrs)])
+	b.vals, b.canons, b.fields, b.n = nil, nil, nil, 0
+	b.valsTaken, b.canonsTaken, b.fieldsTaken, b.recsTaken = false, false, false, false
+	b.buf, b.cbuf, b.fbuf = nil, nil, nil
+	b.bufs.reset()
+	b.cbufs.reset()
+	b.fbufs.reset()
+	if b.box != nil {
+		b.box.reset()
+	}
+}
+
+// records returns n zero records, for the redacted records of the batch.
+func (b *rowBatch) records(n int) []Record {
+	return block(&b.mem.recs, &b.recsTaken, n)
+}
+
+// pointers returns n nil pointers, for the records the batch hands to its sink.
+func (b *rowBatch) pointers(n int) []*Record {
+	if cap(b.mem.ptrs) < n {
+		b.mem.ptrs = make([]*Record, n)
+	}
+	return b.mem.ptrs[:n]
 }
 
 // chain makes the batch's rows go to a hash chain: the jsonb texts of their documents are
@@ -87,12 +187,12 @@ func (b *rowBatch) row(rec *Record) ([]any, error) {
 func (b *rowBatch) rowOf(rec, red *Record) ([]any, error) {
 	*red = b.red.recordFields(rec)
 	if len(b.vals) < b.stride {
-		b.vals = make([]any, max(b.n, 1)*b.stride)
+		b.vals = block(&b.mem.vals, &b.valsTaken, max(b.n, 1)*b.stride)
 		b.n = 1
 	}
 	var d rowDocs
 	if cap(b.buf)-len(b.buf) < b.chunk/8 {
-		b.buf = make([]byte, 0, b.chunk)
+		b.buf = b.bufs.next(b.chunk)
 	}
 	bufStart := len(b.buf)
 	// Each document is capped at its end, so that appending to one cannot reach the next.
@@ -101,7 +201,7 @@ func (b *rowBatch) rowOf(rec, red *Record) ([]any, error) {
 	var texts [4][]byte
 	if b.canon {
 		if cap(b.cbuf)-len(b.cbuf) < b.chunk/8 {
-			b.cbuf = make([]byte, 0, b.chunk)
+			b.cbuf = b.cbufs.next(b.chunk)
 		}
 		e.canon, e.cbuf = true, b.cbuf
 	}
@@ -139,7 +239,7 @@ func (b *rowBatch) rowOf(rec, red *Record) ([]any, error) {
 			b.buf = b.buf[:bufStart]
 		}
 		if len(b.canons) == 0 {
-			b.canons = make([]rowCanon, max(len(b.vals)/b.stride, 1))
+			b.canons = block(&b.mem.canons, &b.canonsTaken, max(len(b.vals)/b.stride, 1))
 		}
 		c := &b.canons[0]
 		b.canons = b.canons[1:]
@@ -166,11 +266,11 @@ func (b *rowBatch) prepareChain(row []any, red *Record) {
 		return
 	}
 	if len(b.fields) == 0 {
-		b.fields = make([]ChainFields, max(len(b.vals)/b.stride+1, 1))
+		b.fields = block(&b.mem.fields, &b.fieldsTaken, max(len(b.vals)/b.stride+1, 1))
 	}
 	f := &b.fields[0]
 	row[colVersion] = int16(RecordVersion)
-	buf, err := chainFieldsInto(f, b.fbuf, chainFieldsChunk, row, c, tenantKeyOf(row), 0, zeroHash)
+	buf, err := chainFieldsInto(f, b.fbuf, &b.fbufs, row, c, tenantKeyOf(row), 0, zeroHash)
 	b.fbuf = buf
 	if err != nil {
 		*f = ChainFields{}
@@ -224,6 +324,19 @@ type rowBoxes struct {
 	ints    boxArena[int64]
 	int32s  boxArena[int32]
 	address boxArena[netip.Prefix]
+}
+
+// reset zeroes the values b holds and hands its arenas' slots out again (see boxArena.reset).
+func (b *rowBoxes) reset() {
+	clear(b.last)
+	b.kind, b.resourceType, b.action = "", "", nil
+	b.ids.reset()
+	b.times.reset()
+	b.strs.reset()
+	b.docs.reset()
+	b.ints.reset()
+	b.int32s.reset()
+	b.address.reset()
 }
 
 // id returns the value of the id column.

@@ -122,3 +122,143 @@ func TestWithDocsRestoresTheRedactedMaps(t *testing.T) {
 		t.Fatal("a record with its maps was rebuilt")
 	}
 }
+
+// encodeInto makes the rows of recs in b as the Writer's encode does (rowOf, then prepareChain
+// for a chained batch), and returns them with the redacted records that carry them.
+func encodeInto(t *testing.T, b *rowBatch, recs []*Record) ([][]any, []Record) {
+	t.Helper()
+	reds := b.records(len(recs))
+	rows := make([][]any, len(recs))
+	for i, r := range recs {
+		row, err := b.rowOf(r, &reds[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.prepareChain(row, &reds[i])
+		rows[i] = row
+	}
+	return rows, reds
+}
+
+// snapshotRows copies what rows and reds hold (their values, the documents' jsonb texts and the
+// chain fields made ahead) into memory of its own, as a string per row.
+func snapshotRows(rows [][]any, reds []Record) []string {
+	out := make([]string, len(rows))
+	for i, row := range rows {
+		var sb strings.Builder
+		for c, v := range row[:len(Columns)] {
+			fmt.Fprintf(&sb, "%s=%T:%v;", Columns[c], v, v)
+			if d, ok := v.([]byte); ok {
+				fmt.Fprintf(&sb, "text=%q;", reds[i].canon.text(c, d))
+			}
+		}
+		if c := reds[i].canon; c != nil && c.fields != nil {
+			fmt.Fprintf(&sb, "fields=%q;", c.fields[:])
+		}
+		out[i] = sb.String()
+	}
+	return out
+}
+
+// TestRowBatchReleased checks that a rowBatch released after a batch makes the rows of the next
+// batch exactly as a new rowBatch does, with more and with fewer records than before, chained or
+// not, and that release leaves nothing of the last batch in the memory it keeps.
+func TestRowBatchReleased(t *testing.T) {
+	red := NewRedactor([]string{"plan"}, nil)
+	first := encodeRowRecords()
+	for _, chained := range []bool{false, true} {
+		t.Run(fmt.Sprintf("chained=%v", chained), func(t *testing.T) {
+			newBatch := func(n int) *rowBatch {
+				b := newRowBatch(red, n)
+				if chained {
+					b.chain()
+				}
+				return b
+			}
+			b := newBatch(4) // fewer than the records: rows past the first block are made apart
+			encodeInto(t, b, first)
+			for round, n := range []int{len(first) * 3, 2, len(first)} {
+				b.release()
+				if left := leftInRowBatch(b); left != "" {
+					t.Fatalf("round %d: release left %s", round, left)
+				}
+				var recs []*Record
+				for i := range n {
+					r := encodeRowRecords()[(i+round)%len(first)]
+					r.ResourceID = fmt.Sprintf("r%d-%d", round, i)
+					recs = append(recs, r)
+				}
+				b.n = n
+				gotRows, gotReds := encodeInto(t, b, recs)
+				wantRows, wantReds := encodeInto(t, newBatch(n), recs)
+				got, want := snapshotRows(gotRows, gotReds), snapshotRows(wantRows, wantReds)
+				for i := range want {
+					if got[i] != want[i] {
+						t.Fatalf("round %d, row %d made in released memory:\n%s\nwant\n%s", round, i, got[i], want[i])
+					}
+				}
+				if chained && gotReds[0].canon == nil {
+					t.Fatalf("round %d: no jsonb texts made", round)
+				}
+			}
+		})
+	}
+}
+
+// leftInRowBatch describes the first non-zero value in the memory b keeps for its next batch, or
+// returns "".
+func leftInRowBatch(b *rowBatch) string {
+	m := &b.mem
+	for i, v := range m.vals[:cap(m.vals)] {
+		if v != nil {
+			return fmt.Sprintf("value %d: %v", i, v)
+		}
+	}
+	for i := range m.canons[:cap(m.canons)] {
+		if !reflect.ValueOf(m.canons[:cap(m.canons)][i]).IsZero() {
+			return fmt.Sprintf("canon %d", i)
+		}
+	}
+	for i := range m.fields[:cap(m.fields)] {
+		if !reflect.ValueOf(m.fields[:cap(m.fields)][i]).IsZero() {
+			return fmt.Sprintf("chain fields %d", i)
+		}
+	}
+	for i := range m.recs[:cap(m.recs)] {
+		if !reflect.ValueOf(m.recs[:cap(m.recs)][i]).IsZero() {
+			return fmt.Sprintf("record %d", i)
+		}
+	}
+	if b.box != nil {
+		for i, v := range b.box.last {
+			if v != nil {
+				return fmt.Sprintf("last value of column %d", i)
+			}
+		}
+		for name, a := range map[string]interface{ zeroed() bool }{"ids": &b.box.ids, "times": &b.box.times,
+			"strs": &b.box.strs, "docs": &b.box.docs, "ints": &b.box.ints, "int32s": &b.box.int32s, "address": &b.box.address} {
+			if !a.zeroed() {
+				return "the arena of " + name
+			}
+		}
+	}
+	if b.vals != nil || b.canons != nil || b.fields != nil || b.buf != nil || b.cbuf != nil || b.fbuf != nil {
+		return "a slice of the last batch"
+	}
+	return ""
+}
+
+// zeroed reports whether every slot of a is zero and none is handed out.
+func (a *boxArena[T]) zeroed() bool {
+	if a.used != 0 || len(a.free) != 0 {
+		return false
+	}
+	for _, s := range a.slices {
+		for i := range s {
+			if !reflect.ValueOf(&s[i]).Elem().IsZero() {
+				return false
+			}
+		}
+	}
+	return true
+}

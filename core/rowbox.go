@@ -12,10 +12,11 @@ import "unsafe"
 // copy it points to lives in the arena.
 //
 // This relies on the layout of an empty interface (a type word, then a pointer to the value, for
-// every type that is not pointer-shaped) and on the value never changing once boxed: an arena
-// only hands out each slot once, and the slots of a full slice are never written again (the next
-// value goes into a new slice). The garbage collector keeps the whole slice alive while any of its
-// interfaces is reachable.
+// every type that is not pointer-shaped) and on the value never changing while its interface can
+// be read: an arena hands out each slot once, and the slots of a full slice are not written again
+// (the next value goes into the next slice) until reset, which the owner of the arena calls only
+// once nothing holds an interface the arena made (see Writer.recycle). The garbage collector keeps
+// the whole slice alive while any of its interfaces is reachable.
 
 // eface is the layout of an empty interface.
 type eface struct {
@@ -27,9 +28,11 @@ type eface struct {
 // func, or a struct or array holding only one of those), into interfaces whose copies share
 // slices of chunk values.
 type boxArena[T any] struct {
-	typ   unsafe.Pointer // the type word of any(T)
-	free  []T            // slots not handed out yet
-	chunk int
+	typ    unsafe.Pointer // the type word of any(T)
+	free   []T            // slots not handed out yet
+	chunk  int
+	slices [][]T // the slices of chunk slots made, handed out again after reset
+	used   int   // how many of slices have been taken since reset
 }
 
 // newBoxArena returns an arena that allocates its slots chunk at a time.
@@ -46,7 +49,11 @@ func (a *boxArena[T]) box(v T) any {
 		return v
 	}
 	if len(a.free) == 0 {
-		a.free = make([]T, a.chunk)
+		if a.used == len(a.slices) {
+			a.slices = append(a.slices, make([]T, a.chunk))
+		}
+		a.free = a.slices[a.used]
+		a.used++
 	}
 	p := &a.free[0]
 	*p = v
@@ -55,4 +62,13 @@ func (a *boxArena[T]) box(v T) any {
 	e := (*eface)(unsafe.Pointer(&x))
 	e.typ, e.data = a.typ, unsafe.Pointer(p)
 	return x
+}
+
+// reset zeroes every slot the arena handed out and hands them out again, chunk at a time as
+// before. Call it only when no interface the arena made can be read any more.
+func (a *boxArena[T]) reset() {
+	for _, s := range a.slices[:a.used] {
+		clear(s)
+	}
+	a.free, a.used = nil, 0
 }

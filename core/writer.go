@@ -215,6 +215,12 @@ type Writer struct {
 	// encodes is set when the sink stores the rows the Writer encodes (rowSink): the collecting
 	// goroutine then redacts and encodes each batch in one pass while the workers write.
 	encodes bool
+	// recycles is set when the sink holds nothing of a batch once Write has returned it stored
+	// (PostgresSink): the memory of the batch's rows is then made the next batches' rows in
+	// (spare) instead of being left to the garbage collector.
+	recycles bool
+	spare    sync.Pool     // of *rowBatch
+	recycled atomic.Uint64 // the batches whose rowBatch was kept for a later one
 	// The queue is guarded by mu rather than being a channel: the collecting goroutine is woken
 	// when a batch starts (to arm the interval timer) and when it is full, not for every record.
 	mu       sync.Mutex
@@ -227,7 +233,7 @@ type Writer struct {
 	wake              chan struct{} // capacity 1
 
 	flushReq    chan chan struct{}
-	batches     chan []*Record // from the collecting goroutine to the workers
+	batches     chan batchJob  // from the collecting goroutine to the workers
 	pending     sync.WaitGroup // batches handed to workers and not yet finished
 	closing     chan struct{}
 	closeOnce   sync.Once
@@ -288,14 +294,16 @@ func OpenWriter(sink Sink, opts WriterOptions) (*Writer, error) {
 	if _, takes := sink.(RowSink); takes {
 		encodes = true
 	}
+	_, recycles := sink.(*PostgresSink)
 	w := &Writer{
 		opts:      opts,
 		sink:      sink,
 		encodes:   encodes,
+		recycles:  recycles && encodes,
 		queue:     newBatchQueue(opts.BatchSize, opts.Workers+2),
 		wake:      make(chan struct{}, 1),
 		flushReq:  make(chan chan struct{}),
-		batches:   make(chan []*Record),
+		batches:   make(chan batchJob),
 		closing:   make(chan struct{}),
 		done:      make(chan struct{}),
 		failingCh: make(chan struct{}, 1),
@@ -863,8 +871,8 @@ func (w *Writer) run() {
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
-			for b := range w.batches {
-				w.write(b)
+			for j := range w.batches {
+				w.write(j.recs, j.rows)
 				w.pending.Done()
 			}
 		}()
@@ -887,17 +895,18 @@ func (w *Writer) run() {
 		}
 		for b := w.sp.next(w); b != nil; b = w.sp.next(w) {
 			w.pending.Add(1)
-			w.batches <- b
+			w.batches <- batchJob{recs: b}
 		}
 	}
 	send := func(all bool) {
 		for b := w.take(all); b != nil; b = w.take(all) {
+			var rows *rowBatch
 			if w.encodes {
 				// While a worker waits on the database with the batch before this one.
-				w.encode(b)
+				rows = w.encode(b)
 			}
 			w.pending.Add(1)
-			w.batches <- b
+			w.batches <- batchJob{recs: b, rows: rows}
 		}
 		// Records that did not fit in memory (or that an earlier run left) wait in the spool: they
 		// are read back once the memory queue has drained.
@@ -935,11 +944,23 @@ func (w *Writer) depthQueued() int {
 	return w.queue.len
 }
 
+// batchJob is a batch handed to a worker: its records and, when the Writer encoded them, the
+// rowBatch their rows were made in.
+type batchJob struct {
+	recs []*Record
+	rows *rowBatch
+}
+
 // write redacts a batch once (records from the spool, and records encode has made rows of,
 // already are) and delivers it; it returns when every record is stored, failed, or abandoned
-// because Close gave up.
-func (w *Writer) write(batch []*Record) {
-	recs := make([]*Record, len(batch))
+// because Close gave up. rows, when not nil, is the rowBatch encode made the batch's rows in.
+func (w *Writer) write(batch []*Record, rows *rowBatch) {
+	var recs []*Record
+	if rows != nil {
+		recs = rows.pointers(len(batch))
+	} else {
+		recs = make([]*Record, len(batch))
+	}
 	for i, r := range batch {
 		if r.row != nil {
 			recs[i] = r
@@ -950,15 +971,32 @@ func (w *Writer) write(batch []*Record) {
 	w.mu.Lock()
 	w.queue.recycle(batch)
 	w.mu.Unlock()
-	w.deliver(recs)
+	if w.deliver(recs) && rows != nil && w.recycles {
+		w.recycle(rows)
+	}
 }
 
-func (w *Writer) deliver(recs []*Record) {
+// recycle keeps rows, the rowBatch of a batch the sink stored, for the rows of a later batch
+// (see encode). Only a batch the sink stored in its first Write gets here: a Write that returned
+// an error may have left the driver reading the rows (pgconn's CopyFrom returns on a broken
+// connection without waiting for the goroutine that reads them), and a record that failed went
+// to OnReject, which may keep it. After a stored first Write, PostgresSink, the Writer's
+// counters and the spool hold nothing of the batch: its rows and redacted records are read by
+// no one when rows.release zeroes them.
+func (w *Writer) recycle(rows *rowBatch) {
+	rows.release()
+	w.spare.Put(rows)
+	w.recycled.Add(1)
+}
+
+// deliver writes recs through the sink until each is stored, rejected or given up. It reports
+// whether they were all stored by the first Write (see recycle).
+func (w *Writer) deliver(recs []*Record) (firstWrite bool) {
 	backoff := w.opts.MinBackoff
 	for attempt := 0; ; attempt++ {
 		if w.ctx.Err() != nil {
 			w.settle(recs, &w.dropped) // counted already by Close, which cancelled w.ctx
-			return
+			return false
 		}
 		ctx, cancel := context.WithTimeout(w.ctx, w.opts.AttemptTimeout)
 		start := time.Now()
@@ -969,20 +1007,20 @@ func (w *Writer) deliver(recs []*Record) {
 			w.recovered(len(recs), attempt)
 			w.ack(recs)
 			if !w.settle(recs, &w.written) {
-				return
+				return false
 			}
 			w.stored.Add(1)
-			return
+			return attempt == 0
 		}
 		var rej *RejectedError
 		if errors.As(err, &rej) {
 			w.recovered(0, 0)
 			w.isolate(recs, rej)
-			return
+			return false
 		}
 		if w.ctx.Err() != nil {
 			w.settle(recs, &w.dropped)
-			return
+			return false
 		}
 		w.retried.Add(1)
 		wait := backoff/2 + rand.N(backoff/2+1) // full jitter keeps writers of several processes apart
@@ -1098,12 +1136,17 @@ type rowSink interface {
 // encode replaces the records of batch that have no row yet by redacted records carrying their
 // row, made in one pass; a record that cannot be encoded is left for write to redact, and for
 // the sink to reject.
-func (w *Writer) encode(batch []*Record) {
-	rb := newRowBatch(w.opts.Redactor, len(batch))
-	if w.chainsRows() {
-		rb.chain()
+func (w *Writer) encode(batch []*Record) *rowBatch {
+	rb, _ := w.spare.Get().(*rowBatch)
+	if rb != nil {
+		rb.n = len(batch)
+	} else {
+		rb = newRowBatch(w.opts.Redactor, len(batch))
+		if w.chainsRows() {
+			rb.chain()
+		}
 	}
-	reds := make([]Record, len(batch))
+	reds := rb.records(len(batch))
 	for i, r := range batch {
 		if r.row != nil {
 			continue
@@ -1120,6 +1163,7 @@ func (w *Writer) encode(batch []*Record) {
 		// Linked here, while a worker stores the batch before, when the heads are known.
 		s.prelink(batch)
 	}
+	return rb
 }
 
 // encodeOne returns the redacted record the Writer keeps for r and its row. With a sink that

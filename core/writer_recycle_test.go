@@ -74,11 +74,7 @@ func TestWriterRecyclesStoredBatches(t *testing.T) {
 	w := NewWriter(NewPostgresSink(db.Pool, PostgresSinkOptions{Schema: db.Schema}),
 		WriterOptions{BatchSize: 25, Workers: 2, QueueSize: 5000, FlushInterval: time.Millisecond})
 	recs := recycleRecords("a", 2000)
-	for _, r := range recs {
-		if err := w.Enqueue(r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	enqueueAll(t, w, recs)
 	if err := w.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -175,11 +171,7 @@ func TestWriterKeepsBatchesItDidNotStoreAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	more := recycleRecords("q", 20)
-	for _, r := range more {
-		if err := w.Enqueue(r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	enqueueAll(t, w, more)
 	for deadline := time.Now().Add(10 * time.Second); w.Stats().Retried < 2; {
 		if time.Now().After(deadline) {
 			t.Fatalf("the writes were not retried: %+v", w.Stats())
@@ -205,11 +197,7 @@ func TestWriterKeepsBatchesItDidNotStoreAtOnce(t *testing.T) {
 	}
 	// Batches stored at once are reused, and the rejected record's row is left as it was.
 	later := recycleRecords("r", 400)
-	for _, r := range later {
-		if err := w.Enqueue(r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	enqueueAll(t, w, later)
 	if err := w.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -229,4 +217,14 @@ func TestWriterKeepsBatchesItDidNotStoreAtOnce(t *testing.T) {
 		t.Fatalf("stats %+v, want %d written and 1 failed", st, len(stored))
 	}
 	checkStoredRecords(t, db, stored)
+}
+
+// enqueueAll enqueues recs on w.
+func enqueueAll(t *testing.T, w *Writer, recs []*Record) {
+	t.Helper()
+	for _, r := range recs {
+		if err := w.Enqueue(r); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

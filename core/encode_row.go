@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -107,6 +108,13 @@ func (c *byteChunks) next(n int) []byte {
 // reset hands out the kept buffers again. Call it only when no byte of them is read any more.
 func (c *byteChunks) reset() { c.used = 0 }
 
+// grow makes the buffers handed out from now on size bytes or more, dropping those kept that are
+// smaller. Call it after reset.
+func (c *byteChunks) grow(size int) {
+	c.size = size
+	c.kept = slices.DeleteFunc(c.kept, func(b []byte) bool { return cap(b) < size })
+}
+
 // rowBufChunk is the size of the buffers the JSON documents of a batch are written into.
 const rowBufChunk = 64 << 10
 
@@ -115,24 +123,44 @@ func newRowBatch(red *Redactor, n int) *rowBatch {
 	b := &rowBatch{red: red.rules(), n: n, stride: len(Columns), chunk: min(rowBufChunk, 2048*n)}
 	b.bufs.size, b.cbufs.size, b.fbufs.size = b.chunk, b.chunk, chainFieldsChunk
 	if n > 1 {
-		b.box = &rowBoxes{
-			last:    make([]any, len(Columns)),
-			ids:     newBoxArena[uuid.UUID](n),
-			times:   newBoxArena[time.Time](n),
-			strs:    newBoxArena[string](n),
-			docs:    newBoxArena[[]byte](3 * n),
-			ints:    newBoxArena[int64](n),
-			int32s:  newBoxArena[int32](n),
-			address: newBoxArena[netip.Prefix](n),
-		}
+		b.box = newRowBoxes(n)
 	}
 	return b
+}
+
+// newRowBoxes returns the rowBoxes of a batch of n rows.
+func newRowBoxes(n int) *rowBoxes {
+	return &rowBoxes{
+		last:    make([]any, len(Columns)),
+		ids:     newBoxArena[uuid.UUID](n),
+		times:   newBoxArena[time.Time](n),
+		strs:    newBoxArena[string](n),
+		docs:    newBoxArena[[]byte](3 * n),
+		ints:    newBoxArena[int64](n),
+		int32s:  newBoxArena[int32](n),
+		address: newBoxArena[netip.Prefix](n),
+	}
+}
+
+// resize readies b, released, for a batch of n records: the arenas and buffers newRowBatch(red,
+// n) would give it, where those b has are made for fewer records (a batch the flush interval cut
+// short is reused for a full one).
+func (b *rowBatch) resize(n int) {
+	b.n = n
+	if c := min(rowBufChunk, 2048*n); c > b.chunk {
+		b.chunk = c
+		b.bufs.grow(c)
+		b.cbufs.grow(c)
+	}
+	if n > 1 && b.box == nil {
+		b.box = newRowBoxes(n)
+	}
 }
 
 // release zeroes every value the rows of b's last batch held and hands their memory out again,
 // so that b then makes the rows a new rowBatch would, in the same memory. Call it only when
 // nothing holds those rows or the records made with them any more (the sink has stored them and
-// returned; see Writer.recycle), and set n before the next batch.
+// returned; see Writer.recycle), and resize b before the next batch.
 func (b *rowBatch) release() {
 	m := &b.mem
 	clear(m.vals[:cap(m.vals)])

@@ -175,9 +175,9 @@ func TestRowBatchReleased(t *testing.T) {
 				}
 				return b
 			}
-			b := newBatch(4) // fewer than the records: rows past the first block are made apart
+			b := newBatch(1) // one record: no arenas, small buffers, until resized for more
 			encodeInto(t, b, first)
-			for round, n := range []int{len(first) * 3, 2, len(first)} {
+			for round, n := range []int{len(first) * 3, 2, len(first), 1, 4} {
 				b.release()
 				if left := leftInRowBatch(b); left != "" {
 					t.Fatalf("round %d: release left %s", round, left)
@@ -188,7 +188,11 @@ func TestRowBatchReleased(t *testing.T) {
 					r.ResourceID = fmt.Sprintf("r%d-%d", round, i)
 					recs = append(recs, r)
 				}
-				b.n = n
+				b.resize(n)
+				if want := newBatch(n); want.box != nil && b.box == nil || b.chunk < want.chunk {
+					t.Fatalf("round %d: resized for %d records with arenas %v and buffers of %d, want %v and %d",
+						round, n, b.box != nil, b.chunk, want.box != nil, want.chunk)
+				}
 				gotRows, gotReds := encodeInto(t, b, recs)
 				wantRows, wantReds := encodeInto(t, newBatch(n), recs)
 				got, want := snapshotRows(gotRows, gotReds), snapshotRows(wantRows, wantReds)

@@ -1139,7 +1139,7 @@ type rowSink interface {
 func (w *Writer) encode(batch []*Record) *rowBatch {
 	rb, _ := w.spare.Get().(*rowBatch)
 	if rb != nil {
-		rb.n = len(batch)
+		rb.resize(len(batch))
 	} else {
 		rb = newRowBatch(w.opts.Redactor, len(batch))
 		if w.chainsRows() {

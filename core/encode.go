@@ -47,7 +47,28 @@ type redactEncoder struct {
 	cbuf     []byte
 	segs     []canonSeg // the members of the objects being written to cbuf, a stack
 	cscratch []byte     // an object's members while they are reordered
+
+	// The keys of the last objects written, with what was judged of them (see keyShape), for
+	// the Redactor shapesOf is: the records of one table repeat the keys of their images.
+	shapes    [4]keyShape
+	shapeNext int
+	shapesOf  *Redactor
 }
+
+// keyShape is the keys of an object the encoder took the fast path for, sorted, with what it
+// judged of them: each is clean, carries no secret at depth+1, and is Sensitive or not; named
+// is whether one of them is the name member of a name/value pair (see namesSecretPairs). These
+// are functions of the Redactor's rules, the key and the depth alone, so that an object with the
+// same keys at the same depth is judged the same without judging its keys again.
+type keyShape struct {
+	depth     int
+	keys      []string
+	sensitive []bool
+	named     bool
+}
+
+// keyShapeMax bounds the keys of the objects whose shapes an encoder remembers.
+const keyShapeMax = 32
 
 const (
 	imageBefore = 1 + iota
@@ -66,10 +87,12 @@ type diffPair struct {
 	c   Change
 }
 
-// encodePair is one member of an object being written.
+// encodePair is one member of an object being written; sensitive is Sensitive(key), set by
+// members.
 type encodePair struct {
-	key string
-	val any
+	key       string
+	val       any
+	sensitive bool
 }
 
 var encoders = sync.Pool{New: func() any { return new(redactEncoder) }}
@@ -88,6 +111,7 @@ func (e *redactEncoder) release() []byte {
 	e.r, e.buf, e.pairs, e.diffs = nil, nil, e.pairs[:0], e.diffs[:0]
 	e.canon, e.cfail, e.cbuf, e.segs = false, false, nil, e.segs[:0]
 	e.forget()
+	e.forgetShapes()
 	encoders.Put(e)
 	return buf
 }
@@ -422,20 +446,102 @@ func appendJSONFloat(b []byte, f float64, bits int) []byte {
 }
 
 // members collects the members of m sorted by key, after the members of the objects being
-// written. It reports false, collecting nothing, when a key must be sanitised or carries a
-// secret: walkMap renames such keys, and the map then takes the slow path.
-func (e *redactEncoder) members(m map[string]any, depth int) (start int, ok bool) {
+// written, each with its Sensitive verdict. It reports false, collecting nothing, when a key
+// must be sanitised or carries a secret: walkMap renames such keys, and the map then takes the
+// slow path. named is false when no key is the name member of a name/value pair, so that
+// namesSecretPairs is false whatever the values. When m has the keys of an object written before
+// at the same depth, the verdicts are that object's (see keyShape).
+func (e *redactEncoder) members(m map[string]any, depth int) (start int, named, ok bool) {
 	start = len(e.pairs)
+	if sh := e.shapeOf(m, depth); sh != nil {
+		return start, sh.named, true
+	}
 	for k, v := range m {
 		if !redactCleanKey(k) || e.r.keySecret(k, false, depth+1) {
 			clear(e.pairs[start:])
 			e.pairs = e.pairs[:start]
-			return start, false
+			return start, false, false
 		}
-		e.pairs = append(e.pairs, encodePair{k, v})
+		e.pairs = append(e.pairs, encodePair{key: k, val: v})
 	}
-	sortPairs(e.pairs[start:])
-	return start, true
+	pairs := e.pairs[start:]
+	sortPairs(pairs)
+	if sh := e.keepShape(pairs, depth); sh != nil {
+		for i := range pairs {
+			pairs[i].sensitive = sh.sensitive[i]
+		}
+		return start, sh.named, true
+	}
+	for i := range pairs {
+		pairs[i].sensitive = e.r.Sensitive(pairs[i].key)
+	}
+	return start, true, true
+}
+
+// shapeOf appends the members of m, sorted by key, when m has exactly the keys of a shape the
+// encoder remembers at depth, and returns that shape; otherwise it appends nothing and returns
+// nil. The keys of a shape are distinct: m has them all and no other when it has as many keys
+// and each of them.
+func (e *redactEncoder) shapeOf(m map[string]any, depth int) *keyShape {
+	if e.shapesOf != e.r {
+		e.forgetShapes()
+		e.shapesOf = e.r
+		return nil
+	}
+	n := len(m)
+	if n < 2 || n > keyShapeMax {
+		return nil
+	}
+	start := len(e.pairs)
+	for i := range e.shapes {
+		sh := &e.shapes[i]
+		if len(sh.keys) != n || sh.depth != depth {
+			continue
+		}
+		found := true
+		for j, k := range sh.keys {
+			v, ok := m[k]
+			if !ok {
+				found = false
+				break
+			}
+			e.pairs = append(e.pairs, encodePair{k, v, sh.sensitive[j]})
+		}
+		if found {
+			return sh
+		}
+		clear(e.pairs[start:])
+		e.pairs = e.pairs[:start]
+	}
+	return nil
+}
+
+// keepShape remembers the keys of pairs, the sorted members of an object at depth that took the
+// fast path, and judges them, in place of the oldest shape remembered; it returns the shape, or
+// nil for an object with too few or too many keys to be remembered.
+func (e *redactEncoder) keepShape(pairs []encodePair, depth int) *keyShape {
+	if len(pairs) < 2 || len(pairs) > keyShapeMax {
+		return nil
+	}
+	sh := &e.shapes[e.shapeNext]
+	e.shapeNext = (e.shapeNext + 1) % len(e.shapes)
+	sh.depth, sh.keys, sh.sensitive, sh.named = depth, sh.keys[:0], sh.sensitive[:0], false
+	for _, p := range pairs {
+		sh.keys = append(sh.keys, p.key)
+		sh.sensitive = append(sh.sensitive, e.r.Sensitive(p.key))
+		sh.named = sh.named || redactNamesSecretKey(p.key)
+	}
+	return sh
+}
+
+// forgetShapes drops the shapes remembered.
+func (e *redactEncoder) forgetShapes() {
+	for i := range e.shapes {
+		sh := &e.shapes[i]
+		clear(sh.keys)
+		sh.keys, sh.sensitive = sh.keys[:0], sh.sensitive[:0]
+	}
+	e.shapeNext, e.shapesOf = 0, nil
 }
 
 // sortPairs sorts pairs by key, bytewise. The objects of audit records are small: an insertion
@@ -454,12 +560,12 @@ func sortPairs(pairs []encodePair) {
 
 // mapAny writes walkMap(m, depth), encoded.
 func (e *redactEncoder) mapAny(m map[string]any, depth int) {
-	start, ok := e.members(m, depth)
+	start, named, ok := e.members(m, depth)
 	if !ok {
 		e.marshal(e.r.walkMap(m, depth))
 		return
 	}
-	named := e.r.namesSecretPairs(e.pairs[start:])
+	named = named && e.r.namesSecretPairs(e.pairs[start:])
 	images := e.images
 	e.images = 0 // only the top level of an image
 	e.buf = append(e.buf, '{')
@@ -477,7 +583,7 @@ func (e *redactEncoder) mapAny(m map[string]any, depth int) {
 			e.cbuf = append(e.cbuf, ": "...)
 		}
 		e.buf = append(e.buf, ':')
-		if e.r.Sensitive(p.key) || named && redactValueMember(p.key) {
+		if p.sensitive || named && redactValueMember(p.key) {
 			e.mask(p.val)
 			continue
 		}

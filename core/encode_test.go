@@ -290,3 +290,80 @@ func TestJSONPlain8(t *testing.T) {
 		}
 	}
 }
+
+// shapeMaps returns n maps whose keys repeat from map to map (the images of one table, objects
+// nested under them at several depths, name/value pairs naming a secret or not, sensitive keys),
+// with values that differ, for the encoder's memory of key shapes (keyShape).
+func shapeMaps(rng *rand.Rand, n int) []map[string]any {
+	names := []string{"DB_PASSWORD", "color", "api_key", "region", "CLIENT_SECRET"}
+	pair := func() map[string]any {
+		return map[string]any{"name": names[rng.IntN(len(names))], "value": rng.IntN(100), "id": "x"}
+	}
+	ab := func(v any) map[string]any { return map[string]any{"a": v, "b": rng.IntN(9)} }
+	out := make([]map[string]any, n)
+	for i := range out {
+		switch rng.IntN(7) {
+		case 0:
+			out[i] = pair()
+		case 1: // the same keys at depths 0, 1 and 2
+			out[i] = ab(ab(ab("leaf")))
+		case 2: // more new shapes inside one object than the encoder remembers, then a
+			// sensitive key after them
+			out[i] = map[string]any{"children": []any{ab(1), pair(), map[string]any{"c": 1, "d": 2},
+				map[string]any{"e": 1, "f": 2}, map[string]any{"g": 1, "h": 2}, map[string]any{"i": 1, "j": 2}},
+				"password": "hunter2", "plan": "gold", "seats": rng.IntN(50)}
+		case 3:
+			out[i] = map[string]any{"id": i, "email": "c@example.com", "notes": "token=abc" + strings.Repeat("n", rng.IntN(3)),
+				"plan": "gold", "password": nil}
+		case 4: // the keys of case 3 but one
+			out[i] = map[string]any{"id": i, "email": "c@example.com", "notes": "x", "plan": "gold", "passwrd": 1}
+		case 5: // a key the slow path renames
+			out[i] = map[string]any{"id": i, "bad\xffkey": 1, "plan": "x"}
+		default: // a key read as JSON naming a secret, too deep to be read at depth 63 and read at 1
+			secretKey := func() map[string]any { return map[string]any{`{"password":"x"}`: 1, "z": rng.IntN(9)} }
+			deep := secretKey()
+			for range redactMaxDepth - 2 {
+				deep = map[string]any{"d": deep, "z": 1}
+			}
+			out[i] = map[string]any{"a": deep, "b": secretKey()}
+		}
+	}
+	return out
+}
+
+// TestEncodeShapesRemembered checks the fused encoding of objects whose keys the encoder has
+// seen before against json.Marshal of the redacted copy: through one rowBatch, which remembers
+// shapes from record to record, and through the pooled encoders with two Redactors that judge a
+// key differently.
+func TestEncodeShapesRemembered(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 13))
+	r1, r2 := NewRedactor([]string{"plan"}, nil), NewRedactor(nil, nil)
+	maps := shapeMaps(rng, 3000)
+	for i, m := range maps {
+		r := r1
+		if i%3 == 0 {
+			r = r2
+		}
+		checkEncodeMap(t, r, map[string]any{"list": []any{m, m}, "m": m})
+	}
+	for _, red := range []*Redactor{r1, r2} {
+		b := newRowBatch(red, 500)
+		for i := 1; i < len(maps); i++ {
+			rec := &Record{Kind: KindUpdate, Before: maps[i-1], After: maps[i], Metadata: maps[(i*7)%len(maps)]}
+			rec.normalize(time.Now())
+			got, err := b.row(rec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := rowValues(red.Record(rec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, col := range []int{colBefore, colAfter, colMetadata} {
+				if !bytes.Equal(got[col].([]byte), want[col].([]byte)) {
+					t.Fatalf("record %d, %s:\n got: %s\nwant: %s", i, Columns[col], got[col], want[col])
+				}
+			}
+		}
+	}
+}

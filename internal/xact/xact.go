@@ -22,8 +22,13 @@ import (
 const IDQuery = "SELECT pg_current_xact_id_if_assigned()::text"
 
 // StatusQuery returns the status of the transaction whose id is $1: committed, aborted,
-// in progress, or NULL when the id is too old to be known.
-const StatusQuery = "SELECT pg_xact_status($1::text::xid8)"
+// in progress, or NULL when the id is too old to be known. A transaction is committed once a
+// query that follows sees its changes: PostgreSQL marks the commit in its commit log a moment
+// before it takes the transaction off the running ones, and in that moment pg_xact_status says
+// committed while a new snapshot still holds the transaction as running. StatusQuery says in
+// progress until the snapshot it runs with sees the transaction completed.
+const StatusQuery = `SELECT CASE WHEN s = 'committed' AND NOT pg_visible_in_snapshot(x, pg_current_snapshot())
+	THEN 'in progress' ELSE s END FROM (SELECT x, pg_xact_status(x) AS s FROM (SELECT $1::text::xid8 AS x) i) o`
 
 // DefaultTimeout bounds how long Resolve waits for an answer when the caller gives none.
 const DefaultTimeout = 5 * time.Second

@@ -125,3 +125,40 @@ func TestResolveIgnoresCancellation(t *testing.T) {
 		t.Fatalf("Resolve = %v (%v), want committed", got, err)
 	}
 }
+
+// A transaction is committed for StatusQuery only once the snapshot the query runs with sees it:
+// a query that follows an outcome of committed must find the changes. PostgreSQL's own window
+// (the commit log says committed before the transaction leaves the running ones) cannot be held
+// open in a test; a REPEATABLE READ snapshot taken before the COMMIT stands in for it.
+func TestStatusWaitsForVisibility(t *testing.T) {
+	pg := pgtest.NewEmpty(t)
+	db, err := sql.Open("pgx", pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	if _, err := db.Exec("CREATE TABLE t (n int)"); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	early, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = early.Rollback() }()
+	if _, err := early.ExecContext(ctx, "SELECT count(*) FROM t"); err != nil { // takes the snapshot
+		t.Fatal(err)
+	}
+	id := transaction(t, db, "COMMIT")
+	var raw string
+	if err := early.QueryRowContext(ctx, "SELECT pg_xact_status($1::text::xid8)", id).Scan(&raw); err != nil || raw != "committed" {
+		t.Fatalf("pg_xact_status = %q, %v; want committed", raw, err)
+	}
+	s, err := xact.StatusOn(early)(ctx, id)
+	if err != nil || s.String != "in progress" {
+		t.Fatalf("status under a snapshot that does not see the commit = %q, %v; want in progress", s.String, err)
+	}
+	if s, err := xact.StatusOn(db)(ctx, id); err != nil || s.String != "committed" {
+		t.Fatalf("status under a new snapshot = %q, %v; want committed", s.String, err)
+	}
+}

@@ -49,7 +49,9 @@ func transaction(t *testing.T, db *sql.DB, end string) string {
 	return id
 }
 
-func TestResolve(t *testing.T) {
+// openDB returns a database of the test's own with an empty table t for transaction to write.
+func openDB(t *testing.T) *sql.DB {
+	t.Helper()
 	pg := pgtest.NewEmpty(t)
 	db, err := sql.Open("pgx", pg.URL)
 	if err != nil {
@@ -59,6 +61,11 @@ func TestResolve(t *testing.T) {
 	if _, err := db.Exec("CREATE TABLE t (n int)"); err != nil {
 		t.Fatal(err)
 	}
+	return db
+}
+
+func TestResolve(t *testing.T) {
+	db := openDB(t)
 	committed := transaction(t, db, "COMMIT")
 	aborted := transaction(t, db, "ROLLBACK")
 	open := transaction(t, db, "")
@@ -108,15 +115,7 @@ func TestResolve(t *testing.T) {
 // An application context cancelled before the lookup does not stop it: it is usually why COMMIT
 // failed.
 func TestResolveIgnoresCancellation(t *testing.T) {
-	pg := pgtest.NewEmpty(t)
-	db, err := sql.Open("pgx", pg.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	if _, err := db.Exec("CREATE TABLE t (n int)"); err != nil {
-		t.Fatal(err)
-	}
+	db := openDB(t)
 	id := transaction(t, db, "COMMIT")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -131,15 +130,7 @@ func TestResolveIgnoresCancellation(t *testing.T) {
 // (the commit log says committed before the transaction leaves the running ones) cannot be held
 // open in a test; a REPEATABLE READ snapshot taken before the COMMIT stands in for it.
 func TestStatusWaitsForVisibility(t *testing.T) {
-	pg := pgtest.NewEmpty(t)
-	db, err := sql.Open("pgx", pg.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = db.Close() })
-	if _, err := db.Exec("CREATE TABLE t (n int)"); err != nil {
-		t.Fatal(err)
-	}
+	db := openDB(t)
 	ctx := context.Background()
 	early, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead})
 	if err != nil {

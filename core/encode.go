@@ -53,6 +53,7 @@ type redactEncoder struct {
 	shapes    [4]keyShape
 	shapeNext int
 	shapesOf  *Redactor
+	shapeGen  uint64
 }
 
 // keyShape is the keys of an object the encoder took the fast path for, sorted, with what it
@@ -60,12 +61,34 @@ type redactEncoder struct {
 // is whether one of them is the name member of a name/value pair (see namesSecretPairs). These
 // are functions of the Redactor's rules, the key and the depth alone, so that an object with the
 // same keys at the same depth is judged the same without judging its keys again.
+//
+// The records of one table also repeat many of their values (a status, a country, a plan): last
+// holds, for each key, the string last written under it in an object of this shape and what str
+// made of it at depth+1, which is a function of the string, the depth and the Redactor's rules
+// alone. gen tells the objects that took the shape apart, so that an object whose shape was
+// replaced while its members were written (by the objects inside it) stops using it.
 type keyShape struct {
 	depth     int
 	keys      []string
 	sensitive []bool
 	named     bool
+	last      []shapeValue
+	gen       uint64
 }
+
+// shapeValue is a string written under a key of a keyShape, and what str made of it.
+type shapeValue struct {
+	in, out string
+	set     bool
+	misses  uint8 // the look-ups in a row that did not find the string (see judge)
+}
+
+// shapeValueMax bounds the strings a keyShape remembers, which its encoder keeps reachable.
+const shapeValueMax = 1 << 10
+
+// shapeMisses is how many look-ups in a row may miss before judge stops looking up a key's
+// strings, for the next 256-shapeMisses strings of the key.
+const shapeMisses = 8
 
 // keyShapeMax bounds the keys of the objects whose shapes an encoder remembers.
 const keyShapeMax = 32
@@ -172,8 +195,9 @@ func (e *redactEncoder) forget() {
 	e.images, e.memo, e.next = 0, e.memo[:0], 0
 }
 
-// imageString writes the string x found under key at the top level of an image (see writeImages).
-func (e *redactEncoder) imageString(key, x string) {
+// imageString writes the string x found under key at the top level of an image (see writeImages);
+// last is the key's value in the object's shape, nil when it has none (see judge).
+func (e *redactEncoder) imageString(key, x string, last *shapeValue) {
 	var out string
 	if e.images == imageAfter {
 		for e.next < len(e.memo) && e.memo[e.next].key < key {
@@ -189,7 +213,7 @@ func (e *redactEncoder) imageString(key, x string) {
 			return
 		}
 	}
-	out, _ = e.r.str(x, 1)
+	out = e.judge(x, 1, last)
 	if e.images == imageBefore {
 		e.memo = append(e.memo, imageMemo{key, x, out})
 	}
@@ -198,6 +222,30 @@ func (e *redactEncoder) imageString(key, x string) {
 	} else {
 		e.buf = appendJSONStr(e.buf, out)
 	}
+}
+
+// judge returns what str makes of x at depth. last, when not nil, is the value that the
+// object's shape remembers for x's key at this depth: when it holds x, its verdict is taken;
+// otherwise it is set to x and the verdict str gives. A key whose strings stopped repeating (an
+// email, a name) is judged without a look-up for a while, so that it costs next to nothing.
+func (e *redactEncoder) judge(x string, depth int, last *shapeValue) string {
+	if last == nil || last.misses >= shapeMisses {
+		if last != nil {
+			last.misses++ // wraps around to 0 after a while: then the look-ups begin again
+		}
+		out, _ := e.r.str(x, depth)
+		return out
+	}
+	if last.set && x == last.in {
+		last.misses = 0
+		return last.out
+	}
+	out, _ := e.r.str(x, depth)
+	last.misses++
+	if len(x) <= shapeValueMax {
+		last.in, last.out, last.set = x, out, true
+	}
+	return out
 }
 
 // marshal appends json.Marshal(v) of a value walk returned, which is always encodable.
@@ -450,17 +498,18 @@ func appendJSONFloat(b []byte, f float64, bits int) []byte {
 // must be sanitised or carries a secret: walkMap renames such keys, and the map then takes the
 // slow path. named is false when no key is the name member of a name/value pair, so that
 // namesSecretPairs is false whatever the values. When m has the keys of an object written before
-// at the same depth, the verdicts are that object's (see keyShape).
-func (e *redactEncoder) members(m map[string]any, depth int) (start int, named, ok bool) {
+// at the same depth, the verdicts are that object's (see keyShape). sh is the shape m took, nil
+// when it has none.
+func (e *redactEncoder) members(m map[string]any, depth int) (start int, sh *keyShape, named, ok bool) {
 	start = len(e.pairs)
 	if sh := e.shapeOf(m, depth); sh != nil {
-		return start, sh.named, true
+		return start, sh, sh.named, true
 	}
 	for k, v := range m {
 		if !redactCleanKey(k) || e.r.keySecret(k, false, depth+1) {
 			clear(e.pairs[start:])
 			e.pairs = e.pairs[:start]
-			return start, false, false
+			return start, nil, false, false
 		}
 		e.pairs = append(e.pairs, encodePair{key: k, val: v})
 	}
@@ -470,12 +519,12 @@ func (e *redactEncoder) members(m map[string]any, depth int) (start int, named, 
 		for i := range pairs {
 			pairs[i].sensitive = sh.sensitive[i]
 		}
-		return start, sh.named, true
+		return start, sh, sh.named, true
 	}
 	for i := range pairs {
 		pairs[i].sensitive = e.r.Sensitive(pairs[i].key)
 	}
-	return start, true, true
+	return start, nil, true, true
 }
 
 // shapeOf appends the members of m, sorted by key, when m has exactly the keys of a shape the
@@ -525,11 +574,15 @@ func (e *redactEncoder) keepShape(pairs []encodePair, depth int) *keyShape {
 	}
 	sh := &e.shapes[e.shapeNext]
 	e.shapeNext = (e.shapeNext + 1) % len(e.shapes)
+	e.shapeGen++
+	clear(sh.last)
 	sh.depth, sh.keys, sh.sensitive, sh.named = depth, sh.keys[:0], sh.sensitive[:0], false
+	sh.last, sh.gen = sh.last[:0], e.shapeGen
 	for _, p := range pairs {
 		sh.keys = append(sh.keys, p.key)
 		sh.sensitive = append(sh.sensitive, e.r.Sensitive(p.key))
 		sh.named = sh.named || redactNamesSecretKey(p.key)
+		sh.last = append(sh.last, shapeValue{})
 	}
 	return sh
 }
@@ -539,9 +592,17 @@ func (e *redactEncoder) forgetShapes() {
 	for i := range e.shapes {
 		sh := &e.shapes[i]
 		clear(sh.keys)
-		sh.keys, sh.sensitive = sh.keys[:0], sh.sensitive[:0]
+		clear(sh.last)
+		sh.keys, sh.sensitive, sh.last = sh.keys[:0], sh.sensitive[:0], sh.last[:0]
 	}
 	e.shapeNext, e.shapesOf = 0, nil
+}
+
+// forgetValues drops the strings the shapes remember, keeping their keys.
+func (e *redactEncoder) forgetValues() {
+	for i := range e.shapes {
+		clear(e.shapes[i].last)
+	}
 }
 
 // sortPairs sorts pairs by key, bytewise. The objects of audit records are small: an insertion
@@ -560,7 +621,7 @@ func sortPairs(pairs []encodePair) {
 
 // mapAny writes walkMap(m, depth), encoded.
 func (e *redactEncoder) mapAny(m map[string]any, depth int) {
-	start, named, ok := e.members(m, depth)
+	start, sh, named, ok := e.members(m, depth)
 	if !ok {
 		e.marshal(e.r.walkMap(m, depth))
 		return
@@ -568,6 +629,10 @@ func (e *redactEncoder) mapAny(m map[string]any, depth int) {
 	named = named && e.r.namesSecretPairs(e.pairs[start:])
 	images := e.images
 	e.images = 0 // only the top level of an image
+	var gen uint64
+	if sh != nil {
+		gen = sh.gen
+	}
 	e.buf = append(e.buf, '{')
 	segs := e.objectStart()
 	for i := start; i < len(e.pairs); i++ {
@@ -587,10 +652,18 @@ func (e *redactEncoder) mapAny(m map[string]any, depth int) {
 			e.mask(p.val)
 			continue
 		}
-		if x, ok := p.val.(string); ok && images != 0 {
-			e.images = images
-			e.imageString(p.key, x)
-			e.images = 0
+		if x, ok := p.val.(string); ok {
+			var last *shapeValue
+			if sh != nil && sh.gen == gen { // the objects written inside this one may replace its shape
+				last = &sh.last[i-start]
+			}
+			if images != 0 {
+				e.images = images
+				e.imageString(p.key, x, last)
+				e.images = 0
+			} else {
+				e.str(e.judge(x, depth+1, last))
+			}
 			continue
 		}
 		e.value(p.val, depth+1)

@@ -177,6 +177,7 @@ func (b *rowBatch) release() {
 	if b.box != nil {
 		b.box.reset()
 	}
+	b.enc.forgetValues() // the strings of the records stored
 }
 
 // records returns n zero records, for the redacted records of the batch.

@@ -351,19 +351,7 @@ func TestEncodeShapesRemembered(t *testing.T) {
 		for i := 1; i < len(maps); i++ {
 			rec := &Record{Kind: KindUpdate, Before: maps[i-1], After: maps[i], Metadata: maps[(i*7)%len(maps)]}
 			rec.normalize(time.Now())
-			got, err := b.row(rec)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want, err := rowValues(red.Record(rec))
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, col := range []int{colBefore, colAfter, colMetadata} {
-				if !bytes.Equal(got[col].([]byte), want[col].([]byte)) {
-					t.Fatalf("record %d, %s:\n got: %s\nwant: %s", i, Columns[col], got[col], want[col])
-				}
-			}
+			checkRowDocs(t, red, b, rec, i)
 		}
 	}
 }

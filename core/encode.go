@@ -594,6 +594,7 @@ func (e *redactEncoder) forgetShapes() {
 		clear(sh.keys)
 		clear(sh.last)
 		sh.keys, sh.sensitive, sh.last = sh.keys[:0], sh.sensitive[:0], sh.last[:0]
+		sh.gen = 0 // no object is using it any more (keepShape's generations start at 1)
 	}
 	e.shapeNext, e.shapesOf = 0, nil
 }

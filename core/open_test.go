@@ -12,6 +12,7 @@ import (
 
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/internal/pgtest"
+	"github.com/auditkit/auditkit/internal/testnet"
 )
 
 // TestOpenClosesPromptlyOnASilentPeer: with a server that accepts connections and never answers,
@@ -262,12 +263,7 @@ func TestOpenFrozenConnectionEndsByAttemptTimeout(t *testing.T) {
 // TestOpenUnreachableDatabase: with nothing listening, Open returns the writer at once with a
 // warning, and CheckSchema reports an error that is not ErrSchemaNotReady.
 func TestOpenUnreachableDatabase(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := testnet.ClosedAddr(t)
 	log, logs := newLogger()
 	cfg := core.Config{DatabaseURL: "postgres://postgres:hunter2@" + addr + "/test?sslmode=disable", Logger: log}
 	start := time.Now()

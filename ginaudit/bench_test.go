@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/ginaudit"
 	"github.com/auditkit/auditkit/internal/pgtest"
+	"github.com/auditkit/auditkit/internal/testnet"
 )
 
 // benchWriter is a minimal http.ResponseWriter reused across iterations, so that the figures
@@ -172,15 +172,7 @@ func BenchmarkMiddleware(b *testing.B) {
 func BenchmarkDatabaseState(b *testing.B) {
 	db := pgtest.New(b)
 	hang := blackHole(b)
-	refused := func() string { // a port with nothing listening
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			b.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		return addr
-	}()
+	refused := testnet.ClosedAddr(b) // a port with nothing listening
 	pgSink := func(url string) core.Sink {
 		pool, err := pgxpool.New(context.Background(), url)
 		if err != nil {

@@ -17,26 +17,45 @@ import (
 )
 
 // startCluster starts a three-node JetStream cluster on loopback ports and returns its servers.
+// A server that cannot bind one of its ports (another test's server drew it too) stops at once;
+// the cluster then starts again on new ports.
 func startCluster(t *testing.T) []*server {
 	t.Helper()
-	const nodes = 3
-	ports, routes := make([]int, nodes), make([]string, nodes)
-	for i := range nodes {
-		ports[i] = freePort(t)
-		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
-	}
-	servers := make([]*server, nodes)
-	for i := range nodes {
-		var others []string
-		for j := range nodes {
-			if j != i {
-				others = append(others, routes[j])
+	const nodes, attempts = 3, 3
+	for attempt := 1; ; attempt++ {
+		ports, routes := make([]int, nodes), make([]string, nodes)
+		for i := range nodes {
+			ports[i] = freePort(t)
+			routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
+		}
+		servers := make([]*server, 0, nodes)
+		var err error
+		for i := range nodes {
+			var others []string
+			for j := range nodes {
+				if j != i {
+					others = append(others, routes[j])
+				}
+			}
+			var s *server
+			s, err = tryStartServer(t, fmt.Sprintf("n%d", i+1), ports[i],
+				"--cluster_name", "auditkit-test", "--cluster", routes[i], "--routes", strings.Join(others, ","))
+			servers = append(servers, s)
+			if err != nil {
+				break
 			}
 		}
-		servers[i] = startServer(t, fmt.Sprintf("n%d", i+1), ports[i],
-			"--cluster_name", "auditkit-test", "--cluster", routes[i], "--routes", strings.Join(others, ","))
+		if err == nil {
+			return servers
+		}
+		for _, s := range servers {
+			s.kill()
+		}
+		if attempt == attempts {
+			t.Fatal(err)
+		}
+		t.Logf("starting the cluster again on new ports: %v", err)
 	}
-	return servers
 }
 
 func clusterURL(servers []*server) string {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/internal/pgtest"
+	"github.com/auditkit/auditkit/internal/testnet"
 	"github.com/auditkit/auditkit/natsaudit"
 )
 
@@ -244,15 +245,11 @@ func verifyChains(tb testing.TB, db *pgtest.DB) {
 	}
 }
 
-// freePort returns a loopback TCP port nobody listens on now.
+// freePort returns a loopback TCP port nobody listens on now, which no connection takes before a
+// server binds it (see testnet.FreePort).
 func freePort(tb testing.TB) int {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return testnet.FreePort(tb)
 }
 
 // server is a nats-server child process.
@@ -272,15 +269,24 @@ type server struct {
 // directory, and stops it when tb ends. extra are more arguments (cluster settings).
 func startServer(tb testing.TB, name string, port int, extra ...string) *server {
 	tb.Helper()
+	s, err := tryStartServer(tb, name, port, extra...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// tryStartServer is startServer, returning the error that stopped the server from starting.
+func tryStartServer(tb testing.TB, name string, port int, extra ...string) (*server, error) {
+	tb.Helper()
 	if _, err := os.Stat(natsServerBin); err != nil {
 		tb.Fatalf("the tests need %s: %v", natsServerBin, err)
 	}
 	dir := tb.TempDir()
 	s := &server{tb: tb, name: name, port: port, dir: dir,
 		args: append([]string{"-a", "127.0.0.1", "-p", strconv.Itoa(port), "-js", "-sd", filepath.Join(dir, "js"), "-n", name}, extra...)}
-	s.start()
 	tb.Cleanup(s.kill)
-	return s
+	return s, s.tryStart()
 }
 
 func (s *server) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port) }
@@ -288,17 +294,25 @@ func (s *server) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", s.port
 // start runs the server and waits until it accepts connections.
 func (s *server) start() {
 	s.tb.Helper()
+	if err := s.tryStart(); err != nil {
+		s.tb.Fatal(err)
+	}
+}
+
+// tryStart is start, returning why the server did not come up: it did not start, it stopped
+// with a fatal error (a port it was given was taken), or it did not accept connections in time.
+func (s *server) tryStart() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	log, err := os.OpenFile(filepath.Join(s.dir, "server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		s.tb.Fatal(err)
+		return err
 	}
 	cmd := exec.Command(natsServerBin, s.args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
 		log.Close()
-		s.tb.Fatalf("starting %s: %v", natsServerBin, err)
+		return fmt.Errorf("starting %s: %w", natsServerBin, err)
 	}
 	s.cmd, s.log = cmd, log
 	deadline := time.Now().Add(10 * time.Second)
@@ -306,10 +320,10 @@ func (s *server) start() {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.port), time.Second)
 		if err == nil {
 			c.Close()
-			return
+			return nil
 		}
-		if time.Now().After(deadline) {
-			s.tb.Fatalf("nats-server %s does not accept connections on port %d: %v\n%s", s.name, s.port, err, s.logText())
+		if text := s.logText(); strings.Contains(text, "[FTL]") || time.Now().After(deadline) {
+			return fmt.Errorf("nats-server %s does not accept connections on port %d: %v\n%s", s.name, s.port, err, text)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/internal/pgtest"
+	"github.com/auditkit/auditkit/internal/testnet"
 )
 
 // childFlag makes the test binary run the service itself: the end-to-end test starts it as a
@@ -50,14 +50,11 @@ func e2eToken(t *testing.T, sub string, typ core.ActorType, tenant string) strin
 	return s
 }
 
+// freeAddr returns a loopback address for the service to listen on, which no connection takes
+// before it does (see testnet.FreePort).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return testnet.FreeAddr(t)
 }
 
 // syncBuffer collects the child's output.

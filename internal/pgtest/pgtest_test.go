@@ -2,26 +2,18 @@ package pgtest_test
 
 import (
 	"context"
-	"net"
 	"net/url"
 	"strings"
 	"testing"
 
 	"github.com/auditkit/auditkit/internal/pgtest"
+	"github.com/auditkit/auditkit/internal/testnet"
 )
 
-// closedPort returns a loopback address nothing listens on: a port that was just free.
+// closedPort returns a loopback address nothing listens on while the test runs.
 func closedPort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	if err := ln.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return addr
+	return testnet.ClosedAddr(t)
 }
 
 func TestCreateWithoutServerSaysHowToStartIt(t *testing.T) {

@@ -9,7 +9,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/auditkit/auditkit/internal/pgtest"
+	"github.com/auditkit/auditkit/internal/testnet"
 )
 
 // RunFunc is an example's main without the process: it returns the exit code.
@@ -290,12 +290,7 @@ func CurlDataIsRedacted(t *testing.T, run RunFunc) {
 // says so, with the command that starts the local server.
 func PostgresUnreachable(t *testing.T, run RunFunc) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now
+	addr := testnet.ClosedAddr(t) // nothing listens there while the test runs
 	var out, errOut bytes.Buffer
 	code := run(context.Background(), []string{"-demo", "-db", "postgres://postgres@" + addr + "/test?sslmode=disable"}, &out, &errOut)
 	msg := errOut.String()

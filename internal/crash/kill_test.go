@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -25,6 +24,7 @@ import (
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/gormaudit"
 	"github.com/auditkit/auditkit/internal/pgtest"
+	"github.com/auditkit/auditkit/internal/testnet"
 )
 
 // The child process of TestKillNine is the test binary itself, running TestChildWriter with
@@ -241,16 +241,10 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 
-// refusedURL is a database URL on a loopback port nothing listens on.
+// refusedURL is a database URL on a loopback port nothing listens on while the test runs.
 func refusedURL(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return "postgres://postgres@" + addr + "/test?sslmode=disable"
+	return "postgres://postgres@" + testnet.ClosedAddr(t) + "/test?sslmode=disable"
 }
 
 // TestKillNine kills a process writing audited GORM creates and core.Log records through a

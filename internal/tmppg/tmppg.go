@@ -10,6 +10,7 @@
 package tmppg
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +27,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/auditkit/auditkit/internal/freeport"
 )
 
 // DefaultAddr is where a locally running PostgreSQL answers on a usual installation.
@@ -91,20 +94,32 @@ func Start(ctx context.Context) (*Cluster, error) {
 	if out, err := c.run(ctx, initdb, "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"); err != nil {
 		return fail(fmt.Errorf("tmppg: initdb: %v: %s", err, lastLines(out, 5)))
 	}
-	port, err := freePort()
-	if err != nil {
-		return fail(err)
-	}
-	c.Port = port
-	opts := strings.Join([]string{
-		"-p", strconv.Itoa(port), "-c", "listen_addresses=127.0.0.1", "-k", dir,
-		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-		"-c", "max_connections=300",
-	}, " ")
-	if out, err := c.run(ctx, pgCtl, "-D", data, "-l", filepath.Join(dir, "server.log"), "-w", "-t", "120", "-o", opts, "start"); err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
+	// The port is free when it is drawn, and stays so unless another program draws it too before
+	// the server binds it: the server is then started again on a new port.
+	var port int
+	for attempt := 1; ; attempt++ {
+		var err error
+		if port, err = freeport.Loopback(); err != nil {
+			return fail(fmt.Errorf("tmppg: %w", err))
+		}
+		opts := strings.Join([]string{
+			"-p", strconv.Itoa(port), "-c", "listen_addresses=127.0.0.1", "-k", dir,
+			"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+			"-c", "max_connections=300",
+		}, " ")
+		logFile := filepath.Join(dir, "server.log")
+		_ = os.Remove(logFile) // the log of an attempt on a taken port
+		out, err := c.run(ctx, pgCtl, "-D", data, "-l", logFile, "-w", "-t", "120", "-o", opts, "start")
+		if err == nil {
+			break
+		}
+		log, _ := os.ReadFile(logFile)
+		if attempt < 3 && bytes.Contains(log, []byte("Address already in use")) {
+			continue
+		}
 		return fail(fmt.Errorf("tmppg: pg_ctl start: %v: %s %s", err, lastLines(out, 3), lastLines(log, 5)))
 	}
+	c.Port = port
 	if err := c.watch(); err != nil {
 		return fail(err)
 	}
@@ -221,16 +236,6 @@ func runAs() (*syscall.Credential, []int, error) {
 		return nil, nil, fmt.Errorf("tmppg: user postgres has uid %q and gid %q", u.Uid, u.Gid)
 	}
 	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, []int{uid, gid}, nil
-}
-
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("tmppg: finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // MissingDatabase reports whether err, from connecting, says that the database does not exist.

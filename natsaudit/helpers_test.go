@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -315,14 +317,21 @@ func (s *server) tryStart() error {
 		return fmt.Errorf("starting %s: %w", natsServerBin, err)
 	}
 	s.cmd, s.log = cmd, log
+	// A server of a cluster accepts clients before it binds its route port (and stops when that
+	// is taken): it is up once it listens for routes too.
+	clustered := slices.Contains(s.args, "--cluster")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		text := s.logText()
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.port), time.Second)
 		if err == nil {
 			c.Close()
-			return nil
+			if !clustered || strings.Contains(text, "Listening for route connections") {
+				return nil
+			}
+			err = errors.New("not listening for routes yet")
 		}
-		if text := s.logText(); strings.Contains(text, "[FTL]") || time.Now().After(deadline) {
+		if strings.Contains(text, "[FTL]") || time.Now().After(deadline) {
 			return fmt.Errorf("nats-server %s does not accept connections on port %d: %v\n%s", s.name, s.port, err, text)
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -5,17 +5,21 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"net"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"entgo.io/ent/dialect"
 	entsql "entgo.io/ent/dialect/sql"
+	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/entaudit"
 	"github.com/auditkit/auditkit/entaudit/internal/entest"
+	"github.com/auditkit/auditkit/internal/faults"
 	"github.com/auditkit/auditkit/internal/pgtest"
 	"github.com/auditkit/auditkit/internal/xact"
 )
@@ -28,6 +32,7 @@ type env struct {
 	client *entest.Client
 	w      *core.Writer
 	opts   entaudit.Options
+	proxy  *faults.Proxy // between the client and PostgreSQL, with proxied()
 }
 
 type envOption func(*envConfig)
@@ -37,6 +42,7 @@ type envConfig struct {
 	noWrap bool // leave the driver unwrapped
 	noHook bool // no audit hook at all
 	reads  *readCounter
+	proxy  bool // connect the client through a faults.Proxy
 }
 
 func withOptions(f func(*entaudit.Options)) envOption {
@@ -44,6 +50,9 @@ func withOptions(f func(*entaudit.Options)) envOption {
 }
 
 func unwrapped() envOption { return func(c *envConfig) { c.noWrap = true } }
+
+// proxied connects the client (not the Writer or env.db) through a faults.Proxy, env.proxy.
+func proxied() envOption { return func(c *envConfig) { c.proxy = true } }
 
 func withoutHook() envOption { return func(c *envConfig) { c.noHook = true } }
 
@@ -58,7 +67,12 @@ func newEnv(tb testing.TB, options ...envOption) *env {
 	}
 	ctx := context.Background()
 	db := pgtest.New(tb)
-	sqlDB, err := sql.Open("pgx", db.URL)
+	url := db.URL
+	var proxy *faults.Proxy
+	if cfg.proxy {
+		url, proxy = startProxy(tb, db)
+	}
+	sqlDB, err := sql.Open("pgx", url)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -94,7 +108,27 @@ func newEnv(tb testing.TB, options ...envOption) *env {
 	if !cfg.noHook {
 		client.Use(entaudit.Hook(entest.AuditSchema, opts))
 	}
-	return &env{db: db, sql: sqlDB, client: client, w: w, opts: opts}
+	return &env{db: db, sql: sqlDB, client: client, w: w, opts: opts, proxy: proxy}
+}
+
+// startProxy starts a faults.Proxy to db's server, closed when tb ends, and returns db's URL
+// through it.
+func startProxy(tb testing.TB, db *pgtest.DB) (string, *faults.Proxy) {
+	tb.Helper()
+	cfg, err := pgx.ParseConfig(db.URL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p, err := faults.Start(net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = p.Close() })
+	url, err := p.URL(db.URL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return url, p
 }
 
 // auditRow is one row of audit_logs, decoded.

@@ -17,7 +17,11 @@ import (
 
 // Slow is written in transactions whose COMMIT takes time: a deferred constraint trigger sleeps
 // SleepMs at COMMIT, or fails the COMMIT when Fail is set. With IgnoreCancel the trigger lets a
-// cancel request pass, as the server does when it arrives after the commit point.
+// cancel request pass, as the server does when it arrives after the commit point. A cancel
+// request may still cancel such a COMMIT: PostgreSQL signals the backend and its process group,
+// and the second signal can land after the trigger let the first pass. The tests with random
+// faults check against the table whatever happened; a test that needs the server to commit holds
+// back its reply instead (faults.Proxy.HoldCommitReply).
 type Slow struct {
 	ID           int `gorm:"primaryKey;autoIncrement:false"`
 	SleepMs      int
@@ -465,44 +469,34 @@ func TestStatementOutcomeTransparency(t *testing.T) {
 	}
 }
 
-// TestCommitOutcomeCancelledCommitThatCommitted: a COMMIT whose context is cancelled while
-// PostgreSQL commits anyway delivers the records, unflagged; one that fails in the database
-// (deferred constraint) drops them.
+// TestCommitOutcomeCancelledCommitThatCommitted: a COMMIT whose context is cancelled once
+// PostgreSQL has committed (its reply is held back on the way, as a slow network or a busy
+// server would) delivers the records, unflagged; one that fails in the database (deferred
+// constraint) drops them.
 func TestCommitOutcomeCancelledCommitThatCommitted(t *testing.T) {
-	e := newEnv(t, envConfig{}, &Slow{})
+	e := newEnv(t, envConfig{proxy: true}, &Slow{})
 	must(t, e.db.Exec(slowTrigger).Error)
 	ctx, cancel := context.WithCancel(identity())
 	defer cancel()
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	watchErr := make(chan error, 1)
 	err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		// COMMIT runs the deferred trigger, which sleeps 1.2 s ignoring cancellation. The context
-		// is cancelled once PostgreSQL shows that backend sleeping in COMMIT, however long what
-		// runs before COMMIT takes on a loaded machine.
-		if err := tx.Create(&Slow{ID: 1, SleepMs: 1200, IgnoreCancel: true}).Error; err != nil {
+		if err := tx.Create(&Slow{ID: 1}).Error; err != nil {
 			return err
 		}
-		var pid int
-		if err := tx.Raw("SELECT pg_backend_pid()").Scan(&pid).Error; err != nil {
-			return err
-		}
-		wg.Add(1)
+		e.proxy.HoldCommitReply(1)
 		go func() {
-			defer wg.Done()
 			defer cancel()
-			watchErr <- waitForSleepingCommit(e, pid)
+			watchErr <- waitForHeldCommit(e)
 		}()
 		return nil
 	})
-	wg.Wait()
 	select {
 	case werr := <-watchErr:
 		if werr != nil {
 			t.Fatal(werr)
 		}
-	default:
-		t.Fatalf("Transaction = %v before COMMIT", err)
+	case <-time.After(time.Minute):
+		t.Fatalf("Transaction = %v, and the reply to its COMMIT was not held back", err)
 	}
 	if err == nil || !errors.Is(err, context.Canceled) && !strings.Contains(err.Error(), "cancel") && !strings.Contains(err.Error(), "timeout") {
 		t.Fatalf("Transaction = %v, want the cancellation of COMMIT", err)
@@ -526,22 +520,15 @@ func TestCommitOutcomeCancelledCommitThatCommitted(t *testing.T) {
 	}
 }
 
-// waitForSleepingCommit waits until the backend pid runs COMMIT and sleeps in it.
-func waitForSleepingCommit(e *env, pid int) error {
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		var query, wait string
-		err := e.pg.Pool.QueryRow(context.Background(),
-			"SELECT coalesce(query, ''), coalesce(wait_event, '') FROM pg_stat_activity WHERE pid = $1", pid).Scan(&query, &wait)
-		if err != nil {
-			return fmt.Errorf("backend %d: %w", pid, err)
-		}
-		if strings.EqualFold(strings.TrimSpace(query), "COMMIT") && wait == "PgSleep" {
+// waitForHeldCommit waits until e's proxy holds back the reply to a COMMIT (that COMMIT has
+// committed).
+func waitForHeldCommit(e *env) error {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
+		if e.proxy.Counters().HeldCommits > 0 {
 			return nil
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
-	return fmt.Errorf("backend %d never slept in COMMIT", pid)
+	return fmt.Errorf("no reply to COMMIT was held back: %+v", e.proxy.Counters())
 }
 
 // BenchmarkPairedSkipDefaultTransaction measures what running each audited statement in a

@@ -6,35 +6,41 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
 
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/gormaudit"
+	"github.com/auditkit/auditkit/internal/faults"
 	"github.com/auditkit/auditkit/internal/pgtest"
 )
 
 // env is one test's database: a fresh schema with audit_logs, GORM with the plugin, and a
 // Writer storing into that schema.
 type env struct {
-	t    testing.TB
-	logs *syncBuffer
-	pg   *pgtest.DB
-	db   *gorm.DB
-	w    *core.Writer
-	p    *gormaudit.Plugin
+	t     testing.TB
+	logs  *syncBuffer
+	pg    *pgtest.DB
+	db    *gorm.DB
+	w     *core.Writer
+	p     *gormaudit.Plugin
+	proxy *faults.Proxy // between GORM and PostgreSQL, with envConfig.proxy
 }
 
 type envConfig struct {
 	opts    gormaudit.Options
 	gorm    gorm.Config
 	prepare func(*gorm.DB) // runs between gorm.Open and Register
+	proxy   bool           // connect GORM (not the Writer or env.pg) through a faults.Proxy
 }
 
 func newEnv(t testing.TB, cfg envConfig, models ...any) *env {
@@ -52,7 +58,12 @@ func newEnv(t testing.TB, cfg envConfig, models ...any) *env {
 	if gc.Logger == nil {
 		gc.Logger = logger.Discard
 	}
-	db, err := gorm.Open(postgres.Open(pg.URL), &gc)
+	url := pg.URL
+	var proxy *faults.Proxy
+	if cfg.proxy {
+		url, proxy = startProxy(t, pg)
+	}
+	db, err := gorm.Open(postgres.Open(url), &gc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +95,27 @@ func newEnv(t testing.TB, cfg envConfig, models ...any) *env {
 			t.Fatal(err)
 		}
 	}
-	return &env{t: t, logs: logs, pg: pg, db: db, w: w, p: p}
+	return &env{t: t, logs: logs, pg: pg, db: db, w: w, p: p, proxy: proxy}
+}
+
+// startProxy starts a faults.Proxy to pg's server, closed when t ends, and returns pg's URL
+// through it.
+func startProxy(t testing.TB, pg *pgtest.DB) (string, *faults.Proxy) {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := faults.Start(net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	url, err := p.URL(pg.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return url, p
 }
 
 // syncBuffer collects log output from several goroutines.

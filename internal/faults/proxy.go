@@ -1,12 +1,14 @@
 // Package faults injects network and database faults between the audit writer and PostgreSQL, so
 // that tests can hold the writer's promise (no accepted record lost unless counted as dropped,
 // none stored twice) against black holes, refused connections, cut connections and connections
-// cut in the middle of a COPY or right after the server committed it.
+// cut in the middle of a COPY or right after the server committed it. The ORM integrations' tests
+// use it to hold back the reply to a COMMIT the server made, so that the application gives up on
+// a transaction that committed.
 //
 //	p, err := faults.Start("127.0.0.1:5432")
 //	...
 //	url := p.URL(databaseURL) // connect the writer through the proxy
-//	p.Blackhole()             // later: p.Pass(), p.Refuse(), p.Cut(), p.CutMidCopy(1, 3)
+//	p.Blackhole()             // later: p.Pass(), p.Refuse(), p.Cut(), p.CutMidCopy(1, 3), p.HoldCommitReply(1)
 package faults
 
 import (
@@ -57,6 +59,7 @@ type Counters struct {
 	AfterCopyCuts uint64 // connections closed instead of delivering a COPY's CommandComplete
 	CopyData      uint64 // CopyData messages forwarded from client to server
 	CopyDone      uint64 // CommandComplete messages of a COPY forwarded to the client
+	HeldCommits   uint64 // connections whose reply to COMMIT was held back (HoldCommitReply)
 }
 
 // Proxy is a TCP proxy to one PostgreSQL server whose behaviour can be switched at run time. It
@@ -78,8 +81,9 @@ type Proxy struct {
 	midCopyAfter atomic.Int64 // CopyData messages after which an armed mid-COPY cut happens
 	midCopyLeft  atomic.Int64 // mid-COPY cuts still armed
 	afterCopy    atomic.Int64 // after-COPY cuts still armed
+	holdCommit   atomic.Int64 // COMMIT replies still to hold back
 
-	accepted, held, cut, midCuts, afterCuts, copyData, copyDone atomic.Uint64
+	accepted, held, cut, midCuts, afterCuts, copyData, copyDone, heldCommits atomic.Uint64
 }
 
 // link is one proxied connection: the client's socket and the server's.
@@ -194,6 +198,13 @@ func (p *Proxy) CutMidCopy(afterN, times int) {
 // transaction) and the client never learns it.
 func (p *Proxy) CutAfterCopy(times int) { p.afterCopy.Store(int64(times)) }
 
+// HoldCommitReply arms times holds: the server's reply to a COMMIT that committed (its
+// CommandComplete and all that follows on that connection) is not forwarded, while the
+// connection stays open, so that the server has committed and the client waits for an answer
+// until it gives up (its context is cancelled or its deadline passes) and closes the connection.
+// A cancel request the client sends then reaches a server that has nothing left to cancel.
+func (p *Proxy) HoldCommitReply(times int) { p.holdCommit.Store(int64(times)) }
+
 // Counters returns what the proxy did so far.
 func (p *Proxy) Counters() Counters {
 	return Counters{
@@ -204,6 +215,7 @@ func (p *Proxy) Counters() Counters {
 		AfterCopyCuts: p.afterCuts.Load(),
 		CopyData:      p.copyData.Load(),
 		CopyDone:      p.copyDone.Load(),
+		HeldCommits:   p.heldCommits.Load(),
 	}
 }
 
@@ -278,6 +290,7 @@ func (p *Proxy) pipe(l *link, fromClient bool) {
 		src, dst = l.client, l.server
 	}
 	var copyData int64 // CopyData messages of the current COPY (client side)
+	holding := false   // the reply to a COMMIT is held back: nothing more goes to the client
 	startup := fromClient
 	buf := make([]byte, 0, 8192)
 	for {
@@ -300,6 +313,12 @@ func (p *Proxy) pipe(l *link, fromClient bool) {
 		} else if typ == 'C' && isCopyComplete(msg) && take(&p.afterCopy) {
 			p.afterCuts.Add(1)
 			return // the deferred close drops the message with the connection
+		} else if typ == 'C' && !holding && isCommitComplete(msg) && take(&p.holdCommit) {
+			p.heldCommits.Add(1)
+			holding = true
+		}
+		if holding {
+			continue // read on, so that the server is never blocked, until either side closes
 		}
 		if _, err := dst.Write(msg); err != nil {
 			return
@@ -371,6 +390,12 @@ func readMessage(r io.Reader, buf []byte, startup bool) ([]byte, byte, error) {
 		return nil, 0, err
 	}
 	return buf, typ, nil
+}
+
+// isCommitComplete reports whether msg, a CommandComplete, is that of a COMMIT that committed
+// (a COMMIT of a failed transaction completes as ROLLBACK).
+func isCommitComplete(msg []byte) bool {
+	return string(msg[5:]) == "COMMIT\x00"
 }
 
 // isCopyComplete reports whether msg, a CommandComplete, is a COPY's ("COPY n").

@@ -225,3 +225,59 @@ func TestProxyCutAfterCopy(t *testing.T) {
 		t.Fatalf("%d rows stored, want the 100 the server committed", n)
 	}
 }
+
+func TestProxyHoldCommitReply(t *testing.T) {
+	t.Parallel()
+	db := pgtest.New(t)
+	ctx := context.Background()
+	if _, err := db.Pool.Exec(ctx, `CREATE TABLE t_commit (id int PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t)
+	commit := func(c *pgx.Conn, id int, timeout time.Duration) error {
+		tx, err := c.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO t_commit VALUES ($1)", id); err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return tx.Commit(cctx)
+	}
+	p.HoldCommitReply(1)
+	// A COMMIT that answers ROLLBACK (the transaction failed) is not held.
+	c := mustConnect(t, p, db)
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT 1/0"); err == nil {
+		t.Fatal("division by zero succeeded")
+	}
+	if err := tx.Commit(ctx); !errors.Is(err, pgx.ErrTxCommitRollback) {
+		t.Fatalf("Commit of a failed transaction = %v, want %v", err, pgx.ErrTxCommitRollback)
+	}
+	start := time.Now()
+	if err := commit(c, 1, 300*time.Millisecond); err == nil {
+		t.Fatal("the client learned of a COMMIT whose reply was held back")
+	}
+	if d := time.Since(start); d < 250*time.Millisecond {
+		t.Fatalf("Commit returned after %v, before its deadline", d)
+	}
+	if got := p.Counters().HeldCommits; got != 1 {
+		t.Fatalf("HeldCommits = %d, want 1", got)
+	}
+	var n int
+	if err := db.Pool.QueryRow(ctx, "SELECT count(*) FROM t_commit").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("%d rows stored, want the one the server committed", n)
+	}
+	// Armed once: the next COMMIT is answered.
+	if err := commit(mustConnect(t, p, db), 2, 10*time.Second); err != nil {
+		t.Fatalf("COMMIT after the armed hold: %v", err)
+	}
+}

@@ -123,6 +123,9 @@ type Commit struct {
 // Otherwise status is asked until it answers committed or aborted (polling while the transaction
 // is in progress, as it is while its connection is being torn down) or until timeout (zero
 // means DefaultTimeout) has passed; then the outcome is Unknown, returned with the last error.
+// A status that cannot ever answer (it asks on the finished transaction itself or on a closed
+// connection: sql.ErrTxDone, sql.ErrConnDone) gives Unknown at once, so that the application's
+// COMMIT does not wait for an answer that will not come.
 // ctx is the caller's, whose cancellation Resolve ignores: the application's context is usually
 // the reason COMMIT failed.
 func Resolve(ctx context.Context, c Commit, status StatusFunc, timeout time.Duration) (Outcome, error) {
@@ -143,6 +146,8 @@ func Resolve(ctx context.Context, c Commit, status StatusFunc, timeout time.Dura
 	for {
 		s, err := status(ctx, c.ID)
 		switch {
+		case errors.Is(err, sql.ErrTxDone), errors.Is(err, sql.ErrConnDone):
+			return Unknown, fmt.Errorf("xact: nowhere to ask the status of transaction %s: %w", c.ID, err)
 		case err != nil:
 		case s.String == "committed":
 			return Committed, nil

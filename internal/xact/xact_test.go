@@ -125,6 +125,45 @@ func TestResolveIgnoresCancellation(t *testing.T) {
 	}
 }
 
+// A status asked on the finished transaction itself or on a closed connection can never answer:
+// Resolve gives up at once instead of polling until its timeout, which the application's COMMIT
+// would wait for.
+func TestResolveNowhereToAsk(t *testing.T) {
+	db := openDB(t)
+	id := transaction(t, db, "COMMIT")
+	ctx := context.Background()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for name, q := range map[string]xact.Querier{"finished transaction": tx, "closed connection": conn} {
+		t.Run(name, func(t *testing.T) {
+			asked := 0
+			status := func(ctx context.Context, xid string) (sql.NullString, error) {
+				asked++
+				return xact.StatusOn(q)(ctx, xid)
+			}
+			got, err := xact.Resolve(ctx, xact.Commit{Err: context.Canceled, ID: id, IDKnown: true}, status, time.Minute)
+			if got != xact.Unknown || err == nil {
+				t.Fatalf("Resolve = %v (%v), want unknown with the reason", got, err)
+			}
+			if asked != 1 {
+				t.Fatalf("status asked %d times, want once", asked)
+			}
+		})
+	}
+}
+
 // A transaction is committed for StatusQuery only once the snapshot the query runs with sees it:
 // a query that follows an outcome of committed must find the changes. PostgreSQL's own window
 // (the commit log says committed before the transaction leaves the running ones) cannot be held

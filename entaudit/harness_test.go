@@ -5,15 +5,12 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"net"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"entgo.io/ent/dialect"
 	entsql "entgo.io/ent/dialect/sql"
-	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/auditkit/auditkit/core"
@@ -115,19 +112,11 @@ func newEnv(tb testing.TB, options ...envOption) *env {
 // through it.
 func startProxy(tb testing.TB, db *pgtest.DB) (string, *faults.Proxy) {
 	tb.Helper()
-	cfg, err := pgx.ParseConfig(db.URL)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	p, err := faults.Start(net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
+	p, url, err := faults.StartURL(db.URL)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = p.Close() })
-	url, err := p.URL(db.URL)
-	if err != nil {
-		tb.Fatal(err)
-	}
 	return url, p
 }
 

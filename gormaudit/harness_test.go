@@ -6,14 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -102,19 +99,11 @@ func newEnv(t testing.TB, cfg envConfig, models ...any) *env {
 // through it.
 func startProxy(t testing.TB, pg *pgtest.DB) (string, *faults.Proxy) {
 	t.Helper()
-	cfg, err := pgx.ParseConfig(pg.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := faults.Start(net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port))))
+	p, url, err := faults.StartURL(pg.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = p.Close() })
-	url, err := p.URL(pg.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
 	return url, p
 }
 

@@ -113,6 +113,29 @@ func Start(target string) (*Proxy, error) {
 	return p, nil
 }
 
+// StartURL starts a proxy (as Start) to the server of databaseURL, a postgres:// URL, and
+// returns it with databaseURL through it (see URL).
+func StartURL(databaseURL string) (*Proxy, string, error) {
+	pu, err := url.Parse(databaseURL)
+	if err != nil || pu.Host == "" {
+		return nil, "", fmt.Errorf("faults: no server in %q: %v", databaseURL, err)
+	}
+	target := pu.Host
+	if pu.Port() == "" {
+		target = net.JoinHostPort(pu.Hostname(), "5432")
+	}
+	p, err := Start(target)
+	if err != nil {
+		return nil, "", err
+	}
+	u, err := p.URL(databaseURL)
+	if err != nil {
+		_ = p.Close()
+		return nil, "", err
+	}
+	return p, u, nil
+}
+
 // Addr returns the proxy's address, host:port. It stays the same across Refuse.
 func (p *Proxy) Addr() string { return p.addr }
 

@@ -281,3 +281,25 @@ func TestProxyHoldCommitReply(t *testing.T) {
 		t.Fatalf("COMMIT after the armed hold: %v", err)
 	}
 }
+
+func TestStartURL(t *testing.T) {
+	for in, target := range map[string]string{
+		"postgres://u@127.0.0.1:6543/db?sslmode=require": "127.0.0.1:6543",
+		"postgres://u@127.0.0.1/db":                      "127.0.0.1:5432",
+	} {
+		p, u, err := StartURL(in)
+		if err != nil {
+			t.Fatalf("StartURL(%q): %v", in, err)
+		}
+		_ = p.Close()
+		if p.target != target {
+			t.Errorf("StartURL(%q) proxies to %s, want %s", in, p.target, target)
+		}
+		if want := "postgres://u@" + p.Addr() + "/db?sslmode=disable"; u != want {
+			t.Errorf("StartURL(%q) = %q, want %q", in, u, want)
+		}
+	}
+	if _, _, err := StartURL("host=127.0.0.1 dbname=db"); err == nil {
+		t.Error("StartURL of a URL without a server succeeded")
+	}
+}

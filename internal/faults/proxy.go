@@ -117,8 +117,11 @@ func Start(target string) (*Proxy, error) {
 // returns it with databaseURL through it (see URL).
 func StartURL(databaseURL string) (*Proxy, string, error) {
 	pu, err := url.Parse(databaseURL)
-	if err != nil || pu.Host == "" {
-		return nil, "", fmt.Errorf("faults: no server in %q: %v", databaseURL, err)
+	if err != nil {
+		return nil, "", fmt.Errorf("faults: %w", err)
+	}
+	if pu.Host == "" {
+		return nil, "", fmt.Errorf("faults: no server in %q", databaseURL)
 	}
 	target := pu.Host
 	if pu.Port() == "" {

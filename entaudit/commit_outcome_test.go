@@ -287,43 +287,57 @@ func checkChanges(t *testing.T, e *env, changes []change) {
 	}
 }
 
-// A COMMIT whose context is cancelled once PostgreSQL has committed (its reply is held back on
-// the way, as a slow network or a busy server would) delivers the records, unflagged, in an
-// ent.Tx and in the hook's own transaction; a COMMIT the database fails drops them.
+// A COMMIT whose context is cancelled, or whose connection is cut, once PostgreSQL has committed
+// (its reply is held back on the way, as a slow network or a busy server would) delivers the
+// records, unflagged, in an ent.Tx and in the hook's own transaction; a COMMIT the database fails
+// drops them.
 func TestCommitOutcomeCancelledCommitThatCommitted(t *testing.T) {
 	e := newEnv(t, proxied())
 	e.exec(t, slowCommit)
 	bg := context.Background()
-	p := e.client.Pet.Create().SetName("a").SaveX(bg)
+	a := e.client.Pet.Create().SetName("a").SaveX(bg)
+	b := e.client.Pet.Create().SetName("b").SaveX(bg)
 	e.exec(t, "INSERT INTO slow_plan VALUES ('fails', 0, true, false, false)")
+	inTx := func(ctx context.Context, name string) error {
+		tx, err := e.client.Tx(ctx)
+		if err != nil {
+			return err
+		}
+		tx.Pet.Create().SetName(name).ExecX(ctx)
+		e.proxy.HoldCommitReply(1)
+		return tx.Commit()
+	}
+	ownTx := func(p *entest.Pet) func(ctx context.Context, name string) error {
+		return func(ctx context.Context, name string) error {
+			e.proxy.HoldCommitReply(1)
+			return e.client.Pet.UpdateOne(p).SetName(name).Exec(ctx)
+		}
+	}
 	cases := []struct {
 		name  string
-		write func(ctx context.Context) error
+		write func(ctx context.Context, name string) error
+		cut   bool // cut the connection instead of cancelling the context
 	}{
-		{"in-tx", func(ctx context.Context) error {
-			tx, err := e.client.Tx(ctx)
-			if err != nil {
-				return err
-			}
-			tx.Pet.Create().SetName("in-tx").ExecX(ctx)
-			e.proxy.HoldCommitReply(1)
-			return tx.Commit()
-		}},
-		{"own-tx", func(ctx context.Context) error {
-			e.proxy.HoldCommitReply(1)
-			return e.client.Pet.UpdateOne(p).SetName("own-tx").Exec(ctx)
-		}},
+		{"in-tx", inTx, false},
+		{"own-tx", ownTx(a), false},
+		{"in-tx-cut", inTx, true},
+		{"own-tx-cut", ownTx(b), true},
 	}
 	for i, c := range cases {
 		ctx, cancel := context.WithCancel(bg)
 		seen := make(chan error, 1)
-		go func() { seen <- cancelWhenHeld(e, uint64(i+1), cancel) }()
-		err := c.write(ctx)
+		giveUp := cancel
+		if c.cut {
+			giveUp = func() { e.proxy.Cut() }
+		}
+		go func() { seen <- whenHeld(e, uint64(i+1), giveUp) }()
+		err := c.write(ctx, c.name)
+		cancel()
 		if serr := <-seen; serr != nil {
 			t.Fatalf("%s: %v (write: %v)", c.name, serr, err)
 		}
-		if err == nil || !errors.Is(err, context.Canceled) && !strings.Contains(err.Error(), "cancel") {
-			t.Fatalf("%s: %v, want the cancellation of COMMIT", c.name, err)
+		if err == nil || !c.cut && !errors.Is(err, context.Canceled) && !strings.Contains(err.Error(), "cancel") {
+			t.Fatalf("%s: %v, want COMMIT's failure", c.name, err)
 		}
 		n, err := e.client.Pet.Query().Where(pet.Name(c.name)).Count(bg)
 		if err != nil {
@@ -345,16 +359,17 @@ func TestCommitOutcomeCancelledCommitThatCommitted(t *testing.T) {
 	for _, r := range e.audit(t) {
 		got = append(got, fmt.Sprintf("%s %v %v", r.Action, r.After["name"], r.Metadata["commit_outcome"]))
 	}
-	want := []string{"pets.insert a <nil>", "pets.insert in-tx <nil>", "pets.update own-tx <nil>"}
+	want := []string{"pets.insert a <nil>", "pets.insert b <nil>", "pets.insert in-tx <nil>", "pets.update own-tx <nil>",
+		"pets.insert in-tx-cut <nil>", "pets.update own-tx-cut <nil>"}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("records:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
 
-// cancelWhenHeld calls cancel once the proxy holds back the reply to a COMMIT, the held-th
-// since it started (that COMMIT has committed), and reports an error if it does not in a minute.
-func cancelWhenHeld(e *env, held uint64, cancel context.CancelFunc) error {
-	defer cancel()
+// whenHeld calls giveUp once the proxy holds back the reply to a COMMIT, the held-th since it
+// started (that COMMIT has committed), and reports an error if it does not in a minute.
+func whenHeld(e *env, held uint64, giveUp func()) error {
+	defer giveUp()
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
 		if e.proxy.Counters().HeldCommits >= held {
 			return nil
@@ -383,7 +398,7 @@ func TestCommitOutcomeUnwrapped(t *testing.T) {
 			seen <- nil
 		} else {
 			e.proxy.HoldCommitReply(1)
-			go func() { seen <- cancelWhenHeld(e, 1, cancel) }()
+			go func() { seen <- whenHeld(e, 1, cancel) }()
 		}
 		start := time.Now()
 		err = tx.Commit()

@@ -469,62 +469,69 @@ func TestStatementOutcomeTransparency(t *testing.T) {
 	}
 }
 
-// TestCommitOutcomeCancelledCommitThatCommitted: a COMMIT whose context is cancelled once
-// PostgreSQL has committed (its reply is held back on the way, as a slow network or a busy
-// server would) delivers the records, unflagged; one that fails in the database (deferred
-// constraint) drops them.
+// TestCommitOutcomeCancelledCommitThatCommitted: a COMMIT whose context is cancelled, or whose
+// connection is cut, once PostgreSQL has committed (its reply is held back on the way, as a slow
+// network or a busy server would) delivers the records, unflagged; one that fails in the
+// database (deferred constraint) drops them.
 func TestCommitOutcomeCancelledCommitThatCommitted(t *testing.T) {
 	e := newEnv(t, envConfig{proxy: true}, &Slow{})
 	must(t, e.db.Exec(slowTrigger).Error)
-	ctx, cancel := context.WithCancel(identity())
-	defer cancel()
-	watchErr := make(chan error, 1)
-	err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if err := tx.Create(&Slow{ID: 1}).Error; err != nil {
-			return err
+	for i, cut := range []bool{false, true} {
+		id := i + 1
+		ctx, cancel := context.WithCancel(identity())
+		giveUp := cancel
+		if cut {
+			giveUp = func() { e.proxy.Cut() }
 		}
-		e.proxy.HoldCommitReply(1)
-		go func() {
-			defer cancel()
-			watchErr <- waitForHeldCommit(e)
-		}()
-		return nil
-	})
-	select {
-	case werr := <-watchErr:
-		if werr != nil {
-			t.Fatal(werr)
+		watchErr := make(chan error, 1)
+		err := e.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			if err := tx.Create(&Slow{ID: id}).Error; err != nil {
+				return err
+			}
+			e.proxy.HoldCommitReply(1)
+			go func() {
+				defer giveUp()
+				watchErr <- waitForHeldCommit(e, uint64(id))
+			}()
+			return nil
+		})
+		cancel()
+		select {
+		case werr := <-watchErr:
+			if werr != nil {
+				t.Fatal(werr)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("cut %v: Transaction = %v, and the reply to its COMMIT was not held back", cut, err)
 		}
-	case <-time.After(time.Minute):
-		t.Fatalf("Transaction = %v, and the reply to its COMMIT was not held back", err)
-	}
-	if err == nil || !errors.Is(err, context.Canceled) && !strings.Contains(err.Error(), "cancel") && !strings.Contains(err.Error(), "timeout") {
-		t.Fatalf("Transaction = %v, want the cancellation of COMMIT", err)
-	}
-	var n int64
-	must(t, e.db.Model(&Slow{}).Count(&n).Error)
-	if n != 1 {
-		t.Fatalf("%d rows (COMMIT: %v), want the change committed by PostgreSQL", n, err)
-	}
-	r := e.one("resource_type = 'slows'")
-	if r.Action != "slows.insert" || r.ResourceID != "1" || r.Metadata["commit_outcome"] != nil {
-		t.Fatalf("record = %+v, want the insert of 1, not flagged", r)
+		if err == nil || !cut && !errors.Is(err, context.Canceled) && !strings.Contains(err.Error(), "cancel") && !strings.Contains(err.Error(), "timeout") {
+			t.Fatalf("cut %v: Transaction = %v, want COMMIT's failure", cut, err)
+		}
+		var n int64
+		must(t, e.db.Model(&Slow{}).Where("id = ?", id).Count(&n).Error)
+		if n != 1 {
+			t.Fatalf("cut %v: %d rows (COMMIT: %v), want the change committed by PostgreSQL", cut, n, err)
+		}
+		r := e.one(fmt.Sprintf("resource_type = 'slows' AND resource_id = '%d'", id))
+		if r.Action != "slows.insert" || r.Metadata["commit_outcome"] != nil {
+			t.Fatalf("cut %v: record = %+v, want the insert of %d, not flagged", cut, r, id)
+		}
 	}
 
-	err = e.db.WithContext(identity()).Create(&Slow{ID: 2, Fail: true}).Error
+	err := e.db.WithContext(identity()).Create(&Slow{ID: 3, Fail: true}).Error
 	if err == nil || !strings.Contains(err.Error(), "23514") {
 		t.Fatalf("Create = %v, want the deferred check's failure", err)
 	}
-	if got := e.audit("resource_id = '2'"); len(got) != 0 {
+	if got := e.audit("resource_id = '3'"); len(got) != 0 {
 		t.Fatalf("records of a rolled-back change: %s", dump(got))
 	}
 }
 
-// waitForHeldCommit waits until e's proxy holds back the reply to a COMMIT (that COMMIT has
-// committed).
-func waitForHeldCommit(e *env) error {
+// waitForHeldCommit waits until e's proxy has held back the replies to held COMMITs (the last of
+// them has committed).
+func waitForHeldCommit(e *env, held uint64) error {
 	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
-		if e.proxy.Counters().HeldCommits > 0 {
+		if e.proxy.Counters().HeldCommits >= held {
 			return nil
 		}
 	}

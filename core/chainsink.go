@@ -422,6 +422,10 @@ func appendChainJSON(buf []byte, seq int64, prev, hash []byte) []byte {
 type chainCache struct {
 	mu    sync.Mutex
 	heads map[string]cachedHead
+	// guessed holds, for each chain, the heads the batches speculate linked move it through, in
+	// order, from the head the first of them was linked after: while the cache holds one of them,
+	// the batches after it are not stored yet, and the next batch is linked after the last.
+	guessed map[string][]chainHead
 }
 
 // cachedHead is what chainCache knows of one chain: the head the batches linked so far move it
@@ -435,6 +439,10 @@ type cachedHead struct {
 	// batch already stored.
 	done chan struct{}
 }
+
+// maxGuessed bounds chainCache.guessed for one chain: batches linked further ahead of the stored
+// ones are linked after the cached head.
+const maxGuessed = 16
 
 // linkedBatch is a batch linkAhead linked.
 type linkedBatch struct {
@@ -513,8 +521,11 @@ func (s *PostgresSink) prelink(recs []*Record) {
 	recs[0].link = s.heads.speculate(chainKeys(rows), rows, fields)
 }
 
-// speculate links rows after the heads the cache holds for keys, without moving them; nil when
-// a chain of the batch has no known head.
+// speculate links rows after the heads their chains will have when the batch is stored, without
+// moving the cached heads. Each batch is linked after the ones speculate linked before it and that
+// are not stored yet: the encoding goroutine links a batch while the one before it waits for a
+// worker, and the links of a batch are the same whoever links it after the same heads. It
+// returns nil when a chain of the batch has no known head.
 func (cc *chainCache) speculate(keys []string, rows [][]any, fields []*ChainFields) *prelinked {
 	prev := make(map[string]chainHead, len(keys))
 	cc.mu.Lock()
@@ -525,6 +536,17 @@ func (cc *chainCache) speculate(keys []string, rows [][]any, fields []*ChainFiel
 			return nil
 		}
 		prev[k] = h.head
+		g := cc.guessed[k]
+		if i := slices.Index(g, h.head); i >= 0 && len(g)-i < maxGuessed {
+			prev[k] = g[len(g)-1]
+			g = g[:copy(g, g[i:])] // the batches before i are stored
+		} else {
+			g = append(g[:0], h.head)
+		}
+		if cc.guessed == nil {
+			cc.guessed = make(map[string][]chainHead, len(keys))
+		}
+		cc.guessed[k] = g
 	}
 	cc.mu.Unlock()
 	c := newChainer(len(rows))
@@ -535,6 +557,13 @@ func (cc *chainCache) speculate(keys []string, rows [][]any, fields []*ChainFiel
 	if err != nil {
 		return nil
 	}
+	cc.mu.Lock()
+	for k, h := range c.heads {
+		if g := cc.guessed[k]; len(g) > 0 && g[len(g)-1] == prev[k] {
+			cc.guessed[k] = append(g, *h)
+		}
+	}
+	cc.mu.Unlock()
 	return &prelinked{keys: keys, rows: out, prev: prev, next: c.heads}
 }
 
@@ -575,6 +604,7 @@ func (cc *chainCache) forget(keys []string) {
 	cc.mu.Lock()
 	for _, k := range keys {
 		delete(cc.heads, k)
+		delete(cc.guessed, k)
 	}
 	cc.mu.Unlock()
 }

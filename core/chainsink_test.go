@@ -3,6 +3,7 @@ package core
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -305,6 +306,64 @@ func TestChainPrelinked(t *testing.T) {
 	}
 	if lengths := verifyChains(t, db.Pool); lengths["t_alpha"] != 5 {
 		t.Fatalf("chain lengths %v, want 5 each", lengths)
+	}
+}
+
+// TestChainPrelinkedInARow: batches the encoding goroutine links one after the other before a
+// worker takes the first are each linked after the heads the one before leaves, and all are stored
+// with those links; a batch dropped before it is stored costs the next ones their links only.
+func TestChainPrelinkedInARow(t *testing.T) {
+	db := pgtest.New(t)
+	ctx := context.Background()
+	s := NewPostgresSink(db.Pool, PostgresSinkOptions{Schema: db.Schema})
+	if err := s.Write(ctx, encodedBatch(t, "first", 3)); err != nil {
+		t.Fatal(err)
+	}
+	batches := make([][]*Record, 4)
+	for i := range batches {
+		batches[i] = encodedBatch(t, fmt.Sprintf("row-%d", i), 3)
+		s.prelink(batches[i])
+		if batches[i][0].link == nil {
+			t.Fatalf("batch %d was not linked ahead", i)
+		}
+	}
+	for i, b := range batches {
+		if err := s.Write(ctx, b); err != nil {
+			t.Fatalf("batch %d: %v", i, err)
+		}
+	}
+	if a, b := s.adopted.Load(), s.ahead.Load(); a != 4 || b != 4 {
+		t.Fatalf("%d batches stored with the links made ahead, %d linked ahead; want 4 and 4", a, b)
+	}
+
+	// The second of three batches linked in a row is dropped: the third, linked after it, is
+	// linked again after the first, and the one after it is linked ahead once more.
+	dropped := make([][]*Record, 3)
+	for i := range dropped {
+		dropped[i] = encodedBatch(t, fmt.Sprintf("dropped-%d", i), 3)
+		s.prelink(dropped[i])
+	}
+	for _, i := range []int{0, 2} {
+		if err := s.Write(ctx, dropped[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := encodedBatch(t, "last", 3)
+	s.prelink(last)
+	if err := s.Write(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := s.adopted.Load(), s.ahead.Load(); a != 6 || b != 7 {
+		t.Fatalf("%d batches stored with the links made ahead, %d linked ahead; want 6 and 7", a, b)
+	}
+	if lengths := verifyChains(t, db.Pool); lengths["t_alpha"] != 8 || lengths["t_beta"] != 8 || lengths[""] != 8 {
+		t.Fatalf("chain lengths %v, want 8 each", lengths)
+	}
+	for _, k := range []string{"t_alpha", "t_beta", ""} {
+		rep, err := Verify(ctx, db.Pool, k, VerifyOptions{Schema: db.Schema})
+		if err != nil || !rep.OK {
+			t.Fatalf("verify %q: %+v, %v", k, rep, err)
+		}
 	}
 }
 

@@ -120,7 +120,8 @@ type stmtState struct {
 	sc stmtConn // the statement's connection pool while it is captured
 
 	// fuse, when not nil, runs the statement as one that locks, reads and changes its rows
-	// (see fuse.go): the texts whereBuilder writes around stmt's conditions. paired:
+	// (see fuse.go): the texts whereBuilder writes around stmt's conditions, or on PostgreSQL
+	// 18 and later the RETURNING of both images that the statement gets as it is. paired:
 	// st.before[i] and st.out[i] are the same row.
 	fuse   *fuseText
 	stmt   *gorm.Statement
@@ -193,7 +194,7 @@ func (c *stmtConn) execFused(ctx context.Context, query string, args []any, xid 
 	// The statement as it comes: built by whereBuilder, or, when someone else's clause builder
 	// or code built its conditions, GORM's own, unpinned, its rows then recorded without a
 	// before image (before_unknown).
-	fused := strings.Contains(query, st.fuse.mid)
+	fused := st.fuse.oldNew || strings.Contains(query, st.fuse.mid)
 	if !fused {
 		st.p.warnOnce("unfused:"+st.table, "gormaudit: the UPDATE was not built as the plugin planned; its rows "+
 			"are recorded without a before image", "table", st.table)
@@ -674,7 +675,7 @@ func (p *Plugin) planUpdate(db *gorm.DB, st *stmtState) (bool, error) {
 	if err := st.begin(db); err != nil {
 		return false, err
 	}
-	if st.planFused(db, where) {
+	if st.planOldNew(db, where) || st.planFused(db, where) {
 		return true, nil
 	}
 	if err := p.lockBefore(db, st, where, st.scoped(db.Statement), "NO KEY UPDATE"); err != nil {
@@ -706,7 +707,7 @@ func (p *Plugin) planDelete(db *gorm.DB, st *stmtState) (bool, error) {
 	if err := st.begin(db); err != nil {
 		return false, err
 	}
-	if st.soft && st.planFused(db, where) {
+	if st.soft && (st.planOldNew(db, where) || st.planFused(db, where)) {
 		return true, nil
 	}
 	strength := "UPDATE" // what DELETE takes
@@ -784,6 +785,26 @@ func (p *Plugin) planCreate(db *gorm.DB, st *stmtState) (bool, error) {
 		st.nextra = 1
 	}
 	return true, nil
+}
+
+// planOldNew plans an update or soft delete as GORM's statement returning each row's image
+// before and after it, on PostgreSQL 18 and later (see fuse.go).
+func (st *stmtState) planOldNew(db *gorm.DB, where []clause.Expression) bool {
+	if !st.p.returnsOld.Load() || hasReturning(db.Statement) {
+		return false
+	}
+	t := st.text(db.Statement)
+	if t == nil {
+		return false
+	}
+	st.fuse, st.stmt = &t.oldNew, db.Statement
+	// The transaction's id travels with every row the statement returns unless its conditions
+	// name more rows than a few: a column per row costs a bulk update less than the query of its
+	// own COMMIT would otherwise need.
+	n, fixed := st.m.keyFixed(st.table, where)
+	st.few = !fixed || n <= fewRows
+	st.prefix, st.written, st.returning = "UPDATE", t.written, t.oldNew.returning
+	return true
 }
 
 // planFused plans an update or soft delete as one statement (see fuse.go) when it can run so.

@@ -39,6 +39,42 @@ import (
 // alone as for the joined statement. Other updates (conditions that do not fix the key, a FROM
 // list, subqueries, a WITH, the caller's Returning, a table expression) keep the separate read.
 
+// One statement on PostgreSQL 18 and later: RETURNING OLD.
+//
+// From PostgreSQL 18 on, RETURNING names a changed row's values before the statement (OLD)
+// beside those after it (NEW). An update or soft delete then needs no read of its own, whatever
+// its conditions, and GORM's UPDATE runs as it is with a RETURNING added:
+//
+//	UPDATE t SET ... WHERE ...
+//	    RETURNING WITH (OLD AS gormaudit_old, NEW AS gormaudit_new) gormaudit_old.<columns>, gormaudit_new.<columns>
+//
+// Each row's before image is the version the statement changed, returned by the statement that
+// changed it: under READ COMMITTED, a row another transaction changed after the snapshot is
+// checked against the conditions again and changed in its newest version, and OLD is that
+// version. The statement takes the locks GORM's takes without the plugin, in the same order, and
+// changes the same rows, a row another transaction inserted meanwhile included: so it deadlocks,
+// and changes phantoms, exactly when GORM's UPDATE alone does. (On earlier versions the plugin's
+// read locks the rows in key order first, and the statement changes only the rows it locked.)
+// The aliases keep the text valid on a table named old or new. The caller's Returning and a
+// table expression keep the plan of earlier versions.
+
+// oldAlias and newAlias name a row's values before and after the statement in its RETURNING.
+const oldAlias, newAlias = "gormaudit_old", "gormaudit_new"
+
+// oldNewText is the text the plugin adds to an UPDATE on PostgreSQL 18 and later (see above).
+func (m *model) oldNewText(stmt *gorm.Statement) fuseText {
+	var b strings.Builder
+	b.WriteString(" RETURNING WITH (OLD AS ")
+	stmt.QuoteTo(&b, oldAlias)
+	b.WriteString(", NEW AS ")
+	stmt.QuoteTo(&b, newAlias)
+	b.WriteString(") ")
+	b.WriteString(m.qualifiedList(stmt, oldAlias))
+	b.WriteByte(',')
+	b.WriteString(m.qualifiedList(stmt, newAlias))
+	return fuseText{oldNew: true, returning: b.String()}
+}
+
 // fuseAlias names the locking subquery; its columns are fuseColumn(0), fuseColumn(1), ...
 const fuseAlias = "gormaudit_before"
 
@@ -51,6 +87,9 @@ type fuseText struct {
 	mid       string // " ORDER BY <key> FOR NO KEY UPDATE) AS <alias>(<columns>) WHERE ("
 	join      string // ") AND <table>.<key> = <alias>.<column> ..."
 	returning string // " RETURNING <alias>.*,<columns>"
+	// oldNew: the statement is GORM's own with returning added, which returns each row's image
+	// before and after it (PostgreSQL 18 and later: see above); the other texts are empty.
+	oldNew bool
 }
 
 func (m *model) fuseText(stmt *gorm.Statement, table string, t *tableText) fuseText {
@@ -108,7 +147,7 @@ func (m *model) fuseText(stmt *gorm.Statement, table string, t *tableText) fuseT
 // conditions; every other WHERE it builds as GORM does.
 func whereBuilder(c clause.Clause, b clause.Builder) {
 	if stmt, ok := b.(*gorm.Statement); ok {
-		if sc, ok := stmt.ConnPool.(*stmtConn); ok && sc.st.fuse != nil && sc.st.stmt == stmt {
+		if sc, ok := stmt.ConnPool.(*stmtConn); ok && sc.st.fuse != nil && !sc.st.fuse.oldNew && sc.st.stmt == stmt {
 			if w, ok := c.Expression.(clause.Where); ok && len(w.Exprs) > 0 && c.Builder == nil &&
 				c.BeforeExpression == nil && c.AfterNameExpression == nil && c.AfterExpression == nil {
 				f := sc.st.fuse

@@ -34,6 +34,11 @@ func between(t *testing.T, e *env, proc, name string, fn func()) {
 	must(t, err)
 }
 
+// TestPhantomIsNotChangedUnrecorded: a row another session inserts and commits after the
+// plugin's callback, matching the update's filter, is never changed without a record. Before
+// PostgreSQL 18 the plugin's read locked the rows, and the update, pinned to them, leaves the
+// new row alone; from 18 on the update runs as GORM's alone, changes it as GORM alone does, and
+// its RETURNING gives the row's before image.
 func TestPhantomIsNotChangedUnrecorded(t *testing.T) {
 	e := newEnv(t, envConfig{}, &Item{})
 	must(t, e.db.Create(&Item{SKU: "a", Qty: 1}).Error)
@@ -46,15 +51,29 @@ func TestPhantomIsNotChangedUnrecorded(t *testing.T) {
 	})
 	res := e.db.Model(&Item{}).Where("qty = ?", 1).Update("qty", 2)
 	must(t, res.Error)
+	rows := e.audit("")[n:]
+	var phantom Item
+	must(t, e.db.Where("sku = ?", "phantom").First(&phantom).Error)
+	if returnsOld(t, e) {
+		if res.RowsAffected != 2 || phantom.Qty != 2 {
+			t.Fatalf("RowsAffected = %d, phantom %+v; want 2 rows changed, as by GORM alone", res.RowsAffected, phantom)
+		}
+		if len(rows) != 2 {
+			t.Fatalf("rows: %s", dump(rows))
+		}
+		for _, r := range rows {
+			if str(r.Before["qty"]) != "1" || str(r.After["qty"]) != "2" || r.Metadata["before_unknown"] != nil {
+				t.Fatalf("rows: %s", dump(rows))
+			}
+		}
+		return
+	}
 	if res.RowsAffected != 1 {
 		t.Fatalf("RowsAffected = %d, want 1 (the locked row only)", res.RowsAffected)
 	}
-	rows := e.audit("")[n:]
 	if len(rows) != 1 || str(rows[0].After["sku"]) != "a" {
 		t.Fatalf("rows: %s", dump(rows))
 	}
-	var phantom Item
-	must(t, e.db.Where("sku = ?", "phantom").First(&phantom).Error)
 	if phantom.Qty != 1 {
 		t.Fatalf("the phantom was changed without a record: %+v", phantom)
 	}
@@ -107,8 +126,11 @@ func TestUpsertMeetsConcurrentInsert(t *testing.T) {
 }
 
 // TestLargePins pins statements over more rows than fit a short IN list, for every kind of key.
+// From PostgreSQL 18 on nothing is pinned (see TestPhantomIsNotChangedUnrecorded), and the same
+// statements are checked without.
 func TestLargePins(t *testing.T) {
 	e := newEnv(t, envConfig{}, &Item{}, &Device{}, &Setting{}, &Membership{})
+	old := returnsOld(t, e)
 	const n = 40
 	keys := []string{`plain`, `with "quotes"`, `back\slash`, `comma,brace}{`, `NULL`, ` spaced `, `ünï`}
 	for i := range n {
@@ -134,12 +156,16 @@ func TestLargePins(t *testing.T) {
 		}
 		res := e.db.Model(s.model).Where("1 = 1").Update(col, val)
 		must(t, res.Error)
-		if res.RowsAffected != n {
-			t.Fatalf("%s: %d rows affected, want %d", s.table, res.RowsAffected, n)
+		want := int64(n)
+		if old && s.table == "items" {
+			want++ // no pin: the phantom is changed, as by GORM alone, and recorded
+		}
+		if res.RowsAffected != want {
+			t.Fatalf("%s: %d rows affected, want %d", s.table, res.RowsAffected, want)
 		}
 		rows := e.audit("")[before:]
-		if len(rows) != n {
-			t.Fatalf("%s: %d records, want %d", s.table, len(rows), n)
+		if int64(len(rows)) != want {
+			t.Fatalf("%s: %d records, want %d", s.table, len(rows), want)
 		}
 		for _, r := range rows {
 			if r.Kind != "update" || str(r.After[col]) != fmt.Sprint(val) || r.Before[col] == nil {
@@ -149,7 +175,7 @@ func TestLargePins(t *testing.T) {
 	}
 	var phantom Item
 	must(t, e.db.Where("sku = ?", "phantom").First(&phantom).Error)
-	if phantom.Qty != 1 {
+	if phantom.Qty != 1 && !old {
 		t.Fatalf("the phantom was changed: %+v", phantom)
 	}
 }

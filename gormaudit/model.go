@@ -40,6 +40,7 @@ type tableText struct {
 	lockByKey [len(strengths)]string
 	pkCol     any // pkColumn's value
 	fuse      fuseText
+	oldNew    fuseText // the RETURNING of an update on PostgreSQL 18 and later (fuse.go)
 }
 
 // strengths are the lock strengths of the plugin's locking reads.
@@ -63,6 +64,7 @@ func (m *model) text(stmt *gorm.Statement, table string) *tableText {
 		t.lockByKey[i] = t.keyHead[0] + " = $1" + t.keyOrder + " FOR " + s
 	}
 	t.fuse = m.fuseText(stmt, table, t)
+	t.oldNew = m.oldNewText(stmt)
 	v, _ := m.texts.LoadOrStore(table, t)
 	return v.(*tableText)
 }
@@ -180,6 +182,13 @@ func (m *model) list(stmt *gorm.Statement, table string) string {
 	if v, ok := m.lists.Load(table); ok {
 		return v.(string)
 	}
+	v, _ := m.lists.LoadOrStore(table, m.qualifiedList(stmt, table))
+	return v.(string)
+}
+
+// qualifiedList is list's text, made anew: the model's columns qualified by table (a table or
+// an alias), an audit:"-" column outside the key as the md5 of its text.
+func (m *model) qualifiedList(stmt *gorm.Statement, table string) string {
 	var b strings.Builder
 	for i, c := range m.cols {
 		if i > 0 {
@@ -193,8 +202,7 @@ func (m *model) list(stmt *gorm.Statement, table string) string {
 		}
 		stmt.QuoteTo(&b, clause.Column{Table: table, Name: c.name})
 	}
-	v, _ := m.lists.LoadOrStore(table, b.String())
-	return v.(string)
+	return b.String()
 }
 
 // keyQuery returns "SELECT <columns> FROM <table> WHERE <key>" and " ORDER BY <key>" for a

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -26,6 +27,9 @@ type Plugin struct {
 	listed      sync.Map // tables of Options.Models -> true
 
 	foreignTx atomic.Bool
+	// returnsOld: the server is PostgreSQL 18 or later, whose RETURNING gives a changed row's
+	// values before the statement (see fuse.go); read once, in Initialize.
+	returnsOld atomic.Bool
 }
 
 // New returns the plugin for db.Use. Options are validated when GORM initialises the plugin.
@@ -68,6 +72,7 @@ func (p *Plugin) Initialize(db *gorm.DB) error {
 		return err
 	}
 	installWhereBuilder(db)
+	p.readServerVersion(db)
 	cb := db.Callback()
 	// The before callbacks sit right before the statement, inside GORM's transaction; the after
 	// callbacks right after it, before associations and model hooks run further statements,
@@ -229,4 +234,26 @@ func (p *Plugin) warnOnce(key, msg string, args ...any) {
 	if _, loaded := p.warned.LoadOrStore(key, struct{}{}); !loaded {
 		p.s.log.Warn(msg, args...)
 	}
+}
+
+// returningOldVersion is the first server_version_num whose RETURNING has OLD and NEW.
+const returningOldVersion = 180000
+
+// readServerVersion asks the server its version, once, so that updates on PostgreSQL 18 and
+// later return their rows' before images themselves (see fuse.go). When it cannot be asked,
+// updates read their rows first, which every version supports.
+func (p *Plugin) readServerVersion(db *gorm.DB) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cp := db.ConnPool
+	if ps, ok := cp.(*gorm.PreparedStmtDB); ok {
+		cp = ps.ConnPool // not into the application's cache of prepared statements
+	}
+	var v int
+	if err := cp.QueryRowContext(ctx, "SELECT current_setting('server_version_num')::int").Scan(&v); err != nil {
+		p.s.log.Info("gormaudit: the server's version could not be read; updates read their rows before changing them",
+			"error", err)
+		return
+	}
+	p.returnsOld.Store(v >= returningOldVersion)
 }

@@ -95,8 +95,10 @@ type trCase struct {
 	setup  func(*gorm.DB) // runs on both sides right after gorm.Open
 	run    func(ctx context.Context, db *gorm.DB) (*gorm.DB, any)
 	// flagged names a metadata flag each record of the operation must carry (the operation
-	// cannot be audited fully), or is empty.
-	flagged string
+	// cannot be audited fully), or is empty; before18 says it is carried only before PostgreSQL
+	// 18, where the update cannot return the rows' before images itself.
+	flagged  string
+	before18 bool
 	// records is the number of audit records wanted (-1: any).
 	records int
 }
@@ -197,8 +199,9 @@ func trCases() []trCase {
 				Where("tr_items.owner_id = sel.id").Update("qty", 22), nil
 		}},
 		// A WITH that changes data cannot be run twice: the rows are not read beforehand, and the
-		// statement runs as GORM sends it (the tag is deleted once).
-		{name: "Update with a data-changing WITH, in a transaction", setup: withClauses, records: 1, flagged: "before_unknown",
+		// statement runs as GORM sends it (the tag is deleted once). From PostgreSQL 18 on, the
+		// statement returns the before images.
+		{name: "Update with a data-changing WITH, in a transaction", setup: withClauses, records: 1, flagged: "before_unknown", before18: true,
 			run: func(ctx context.Context, db *gorm.DB) (*gorm.DB, any) {
 				var res *gorm.DB
 				err := db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
@@ -470,11 +473,15 @@ func TestTransparency(t *testing.T) {
 			if c.records >= 0 && len(recs) != c.records {
 				t.Errorf("%d records, want %d:%s", len(recs), c.records, dump(recs))
 			}
+			flagged := c.flagged
+			if c.before18 && returnsOld(t, e) {
+				flagged = ""
+			}
 			for _, r := range recs {
-				if c.flagged != "" && r.Metadata[c.flagged] == nil {
-					t.Errorf("record lacks the flag %q:%s", c.flagged, dump([]auditRow{r}))
+				if flagged != "" && r.Metadata[flagged] == nil {
+					t.Errorf("record lacks the flag %q:%s", flagged, dump([]auditRow{r}))
 				}
-				if c.flagged == "" && (r.Metadata["before_unknown"] != nil || r.Metadata["after_unknown"] != nil || r.Metadata["capture"] != nil) {
+				if flagged == "" && (r.Metadata["before_unknown"] != nil || r.Metadata["after_unknown"] != nil || r.Metadata["capture"] != nil) {
 					t.Errorf("record flagged as not fully captured:%s", dump([]auditRow{r}))
 				}
 			}

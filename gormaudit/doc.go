@@ -106,7 +106,17 @@
 // Where("id IN ?", ids)) takes no round trip for that read: the locking SELECT becomes a
 // subquery of the UPDATE's FROM list, joined by primary key, and the UPDATE's RETURNING yields
 // each row's before and after image (see fuse.go for why it changes exactly the rows the UPDATE
-// alone changes). GORM's logger then shows that statement. An upsert tells the rows it
+// alone changes). GORM's logger then shows that statement.
+//
+// On PostgreSQL 18 and later (the plugin asks the server's version once, when it is registered),
+// an update or soft delete reads nothing beforehand, whatever its conditions: GORM's UPDATE runs
+// as it is, with RETURNING WITH (OLD AS gormaudit_old, NEW AS gormaudit_new) and both images'
+// columns added, and each row's before image is the version the UPDATE changed. It then locks
+// the rows GORM's UPDATE alone locks, in the order it locks them, and changes the same rows, a
+// row inserted concurrently included (recorded like the others): transactions deadlock exactly
+// when they do without the plugin, where on earlier versions the plugin's read, ordered by key,
+// could keep two of them from deadlocking. A caller's Returning clause and a table expression
+// keep the plan of earlier versions. An upsert tells the rows it
 // inserted from the rows it updated by their system columns (xmax, and xmin checked with
 // pg_xact_status), which needs PostgreSQL 13 or later.
 // After images come from the statement itself through RETURNING: added where GORM does not read

@@ -72,6 +72,30 @@ func Start(ctx context.Context) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	return start(ctx, initdb, pgCtl)
+}
+
+// StartIn is Start with the initdb and pg_ctl of the folder dir (an installation's bin folder).
+func StartIn(ctx context.Context, dir string) (*Cluster, error) {
+	initdb, pgCtl := filepath.Join(dir, "initdb"), filepath.Join(dir, "pg_ctl")
+	if !executable(initdb) || !executable(pgCtl) {
+		return nil, fmt.Errorf("%w: no initdb and pg_ctl in %s", ErrNotInstalled, dir)
+	}
+	return start(ctx, initdb, pgCtl)
+}
+
+// Find returns the bin folder of a local installation of PostgreSQL whose major version is at
+// least min, from the usual installation folders (the newest version first), or false.
+func Find(min int) (string, bool) {
+	for _, d := range installFolders() {
+		if versionOf(d) >= min && executable(filepath.Join(d, "initdb")) && executable(filepath.Join(d, "pg_ctl")) {
+			return d, true
+		}
+	}
+	return "", false
+}
+
+func start(ctx context.Context, initdb, pgCtl string) (*Cluster, error) {
 	cred, owner, err := runAs()
 	if err != nil {
 		return nil, err
@@ -188,19 +212,24 @@ func findBinaries() (initdb, pgCtl string, err error) {
 			return i, p, nil
 		}
 	}
-	var dirs []string
-	for _, pattern := range installDirs {
-		m, _ := filepath.Glob(pattern)
-		slices.SortFunc(m, func(a, b string) int { return versionOf(b) - versionOf(a) }) // newest first
-		dirs = append(dirs, m...)
-	}
-	for _, d := range dirs {
+	for _, d := range installFolders() {
 		i, p := filepath.Join(d, "initdb"), filepath.Join(d, "pg_ctl")
 		if executable(i) && executable(p) {
 			return i, p, nil
 		}
 	}
 	return "", "", fmt.Errorf("%w: no initdb and pg_ctl in PATH or in the usual installation folders; %s", ErrNotInstalled, InstallHint)
+}
+
+// installFolders returns the folders installDirs name, the newest version first within each.
+func installFolders() []string {
+	var dirs []string
+	for _, pattern := range installDirs {
+		m, _ := filepath.Glob(pattern)
+		slices.SortFunc(m, func(a, b string) int { return versionOf(b) - versionOf(a) }) // newest first
+		dirs = append(dirs, m...)
+	}
+	return dirs
 }
 
 // versionOf reads the major version out of an installation folder such as

@@ -2,6 +2,7 @@ package tmppg_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -92,4 +93,37 @@ func TestChildStartsAndExits(t *testing.T) {
 	}
 	fmt.Printf("cluster %s %d\n", c.Dir, c.Port)
 	os.Exit(0)
+}
+
+// TestStartIn: a cluster starts from the installation folder it is given, and a folder without
+// PostgreSQL's programs is refused as not installed.
+func TestStartIn(t *testing.T) {
+	dir, ok := tmppg.Find(0)
+	if !ok {
+		t.Fatal("no PostgreSQL installation found in the usual folders")
+	}
+	ctx := context.Background()
+	c, err := tmppg.StartIn(ctx, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop()
+	conn, err := pgx.Connect(ctx, c.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var version int
+	if err := conn.QueryRow(ctx, `SELECT current_setting('server_version_num')::int`).Scan(&version); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(dir, fmt.Sprint("/", version/10000, "/")) {
+		t.Errorf("server version %d started from %s", version, dir)
+	}
+	if _, err := tmppg.StartIn(ctx, t.TempDir()); !errors.Is(err, tmppg.ErrNotInstalled) {
+		t.Fatalf("a folder without initdb: %v, want ErrNotInstalled", err)
+	}
+	if _, ok := tmppg.Find(1000); ok {
+		t.Error("found an installation of PostgreSQL 1000")
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/auditkit/auditkit/entaudit/internal/entest"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/predicate"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/user"
+	"github.com/auditkit/auditkit/internal/pgtest"
 )
 
 // Goroutines run bulk updates over overlapping sets of rows: by id list, by id range and by a
@@ -35,6 +36,11 @@ func TestBulkChain(t *testing.T) {
 		ids[i] = initial[i].ID
 	}
 	increments := make([]atomic.Int64, nUsers)
+	// From PostgreSQL 18 on, updates take no lock of the hook's own, and lock their rows in the
+	// order ent's statements alone do: an operation can deadlock as it does without the hook.
+	// Before 18 none may.
+	old := pgtest.ServerVersion(t, e.db.URL) >= 180000
+	var deadlocks atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, workers*rounds)
 	for w := range workers {
@@ -42,6 +48,10 @@ func TestBulkChain(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(w), 11))
 			for r := range rounds {
 				if err := bulkChainStep(e, rng, ids, increments, fmt.Sprintf("w%d-%d", w, r)); err != nil {
+					if old && isDeadlock(err) {
+						deadlocks.Add(1) // rolled back whole, recorded nowhere: as ent alone
+						continue
+					}
 					errs <- err
 				}
 			}
@@ -51,6 +61,9 @@ func TestBulkChain(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+	if old {
+		t.Logf("%d operations deadlocked", deadlocks.Load())
 	}
 
 	rows := only(e.audit(t), "users")

@@ -28,6 +28,7 @@ type capture struct {
 	// unlocked is set for an update or delete outside a transaction (the driver is not wrapped):
 	// the rows read before the write were not locked until it ran.
 	unlocked bool
+	inTx     bool // the mutation runs in an ent.Tx (state is that transaction's)
 
 	at      time.Time
 	edges   map[string]*edgeChange // edges the mutation changes
@@ -228,6 +229,9 @@ func (c *capture) unstored(id any) bool {
 }
 
 func (c *capture) update(ctx context.Context, next ent.Mutator, re *reentry) (ent.Value, []*core.Record, error) {
+	if c.returnsOld(ctx) {
+		return c.updateReturningOld(ctx, next)
+	}
 	if err := c.lockRows(ctx, false); err != nil {
 		return nil, nil, err
 	}
@@ -258,8 +262,77 @@ func (c *capture) update(ctx context.Context, next ent.Mutator, re *reentry) (en
 			return v, nil, err
 		}
 	}
-	if err := c.readTargets(ctx); err != nil {
+	recs, err := c.updateRecords(ctx, v, after)
+	return v, recs, err
+}
+
+// returnsOld reports whether the update runs as ent's UPDATE returning each row before and after
+// it, with nothing read or locked beforehand: on PostgreSQL 18 and later, for a mutation that
+// changes no edge (whose links are read before the write), when its statements pass through the
+// wrapped driver, which extends the UPDATE (in one of the hook's transactions, or in an ent.Tx of
+// a wrapped client).
+//
+// The UPDATE then takes the locks ent's alone takes, in its order, and changes the rows it alone
+// changes, a row another transaction inserted meanwhile included; each row's before image is the
+// version the UPDATE changed. Updates that change edges, and those on a driver that is not
+// wrapped, read and lock their rows first, as on earlier versions.
+func (c *capture) returnsOld(ctx context.Context) bool {
+	if len(c.edges) > 0 || c.state == nil {
+		return false
+	}
+	if w := unwrap(c.drv); w != nil && w.active(ctx) != nil {
+		return c.h.returnsOld(ctx, c.drv)
+	}
+	return c.inTx && c.h.returnsOld(ctx, c.drv) && c.state.throughWrapper(ctx, c.drv)
+}
+
+// updateReturningOld is update on PostgreSQL 18 and later (see returnsOld).
+func (c *capture) updateReturningOld(ctx context.Context, next ent.Mutator) (ent.Value, []*core.Record, error) {
+	one := c.op.Is(ent.OpUpdateOne)
+	if !one {
+		sel := pg.Select("*").From(pg.Table(c.t.Table))
+		for _, p := range c.h.schema.Predicates(c.m) {
+			p(sel)
+		}
+		c.filter = sel.P()
+	}
+	// The transaction's id travels with every row: a column per row costs a bulk update less
+	// than the query of its own that COMMIT would otherwise need.
+	r := &returning{t: c.t, update: true, oldNew: true, limit: c.h.maxRows, withID: !c.state.knowsID()}
+	r.plain = one && c.h.plainTable(ctx, c.drv, c.t)
+	v, err := next.Mutate(withReturning(ctx, r), c.m)
+	if err != nil {
 		return v, nil, err
+	}
+	// Taken once the UPDATE holds its rows' locks, as it is taken after the locked read on
+	// earlier versions: a later change of the same row cannot be made before this one commits,
+	// so occurred_at orders each row's records as the changes were made.
+	c.at = time.Now()
+	if r.rs == nil {
+		// ent ran no UPDATE of the table (nothing to set), or one the wrapper did not take for
+		// the mutation's own: what it changed, if anything, is not known row by row.
+		if n := affected(v, 0); n > 0 {
+			c.h.warnOnce("unseen:"+c.t.Table, "entaudit: an update's statement was not the one expected; its rows are "+
+				"recorded in one summary without images", "table", c.t.Table)
+			sum := core.BulkSummary{Table: c.t.Table, Kind: core.KindUpdate, Affected: n}
+			rec := sum.Record(c.at)
+			rec.Severity = core.SeverityWarning
+			rec.Metadata = withMeta(rec.Metadata, "capture", "unseen")
+			return v, []*core.Record{rec}, nil
+		}
+		return v, nil, nil
+	}
+	c.state.noteID(r.rs.xid)
+	c.before = r.before
+	recs, err := c.updateRecords(ctx, v, r.rs)
+	return v, recs, err
+}
+
+// updateRecords returns the records of an update whose rows were c.before before it and after
+// after it.
+func (c *capture) updateRecords(ctx context.Context, v ent.Value, after *rowSet) ([]*core.Record, error) {
+	if err := c.readTargets(ctx); err != nil {
+		return nil, err
 	}
 	var recs []*core.Record
 	for _, id := range c.before.itemised() {
@@ -281,7 +354,7 @@ func (c *capture) update(ctx context.Context, next ent.Mutator, re *reentry) (en
 		recs = append(recs, s)
 	}
 	recs = append(recs, c.linkRecords(c.before.ids)...)
-	return v, append(recs, c.targetRecords()...), nil
+	return append(recs, c.targetRecords()...), nil
 }
 
 func (c *capture) delete(ctx context.Context, next ent.Mutator, re *reentry) (ent.Value, []*core.Record, error) {

@@ -2,6 +2,7 @@ package entaudit_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"reflect"
@@ -14,6 +15,8 @@ import (
 	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/entaudit/internal/entest"
 	"github.com/auditkit/auditkit/entaudit/internal/entest/user"
+	"github.com/auditkit/auditkit/internal/pgtest"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Many goroutines change the same rows through every path (UpdateOne by id and by a stale
@@ -34,6 +37,11 @@ func TestChain(t *testing.T) {
 	for i, id := range ids {
 		idx[id] = i
 	}
+	// From PostgreSQL 18 on, updates take no lock of the hook's own, and lock their rows in the
+	// order ent's statements alone do: an operation can deadlock as it does without the hook.
+	// Before 18 none may.
+	old := pgtest.ServerVersion(t, e.db.URL) >= 180000
+	var deadlocks atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, workers*rounds)
 	for w := range workers {
@@ -41,6 +49,10 @@ func TestChain(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(w), 7))
 			for r := range rounds {
 				if err := chainStep(e, rng, ids, idx, &increments, fmt.Sprintf("w%d-%d", w, r)); err != nil {
+					if old && isDeadlock(err) {
+						deadlocks.Add(1) // rolled back whole, recorded nowhere: as ent alone
+						continue
+					}
 					errs <- err
 				}
 			}
@@ -50,6 +62,9 @@ func TestChain(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Error(err)
+	}
+	if old {
+		t.Logf("%d operations deadlocked", deadlocks.Load())
 	}
 
 	rows := only(e.audit(t), "users")
@@ -150,4 +165,10 @@ func chainStep(e *env, rng *rand.Rand, ids []int, idx map[int]int, inc *[4]atomi
 		}
 	}
 	return err
+}
+
+// isDeadlock reports whether err is PostgreSQL's deadlock_detected.
+func isDeadlock(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "40P01"
 }

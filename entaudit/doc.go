@@ -44,6 +44,17 @@
 //     UpdateOne(entity)), the after image as the write stored it (so AddX and ClearX show the
 //     stored result), and the diff. A bulk Update is pinned to the ids it locked, so a row that
 //     starts to match its filter concurrently is left alone instead of changing without a record.
+//   - On PostgreSQL 18 and later (the hook asks the server's version once), an update that
+//     changes no edge and runs through the wrapped driver (in the hook's own transaction, or in
+//     an ent.Tx of a wrapped client, which the hook tells with a probe the wrapper answers
+//     itself) reads nothing beforehand: ent's UPDATE runs as it is, with RETURNING WITH (OLD AS
+//     entaudit_old, NEW AS entaudit_new) entaudit_old.*, entaudit_new.*, and each row's before
+//     image is the version the UPDATE changed. It locks the rows ent's UPDATE alone locks, in
+//     the order it locks them, and changes the same rows, a row inserted concurrently included
+//     (recorded like the others): transactions deadlock exactly when they do without the hook,
+//     where on earlier versions the hook's read, ordered by id, could keep two of them from
+//     deadlocking. Updates that change edges, and those on a driver that is not wrapped, keep
+//     the locked read.
 //   - DeleteOne and Delete: the before image of every deleted row, read the same way and locked
 //     with SELECT ... FOR UPDATE.
 //   - Bulk statements record at most Options.MaxRowsPerStatement rows one by one; the rest are

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -110,8 +111,11 @@ type hook struct {
 	ignore   map[string]bool
 	exclude  map[string]bool
 	txs      sync.Map // ent transaction driver -> *txState
-	batches  sync.Map // Batch.Key of a CreateBulk outside a transaction -> *batchState
-	pres     sync.Map // Batch.Key of an upsert CreateBulk -> *rowSet (see batchPre)
+	// oldNew is 1 when the server is PostgreSQL 18 or later, whose UPDATE returns a row's
+	// values before it (RETURNING OLD), 2 when it is not, 0 until asked (see returnsOld).
+	oldNew  atomic.Int32
+	batches sync.Map // Batch.Key of a CreateBulk outside a transaction -> *batchState
+	pres    sync.Map // Batch.Key of an upsert CreateBulk -> *rowSet (see batchPre)
 }
 
 // typeInfo is a Type with its lookups prepared.
@@ -240,7 +244,7 @@ func (h *hook) mutate(ctx context.Context, m ent.Mutation, next ent.Mutator) (en
 	}
 	switch {
 	case inTx:
-		c.state = h.userTx(tx)
+		c.state, c.inTx = h.userTx(tx), true
 	case w != nil && w.active(ctx) != nil:
 		c.state = &w.active(ctx).state // a mutation made while one of the hook's transactions runs
 	case op.Is(ent.OpCreate):
@@ -414,4 +418,29 @@ func (h *hook) warnOnce(key, msg string, args ...any) {
 	if _, loaded := h.warned.LoadOrStore(key, true); !loaded {
 		h.log.Warn(msg, args...)
 	}
+}
+
+// returningOldVersion is the first server_version_num whose RETURNING has OLD and NEW.
+const returningOldVersion = 180000
+
+// returnsOld reports whether the server is PostgreSQL 18 or later, whose UPDATE returns each
+// row's values before it (RETURNING OLD). It is asked once, through drv; a question that fails is
+// asked again by the next update.
+func (h *hook) returnsOld(ctx context.Context, drv dialect.ExecQuerier) bool {
+	switch h.oldNew.Load() {
+	case 1:
+		return true
+	case 2:
+		return false
+	}
+	s, err := queryText(ctx, drv, "SELECT current_setting('server_version_num')", nil)
+	if err != nil || !s.Valid {
+		return false
+	}
+	if v, err := strconv.Atoi(s.String); err == nil && v >= returningOldVersion {
+		h.oldNew.Store(1)
+		return true
+	}
+	h.oldNew.Store(2)
+	return false
 }

@@ -25,6 +25,10 @@ type returning struct {
 	limit   int
 	claimed atomic.Bool
 	rs      *rowSet // the rows the statement returned, once it ran
+	// oldNew: the UPDATE also returns each row as it was before it (PostgreSQL 18 and later),
+	// into before; the hook then reads and locks nothing beforehand (see capture.update).
+	oldNew bool
+	before *rowSet
 	// pre holds the rows an INSERT ... ON CONFLICT ... DO UPDATE found in its way, read and
 	// locked by the conflict target before it ran: the before images of the rows it updates.
 	pre *rowSet
@@ -53,7 +57,13 @@ func (r *returning) rewrite(query string, exec bool) (string, int, bool) {
 			return "", 0, false
 		}
 		q, shape = query+` RETURNING *`, shapeSelect
-		if r.withID {
+		if r.oldNew {
+			q, shape = query+oldNewReturning, shapeOldNew
+		}
+		switch {
+		case r.withID && r.oldNew:
+			q, shape = q+xidColumn, shapeOldNewXID
+		case r.withID:
 			q, shape = q+xidColumn, shapeSelectXID
 		}
 	case !strings.HasPrefix(query, `INSERT INTO `+quote(table)+` `):
@@ -80,6 +90,11 @@ func (r *returning) rewrite(query string, exec bool) (string, int, bool) {
 // of its own. After the statement's write the transaction always has one.
 const xidColumn = ", pg_current_xact_id_if_assigned()::text"
 
+// oldNewReturning is the RETURNING of an update on PostgreSQL 18 and later: each row as it was
+// before the statement, then as it is after it. The aliases keep it valid on a table named old or
+// new.
+const oldNewReturning = ` RETURNING WITH (OLD AS entaudit_old, NEW AS entaudit_new) entaudit_old.*, entaudit_new.*`
+
 // fewRows is the most rows an UPDATE may change for its RETURNING to carry the transaction's id:
 // one more text value per row.
 const fewRows = 16
@@ -88,6 +103,10 @@ const fewRows = 16
 // extended to return the rows it wrote, and ent's read of the row it updated is answered from
 // them (see serve).
 func intercept(ctx context.Context, eq dialect.ExecQuerier, query string, args, v any, exec bool) error {
+	if p, _ := ctx.Value(probeKey{}).(*probe); p != nil && query == probeQuery {
+		p.seen = true // answered here: the statement passed through the wrapper
+		return nil
+	}
 	if r, _ := ctx.Value(returningKey{}).(*returning); r != nil {
 		if q, shape, ok := r.rewrite(query, exec); ok {
 			return r.run(ctx, eq, q, shape, args, v, exec)
@@ -158,7 +177,7 @@ func (r *returning) run(ctx context.Context, eq dialect.ExecQuerier, q string, s
 	if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 		return err
 	}
-	r.rs = s.rs
+	r.rs, r.before = s.rs, s.old
 	if r.update && r.plain && n == 1 && len(s.rs.images) == 1 {
 		r.row = &heldRow{vals: slices.Clone(s.vals[s.lead:s.end]), cols: s.l.cols[s.lead:s.end], types: s.l.types[s.lead:s.end], id: s.rs.ids[0]}
 	}
@@ -529,3 +548,12 @@ func placeholders(n, width int) string {
 	}
 	return b.String()
 }
+
+// probeQuery is the statement that tells whether an ent.Tx's statements pass through the wrapped
+// driver: the wrapper answers it itself, without the database; an unwrapped driver runs it.
+const probeQuery = "SELECT 1"
+
+// probe is set by the wrapper when the probe query passes through it.
+type probe struct{ seen bool }
+
+type probeKey struct{}

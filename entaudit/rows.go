@@ -100,13 +100,18 @@ const (
 	shapeXmax             // SELECT *, xmax (and INSERT ... RETURNING *, xmax)
 	shapeLeadXmax         // INSERT ... RETURNING "id", *, xmax: the first column is ent's
 	shapeSelectXID        // UPDATE ... RETURNING *, the transaction's id (see xidColumn)
+	shapeOldNew           // UPDATE ... RETURNING old.*, new.* (PostgreSQL 18 and later)
+	shapeOldNewXID        // the same, then the transaction's id
 	numShapes
 )
 
 // scanner reads the rows of one table into a rowSet: images (without omitted columns) for the
-// first limit rows, the ids of all of them.
+// first limit rows, the ids of all of them. For an UPDATE returning its rows before and after
+// it (oldNew), rs holds the rows after it and old the same rows before it.
 type scanner struct {
 	rs         *rowSet
+	old        *rowSet
+	oldNew     bool // the columns before lead are the table's own again, as they were
 	l          *layout
 	lead, end  int // the table's columns are cols[lead:end]; xmax follows when asked
 	xmax       bool
@@ -138,6 +143,15 @@ func newScanner(rows sql.ColumnScanner, t *typeInfo, limit int, shape int) (*sca
 		s.lead, s.xmax, s.end = 1, true, len(cols)-1
 	case shapeSelectXID:
 		s.xid, s.end = true, len(cols)-1
+	case shapeOldNew, shapeOldNewXID:
+		n := len(cols)
+		if shape == shapeOldNewXID {
+			s.xid, n = true, n-1
+		}
+		if n%2 != 0 {
+			return nil, fmt.Errorf("unexpected columns %v", cols)
+		}
+		s.oldNew, s.lead, s.end = true, n/2, n
 	}
 	if s.end <= s.lead {
 		return nil, fmt.Errorf("unexpected columns %v", cols)
@@ -175,6 +189,9 @@ func newScanner(rows sql.ColumnScanner, t *typeInfo, limit int, shape int) (*sca
 	}
 	s.l = l
 	s.rs = &rowSet{idType: l.idType, byID: map[string]int{}}
+	if s.oldNew {
+		s.old = &rowSet{idType: l.idType, byID: map[string]int{}}
+	}
 	s.vals = make([]any, len(cols))
 	s.full = make([]any, len(cols))
 	for i := range s.vals {
@@ -192,7 +209,7 @@ func (s *scanner) scan(rows sql.ColumnScanner, lead ...any) error {
 		if s.skip == nil {
 			s.skip = make([]any, len(s.vals))
 			for i := range s.skip {
-				if i == s.l.idIdx || i < s.lead {
+				if i == s.l.idIdx || i < s.lead && (!s.oldNew || i == s.l.idIdx-s.lead) {
 					s.skip[i] = &s.vals[i]
 				} else {
 					s.skip[i] = new(stdsql.RawBytes)
@@ -219,6 +236,9 @@ func (s *scanner) scan(rows sql.ColumnScanner, lead ...any) error {
 	if s.xmax {
 		rs.xmax = append(rs.xmax, textOf(s.vals[s.end]))
 	}
+	if s.oldNew {
+		s.scanOld(past)
+	}
 	if past {
 		return nil
 	}
@@ -231,6 +251,26 @@ func (s *scanner) scan(rows sql.ColumnScanner, lead ...any) error {
 	rs.byID[id] = len(rs.images)
 	rs.images = append(rs.images, img)
 	return nil
+}
+
+// scanOld adds to s.old the row the current one was before the UPDATE: its id, and its image
+// unless the row is past the limit.
+func (s *scanner) scanOld(past bool) {
+	old, idIdx := s.old, s.l.idIdx-s.lead
+	id := s.idText(s.vals[idIdx])
+	old.ids = append(old.ids, id)
+	old.rawIDs = append(old.rawIDs, rawID(s.vals[idIdx]))
+	if past {
+		return
+	}
+	img := make(map[string]any, s.lead)
+	for i := range s.lead {
+		if k := s.l.kinds[i+s.lead]; k != colOmit {
+			img[s.l.cols[i+s.lead]] = normalize(s.vals[i], k)
+		}
+	}
+	old.byID[id] = len(old.images)
+	old.images = append(old.images, img)
 }
 
 func scanRows(rows *sql.Rows, t *typeInfo, limit int, xmax bool) (*rowSet, error) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"entgo.io/ent/dialect"
 	entsql "entgo.io/ent/dialect/sql"
@@ -25,6 +26,30 @@ type txState struct {
 	taken int // records take has returned, so that COMMIT knows whether an outcome matters
 	// id is the transaction's id once a statement of the hook returned it (see xidColumn).
 	id string
+	// wrapped is 1 when the statements of the ent.Tx pass through the wrapped driver, 2 when
+	// they do not, 0 until asked (see throughWrapper).
+	wrapped atomic.Int32
+}
+
+// throughWrapper reports whether the statements of the ent.Tx whose driver is drv pass through
+// the wrapped driver (see Driver), asked once per transaction with a probe that the wrapper
+// answers itself; only a driver that is not wrapped runs it ("SELECT 1"). A probe that fails is
+// taken for no.
+func (s *txState) throughWrapper(ctx context.Context, drv dialect.ExecQuerier) bool {
+	switch s.wrapped.Load() {
+	case 1:
+		return true
+	case 2:
+		return false
+	}
+	p := &probe{}
+	var res stdsql.Result
+	if err := drv.Exec(context.WithValue(ctx, probeKey{}, p), probeQuery, []any{}, &res); err != nil || !p.seen {
+		s.wrapped.Store(2)
+		return false
+	}
+	s.wrapped.Store(1)
+	return true
 }
 
 // noteID keeps the transaction's id; empty is ignored.

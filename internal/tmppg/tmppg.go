@@ -130,6 +130,9 @@ func start(ctx context.Context, initdb, pgCtl string) (*Cluster, error) {
 			"-p", strconv.Itoa(port), "-c", "listen_addresses=127.0.0.1", "-k", dir,
 			"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 			"-c", "max_connections=300",
+			// Deadlocks, which tests of concurrent writers meet and run again, found in 0.1 s
+			// rather than 1.
+			"-c", "deadlock_timeout=100ms",
 		}, " ")
 		logFile := filepath.Join(dir, "server.log")
 		_ = os.Remove(logFile) // the log of an attempt on a taken port

@@ -13,6 +13,7 @@ import (
 	"gorm.io/gorm/logger"
 
 	"github.com/auditkit/auditkit/gormaudit"
+	"github.com/auditkit/auditkit/internal/pgtest"
 )
 
 // An update whose conditions fix its rows' primary keys runs as one statement that locks, reads
@@ -67,9 +68,7 @@ func (s *sqlSeen) add(q string) {
 // its conditions, instead of locking and reading the rows first.
 func returnsOld(t testing.TB, e *env) bool {
 	t.Helper()
-	var v int
-	must(t, e.pg.Pool.QueryRow(context.Background(), "SELECT current_setting('server_version_num')::int").Scan(&v))
-	return v >= 180000
+	return pgtest.ServerVersion(t, e.pg.URL) >= 180000
 }
 
 // oneStatement reports whether the statements sent hold an update the plugin ran as one

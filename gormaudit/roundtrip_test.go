@@ -180,12 +180,8 @@ func TestRoundTrips(t *testing.T) {
 
 	// An update by another column reads and locks its rows first, before PostgreSQL 18; from 18
 	// on, its own RETURNING gives their before images (fuse.go).
-	var version int
-	if err := pg.Pool.QueryRow(context.Background(), "SELECT current_setting('server_version_num')::int").Scan(&version); err != nil {
-		t.Fatal(err)
-	}
 	want := int64(4) // BEGIN, SELECT ... FOR NO KEY UPDATE, UPDATE ... RETURNING, COMMIT
-	if version >= 180000 {
+	if pgtest.ServerVersion(t, pg.URL) >= 180000 {
 		want = 3 // BEGIN, UPDATE ... RETURNING WITH (OLD AS ..., NEW AS ...) ..., COMMIT
 	}
 	ctx, c = collect()

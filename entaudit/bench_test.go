@@ -3,7 +3,6 @@ package entaudit_test
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -425,29 +424,5 @@ func BenchmarkPairedUpdateBulk1000(b *testing.B) {
 type returnOldTx struct{ *sql.Tx }
 
 func (t returnOldTx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	rows, err := t.Tx.QueryContext(ctx, query+" RETURNING old.*, new.*", args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return nil, err
-	}
-	vals := make([]any, len(cols))
-	ptrs := make([]any, len(vals))
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
-	var n int64
-	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
-		}
-		n++
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return driver.RowsAffected(n), nil
+	return pgtest.ExecReading(ctx, t.Tx, query+" RETURNING old.*, new.*", args...)
 }

@@ -3,7 +3,6 @@ package gormaudit_test
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -154,27 +153,7 @@ func benchReturnOld(tx *gorm.DB) {
 type returnOldPool struct{ gorm.ConnPool }
 
 func (p returnOldPool) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	rows, err := p.ConnPool.QueryContext(ctx, query+" RETURNING old.id, old.grp, old.sku, old.qty, new.id, new.grp, new.sku, new.qty", args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	vals := make([]any, 8)
-	ptrs := make([]any, 8)
-	for i := range vals {
-		ptrs[i] = &vals[i]
-	}
-	var n int64
-	for rows.Next() {
-		if err := rows.Scan(ptrs...); err != nil {
-			return nil, err
-		}
-		n++
-	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	return driver.RowsAffected(n), nil
+	return pgtest.ExecReading(ctx, p.ConnPool, query+" RETURNING old.id, old.grp, old.sku, old.qty, new.id, new.grp, new.sku, new.qty", args...)
 }
 
 func (d *benchDB) flush(b *testing.B) {

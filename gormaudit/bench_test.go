@@ -52,8 +52,9 @@ func (d *benchDB) ctx() context.Context {
 // PostgreSQL 18, one extra round trip: a locked SELECT of the row in the statement's
 // transaction; from 18 on, GORM's UPDATE returning the rows' old and new columns); "capture",
 // the plugin handing each operation's records to a request collector (what happens inside an
-// HTTP request: the capture alone); "audited", the plugin with the asynchronous Writer storing every record (its
-// final Flush is timed); "intx", the plugin inserting the records inside the transaction.
+// HTTP request: the capture alone); "audited", the plugin with the asynchronous Writer storing
+// every record (its final Flush is timed); "intx", the plugin inserting the records inside the
+// transaction.
 var benchVariants = []string{"bare", "floor", "capture", "audited", "intx"}
 
 func openBench(b *testing.B, variant string) *benchDB {

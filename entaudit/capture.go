@@ -298,7 +298,7 @@ func (c *capture) updateReturningOld(ctx context.Context, next ent.Mutator) (ent
 	}
 	// The transaction's id travels with every row: a column per row costs a bulk update less
 	// than the query of its own that COMMIT would otherwise need.
-	r := &returning{t: c.t, update: true, oldNew: true, limit: c.h.maxRows, withID: !c.state.knowsID()}
+	r := &returning{t: c.t, update: true, oldNew: true, limit: c.h.maxRows, withID: !c.state.knowsID(), ignore: c.h.ignore}
 	r.plain = one && c.h.plainTable(ctx, c.drv, c.t)
 	v, err := next.Mutate(withReturning(ctx, r), c.m)
 	if err != nil {
@@ -336,12 +336,16 @@ func (c *capture) updateRecords(ctx context.Context, v ent.Value, after *rowSet)
 	}
 	var recs []*core.Record
 	for _, id := range c.before.itemised() {
-		b, a := c.before.image(id), after.image(id)
+		b := c.before.image(id)
+		a, d, diffed := after.imageDiff(id)
 		if a == nil {
 			recs = append(recs, c.record(core.KindDelete, c.t, id, b, nil))
 			continue
 		}
-		rec := c.record(core.KindUpdate, c.t, id, b, a)
+		if !diffed {
+			d = c.diff(b, a)
+		}
+		rec := c.recordDiff(core.KindUpdate, c.t, id, b, a, d)
 		// The row gets a record only when it changed: links changed through its edges are
 		// rows of other tables, recorded as such.
 		if c.noOp(rec.Diff) {
@@ -798,6 +802,12 @@ func (c *capture) targetRecords() []*core.Record {
 // record builds the record of one row: images with omitted columns already removed, the diff of
 // an update, redacted columns masked.
 func (c *capture) record(kind core.Kind, t *typeInfo, id string, before, after map[string]any) *core.Record {
+	return c.recordDiff(kind, t, id, before, after, c.diff(before, after))
+}
+
+// recordDiff is record with the diff of the images already made: c.diff(before, after), or the
+// same made as the rows were scanned (rowSet.diffs).
+func (c *capture) recordDiff(kind core.Kind, t *typeInfo, id string, before, after map[string]any, d map[string]core.Change) *core.Record {
 	if len(c.arena) == 0 {
 		c.arena = make([]core.Record, min(max(c.made, 1), 64))
 	}
@@ -812,7 +822,7 @@ func (c *capture) record(kind core.Kind, t *typeInfo, id string, before, after m
 		Before:       before,
 		After:        after,
 	}
-	r.Diff = c.diff(before, after)
+	r.Diff = d
 	for col := range t.redact {
 		if v, ok := before[col]; ok && v != nil {
 			before[col] = core.Redacted

@@ -29,6 +29,7 @@ type returning struct {
 	// into before; the hook then reads and locks nothing beforehand (see capture.update).
 	oldNew bool
 	before *rowSet
+	ignore map[string]bool // with oldNew: the columns the rows' diffs leave out (Options.IgnoreFields)
 	// pre holds the rows an INSERT ... ON CONFLICT ... DO UPDATE found in its way, read and
 	// locked by the conflict target before it ran: the before images of the rows it updates.
 	pre *rowSet
@@ -157,6 +158,7 @@ func (r *returning) run(ctx context.Context, eq dialect.ExecQuerier, q string, s
 		rows.Close()
 		return fmt.Errorf("entaudit: reading the rows written to %s: %w", r.t.Table, err)
 	}
+	s.ignore = r.ignore
 	if !exec {
 		vr, ok := v.(*sql.Rows)
 		if !ok {

@@ -14,6 +14,7 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"github.com/google/uuid"
 
+	"github.com/auditkit/auditkit/core"
 	"github.com/auditkit/auditkit/internal/inttext"
 )
 
@@ -27,6 +28,10 @@ type rowSet struct {
 	xmax   []string         // xmax of the rows, when asked for
 	byID   map[string]int   // id -> index in images
 	xid    string           // the transaction's id, when the statement returned it (see xidColumn)
+	// diffs, for rows read together with their versions before an UPDATE (see scanner.oldNew),
+	// holds each imaged row's changed columns (Options.IgnoreFields left out), in the order of
+	// images: core.Diff of the two images, made from the columns as they were scanned.
+	diffs []map[string]core.Change
 }
 
 func (rs *rowSet) image(id string) map[string]any {
@@ -37,6 +42,22 @@ func (rs *rowSet) image(id string) map[string]any {
 		return rs.images[i]
 	}
 	return nil
+}
+
+// imageDiff returns the image of the row id and, when the rows were read with their versions
+// before an UPDATE, its diff from that version (see diffs); ok reports that there was a diff.
+func (rs *rowSet) imageDiff(id string) (img map[string]any, d map[string]core.Change, ok bool) {
+	if rs == nil {
+		return nil, nil, false
+	}
+	i, found := rs.byID[id]
+	if !found {
+		return nil, nil, false
+	}
+	if rs.diffs == nil {
+		return rs.images[i], nil, false
+	}
+	return rs.images[i], rs.diffs[i], true
 }
 
 // itemised returns the ids that have an image.
@@ -120,6 +141,11 @@ type scanner struct {
 	vals       []any
 	full, skip []any
 	ids        inttext.Texts // the text of the rows' integer ids
+	// With oldNew: was holds the current row's values before the UPDATE as its old image has
+	// them, by column (an omitted column's entry is not used), and ignore names the columns the
+	// diffs leave out.
+	was    []any
+	ignore map[string]bool
 }
 
 // idText is idString(v), an integer id's text sharing a buffer with the others' (see inttext).
@@ -243,13 +269,26 @@ func (s *scanner) scan(rows sql.ColumnScanner, lead ...any) error {
 		return nil
 	}
 	img := make(map[string]any, s.end-s.lead)
+	var d map[string]core.Change
 	for i := s.lead; i < s.end; i++ {
-		if s.l.kinds[i] != colOmit {
-			img[s.l.cols[i]] = normalize(s.vals[i], s.l.kinds[i])
+		if s.l.kinds[i] == colOmit {
+			continue
+		}
+		col, v := s.l.cols[i], normalize(s.vals[i], s.l.kinds[i])
+		img[col] = v
+		// Both images have the same columns, so this is core.Diff of the two.
+		if s.oldNew && !s.ignore[col] && !core.Equal(s.was[i-s.lead], v) {
+			if d == nil {
+				d = make(map[string]core.Change)
+			}
+			d[col] = core.Change{From: s.was[i-s.lead], To: v}
 		}
 	}
 	rs.byID[id] = len(rs.images)
 	rs.images = append(rs.images, img)
+	if s.oldNew {
+		rs.diffs = append(rs.diffs, d)
+	}
 	return nil
 }
 
@@ -264,9 +303,14 @@ func (s *scanner) scanOld(past bool) {
 		return
 	}
 	img := make(map[string]any, s.lead)
+	if s.was == nil {
+		s.was = make([]any, s.lead)
+	}
 	for i := range s.lead {
 		if k := s.l.kinds[i+s.lead]; k != colOmit {
-			img[s.l.cols[i+s.lead]] = normalize(s.vals[i], k)
+			v := normalize(s.vals[i], k)
+			img[s.l.cols[i+s.lead]] = v
+			s.was[i] = v
 		}
 	}
 	old.byID[id] = len(old.images)

@@ -45,7 +45,8 @@ func (rs *rowSet) image(id string) map[string]any {
 }
 
 // imageDiff returns the image of the row id and, when the rows were read with their versions
-// before an UPDATE, its diff from that version (see diffs); ok reports that there was a diff.
+// before an UPDATE, its diff from that version (see diffs); ok reports that the diff was made
+// (d is nil when no column changed). Without ok, the caller makes the diff from the images.
 func (rs *rowSet) imageDiff(id string) (img map[string]any, d map[string]core.Change, ok bool) {
 	if rs == nil {
 		return nil, nil, false
